@@ -1,0 +1,133 @@
+"""Command line: `python -m bot serve | check-config PATH | plan push PAYLOAD --config FILE`.
+
+The only place that imports `handlers` and composes their routers.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+from aiohttp import web
+
+import handlers
+from bot import builds, config, deploy, federated, jobs, logs, regression
+from bot.app import create_app
+from bot.settings import Settings, SettingsError, from_env, needs_setup
+from bot.setup import create_setup_app
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bot", description="flops-bot: ML CI/CD GitHub App")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("serve", help="run the webhook server")
+    check = sub.add_parser("check-config", help="validate a .github/flops.yml; exit 1 when invalid")
+    check.add_argument("path", type=Path)
+    plan = sub.add_parser("plan", help="print the Jobs an event would create, as YAML (no cluster needed)")
+    plan.add_argument("event", choices=["push"])
+    plan.add_argument("payload", type=Path, help="a push webhook payload (JSON)")
+    plan.add_argument("--config", type=Path, required=True, help="the repository's .github/flops.yml")
+    args = parser.parse_args(argv)
+    if args.command == "check-config":
+        return check_config(args.path)
+    if args.command == "plan":
+        return plan_push(args.payload, args.config)
+    return serve()
+
+
+def check_config(path: Path) -> int:
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        print(f"{path}: cannot read: {exc.strerror}", file=sys.stderr)
+        return 1
+    try:
+        parsed = config.parse(text)
+    except config.ConfigError as error:
+        for problem in error.problems:
+            print(f"{path}: {problem.path or '(file)'}: {problem.message}", file=sys.stderr)
+        return 1
+    print(f"{path}: ok ({len(parsed.images)} image(s), {len(parsed.deploy)} deploy target(s), "
+          f"regression {'on' if parsed.regression else 'off'}, federated {'on' if parsed.federated else 'off'})")
+    return 0
+
+
+def plan_push(payload_path: Path, config_path: Path) -> int:
+    """What a push would build: the Kaniko Jobs as YAML, from the payload's file list."""
+    try:
+        payload = json.loads(payload_path.read_text())
+        cfg = config.parse(config_path.read_text())
+    except (OSError, ValueError) as exc:
+        print(f"flops-bot plan: {exc}", file=sys.stderr)
+        return 1
+    except config.ConfigError as error:
+        for problem in error.problems:
+            print(f"{config_path}: {problem.path or '(file)'}: {problem.message}", file=sys.stderr)
+        return 1
+    payload.setdefault("installation", {"id": 0})
+    push = builds.Push.from_payload(payload)
+    if not builds.wants_build(cfg, push):
+        print(f"# {push.ref} is not a configured branch or tag: nothing would be built")
+        return 0
+    changed = builds.changed_in_payload(push)
+    images = jobs.images_to_build(cfg, changed)
+    tag = jobs.image_tag(push.branch or push.tag_name or "ref", push.commit_time, push.sha)
+    source = jobs.Source(push.repo, push.sha, push.installation_id, ref=push.branch or push.ref)
+    cluster = jobs.cluster_from(plan_settings())
+    bodies = [jobs.build_job(jobs.BuildRequest(source, image, cfg.registry, tag, push.commit_time), cluster)
+              for image in images]
+    why = "all images (changed files unknown)" if changed is None else f"{len(changed)} changed file(s)"
+    print(f"# {len(bodies)} Kaniko Job(s) for {push.repo}@{push.sha[:7]} ({why})")
+    print(yaml.safe_dump_all(bodies, sort_keys=False) if bodies else "# no image's paths match: nothing to build")
+    return 0
+
+
+def plan_settings() -> Settings:
+    """Settings for planning: the environment where set, harmless placeholders elsewhere."""
+    env = {"GITHUB_APP_ID": "1", "GITHUB_PRIVATE_KEY": "unused", "GITHUB_WEBHOOK_SECRET": "unused",
+           "MINIO_ENDPOINT": "minio.minio.svc.cluster.local:9000", "MINIO_ACCESS_KEY": "unused",
+           "MINIO_SECRET_KEY": "unused", "KUBERNETES_SERVICE_HOST": "planning", **os.environ}
+    env["KUBERNETES_SERVICE_HOST"] = "planning"
+    return from_env(env)
+
+
+def serve() -> int:
+    if needs_setup(os.environ):
+        port = int(os.environ.get("PORT") or 8080)
+        logs.configure(logs.Redactor(), os.environ.get("LOG_LEVEL", "INFO"))
+        print(f"flops-bot: no GitHub App credentials; open http://localhost:{port}/ to register the App",
+              file=sys.stderr)
+        web.run_app(create_setup_app(os.environ), port=port, print=None)
+        return 0
+    try:
+        settings = from_env()
+    except SettingsError as error:
+        for problem in error.problems:
+            print(f"flops-bot: {problem}", file=sys.stderr)
+        print("flops-bot: see README.md, 'Configuration', for every variable", file=sys.stderr)
+        return 2
+    run(settings)
+    return 0
+
+
+def run(settings: Settings) -> None:
+    logs.configure(logs.Redactor([settings.private_key, *settings.webhook_secrets, settings.s3.secret_key]),
+                   os.environ.get("LOG_LEVEL", "INFO"))
+    web.run_app(build_app(settings), port=settings.port, print=None, shutdown_timeout=30)
+
+
+def build_app(settings: Settings, **options: Any) -> web.Application:
+    """The whole bot: handlers' routers, the tracker's reporters, the after-build hooks."""
+    reporters = {jobs.BUILD: builds.report_build, jobs.REGRESSION: regression.report,
+                 jobs.FEDERATED_SERVER: federated.report}
+    return create_app(settings, handlers.router(), reporters=reporters,
+                      after_build=[deploy.Deployer().after_build, federated.after_build], **options)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

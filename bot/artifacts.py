@@ -1,0 +1,94 @@
+"""MinIO / S3: build contexts, metrics and models. The minio client is synchronous: threads."""
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+from datetime import timedelta
+from typing import Any, BinaryIO
+
+import minio
+from minio.error import S3Error
+
+from bot.settings import S3Settings
+
+
+class Artifacts:
+    def __init__(self, s3: S3Settings) -> None:
+        self.settings = s3
+        self.bucket = s3.bucket
+        self.client = minio.Minio(s3.endpoint, access_key=s3.access_key, secret_key=s3.secret_key, secure=s3.secure)
+        self._bucket_ready = False
+
+    @property
+    def endpoint_url(self) -> str:
+        return ("https://" if self.settings.secure else "http://") + self.settings.endpoint
+
+    async def ping(self) -> None:
+        """Readiness: S3 answers and our bucket exists (created on first success)."""
+        await self.ensure_bucket()
+
+    async def ensure_bucket(self) -> None:
+        if self._bucket_ready:
+            return
+        if not await asyncio.to_thread(self.client.bucket_exists, self.bucket):
+            try:
+                await asyncio.to_thread(self.client.make_bucket, self.bucket)
+            except S3Error as exc:
+                if exc.code not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
+                    raise
+        self._bucket_ready = True
+
+    async def exists(self, key: str) -> bool:
+        try:
+            await asyncio.to_thread(self.client.stat_object, self.bucket, key)
+        except S3Error as exc:
+            if exc.code in ("NoSuchKey", "NoSuchObject", "NotFound"):
+                return False
+            raise
+        return True
+
+    async def put_bytes(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
+        await self.ensure_bucket()
+        await asyncio.to_thread(self.client.put_object, self.bucket, key, io.BytesIO(data), len(data),
+                                content_type=content_type)
+
+    async def put_stream(self, key: str, stream: BinaryIO, size: int, content_type: str) -> None:
+        await self.ensure_bucket()
+        await asyncio.to_thread(self.client.put_object, self.bucket, key, stream, size, content_type=content_type)
+
+    async def get_bytes(self, key: str) -> bytes | None:
+        def read() -> bytes | None:
+            try:
+                response = self.client.get_object(self.bucket, key)
+            except S3Error as exc:
+                if exc.code in ("NoSuchKey", "NoSuchObject", "NotFound"):
+                    return None
+                raise
+            try:
+                return response.read()
+            finally:
+                response.close()
+                response.release_conn()
+
+        return await asyncio.to_thread(read)
+
+    async def get_json(self, key: str) -> Any | None:
+        data = await self.get_bytes(key)
+        return None if data is None else json.loads(data)
+
+    async def put_json(self, key: str, value: Any) -> None:
+        await self.put_bytes(key, json.dumps(value, indent=2, sort_keys=True).encode(), "application/json")
+
+    async def delete(self, key: str) -> None:
+        await asyncio.to_thread(self.client.remove_object, self.bucket, key)
+
+    async def list_keys(self, prefix: str) -> list[str]:
+        def keys() -> list[str]:
+            return [o.object_name for o in self.client.list_objects(self.bucket, prefix=prefix, recursive=True)
+                    if o.object_name]
+
+        return await asyncio.to_thread(keys)
+
+    async def presigned_get(self, key: str, expires: timedelta) -> str:
+        return await asyncio.to_thread(self.client.presigned_get_object, self.bucket, key, expires)

@@ -1,0 +1,279 @@
+"""Image builds: which images a push builds, the Kaniko Jobs, supersede, re-run, the report.
+
+A build's record (`builds/<owner>/<repo>/<sha>/<image>.json` in S3) outlives its Job: deploys
+and `/redeploy` read it.
+"""
+from __future__ import annotations
+
+import fnmatch
+import json
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from gidgethub.abc import GitHubAPI
+
+from bot import checks, jobs
+from bot.config import DeployTarget, ImageConfig, RepoConfig
+from bot.deps import Deps
+from bot.sources import ensure_source
+from bot.tracker import diagnose, log_tail, termination_message
+
+log = logging.getLogger(__name__)
+
+ZERO_SHA = "0" * 40
+PAYLOAD_COMMIT_LIMIT = 20  # GitHub lists at most 20 commits in a push payload
+
+
+@dataclass(frozen=True)
+class Push:
+    """The parts of a push payload the build flow uses."""
+
+    repo: str
+    installation_id: int
+    ref: str
+    before: str
+    sha: str
+    commit_time: str
+    default_branch: str
+    commits: tuple[dict[str, Any], ...]
+    delivery_id: str = ""
+
+    @classmethod
+    def from_payload(cls, data: dict[str, Any], delivery_id: str = "") -> Push:
+        head = data.get("head_commit") or {}
+        return cls(repo=data["repository"]["full_name"], installation_id=int(data["installation"]["id"]),
+                   ref=data["ref"], before=data.get("before") or ZERO_SHA, sha=data["after"],
+                   commit_time=head.get("timestamp") or checks.now(),
+                   default_branch=data["repository"].get("default_branch") or "main",
+                   commits=tuple(data.get("commits") or ()), delivery_id=delivery_id)
+
+    @property
+    def branch(self) -> str | None:
+        return self.ref.removeprefix("refs/heads/") if self.ref.startswith("refs/heads/") else None
+
+    @property
+    def tag_name(self) -> str | None:
+        return self.ref.removeprefix("refs/tags/") if self.ref.startswith("refs/tags/") else None
+
+
+def wants_build(cfg: RepoConfig, push: Push) -> bool:
+    """A configured branch (default: the default branch), or a tag matching `tags`."""
+    if push.branch is not None:
+        return push.branch in (cfg.branches or (push.default_branch,))
+    return push.tag_name is not None and any(fnmatch.fnmatchcase(push.tag_name, p) for p in cfg.tags)
+
+
+def changed_in_payload(push: Push) -> list[str] | None:
+    """Files the push changed, or None when the payload cannot tell (truncated, new branch)."""
+    if push.before == ZERO_SHA or not push.commits or len(push.commits) >= PAYLOAD_COMMIT_LIMIT:
+        return None
+    files: set[str] = set()
+    for commit in push.commits:
+        for key in ("added", "modified", "removed"):
+            files.update(commit.get(key) or ())
+    return sorted(files)
+
+
+async def changed_files(gh: GitHubAPI, push: Push) -> list[str] | None:
+    """The payload's file list, else the compare API's; None (build everything) if unknowable."""
+    files = changed_in_payload(push)
+    if files is not None or push.before == ZERO_SHA:
+        return files
+    data = await gh.getitem("/repos/" + push.repo + "/compare/{spec}", url_vars={"spec": f"{push.before}...{push.sha}"})
+    listed = data.get("files") or []
+    if len(listed) >= 300 or data.get("status") not in ("ahead", "identical"):
+        return None  # GitHub caps the list at 300 files; a force-push may have rewritten history
+    return sorted({f["filename"] for f in listed} | {f["previous_filename"] for f in listed if f.get("previous_filename")})
+
+
+async def start_for_push(gh: GitHubAPI, deps: Deps, cfg: RepoConfig, push: Push) -> list[str]:
+    """Supersede older builds of the branch, upload the source, start one Kaniko Job per image."""
+    images = jobs.images_to_build(cfg, await changed_files(gh, push))
+    if push.branch:
+        await supersede(gh, deps, push)
+    if not images:
+        return []
+    await ensure_source(deps.github, deps.artifacts, push.installation_id, push.repo, push.sha)
+    tag = jobs.image_tag(push.branch or push.tag_name or "ref", push.commit_time, push.sha)
+    source = jobs.Source(push.repo, push.sha, push.installation_id, ref=push.branch or push.ref,
+                         delivery_id=push.delivery_id)
+    started = []
+    for image in images:
+        request = jobs.BuildRequest(source, image, cfg.registry, tag, push.commit_time,
+                                    annotations={jobs.DEPLOY_TARGETS: targets_annotation(cfg)})
+        if await launch_build(gh, deps, request):
+            started.append(image.name)
+    return started
+
+
+async def start_for_pr(gh: GitHubAPI, deps: Deps, cfg: RepoConfig, pr: Any, names: tuple[str, ...],
+                       delivery_id: str = "") -> list[str]:
+    """`/build`: images of the PR head, tagged `pr-<n>-<sha7>`, never deployed."""
+    images = [cfg.image(n) for n in names] if names else list(cfg.images)
+    await ensure_source(deps.github, deps.artifacts, pr.installation_id, pr.repo, pr.head_sha)
+    source = jobs.Source(pr.repo, pr.head_sha, pr.installation_id, pr=pr.number, delivery_id=delivery_id)
+    started = []
+    for image in images:
+        if image is None:
+            continue
+        request = jobs.BuildRequest(source, image, cfg.registry, jobs.pr_tag(pr.number, pr.head_sha), checks.now(),
+                                    attempt=delivery_id)
+        if await launch_build(gh, deps, request):
+            started.append(image.name)
+    return started
+
+
+async def launch_build(gh: GitHubAPI, deps: Deps, request: jobs.BuildRequest) -> bool:
+    """Check run first (its id goes on the Job), then the Job. A Job that exists already means
+    this request was handled (redelivery, restart): nothing is posted twice."""
+    body = jobs.build_job(request, jobs.cluster_from(deps.settings))
+    name = jobs.name_of(body)
+    if await deps.kube.get_job(name) is not None:
+        return False
+    src = request.source
+    check_id = await checks.create(
+        gh, src.repo, src.sha, checks.build_name(request.image.name), external_id=name,
+        title=f"Building {request.destination}",
+        summary=f"Kaniko Job `{name}` in namespace `{deps.settings.namespace}` is building "
+                f"`{request.image.dockerfile}` (context `{request.image.context}`).")
+    body["metadata"]["annotations"][jobs.CHECK_RUN] = str(check_id)
+    created = await deps.kube.create_job(body)
+    log.info("build started", extra={"repo": src.repo, "sha": src.sha, "job": name, "image": request.image.name,
+                                     "created": created is not None})
+    return created is not None
+
+
+async def supersede(gh: GitHubAPI, deps: Deps, push: Push) -> None:
+    """Running builds of older commits on this branch: deleted, their checks `cancelled`."""
+    for job in await deps.kube.list_jobs(f"{jobs.SELECTOR},{jobs.KIND}={jobs.BUILD}"):
+        ann = jobs.annotations(job)
+        if (ann.get(jobs.REPO) != push.repo or ann.get(jobs.REF) != push.branch or ann.get(jobs.SHA) == push.sha
+                or jobs.REPORTED in ann or jobs.outcome(job).finished):
+            continue
+        name = jobs.name_of(job)
+        await cancel_job(gh, deps, job, f"Superseded by a newer push to `{push.branch}`: {push.sha[:7]}.")
+        log.info("build superseded", extra={"repo": push.repo, "job": name, "by": push.sha})
+
+
+async def cancel_job(gh: GitHubAPI, deps: Deps, job: dict[str, Any], why: str) -> None:
+    """Mark reported first (the tracker must not report it), complete the check, delete the Job."""
+    name, ann = jobs.name_of(job), jobs.annotations(job)
+    await deps.kube.annotate_job(name, {jobs.REPORTED: "cancelled"})
+    if ann.get(jobs.CHECK_RUN):
+        await checks.complete(gh, ann[jobs.REPO], ann[jobs.CHECK_RUN], "cancelled", title="Cancelled", summary=why)
+    await deps.kube.delete_job(name)
+
+
+async def rerun(gh: GitHubAPI, deps: Deps, cfg: RepoConfig, *, repo: str, sha: str, image_name: str,
+                installation_id: int, ref: str, attempt: str) -> bool:
+    """The check run's Re-run button: build that image of that commit again."""
+    image = cfg.image(image_name)
+    if image is None:
+        return False
+    commit = await gh.getitem("/repos/" + repo + "/commits/{sha}", url_vars={"sha": sha})
+    when = commit["commit"]["committer"]["date"]
+    await ensure_source(deps.github, deps.artifacts, installation_id, repo, sha)
+    tag = jobs.image_tag(ref or "rerun", when, sha)
+    source = jobs.Source(repo, sha, installation_id, ref=ref)
+    request = jobs.BuildRequest(source, image, cfg.registry, tag, when, attempt=attempt,
+                                annotations={jobs.DEPLOY_TARGETS: targets_annotation(cfg)})
+    return await launch_build(gh, deps, request)
+
+
+# --- report -----------------------------------------------------------------------------------------
+
+def record_key(repo: str, sha: str, image: str) -> str:
+    """Where a successful build's record lives (read by deploys and /redeploy)."""
+    return f"builds/{repo}/{sha}/{image}.json"
+
+
+def latest_key(repo: str, branch: str, image: str) -> str:
+    """The newest successful build of `image` on `branch` (by the sortable tag)."""
+    return f"builds/{repo}/latest/{branch}/{image}.json"
+
+
+def targets_annotation(cfg: RepoConfig) -> str:
+    """The deploy targets, carried on each build Job so the report needs no second config read."""
+    return json.dumps([{"name": t.name, "repo": t.repo, "branch": t.branch, "file": t.file, "images": list(t.images),
+                        "field": t.field, "mode": t.mode} for t in cfg.deploy], separators=(",", ":"))
+
+
+def targets_from_annotation(text: str) -> list[DeployTarget]:
+    return [DeployTarget(name=t["name"], repo=t["repo"], branch=t["branch"], file=t["file"], images=tuple(t["images"]),
+                         field=t["field"], mode=t["mode"]) for t in json.loads(text or "[]")]
+
+
+async def report_build(job: dict[str, Any], result: jobs.Outcome, deps: Deps) -> str:
+    """Tracker reporter for `flops.dev/kind: build`."""
+    name, ann = jobs.name_of(job), jobs.annotations(job)
+    gh = deps.github.for_installation(int(ann[jobs.INSTALLATION]))
+    pods = await deps.kube.job_pods(name)
+    digest = termination_message(pods, "kaniko") if result.succeeded else None
+    if result.succeeded and digest and digest.startswith("sha256:"):
+        record = {"repo": ann[jobs.REPO], "sha": ann[jobs.SHA], "image": ann[jobs.IMAGE], "ref": ann.get(jobs.REF, ""),
+                  "tag": ann[jobs.TAG], "destination": ann[jobs.DESTINATION], "digest": digest,
+                  "reference": f"{ann[jobs.DESTINATION]}@{digest}", "job": name, "built_at": checks.now(),
+                  "deploy_targets": ann.get(jobs.DEPLOY_TARGETS, "[]")}
+        await save_record(deps, record)
+        await _finish(gh, deps, job, "success", title=f"Built {ann[jobs.DESTINATION]}",
+                      summary=f"**Image:** `{ann[jobs.DESTINATION]}`\n**Digest:** `{digest}`\n\n"
+                              f"Pull by digest: `{record['reference']}`")
+        for hook in deps.after_build:
+            await hook(gh, deps, record)
+        return "success"
+    if result.succeeded:
+        why = "Kaniko finished but wrote no image digest to its termination message"
+        text = await log_tail(deps, pods[-1]["metadata"]["name"] if pods else None, "kaniko", pods)
+    else:
+        diagnosis = diagnose(result, pods)
+        why = diagnosis.reason
+        text = await log_tail(deps, diagnosis.pod, diagnosis.container, pods)
+    hint = _hint(why, deps)
+    await _finish(gh, deps, job, "failure", title=f"Build failed: {why}"[:200],
+                  summary=f"Building `{ann[jobs.DESTINATION]}` failed.\n\n**Reason:** {why}\n\n{hint}".rstrip(),
+                  text=f"Last lines of the build log (Job `{name}`):\n\n```\n{text.rstrip()}\n```" if text else None)
+    return "failure"
+
+
+async def save_record(deps: Deps, record: dict[str, Any]) -> None:
+    """The build's record, and the branch's `latest` pointer when this build is the newest."""
+    await deps.artifacts.put_json(record_key(record["repo"], record["sha"], record["image"]), record)
+    if not record["ref"] or record.get("pr"):
+        return
+    latest = latest_key(record["repo"], record["ref"], record["image"])
+    current = await deps.artifacts.get_json(latest)
+    if current is None or _tag_time(current["tag"]) <= _tag_time(record["tag"]):
+        await deps.artifacts.put_json(latest, record)
+
+
+def _tag_time(tag: str) -> str:
+    parts = tag.rsplit("-", 2)
+    return parts[-2] if len(parts) == 3 else ""
+
+
+def _hint(why: str, deps: Deps) -> str:
+    if "ImagePull" in why:
+        return "The Kaniko image could not be pulled: check `FLOPS_KANIKO_IMAGE` and the cluster's network."
+    if "UNAUTHORIZED" in why.upper() or "401" in why:
+        return f"The registry refused the push: check the `{deps.settings.registry_secret}` Secret."
+    if "deadline" in why:
+        return "Raise `timeout` of this image in `.github/flops.yml` if the build is legitimately slow."
+    return "Use the Re-run button on this check to build again."
+
+
+async def _finish(gh: GitHubAPI, deps: Deps, job: dict[str, Any], conclusion: str, *, title: str, summary: str,
+                  text: str | None = None) -> None:
+    """Complete the Job's check run; create it (already completed) if the bot died before it could."""
+    ann = jobs.annotations(job)
+    check_id = ann.get(jobs.CHECK_RUN)
+    if check_id:
+        await checks.complete(gh, ann[jobs.REPO], check_id, conclusion, title=title, summary=summary, text=text)
+        return
+    await checks.post_completed(gh, ann[jobs.REPO], ann[jobs.SHA], ann[jobs.CHECK_NAME], conclusion,
+                                title=title, summary=summary, text=text)
+
+
+def image_for_check(cfg: RepoConfig, check_name: str) -> ImageConfig | None:
+    prefix = checks.build_name("")
+    return cfg.image(check_name[len(prefix):]) if check_name.startswith(prefix) else None

@@ -1,0 +1,101 @@
+"""Check runs: the verdicts users see on commits and gate merges with.
+
+Check-run names are public contract (branch protection requires them by name).
+"""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from gidgethub.abc import GitHubAPI
+
+from bot import config
+
+CONFIG = "flops/config"
+REGRESSION = "flops/regression"
+FEDERATED = "flops/federated"
+MAX_TEXT = 65_000  # GitHub rejects output.summary / output.text over 65,535 characters
+
+
+def build_name(image: str) -> str:
+    return f"flops/build: {image}"
+
+
+def deploy_name(target: str) -> str:
+    return f"flops/deploy: {target}"
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def clip(text: str, limit: int = MAX_TEXT) -> str:
+    if len(text) <= limit:
+        return text
+    marker = "\n\n… (truncated)"
+    return text[: limit - len(marker)] + marker
+
+
+def _output(title: str, summary: str, text: str | None) -> dict[str, str]:
+    output = {"title": clip(title, 1000), "summary": clip(summary)}
+    if text:
+        output["text"] = clip(text)
+    return output
+
+
+async def create(gh: GitHubAPI, repo: str, sha: str, name: str, *, title: str, summary: str,
+                 status: str = "in_progress", details_url: str | None = None,
+                 external_id: str | None = None, text: str | None = None) -> int:
+    body: dict[str, Any] = {"name": name, "head_sha": sha, "status": status, "output": _output(title, summary, text)}
+    if status == "in_progress":
+        body["started_at"] = now()
+    if details_url:
+        body["details_url"] = details_url
+    if external_id:
+        body["external_id"] = external_id
+    data = await gh.post("/repos/" + repo + "/check-runs", data=body)
+    return int(data["id"])
+
+
+async def complete(gh: GitHubAPI, repo: str, check_id: int | str, conclusion: str, *, title: str,
+                   summary: str, text: str | None = None, details_url: str | None = None) -> None:
+    body: dict[str, Any] = {"status": "completed", "conclusion": conclusion, "completed_at": now(),
+                            "output": _output(title, summary, text)}
+    if details_url:
+        body["details_url"] = details_url
+    await gh.patch("/repos/" + repo + "/check-runs/{id}", url_vars={"id": str(check_id)}, data=body)
+
+
+async def post_completed(gh: GitHubAPI, repo: str, sha: str, name: str, conclusion: str, *, title: str,
+                         summary: str, text: str | None = None, details_url: str | None = None) -> int:
+    """One call: a check run created already completed (config errors, skipped deploys)."""
+    body: dict[str, Any] = {"name": name, "head_sha": sha, "status": "completed", "conclusion": conclusion,
+                            "completed_at": now(), "output": _output(title, summary, text)}
+    if details_url:
+        body["details_url"] = details_url
+    data = await gh.post("/repos/" + repo + "/check-runs", data=body)
+    return int(data["id"])
+
+
+async def latest(gh: GitHubAPI, repo: str, sha: str, name: str) -> dict[str, Any] | None:
+    data = await gh.getitem("/repos/" + repo + "/commits/{sha}/check-runs{?check_name,filter}",
+                            url_vars={"sha": sha, "check_name": name, "filter": "latest"})
+    runs: list[dict[str, Any]] = data.get("check_runs", [])
+    return runs[0] if runs else None
+
+
+async def load_config(gh: GitHubAPI, repo: str, *, ref: str, sha: str) -> config.RepoConfig | None:
+    """`.github/flops.yml` at `ref`; None when absent or invalid. An invalid file gets a failing
+    `flops/config` check run on `sha` that names every wrong key."""
+    try:
+        return await config.load(gh, repo, ref)
+    except config.ConfigError as error:
+        lines = "\n".join(f"- `{p.path or '(file)'}`: {p.message}" for p in error.problems)
+        await post_completed(
+            gh, repo, sha, CONFIG, "failure",
+            title=f"{len(error.problems)} problem(s) in {config.CONFIG_PATH}",
+            summary=f"`{config.CONFIG_PATH}` at `{ref[:12]}` is invalid, so flops-bot did nothing for this "
+                    f"commit. Fix these and push again (check locally with "
+                    f"`python -m bot check-config {config.CONFIG_PATH}`):\n\n{lines}",
+        )
+        return None

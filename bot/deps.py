@@ -1,0 +1,28 @@
+"""What handlers get instead of module-level clients: passed in by the dispatcher."""
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from gidgethub.abc import GitHubAPI
+
+from bot.artifacts import Artifacts
+from bot.github import GitHubApp, Permissions
+from bot.kube import Kube
+from bot.metrics import Metrics
+from bot.settings import Settings
+
+# Called with the build record after an image built successfully (the deploy flow listens here).
+AfterBuild = Callable[[GitHubAPI, "Deps", dict[str, Any]], Awaitable[None]]
+
+
+@dataclass
+class Deps:
+    settings: Settings
+    github: GitHubApp
+    kube: Kube
+    artifacts: Artifacts
+    metrics: Metrics
+    after_build: list[AfterBuild] = field(default_factory=list)
+    permissions: Permissions = field(default_factory=Permissions)

@@ -1,0 +1,254 @@
+"""GitHub App authentication and the one GitHub client the bot uses.
+
+- `GitHubApp` signs App JWTs, mints installation tokens (cached until shortly before they
+  expire, one per installation) and finds the installation of any repository, so the config
+  repo may live in a different installation than the code repo.
+- `Client` is gidgethub's aiohttp client plus the bot's single retry policy: 5xx answers are
+  retried with exponential backoff, rate limits (primary: `X-RateLimit-Remaining: 0` until
+  `X-RateLimit-Reset`; secondary: `Retry-After`) are waited out when the wait is bounded,
+  and a rejected installation token is refreshed once.
+"""
+from __future__ import annotations
+
+import asyncio
+import http
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, BinaryIO
+
+import aiohttp
+import gidgethub
+import gidgethub.abc
+import gidgethub.aiohttp
+from gidgethub.apps import get_jwt
+
+from bot.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+USER_AGENT = "flops-bot"
+WRITE = ("admin", "maintain", "write")
+PERMISSION_TTL = 60.0
+TOKEN_REFRESH_MARGIN = 300.0  # seconds before expiry at which a cached token is renewed
+
+Sleep = Callable[[float], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How often and how long to retry. One policy for every GitHub call."""
+
+    attempts: int = 5
+    base_delay: float = 0.5
+    max_delay: float = 30.0
+    max_rate_limit_wait: float = 120.0  # longer waits fail fast: the event is retried by redelivery
+    sleep: Sleep = field(default=asyncio.sleep, compare=False)
+
+    def backoff(self, attempt: int) -> float:
+        delay = min(self.max_delay, self.base_delay * 2 ** (attempt - 1))
+        return delay * (0.5 + random.random() / 2)
+
+
+def rate_limit_wait(status: int, headers: Mapping[str, str], now: float) -> float | None:
+    """Seconds to wait before retrying a rate-limited answer, or None when it is no rate limit."""
+    if status not in (403, 429):
+        return None
+    retry_after = headers.get("retry-after") or headers.get("Retry-After")
+    if retry_after and retry_after.strip().isdigit():
+        return float(retry_after)
+    remaining = headers.get("x-ratelimit-remaining") or headers.get("X-RateLimit-Remaining")
+    reset = headers.get("x-ratelimit-reset") or headers.get("X-RateLimit-Reset")
+    if remaining == "0" and reset and reset.strip().isdigit():
+        return max(0.0, float(reset) - now) + 1.0
+    if status == 429:
+        return 60.0
+    return None
+
+
+class Client(gidgethub.aiohttp.GitHubAPI):
+    """gidgethub client with retries, metrics and (for installations) self-refreshing tokens."""
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        *,
+        base_url: str,
+        policy: RetryPolicy,
+        metrics: Metrics,
+        token: Callable[[bool], Awaitable[str]] | None = None,
+        jwt: Callable[[], str] | None = None,
+    ) -> None:
+        super().__init__(session, USER_AGENT, base_url=base_url)
+        self._policy = policy
+        self._metrics = metrics
+        self._token = token
+        self._jwt = jwt
+        self._refresh_token = False
+
+    async def _request(
+        self, method: str, url: str, headers: Mapping[str, str], body: bytes = b""
+    ) -> tuple[int, Mapping[str, str], bytes]:
+        headers = dict(headers)
+        if self._token is not None:
+            headers["authorization"] = f"token {await self._token(self._refresh_token)}"
+            self._refresh_token = False
+        elif self._jwt is not None:
+            headers["authorization"] = f"bearer {self._jwt()}"
+        try:
+            status, resp_headers, data = await super()._request(method, url, headers, body)
+        except aiohttp.ClientError as exc:
+            self._metrics.github_call(method, "error", None)
+            raise gidgethub.GitHubBroken(f"GitHub unreachable: {exc}") from exc
+        self._metrics.github_call(method, str(status), resp_headers.get("x-ratelimit-remaining"))
+        return status, resp_headers, data
+
+    async def sleep(self, seconds: float) -> None:
+        await self._policy.sleep(seconds)
+
+    async def handle_rate_limit_error(
+        self, *, method: str, url: str, exception: gidgethub.HTTPException, attempt: int
+    ) -> bool:
+        if attempt >= self._policy.attempts:
+            return False
+        status = int(exception.status_code)
+        if status == 401 and self._token is not None and attempt == 1:
+            self._refresh_token = True
+            return True
+        wait = rate_limit_wait(status, getattr(exception, "headers", None) or {}, time.time())
+        if wait is None and status >= 500:
+            wait = self._policy.backoff(attempt)
+        if wait is None or wait > self._policy.max_rate_limit_wait:
+            return False
+        log.warning("github retry", extra={"status": status, "method": method, "url": url, "wait": round(wait, 2)})
+        await self.sleep(wait)
+        return True
+
+
+@dataclass
+class _Token:
+    value: str
+    expires_at: float
+
+
+class GitHubApp:
+    """The App's identity: JWTs, cached installation tokens, installation lookup."""
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        *,
+        app_id: int,
+        private_key: str,
+        api_url: str,
+        metrics: Metrics,
+        policy: RetryPolicy | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._session = session
+        self._app_id = app_id
+        self._private_key = private_key
+        self._api_url = api_url
+        self._metrics = metrics
+        self._policy = policy or RetryPolicy()
+        self._clock = clock
+        self._tokens: dict[int, _Token] = {}
+        self._locks: dict[int, asyncio.Lock] = {}
+        self._installations: dict[str, int] = {}
+        self.slug: str | None = None
+
+    def jwt(self) -> str:
+        return get_jwt(app_id=str(self._app_id), private_key=self._private_key)
+
+    def as_app(self) -> Client:
+        return Client(self._session, base_url=self._api_url, policy=self._policy, metrics=self._metrics, jwt=self.jwt)
+
+    def for_installation(self, installation_id: int) -> Client:
+        async def token(refresh: bool) -> str:
+            return await self.installation_token(installation_id, refresh=refresh)
+
+        return Client(self._session, base_url=self._api_url, policy=self._policy, metrics=self._metrics, token=token)
+
+    async def for_repo(self, repo: str) -> Client:
+        """A client for whichever installation covers `repo` (e.g. the GitOps config repo)."""
+        return self.for_installation(await self.installation_of(repo))
+
+    async def installation_of(self, repo: str) -> int:
+        if repo not in self._installations:
+            data = await self.as_app().getitem("/repos/" + repo + "/installation")
+            self._installations[repo] = int(data["id"])
+        return self._installations[repo]
+
+    async def installation_token(self, installation_id: int, *, refresh: bool = False) -> str:
+        lock = self._locks.setdefault(installation_id, asyncio.Lock())
+        async with lock:
+            cached = self._tokens.get(installation_id)
+            if cached and not refresh and cached.expires_at - TOKEN_REFRESH_MARGIN > self._clock():
+                return cached.value
+            data = await self.as_app().post(
+                "/app/installations/{installation_id}/access_tokens",
+                url_vars={"installation_id": str(installation_id)},
+                data=b"",
+            )
+            token = _Token(data["token"], _parse_time(data["expires_at"]))
+            self._tokens[installation_id] = token
+            return token.value
+
+    async def download_tarball(self, installation_id: int, repo: str, sha: str, dest: BinaryIO) -> None:
+        """GET the commit's source tarball (following GitHub's redirect to codeload) into `dest`."""
+        url = f"{self._api_url}/repos/{repo}/tarball/{sha}"
+        for attempt in range(1, self._policy.attempts + 1):
+            token = await self.installation_token(installation_id, refresh=attempt > 1)
+            headers = {"authorization": f"token {token}", "user-agent": USER_AGENT, "accept": "application/vnd.github+json"}
+            async with self._session.get(url, headers=headers, timeout=aiohttp.ClientTimeout(total=600)) as response:
+                self._metrics.github_call("GET", str(response.status), response.headers.get("x-ratelimit-remaining"))
+                if response.status == 200:
+                    dest.seek(0)
+                    dest.truncate()
+                    async for chunk in response.content.iter_chunked(1 << 16):
+                        dest.write(chunk)
+                    return
+                retryable = response.status >= 500 or response.status == 401
+                if not retryable or attempt == self._policy.attempts:
+                    raise gidgethub.HTTPException(http.HTTPStatus(response.status),
+                                                  f"tarball of {repo}@{sha[:7]}: HTTP {response.status}")
+            await self._policy.sleep(self._policy.backoff(attempt))
+
+    async def check_key(self) -> dict[str, Any]:
+        """GET /app with a fresh JWT: proves the key and App id belong together."""
+        data: dict[str, Any] = await self.as_app().getitem("/app")
+        self.slug = data.get("slug")
+        return data
+
+
+class Permissions:
+    """Collaborator permission, cached for a minute: `author_association` is never the decision."""
+
+    def __init__(self, ttl: float = PERMISSION_TTL) -> None:
+        self._ttl = ttl
+        self._cache: dict[tuple[str, str], tuple[float, str]] = {}
+
+    async def of(self, gh: gidgethub.abc.GitHubAPI, repo: str, user: str) -> str:
+        key = (repo, user.lower())
+        hit = self._cache.get(key)
+        if hit and time.monotonic() - hit[0] < self._ttl:
+            return hit[1]
+        try:
+            data = await gh.getitem("/repos/" + repo + "/collaborators/{user}/permission", url_vars={"user": user})
+            level = data.get("role_name") or data.get("permission") or "none"
+        except gidgethub.BadRequest as exc:  # 404 for non-collaborators of private repos: no permission
+            if exc.status_code != 404:
+                raise
+            level = "none"
+        self._cache[key] = (time.monotonic(), level)
+        return level
+
+    async def can_write(self, gh: gidgethub.abc.GitHubAPI, repo: str, user: str) -> bool:
+        return await self.of(gh, repo, user) in WRITE
+
+
+def _parse_time(text: str) -> float:
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()

@@ -1,0 +1,110 @@
+"""The Kubernetes side: one ApiClient, every call run in a thread (the client is synchronous).
+
+Only the verbs listed here are used by the bot; `deploy/base/rbac.yaml` grants exactly these
+(tests/test_deploy.py checks the two agree).
+"""
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import kubernetes.client
+import kubernetes.config
+from kubernetes.client import ApiException
+
+from bot.settings import Settings
+
+MANAGED_BY = "app.kubernetes.io/managed-by=flops-bot"
+
+
+def client_configuration(settings: Settings) -> kubernetes.client.Configuration:
+    configuration = kubernetes.client.Configuration()
+    if settings.kubeconfig is None:
+        kubernetes.config.load_incluster_config(client_configuration=configuration)
+    else:
+        kubernetes.config.load_kube_config(config_file=settings.kubeconfig, client_configuration=configuration)
+    return configuration
+
+
+class Kube:
+    """Namespaced access to Jobs, Pods and Services, async on top of the official client."""
+
+    def __init__(self, configuration: kubernetes.client.Configuration, namespace: str) -> None:
+        self.api_client = kubernetes.client.ApiClient(configuration)
+        self.batch = kubernetes.client.BatchV1Api(self.api_client)
+        self.core = kubernetes.client.CoreV1Api(self.api_client)
+        self.namespace = namespace
+
+    def close(self) -> None:
+        self.api_client.close()
+
+    async def ping(self) -> None:
+        """Readiness: the API answers and lets us list our Jobs."""
+        await asyncio.to_thread(self.batch.list_namespaced_job, self.namespace, limit=1,
+                                label_selector=MANAGED_BY, _request_timeout=5)
+
+    async def create_job(self, body: dict[str, Any]) -> dict[str, Any] | None:
+        """Create a Job; None when one of that name exists (a redelivery, a restart): no-op."""
+        return await self._create(self.batch.create_namespaced_job, body)
+
+    async def create_service(self, body: dict[str, Any]) -> dict[str, Any] | None:
+        return await self._create(self.core.create_namespaced_service, body)
+
+    async def _create(self, method: Any, body: dict[str, Any]) -> dict[str, Any] | None:
+        try:
+            created = await asyncio.to_thread(method, self.namespace, body)
+        except ApiException as exc:
+            if exc.status == 409:
+                return None
+            raise
+        return self.api_client.sanitize_for_serialization(created)  # type: ignore[no-any-return]
+
+    async def list_jobs(self, selector: str) -> list[dict[str, Any]]:
+        result = await asyncio.to_thread(self.batch.list_namespaced_job, self.namespace, label_selector=selector)
+        return self.api_client.sanitize_for_serialization(result)["items"]  # type: ignore[no-any-return]
+
+    async def get_job(self, name: str) -> dict[str, Any] | None:
+        try:
+            job = await asyncio.to_thread(self.batch.read_namespaced_job, name, self.namespace)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return self.api_client.sanitize_for_serialization(job)  # type: ignore[no-any-return]
+
+    async def annotate_job(self, name: str, annotations: dict[str, str | None]) -> None:
+        body = {"metadata": {"annotations": annotations}}
+        await asyncio.to_thread(self.batch.patch_namespaced_job, name, self.namespace, body)
+
+    async def delete_job(self, name: str) -> bool:
+        """Delete a Job and (in the background) its Pods. False when it was already gone."""
+        try:
+            await asyncio.to_thread(self.batch.delete_namespaced_job, name, self.namespace,
+                                    propagation_policy="Background")
+        except ApiException as exc:
+            if exc.status == 404:
+                return False
+            raise
+        return True
+
+    async def delete_service(self, name: str) -> None:
+        try:
+            await asyncio.to_thread(self.core.delete_namespaced_service, name, self.namespace)
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+
+    async def job_pods(self, job_name: str) -> list[dict[str, Any]]:
+        pods = await asyncio.to_thread(self.core.list_namespaced_pod, self.namespace,
+                                       label_selector=f"job-name={job_name}")
+        return self.api_client.sanitize_for_serialization(pods)["items"]  # type: ignore[no-any-return]
+
+    async def pod_log(self, pod: str, container: str, tail_lines: int = 50) -> str:
+        try:
+            text = await asyncio.to_thread(self.core.read_namespaced_pod_log, pod, self.namespace,
+                                           container=container, tail_lines=tail_lines)
+        except ApiException as exc:
+            if exc.status in (400, 404):
+                return ""
+            raise
+        return str(text)

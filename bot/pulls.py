@@ -1,0 +1,68 @@
+"""Pull requests as the bot sees them, and the trust rules for running their code.
+
+Fork code runs only after a maintainer's approval review or `/ok-to-test`, for that exact head
+sha (a later push needs a new one). The grant is recorded in S3 next to the runs, so it survives
+restarts; permissions are asked of GitHub (collaborator permission API), cached briefly.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from gidgethub.abc import GitHubAPI
+
+from bot.deps import Deps
+
+
+
+@dataclass(frozen=True)
+class PullRef:
+    repo: str
+    number: int
+    head_sha: str
+    head_ref: str
+    base_ref: str
+    base_sha: str
+    fork: bool
+    author: str
+    installation_id: int
+    state: str = "open"
+
+    @classmethod
+    def from_api(cls, pr: dict[str, Any], installation_id: int) -> PullRef:
+        head_repo = (pr["head"].get("repo") or {}).get("full_name")
+        base_repo = pr["base"]["repo"]["full_name"]
+        return cls(repo=base_repo, number=int(pr["number"]), head_sha=pr["head"]["sha"], head_ref=pr["head"]["ref"],
+                   base_ref=pr["base"]["ref"], base_sha=pr["base"]["sha"], fork=head_repo != base_repo,
+                   author=(pr.get("user") or {}).get("login", ""), installation_id=installation_id,
+                   state=pr.get("state", "open"))
+
+
+async def fetch(gh: GitHubAPI, repo: str, number: int, installation_id: int) -> PullRef:
+    data = await gh.getitem("/repos/" + repo + "/pulls/{number}", url_vars={"number": str(number)})
+    return PullRef.from_api(data, installation_id)
+
+
+def trust_key(pr: PullRef) -> str:
+    return f"trust/{pr.repo}/pr-{pr.number}/{pr.head_sha}.json"
+
+
+async def grant(deps: Deps, pr: PullRef, by: str, how: str) -> None:
+    """A maintainer vouched for this exact head sha (approval or /ok-to-test)."""
+    await deps.artifacts.put_json(trust_key(pr), {"by": by, "how": how, "sha": pr.head_sha, "at": time.time()})
+
+
+async def may_run(deps: Deps, pr: PullRef) -> bool:
+    """Same-repo PRs: yes. Fork PRs: only with a grant for the current head sha."""
+    return not pr.fork or await deps.artifacts.exists(trust_key(pr))
+
+
+def fork_notice(pr: PullRef) -> str:
+    return (f"This pull request comes from a fork, so flops-bot runs nothing for it until a maintainer "
+            f"approves it or comments `/ok-to-test` for the current head ({pr.head_sha[:7]}). "
+            f"A later push needs a new approval.")
+
+
+def is_bot(user: dict[str, Any]) -> bool:
+    return user.get("type") == "Bot" or str(user.get("login", "")).endswith("[bot]")

@@ -1,0 +1,162 @@
+"""Runtime settings from the environment: read once, validated, every problem named.
+
+The variable names are public contract (docs, deploy/ manifests, the setup page write them).
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DEFAULT_API_URL = "https://api.github.com"
+DEFAULT_KANIKO_IMAGE = "ghcr.io/osscontainertools/kaniko:v1.25.2"
+DEFAULT_FETCH_IMAGE = "python:3.12.7-slim-bookworm"  # unpacks the source into /workspace
+
+# The variables that make up "App credentials": with none of them set, `serve` starts the
+# App-registration setup page instead of failing.
+APP_CREDENTIALS = ("GITHUB_APP_ID", "GITHUB_PRIVATE_KEY", "GITHUB_PRIVATE_KEY_PATH", "GITHUB_WEBHOOK_SECRET")
+
+
+class SettingsError(Exception):
+    """Raised with one line per problem; `serve` prints them and exits non-zero."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+@dataclass(frozen=True)
+class S3Settings:
+    endpoint: str
+    access_key: str = field(repr=False)
+    secret_key: str = field(repr=False)
+    secure: bool
+    bucket: str
+
+
+@dataclass(frozen=True)
+class Settings:
+    app_id: int
+    private_key: str = field(repr=False)
+    webhook_secrets: tuple[str, ...] = field(repr=False)
+    api_url: str
+    namespace: str
+    kubeconfig: str | None  # None: in-cluster config
+    s3: S3Settings
+    registry_secret: str
+    s3_secret: str
+    kaniko_image: str
+    fetch_image: str
+    job_service_account: str
+    public_url: str | None
+    port: int
+    queue_size: int
+    workers: int
+
+
+def needs_setup(env: Mapping[str, str]) -> bool:
+    """True when no App credential is configured at all: first run, show the setup page."""
+    return not any(env.get(name) for name in APP_CREDENTIALS)
+
+
+def from_env(env: Mapping[str, str] | None = None) -> Settings:
+    """Build Settings, or raise SettingsError naming every missing or malformed variable."""
+    env = os.environ if env is None else env
+    problems: list[str] = []
+
+    def need(name: str) -> str:
+        value = env.get(name, "").strip()
+        if not value:
+            problems.append(f"{name} is not set")
+        return value
+
+    app_id = _int_setting(env, "GITHUB_APP_ID", None, problems)
+    private_key = _private_key(env, problems)
+    secrets = tuple(s.strip() for s in need("GITHUB_WEBHOOK_SECRET").split(",") if s.strip())
+    s3 = S3Settings(
+        endpoint=need("MINIO_ENDPOINT"),
+        access_key=need("MINIO_ACCESS_KEY"),
+        secret_key=need("MINIO_SECRET_KEY"),
+        secure=_bool_setting(env, "MINIO_SECURE", True, problems),
+        bucket=env.get("FLOPS_BUCKET", "").strip() or "flops",
+    )
+    kubeconfig = _kubeconfig(env, problems)
+    port = _int_setting(env, "PORT", 8080, problems)
+    settings = Settings(
+        app_id=app_id or 0,
+        private_key=private_key,
+        webhook_secrets=secrets,
+        api_url=(env.get("GITHUB_API_URL", "").strip() or DEFAULT_API_URL).rstrip("/"),
+        namespace=env.get("FLOPS_NAMESPACE", "").strip() or "flops",
+        kubeconfig=kubeconfig,
+        s3=s3,
+        registry_secret=env.get("FLOPS_REGISTRY_SECRET", "").strip() or "registry-credentials",
+        s3_secret=env.get("FLOPS_S3_SECRET", "").strip() or "flops-s3",
+        kaniko_image=env.get("FLOPS_KANIKO_IMAGE", "").strip() or DEFAULT_KANIKO_IMAGE,
+        fetch_image=env.get("FLOPS_FETCH_IMAGE", "").strip() or DEFAULT_FETCH_IMAGE,
+        job_service_account=env.get("FLOPS_JOB_SERVICE_ACCOUNT", "").strip() or "flops-jobs",
+        public_url=(env.get("FLOPS_PUBLIC_URL", "").strip().rstrip("/") or None),
+        port=port or 8080,
+        queue_size=_int_setting(env, "FLOPS_QUEUE_SIZE", 1000, problems) or 1000,
+        workers=_int_setting(env, "FLOPS_WORKERS", 8, problems) or 8,
+    )
+    if problems:
+        raise SettingsError(problems)
+    return settings
+
+
+def _int_setting(env: Mapping[str, str], name: str, default: int | None, problems: list[str]) -> int | None:
+    raw = env.get(name, "").strip()
+    if not raw:
+        if default is None:
+            problems.append(f"{name} is not set")
+        return default
+    if not raw.isdigit() or int(raw) <= 0:
+        problems.append(f"{name} must be a positive integer, got {raw!r}")
+        return default
+    return int(raw)
+
+
+def _bool_setting(env: Mapping[str, str], name: str, default: bool, problems: list[str]) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    problems.append(f"{name} must be true or false, got {raw!r}")
+    return default
+
+
+def _private_key(env: Mapping[str, str], problems: list[str]) -> str:
+    inline = env.get("GITHUB_PRIVATE_KEY", "").strip()
+    path = env.get("GITHUB_PRIVATE_KEY_PATH", "").strip()
+    if inline:
+        # Env files and Helm values often carry the PEM with literal "\n".
+        return inline.replace("\\n", "\n")
+    if not path:
+        problems.append("GITHUB_PRIVATE_KEY or GITHUB_PRIVATE_KEY_PATH is not set")
+        return ""
+    try:
+        return Path(path).read_text()
+    except OSError as exc:
+        problems.append(f"GITHUB_PRIVATE_KEY_PATH names {path!r}, which cannot be read: {exc.strerror}")
+        return ""
+
+
+def _kubeconfig(env: Mapping[str, str], problems: list[str]) -> str | None:
+    if env.get("KUBERNETES_SERVICE_HOST"):
+        return None
+    path = env.get("KUBECONFIG", "").strip()
+    if not path:
+        default = Path.home() / ".kube" / "config"
+        if default.is_file():
+            return str(default)
+        problems.append("not running in a cluster and KUBECONFIG is not set")
+        return None
+    first = path.split(os.pathsep)[0]
+    if not Path(first).is_file():
+        problems.append(f"KUBECONFIG names {first!r}, which does not exist")
+    return first

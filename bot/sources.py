@@ -1,0 +1,43 @@
+"""The exact source of a commit, in MinIO, once: what Kaniko builds from and Jobs unpack.
+
+GitHub's tarball has one top-level folder (`owner-repo-sha7/`); it is stripped here so the
+object unpacks straight into a build context or workspace.
+"""
+from __future__ import annotations
+
+import asyncio
+import tarfile
+import tempfile
+from typing import BinaryIO
+
+from bot.artifacts import Artifacts
+from bot.github import GitHubApp
+from bot.jobs import source_key
+
+
+async def ensure_source(github: GitHubApp, artifacts: Artifacts, installation_id: int, repo: str, sha: str) -> str:
+    """Upload `sources/<owner>/<repo>/<sha>.tar.gz` unless it is there already; return its key."""
+    key = source_key(repo, sha)
+    if await artifacts.exists(key):
+        return key
+    with tempfile.TemporaryFile() as raw, tempfile.TemporaryFile() as stripped:
+        await github.download_tarball(installation_id, repo, sha, raw)
+        size = await asyncio.to_thread(strip_top_folder, raw, stripped)
+        stripped.seek(0)
+        await artifacts.put_stream(key, stripped, size, "application/gzip")
+    return key
+
+
+def strip_top_folder(src: BinaryIO, dest: BinaryIO) -> int:
+    """Re-pack a GitHub tarball without its top-level folder; returns the bytes written."""
+    src.seek(0)
+    with tarfile.open(fileobj=src, mode="r:gz") as tin, tarfile.open(fileobj=dest, mode="w:gz") as tout:
+        for member in tin:
+            if member.type == tarfile.XGLTYPE or member.name.startswith("pax_global_header"):
+                continue
+            _, _, rest = member.name.partition("/")
+            if not rest or rest.startswith("/") or ".." in rest.split("/"):
+                continue
+            member.name = rest
+            tout.addfile(member, tin.extractfile(member) if member.isfile() else None)
+    return dest.tell()

@@ -1,0 +1,206 @@
+"""The job tracker: one watch over the bot's Jobs; every finished Job reported exactly once.
+
+Kubernetes is the source of truth. At start (and after every watch window or `410 Gone`) the
+tracker lists the bot's Jobs, so a Job that finished while the bot was down is reported when it
+comes back. A Job is marked `flops.dev/reported` only after GitHub accepted its report; a Job
+carrying that annotation is never reported again.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import threading
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import kubernetes.watch
+from kubernetes.client import ApiException
+
+from bot import jobs
+from bot.deps import Deps
+from bot.logs import Redactor
+
+log = logging.getLogger(__name__)
+
+WATCH_SECONDS = 300
+LOG_LINES = 50
+
+# A reporter turns one finished Job into a GitHub report and returns the conclusion it posted.
+Reporter = Callable[[dict[str, Any], jobs.Outcome, Deps], Awaitable[str]]
+
+
+class Tracker:
+    def __init__(self, deps: Deps, reporters: dict[str, Reporter], *, watch_seconds: int = WATCH_SECONDS) -> None:
+        self.deps = deps
+        self.reporters = reporters
+        self.watch_seconds = watch_seconds
+        self._inflight: set[str] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._stop = threading.Event()
+        self.synced = asyncio.Event()  # set after the first full list: restart recovery is done
+
+    async def run(self) -> None:
+        """List, report what is finished, watch from there; forever (until cancelled)."""
+        while not self._stop.is_set():
+            try:
+                version = await self.resync()
+                await self.watch(version)
+            except asyncio.CancelledError:
+                self._stop.set()
+                raise
+            except Exception:
+                log.exception("tracker cycle failed; retrying")
+                await asyncio.sleep(5)
+
+    async def resync(self) -> str:
+        kube = self.deps.kube
+        response = await asyncio.to_thread(kube.batch.list_namespaced_job, kube.namespace,
+                                           label_selector=jobs.SELECTOR, _preload_content=False)
+        listing = json.loads(response.data)  # raw JSON: thousands of Jobs, no model objects
+        for job in listing.get("items") or []:
+            self.consider(job)
+        self.synced.set()
+        return str(listing["metadata"]["resourceVersion"])
+
+    async def watch(self, version: str) -> None:
+        loop = asyncio.get_running_loop()
+        events: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
+        stopper = kubernetes.watch.Watch()
+        thread = threading.Thread(target=self._stream, args=(stopper, version, loop, events), daemon=True,
+                                  name="flops-watch")
+        thread.start()
+        try:
+            while (event := await events.get()) is not None:
+                if event.get("type") == "ERROR":
+                    log.info("watch expired; re-listing", extra={"status": event.get("object")})
+                    return
+                if event.get("type") in ("ADDED", "MODIFIED"):
+                    self.consider(event["object"])
+        finally:
+            stopper.stop()
+
+    def _stream(self, stopper: kubernetes.watch.Watch, version: str, loop: asyncio.AbstractEventLoop,
+                events: asyncio.Queue[dict[str, Any] | None]) -> None:
+        kube = self.deps.kube
+        try:
+            for event in stopper.stream(kube.batch.list_namespaced_job, kube.namespace, label_selector=jobs.SELECTOR,
+                                        resource_version=version, timeout_seconds=self.watch_seconds,
+                                        allow_watch_bookmarks=True, deserialize=False):
+                loop.call_soon_threadsafe(events.put_nowait, event)
+        except ApiException as exc:
+            if exc.status != 410:
+                log.warning("watch failed", extra={"status": exc.status, "reason": exc.reason})
+            loop.call_soon_threadsafe(events.put_nowait, {"type": "ERROR", "object": {"code": exc.status}})
+        except Exception as exc:  # connection dropped: re-list and watch again
+            log.warning("watch interrupted", extra={"error": repr(exc)})
+        finally:
+            try:
+                loop.call_soon_threadsafe(events.put_nowait, None)
+            except RuntimeError:
+                pass  # loop closed: the bot is shutting down
+
+    def consider(self, job: dict[str, Any]) -> None:
+        """Report `job` if it is finished, not yet reported, and not being reported right now."""
+        name = jobs.name_of(job)
+        kind = jobs.kind_of(job)
+        if kind not in self.reporters or name in self._inflight or jobs.REPORTED in jobs.annotations(job):
+            return
+        result = jobs.outcome(job)
+        if not result.finished:
+            return
+        self._inflight.add(name)
+        task = asyncio.create_task(self._report(job, result), name=f"report-{name}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _report(self, job: dict[str, Any], result: jobs.Outcome) -> None:
+        name, kind = jobs.name_of(job), jobs.kind_of(job)
+        try:
+            current = await self.deps.kube.get_job(name)  # another replica or an earlier run may have reported
+            if current is None or jobs.REPORTED in jobs.annotations(current):
+                return
+            conclusion = await self.reporters[kind](current, result, self.deps)
+            await self.deps.kube.annotate_job(name, {jobs.REPORTED: conclusion})
+            self.deps.metrics.job_finished(kind, conclusion)
+            log.info("job reported", extra={"job": name, "kind": kind, "conclusion": conclusion,
+                                            "repo": jobs.annotations(current).get(jobs.REPO)})
+        except Exception:
+            log.exception("reporting a job failed; it will be retried on the next re-list", extra={"job": name})
+        finally:
+            self._inflight.discard(name)
+
+    async def idle(self) -> None:
+        """Wait until no report is in flight (tests and benchmarks)."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+# --- what reporters share -------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Diagnosis:
+    reason: str  # one line a human reads first
+    pod: str | None
+    container: str | None
+    exit_code: int | None = None
+
+
+def diagnose(result: jobs.Outcome, pods: list[dict[str, Any]]) -> Diagnosis:
+    """Why a Job failed: image pull, OOMKilled, exit code, deadline, backoff — most specific first."""
+    for pod in sorted(pods, key=lambda p: p["metadata"].get("creationTimestamp") or "", reverse=True):
+        statuses = (pod.get("status") or {})
+        for status in (statuses.get("initContainerStatuses") or []) + (statuses.get("containerStatuses") or []):
+            state = status.get("state") or {}
+            waiting = state.get("waiting") or {}
+            if waiting.get("reason") in ("ImagePullBackOff", "ErrImagePull", "InvalidImageName",
+                                         "CreateContainerConfigError"):
+                return Diagnosis(f"{waiting['reason']}: {waiting.get('message', '').strip()}".rstrip(": "),
+                                 pod["metadata"]["name"], status["name"])
+            terminated = state.get("terminated") or {}
+            if terminated and terminated.get("exitCode", 0) != 0:
+                why = terminated.get("reason") or "Error"
+                text = f"container `{status['name']}` exited with code {terminated['exitCode']} ({why})"
+                if why == "OOMKilled":
+                    text += ": out of memory; raise the memory limit in .github/flops.yml"
+                return Diagnosis(text, pod["metadata"]["name"], status["name"], terminated["exitCode"])
+    if result.reason == "DeadlineExceeded":
+        return Diagnosis("deadline exceeded: the Job ran longer than its timeout", _last_pod(pods), None)
+    return Diagnosis(f"{result.reason or 'Failed'}: {result.message}".rstrip(": "), _last_pod(pods), None)
+
+
+def _last_pod(pods: list[dict[str, Any]]) -> str | None:
+    return pods[-1]["metadata"]["name"] if pods else None
+
+
+def first_container(pod: dict[str, Any]) -> str:
+    return str(pod["spec"]["containers"][0]["name"])
+
+
+async def log_tail(deps: Deps, pod: str | None, container: str | None, pods: list[dict[str, Any]]) -> str:
+    """The last lines of the container that failed, secrets masked."""
+    if pod is None:
+        return ""
+    if container is None:
+        container = next((first_container(p) for p in pods if p["metadata"]["name"] == pod), None)
+        if container is None:
+            return ""
+    text = await deps.kube.pod_log(pod, container, tail_lines=LOG_LINES)
+    s = deps.settings
+    return Redactor([s.private_key, *s.webhook_secrets, s.s3.secret_key, s.s3.access_key])(text)
+
+
+def termination_message(pods: list[dict[str, Any]], container: str | None = None) -> str | None:
+    """The termination message of a container that exited 0 (Kaniko writes the digest there)."""
+    for pod in pods:
+        for status in (pod.get("status") or {}).get("containerStatuses") or []:
+            if container and status.get("name") != container:
+                continue
+            terminated = (status.get("state") or {}).get("terminated") or {}
+            if terminated.get("exitCode") == 0 and terminated.get("message"):
+                return str(terminated["message"]).strip()
+    return None

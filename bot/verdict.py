@@ -1,0 +1,112 @@
+"""Regression verdicts: PR metrics against the baseline's, per metric, from config. No I/O.
+
+A metric is a number or a list of numbers (several seeds). Tolerance is absolute or relative
+(`N%` of the baseline). With several seeds on both sides the allowed band also widens by the
+noise: the larger of the two standard deviations.
+"""
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from bot.config import Metric
+
+Value = float | Sequence[float]
+
+
+@dataclass(frozen=True)
+class Row:
+    metric: str
+    direction: str
+    baseline: float | None
+    value: float | None
+    allowed: float  # the band, in the metric's units (tolerance + noise)
+    tolerance: str
+    verdict: str  # ok | regression | missing | improved
+
+    @property
+    def delta(self) -> float | None:
+        return None if self.baseline is None or self.value is None else self.value - self.baseline
+
+    @property
+    def delta_pct(self) -> float | None:
+        d = self.delta
+        return None if d is None or not self.baseline else 100.0 * d / abs(self.baseline)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    rows: tuple[Row, ...]
+
+    @property
+    def regressions(self) -> int:
+        return sum(r.verdict in ("regression", "missing") for r in self.rows)
+
+    @property
+    def conclusion(self) -> str:
+        return "failure" if self.regressions else "success"
+
+    @property
+    def title(self) -> str:
+        n = self.regressions
+        return f"{n} regression{'s' if n != 1 else ''} / {len(self.rows)} metric{'s' if len(self.rows) != 1 else ''}"
+
+
+def summarize(value: object) -> tuple[float, float, int] | None:
+    """(mean, stdev, n) of a metric value; None when it is not a finite number or list of them."""
+    values = list(value) if isinstance(value, (list, tuple)) else [value]
+    if not values or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+        return None
+    floats = [float(v) for v in values]  # type: ignore[arg-type]
+    if not all(math.isfinite(v) for v in floats):
+        return None
+    return statistics.fmean(floats), (statistics.stdev(floats) if len(floats) > 1 else 0.0), len(floats)
+
+
+def compare(baseline: Mapping[str, object], candidate: Mapping[str, object], metrics: Sequence[Metric]) -> Verdict:
+    return Verdict(tuple(_row(m, baseline.get(m.name), candidate.get(m.name)) for m in metrics))
+
+
+def _row(metric: Metric, base_value: object, value: object) -> Row:
+    tol = metric.tolerance
+    tol_text = f"{tol.value:g}%" if tol.relative else f"{tol.value:g}"
+    base, mine = summarize(base_value), summarize(value)
+    if mine is None:  # NaN, missing or not a number: the gate fails
+        return Row(metric.name, metric.direction, base[0] if base else None, None, 0.0, tol_text, "missing")
+    if base is None:
+        return Row(metric.name, metric.direction, None, mine[0], 0.0, tol_text, "ok")
+    allowed = tol.value / 100.0 * abs(base[0]) if tol.relative else tol.value
+    if base[2] > 1 and mine[2] > 1:
+        allowed += max(base[1], mine[1])
+    worse_by = (base[0] - mine[0]) if metric.direction == "higher" else (mine[0] - base[0])
+    if worse_by > allowed + 1e-12:
+        verdict = "regression"
+    elif worse_by < -allowed:
+        verdict = "improved"
+    else:
+        verdict = "ok"
+    return Row(metric.name, metric.direction, base[0], mine[0], allowed, tol_text, verdict)
+
+
+ICONS = {"ok": "✅ ok", "improved": "🟢 improved", "regression": "❌ regression", "missing": "❌ missing"}
+
+
+def table(verdict: Verdict) -> str:
+    lines = ["| metric | direction | baseline | PR | delta | delta % | tolerance | verdict |",
+             "|---|---|---:|---:|---:|---:|---:|---|"]
+    for r in verdict.rows:
+        lines.append(f"| {r.metric} | {r.direction} | {_num(r.baseline)} | {_num(r.value)} | {_num(r.delta, sign=True)} "
+                     f"| {_pct(r.delta_pct)} | {r.tolerance} | {ICONS[r.verdict]} |")
+    return "\n".join(lines)
+
+
+def _num(value: float | None, sign: bool = False) -> str:
+    if value is None:
+        return "—"
+    return f"{value:+.4g}" if sign else f"{value:.4g}"
+
+
+def _pct(value: float | None) -> str:
+    return "—" if value is None else f"{value:+.2f}%"

@@ -1,0 +1,29 @@
+"""merge_group: a merge queue must never stall on the required `flops/regression` check.
+
+A result for the same tree (the PR's head, when the queue adds nothing new) is reused; otherwise
+the regression Job runs for the merge group's head commit.
+"""
+from __future__ import annotations
+
+from gidgethub import routing, sansio
+from gidgethub.abc import GitHubAPI
+
+from bot import checks, jobs, regression
+from bot.deps import Deps
+
+router = routing.Router()
+
+
+@router.register("merge_group", action="checks_requested")
+async def gate_merge_group(event: sansio.Event, gh: GitHubAPI, *, deps: Deps) -> None:
+    group, repo = event.data["merge_group"], event.data["repository"]["full_name"]
+    installation = int(event.data["installation"]["id"])
+    cfg = await checks.load_config(gh, repo, ref=group["base_sha"], sha=group["head_sha"])
+    if cfg is None or cfg.regression is None:
+        return
+    tree = (group.get("head_commit") or {}).get("tree_id")
+    if tree and await regression.reuse_for_tree(gh, deps, repo, group["head_sha"], tree):
+        return
+    src = jobs.Source(repo, group["head_sha"], installation, ref=group.get("base_ref", ""),
+                      delivery_id=event.delivery_id)
+    await regression.start(gh, deps, cfg.regression, src, trigger="merge queue")

@@ -1,0 +1,27 @@
+"""pull_request: a new head makes the old regression result stale; a closed PR stops its Jobs."""
+from __future__ import annotations
+
+from gidgethub import routing, sansio
+from gidgethub.abc import GitHubAPI
+
+from bot import checks, jobs, pulls, regression
+from bot.deps import Deps
+
+router = routing.Router()
+
+
+@router.register("pull_request", action="synchronize")
+async def invalidate_regression_on_push(event: sansio.Event, gh: GitHubAPI, *, deps: Deps) -> None:
+    pr = pulls.PullRef.from_api(event.data["pull_request"], int(event.data["installation"]["id"]))
+    cfg = await checks.load_config(gh, pr.repo, ref=pr.base_sha, sha=pr.head_sha)
+    await regression.cancel_for_pr(gh, deps, pr.repo, pr.number,
+                                   f"Cancelled: the pull request moved to {pr.head_sha[:7]}.", keep_sha=pr.head_sha)
+    if cfg is not None and cfg.regression is not None:
+        await regression.mark_waiting(gh, pr.repo, pr.head_sha)
+
+
+@router.register("pull_request", action="closed")
+async def stop_jobs_of_closed_pr(event: sansio.Event, gh: GitHubAPI, *, deps: Deps) -> None:
+    pr = pulls.PullRef.from_api(event.data["pull_request"], int(event.data["installation"]["id"]))
+    await regression.cancel_for_pr(gh, deps, pr.repo, pr.number, "Cancelled: the pull request was closed.",
+                                   kinds=(jobs.BUILD, jobs.REGRESSION, jobs.FEDERATED_SERVER))

@@ -1,0 +1,29 @@
+"""push: build the configured images of a pushed branch or tag in the cluster; on the default
+branch also refresh the regression baseline and (optionally) queue a federated smoke run."""
+from __future__ import annotations
+
+from gidgethub import routing, sansio
+from gidgethub.abc import GitHubAPI
+
+from bot import builds, checks, federated, jobs, regression
+from bot.deps import Deps
+
+router = routing.Router()
+
+
+@router.register("push")
+async def build_pushed_commit(event: sansio.Event, gh: GitHubAPI, *, deps: Deps) -> None:
+    data = event.data
+    if data.get("deleted") or not data.get("after") or data["after"] == builds.ZERO_SHA or "installation" not in data:
+        return
+    push = builds.Push.from_payload(data, event.delivery_id)
+    cfg = await checks.load_config(gh, push.repo, ref=push.sha, sha=push.sha)
+    if cfg is None or not builds.wants_build(cfg, push):
+        return
+    if cfg.federated and cfg.federated.on_push and push.branch == push.default_branch:
+        await federated.queue_after_push(deps, cfg.federated, push.repo, push.sha, push.installation_id)
+    if cfg.images:
+        await builds.start_for_push(gh, deps, cfg, push)
+    if cfg.regression and push.branch == push.default_branch:
+        src = jobs.Source(push.repo, push.sha, push.installation_id, ref=push.branch, delivery_id=push.delivery_id)
+        await regression.start(gh, deps, cfg.regression, src, trigger="push", baseline=True)

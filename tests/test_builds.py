@@ -1,0 +1,207 @@
+"""Push -> Kaniko Jobs -> tracked to the end -> check runs. On the test bed, over real HTTP."""
+from __future__ import annotations
+
+import io
+import tarfile
+from typing import Any
+
+import kubernetes_validate
+import pytest
+
+from tests.conftest import INSTALLATION, NAMESPACE, Bed, BedFactory, payload, wait_for
+
+REPO = "Codertocat/Hello-World"
+DIGEST = "sha256:" + "ab" * 32
+CONFIG = """\
+registry: harbor.example.com/flops
+branches: [master]
+images:
+  - name: server
+    dockerfile: Dockerfile.server
+    paths: ["server/**", "Dockerfile.server"]
+    build_args: {PYTHON_VERSION: "3.11"}
+  - name: client
+    dockerfile: Dockerfile.client
+    context: client
+    paths: ["client/**", "Dockerfile.client"]
+"""
+FILES = {".github/flops.yml": CONFIG, "Dockerfile.server": "FROM python:3.11\n", "server/app.py": "print(1)\n",
+         "Dockerfile.client": "FROM python:3.11\n", "client/main.py": "print(2)\n"}
+
+
+def push(bed: Bed, files: dict[str, Any], *, branch: str = "master", first: bool = False) -> dict[str, Any]:
+    """Commit `files` to the emulated repo and build the real push payload GitHub would send."""
+    if REPO not in bed.github.repos:
+        bed.github.add_repo(REPO, default_branch="master")
+        bed.github.commit(REPO, branch, FILES)
+    before = bed.github.branch_sha(REPO, branch)
+    sha = bed.github.commit(REPO, branch, files)
+    data = payload("push")
+    data.update(ref=f"refs/heads/{branch}", before=before, after=sha)
+    data["installation"]["id"] = INSTALLATION
+    data["head_commit"].update(id=sha, timestamp="2026-11-22T09:30:00Z")
+    data["commits"] = [{**data["commits"][0], "id": sha, "added": [], "removed": [],
+                        "modified": [p for p in files]}]
+    return data
+
+
+def build_jobs(bed: Bed) -> list[dict[str, Any]]:
+    return bed.kube.list("jobs", NAMESPACE, labels={"flops.dev/kind": "build"})
+
+
+def by_image(bed: Bed) -> dict[str, dict[str, Any]]:
+    return {j["metadata"]["annotations"]["flops.dev/image"]: j for j in build_jobs(bed)}
+
+
+async def test_push_builds_each_image_in_a_valid_kaniko_job(bed: Bed) -> None:
+    data = push(bed, {"server/app.py": "print(3)\n", "client/main.py": "print(4)\n"})
+    await bed.deliver("push", data)
+    await bed.settle()
+    jobs = by_image(bed)
+    assert set(jobs) == {"server", "client"}
+    for job in jobs.values():
+        for version in ("1.30.0", "1.37.0"):
+            kubernetes_validate.validate(job, version, strict=True)
+        meta = job["metadata"]
+        assert meta["labels"]["app.kubernetes.io/managed-by"] == "flops-bot"
+        assert meta["annotations"]["flops.dev/sha"] == data["after"]
+        assert meta["annotations"]["flops.dev/installation-id"] == str(INSTALLATION)
+        pod = job["spec"]["template"]["spec"]
+        assert pod["automountServiceAccountToken"] is False
+        assert not any("token" in (e.get("name") or "").lower() for e in pod["containers"][0]["env"])
+    args = jobs["server"]["spec"]["template"]["spec"]["containers"][0]["args"]
+    sha7 = data["after"][:7]
+    assert f"--destination=harbor.example.com/flops/server:master-20261122093000-{sha7}" in args
+    assert f"--context=s3://{bed.settings.s3.bucket}/sources/{REPO}/{data['after']}.tar.gz" in args
+    assert "--build-arg=PYTHON_VERSION=3.11" in args
+    assert "--digest-file=/dev/termination-log" in args
+    assert "--context-sub-path=client" in jobs["client"]["spec"]["template"]["spec"]["containers"][0]["args"]
+    runs = bed.github.check_runs_for(REPO, data["after"])
+    assert sorted((r["name"], r["status"]) for r in runs) == [
+        ("flops/build: client", "in_progress"), ("flops/build: server", "in_progress")]
+    source = bed.s3.client().get_object(bed.settings.s3.bucket, f"sources/{REPO}/{data['after']}.tar.gz").read()
+    with tarfile.open(fileobj=io.BytesIO(source), mode="r:gz") as tar:
+        assert {"Dockerfile.server", "server/app.py", "client/main.py"} <= set(tar.getnames())
+
+
+async def test_path_filters_pick_the_images_to_build(bed: Bed) -> None:
+    await bed.deliver("push", push(bed, {"client/main.py": "print(5)\n"}))
+    await bed.settle()
+    assert set(by_image(bed)) == {"client"}
+
+
+async def test_successful_build_reports_image_and_digest(bed: Bed) -> None:
+    data = push(bed, {"server/app.py": "print(6)\n"})
+    await bed.deliver("push", data)
+    await bed.settle()
+    job = by_image(bed)["server"]
+    bed.kube.succeed_job(NAMESPACE, job["metadata"]["name"], message=DIGEST)
+    run = await wait_for(lambda: _completed(bed, data["after"], "flops/build: server"), what="build report")
+    assert run["conclusion"] == "success"
+    assert DIGEST in run["output"]["summary"]
+    assert f"harbor.example.com/flops/server:master-20261122093000-{data['after'][:7]}" in run["output"]["summary"]
+    await wait_for(lambda: "flops.dev/reported" in bed.kube.get("jobs", NAMESPACE, job["metadata"]["name"])
+                   ["metadata"]["annotations"], what="reported annotation")
+
+
+async def test_failed_build_reports_reason_and_masked_log_tail(bed: Bed) -> None:
+    data = push(bed, {"server/app.py": "print(7)\n"})
+    await bed.deliver("push", data)
+    await bed.settle()
+    name = by_image(bed)["server"]["metadata"]["name"]
+    log = "\n".join(f"step {i}" for i in range(80)) + f"\nerror: secret was {bed.settings.s3.secret_key}\n"
+    bed.kube.fail_job(NAMESPACE, name, logs=log, exit_code=1)
+    run = await wait_for(lambda: _completed(bed, data["after"], "flops/build: server"), what="failure report")
+    assert run["conclusion"] == "failure"
+    assert "exited with code 1" in run["output"]["summary"]
+    text = run["output"]["text"]
+    assert "step 79" in text and "step 5\n" not in text  # the tail, not the whole log
+    assert bed.settings.s3.secret_key not in text and "***" in text
+
+
+async def test_oom_killed_build_says_so(bed: Bed) -> None:
+    data = push(bed, {"server/app.py": "print(8)\n"})
+    await bed.deliver("push", data)
+    await bed.settle()
+    bed.kube.fail_job(NAMESPACE, by_image(bed)["server"]["metadata"]["name"], exit_code=137,
+                      terminated_reason="OOMKilled")
+    run = await wait_for(lambda: _completed(bed, data["after"], "flops/build: server"), what="failure report")
+    assert "OOMKilled" in run["output"]["title"] and "memory" in run["output"]["summary"]
+
+
+async def test_newer_push_supersedes_running_builds(bed: Bed) -> None:
+    old = push(bed, {"server/app.py": "print(9)\n"})
+    await bed.deliver("push", old)
+    await bed.settle()
+    old_job = by_image(bed)["server"]["metadata"]["name"]
+    new = push(bed, {"server/app.py": "print(10)\n"})
+    await bed.deliver("push", new)
+    await bed.settle()
+    [cancelled] = bed.github.check_runs_for(REPO, old["after"], "flops/build: server")
+    assert cancelled["conclusion"] == "cancelled"
+    assert new["after"][:7] in cancelled["output"]["summary"]
+    assert bed.kube.get("jobs", NAMESPACE, old_job) is None
+    assert [j["metadata"]["annotations"]["flops.dev/sha"] for j in build_jobs(bed)] == [new["after"]]
+
+
+async def test_rerun_button_builds_the_image_again(bed: Bed) -> None:
+    data = push(bed, {"server/app.py": "print(11)\n"})
+    await bed.deliver("push", data)
+    await bed.settle()
+    first = by_image(bed)["server"]["metadata"]["name"]
+    bed.kube.fail_job(NAMESPACE, first)
+    run = await wait_for(lambda: _completed(bed, data["after"], "flops/build: server"), what="failure report")
+    rerun = payload("check_run.rerequested")
+    rerun["check_run"].update(id=run["id"], name="flops/build: server", head_sha=data["after"])
+    rerun["check_run"]["check_suite"]["head_branch"] = "master"
+    rerun["installation"]["id"] = INSTALLATION
+    rerun["repository"]["full_name"] = REPO
+    await bed.deliver("check_run", rerun)
+    await bed.settle()
+    names = [j["metadata"]["name"] for j in build_jobs(bed)]
+    assert len(names) == 2 and first in names
+    runs = bed.github.check_runs_for(REPO, data["after"], "flops/build: server")
+    assert sorted(r["status"] for r in runs) == ["completed", "in_progress"]
+
+
+async def test_job_finishing_while_the_bot_is_down_is_reported_once_on_restart(make_bed: BedFactory, github) -> None:
+    github.add_installation(INSTALLATION, "Codertocat", [REPO])
+    first = await make_bed()
+    data = push(first, {"server/app.py": "print(12)\n"})
+    await first.deliver("push", data)
+    await first.settle()
+    name = by_image(first)["server"]["metadata"]["name"]
+    await first.server.close()  # the bot goes away
+    first.kube.succeed_job(NAMESPACE, name, message=DIGEST)
+    second = await make_bed()
+    run = await wait_for(lambda: _completed(second, data["after"], "flops/build: server"), what="report")
+    assert run["conclusion"] == "success"
+    await second.settle()
+    third = await make_bed()  # and yet another restart: nothing is posted again
+    await third.settle()
+    patches = github.calls_to("PATCH", rf"/repos/{REPO}/check-runs/{run['id']}$")
+    assert len(patches) == 1
+
+
+async def test_redelivered_push_starts_nothing_twice(bed: Bed) -> None:
+    data = push(bed, {"server/app.py": "print(13)\n"})
+    await bed.deliver("push", data, delivery="d-1")
+    await bed.settle()
+    await bed.deliver("push", data, delivery="d-2")  # GitHub's redeliver gives a new id
+    await bed.settle()
+    assert len(build_jobs(bed)) == 1
+    assert len(bed.github.check_runs_for(REPO, data["after"], "flops/build: server")) == 1
+
+
+@pytest.mark.parametrize("ref", ["refs/heads/feature", "refs/tags/v1.0"])
+async def test_other_branches_and_unconfigured_tags_build_nothing(bed: Bed, ref: str) -> None:
+    data = push(bed, {"server/app.py": "print(14)\n"})
+    data["ref"] = ref
+    await bed.deliver("push", data)
+    await bed.settle()
+    assert build_jobs(bed) == []
+
+
+def _completed(bed: Bed, sha: str, name: str) -> dict[str, Any] | None:
+    runs = [r for r in bed.github.check_runs_for(REPO, sha, name) if r["status"] == "completed"]
+    return runs[0] if runs else None
