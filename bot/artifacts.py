@@ -40,6 +40,7 @@ class Artifacts:
         self._bucket_ready = True
 
     async def exists(self, key: str) -> bool:
+        await self.ensure_bucket()
         try:
             await asyncio.to_thread(self.client.stat_object, self.bucket, key)
         except S3Error as exc:
@@ -58,6 +59,8 @@ class Artifacts:
         await asyncio.to_thread(self.client.put_object, self.bucket, key, stream, size, content_type=content_type)
 
     async def get_bytes(self, key: str) -> bytes | None:
+        await self.ensure_bucket()
+
         def read() -> bytes | None:
             try:
                 response = self.client.get_object(self.bucket, key)
@@ -84,6 +87,8 @@ class Artifacts:
         await asyncio.to_thread(self.client.remove_object, self.bucket, key)
 
     async def list_keys(self, prefix: str) -> list[str]:
+        await self.ensure_bucket()
+
         def keys() -> list[str]:
             return [o.object_name for o in self.client.list_objects(self.bucket, prefix=prefix, recursive=True)
                     if o.object_name]
