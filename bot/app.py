@@ -13,7 +13,7 @@ import json
 import logging
 import time
 import urllib.parse
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
@@ -69,16 +69,26 @@ def event_key(event: sansio.Event) -> str:
 
 
 class Dispatcher:
-    """Bounded queue, bounded concurrency, per-key ordering, dedupe by delivery id, drain."""
+    """Bounded queue, bounded concurrency, per-key ordering, dedupe by delivery id, drain.
+
+    Deliveries with the same `event_key` run one after another, in arrival order, on the worker
+    that took the first of them; a worker never waits on a busy key, so one busy pull request
+    cannot starve the others. A delivery whose processing failed is forgotten, so GitHub's
+    "Redeliver" button retries it.
+    """
 
     def __init__(self, router: routing.Router, deps: Deps, *, workers: int, queue_size: int) -> None:
         self.router = router
         self.deps = deps
-        self._queue: asyncio.Queue[sansio.Event] = asyncio.Queue(queue_size)
+        self._queue: asyncio.Queue[sansio.Event] = asyncio.Queue()
+        self._limit = queue_size
+        self._pending = 0  # accepted and not yet processed: queued plus waiting behind a busy key
         self._workers_n = workers
         self._workers: list[asyncio.Task[None]] = []
-        self._locks: dict[str, asyncio.Lock] = {}
+        self._backlogs: dict[str, deque[sansio.Event]] = {}
         self._seen: OrderedDict[str, None] = OrderedDict()
+        self._done = asyncio.Event()
+        self._done.set()
         self.accepting = True
 
     def handles(self, event: sansio.Event) -> bool:
@@ -88,33 +98,34 @@ class Dispatcher:
         return delivery in self._seen
 
     def submit(self, event: sansio.Event) -> bool:
-        """Queue an event; False when the queue is full (GitHub shows the failure; redeliver later)."""
-        try:
-            self._queue.put_nowait(event)
-        except asyncio.QueueFull:
+        """Queue an event; False when full (GitHub shows the failure; redeliver later)."""
+        if self._pending >= self._limit:
             return False
+        self._queue.put_nowait(event)
+        self._pending += 1
+        self._done.clear()
         if event.delivery_id:
             self._seen[event.delivery_id] = None
             while len(self._seen) > SEEN_DELIVERIES:
                 self._seen.popitem(last=False)
-        self.deps.metrics.queue_depth = self._queue.qsize()
+        self.deps.metrics.queue_depth = self._pending
         return True
 
     def start(self) -> None:
         self._workers = [asyncio.create_task(self._work(), name=f"dispatch-{i}") for i in range(self._workers_n)]
 
     async def idle(self) -> None:
-        """Return once every queued delivery has been processed."""
-        await self._queue.join()
+        """Return once every accepted delivery has been processed."""
+        await self._done.wait()
 
     async def drain(self, timeout: float) -> bool:
         """Stop accepting, finish what is queued and running (up to `timeout`), stop workers."""
         self.accepting = False
         try:
-            await asyncio.wait_for(self._queue.join(), timeout)
+            await asyncio.wait_for(self._done.wait(), timeout)
             drained = True
         except TimeoutError:
-            log.warning("drain timed out", extra={"left": self._queue.qsize()})
+            log.warning("drain timed out", extra={"left": self._pending})
             drained = False
         for task in self._workers:
             task.cancel()
@@ -124,21 +135,26 @@ class Dispatcher:
     async def _work(self) -> None:
         while True:
             event = await self._queue.get()
+            key = event_key(event)
+            if key in self._backlogs:
+                self._backlogs[key].append(event)  # the worker on this key takes it next, in order
+                continue
+            backlog = self._backlogs[key] = deque([event])
             try:
-                await self._process_in_order(event)
+                while backlog:
+                    try:
+                        await self.process(backlog[0])
+                    finally:
+                        backlog.popleft()
+                        self._finished()
             finally:
-                self._queue.task_done()
-                self.deps.metrics.queue_depth = self._queue.qsize()
+                del self._backlogs[key]
 
-    async def _process_in_order(self, event: sansio.Event) -> None:
-        key = event_key(event)
-        lock = self._locks.setdefault(key, asyncio.Lock())
-        try:
-            async with lock:
-                await self.process(event)
-        finally:
-            if not lock.locked() and key in self._locks and self._locks[key] is lock:
-                del self._locks[key]
+    def _finished(self) -> None:
+        self._pending -= 1
+        self.deps.metrics.queue_depth = self._pending
+        if self._pending == 0:
+            self._done.set()
 
     async def process(self, event: sansio.Event) -> None:
         token = delivery_id.set(event.delivery_id)
@@ -151,6 +167,7 @@ class Dispatcher:
         except Exception:
             log.exception("event processing failed", extra={"event": event.event, "action": event.data.get("action")})
             outcome = "failed"
+            self._seen.pop(event.delivery_id, None)  # a redelivery of a failed event runs again
         finally:
             delivery_id.reset(token)
         self.deps.metrics.delivery(event.event, outcome)

@@ -187,7 +187,7 @@ async def test_redelivered_push_starts_nothing_twice(bed: Bed) -> None:
     data = push(bed, {"server/app.py": "print(13)\n"})
     await bed.deliver("push", data, delivery="d-1")
     await bed.settle()
-    await bed.deliver("push", data, delivery="d-2")  # GitHub's redeliver gives a new id
+    await bed.deliver("push", data, delivery="d-2")  # the same event under another delivery id (a second hook, a replay)
     await bed.settle()
     assert len(build_jobs(bed)) == 1
     assert len(bed.github.check_runs_for(REPO, data["after"], "flops/build: server")) == 1

@@ -1,0 +1,127 @@
+"""Background dispatch: per-key order, no starved workers, the bound, drain, retry of failed deliveries.
+
+The Dispatcher is driven with a real gidgethub Router whose handlers wait on gates the test
+opens, so what runs when is decided by the test, not by timing.
+"""
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+from gidgethub import routing, sansio
+
+from bot.app import Dispatcher
+from tests.conftest import INSTALLATION, Bed, payload, wait_for
+
+REPO = "Codertocat/Hello-World"
+
+
+def comment_event(number: int, tag: str) -> sansio.Event:
+    data = payload("issue_comment.created")
+    data["issue"]["number"] = number
+    data["comment"]["body"] = tag
+    data["installation"] = {"id": INSTALLATION}
+    return sansio.Event(data, event="issue_comment", delivery_id=str(uuid.uuid4()))
+
+
+class Gated:
+    """A router whose handler records each comment body and waits for its gate."""
+
+    def __init__(self) -> None:
+        self.router = routing.Router()
+        self.started: list[str] = []
+        self.finished: list[str] = []
+        self.gates: dict[str, asyncio.Event] = {}
+        self.router.add(self.handle, "issue_comment", action="created")
+
+    def gate(self, tag: str) -> asyncio.Event:
+        return self.gates.setdefault(tag, asyncio.Event())
+
+    async def handle(self, event: sansio.Event, gh: object, *, deps: object) -> None:
+        tag = event.data["comment"]["body"]
+        self.started.append(tag)
+        await self.gate(tag).wait()
+        self.finished.append(tag)
+
+
+async def test_same_pr_runs_in_order_while_other_prs_proceed(bed: Bed) -> None:
+    gated = Gated()
+    dispatcher = Dispatcher(gated.router, bed.deps, workers=2, queue_size=10)
+    dispatcher.start()
+    for event in (comment_event(1, "a1"), comment_event(1, "a2"), comment_event(1, "a3"), comment_event(2, "b1")):
+        assert dispatcher.submit(event)
+    gated.gate("b1").set()
+    await wait_for(lambda: "b1" in gated.finished, what="PR 2 processed while PR 1 is busy")
+    assert gated.started == ["a1", "b1"]  # a2, a3 wait behind a1 without holding the second worker
+    for tag in ("a3", "a2", "a1"):  # opened in reverse: order still follows arrival
+        gated.gate(tag).set()
+    await asyncio.wait_for(dispatcher.idle(), 5)
+    assert gated.finished == ["b1", "a1", "a2", "a3"]
+    await dispatcher.drain(1)
+
+
+async def test_the_bound_counts_events_waiting_behind_a_busy_pr(bed: Bed) -> None:
+    gated = Gated()
+    dispatcher = Dispatcher(gated.router, bed.deps, workers=1, queue_size=2)
+    dispatcher.start()
+    assert dispatcher.submit(comment_event(1, "a1"))
+    await wait_for(lambda: gated.started == ["a1"], what="a1 running")
+    assert dispatcher.submit(comment_event(1, "a2"))
+    assert not dispatcher.submit(comment_event(1, "a3"))  # full: GitHub records a failed delivery
+    gated.gate("a1").set()
+    gated.gate("a2").set()
+    await asyncio.wait_for(dispatcher.idle(), 5)
+    assert dispatcher.submit(comment_event(1, "a4"))
+    gated.gate("a4").set()
+    await asyncio.wait_for(dispatcher.idle(), 5)
+    assert gated.finished == ["a1", "a2", "a4"]
+    await dispatcher.drain(1)
+
+
+async def test_drain_finishes_running_and_queued_work_then_stops(bed: Bed) -> None:
+    gated = Gated()
+    dispatcher = Dispatcher(gated.router, bed.deps, workers=1, queue_size=10)
+    dispatcher.start()
+    dispatcher.submit(comment_event(1, "a1"))
+    dispatcher.submit(comment_event(2, "b1"))
+    draining = asyncio.create_task(dispatcher.drain(5))
+    await wait_for(lambda: not dispatcher.accepting, what="drain started")
+    assert not draining.done()
+    gated.gate("a1").set()
+    gated.gate("b1").set()
+    assert await asyncio.wait_for(draining, 5) is True
+    assert gated.finished == ["a1", "b1"]
+
+
+async def test_drain_gives_up_after_its_timeout(bed: Bed) -> None:
+    gated = Gated()
+    dispatcher = Dispatcher(gated.router, bed.deps, workers=1, queue_size=10)
+    dispatcher.start()
+    dispatcher.submit(comment_event(1, "stuck"))
+    assert await dispatcher.drain(0.2) is False
+    assert gated.finished == []
+
+
+async def test_webhooks_during_drain_answer_503(bed: Bed) -> None:
+    await bed.server.app.shutdown()  # what SIGTERM triggers: on_shutdown drains the dispatcher
+    response = await bed.deliver("push", payload("push"))
+    assert response.status == 503
+    assert "redeliver" in (await response.json())["message"]
+
+
+async def test_a_failed_delivery_runs_again_when_github_redelivers_it(bed: Bed) -> None:
+    bed.github.add_repo(REPO, default_branch="master")
+    sha = bed.github.commit(REPO, "master", {".github/flops.yml": "registry: r.example.com/x\nimages: []\n"})
+    data = payload("push")
+    data.update(after=sha, installation={"id": INSTALLATION})
+    bed.github.fail_next("GET", r"/contents/\.github/flops\.yml", 502, times=5)  # every retry fails
+    delivery = str(uuid.uuid4())
+    assert (await bed.deliver("push", data, delivery=delivery)).status == 202
+    await bed.settle()
+    assert bed.deps.metrics.deliveries[("push", "failed")] == 1
+    again = await bed.deliver("push", data, delivery=delivery)  # the Redeliver button: same GUID
+    assert again.status == 202
+    await bed.settle()
+    assert bed.deps.metrics.deliveries[("push", "processed")] == 1
+    reads = bed.github.calls_to("GET", r"/contents/\.github/flops\.yml")
+    assert [c.status for c in reads][-1] == 200
