@@ -6,12 +6,19 @@ opens, so what runs when is decided by the test, not by timing.
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
 import uuid
 
+import aiohttp
 from gidgethub import routing, sansio
 
 from bot.app import Dispatcher
-from tests.conftest import INSTALLATION, Bed, payload, wait_for
+from tests.conftest import INSTALLATION, NAMESPACE, Bed, payload, sign, wait_for
+from tests.emulators.s3 import free_port
 
 REPO = "Codertocat/Hello-World"
 
@@ -125,3 +132,44 @@ async def test_a_failed_delivery_runs_again_when_github_redelivers_it(bed: Bed) 
     assert bed.deps.metrics.deliveries[("push", "processed")] == 1
     reads = bed.github.calls_to("GET", r"/contents/\.github/flops\.yml")
     assert [c.status for c in reads][-1] == 200
+
+
+async def test_sigterm_drains_in_flight_work_before_the_process_exits(env: dict[str, str], github, kube) -> None:
+    """A real `python -m bot serve`: SIGTERM while a push is mid-flight (its config read is being
+    retried) still ends with the Kaniko Job created, and the process exits 0."""
+    github.add_installation(INSTALLATION, "Codertocat", [REPO])
+    github.add_repo(REPO, default_branch="master")
+    sha = github.commit(REPO, "master", {".github/flops.yml": "registry: r.example.com/x\nbranches: [master]\n"
+                                         "images:\n  - name: server\n    dockerfile: Dockerfile\n",
+                                         "Dockerfile": "FROM scratch\n"})
+    data = payload("push")
+    data.update(ref="refs/heads/master", after=sha, installation={"id": INSTALLATION})
+    data["head_commit"]["id"] = sha
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "bot", "serve"], env={**os.environ, **env, "PORT": str(port)},
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        async with aiohttp.ClientSession() as session:
+            async def healthy() -> bool:
+                try:
+                    async with session.get(f"http://127.0.0.1:{port}/healthz") as r:
+                        return r.status == 200
+                except aiohttp.ClientError:
+                    return False
+
+            await wait_for(healthy, timeout=30, what="bot up")
+            github.fail_next("GET", r"/contents/\.github/flops\.yml", 502, times=3)  # ~1.5 s of backoff
+            body = json.dumps(data).encode()
+            headers = {"X-GitHub-Event": "push", "X-GitHub-Delivery": str(uuid.uuid4()),
+                       "Content-Type": "application/json", "X-Hub-Signature-256": sign(body)}
+            async with session.post(f"http://127.0.0.1:{port}/webhook", data=body, headers=headers) as r:
+                assert r.status == 202
+            await wait_for(lambda: github.calls_to("GET", r"/contents/\.github/flops\.yml"), what="work started")
+            proc.send_signal(signal.SIGTERM)
+            code = await asyncio.wait_for(asyncio.to_thread(proc.wait), 40)
+        assert code == 0, proc.stdout.read() if proc.stdout else ""
+        assert len(kube.list("jobs", NAMESPACE, labels={"flops.dev/kind": "build"})) == 1
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
