@@ -12,12 +12,13 @@ import signal
 import subprocess
 import sys
 import uuid
+from pathlib import Path
 
 import aiohttp
 from gidgethub import routing, sansio
 
 from bot.app import Dispatcher
-from tests.conftest import INSTALLATION, NAMESPACE, Bed, payload, sign, wait_for
+from tests.conftest import INSTALLATION, NAMESPACE, SECRET, Bed, payload, sign, wait_for
 from tests.emulators.s3 import free_port
 
 REPO = "Codertocat/Hello-World"
@@ -136,7 +137,8 @@ async def test_a_failed_delivery_runs_again_when_github_redelivers_it(bed: Bed) 
 
 async def test_sigterm_drains_in_flight_work_before_the_process_exits(env: dict[str, str], github, kube) -> None:
     """A real `python -m bot serve`: SIGTERM while a push is mid-flight (its config read is being
-    retried) still ends with the Kaniko Job created, and the process exits 0."""
+    retried) still ends with the Kaniko Job created, and the process exits 0. Its JSON log lines
+    carry the delivery id and no secret."""
     github.add_installation(INSTALLATION, "Codertocat", [REPO])
     github.add_repo(REPO, default_branch="master")
     sha = github.commit(REPO, "master", {".github/flops.yml": "registry: r.example.com/x\nbranches: [master]\n"
@@ -167,8 +169,15 @@ async def test_sigterm_drains_in_flight_work_before_the_process_exits(env: dict[
             await wait_for(lambda: github.calls_to("GET", r"/contents/\.github/flops\.yml"), what="work started")
             proc.send_signal(signal.SIGTERM)
             code = await asyncio.wait_for(asyncio.to_thread(proc.wait), 40)
-        assert code == 0, proc.stdout.read() if proc.stdout else ""
+        output = proc.stdout.read() if proc.stdout else ""
+        assert code == 0, output
         assert len(kube.list("jobs", NAMESPACE, labels={"flops.dev/kind": "build"})) == 1
+        logs = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
+        retries = [entry for entry in logs if entry["message"] == "github retry"]
+        assert retries and all(entry["delivery_id"] == headers["X-GitHub-Delivery"] for entry in retries)
+        key = Path(env["GITHUB_PRIVATE_KEY_PATH"]).read_text().splitlines()[1]
+        for secret in (SECRET, env["MINIO_SECRET_KEY"], key, *github.issued_tokens()):
+            assert secret not in output
     finally:
         if proc.poll() is None:
             proc.kill()

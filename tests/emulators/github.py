@@ -381,6 +381,10 @@ class GitHubEmulator:
                   body: dict[str, Any] | None = None, times: int = 1) -> None:
         self._faults.append(Fault(method.upper(), re.compile(path_regex), status, dict(headers or {}), body, times))
 
+    def issued_tokens(self) -> list[str]:
+        """Every installation token handed out so far (tests check none leaks into logs)."""
+        return list(self._tokens)
+
     def expire_tokens(self) -> None:
         for token in self._tokens.values():
             token.expires_at = 0.0
