@@ -24,7 +24,8 @@ class Row:
     value: float | None
     allowed: float  # the band, in the metric's units (tolerance + noise)
     tolerance: str
-    verdict: str  # ok | regression | missing | improved
+    verdict: str  # ok | improved | regression | missing (the PR has no value) | new (the baseline has none)
+    noise: float = 0.0  # how much of `allowed` is seed spread
 
     @property
     def delta(self) -> float | None:
@@ -42,7 +43,12 @@ class Verdict:
 
     @property
     def regressions(self) -> int:
+        """Rows that fail the gate: worse than allowed, or no usable value from the PR."""
         return sum(r.verdict in ("regression", "missing") for r in self.rows)
+
+    @property
+    def missing(self) -> int:
+        return sum(r.verdict == "missing" for r in self.rows)
 
     @property
     def conclusion(self) -> str:
@@ -75,11 +81,11 @@ def _row(metric: Metric, base_value: object, value: object) -> Row:
     base, mine = summarize(base_value), summarize(value)
     if mine is None:  # NaN, missing or not a number: the gate fails
         return Row(metric.name, metric.direction, base[0] if base else None, None, 0.0, tol_text, "missing")
-    if base is None:
-        return Row(metric.name, metric.direction, None, mine[0], 0.0, tol_text, "ok")
+    if base is None:  # nothing to compare with (no baseline yet, or the metric is new)
+        return Row(metric.name, metric.direction, None, mine[0], 0.0, tol_text, "new")
     allowed = tol.value / 100.0 * abs(base[0]) if tol.relative else tol.value
-    if base[2] > 1 and mine[2] > 1:
-        allowed += max(base[1], mine[1])
+    noise = max(base[1], mine[1]) if base[2] > 1 and mine[2] > 1 else 0.0
+    allowed += noise
     worse_by = (base[0] - mine[0]) if metric.direction == "higher" else (mine[0] - base[0])
     if worse_by > allowed + 1e-12:
         verdict = "regression"
@@ -87,10 +93,11 @@ def _row(metric: Metric, base_value: object, value: object) -> Row:
         verdict = "improved"
     else:
         verdict = "ok"
-    return Row(metric.name, metric.direction, base[0], mine[0], allowed, tol_text, verdict)
+    return Row(metric.name, metric.direction, base[0], mine[0], allowed, tol_text, verdict, noise)
 
 
-ICONS = {"ok": "✅ ok", "improved": "🟢 improved", "regression": "❌ regression", "missing": "❌ missing"}
+ICONS = {"ok": "✅ ok", "improved": "🟢 improved", "regression": "❌ regression", "missing": "❌ missing",
+         "new": "🆕 no baseline value"}
 
 
 def table(verdict: Verdict) -> str:
@@ -98,8 +105,12 @@ def table(verdict: Verdict) -> str:
              "|---|---|---:|---:|---:|---:|---:|---|"]
     for r in verdict.rows:
         lines.append(f"| {r.metric} | {r.direction} | {_num(r.baseline)} | {_num(r.value)} | {_num(r.delta, sign=True)} "
-                     f"| {_pct(r.delta_pct)} | {r.tolerance} | {ICONS[r.verdict]} |")
+                     f"| {_pct(r.delta_pct)} | {_tolerance(r)} | {ICONS[r.verdict]} |")
     return "\n".join(lines)
+
+
+def _tolerance(row: Row) -> str:
+    return f"{row.tolerance} (+{row.noise:.3g} seed noise)" if row.noise else row.tolerance
 
 
 def _num(value: float | None, sign: bool = False) -> str:
