@@ -102,6 +102,9 @@ async def test_successful_build_reports_image_and_digest(bed: Bed) -> None:
     assert f"harbor.example.com/flops/server:master-20261122093000-{data['after'][:7]}" in run["output"]["summary"]
     await wait_for(lambda: "flops.dev/reported" in bed.kube.get("jobs", NAMESPACE, job["metadata"]["name"])
                    ["metadata"]["annotations"], what="reported annotation")
+    await bed.settle()
+    async with bed.session.get(bed.url("/metrics")) as response:
+        assert 'flops_jobs_finished_total{kind="build",result="success"} 1' in await response.text()
 
 
 async def test_failed_build_reports_reason_and_masked_log_tail(bed: Bed) -> None:

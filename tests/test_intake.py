@@ -162,6 +162,35 @@ async def test_readiness_fails_while_kubernetes_is_down_and_health_stays_up(make
         assert health.status == 200
 
 
+async def test_readiness_fails_while_s3_is_unreachable_and_the_bot_stays_up(make_bed, github) -> None:
+    from tests.emulators.s3 import free_port
+
+    github.add_installation(INSTALLATION, "Codertocat", [REPO])
+    bed = await make_bed(MINIO_ENDPOINT=f"127.0.0.1:{free_port()}")  # configured, nothing listens
+    async with bed.session.get(bed.url("/readyz")) as response:
+        body = await response.json()
+    assert response.status == 503
+    assert body["checks"]["s3"].startswith("error") and body["checks"]["kubernetes"] == "ok"
+    assert (await bed.deliver("push", push_to(bed))).status == 202  # still taking deliveries
+    async with bed.session.get(bed.url("/healthz")) as health:
+        assert health.status == 200
+
+
+async def test_readiness_fails_when_github_rejects_the_app_key(make_bed, github, tmp_path) -> None:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)  # a valid key, but not the App's
+    other = tmp_path / "other.pem"
+    other.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                        serialization.NoEncryption()))
+    bed = await make_bed(GITHUB_PRIVATE_KEY_PATH=str(other))
+    async with bed.session.get(bed.url("/readyz")) as response:
+        body = await response.json()
+    assert response.status == 503
+    assert body["checks"]["github"].startswith("error") and body["checks"]["s3"] == "ok"
+
+
 async def test_metrics_count_deliveries_and_github_calls(bed: Bed) -> None:
     await bed.deliver("push", push_to(bed))
     await bed.deliver("push", push_to(bed), secret="forged")
