@@ -7,6 +7,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any
 
+import gidgethub
 from gidgethub.abc import GitHubAPI
 
 from bot import config
@@ -88,7 +89,7 @@ async def load_config(gh: GitHubAPI, repo: str, *, ref: str, sha: str) -> config
     """`.github/flops.yml` at `ref`; None when absent or invalid. An invalid file gets a failing
     `flops/config` check run on `sha` that names every wrong key."""
     try:
-        return await config.load(gh, repo, ref)
+        return await fetch_config(gh, repo, ref)
     except config.ConfigError as error:
         lines = "\n".join(f"- `{p.path or '(file)'}`: {p.message}" for p in error.problems)
         await post_completed(
@@ -99,3 +100,14 @@ async def load_config(gh: GitHubAPI, repo: str, *, ref: str, sha: str) -> config
                     f"`python -m bot check-config {config.CONFIG_PATH}`):\n\n{lines}",
         )
         return None
+
+
+async def fetch_config(gh: GitHubAPI, repo: str, ref: str) -> config.RepoConfig | None:
+    """The parsed config of `repo` at `ref`; None when the repository has no flops.yml."""
+    try:
+        data = await gh.getitem("/repos/" + repo + "/contents/" + config.CONFIG_PATH + "{?ref}", url_vars={"ref": ref})
+    except gidgethub.BadRequest as exc:
+        if exc.status_code == 404:
+            return None
+        raise
+    return config.parse(config.decode_content(data))

@@ -17,8 +17,6 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import yaml
-from gidgethub import BadRequest
-from gidgethub.abc import GitHubAPI
 
 CONFIG_PATH = ".github/flops.yml"
 MAX_BYTES = 256 * 1024
@@ -153,17 +151,6 @@ class RepoConfig:
 
 
 # --------------------------------------------------------------------------- entry points
-
-
-async def load(gh: GitHubAPI, repo: str, ref: str) -> RepoConfig | None:
-    """The config of `repo` at `ref`; None when the repository has no flops.yml."""
-    try:
-        data = await gh.getitem("/repos/" + repo + "/contents/" + CONFIG_PATH + "{?ref}", url_vars={"ref": ref})
-    except BadRequest as exc:
-        if exc.status_code == 404:
-            return None
-        raise
-    return parse(decode_content(data))
 
 
 def decode_content(data: Any) -> str:
