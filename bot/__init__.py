@@ -1,0 +1,1 @@
+"""flops-bot: the machinery the handlers share (see README.md, "Development")."""
