@@ -1,8 +1,10 @@
 """PR comment commands: a strict, sans-I/O parser.
 
 Each command stands on its own line (anywhere in the comment, several per comment); lines inside
-fenced code blocks and quotes (`> `) are never commands. Arguments are validated here, before
-anything can reach a Job spec: integers are integers within bounds, names are names, shas are hex.
+fenced code blocks, indented code, quotes (`> `) and HTML comments are never commands. Arguments
+are validated here, before anything can reach a Job spec: integers are integers within bounds,
+names are names, shas are hex. Text echoed back from a comment never carries a backtick, so a reply
+cannot be made to mention anyone.
 """
 from __future__ import annotations
 
@@ -17,14 +19,16 @@ COMMANDS = {
     "redeploy": "point a deploy target at the build of a commit: `/redeploy <target> [<sha>]`",
     "retest": "re-run the failed or cancelled flops checks of the head commit",
     "cancel": "stop this PR's running Jobs: `/cancel [build|regression|train]`",
-    "ok-to-test": "(maintainers) allow jobs for this fork PR's current head commit",
+    "ok-to-test": "(maintainers) allow jobs for this fork PR's current head commit: `/ok-to-test [<sha>]`",
     "help": "list the commands and your permission",
 }
 CANCEL_KINDS = ("build", "regression", "train")
-NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-SHA = re.compile(r"^[0-9a-f]{7,40}$")
-LINE = re.compile(r"^/([a-z][a-z0-9-]*)(?:\s+(.*))?$")
-MAX_INT = 10_000
+NAME = re.compile(r"[a-z0-9](?:[-a-z0-9]*[a-z0-9])?")  # image and deploy target names, as in flops.yml
+NAME_MAX = 40
+SHA = re.compile(r"[0-9a-f]{7,40}")
+LINE = re.compile(r"/([A-Za-z][A-Za-z0-9_-]*)(?:\s+(.*))?")
+MAX_COMMANDS = 10  # per comment; the rest are refused, not silently dropped
+INT_DIGITS = 9
 
 
 @dataclass(frozen=True)
@@ -60,58 +64,103 @@ class Parsed:
         return bool(self.commands or self.refusals)
 
 
+def shown(text: str, limit: int = 60) -> str:
+    """User text safe to put inside a code span of a reply: no backticks, bounded length."""
+    text = text.replace("`", "'")
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def command_lines(body: str) -> list[str]:
-    """Lines that look like commands, outside code fences and quotes."""
-    found, fenced = [], False
+    """Lines that look like commands, outside code (fenced or indented), quotes and HTML comments."""
+    found: list[str] = []
+    fence: str | None = None  # the opening fence run (``` or ~~~, maybe longer) while inside one
+    in_html_comment = False
     for raw in body.splitlines():
         line = raw.strip()
-        if line.startswith(("```", "~~~")):
-            fenced = not fenced
+        if fence is not None:
+            if line.startswith(fence[0] * len(fence)) and not line.strip(fence[0]):
+                fence = None
             continue
-        if fenced or raw.startswith(("    ", "\t")) or line.startswith(">"):
+        if in_html_comment:
+            in_html_comment = "-->" not in line
             continue
-        if LINE.match(line):
+        opening = re.match(r"(`{3,}|~{3,})", line)
+        if opening and not raw.startswith(("    ", "\t")):
+            fence = opening.group(1)
+            continue
+        if line.startswith("<!--"):
+            in_html_comment = "-->" not in line[4:]
+            continue
+        if raw.startswith(("    ", "\t")) or line.startswith(">"):
+            continue
+        if LINE.fullmatch(line):
             found.append(line)
     return found
+
+
+def addressed(body: str) -> bool:
+    """Does the comment name a flops-bot command at all (valid or not)?"""
+    return any(_name_of(line) in COMMANDS for line in command_lines(body))
 
 
 def parse(body: str, bounds: Bounds = Bounds()) -> Parsed:
     commands: list[Command] = []
     refusals: list[Refusal] = []
-    for line in command_lines(body):
+    lines = list(dict.fromkeys(command_lines(body)))  # the same line twice runs once
+    for line in lines[:MAX_COMMANDS]:
         result = parse_line(line, bounds)
         if isinstance(result, Command):
             commands.append(result)
         else:
             refusals.append(result)
+    if len(lines) > MAX_COMMANDS:
+        extra = len(lines) - MAX_COMMANDS
+        refusals.append(Refusal(lines[MAX_COMMANDS], f"at most {MAX_COMMANDS} commands per comment: this one and "
+                                                     f"{extra - 1} more after it were not run."))
     return Parsed(tuple(commands), tuple(refusals))
 
 
 def parse_line(line: str, bounds: Bounds = Bounds()) -> Command | Refusal:
-    match = LINE.match(line)
+    match = LINE.fullmatch(line)
     if match is None:
         return Refusal(line, "not a command")
     name, rest = match.group(1), (match.group(2) or "").split()
     if name not in COMMANDS:
-        close = difflib.get_close_matches(name, COMMANDS, n=1, cutoff=0.5)
-        hint = f" Did you mean `/{close[0]}`?" if close else " Try `/help`."
-        return Refusal(line, f"`/{name}` is not a flops-bot command.{hint}")
+        return Refusal(line, f"`/{shown(name)}` is not a flops-bot command. {suggest(name)}")
     try:
         return _PARSERS[name](name, line, rest, bounds)
     except ValueError as exc:
         return Refusal(line, str(exc))
 
 
+def suggest(name: str) -> str:
+    """The closest valid command, else the list of them."""
+    close = difflib.get_close_matches(name.lower().replace("_", "-"), COMMANDS, n=1, cutoff=0.6)
+    if close:
+        return f"Did you mean `/{close[0]}`?"
+    return "The commands are " + ", ".join(f"`/{c}`" for c in COMMANDS) + "."
+
+
+def _name_of(line: str) -> str:
+    match = LINE.fullmatch(line)
+    return match.group(1) if match else ""
+
+
 def _no_args(name: str, line: str, args: list[str], bounds: Bounds) -> Command:
     if args:
-        raise ValueError(f"`/{name}` takes no arguments (got `{' '.join(args)[:60]}`).")
+        raise ValueError(f"`/{name}` takes no arguments (got `{shown(' '.join(args))}`).")
     return Command(name, line)
+
+
+def _is_name(text: str) -> bool:
+    return len(text) <= NAME_MAX and NAME.fullmatch(text) is not None
 
 
 def _build(name: str, line: str, args: list[str], bounds: Bounds) -> Command:
     for image in args:
-        if not NAME.match(image) or len(image) > 40:
-            raise ValueError(f"`{image[:60]}` is not an image name (lowercase letters, digits and dashes).")
+        if not _is_name(image):
+            raise ValueError(f"`{shown(image)}` is not an image name (at most {NAME_MAX} lowercase letters, "
+                             f"digits and dashes, as in `images:` of `.github/flops.yml`).")
     return Command(name, line, images=tuple(dict.fromkeys(args)))
 
 
@@ -120,7 +169,7 @@ def _train(name: str, line: str, args: list[str], bounds: Bounds) -> Command:
     for arg in args:
         key, eq, value = arg.partition("=")
         if not eq or key not in ("rounds", "clients"):
-            raise ValueError(f"`/train` takes `rounds=N` and `clients=N`, not `{arg[:60]}`.")
+            raise ValueError(f"`/train` takes `rounds=N` and `clients=N`, not `{shown(arg)}`.")
         if key in values:
             raise ValueError(f"`{key}` is given twice.")
         limit = bounds.max_rounds if key == "rounds" else bounds.max_clients
@@ -129,24 +178,35 @@ def _train(name: str, line: str, args: list[str], bounds: Bounds) -> Command:
 
 
 def _bounded_int(key: str, value: str, limit: int) -> int:
-    if not value.isascii() or not value.isdigit() or len(value) > 6:
-        raise ValueError(f"`{key}` must be a whole number, got `{value[:20]}`.")
-    number = int(value)
-    if not 1 <= number <= limit:
-        raise ValueError(f"`{key}` must be between 1 and {limit} (the repository's limit), got {number}.")
-    return number
+    if not value.isascii() or not value.isdigit():
+        raise ValueError(f"`{key}` must be a whole number, got `{shown(value, 20)}`.")
+    digits = value.lstrip("0") or "0"
+    if len(digits) > INT_DIGITS or not 1 <= int(digits) <= limit:
+        got = digits if len(digits) <= INT_DIGITS else f"a {len(digits)}-digit number"
+        raise ValueError(f"`{key}` must be between 1 and {limit} (the repository's `max_{key}`), got {got}.")
+    return int(digits)
+
+
+def _sha(text: str) -> str:
+    sha = text.lower()
+    if SHA.fullmatch(sha) is None:
+        raise ValueError(f"`{shown(text)}` is not a commit sha (7 to 40 hex characters).")
+    return sha
 
 
 def _redeploy(name: str, line: str, args: list[str], bounds: Bounds) -> Command:
     if not 1 <= len(args) <= 2:
-        raise ValueError("usage: `/redeploy <target> [<sha>]`.")
+        raise ValueError("usage: `/redeploy <target> [<sha>]`, e.g. `/redeploy dev 1a2b3c4`.")
     target = args[0]
-    if not NAME.match(target) or len(target) > 40:
-        raise ValueError(f"`{target[:60]}` is not a deploy target name.")
-    sha = args[1].lower() if len(args) == 2 else None
-    if sha is not None and not SHA.match(sha):
-        raise ValueError(f"`{args[1][:60]}` is not a commit sha (7 to 40 hex characters).")
-    return Command(name, line, target=target, sha=sha)
+    if not _is_name(target):
+        raise ValueError(f"`{shown(target)}` is not a deploy target name (as in `deploy:` of `.github/flops.yml`).")
+    return Command(name, line, target=target, sha=_sha(args[1]) if len(args) == 2 else None)
+
+
+def _ok_to_test(name: str, line: str, args: list[str], bounds: Bounds) -> Command:
+    if len(args) > 1:
+        raise ValueError("usage: `/ok-to-test [<sha>]` (the sha pins the commit you reviewed).")
+    return Command(name, line, sha=_sha(args[0]) if args else None)
 
 
 def _cancel(name: str, line: str, args: list[str], bounds: Bounds) -> Command:
@@ -156,13 +216,14 @@ def _cancel(name: str, line: str, args: list[str], bounds: Bounds) -> Command:
 
 
 _PARSERS = {
-    "regression": _no_args, "retest": _no_args, "ok-to-test": _no_args, "help": _no_args,
+    "regression": _no_args, "retest": _no_args, "ok-to-test": _ok_to_test, "help": _no_args,
     "build": _build, "train": _train, "redeploy": _redeploy, "cancel": _cancel,
 }
 
 
 def help_text(permission: str) -> str:
-    rows = "\n".join(f"| `/{name}` | {text} |" for name, text in COMMANDS.items())
+    cells = {name: text.replace("|", "\\|") for name, text in COMMANDS.items()}  # a bare | would split the cell
+    rows = "\n".join(f"| `/{name}` | {text} |" for name, text in cells.items())
     allowed = permission in ("admin", "maintain", "write")
     return (f"| command | what it does |\n|---|---|\n{rows}\n\nYour permission on this repository: "
             f"**{permission}** ({'you can run these commands' if allowed else 'commands need write access'}).")
