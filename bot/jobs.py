@@ -234,7 +234,10 @@ def _fetch_container(cluster: Cluster, source_url: str) -> dict[str, Any]:
 def regression_job(src: Source, cluster: Cluster, work: Workload, *, source_url: str, timeout: int,
                    trigger: str, attempt: str = "", baseline: bool = False) -> dict[str, Any]:
     """The train + evaluate Job of a PR head (or of a default-branch commit: a baseline)."""
-    name = job_name(REGRESSION, f"pr{src.pr}" if src.pr is not None else "base", src.sha, src.repo, attempt)
+    # Distinct labels: a merge-queue commit becomes a default-branch commit, whose baseline run must not
+    # collide with the merge group's Job name.
+    label = f"pr{src.pr}" if src.pr is not None else "base" if baseline else "queue"
+    name = job_name(REGRESSION, label, src.sha, src.repo, attempt)
     annotations = {**_annotations(src, run_id=name), CHECK_NAME: "flops/regression", TRIGGER: trigger,
                    OUTPUT: output_prefix(src.repo, name)}
     if baseline:

@@ -14,6 +14,7 @@ from typing import Any
 
 import gidgethub
 from gidgethub.abc import GitHubAPI
+from kubernetes.client import ApiException
 
 from bot import builds, checks, comments, jobs, verdict
 from bot.config import Metric, RegressionConfig, parse_tolerance
@@ -28,6 +29,7 @@ MARKER = "<!-- flops:regression -->"
 SOURCE_URL_TTL = timedelta(days=7)
 ANCESTORS = 100  # how far back along the default branch a stale baseline is looked for
 WAITING = "Waiting for an approval or `/regression`"
+HISTORY = 30  # runs listed in the sticky comment
 
 
 def baseline_key(repo: str, sha: str) -> str:
@@ -59,10 +61,10 @@ async def source_url(deps: Deps, installation_id: int, repo: str, sha: str) -> s
 
 async def start(gh: GitHubAPI, deps: Deps, cfg: RegressionConfig, src: jobs.Source, *, trigger: str,
                 attempt: str = "", baseline: bool = False) -> str | None:
-    """Launch the run; None when this exact run exists already (redelivery, second approval)."""
-    if src.pr is not None:
-        await cancel_for_pr(gh, deps, src.repo, src.pr, f"Superseded: a new run started for {src.sha[:7]}.",
-                            keep_sha=src.sha)
+    """Launch the run; None when a run of this commit is already going (redelivery, second approval,
+    `/regression` while one runs). Runs of the PR's older heads are cancelled first."""
+    if src.pr is not None and await _supersede_pr_runs(gh, deps, src):
+        return None
     url = await source_url(deps, src.installation_id, src.repo, src.sha)
     body = jobs.regression_job(src, jobs.cluster_from(deps.settings), workload(cfg), source_url=url,
                                timeout=cfg.timeout, trigger=trigger, attempt=attempt, baseline=baseline)
@@ -70,12 +72,38 @@ async def start(gh: GitHubAPI, deps: Deps, cfg: RegressionConfig, src: jobs.Sour
     if await deps.kube.get_job(name) is not None:
         return None
     body["metadata"]["annotations"][jobs.METRICS] = metrics_annotation(cfg)
-    what = "baseline for the default branch" if baseline else f"PR #{src.pr}"
+    what = "baseline for the default branch" if baseline else f"PR #{src.pr}" if src.pr is not None else "merge queue"
     check_id = await _check_for(gh, src, name, what, cfg, trigger)
     body["metadata"]["annotations"][jobs.CHECK_RUN] = str(check_id)
-    await deps.kube.create_job(body)
+    try:
+        await deps.kube.create_job(body)
+    except ApiException as exc:  # the check must not stay "in progress" for a Job that never existed
+        await checks.complete(gh, src.repo, check_id, "failure", title="Regression Job not created",
+                              summary=f"Kubernetes refused Job `{name}` (HTTP {exc.status}: {exc.reason}). Check "
+                                      f"the bot's RBAC and the namespace's quota, then comment `/regression`.")
+        raise
     log.info("regression started", extra={"repo": src.repo, "sha": src.sha, "job": name, "trigger": trigger})
     return name
+
+
+async def _supersede_pr_runs(gh: GitHubAPI, deps: Deps, src: jobs.Source) -> bool:
+    """Cancel the PR's running regression Jobs of other commits; True if one of `src.sha` runs."""
+    assert src.pr is not None
+    await cancel_for_pr(gh, deps, src.repo, src.pr, f"Superseded: a new run started for {src.sha[:7]}.",
+                        keep_sha=src.sha)
+    return any(jobs.annotations(job).get(jobs.SHA) == src.sha for job in await running_for_pr(deps, src.repo, src.pr))
+
+
+async def running_for_pr(deps: Deps, repo: str, number: int,
+                         kinds: tuple[str, ...] = (jobs.REGRESSION,)) -> list[dict[str, Any]]:
+    """The PR's Jobs of `kinds` that are neither finished nor reported (nor cancelled)."""
+    found = []
+    for kind in kinds:
+        for job in await deps.kube.list_jobs(f"{jobs.SELECTOR},{jobs.KIND}={kind},{jobs.PR_LABEL}={number}"):
+            ann = jobs.annotations(job)
+            if ann.get(jobs.REPO) == repo and jobs.REPORTED not in ann and not jobs.outcome(job).finished:
+                found.append(job)
+    return found
 
 
 async def _check_for(gh: GitHubAPI, src: jobs.Source, name: str, what: str, cfg: RegressionConfig,
@@ -97,20 +125,19 @@ async def cancel_for_pr(gh: GitHubAPI, deps: Deps, repo: str, number: int, why: 
                         keep_sha: str | None = None, kinds: tuple[str, ...] = (jobs.REGRESSION,)) -> int:
     """Stop the PR's unfinished Jobs of `kinds` (except those for `keep_sha`); checks -> cancelled."""
     cancelled = 0
-    for kind in kinds:
-        for job in await deps.kube.list_jobs(f"{jobs.SELECTOR},{jobs.KIND}={kind},{jobs.PR_LABEL}={number}"):
-            ann = jobs.annotations(job)
-            if ann.get(jobs.REPO) != repo or jobs.REPORTED in ann or jobs.outcome(job).finished:
-                continue
-            if keep_sha and ann.get(jobs.SHA) == keep_sha:
-                continue
-            await builds.cancel_job(gh, deps, job, why)
-            cancelled += 1
+    for job in await running_for_pr(deps, repo, number, kinds):
+        if keep_sha and jobs.annotations(job).get(jobs.SHA) == keep_sha:
+            continue
+        await builds.cancel_job(gh, deps, job, why)
+        cancelled += 1
     return cancelled
 
 
 async def mark_waiting(gh: GitHubAPI, repo: str, sha: str) -> None:
     """A new head: `flops/regression` queued, so a required check keeps the merge blocked."""
+    existing = await checks.latest(gh, repo, sha, checks.REGRESSION)
+    if existing is not None:  # a redelivery, or a run for this commit exists already
+        return
     await checks.create(gh, repo, sha, checks.REGRESSION, status="queued", title=WAITING,
                         summary=f"{WAITING} on {sha[:7]}: the previous result was for an older commit.")
 
@@ -123,16 +150,33 @@ async def report(job: dict[str, Any], result: jobs.Outcome, deps: Deps) -> str:
     gh = deps.github.for_installation(int(ann[jobs.INSTALLATION]))
     if not result.succeeded:
         return await _report_failure(gh, deps, job, result)
-    metrics = await deps.artifacts.get_json(ann[jobs.OUTPUT] + "metrics.json")
-    if not isinstance(metrics, dict) or not isinstance(metrics.get("metrics"), dict):
-        await _finish(gh, ann, "failure", "No metrics", f"The Job succeeded but `{ann[jobs.OUTPUT]}metrics.json` "
-                      "is missing or has no `metrics` object. The workload must write "
-                      '`{"metrics": {...}}` to `$FLOPS_OUTPUT` + `metrics.json`.')
+    key = ann[jobs.OUTPUT] + "metrics.json"
+    try:
+        written = await deps.artifacts.get_json(key)
+    except ValueError as exc:  # not JSON (json.JSONDecodeError, UnicodeDecodeError)
+        written, why = None, f"is not valid JSON ({exc})"
+    else:
+        why = "is missing" if written is None else "has no `metrics` object"
+    if not isinstance(written, dict) or not isinstance(written.get("metrics"), dict):
+        await _finish(gh, deps, ann, "failure", "No metrics",
+                      f"The Job succeeded but `{key}` {why}. The workload must write "
+                      '`{"metrics": {"accuracy": 0.91}, "links": {"MLflow run": "https://..."}}` to '
+                      "`$FLOPS_OUTPUT` + `metrics.json` in `$FLOPS_S3_BUCKET`.")
+        if ann.get(jobs.PR):
+            await _comment(gh, deps, ann, "failure", f"no metrics: `metrics.json` {why}", None)
         return "failure"
-    links = {str(k): str(v) for k, v in (metrics.get("links") or {}).items()}
+    links = safe_links(written.get("links"))
     if ann.get(jobs.BASELINE) == "true":
-        return await _report_baseline(gh, deps, ann, metrics["metrics"], links)
-    return await _report_pr(gh, deps, ann, metrics["metrics"], links)
+        return await _report_baseline(gh, deps, ann, written["metrics"], links)
+    return await _report_pr(gh, deps, ann, written["metrics"], links)
+
+
+def safe_links(value: object) -> dict[str, str]:
+    """The workload's links that are http(s) URLs (anything else would be rendered as markdown)."""
+    if not isinstance(value, dict):
+        return {}
+    return {str(k)[:100]: v for k, v in value.items()
+            if isinstance(v, str) and v.startswith(("http://", "https://")) and not any(c in v for c in " ()<>")}
 
 
 async def _report_failure(gh: GitHubAPI, deps: Deps, job: dict[str, Any], result: jobs.Outcome) -> str:
@@ -140,12 +184,17 @@ async def _report_failure(gh: GitHubAPI, deps: Deps, job: dict[str, Any], result
     pods = await deps.kube.job_pods(jobs.name_of(job))
     diagnosis = diagnose(result, pods)
     tail = await log_tail(deps, diagnosis.pod, diagnosis.container, pods)
-    conclusion = "timed_out" if result.reason == "DeadlineExceeded" else "failure"
-    text = f"Last lines of the log:\n\n```\n{tail.rstrip()}\n```" if tail else None
-    await _finish(gh, ann, conclusion, f"Regression Job {'timed out' if conclusion == 'timed_out' else 'failed'}",
-                  f"**Reason:** {diagnosis.reason}", text=text)
+    text = f"Last lines of the log (Job `{jobs.name_of(job)}`):\n\n```\n{tail.rstrip()}\n```" if tail else None
+    if result.reason == "DeadlineExceeded":
+        minutes = int((job.get("spec") or {}).get("activeDeadlineSeconds") or 0) // 60
+        conclusion, title = "timed_out", "Regression Job timed out"
+        reason = (f"deadline exceeded: the run took longer than `regression.timeout` ({minutes} min). Raise it in "
+                  f"`.github/flops.yml` if the run is legitimately slow.")
+    else:
+        conclusion, title, reason = "failure", "Regression Job failed", diagnosis.reason
+    await _finish(gh, deps, ann, conclusion, title, f"**Reason:** {reason}", text=text)
     if ann.get(jobs.PR):
-        await _comment(gh, deps, ann, f"**{conclusion}**: {diagnosis.reason}", None)
+        await _comment(gh, deps, ann, conclusion, reason, None)
     return conclusion
 
 
@@ -153,36 +202,53 @@ async def _report_baseline(gh: GitHubAPI, deps: Deps, ann: dict[str, str], metri
                            links: dict[str, str]) -> str:
     repo, sha = ann[jobs.REPO], ann[jobs.SHA]
     await deps.artifacts.put_json(baseline_key(repo, sha), {"sha": sha, "metrics": metrics, "links": links,
-                                                            "run": ann[jobs.RUN_ID]})
-    rows = "\n".join(f"| {k} | {v} |" for k, v in sorted(metrics.items()))
-    await _finish(gh, ann, "success", "Baseline recorded",
-                  f"Metrics of `{sha[:7]}`, now the baseline for PRs based on it:\n\n| metric | value |\n|---|---|\n"
-                  f"{rows}{_links(links)}", details_url=_mlflow(links))
+                                                            "run": ann[jobs.RUN_ID], "recorded_at": checks.now()})
+    rows = "\n".join(f"| {k} | {_value(v)} |" for k, v in sorted(metrics.items()))
+    await _finish(gh, deps, ann, "success", "Baseline recorded",
+                  f"Metrics of `{sha[:7]}`, now the baseline for pull requests based on it:\n\n"
+                  f"| metric | value |\n|---|---|\n{rows}{_links(links)}", details_url=_mlflow(links))
     return "success"
+
+
+def _value(value: object) -> str:
+    summary = verdict.summarize(value)
+    if summary is None:
+        return "—"
+    mean, stdev, n = summary
+    return f"{mean:.4g} ± {stdev:.2g} ({n} seeds)" if n > 1 else f"{mean:.4g}"
 
 
 async def _report_pr(gh: GitHubAPI, deps: Deps, ann: dict[str, str], metrics: dict[str, Any],
                      links: dict[str, str]) -> str:
     repo, sha = ann[jobs.REPO], ann[jobs.SHA]
-    cfg_metrics = metrics_from_annotation(ann.get(jobs.METRICS, "[]"))
+    gate = metrics_from_annotation(ann.get(jobs.METRICS, "[]"))
     found = await find_baseline(gh, deps, repo, sha)
     if found is None:
-        title, summary, conclusion = "No baseline yet", ("No default-branch run exists for this PR's merge-base or "
-                                                         "its ancestors; push to the default branch to record one. "
-                                                         "Metrics of this run:\n\n"), "neutral"
-        summary += verdict.table(verdict.compare({}, metrics, cfg_metrics))
-        table_text = summary
+        result = verdict.compare({}, metrics, gate)
+        table_text = verdict.table(result)
+        if result.missing:  # a gated metric the workload did not write fails even without a baseline
+            conclusion, title = "failure", f"No baseline yet; {result.missing} gated metric(s) missing"
+        else:
+            conclusion, title = "neutral", "No baseline yet"
+        summary = (f"{table_text}\n\nNo default-branch run exists at this commit's merge-base or its "
+                   f"{ANCESTORS} nearest ancestors, so nothing was compared. Merging to the default branch "
+                   f"records one (each default-branch push runs the regression Job as a baseline).")
     else:
         base, stale = found
-        result = verdict.compare(base["metrics"], metrics, cfg_metrics)
+        result = verdict.compare(base["metrics"], metrics, gate)
         conclusion, title = result.conclusion, result.title
-        staleness = f" ({stale} commit{'s' if stale != 1 else ''} older than the merge-base)" if stale else ""
         table_text = verdict.table(result)
-        summary = f"{table_text}\n\nBaseline: `{base['sha'][:7]}`{staleness}.{_links(links)}"
-    await _finish(gh, ann, conclusion, title, summary, details_url=_mlflow(links))
+        staleness = (f", {stale} commit{'s' if stale != 1 else ''} older than the merge-base (the merge-base "
+                     f"itself has no baseline run)") if stale else " (the merge-base)"
+        summary = f"{table_text}\n\nBaseline: `{base['sha'][:7]}`{staleness}."
+        table_text = summary
+    if not gate:
+        summary += "\n\nNo metric is gated: add `regression.metrics` to `.github/flops.yml`."
+    summary += _links(links)
+    await _finish(gh, deps, ann, conclusion, title, summary, details_url=_mlflow(links))
     await _remember_tree(gh, deps, repo, sha, conclusion, title, summary)
     if ann.get(jobs.PR):
-        await _comment(gh, deps, ann, f"**{conclusion}**: {title}", table_text + _links(links))
+        await _comment(gh, deps, ann, conclusion, title, table_text + _links(links))
     return conclusion
 
 
@@ -218,12 +284,13 @@ def metrics_from_annotation(text: str) -> list[Metric]:
 
 
 async def find_baseline(gh: GitHubAPI, deps: Deps, repo: str, sha: str) -> tuple[dict[str, Any], int] | None:
-    """The baseline at the merge-base, else the nearest default-branch ancestor that has one."""
+    """The baseline at the merge-base with the default branch, else the nearest first-parent ancestor
+    (along the default branch) that has one, with its distance in commits; None when there is none."""
     repo_data = await gh.getitem("/repos/" + repo)
     default = repo_data.get("default_branch") or "main"
     try:
         compare = await gh.getitem("/repos/" + repo + "/compare/{spec}", url_vars={"spec": f"{default}...{sha}"})
-    except gidgethub.BadRequest:
+    except gidgethub.BadRequest:  # no common history with the default branch
         return None
     merge_base = compare["merge_base_commit"]["sha"]
     exact = await deps.artifacts.get_json(baseline_key(repo, merge_base))
@@ -231,30 +298,46 @@ async def find_baseline(gh: GitHubAPI, deps: Deps, repo: str, sha: str) -> tuple
         return exact, 0
     history = await gh.getitem("/repos/" + repo + "/commits{?sha,per_page}",
                                url_vars={"sha": merge_base, "per_page": str(ANCESTORS)})
-    for distance, commit in enumerate(history[1:], start=1):
-        found = await deps.artifacts.get_json(baseline_key(repo, commit["sha"]))
+    by_sha = {commit["sha"]: commit for commit in history}
+    current, distance = by_sha.get(merge_base), 0
+    while current is not None and current.get("parents"):
+        parent = current["parents"][0]["sha"]  # first parent: the default branch's own line
+        distance += 1
+        found = await deps.artifacts.get_json(baseline_key(repo, parent))
         if found is not None:
             return found, distance
+        current = by_sha.get(parent)
     return None
 
 
-async def _finish(gh: GitHubAPI, ann: dict[str, str], conclusion: str, title: str, summary: str, *,
+async def _finish(gh: GitHubAPI, deps: Deps, ann: dict[str, str], conclusion: str, title: str, summary: str, *,
                   text: str | None = None, details_url: str | None = None) -> None:
     await checks.complete(gh, ann[jobs.REPO], ann[jobs.CHECK_RUN], conclusion, title=title, summary=summary,
                           text=text, details_url=details_url)
 
 
-async def _comment(gh: GitHubAPI, deps: Deps, ann: dict[str, str], headline: str, table_text: str | None) -> None:
-    """The sticky PR comment: history of this PR's runs plus the latest table, edited in place."""
-    repo, number = ann[jobs.REPO], int(ann[jobs.PR])
-    history = await deps.artifacts.get_json(history_key(repo, number)) or []
-    entry = f"{checks.now()} · `{ann[jobs.SHA][:7]}` · {headline}"
-    if entry not in history:
-        history.append(entry)
-    await deps.artifacts.put_json(history_key(repo, number), history[-20:])
-    body = (f"{MARKER}\n### flops/regression\n\n{headline} for `{ann[jobs.SHA][:7]}`\n\n{table_text or ''}\n\n"
-            f"<details><summary>Run history ({len(history)})</summary>\n\n"
-            + "\n".join(f"- {h}" for h in reversed(history[-20:])) + "\n</details>")
+def check_url(deps: Deps, repo: str, check_id: str) -> str:
+    return f"{jobs.cluster_from(deps.settings).github_url}/{repo}/runs/{check_id}"
+
+
+async def _comment(gh: GitHubAPI, deps: Deps, ann: dict[str, str], conclusion: str, headline: str,
+                   table_text: str | None) -> None:
+    """The sticky PR comment: the latest result plus every run of this PR, edited in place. The
+    history is keyed by run id, so reporting the same run twice never adds a second line."""
+    repo, number, sha = ann[jobs.REPO], int(ann[jobs.PR]), ann[jobs.SHA]
+    stored = await deps.artifacts.get_json(history_key(repo, number))
+    history = [h for h in stored if isinstance(h, dict)] if isinstance(stored, list) else []
+    entry = {"run": ann[jobs.RUN_ID], "sha": sha, "conclusion": conclusion, "headline": headline,
+             "at": checks.now(), "check": check_url(deps, repo, ann[jobs.CHECK_RUN]),
+             "trigger": ann.get(jobs.TRIGGER, "")}
+    history = [h for h in history if h.get("run") != entry["run"]] + [entry]
+    history = history[-HISTORY:]
+    await deps.artifacts.put_json(history_key(repo, number), history)
+    lines = "\n".join(f"| {h['at']} | `{str(h['sha'])[:7]}` | {h.get('trigger', '')} | "
+                      f"[{h['conclusion']}]({h['check']}) | {h['headline']} |" for h in reversed(history))
+    body = (f"{MARKER}\n### `flops/regression` for `{sha[:7]}`: **{conclusion}** · {headline}\n\n"
+            f"{table_text or ''}\n\n<details><summary>Runs of this pull request ({len(history)})</summary>\n\n"
+            f"| when (UTC) | commit | started by | result | |\n|---|---|---|---|---|\n{lines}\n</details>")
     await comments.upsert(gh, repo, number, MARKER, body)
 
 
@@ -263,7 +346,5 @@ def _links(links: dict[str, str]) -> str:
 
 
 def _mlflow(links: dict[str, str]) -> str | None:
-    for key, value in links.items():
-        if "mlflow" in key.lower() and value.startswith(("http://", "https://")):
-            return value
-    return None
+    """details_url: the MLflow link when the workload gave one."""
+    return next((value for key, value in links.items() if "mlflow" in key.lower()), None)

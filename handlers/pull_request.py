@@ -1,4 +1,6 @@
-"""pull_request: a new head makes the old regression result stale; a closed PR stops its Jobs."""
+"""pull_request: a new head makes the old regression result stale (its Job is cancelled and
+`flops/regression` goes back to `queued`, so a required check blocks the merge until it runs
+again); a closed PR stops its Jobs."""
 from __future__ import annotations
 
 from gidgethub import routing, sansio
@@ -11,6 +13,8 @@ router = routing.Router()
 
 
 @router.register("pull_request", action="synchronize")
+@router.register("pull_request", action="opened")
+@router.register("pull_request", action="reopened")
 async def invalidate_regression_on_push(event: sansio.Event, gh: GitHubAPI, *, deps: Deps) -> None:
     pr = pulls.PullRef.from_api(event.data["pull_request"], int(event.data["installation"]["id"]))
     cfg = await checks.load_config(gh, pr.repo, ref=pr.base_sha, sha=pr.head_sha)

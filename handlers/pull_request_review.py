@@ -19,6 +19,8 @@ async def start_regression_on_approval(event: sansio.Event, gh: GitHubAPI, *, de
     if str(review.get("state", "")).lower() != "approved" or "installation" not in data:
         return
     pr = pulls.PullRef.from_api(data["pull_request"], int(data["installation"]["id"]))
+    if pr.state != "open":
+        return
     reviewer = review["user"]["login"]
     if review.get("commit_id") not in (None, pr.head_sha) or not await deps.permissions.can_write(gh, pr.repo, reviewer):
         return  # an approval of an older commit, or by someone without write access: not a trust signal

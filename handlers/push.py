@@ -6,6 +6,7 @@ from gidgethub import routing, sansio
 from gidgethub.abc import GitHubAPI
 
 from bot import builds, checks, federated, jobs, regression
+from bot.config import RegressionConfig
 from bot.deps import Deps
 
 router = routing.Router()
@@ -18,12 +19,17 @@ async def build_pushed_commit(event: sansio.Event, gh: GitHubAPI, *, deps: Deps)
         return
     push = builds.Push.from_payload(data, event.delivery_id)
     cfg = await checks.load_config(gh, push.repo, ref=push.sha, sha=push.sha)
-    if cfg is None or not builds.wants_build(cfg, push):
+    if cfg is None:
         return
-    if cfg.federated and cfg.federated.on_push and push.branch == push.default_branch:
-        await federated.queue_after_push(deps, cfg.federated, push.repo, push.sha, push.installation_id)
-    if cfg.images:
-        await builds.start_for_push(gh, deps, cfg, push)
-    if cfg.regression and push.branch == push.default_branch:
-        src = jobs.Source(push.repo, push.sha, push.installation_id, ref=push.branch, delivery_id=push.delivery_id)
-        await regression.start(gh, deps, cfg.regression, src, trigger="push", baseline=True)
+    if builds.wants_build(cfg, push):
+        started = await builds.start_for_push(gh, deps, cfg, push) if cfg.images else []
+        if cfg.federated and cfg.federated.on_push and push.branch == push.default_branch:
+            await federated.on_push(gh, deps, cfg.federated, push, started)
+    if cfg.regression and push.branch == push.default_branch:  # whether or not `branches` lists it
+        await refresh_baseline(gh, deps, cfg.regression, push)
+
+
+async def refresh_baseline(gh: GitHubAPI, deps: Deps, cfg: RegressionConfig, push: builds.Push) -> None:
+    """The default branch's regression run: the baseline pull requests based on this commit compare to."""
+    src = jobs.Source(push.repo, push.sha, push.installation_id, ref=push.branch or "", delivery_id=push.delivery_id)
+    await regression.start(gh, deps, cfg, src, trigger="push", baseline=True)
