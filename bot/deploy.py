@@ -1,8 +1,18 @@
 """GitOps deploy: bump image references in the config repo once a target's images are built.
 
-Commits go through the Contents API with the blob sha as precondition; a conflict means
-someone else committed in between, so the file is re-read, the decision re-made and the
-commit retried. The file never goes backwards unless a human asked (`/redeploy`).
+The config repo may belong to another installation of the App than the code repo: its client
+comes from `GitHubApp.for_repo`. Commits go through the Contents API with the blob sha as
+precondition; a 409/422 conflict means someone committed in between, so the file is re-read, the
+decision re-made and the commit retried. Per image, the file never goes backwards (a build of a
+newer commit stays) unless a human asked with `/redeploy`, which the commit message then says.
+
+`mode: pull_request`: the bump is committed to the bot's branch `flops/deploy-<target>` and a pull
+request to `branch` is opened; while that pull request is open, later bumps are committed on top
+of it and its title and body updated, so there is one open deploy PR per target.
+
+Each deploy reports the check run `flops/deploy: <target>` on the source commit. A deploy that
+happened (or found nothing to do) leaves a marker `deploys/<owner>/<repo>/<sha>/<target>.json` in
+S3, so a build reported again (bot restart, Re-run button) never deploys that commit twice.
 """
 from __future__ import annotations
 
@@ -10,7 +20,7 @@ import asyncio
 import base64
 import logging
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import gidgethub
@@ -38,6 +48,35 @@ class Result:
     url: str | None = None
 
 
+@dataclass(frozen=True)
+class Request:
+    """What to deploy: the build records of one source commit, and who asked (for `/redeploy`)."""
+
+    target: DeployTarget
+    repo: str
+    sha: str
+    records: dict[str, dict[str, Any]]
+    requested_by: str | None = None  # set for `/redeploy`: going backwards is then allowed
+
+    @property
+    def explicit(self) -> bool:
+        return self.requested_by is not None
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The decision for one read of the file."""
+
+    edit: manifests.Edit
+    deployed: tuple[str, ...] = ()                                   # images whose reference changed
+    kept_newer: dict[str, str] = field(default_factory=dict)         # image -> newer reference left in place
+    rolled_back: dict[str, str] = field(default_factory=dict)        # image -> newer reference replaced
+
+
+def marker_key(repo: str, sha: str, target: str) -> str:
+    return f"deploys/{repo}/{sha}/{target}.json"
+
+
 async def build_records(deps: Deps, repo: str, sha: str, images: tuple[str, ...]) -> dict[str, dict[str, Any]] | None:
     """The successful build records of `images` at `sha`, or None while one is missing."""
     records = {}
@@ -50,7 +89,8 @@ async def build_records(deps: Deps, repo: str, sha: str, images: tuple[str, ...]
 
 
 class Deployer:
-    """One per bot: serialises deploys of the same target so two finishing builds deploy once."""
+    """One per bot: serialises the deploys of each target, so the two last images of one commit
+    finishing together deploy once (the S3 marker decides; the lock only orders the checks of it)."""
 
     def __init__(self) -> None:
         self._locks: dict[str, asyncio.Lock] = {}
@@ -60,93 +100,146 @@ class Deployer:
         for target in builds.targets_from_annotation(record.get("deploy_targets", "")):
             if record["image"] not in target.images:
                 continue
-            key = f"{record['repo']}@{record['sha']}:{target.name}"
+            key = f"{record['repo']}:{target.name}"
             async with self._locks.setdefault(key, asyncio.Lock()):
-                marker = f"deploys/{record['repo']}/{record['sha']}/{target.name}.json"
-                if await deps.artifacts.exists(marker):
+                marker = marker_key(record["repo"], record["sha"], target.name)
+                done = await deps.artifacts.get_json(marker)
+                if done is not None and done.get("conclusion") != "failure":
+                    log.info("deploy already done", extra={"repo": record["repo"], "sha": record["sha"],
+                                                           "target": target.name})
                     continue
                 records = await build_records(deps, record["repo"], record["sha"], target.images)
                 if records is None:
                     continue  # another image of this target is still building
-                result = await deploy_and_report(gh, deps, target, record["repo"], record["sha"], records)
-                await deps.artifacts.put_json(marker, {"conclusion": result.conclusion, "title": result.title})
+                result = await deploy_and_report(gh, deps, Request(target, record["repo"], record["sha"], records))
+                await deps.artifacts.put_json(marker, {"conclusion": result.conclusion, "title": result.title,
+                                                       "url": result.url})
 
 
-async def deploy_and_report(gh: GitHubAPI, deps: Deps, target: DeployTarget, repo: str, sha: str,
-                            records: dict[str, dict[str, Any]], *, explicit: bool = False) -> Result:
+async def deploy_and_report(gh: GitHubAPI, deps: Deps, request: Request) -> Result:
+    """Deploy, then post `flops/deploy: <target>` on the source commit with the result."""
+    target, sha = request.target, request.sha
     try:
-        result = await deploy(deps, target, repo, sha, records, explicit=explicit)
+        result = await deploy(gh, deps, request)
     except DeployError as exc:
         result = Result("failure", f"Deploy to {target.name} failed", str(exc))
     except gidgethub.HTTPException as exc:
-        result = Result("failure", f"Deploy to {target.name} failed",
-                        f"GitHub answered {exc.status_code} for `{target.repo}`: {exc}. Is the App installed on "
-                        f"`{target.repo}` with contents: write? Re-run with `/redeploy {target.name} {sha[:7]}`.")
-    await checks.post_completed(gh, repo, sha, checks.deploy_name(target.name), result.conclusion,
+        result = Result("failure", f"Deploy to {target.name} failed", _explain(exc, target, sha))
+    await checks.post_completed(gh, request.repo, sha, checks.deploy_name(target.name), result.conclusion,
                                 title=result.title, summary=result.summary, details_url=result.url)
-    log.info("deploy reported", extra={"repo": repo, "sha": sha, "target": target.name,
+    log.info("deploy reported", extra={"repo": request.repo, "sha": sha, "target": target.name,
                                        "conclusion": result.conclusion})
     return result
 
 
-async def deploy(deps: Deps, target: DeployTarget, repo: str, sha: str, records: dict[str, dict[str, Any]],
-                 *, explicit: bool = False) -> Result:
-    """Read, decide, edit, commit; on a sha conflict start over (someone committed meanwhile)."""
+def _explain(exc: gidgethub.HTTPException, target: DeployTarget, sha: str) -> str:
+    status = int(exc.status_code)
+    retry = f"then retry with `/redeploy {target.name} {sha[:7]}`"
+    if status >= 500:
+        return f"GitHub answered {status} while writing to `{target.repo}` ({exc}); {retry}."
+    if status in (401, 403, 404):
+        return (f"GitHub answered {status} for `{target.repo}` ({exc}): the App needs *Contents: read and write* "
+                f"(and *Pull requests: read and write* for `mode: pull_request`) on `{target.repo}`, and "
+                f"`{target.branch}` must exist; fix the App's permissions or the target in .github/flops.yml, {retry}.")
+    return f"GitHub refused the change to `{target.repo}` ({status}: {exc}); {retry}."
+
+
+async def config_client(deps: Deps, target: DeployTarget) -> GitHubAPI:
+    """A client for the config repo's own installation (it may differ from the code repo's)."""
     try:
-        cfg_gh = await deps.github.for_repo(target.repo)
+        return await deps.github.for_repo(target.repo)
     except gidgethub.BadRequest as exc:
-        raise DeployError(f"flops-bot is not installed on `{target.repo}` ({exc.status_code}); install the App "
-                          f"there so it can commit to `{target.file}`.") from None
-    code_gh = await deps.github.for_repo(repo)
-    branch = await _work_branch(cfg_gh, target) if target.mode == "pull_request" else target.branch
+        raise DeployError(
+            f"flops-bot is not installed on `{target.repo}` (GitHub answered {exc.status_code} when asked for "
+            f"its installation), so it cannot commit to `{target.file}`. Install the App on `{target.repo}` "
+            f"(or add the repository to the installation's selected repositories) with Contents: read and write, "
+            f"then run `/redeploy {target.name}` on an issue or pull request of the code repository.") from None
+
+
+async def deploy(gh: GitHubAPI, deps: Deps, request: Request) -> Result:
+    """Read, decide, edit, commit; on a sha conflict start over (someone committed meanwhile)."""
+    target = request.target
+    cfg_gh = await config_client(deps, target)
+    pull = await _open_pull(cfg_gh, target) if target.mode == "pull_request" else None
     for attempt in range(1, ATTEMPTS + 1):
+        if target.mode == "pull_request" and pull is None:
+            await _restart_branch(cfg_gh, target)
+        branch = deploy_branch(target) if target.mode == "pull_request" else target.branch
         text, blob = await _read(cfg_gh, target, branch)
-        edited, skipped = await _edit(code_gh, repo, sha, target, text, records, explicit)
-        if not edited.changes:
-            return Result("neutral", f"{target.name}: nothing to change", skipped or
-                          f"`{target.file}` on `{target.repo}@{branch}` already references these images.")
-        message = commit_message(target, repo, sha, records, rollback=explicit and skipped is not None)
+        others = [(await _read(cfg_gh, target, target.branch))[0]] if branch != target.branch else []
+        plan = await _plan(gh, request, text, others)
+        if not plan.deployed:
+            return _unchanged(request, plan, branch)
+        message = commit_message(request, plan)
         try:
-            commit = await _write(cfg_gh, target, branch, edited.text, blob, message)
+            commit = await _write(cfg_gh, target, branch, plan.edit.text, blob, message)
         except gidgethub.HTTPException as exc:
             if exc.status_code in (409, 422) and attempt < ATTEMPTS:
-                log.info("deploy conflict; re-reading", extra={"target": target.name, "attempt": attempt})
+                log.info("deploy conflict; re-reading", extra={"target": target.name, "attempt": attempt,
+                                                               "status": exc.status_code})
+                pull = await _open_pull(cfg_gh, target) if target.mode == "pull_request" else None
                 continue
             raise
-        url = commit["commit"]["html_url"]
+        url = str(commit["commit"]["html_url"])
         if target.mode == "pull_request":
-            url = await _open_pull(cfg_gh, target, branch, message)
-        lines = "\n".join(f"- `{c.old}` → `{c.new}` (line {c.line})" for c in edited.changes)
-        return Result("success", f"Deployed to {target.name}",
-                      f"{'Pull request' if target.mode == 'pull_request' else 'Commit'}: {url}\n\n"
-                      f"`{target.repo}` `{target.file}` on `{branch}`:\n{lines}", url)
-    raise DeployError(f"`{target.file}` kept changing under us ({ATTEMPTS} conflicts); retry with "
-                      f"`/redeploy {target.name} {sha[:7]}`.")
+            url = await _upsert_pull(cfg_gh, target, message)
+        return _deployed(request, plan, branch, url)
+    raise DeployError(f"`{target.file}` kept changing under us ({ATTEMPTS} conflicts in a row); retry with "
+                      f"`/redeploy {target.name} {request.sha[:7]}`.")
 
 
-async def _edit(gh: GitHubAPI, repo: str, sha: str, target: DeployTarget, text: str,
-                records: dict[str, dict[str, Any]], explicit: bool) -> tuple[manifests.Edit, str | None]:
-    """Apply every image of the target, skipping those whose file already has a newer build."""
-    skipped = None
+async def _plan(gh: GitHubAPI, request: Request, text: str, others: list[str]) -> Plan:
+    """Apply every image of the target, except those the file (or `others`) has a newer build of."""
+    target = request.target
+    deployed: list[str] = []
+    kept: dict[str, str] = {}
+    rolled: dict[str, str] = {}
     changes: list[manifests.Change] = []
     for image in target.images:
-        record = records[image]
+        record = request.records[image]
         repository = manifests.split_image(record["destination"])[0]
         try:
-            current = manifests.find_images(text, repository=repository, field=target.field)
-            newer = [f.value for f in current if await is_newer(gh, repo, f.value, record)]
-            if newer and not explicit:
-                skipped = (f"`{target.file}` already references `{newer[0]}`, a build of a newer commit than "
-                           f"{sha[:7]}; not going backwards. Use `/redeploy {target.name} {sha[:7]}` to roll back.")
+            current = [f.value for t in (text, *others)
+                       for f in manifests.find_images(t, repository=repository, field=target.field, file=target.file)]
+            newer = [value for value in current if await is_newer(gh, request.repo, value, record)]
+            if newer and not request.explicit:
+                kept[image] = newer[0]
                 continue
-            if newer:
-                skipped = f"rollback from `{newer[0]}`"
-            edit = manifests.set_image(text, repository=repository, reference=record["reference"], field=target.field)
+            edit = manifests.set_image(text, repository=repository, reference=record["reference"],
+                                       field=target.field, file=target.file)
         except manifests.ManifestError as exc:
-            raise DeployError(f"{exc}") from None
+            raise DeployError(f"{exc} (deploy target `{target.name}`, `{target.repo}@{target.branch}`).") from None
+        if edit.changes:
+            deployed.append(image)
+            if newer:
+                rolled[image] = newer[0]
         text = edit.text
         changes.extend(edit.changes)
-    return manifests.Edit(text=text, changes=tuple(changes)), skipped
+    return Plan(manifests.Edit(text=text, changes=tuple(changes)), tuple(deployed), kept, rolled)
+
+
+def _unchanged(request: Request, plan: Plan, branch: str) -> Result:
+    target = request.target
+    where = f"`{target.file}` on `{target.repo}@{branch}`"
+    if plan.kept_newer:
+        kept = "\n".join(f"- `{image}`: `{ref}`" for image, ref in plan.kept_newer.items())
+        return Result("neutral", f"{target.name}: a newer build is already deployed",
+                      f"{where} already references builds of commits newer than {request.sha[:7]}, so flops-bot "
+                      f"did not go backwards:\n{kept}\n\nTo roll back on purpose, comment "
+                      f"`/redeploy {target.name} {request.sha[:7]}`.")
+    return Result("neutral", f"{target.name}: nothing to change",
+                  f"{where} already references the builds of {request.sha[:7]}.")
+
+
+def _deployed(request: Request, plan: Plan, branch: str, url: str) -> Result:
+    target = request.target
+    lines = "\n".join(f"- line {c.line}: `{c.old}` → `{c.new}`" for c in plan.edit.changes)
+    kind = "Pull request" if target.mode == "pull_request" else "Commit"
+    notes = "".join(f"\n\nKept `{image}` at the newer `{ref}`." for image, ref in plan.kept_newer.items())
+    notes += "".join(f"\n\nRolled `{image}` back from `{ref}` (requested by @{request.requested_by})."
+                     for image, ref in plan.rolled_back.items())
+    return Result("success", f"Deployed to {target.name}",
+                  f"{kind}: {url}\n\n`{target.repo}` `{target.file}` on `{branch}`:\n{lines}{notes}", url)
 
 
 async def is_newer(gh: GitHubAPI, repo: str, current: str, record: dict[str, Any]) -> bool:
@@ -168,14 +261,18 @@ async def is_newer(gh: GitHubAPI, repo: str, current: str, record: dict[str, Any
     return bool(mine and match.group(1) > mine.group(1))
 
 
-def commit_message(target: DeployTarget, repo: str, sha: str, records: dict[str, dict[str, Any]], *,
-                   rollback: bool) -> str:
-    images = ", ".join(f"{name} {repo}@{sha[:7]} -> {records[name]['destination']}" for name in target.images)
-    head = f"deploy({target.name}): {images}"
-    body = [f"Source: {repo}@{sha}", *(f"Image: {records[n]['reference']}" for n in target.images)]
-    if rollback:
-        body.insert(0, "Explicit rollback requested with /redeploy: this moves the target to an older build.")
-    return head + "\n\n" + "\n".join(body)
+def commit_message(request: Request, plan: Plan) -> str:
+    """`deploy(<target>): <image> <repo>@<sha7> -> <registry>/<image>:<tag>[, ...]`, then the details."""
+    records = request.records
+    images = ", ".join(f"{name} {request.repo}@{request.sha[:7]} -> {records[name]['destination']}"
+                       for name in plan.deployed)
+    body = [f"Source: {request.repo}@{request.sha}", *(f"Image: {records[n]['reference']}" for n in plan.deployed)]
+    if request.explicit:
+        body.append(f"Requested by @{request.requested_by} with /redeploy {request.target.name} {request.sha[:7]}.")
+    if plan.rolled_back:
+        body.insert(0, "Rollback: explicitly requested with /redeploy; this replaces builds of newer commits:\n"
+                    + "\n".join(f"  {image}: {ref}" for image, ref in plan.rolled_back.items()))
+    return f"deploy({request.target.name}): {images}\n\n" + "\n".join(body)
 
 
 async def _read(gh: GitHubAPI, target: DeployTarget, branch: str) -> tuple[str, str]:
@@ -186,7 +283,16 @@ async def _read(gh: GitHubAPI, target: DeployTarget, branch: str) -> tuple[str, 
             raise DeployError(f"`{target.file}` does not exist on `{target.repo}@{branch}`: check `file` and "
                               f"`branch` of deploy target `{target.name}` in .github/flops.yml.") from None
         raise
-    return base64.b64decode(data["content"]).decode("utf-8"), data["sha"]
+    if not isinstance(data, dict) or data.get("type") != "file":
+        raise DeployError(f"`{target.file}` on `{target.repo}@{branch}` is a directory, not a file: point `file` "
+                          f"of deploy target `{target.name}` at the manifest itself.")
+    if data.get("encoding") != "base64":
+        raise DeployError(f"`{target.file}` on `{target.repo}@{branch}` is larger than the 1 MB the Contents API "
+                          f"serves: split it (e.g. one file per workload) for deploy target `{target.name}`.")
+    try:
+        return base64.b64decode(data["content"]).decode("utf-8"), str(data["sha"])
+    except UnicodeDecodeError:
+        raise DeployError(f"`{target.file}` on `{target.repo}@{branch}` is not UTF-8 text: save it as UTF-8.") from None
 
 
 async def _write(gh: GitHubAPI, target: DeployTarget, branch: str, text: str, blob: str, message: str) -> Any:
@@ -199,37 +305,50 @@ def deploy_branch(target: DeployTarget) -> str:
     return f"flops/deploy-{target.name}"
 
 
-async def _work_branch(gh: GitHubAPI, target: DeployTarget) -> str:
-    """PR mode: the bot's branch, (re)started from the target branch's head."""
+async def _restart_branch(gh: GitHubAPI, target: DeployTarget) -> None:
+    """PR mode, no open PR: the bot's branch (re)started from the target branch's head."""
     branch = deploy_branch(target)
     base = await gh.getitem("/repos/" + target.repo + "/git/ref/heads/{branch}", url_vars={"branch": target.branch})
     head_sha = base["object"]["sha"]
     try:
         await gh.post("/repos/" + target.repo + "/git/refs", data={"ref": f"refs/heads/{branch}", "sha": head_sha})
     except gidgethub.BadRequest as exc:
-        if exc.status_code != 422:  # exists: move it to the base head (the open PR shows the new bump)
+        if exc.status_code != 422:  # 422: it exists (left from a merged or closed PR): move it
             raise
         await gh.patch("/repos/" + target.repo + "/git/refs/heads/{branch}", url_vars={"branch": branch},
                        data={"sha": head_sha, "force": True})
-    return branch
 
 
-async def _open_pull(gh: GitHubAPI, target: DeployTarget, branch: str, message: str) -> str:
-    title, _, body = message.partition("\n\n")
+async def _open_pull(gh: GitHubAPI, target: DeployTarget) -> dict[str, Any] | None:
+    """The open deploy PR of this target, if any."""
     owner = target.repo.split("/")[0]
-    existing = await gh.getitem("/repos/" + target.repo + "/pulls{?state,head,base}",
-                                url_vars={"state": "open", "head": f"{owner}:{branch}", "base": target.branch})
-    if existing:
-        pull = await gh.patch("/repos/" + target.repo + "/pulls/{number}", url_vars={"number": str(existing[0]["number"])},
-                              data={"title": title, "body": body})
-    else:
-        pull = await gh.post("/repos/" + target.repo + "/pulls",
-                             data={"title": title, "head": branch, "base": target.branch, "body": body})
-    return str(pull["html_url"])
+    found = await gh.getitem("/repos/" + target.repo + "/pulls{?state,head,base}",
+                             url_vars={"state": "open", "head": f"{owner}:{deploy_branch(target)}", "base": target.branch})
+    return found[0] if found else None
+
+
+async def _upsert_pull(gh: GitHubAPI, target: DeployTarget, message: str) -> str:
+    """Open the deploy PR, or retitle the open one (its branch already holds the new commit)."""
+    title, _, body = message.partition("\n\n")
+    body = f"{body}\n\nOpened by flops-bot for deploy target `{target.name}`; merge it to deploy."
+    pull = await _open_pull(gh, target)
+    if pull is None:
+        try:
+            pull = await gh.post("/repos/" + target.repo + "/pulls",
+                                 data={"title": title, "head": deploy_branch(target), "base": target.branch,
+                                       "body": body})
+            return str(pull["html_url"])
+        except gidgethub.BadRequest as exc:
+            pull = await _open_pull(gh, target) if exc.status_code == 422 else None
+            if pull is None:  # not "already exists": a real refusal
+                raise
+    updated = await gh.patch("/repos/" + target.repo + "/pulls/{number}", url_vars={"number": str(pull["number"])},
+                             data={"title": title, "body": body})
+    return str(updated["html_url"])
 
 
 async def redeploy(gh: GitHubAPI, deps: Deps, cfg: RepoConfig, repo: str, target_name: str, sha: str | None,
-                   default_branch: str) -> Result:
+                   default_branch: str, *, requested_by: str) -> Result:
     """`/redeploy <target> [<sha>]`: point the target at that commit's builds, even an older one."""
     target = next((t for t in cfg.deploy if t.name == target_name), None)
     if target is None:
@@ -240,14 +359,15 @@ async def redeploy(gh: GitHubAPI, deps: Deps, cfg: RepoConfig, repo: str, target
         if latest is None:
             return Result("failure", "Nothing to deploy", f"No successful build of `{target.images[0]}` on "
                                                           f"`{default_branch}` yet.")
-        full = latest["sha"]
+        full = str(latest["sha"])
     else:
         try:
-            full = (await gh.getitem("/repos/" + repo + "/commits/{sha}", url_vars={"sha": sha}))["sha"]
+            full = str((await gh.getitem("/repos/" + repo + "/commits/{sha}", url_vars={"sha": sha}))["sha"])
         except gidgethub.BadRequest:
             return Result("failure", "Unknown commit", f"`{sha}` is not a commit of `{repo}`.")
     records = await build_records(deps, repo, full, target.images)
-    if records is None:
-        return Result("failure", "Not built", f"`{full[:7]}` has no successful build of every image of "
-                                              f"`{target.name}` ({', '.join(target.images)}); push it or `/build` first.")
-    return await deploy_and_report(gh, deps, target, repo, full, records, explicit=True)
+    if records is None or any(not r.get("ref") for r in records.values()):
+        return Result("failure", "Not built", f"`{full[:7]}` has no successful branch build of every image of "
+                                              f"`{target.name}` ({', '.join(target.images)}); pull-request builds "
+                                              f"(`/build`) are never deployed. Push it to a configured branch first.")
+    return await deploy_and_report(gh, deps, Request(target, repo, full, records, requested_by=requested_by))

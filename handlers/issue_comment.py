@@ -5,6 +5,7 @@ Edited comments never re-run commands; the bot's own and other bots' comments ar
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,6 +17,7 @@ from bot.config import RepoConfig
 from bot.deps import Deps
 from bot.github import WRITE
 
+log = logging.getLogger(__name__)
 router = routing.Router()
 RUNS_CODE = ("regression", "build", "train", "retest")
 
@@ -32,29 +34,52 @@ class Context:
     cfg: RepoConfig | None
     default_branch: str
     delivery_id: str
+    attempt: str = ""  # distinguishes this comment's Jobs from earlier ones (Job names are deterministic)
 
 
 @router.register("issue_comment", action="created")
 async def run_comment_commands(event: sansio.Event, gh: GitHubAPI, *, deps: Deps) -> None:
+    """Only `created`: an edited comment never re-runs anything (no handler for `edited`)."""
     data = event.data
     comment, issue = data["comment"], data["issue"]
-    if pulls.is_bot(comment["user"]) or "installation" not in data or not commands.command_lines(comment["body"]):
+    body = comment.get("body") or ""
+    if pulls.is_bot(comment["user"]) or "installation" not in data or not commands.command_lines(body):
         return
     repo, user = data["repository"]["full_name"], comment["user"]["login"]
-    permission = await deps.permissions.of(gh, repo, user)
+    permission = await deps.permissions.of(gh, repo, user)  # the API decides, never author_association
     if permission not in WRITE:
-        await reply(gh, repo, issue["number"], _not_allowed(user, permission, comment["body"]))
+        if commands.addressed(body):  # a `/cc` meant for another bot gets no lecture from us
+            await reply(gh, repo, issue["number"], _not_allowed(user, permission, body))
         return
-    await react(gh, repo, comment["id"])
-    ctx = await context(event, gh, deps, permission)
-    bounds = commands.Bounds(ctx.cfg.federated.max_rounds, ctx.cfg.federated.max_clients) \
-        if ctx.cfg and ctx.cfg.federated else commands.Bounds()
-    parsed = commands.parse(comment["body"], bounds)
-    lines = [f"- `{r.line[:80]}`: {r.message}" for r in parsed.refusals]
+    if commands.addressed(body):
+        await react(gh, repo, comment["id"])
+    try:
+        ctx = await context(event, gh, deps, permission)
+    except Exception:
+        await reply(gh, repo, issue["number"], f"@{user} flops-bot could not read this pull request or its "
+                    f"`.github/flops.yml`, so nothing was run. Comment again in a minute; if it keeps failing, "
+                    f"the bot's logs for delivery `{event.delivery_id}` say why.")
+        raise
+    lines = await run_commands(ctx, commands.parse(body, bounds_of(ctx.cfg)))
+    link = f" ([your comment]({comment['html_url']}))" if comment.get("html_url") else ""
+    await reply(gh, repo, issue["number"], f"@{user}{link}\n" + "\n".join(lines))
+
+
+async def run_commands(ctx: Context, parsed: commands.Parsed) -> list[str]:
+    """The reply's lines: each refusal with its reason, each command's outcome, links to what runs."""
+    lines = [f"- `{commands.shown(r.line, 80)}`: {r.message}" for r in parsed.refusals]
     ordered = sorted(parsed.commands, key=lambda c: c.name != "ok-to-test")  # trust first, then the rest
     for command in ordered:
-        lines.append(f"- `{command.line[:80]}`: {await execute(ctx, command)}")
-    await reply(gh, repo, issue["number"], f"@{user}\n" + "\n".join(lines))
+        lines.append(f"- `{commands.shown(command.line, 80)}`: {await attempt(ctx, command)}")
+    if any(c.name in RUNS_CODE for c in parsed.commands):
+        lines += await running_links(ctx)
+    return lines
+
+
+def bounds_of(cfg: RepoConfig | None) -> commands.Bounds:
+    if cfg is None or cfg.federated is None:
+        return commands.Bounds()
+    return commands.Bounds(cfg.federated.max_rounds, cfg.federated.max_clients)
 
 
 async def context(event: sansio.Event, gh: GitHubAPI, deps: Deps, permission: str) -> Context:
@@ -65,8 +90,19 @@ async def context(event: sansio.Event, gh: GitHubAPI, deps: Deps, permission: st
     pr = await pulls.fetch(gh, repo, number, installation) if "pull_request" in data["issue"] else None
     ref = pr.base_sha if pr else default  # config from the base: a PR cannot loosen its own gate
     cfg = await checks.load_config(gh, repo, ref=ref, sha=pr.head_sha if pr else ref)
+    # Job names derive from the comment, not the delivery: a redelivered comment starts nothing twice.
     return Context(gh, deps, repo, number, data["comment"]["user"]["login"], permission, pr, cfg, default,
-                   event.delivery_id)
+                   event.delivery_id, attempt=f"comment-{data['comment']['id']}")
+
+
+async def attempt(ctx: Context, command: commands.Command) -> str:
+    """One command's outcome, as a line of the reply; a failure is said, not swallowed."""
+    try:
+        return await execute(ctx, command)
+    except Exception:
+        log.exception("comment command failed", extra={"repo": ctx.repo, "pr": ctx.number, "command": command.name})
+        return (f"failed inside flops-bot, so it may have done only part of the work. Comment `/{command.name}` "
+                f"again to retry; the bot's logs for delivery `{ctx.delivery_id}` say why.")
 
 
 async def execute(ctx: Context, command: commands.Command) -> str:
@@ -79,7 +115,7 @@ async def execute(ctx: Context, command: commands.Command) -> str:
     if ctx.pr is None:
         return "this command works on pull requests only."
     if command.name == "ok-to-test":
-        return await ok_to_test(ctx)
+        return await ok_to_test(ctx, command)
     if command.name == "cancel":
         return await cancel(ctx, command)
     if ctx.pr.state != "open":
@@ -89,12 +125,31 @@ async def execute(ctx: Context, command: commands.Command) -> str:
     return await RUNNERS[command.name](ctx, command)
 
 
-async def ok_to_test(ctx: Context) -> str:
+async def running_links(ctx: Context) -> list[str]:
+    """Links to the head's flops checks now running (what the commands just started, and any earlier)."""
+    if ctx.pr is None:
+        return []
+    data = await ctx.gh.getitem("/repos/" + ctx.repo + "/commits/{sha}/check-runs{?filter,status,per_page}",
+                                url_vars={"sha": ctx.pr.head_sha, "filter": "latest", "status": "in_progress",
+                                          "per_page": "100"})
+    runs = sorted((r["name"], r["html_url"]) for r in data.get("check_runs", [])
+                  if r["name"].startswith("flops/") and r.get("status") == "in_progress" and r.get("html_url"))
+    if not runs:
+        return []
+    return ["", f"Running on {ctx.pr.head_sha[:7]}: " + " · ".join(f"[{name}]({url})" for name, url in runs)]
+
+
+async def ok_to_test(ctx: Context, command: commands.Command) -> str:
+    """Trust the fork's code at the head sha fetched now; `/ok-to-test <sha>` refuses if it moved on."""
     assert ctx.pr is not None
     if not ctx.pr.fork:
         return "not needed: this pull request's branch is in this repository."
+    head = ctx.pr.head_sha
+    if command.sha is not None and not head.startswith(command.sha):
+        return (f"nothing allowed: the head is now {head[:7]}, not {command.sha[:7]}. Review {head[:7]}, "
+                f"then comment `/ok-to-test {head[:12]}`.")
     await pulls.grant(ctx.deps, ctx.pr, ctx.user, "/ok-to-test")
-    return f"jobs may now run for {ctx.pr.head_sha[:7]} (a later push needs a new `/ok-to-test`)."
+    return f"jobs may now run for {head[:7]} (a later push needs a new `/ok-to-test`)."
 
 
 async def run_regression(ctx: Context, command: commands.Command) -> str:
@@ -102,7 +157,7 @@ async def run_regression(ctx: Context, command: commands.Command) -> str:
     if ctx.cfg.regression is None:
         return "no `regression:` section in `.github/flops.yml`."
     name = await regression.start(ctx.gh, ctx.deps, ctx.cfg.regression, regression.pr_source(ctx.pr, ctx.delivery_id),
-                                  trigger=f"/regression by @{ctx.user}", attempt=ctx.delivery_id)
+                                  trigger=f"/regression by @{ctx.user}", attempt=ctx.attempt)
     return f"regression Job `{name}` started for {ctx.pr.head_sha[:7]}; `flops/regression` reports the verdict." \
         if name else "a regression run for this commit is already running."
 
@@ -115,7 +170,7 @@ async def run_build(ctx: Context, command: commands.Command) -> str:
         return f"unknown image {', '.join(f'`{n}`' for n in unknown)} (configured: {known})."
     if not ctx.cfg.images:
         return "no `images:` in `.github/flops.yml`."
-    started = await builds.start_for_pr(ctx.gh, ctx.deps, ctx.cfg, ctx.pr, command.images, ctx.delivery_id)
+    started = await builds.start_for_pr(ctx.gh, ctx.deps, ctx.cfg, ctx.pr, command.images, ctx.attempt)
     tag = jobs.pr_tag(ctx.pr.number, ctx.pr.head_sha)
     return f"building {', '.join(f'`{n}`' for n in started)} as `{tag}` (never deployed)." if started \
         else "those builds are already running."
@@ -127,12 +182,13 @@ async def run_train(ctx: Context, command: commands.Command) -> str:
         return "no `federated:` section in `.github/flops.yml`."
     return await federated.start_for_pr(ctx.gh, ctx.deps, ctx.cfg, ctx.pr, rounds=command.rounds,
                                         clients=command.clients, trigger=f"/train by @{ctx.user}",
-                                        attempt=ctx.delivery_id)
+                                        attempt=ctx.attempt)
 
 
 async def redeploy(ctx: Context, command: commands.Command) -> str:
     assert ctx.cfg is not None and command.target is not None
-    result = await deploy.redeploy(ctx.gh, ctx.deps, ctx.cfg, ctx.repo, command.target, command.sha, ctx.default_branch)
+    result = await deploy.redeploy(ctx.gh, ctx.deps, ctx.cfg, ctx.repo, command.target, command.sha, ctx.default_branch,
+                                   requested_by=ctx.user)
     return f"**{result.conclusion}** · {result.title}. {result.summary}"
 
 
@@ -145,28 +201,44 @@ async def retest(ctx: Context, command: commands.Command) -> str:
                      and r.get("conclusion") in ("failure", "cancelled", "timed_out")})
     if not failed:
         return f"no failed or cancelled flops checks on {ctx.pr.head_sha[:7]}."
-    done = []
-    images = tuple(n[len(checks.build_name("")):] for n in failed if n.startswith(checks.build_name("")))
-    if images and ctx.cfg.images:
-        await builds.start_for_pr(ctx.gh, ctx.deps, ctx.cfg, ctx.pr, images, ctx.delivery_id)
-        done += [checks.build_name(i) for i in images]
-    if checks.REGRESSION in failed:
-        await run_regression(ctx, command)
-        done.append(checks.REGRESSION)
-    if checks.FEDERATED in failed:
-        await run_train(ctx, commands.Command("train", command.line))
-        done.append(checks.FEDERATED)
-    return "re-running " + ", ".join(f"`{n}`" for n in done) + "." if done else \
-        "the failed checks (" + ", ".join(failed) + ") cannot be re-run from here."
+    done: list[str] = []
+    images = tuple(image.name for name in failed if (image := builds.image_for_check(ctx.cfg, name)) is not None)
+    if images:
+        started = await builds.start_for_pr(ctx.gh, ctx.deps, ctx.cfg, ctx.pr, images, ctx.attempt)
+        done += [f"`{checks.build_name(i)}`" for i in started]
+    if checks.REGRESSION in failed and ctx.cfg.regression is not None:
+        done.append(f"`{checks.REGRESSION}` ({await run_regression(ctx, command)})")
+    if checks.FEDERATED in failed and ctx.cfg.federated is not None:
+        done.append(f"`{checks.FEDERATED}` ({await run_train(ctx, commands.Command('train', command.line))})")
+    left = [f"`{n}`" for n in failed if not any(d.startswith(f"`{n}`") for d in done)]
+    text = ("re-running " + ", ".join(done) + "." if done else "")
+    if left:
+        text += (" " if text else "") + f"Not re-run from here: {', '.join(left)} (push a fix, or use the check's " \
+                                        f"Re-run button)."
+    return text
 
 
 async def cancel(ctx: Context, command: commands.Command) -> str:
+    """Stop this PR's unfinished Jobs of that kind (checks -> `cancelled`), and a `/train` waiting for images."""
     assert ctx.pr is not None
     kinds = {"build": (jobs.BUILD,), "regression": (jobs.REGRESSION,), "train": (jobs.FEDERATED_SERVER,),
              None: (jobs.BUILD, jobs.REGRESSION, jobs.FEDERATED_SERVER)}[command.kind]
     count = await regression.cancel_for_pr(ctx.gh, ctx.deps, ctx.repo, ctx.pr.number,
                                            f"Cancelled by @{ctx.user} with `/cancel`.", kinds=kinds)
-    return f"cancelled {count} running Job{'s' if count != 1 else ''}." if count else "nothing was running."
+    waiting = command.kind in (None, "train") and await _drop_pending_train(ctx)
+    text = f"cancelled {count} running Job{'s' if count != 1 else ''}" if count else ""
+    if waiting:
+        text += ("; " if text else "") + f"the federated run waiting for the images of {ctx.pr.head_sha[:7]} will not start"
+    return text + "." if text else "nothing was running."
+
+
+async def _drop_pending_train(ctx: Context) -> bool:
+    assert ctx.pr is not None
+    key = federated.pending_key(ctx.repo, ctx.pr.head_sha)
+    if not await ctx.deps.artifacts.exists(key):
+        return False
+    await ctx.deps.artifacts.delete(key)
+    return True
 
 
 RUNNERS: dict[str, Any] = {"regression": run_regression, "build": run_build, "train": run_train, "retest": retest}

@@ -287,6 +287,7 @@ class GitHubEmulator:
         self.users: set[str] = set()
         self._tokens: dict[str, Token] = {}
         self._faults: list[Fault] = []
+        self._before: list[tuple[str, re.Pattern[str], Callable[[], None]]] = []
         self._used: dict[str, int] = {}
         self._where: dict[int, tuple[str, int]] = {}  # comment id -> (repo, issue number)
         self._check_repo: dict[int, str] = {}
@@ -384,6 +385,10 @@ class GitHubEmulator:
     def issued_tokens(self) -> list[str]:
         """Every installation token handed out so far (tests check none leaks into logs)."""
         return list(self._tokens)
+
+    def before_next(self, method: str, path_regex: str, action: Callable[[], None]) -> None:
+        """Run `action` (e.g. a concurrent `commit`) just before the next matching request is served."""
+        self._before.append((method.upper(), re.compile(path_regex), action))
 
     def expire_tokens(self) -> None:
         for token in self._tokens.values():
@@ -530,6 +535,7 @@ class GitHubEmulator:
 
     async def _dispatch(self, request: web.Request) -> web.StreamResponse:
         auth = self._identify(request.headers.get("Authorization", ""), request.remote or "anonymous")
+        self._run_before(request.method, request.path)
         fault = self._take_fault(request.method, request.path)
         try:
             response = self._fault_response(fault) if fault else await self._handle(request, auth)
@@ -605,6 +611,13 @@ class GitHubEmulator:
             req.repo = self._find_repo(full_name)
             if installation is None or not installation.covers(full_name) or req.repo is None:
                 raise not_found()
+
+    def _run_before(self, method: str, path: str) -> None:
+        for hook in self._before:
+            if hook[0] in (method, "*") and hook[1].search(path):
+                self._before.remove(hook)
+                hook[2]()
+                return
 
     def _take_fault(self, method: str, path: str) -> Fault | None:
         for fault in self._faults:

@@ -1,0 +1,526 @@
+"""Builds succeed -> the config repo's manifests are bumped -> `flops/deploy: <target>` on the source commit.
+
+On the test bed, over real HTTP: the code repo and the GitOps config repo are separate repositories
+of the GitHub emulator, in separate installations of the App (as when the config repo belongs to
+another organisation). Kaniko's digest arrives as the build Pod's termination message.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from tests.conftest import INSTALLATION, NAMESPACE, Bed, payload, wait_for
+
+REPO = "Codertocat/Hello-World"
+CONFIG_REPO = "acme-ops/gitops"
+CONFIG_INSTALLATION = 78
+REGISTRY = "harbor.example.com/flops"
+SERVER = f"{REGISTRY}/server"
+CLIENT = f"{REGISTRY}/client"
+FIELD = ".spec.jobTemplate.spec.template.spec.containers[0].image"
+DIGEST = "sha256:" + "ab" * 32
+DIGEST2 = "sha256:" + "cd" * 32
+
+# The seed pipeline's global server: a batch/v1 CronJob, bumped by `yq -i '<FIELD> = ...'` until now.
+CRONJOB = """\
+apiVersion: batch/v1
+kind: CronJob
+metadata:
+  name: fl-server
+  namespace: fl
+spec:
+  schedule: "*/5 * * * *"
+  concurrencyPolicy: Forbid
+  jobTemplate:
+    spec:
+      template:
+        spec:
+          restartPolicy: OnFailure
+          imagePullSecrets:
+            - name: harbor
+          containers:
+            - name: server
+              image: harbor.example.com/flops/server:20261101-120000
+              ports:
+                - containerPort: 8080
+"""
+
+# Comments, an anchor shared through aliases, quoting, flow style, several documents.
+STACK = """\
+# FL stack for dev; reviewed by the platform team
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: fl-server   # stable DNS name for the clients
+spec:
+  ports: [{port: 8080, targetPort: 8080}]
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: fl-client
+  labels: &labels
+    app: fl-client
+spec:
+  selector:
+    matchLabels: *labels
+  template:
+    metadata:
+      labels: *labels
+    spec:
+      containers:
+        - name: client
+          image: 'harbor.example.com/flops/client:master-20261101120000-0c0c0c0'  # pinned by hand
+
+---
+apiVersion: batch/v1
+kind: CronJob
+metadata: {name: fl-server}
+spec:
+  schedule: "*/5 * * * *"
+  jobTemplate:
+    spec:
+      template:
+        spec:
+          restartPolicy: OnFailure
+          imagePullSecrets: [{name: harbor}]
+          initContainers:
+            - name: migrate
+              image: &server "harbor.example.com/flops/server:master-20261101120000-0a0a0a0"
+          containers:
+            - name: server
+              image: *server
+              ports:
+                - containerPort: 8080    # aggregation endpoint
+"""
+
+KUSTOMIZATION = """\
+apiVersion: kustomize.config.k8s.io/v1beta1
+kind: Kustomization
+resources:
+  - cronjob.yaml
+images:
+  - name: harbor.example.com/flops/server
+    newTag: master-20261101120000-0a0a0a0   # bumped by flops-bot
+  - name: harbor.example.com/flops/client
+    newTag: v1
+"""
+
+CODE_FILES = {"Dockerfile.server": "FROM python:3.11\n", "server/app.py": "print(1)\n",
+              "Dockerfile.client": "FROM python:3.11\n", "client/main.py": "print(2)\n"}
+
+
+def flops_yml(*targets: str) -> str:
+    return f"""\
+registry: {REGISTRY}
+branches: [master]
+images:
+  - name: server
+    dockerfile: Dockerfile.server
+    paths: ["server/**"]
+  - name: client
+    dockerfile: Dockerfile.client
+    paths: ["client/**"]
+deploy:
+""" + "".join(targets)
+
+
+def target(name: str = "dev", file: str = "dev/cronjob.yaml", *, images: str = "image: server",
+           field: str | None = FIELD, mode: str | None = None) -> str:
+    text = f"  - name: {name}\n    repo: {CONFIG_REPO}\n    branch: main\n    file: {file}\n    {images}\n"
+    if field:
+        text += f"    field: {field}\n"
+    if mode:
+        text += f"    mode: {mode}\n"
+    return text
+
+
+def set_up(bed: Bed, config: str, manifests: dict[str, str], *, installed: bool = True) -> None:
+    """The code repo with its .github/flops.yml, and the config repo (own installation) with `manifests`."""
+    bed.github.add_repo(REPO, default_branch="master")
+    bed.github.commit(REPO, "master", {**CODE_FILES, ".github/flops.yml": config})
+    bed.github.add_repo(CONFIG_REPO, default_branch="main")
+    bed.github.commit(CONFIG_REPO, "main", manifests, message="initial manifests", author="ops-human")
+    if installed:
+        bed.github.add_installation(CONFIG_INSTALLATION, "acme-ops", [CONFIG_REPO])
+
+
+def push(bed: Bed, files: dict[str, str], *, when: str = "2026-11-22T09:30:00Z") -> dict[str, Any]:
+    """Commit `files` to the code repo and build the push payload GitHub would send."""
+    before = bed.github.branch_sha(REPO, "master")
+    sha = bed.github.commit(REPO, "master", files)
+    data = payload("push")
+    data.update(ref="refs/heads/master", before=before, after=sha)
+    data["installation"]["id"] = INSTALLATION
+    data["head_commit"].update(id=sha, timestamp=when)
+    data["commits"] = [{**data["commits"][0], "id": sha, "added": [], "removed": [], "modified": list(files)}]
+    return data
+
+
+def tag(data: dict[str, Any]) -> str:
+    stamp = data["head_commit"]["timestamp"].replace("-", "").replace(":", "").replace("T", "").rstrip("Z")
+    return f"master-{stamp}-{data['after'][:7]}"
+
+
+def build_job(bed: Bed, sha: str, image: str) -> dict[str, Any]:
+    jobs = [j for j in bed.kube.list("jobs", NAMESPACE, labels={"flops.dev/kind": "build"})
+            if j["metadata"]["annotations"]["flops.dev/sha"] == sha
+            and j["metadata"]["annotations"]["flops.dev/image"] == image
+            and "flops.dev/reported" not in j["metadata"]["annotations"]]
+    assert len(jobs) == 1, f"expected one unreported build Job of {image}@{sha[:7]}, found {len(jobs)}"
+    return jobs[0]
+
+
+async def build(bed: Bed, data: dict[str, Any], image: str, digest: str = DIGEST) -> None:
+    """Kaniko finishes: exit 0, the digest as termination message; wait until the bot reported it
+    (its check run completed and the Job marked reported: the after-build deploy ran before that)."""
+    job = build_job(bed, data["after"], image)
+    name, check_id = job["metadata"]["name"], int(job["metadata"]["annotations"]["flops.dev/check-run-id"])
+    bed.kube.succeed_job(NAMESPACE, name, message=digest)
+    await wait_for(lambda: "flops.dev/reported" in bed.kube.get("jobs", NAMESPACE, name)["metadata"]["annotations"],
+                   what=f"build report of {image}")
+    assert bed.github.check_runs[check_id]["conclusion"] == "success"
+    await bed.settle()
+
+
+async def pushed_and_built(bed: Bed, files: dict[str, str], *images: str, **kw: str) -> dict[str, Any]:
+    data = push(bed, files, **kw)
+    await bed.deliver("push", data)
+    await bed.settle()
+    for image in images:
+        await build(bed, data, image)
+    return data
+
+
+async def rerun_build(bed: Bed, data: dict[str, Any], image: str) -> None:
+    """The Re-run button on the commit's latest `flops/build: <image>` check (recorded payload)."""
+    last = bed.github.check_runs_for(REPO, data["after"], f"flops/build: {image}")[-1]
+    rerun = payload("check_run.rerequested")
+    rerun["check_run"].update(id=last["id"], name=last["name"], head_sha=data["after"])
+    rerun["check_run"]["check_suite"]["head_branch"] = "master"
+    rerun["installation"]["id"] = INSTALLATION
+    rerun["repository"]["full_name"] = REPO
+    await bed.deliver("check_run", rerun)
+    await bed.settle()
+
+
+def deploy_check(bed: Bed, sha: str, name: str = "dev") -> dict[str, Any]:
+    runs = bed.github.check_runs_for(REPO, sha, f"flops/deploy: {name}")
+    assert len(runs) == 1, f"expected one deploy check on {sha[:7]}, found {len(runs)}"
+    assert runs[0]["status"] == "completed"
+    return runs[0]
+
+
+def config_file(bed: Bed, path: str, ref: str = "main") -> str:
+    data = bed.github.file_at(CONFIG_REPO, ref, path)
+    assert data is not None
+    return data.decode()
+
+
+def head_commit(bed: Bed, branch: str = "main") -> Any:
+    repo = bed.github.repos[CONFIG_REPO]
+    return repo.commits[repo.branches[branch]]
+
+
+def changed_lines(old: str, new: str) -> list[tuple[str, str]]:
+    """(old line, new line) pairs that differ; the texts must have the same number of lines."""
+    a, b = old.splitlines(keepends=True), new.splitlines(keepends=True)
+    assert len(a) == len(b), "lines were added or removed"
+    return [(x, y) for x, y in zip(a, b) if x != y]
+
+
+# --- the seed's CronJob, commit message, installation -----------------------------------------------
+
+async def test_cronjob_image_is_bumped_with_a_one_line_commit_on_the_config_repo(bed: Bed) -> None:
+    set_up(bed, flops_yml(target()), {"dev/cronjob.yaml": CRONJOB, "prod/cronjob.yaml": CRONJOB})
+    before = bed.github.file_at(CONFIG_REPO, "main", "dev/cronjob.yaml")
+    data = await pushed_and_built(bed, {"server/app.py": "print(3)\n"}, "server")
+    sha7 = data["after"][:7]
+    reference = f"{SERVER}:{tag(data)}@{DIGEST}"
+
+    after = bed.github.file_at(CONFIG_REPO, "main", "dev/cronjob.yaml")
+    assert before is not None and after is not None
+    assert after == before.replace(b"harbor.example.com/flops/server:20261101-120000", reference.encode())
+    assert changed_lines(before.decode(), after.decode()) == [
+        ("              image: harbor.example.com/flops/server:20261101-120000\n",
+         f"              image: {reference}\n")]
+    for kept in (b"restartPolicy: OnFailure", b"- containerPort: 8080", b"- name: harbor", b'"*/5 * * * *"'):
+        assert kept in after
+    assert bed.github.file_at(CONFIG_REPO, "main", "prod/cronjob.yaml") == CRONJOB.encode()
+
+    commit = head_commit(bed)
+    assert commit.message.splitlines()[0] == (
+        f"deploy(dev): server {REPO}@{sha7} -> harbor.example.com/flops/server:master-20261122093000-{sha7}")
+    assert f"Image: {reference}" in commit.message
+    assert commit.committer == bed.github.bot_login
+    [put] = bed.github.calls_to("PUT", rf"^/repos/{CONFIG_REPO}/contents/dev/cronjob.yaml$")
+    assert put.installation_id == CONFIG_INSTALLATION and put.status == 200
+
+    check = deploy_check(bed, data["after"])
+    assert check["conclusion"] == "success"
+    assert check["details_url"] == f"https://github.com/{CONFIG_REPO}/commit/{commit.sha}"
+    assert commit.sha in check["output"]["summary"] and reference in check["output"]["summary"]
+
+
+async def test_a_file_with_comments_anchors_and_several_documents_changes_only_the_image(bed: Bed) -> None:
+    set_up(bed, flops_yml(target(file="dev/stack.yaml", field=None)), {"dev/stack.yaml": STACK})
+    data = await pushed_and_built(bed, {"server/app.py": "print(4)\n"}, "server")
+    reference = f"{SERVER}:{tag(data)}@{DIGEST}"
+
+    after = config_file(bed, "dev/stack.yaml")
+    assert after == STACK.replace("harbor.example.com/flops/server:master-20261101120000-0a0a0a0", reference)
+    assert changed_lines(STACK, after) == [
+        ('              image: &server "harbor.example.com/flops/server:master-20261101120000-0a0a0a0"\n',
+         f'              image: &server "{reference}"\n')]  # the anchor; `image: *server` follows it
+    assert "client:master-20261101120000-0c0c0c0'  # pinned by hand" in after
+    assert deploy_check(bed, data["after"])["conclusion"] == "success"
+
+
+async def test_kustomization_images_entry_gets_tag_and_digest(bed: Bed) -> None:
+    set_up(bed, flops_yml(target(file="dev/kustomization.yaml", field=None)), {"dev/kustomization.yaml": KUSTOMIZATION})
+    data = await pushed_and_built(bed, {"server/app.py": "print(5)\n"}, "server")
+
+    assert config_file(bed, "dev/kustomization.yaml") == f"""\
+apiVersion: kustomize.config.k8s.io/v1beta1
+kind: Kustomization
+resources:
+  - cronjob.yaml
+images:
+  - name: harbor.example.com/flops/server
+    newTag: {tag(data)}   # bumped by flops-bot
+    digest: {DIGEST}
+  - name: harbor.example.com/flops/client
+    newTag: v1
+"""
+    assert deploy_check(bed, data["after"])["conclusion"] == "success"
+
+
+# --- when: every image of the target, newest wins, once ---------------------------------------------
+
+async def test_a_target_of_two_images_deploys_once_after_both_built(bed: Bed) -> None:
+    set_up(bed, flops_yml(target(file="dev/stack.yaml", images="images: [server, client]", field=None)),
+           {"dev/stack.yaml": STACK})
+    data = push(bed, {"server/app.py": "print(6)\n", "client/main.py": "print(7)\n"})
+    await bed.deliver("push", data)
+    await bed.settle()
+
+    await build(bed, data, "server")
+    assert bed.github.check_runs_for(REPO, data["after"], "flops/deploy: dev") == []
+    assert config_file(bed, "dev/stack.yaml") == STACK
+
+    await build(bed, data, "client", DIGEST2)
+    sha7 = data["after"][:7]
+    after = config_file(bed, "dev/stack.yaml")
+    assert [new.strip() for _, new in changed_lines(STACK, after)] == [
+        f"image: '{CLIENT}:{tag(data)}@{DIGEST2}'  # pinned by hand",
+        f'image: &server "{SERVER}:{tag(data)}@{DIGEST}"']
+    assert head_commit(bed).message.splitlines()[0] == (
+        f"deploy(dev): server {REPO}@{sha7} -> {SERVER}:{tag(data)}, client {REPO}@{sha7} -> {CLIENT}:{tag(data)}")
+    assert len(bed.github.calls_to("PUT", rf"^/repos/{CONFIG_REPO}/contents/")) == 1
+    assert deploy_check(bed, data["after"])["conclusion"] == "success"
+
+
+async def test_an_older_build_finishing_last_keeps_the_newer_image(bed: Bed) -> None:
+    set_up(bed, flops_yml(target()), {"dev/cronjob.yaml": CRONJOB})
+    old = push(bed, {"server/app.py": "print(8)\n"}, when="2026-11-22T09:30:00Z")
+    await bed.deliver("push", old)
+    await bed.settle()
+    new = await pushed_and_built(bed, {"server/app.py": "print(9)\n"}, "server", when="2026-11-22T10:45:00Z")
+    deployed = config_file(bed, "dev/cronjob.yaml")
+    assert f"{SERVER}:{tag(new)}@{DIGEST}" in deployed
+
+    # The older commit's build (superseded by the newer push) is re-run and finishes last.
+    [cancelled] = bed.github.check_runs_for(REPO, old["after"], "flops/build: server")
+    assert cancelled["conclusion"] == "cancelled"
+    await rerun_build(bed, old, "server")
+    await build(bed, old, "server", DIGEST2)
+
+    assert config_file(bed, "dev/cronjob.yaml") == deployed
+    check = deploy_check(bed, old["after"])
+    assert check["conclusion"] == "neutral"
+    assert "newer" in check["output"]["title"]
+    assert f"{SERVER}:{tag(new)}@{DIGEST}" in check["output"]["summary"]
+    assert f"/redeploy dev {old['after'][:7]}" in check["output"]["summary"]
+    assert len(bed.github.calls_to("PUT", rf"^/repos/{CONFIG_REPO}/contents/")) == 1
+
+
+async def test_without_ancestry_the_sortable_tag_decides(bed: Bed) -> None:
+    # The file names a build of a commit the code repo does not know (force-pushed away), tagged later.
+    later = f"{SERVER}:master-20261230000000-feedbee@{DIGEST2}"
+    set_up(bed, flops_yml(target()), {"dev/cronjob.yaml": CRONJOB.replace(f"{SERVER}:20261101-120000", later)})
+    data = await pushed_and_built(bed, {"server/app.py": "print(10)\n"}, "server")
+    assert later in config_file(bed, "dev/cronjob.yaml")
+    assert deploy_check(bed, data["after"])["conclusion"] == "neutral"
+
+
+async def test_a_build_reported_again_never_deploys_twice(bed: Bed) -> None:
+    set_up(bed, flops_yml(target()), {"dev/cronjob.yaml": CRONJOB})
+    data = await pushed_and_built(bed, {"server/app.py": "print(11)\n"}, "server")
+    deployed = config_file(bed, "dev/cronjob.yaml")
+
+    await rerun_build(bed, data, "server")  # the Re-run button: the same commit built and reported again
+    await build(bed, data, "server", DIGEST2)
+
+    assert config_file(bed, "dev/cronjob.yaml") == deployed
+    assert len(bed.github.calls_to("PUT", rf"^/repos/{CONFIG_REPO}/contents/")) == 1
+    assert deploy_check(bed, data["after"])["conclusion"] == "success"  # still the one report
+
+
+async def test_pull_request_mode_keeps_the_newer_build_of_the_open_pull_request(bed: Bed) -> None:
+    set_up(bed, flops_yml(target("prod", "prod/cronjob.yaml", mode="pull_request")), {"prod/cronjob.yaml": CRONJOB})
+    old = push(bed, {"server/app.py": "print(21)\n"})
+    await bed.deliver("push", old)
+    await bed.settle()
+    new = await pushed_and_built(bed, {"server/app.py": "print(22)\n"}, "server", when="2026-11-22T10:45:00Z")
+    proposed = config_file(bed, "prod/cronjob.yaml", "flops/deploy-prod")
+    assert f"{SERVER}:{tag(new)}@{DIGEST}" in proposed
+
+    await rerun_build(bed, old, "server")
+    await build(bed, old, "server", DIGEST2)
+
+    assert config_file(bed, "prod/cronjob.yaml", "flops/deploy-prod") == proposed
+    check = deploy_check(bed, old["after"], "prod")
+    assert check["conclusion"] == "neutral" and f"{SERVER}:{tag(new)}@{DIGEST}" in check["output"]["summary"]
+
+
+# --- conflicts: re-read, re-decide, retry ------------------------------------------------------------
+
+async def test_a_concurrent_commit_to_the_file_is_kept_and_the_bump_retried(bed: Bed) -> None:
+    set_up(bed, flops_yml(target()), {"dev/cronjob.yaml": CRONJOB})
+    human = CRONJOB.replace('"*/5 * * * *"', '"*/10 * * * *"')
+    bed.github.before_next("PUT", rf"^/repos/{CONFIG_REPO}/contents/",
+                           lambda: bed.github.commit(CONFIG_REPO, "main", {"dev/cronjob.yaml": human},
+                                                     message="slower schedule", author="ops-human"))
+    data = await pushed_and_built(bed, {"server/app.py": "print(12)\n"}, "server")
+
+    puts = bed.github.calls_to("PUT", rf"^/repos/{CONFIG_REPO}/contents/dev/cronjob.yaml$")
+    assert [p.status for p in puts] == [409, 200]
+    after = config_file(bed, "dev/cronjob.yaml")
+    assert after == human.replace(f"{SERVER}:20261101-120000", f"{SERVER}:{tag(data)}@{DIGEST}")
+    [parent] = head_commit(bed).parents  # the bump sits on top of the human's commit
+    assert bed.github.repos[CONFIG_REPO].commits[parent].message == "slower schedule"
+    assert deploy_check(bed, data["after"])["conclusion"] == "success"
+
+
+async def test_a_racing_newer_deploy_wins_after_the_conflict(bed: Bed) -> None:
+    set_up(bed, flops_yml(target()), {"dev/cronjob.yaml": CRONJOB})
+    data = push(bed, {"server/app.py": "print(13)\n"})
+    await bed.deliver("push", data)
+    await bed.settle()
+    newer_sha = bed.github.commit(REPO, "master", {"server/app.py": "print(14)\n"})  # a child of data["after"]
+    newer = f"{SERVER}:master-20261122110000-{newer_sha[:7]}@{DIGEST2}"
+    bed.github.before_next("PUT", rf"^/repos/{CONFIG_REPO}/contents/",
+                           lambda: bed.github.commit(CONFIG_REPO, "main", {
+                               "dev/cronjob.yaml": CRONJOB.replace(f"{SERVER}:20261101-120000", newer)}))
+    await build(bed, data, "server")
+
+    assert [p.status for p in bed.github.calls_to("PUT", rf"^/repos/{CONFIG_REPO}/contents/")] == [409]
+    assert newer in config_file(bed, "dev/cronjob.yaml")
+    check = deploy_check(bed, data["after"])
+    assert check["conclusion"] == "neutral" and newer in check["output"]["summary"]
+
+
+# --- failures say what to do ---------------------------------------------------------------------
+
+async def test_a_field_that_does_not_exist_fails_the_check(bed: Bed) -> None:
+    missing = ".spec.jobTemplate.spec.template.spec.containers[1].image"
+    set_up(bed, flops_yml(target(field=missing)), {"dev/cronjob.yaml": CRONJOB})
+    data = await pushed_and_built(bed, {"server/app.py": "print(15)\n"}, "server")
+
+    check = deploy_check(bed, data["after"])
+    assert check["conclusion"] == "failure"
+    summary = check["output"]["summary"]
+    assert f"`{missing}` does not exist in dev/cronjob.yaml" in summary
+    assert "has 1 item(s), no `[1]`" in summary and "check `field`" in summary
+    assert config_file(bed, "dev/cronjob.yaml") == CRONJOB
+    assert bed.github.calls_to("PUT", rf"^/repos/{CONFIG_REPO}/") == []
+
+
+async def test_app_not_installed_on_the_config_repo_fails_with_what_to_do(bed: Bed) -> None:
+    set_up(bed, flops_yml(target()), {"dev/cronjob.yaml": CRONJOB}, installed=False)
+    data = await pushed_and_built(bed, {"server/app.py": "print(16)\n"}, "server")
+
+    check = deploy_check(bed, data["after"])
+    assert check["conclusion"] == "failure"
+    summary = check["output"]["summary"]
+    assert f"not installed on `{CONFIG_REPO}`" in summary
+    assert f"Install the App on `{CONFIG_REPO}`" in summary and "/redeploy dev" in summary
+    assert config_file(bed, "dev/cronjob.yaml") == CRONJOB
+
+
+# --- pull-request mode ---------------------------------------------------------------------------
+
+async def test_pull_request_mode_opens_then_updates_one_pull_request(bed: Bed) -> None:
+    set_up(bed, flops_yml(target("prod", "prod/cronjob.yaml", mode="pull_request")), {"prod/cronjob.yaml": CRONJOB})
+    first = await pushed_and_built(bed, {"server/app.py": "print(17)\n"}, "server")
+
+    [(key, pull)] = [(k, p) for k, p in bed.github.pulls.items() if k[0] == CONFIG_REPO]
+    assert pull["state"] == "open" and pull["base"]["ref"] == "main" and pull["head"]["ref"] == "flops/deploy-prod"
+    assert pull["title"] == f"deploy(prod): server {REPO}@{first['after'][:7]} -> {SERVER}:{tag(first)}"
+    assert config_file(bed, "prod/cronjob.yaml") == CRONJOB  # nothing lands before the merge
+    proposed = config_file(bed, "prod/cronjob.yaml", "flops/deploy-prod")
+    assert changed_lines(CRONJOB, proposed) == [
+        ("              image: harbor.example.com/flops/server:20261101-120000\n",
+         f"              image: {SERVER}:{tag(first)}@{DIGEST}\n")]
+    check = deploy_check(bed, first["after"], "prod")
+    assert check["conclusion"] == "success" and check["details_url"] == pull["html_url"]
+
+    second = await pushed_and_built(bed, {"server/app.py": "print(18)\n"}, "server", when="2026-11-22T11:00:00Z")
+    assert [k for k in bed.github.pulls if k[0] == CONFIG_REPO] == [key]
+    pull = bed.github.pulls[key]
+    assert pull["state"] == "open"
+    assert pull["title"] == f"deploy(prod): server {REPO}@{second['after'][:7]} -> {SERVER}:{tag(second)}"
+    proposed = config_file(bed, "prod/cronjob.yaml", "flops/deploy-prod")
+    assert [new for _, new in changed_lines(CRONJOB, proposed)] == [
+        f"              image: {SERVER}:{tag(second)}@{DIGEST}\n"]
+    assert config_file(bed, "prod/cronjob.yaml") == CRONJOB
+    assert deploy_check(bed, second["after"], "prod")["details_url"] == pull["html_url"]
+
+
+# --- /redeploy ------------------------------------------------------------------------------------
+
+async def test_redeploy_rolls_back_to_an_older_build_and_says_so(bed: Bed) -> None:
+    set_up(bed, flops_yml(target()), {"dev/cronjob.yaml": CRONJOB})
+    old = await pushed_and_built(bed, {"server/app.py": "print(19)\n"}, "server")
+    new = await pushed_and_built(bed, {"server/app.py": "print(20)\n"}, "server", when="2026-11-22T10:00:00Z")
+    assert f"{SERVER}:{tag(new)}@{DIGEST}" in config_file(bed, "dev/cronjob.yaml")
+
+    bed.github.set_permission(REPO, "Codertocat", "write")
+    body = f"The new server diverges; rolling back.\n/redeploy dev {old['after'][:7]}"
+    comment = bed.github.add_comment(REPO, 1, body, user="Codertocat")
+    data = payload("issue_comment.created")
+    data["comment"].update(id=comment["id"], body=body)
+    data["installation"]["id"] = INSTALLATION
+    await bed.deliver("issue_comment", data)
+    await bed.settle()
+
+    rolled = f"{SERVER}:{tag(old)}@{DIGEST}"
+    after = config_file(bed, "dev/cronjob.yaml")
+    assert changed_lines(CRONJOB, after) == [
+        ("              image: harbor.example.com/flops/server:20261101-120000\n", f"              image: {rolled}\n")]
+    message = head_commit(bed).message
+    assert message.splitlines()[0] == f"deploy(dev): server {REPO}@{old['after'][:7]} -> {SERVER}:{tag(old)}"
+    assert "Rollback" in message and f"{SERVER}:{tag(new)}@{DIGEST}" in message and "@Codertocat" in message
+
+    [reply] = [c for c in bed.github.comments_on(REPO, 1) if c["user"]["type"] == "Bot"]
+    assert reply["body"].startswith("@Codertocat")
+    assert "**success** · Deployed to dev" in reply["body"] and head_commit(bed).sha in reply["body"]
+    runs = bed.github.check_runs_for(REPO, old["after"], "flops/deploy: dev")
+    assert [r["conclusion"] for r in runs] == ["success", "success"]  # the push's deploy, then the rollback
+
+
+async def test_redeploy_needs_a_build_of_that_commit(bed: Bed) -> None:
+    set_up(bed, flops_yml(target()), {"dev/cronjob.yaml": CRONJOB})
+    unbuilt = bed.github.commit(REPO, "master", {"README.md": "docs\n"})
+    bed.github.set_permission(REPO, "Codertocat", "admin")
+    body = f"/redeploy dev {unbuilt[:7]}"
+    comment = bed.github.add_comment(REPO, 1, body, user="Codertocat")
+    data = payload("issue_comment.created")
+    data["comment"].update(id=comment["id"], body=body)
+    data["installation"]["id"] = INSTALLATION
+    await bed.deliver("issue_comment", data)
+    await bed.settle()
+
+    [reply] = [c for c in bed.github.comments_on(REPO, 1) if c["user"]["type"] == "Bot"]
+    assert "**failure** · Not built" in reply["body"] and unbuilt[:7] in reply["body"]
+    assert config_file(bed, "dev/cronjob.yaml") == CRONJOB
