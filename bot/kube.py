@@ -1,7 +1,7 @@
 """The Kubernetes side: one ApiClient, every call run in a thread (the client is synchronous).
 
 Only the verbs listed here are used by the bot; `deploy/base/rbac.yaml` grants exactly these
-(tests/test_deploy.py checks the two agree).
+(tests/test_deploy_manifests.py checks the two agree).
 """
 from __future__ import annotations
 

@@ -1223,7 +1223,7 @@ class KubeEmulator:
                 policy = "Orphan" if request.query["orphanDependents"] == "true" else "Background"
             with self._lock:
                 gone = self._delete(resource, namespace, name, policy, options.get("preconditions"))
-            if resource.kind == "Pod":
+            if resource.kind in ("Pod", "Service"):  # the API server's ReturnDeletedObject stores
                 return web.json_response(gone)
             return web.json_response({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
                                       "details": {"name": name, "group": resource.group, "kind": resource.plural,
