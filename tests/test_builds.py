@@ -90,6 +90,23 @@ async def test_path_filters_pick_the_images_to_build(bed: Bed) -> None:
     assert set(by_image(bed)) == {"client"}
 
 
+async def test_truncated_commit_list_asks_the_compare_api_for_the_changed_files(bed: Bed) -> None:
+    data = push(bed, {"client/main.py": "print(15)\n"})
+    data["commits"] = [{**data["commits"][0], "modified": ["README.md"]}] * 20  # GitHub lists at most 20
+    await bed.deliver("push", data)
+    await bed.settle()
+    assert bed.github.calls_to("GET", rf"/repos/{REPO}/compare/{data['before']}\.\.\.{data['after']}$")
+    assert set(by_image(bed)) == {"client"}  # what the compare API says changed, not the payload's list
+
+
+async def test_new_branch_builds_every_image(bed: Bed) -> None:
+    data = push(bed, {"client/main.py": "print(16)\n"})
+    data["before"] = "0" * 40  # a branch's first push: nothing to compare with
+    await bed.deliver("push", data)
+    await bed.settle()
+    assert set(by_image(bed)) == {"server", "client"}
+
+
 async def test_successful_build_reports_image_and_digest(bed: Bed) -> None:
     data = push(bed, {"server/app.py": "print(6)\n"})
     await bed.deliver("push", data)
