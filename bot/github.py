@@ -32,7 +32,9 @@ log = logging.getLogger(__name__)
 
 USER_AGENT = "flops-bot"
 WRITE = ("admin", "maintain", "write")
+ROLES = ("admin", "maintain", "write", "triage", "read")
 PERMISSION_TTL = 60.0
+PERMISSION_CACHE_SIZE = 4096
 TOKEN_REFRESH_MARGIN = 300.0  # seconds before expiry at which a cached token is renewed
 
 Sleep = Callable[[float], Awaitable[None]]
@@ -227,27 +229,40 @@ class GitHubApp:
 class Permissions:
     """Collaborator permission, cached for a minute: `author_association` is never the decision."""
 
-    def __init__(self, ttl: float = PERMISSION_TTL) -> None:
+    def __init__(self, ttl: float = PERMISSION_TTL, clock: Callable[[], float] = time.monotonic) -> None:
         self._ttl = ttl
+        self._clock = clock
         self._cache: dict[tuple[str, str], tuple[float, str]] = {}
 
     async def of(self, gh: gidgethub.abc.GitHubAPI, repo: str, user: str) -> str:
         key = (repo, user.lower())
         hit = self._cache.get(key)
-        if hit and time.monotonic() - hit[0] < self._ttl:
+        if hit and self._clock() - hit[0] < self._ttl:
             return hit[1]
         try:
             data = await gh.getitem("/repos/" + repo + "/collaborators/{user}/permission", url_vars={"user": user})
-            level = data.get("role_name") or data.get("permission") or "none"
+            level = permission_level(data)
         except gidgethub.BadRequest as exc:  # 404 for non-collaborators of private repos: no permission
             if exc.status_code != 404:
                 raise
             level = "none"
-        self._cache[key] = (time.monotonic(), level)
+        if len(self._cache) >= PERMISSION_CACHE_SIZE:  # bounded: forget the oldest answers first
+            for stale in sorted(self._cache, key=lambda k: self._cache[k][0])[: PERMISSION_CACHE_SIZE // 2]:
+                del self._cache[stale]
+        self._cache[key] = (self._clock(), level)
         return level
 
     async def can_write(self, gh: gidgethub.abc.GitHubAPI, repo: str, user: str) -> bool:
         return await self.of(gh, repo, user) in WRITE
+
+
+def permission_level(data: Mapping[str, Any]) -> str:
+    """The caller's role: `role_name` when it is one of GitHub's five, else (a custom repository role)
+    the base `permission` it maps to (admin, write, read or none)."""
+    role = data.get("role_name")
+    if role in ROLES:
+        return str(role)
+    return str(data.get("permission") or "none")
 
 
 def _parse_time(text: str) -> float:

@@ -15,7 +15,6 @@ from gidgethub.abc import GitHubAPI
 from bot.deps import Deps
 
 
-
 @dataclass(frozen=True)
 class PullRef:
     repo: str
@@ -28,6 +27,7 @@ class PullRef:
     author: str
     installation_id: int
     state: str = "open"
+    html_url: str = ""
 
     @classmethod
     def from_api(cls, pr: dict[str, Any], installation_id: int) -> PullRef:
@@ -36,7 +36,7 @@ class PullRef:
         return cls(repo=base_repo, number=int(pr["number"]), head_sha=pr["head"]["sha"], head_ref=pr["head"]["ref"],
                    base_ref=pr["base"]["ref"], base_sha=pr["base"]["sha"], fork=head_repo != base_repo,
                    author=(pr.get("user") or {}).get("login", ""), installation_id=installation_id,
-                   state=pr.get("state", "open"))
+                   state=pr.get("state", "open"), html_url=pr.get("html_url") or "")
 
 
 async def fetch(gh: GitHubAPI, repo: str, number: int, installation_id: int) -> PullRef:
@@ -59,9 +59,9 @@ async def may_run(deps: Deps, pr: PullRef) -> bool:
 
 
 def fork_notice(pr: PullRef) -> str:
-    return (f"This pull request comes from a fork, so flops-bot runs nothing for it until a maintainer "
-            f"approves it or comments `/ok-to-test` for the current head ({pr.head_sha[:7]}). "
-            f"A later push needs a new approval.")
+    return (f"this pull request comes from a fork, so flops-bot runs nothing for it until a maintainer "
+            f"approves it or comments `/ok-to-test` for the current head ({pr.head_sha[:7]}); "
+            f"a later push needs a new approval.")
 
 
 def is_bot(user: dict[str, Any]) -> bool:
