@@ -2,7 +2,8 @@
 
 A metric is a number or a list of numbers (several seeds). Tolerance is absolute or relative
 (`N%` of the baseline). With several seeds on both sides the allowed band also widens by the
-noise: the larger of the two standard deviations.
+noise of the comparison: the standard error of the difference of the two means,
+sqrt(s_base²/n_base + s_pr²/n_pr) — more seeds, a tighter gate.
 """
 from __future__ import annotations
 
@@ -84,7 +85,7 @@ def _row(metric: Metric, base_value: object, value: object) -> Row:
     if base is None:  # nothing to compare with (no baseline yet, or the metric is new)
         return Row(metric.name, metric.direction, None, mine[0], 0.0, tol_text, "new")
     allowed = tol.value / 100.0 * abs(base[0]) if tol.relative else tol.value
-    noise = max(base[1], mine[1]) if base[2] > 1 and mine[2] > 1 else 0.0
+    noise = math.sqrt(base[1] ** 2 / base[2] + mine[1] ** 2 / mine[2]) if base[2] > 1 and mine[2] > 1 else 0.0
     allowed += noise
     worse_by = (base[0] - mine[0]) if metric.direction == "higher" else (mine[0] - base[0])
     if worse_by > allowed + 1e-12:

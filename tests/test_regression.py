@@ -343,9 +343,9 @@ async def test_seed_lists_widen_the_band_by_their_noise(bed: Bed) -> None:
     setup_repo(bed)
     await record_baseline(bed, {"accuracy": [0.90, 0.92, 0.94], "loss": [0.23, 0.231, 0.232]})
     open_pr(bed, {"train.py": "print(9)\n"})
-    run = await gate(bed, {"accuracy": [0.885, 0.895, 0.905], "loss": [0.231, 0.232, 0.233]})
-    assert run["conclusion"] == "success"
-    assert "0.01 (+0.02 seed noise)" in run["output"]["summary"]
+    run = await gate(bed, {"accuracy": [0.89, 0.90, 0.91], "loss": [0.231, 0.232, 0.233]})
+    assert run["conclusion"] == "success"  # 0.02 worse: more than 0.01, but within the seeds' noise
+    assert "0.01 (+0.0129 seed noise)" in run["output"]["summary"]
 
 
 # --- failures -----------------------------------------------------------------------------------------

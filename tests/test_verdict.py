@@ -93,15 +93,22 @@ def test_seed_lists_are_averaged() -> None:
     assert summarize([1, 2]) == pytest.approx((1.5, math.sqrt(0.5), 2))
 
 
-def test_seed_spread_on_both_sides_widens_the_band() -> None:
+def test_seed_spread_on_both_sides_widens_the_band_by_the_standard_error() -> None:
     base = [0.90, 0.92, 0.94]  # mean 0.92, stdev 0.02
-    pr = [0.885, 0.895, 0.905]  # mean 0.895, stdev 0.01: 0.025 worse, tolerance 0.01
+    pr = [0.89, 0.90, 0.91]  # mean 0.90, stdev 0.01: 0.02 worse, tolerance 0.01
     [row] = compare({"accuracy": base}, {"accuracy": pr}, [ACC]).rows
+    assert row.noise == pytest.approx(math.sqrt(0.02 ** 2 / 3 + 0.01 ** 2 / 3))
+    assert row.allowed == pytest.approx(0.01 + row.noise)
     assert row.verdict == "ok"
-    assert row.noise == pytest.approx(0.02)
-    assert row.allowed == pytest.approx(0.03)
     # the same means as single values: no noise known, so the drop is a regression
-    assert verdicts({"accuracy": 0.92}, {"accuracy": 0.895}, [ACC]) == {"accuracy": "regression"}
+    assert verdicts({"accuracy": 0.92}, {"accuracy": 0.90}, [ACC]) == {"accuracy": "regression"}
+
+
+def test_more_seeds_tighten_the_band() -> None:
+    base, pr = [0.90, 0.92, 0.94] * 2, [0.89, 0.90, 0.91] * 2  # same spread, twice the seeds
+    [row] = compare({"accuracy": base}, {"accuracy": pr}, [ACC]).rows
+    assert row.verdict == "regression"
+    assert row.allowed < 0.02
 
 
 def test_seed_spread_on_one_side_only_does_not_widen() -> None:
@@ -139,5 +146,5 @@ def test_table_has_every_column_and_formats_numbers() -> None:
 def test_table_shows_missing_values_and_seed_noise() -> None:
     text = table(compare({"accuracy": [0.90, 0.92, 0.94], "loss": 0.2},
                          {"accuracy": [0.91, 0.92, 0.93]}, [ACC, LOSS]))
-    assert "| 0.01 (+0.02 seed noise) |" in text
+    assert "| 0.01 (+0.0129 seed noise) |" in text
     assert "| loss | lower | 0.2 | — | — | — | 5% | ❌ missing |" in text
