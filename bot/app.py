@@ -7,6 +7,7 @@ bounded number of workers, one at a time per pull request / branch, and drains o
 from __future__ import annotations
 
 import asyncio
+import gc
 import hashlib
 import hmac
 import json
@@ -294,7 +295,9 @@ def create_app(settings: Settings, router: routing.Router, *, reporters: dict[st
         tracking = asyncio.create_task(app[TRACKER].run(), name="tracker")
         log.info("flops-bot started", extra={"app_id": settings.app_id, "namespace": settings.namespace,
                                              "api_url": settings.api_url})
+        gc.freeze()  # the start-up heap (modules, clients) lives forever: keep it out of every full collection
         yield
+        gc.unfreeze()
         tracking.cancel()
         await asyncio.gather(tracking, return_exceptions=True)
         await app[TRACKER].idle()
