@@ -176,6 +176,25 @@ async def test_readiness_fails_while_s3_is_unreachable_and_the_bot_stays_up(make
         assert health.status == 200
 
 
+async def test_unreachable_github_is_retried_then_reported_as_such(make_bed, github) -> None:
+    from bot.github import RetryPolicy
+    from tests.emulators.s3 import free_port
+
+    github.add_installation(INSTALLATION, "Codertocat", [REPO])
+    bed = await make_bed(GITHUB_API_URL=f"http://127.0.0.1:{free_port()}")  # nothing listens there
+    async with bed.session.get(bed.url("/readyz")) as response:
+        body = await response.json()
+    assert response.status == 503
+    assert "GitHub unreachable" in body["checks"]["github"]
+    attempts = RetryPolicy().attempts
+    assert len(bed.sleeps.calls) == attempts - 1  # backed off between tries, then gave up
+    bed.sleeps.calls.clear()
+    await bed.deliver("push", push_to(bed))
+    await bed.settle()
+    assert bed.deps.metrics.deliveries[("push", "failed")] == 1
+    assert len(bed.sleeps.calls) >= attempts - 1
+
+
 async def test_readiness_fails_when_github_rejects_the_app_key(make_bed, github, tmp_path) -> None:
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import rsa
