@@ -100,11 +100,17 @@ class Client(gidgethub.aiohttp.GitHubAPI):
             self._refresh_token = False
         elif self._jwt is not None:
             headers["authorization"] = f"bearer {self._jwt()}"
-        try:
-            status, resp_headers, data = await super()._request(method, url, headers, body)
-        except aiohttp.ClientError as exc:
-            self._metrics.github_call(method, "error", None)
-            raise gidgethub.GitHubBroken(f"GitHub unreachable: {exc}") from exc
+        for attempt in range(1, self._policy.attempts + 1):
+            try:
+                status, resp_headers, data = await super()._request(method, url, headers, body)
+                break
+            except (aiohttp.ClientError, TimeoutError) as exc:  # no answer at all: back off, retry
+                self._metrics.github_call(method, "error", None)
+                if attempt == self._policy.attempts:
+                    raise gidgethub.GitHubBroken(http.HTTPStatus.SERVICE_UNAVAILABLE,
+                                                 f"GitHub unreachable at {self.base_url}: {exc!r}") from exc
+                log.warning("github unreachable; retrying", extra={"method": method, "url": url, "attempt": attempt})
+                await self.sleep(self._policy.backoff(attempt))
         self._metrics.github_call(method, str(status), resp_headers.get("x-ratelimit-remaining"))
         return status, resp_headers, data
 
