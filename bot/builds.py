@@ -22,6 +22,9 @@ from bot.tracker import diagnose, log_tail, termination_message
 log = logging.getLogger(__name__)
 
 ZERO_SHA = "0" * 40
+# The images one push builds (comma-separated), so a deploy knows which other images of a target
+# this commit will never build (path filters) and takes their latest build of the branch instead.
+PUSH_IMAGES = jobs.A + "push-images"
 PAYLOAD_COMMIT_LIMIT = 20  # GitHub lists at most 20 commits in a push payload
 
 
@@ -101,7 +104,8 @@ async def start_for_push(gh: GitHubAPI, deps: Deps, cfg: RepoConfig, push: Push)
     started = []
     for image in images:
         request = jobs.BuildRequest(source, image, cfg.registry, tag, push.commit_time,
-                                    annotations={jobs.DEPLOY_TARGETS: targets_annotation(cfg)})
+                                    annotations={jobs.DEPLOY_TARGETS: targets_annotation(cfg),
+                                                 PUSH_IMAGES: ",".join(i.name for i in images)})
         if await launch_build(gh, deps, request):
             started.append(image.name)
     return started
@@ -214,7 +218,7 @@ async def report_build(job: dict[str, Any], result: jobs.Outcome, deps: Deps) ->
         record = {"repo": ann[jobs.REPO], "sha": ann[jobs.SHA], "image": ann[jobs.IMAGE], "ref": ann.get(jobs.REF, ""),
                   "tag": ann[jobs.TAG], "destination": ann[jobs.DESTINATION], "digest": digest,
                   "reference": f"{ann[jobs.DESTINATION]}@{digest}", "job": name, "built_at": checks.now(),
-                  "deploy_targets": ann.get(jobs.DEPLOY_TARGETS, "[]")}
+                  "deploy_targets": ann.get(jobs.DEPLOY_TARGETS, "[]"), "push_images": ann.get(PUSH_IMAGES, "")}
         await save_record(deps, record)
         await _finish(gh, deps, job, "success", title=f"Built {ann[jobs.DESTINATION]}",
                       summary=f"**Image:** `{ann[jobs.DESTINATION]}`\n**Digest:** `{digest}`\n\n"

@@ -88,6 +88,26 @@ async def build_records(deps: Deps, repo: str, sha: str, images: tuple[str, ...]
     return records
 
 
+async def push_records(deps: Deps, record: dict[str, Any],
+                       images: tuple[str, ...]) -> tuple[dict[str, dict[str, Any]] | None, list[str]]:
+    """The records a push deploys: this commit's builds, and for images the push does not build
+    (path filters) the branch's latest build. (None while one is still building, never-built images)."""
+    built = {name for name in record.get("push_images", "").split(",") if name}
+    records: dict[str, dict[str, Any]] = {}
+    never: list[str] = []
+    for image in images:
+        found = await deps.artifacts.get_json(builds.record_key(record["repo"], record["sha"], image))
+        if found is None and built and image not in built and record.get("ref"):
+            found = await deps.artifacts.get_json(builds.latest_key(record["repo"], record["ref"], image))
+            if found is None:
+                never.append(image)
+                continue
+        if found is None:
+            return None, never  # built by this push, not finished yet: its report deploys
+        records[image] = found
+    return records, never
+
+
 class Deployer:
     """One per bot: serialises the deploys of each target, so the two last images of one commit
     finishing together deploy once (the S3 marker decides; the lock only orders the checks of it)."""
@@ -108,10 +128,18 @@ class Deployer:
                     log.info("deploy already done", extra={"repo": record["repo"], "sha": record["sha"],
                                                            "target": target.name})
                     continue
-                records = await build_records(deps, record["repo"], record["sha"], target.images)
+                records, never = await push_records(deps, record, target.images)
                 if records is None:
                     continue  # another image of this target is still building
-                result = await deploy_and_report(gh, deps, Request(target, record["repo"], record["sha"], records))
+                if never:
+                    result = await report(gh, Request(target, record["repo"], record["sha"], records), Result(
+                        "neutral", f"{target.name}: waiting for a first build of {', '.join(never)}",
+                        f"Deploy target `{target.name}` needs {', '.join(f'`{n}`' for n in target.images)}, but "
+                        f"{', '.join(f'`{n}`' for n in never)} has no successful build on `{record['ref']}` yet "
+                        f"and this push does not build it (its `paths` did not match). Push a change it is built "
+                        f"for, then every image of the target deploys."))
+                else:
+                    result = await deploy_and_report(gh, deps, Request(target, record["repo"], record["sha"], records))
                 await deps.artifacts.put_json(marker, {"conclusion": result.conclusion, "title": result.title,
                                                        "url": result.url})
 
@@ -125,9 +153,15 @@ async def deploy_and_report(gh: GitHubAPI, deps: Deps, request: Request) -> Resu
         result = Result("failure", f"Deploy to {target.name} failed", str(exc))
     except gidgethub.HTTPException as exc:
         result = Result("failure", f"Deploy to {target.name} failed", _explain(exc, target, sha))
-    await checks.post_completed(gh, request.repo, sha, checks.deploy_name(target.name), result.conclusion,
+    return await report(gh, request, result)
+
+
+async def report(gh: GitHubAPI, request: Request, result: Result) -> Result:
+    """`flops/deploy: <target>` on the source commit."""
+    target = request.target
+    await checks.post_completed(gh, request.repo, request.sha, checks.deploy_name(target.name), result.conclusion,
                                 title=result.title, summary=result.summary, details_url=result.url)
-    log.info("deploy reported", extra={"repo": request.repo, "sha": sha, "target": target.name,
+    log.info("deploy reported", extra={"repo": request.repo, "sha": request.sha, "target": target.name,
                                        "conclusion": result.conclusion})
     return result
 
@@ -264,7 +298,7 @@ async def is_newer(gh: GitHubAPI, repo: str, current: str, record: dict[str, Any
 def commit_message(request: Request, plan: Plan) -> str:
     """`deploy(<target>): <image> <repo>@<sha7> -> <registry>/<image>:<tag>[, ...]`, then the details."""
     records = request.records
-    images = ", ".join(f"{name} {request.repo}@{request.sha[:7]} -> {records[name]['destination']}"
+    images = ", ".join(f"{name} {request.repo}@{records[name]['sha'][:7]} -> {records[name]['destination']}"
                        for name in plan.deployed)
     body = [f"Source: {request.repo}@{request.sha}", *(f"Image: {records[n]['reference']}" for n in plan.deployed)]
     if request.explicit:

@@ -106,7 +106,8 @@ images:
     newTag: v1
 """
 
-CODE_FILES = {"Dockerfile.server": "FROM python:3.11\n", "server/app.py": "print(1)\n",
+Files = dict[str, str | bytes | None]
+CODE_FILES: Files = {"Dockerfile.server": "FROM python:3.11\n", "server/app.py": "print(1)\n",
               "Dockerfile.client": "FROM python:3.11\n", "client/main.py": "print(2)\n"}
 
 
@@ -135,7 +136,7 @@ def target(name: str = "dev", file: str = "dev/cronjob.yaml", *, images: str = "
     return text
 
 
-def set_up(bed: Bed, config: str, manifests: dict[str, str], *, installed: bool = True) -> None:
+def set_up(bed: Bed, config: str, manifests: Files, *, installed: bool = True) -> None:
     """The code repo with its .github/flops.yml, and the config repo (own installation) with `manifests`."""
     bed.github.add_repo(REPO, default_branch="master")
     bed.github.commit(REPO, "master", {**CODE_FILES, ".github/flops.yml": config})
@@ -145,7 +146,7 @@ def set_up(bed: Bed, config: str, manifests: dict[str, str], *, installed: bool 
         bed.github.add_installation(CONFIG_INSTALLATION, "acme-ops", [CONFIG_REPO])
 
 
-def push(bed: Bed, files: dict[str, str], *, when: str = "2026-11-22T09:30:00Z") -> dict[str, Any]:
+def push(bed: Bed, files: Files, *, when: str = "2026-11-22T09:30:00Z") -> dict[str, Any]:
     """Commit `files` to the code repo and build the push payload GitHub would send."""
     before = bed.github.branch_sha(REPO, "master")
     sha = bed.github.commit(REPO, "master", files)
@@ -177,13 +178,13 @@ async def build(bed: Bed, data: dict[str, Any], image: str, digest: str = DIGEST
     job = build_job(bed, data["after"], image)
     name, check_id = job["metadata"]["name"], int(job["metadata"]["annotations"]["flops.dev/check-run-id"])
     bed.kube.succeed_job(NAMESPACE, name, message=digest)
-    await wait_for(lambda: "flops.dev/reported" in bed.kube.get("jobs", NAMESPACE, name)["metadata"]["annotations"],
-                   what=f"build report of {image}")
+    await wait_for(lambda: "flops.dev/reported" in (bed.kube.get("jobs", NAMESPACE, name) or {})["metadata"]
+                   ["annotations"], what=f"build report of {image}")
     assert bed.github.check_runs[check_id]["conclusion"] == "success"
     await bed.settle()
 
 
-async def pushed_and_built(bed: Bed, files: dict[str, str], *images: str, **kw: str) -> dict[str, Any]:
+async def pushed_and_built(bed: Bed, files: Files, *images: str, **kw: str) -> dict[str, Any]:
     data = push(bed, files, **kw)
     await bed.deliver("push", data)
     await bed.settle()
@@ -524,3 +525,35 @@ async def test_redeploy_needs_a_build_of_that_commit(bed: Bed) -> None:
     [reply] = [c for c in bed.github.comments_on(REPO, 1) if c["user"]["type"] == "Bot"]
     assert "**failure** · Not built" in reply["body"] and unbuilt[:7] in reply["body"]
     assert config_file(bed, "dev/cronjob.yaml") == CRONJOB
+
+
+async def test_a_push_building_one_image_of_a_two_image_target_deploys_it_with_the_other_images_last_build(
+        bed: Bed) -> None:
+    set_up(bed, flops_yml(target(file="dev/stack.yaml", images="images: [server, client]", field=None)),
+           {"dev/stack.yaml": STACK})
+    both = await pushed_and_built(bed, {"server/app.py": "print(23)\n", "client/main.py": "print(24)\n"},
+                                  "server", "client")
+    deployed = config_file(bed, "dev/stack.yaml")
+    only_client = push(bed, {"client/main.py": "print(25)\n"}, when="2026-11-22T12:00:00Z")  # path filters: no server
+    await bed.deliver("push", only_client)
+    await bed.settle()
+    await build(bed, only_client, "client", DIGEST2)
+
+    after = config_file(bed, "dev/stack.yaml")
+    assert changed_lines(deployed, after) == [
+        (f"          image: '{CLIENT}:{tag(both)}@{DIGEST}'  # pinned by hand\n",
+         f"          image: '{CLIENT}:{tag(only_client)}@{DIGEST2}'  # pinned by hand\n")]
+    assert head_commit(bed).message.splitlines()[0] == (
+        f"deploy(dev): client {REPO}@{only_client['after'][:7]} -> {CLIENT}:{tag(only_client)}")
+    assert deploy_check(bed, only_client["after"])["conclusion"] == "success"
+
+
+async def test_a_target_whose_other_image_was_never_built_says_it_waits(bed: Bed) -> None:
+    set_up(bed, flops_yml(target(file="dev/stack.yaml", images="images: [server, client]", field=None)),
+           {"dev/stack.yaml": STACK})
+    data = await pushed_and_built(bed, {"client/main.py": "print(26)\n"}, "client")
+
+    check = deploy_check(bed, data["after"])
+    assert check["conclusion"] == "neutral" and "waiting for a first build of server" in check["output"]["title"]
+    assert "`server` has no successful build on `master`" in check["output"]["summary"]
+    assert config_file(bed, "dev/stack.yaml") == STACK

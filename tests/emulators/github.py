@@ -285,9 +285,11 @@ class GitHubEmulator:
         self.reactions: list[dict[str, Any]] = []
         self.pulls: dict[tuple[str, int], dict[str, Any]] = {}
         self.users: set[str] = set()
+        self.app_manifests: dict[str, dict[str, Any]] = {}  # App-manifest flow: pending code -> manifest
+        self.registered_apps: list[dict[str, Any]] = []  # Apps created from a manifest (conversion answers)
         self._tokens: dict[str, Token] = {}
         self._faults: list[Fault] = []
-        self._before: list[tuple[str, re.Pattern[str], Callable[[], None]]] = []
+        self._before: list[tuple[str, re.Pattern[str], Callable[[], object]]] = []
         self._used: dict[str, int] = {}
         self._where: dict[int, tuple[str, int]] = {}  # comment id -> (repo, issue number)
         self._check_repo: dict[int, str] = {}
@@ -305,6 +307,9 @@ class GitHubEmulator:
 
     async def start(self) -> str:
         app = web.Application(client_max_size=64 * 1024 * 1024)
+        # github.com's side of the App-manifest flow (a browser form post, not the REST API)
+        app.router.add_post("/settings/apps/new", self._new_app_from_manifest)
+        app.router.add_post("/organizations/{org}/settings/apps/new", self._new_app_from_manifest)
         app.router.add_route("*", "/{tail:.*}", self._dispatch)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
@@ -386,7 +391,7 @@ class GitHubEmulator:
         """Every installation token handed out so far (tests check none leaks into logs)."""
         return list(self._tokens)
 
-    def before_next(self, method: str, path_regex: str, action: Callable[[], None]) -> None:
+    def before_next(self, method: str, path_regex: str, action: Callable[[], object]) -> None:
         """Run `action` (e.g. a concurrent `commit`) just before the next matching request is served."""
         self._before.append((method.upper(), re.compile(path_regex), action))
 
@@ -501,6 +506,7 @@ class GitHubEmulator:
             ("GET", r"^/app/installations$", self._list_installations, "jwt"),
             ("GET", r"^/app/installations/(?P<id>\d+)$", self._get_installation, "jwt"),
             ("POST", r"^/app/installations/(?P<id>\d+)/access_tokens$", self._create_token, "jwt"),
+            ("POST", r"^/app-manifests/(?P<code>[^/]+)/conversions$", self._convert_manifest, "none"),
             ("GET", REPO + r"/installation$", self._repo_installation, "jwt"),
             ("GET", r"^/(?:orgs|users)/(?P<account>[^/]+)/installation$", self._account_installation, "jwt"),
             ("GET", REPO + r"$", self._get_repo, "token"),
@@ -772,6 +778,50 @@ class GitHubEmulator:
 
     def _get_app(self, req: Req) -> Reply:
         return Reply(200, self._app_json())
+
+    async def _new_app_from_manifest(self, request: web.Request) -> web.Response:
+        """`POST https://github.com/settings/apps/new` with the form field `manifest`: the operator
+        confirms, GitHub creates the App and redirects to `redirect_url?code=...&state=...`."""
+        form = await request.post()
+        try:
+            data = json.loads(str(form.get("manifest", "")))
+        except ValueError:
+            data = None
+        problems = ["manifest is not a JSON object"] if not isinstance(data, dict) else [
+            f"{key} is required" for key in ("url", "redirect_url") if not data.get(key)] + (
+            ["hook_attributes.url is required"] if not (data.get("hook_attributes") or {}).get("url") else [])
+        status = 422 if problems else 302
+        self.calls.append(Call(request.method, request.path, dict(request.query), status, None))
+        if problems:
+            return web.Response(status=422, text="Invalid GitHub App manifest: " + "; ".join(problems))
+        code = secrets.token_hex(10)
+        self.app_manifests[code] = {"manifest": data, "owner": request.match_info.get("org"), "at": time.time()}
+        query = {"code": code, **({"state": request.query["state"]} if "state" in request.query else {})}
+        return web.Response(status=302, headers={"Location": f"{data['redirect_url']}?{urlencode(query)}"})
+
+    def _convert_manifest(self, req: Req) -> Reply:
+        """`POST /app-manifests/{code}/conversions`: once per code, within the hour. The new App
+        becomes the emulator's App (its id and key), as for an operator who now runs it."""
+        pending = self.app_manifests.pop(req.args["code"], None)
+        if pending is None or time.time() - pending["at"] > 3600:
+            raise not_found()
+        manifest = pending["manifest"]
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
+                                serialization.NoEncryption()).decode()
+        self.public_key_pem = key.public_key().public_bytes(serialization.Encoding.PEM,
+                                                            serialization.PublicFormat.SubjectPublicKeyInfo)
+        self.app_id = 100000 + next(self._ids)
+        name = str(manifest.get("name") or f"app-{self.app_id}")
+        self.slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+        owner = self._user(pending["owner"], "Organization") if pending["owner"] else self._user("octocat")
+        answer = {**self._app_json(), "name": name, "owner": owner, "description": manifest.get("description", ""),
+                  "external_url": manifest["url"], "permissions": manifest.get("default_permissions", {}),
+                  "events": manifest.get("default_events", []), "client_id": "Iv1." + secrets.token_hex(8),
+                  "client_secret": secrets.token_hex(20), "webhook_secret": secrets.token_hex(20), "pem": pem,
+                  "created_at": now_iso(), "updated_at": now_iso()}
+        self.registered_apps.append({**answer, "manifest": manifest})
+        return Reply(201, answer)
 
     def _list_installations(self, req: Req) -> Reply:
         return self._page(req, [self._installation_json(i) for _, i in sorted(self.installations.items())])
