@@ -211,18 +211,24 @@ class GitHubApp:
         for attempt in range(1, self._policy.attempts + 1):
             token = await self.installation_token(installation_id, refresh=attempt > 1)
             headers = {"authorization": f"token {token}", "user-agent": USER_AGENT, "accept": "application/vnd.github+json"}
-            async with self._session.get(url, headers=headers, timeout=aiohttp.ClientTimeout(total=600)) as response:
-                self._metrics.github_call("GET", str(response.status), response.headers.get("x-ratelimit-remaining"))
-                if response.status == 200:
-                    dest.seek(0)
-                    dest.truncate()
-                    async for chunk in response.content.iter_chunked(1 << 16):
-                        dest.write(chunk)
-                    return
-                retryable = response.status >= 500 or response.status == 401
-                if not retryable or attempt == self._policy.attempts:
-                    raise gidgethub.HTTPException(http.HTTPStatus(response.status),
-                                                  f"tarball of {repo}@{sha[:7]}: HTTP {response.status}")
+            try:
+                async with self._session.get(url, headers=headers, timeout=aiohttp.ClientTimeout(total=600)) as response:
+                    self._metrics.github_call("GET", str(response.status), response.headers.get("x-ratelimit-remaining"))
+                    if response.status == 200:
+                        dest.seek(0)
+                        dest.truncate()
+                        async for chunk in response.content.iter_chunked(1 << 16):
+                            dest.write(chunk)
+                        return
+                    retryable = response.status >= 500 or response.status == 401
+                    if not retryable or attempt == self._policy.attempts:
+                        raise gidgethub.HTTPException(http.HTTPStatus(response.status),
+                                                      f"tarball of {repo}@{sha[:7]}: HTTP {response.status}")
+            except (aiohttp.ClientError, TimeoutError) as exc:  # refused, reset, cut off mid-download
+                self._metrics.github_call("GET", "error", None)
+                if attempt == self._policy.attempts:
+                    raise gidgethub.GitHubBroken(http.HTTPStatus.SERVICE_UNAVAILABLE,
+                                                 f"tarball of {repo}@{sha[:7]}: {exc!r}") from exc
             await self._policy.sleep(self._policy.backoff(attempt))
 
     async def check_key(self) -> dict[str, Any]:

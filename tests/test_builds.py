@@ -99,6 +99,15 @@ async def test_truncated_commit_list_asks_the_compare_api_for_the_changed_files(
     assert set(by_image(bed)) == {"client"}  # what the compare API says changed, not the payload's list
 
 
+async def test_a_failed_tarball_download_is_retried(bed: Bed) -> None:
+    data = push(bed, {"server/app.py": "print(17)\n"})
+    bed.github.fail_next("GET", rf"/repos/{REPO}/tarball/", 502)
+    await bed.deliver("push", data)
+    await bed.settle()
+    assert [c.status for c in bed.github.calls_to("GET", rf"/repos/{REPO}/tarball/")] == [502, 302]
+    assert set(by_image(bed)) == {"server"}
+
+
 async def test_new_branch_builds_every_image(bed: Bed) -> None:
     data = push(bed, {"client/main.py": "print(16)\n"})
     data["before"] = "0" * 40  # a branch's first push: nothing to compare with
