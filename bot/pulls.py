@@ -27,7 +27,6 @@ class PullRef:
     author: str
     installation_id: int
     state: str = "open"
-    html_url: str = ""
 
     @classmethod
     def from_api(cls, pr: dict[str, Any], installation_id: int) -> PullRef:
@@ -36,7 +35,7 @@ class PullRef:
         return cls(repo=base_repo, number=int(pr["number"]), head_sha=pr["head"]["sha"], head_ref=pr["head"]["ref"],
                    base_ref=pr["base"]["ref"], base_sha=pr["base"]["sha"], fork=head_repo != base_repo,
                    author=(pr.get("user") or {}).get("login", ""), installation_id=installation_id,
-                   state=pr.get("state", "open"), html_url=pr.get("html_url") or "")
+                   state=pr.get("state", "open"))
 
 
 async def fetch(gh: GitHubAPI, repo: str, number: int, installation_id: int) -> PullRef:

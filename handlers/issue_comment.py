@@ -6,8 +6,8 @@ Edited comments never re-run commands; the bot's own and other bots' comments ar
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
 
 from gidgethub import routing, sansio
 from gidgethub.abc import GitHubAPI
@@ -41,39 +41,52 @@ class Context:
 async def run_comment_commands(event: sansio.Event, gh: GitHubAPI, *, deps: Deps) -> None:
     """Only `created`: an edited comment never re-runs anything (no handler for `edited`)."""
     data = event.data
-    comment, issue = data["comment"], data["issue"]
+    comment = data["comment"]
     body = comment.get("body") or ""
     if pulls.is_bot(comment["user"]) or "installation" not in data or not commands.command_lines(body):
         return
-    repo, user = data["repository"]["full_name"], comment["user"]["login"]
+    repo, number, user = data["repository"]["full_name"], int(data["issue"]["number"]), comment["user"]["login"]
     permission = await deps.permissions.of(gh, repo, user)  # the API decides, never author_association
     if permission not in WRITE:
         if commands.addressed(body):  # a `/cc` meant for another bot gets no lecture from us
-            await reply(gh, repo, issue["number"], _not_allowed(user, permission, body))
+            await reply(gh, repo, number, _not_allowed(user, permission, body))
         return
-    if commands.addressed(body):
-        await react(gh, repo, comment["id"])
+    header = f"@{user}" + (f" ([your comment]({comment['html_url']}))" if comment.get("html_url") else "") + "\n"
+    if not commands.addressed(body):  # only unknown commands: name the closest ones, read nothing else
+        await reply(gh, repo, number, header + "\n".join(refused(commands.parse(body))))
+        return
+    await react(gh, repo, comment["id"])  # at once, before any slow work
+    ctx = await load_context(event, gh, deps, permission)
+    lines = await run_commands(ctx, commands.parse(body, bounds_of(ctx.cfg)))
+    await reply(gh, repo, number, header + "\n".join(lines))
+
+
+async def load_context(event: sansio.Event, gh: GitHubAPI, deps: Deps, permission: str) -> Context:
+    """The PR and its base's config; if GitHub cannot give them, the commenter hears so."""
     try:
-        ctx = await context(event, gh, deps, permission)
+        return await context(event, gh, deps, permission)
     except Exception:
-        await reply(gh, repo, issue["number"], f"@{user} flops-bot could not read this pull request or its "
+        data = event.data
+        await reply(gh, data["repository"]["full_name"], int(data["issue"]["number"]),
+                    f"@{data['comment']['user']['login']} flops-bot could not read this pull request or its "
                     f"`.github/flops.yml`, so nothing was run. Comment again in a minute; if it keeps failing, "
                     f"the bot's logs for delivery `{event.delivery_id}` say why.")
         raise
-    lines = await run_commands(ctx, commands.parse(body, bounds_of(ctx.cfg)))
-    link = f" ([your comment]({comment['html_url']}))" if comment.get("html_url") else ""
-    await reply(gh, repo, issue["number"], f"@{user}{link}\n" + "\n".join(lines))
 
 
 async def run_commands(ctx: Context, parsed: commands.Parsed) -> list[str]:
     """The reply's lines: each refusal with its reason, each command's outcome, links to what runs."""
-    lines = [f"- `{commands.shown(r.line, 80)}`: {r.message}" for r in parsed.refusals]
+    lines = refused(parsed)
     ordered = sorted(parsed.commands, key=lambda c: c.name != "ok-to-test")  # trust first, then the rest
     for command in ordered:
         lines.append(f"- `{commands.shown(command.line, 80)}`: {await attempt(ctx, command)}")
     if any(c.name in RUNS_CODE for c in parsed.commands):
         lines += await running_links(ctx)
     return lines
+
+
+def refused(parsed: commands.Parsed) -> list[str]:
+    return [f"- `{commands.shown(r.line, 80)}`: {r.message}" for r in parsed.refusals]
 
 
 def bounds_of(cfg: RepoConfig | None) -> commands.Bounds:
@@ -241,7 +254,8 @@ async def _drop_pending_train(ctx: Context) -> bool:
     return True
 
 
-RUNNERS: dict[str, Any] = {"regression": run_regression, "build": run_build, "train": run_train, "retest": retest}
+Runner = Callable[[Context, commands.Command], Awaitable[str]]
+RUNNERS: dict[str, Runner] = {"regression": run_regression, "build": run_build, "train": run_train, "retest": retest}
 
 
 async def react(gh: GitHubAPI, repo: str, comment_id: int) -> None:

@@ -331,6 +331,16 @@ async def test_unknown_command_gets_the_closest_one(bed: Bed) -> None:
     [answer] = await say(bed, "/bulid server\n/retset")
     assert "`/bulid` is not a flops-bot command. Did you mean `/build`?" in answer["body"]
     assert "Did you mean `/retest`?" in answer["body"]
+    assert jobs_of(bed) == [] and eyes(bed) == []  # nothing accepted, so no 👀
+    assert bed.github.calls_to("GET", r"/pulls/|/contents/") == []  # and nothing else was read
+
+
+async def test_when_github_cannot_give_the_pull_request_the_commenter_hears_so(bed: Bed) -> None:
+    open_pr(bed)
+    allow(bed, "alice", "write")
+    bed.github.fail_next("GET", rf"/repos/{REPO}/pulls/{PR}$", 404)
+    [answer] = await say(bed, "/build")
+    assert "could not read this pull request" in answer["body"] and "nothing was run" in answer["body"]
     assert jobs_of(bed) == []
 
 
