@@ -1,19 +1,25 @@
 """Federated training runs: an aggregation server Job, a Service, N client Jobs; one report.
 
-The run ends when the server Job ends: clients still running are then deleted, the roster says
-how each client fared, and `flops/federated` shows the per-round table, the final metrics and a
-presigned link to the global model. A run that outlives `timeout` is stopped by Kubernetes
-(activeDeadlineSeconds) and reported `timed_out` with the server's log tail.
+A run uses built images: for `/train`, the builds of the PR head (from `/build`, a push, or built
+now, the run waiting in S3 until they are done); for `federated.on_push`, the images the push
+rebuilt, the others from the newest build of the branch. The run ends when the server Job ends:
+clients still running are then deleted, the roster says how each client fared, and
+`flops/federated` shows the per-round table, the final metrics and presigned links to the global
+model. A run that outlives `timeout` is stopped by the tracker (the server's log still readable)
+and reported `timed_out` with the server's log tail.
 """
 from __future__ import annotations
 
+import json
 import logging
-from datetime import timedelta
+from dataclasses import asdict, dataclass
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from gidgethub.abc import GitHubAPI
 
 from bot import builds, checks, comments, jobs
+from bot.builds import Push
 from bot.config import FederatedConfig, RepoConfig, Resources
 from bot.deps import Deps
 from bot.pulls import PullRef
@@ -22,7 +28,50 @@ from bot.tracker import diagnose, log_tail
 log = logging.getLogger(__name__)
 
 MODEL_LINK_TTL = timedelta(days=7)
+MODEL_LINKS = 20  # files of the model listed with a link; the rest by count
 MARKER = "<!-- flops:federated -->"
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    """One asked-for run, before it has images; kept in S3 while its images build."""
+
+    repo: str
+    sha: str
+    installation_id: int
+    pr: int | None
+    rounds: int
+    clients: int
+    trigger: str
+    attempt: str
+    server_image: str
+    client_image: str
+    port: int
+    timeout: int
+    resources: Resources
+    branch: str = ""  # on_push: images this push did not rebuild come from this branch's newest build
+    fresh: tuple[str, ...] = ()  # images that must be the builds of `sha` itself
+
+    @classmethod
+    def of(cls, fed: FederatedConfig, *, repo: str, sha: str, installation_id: int, pr: int | None,
+           rounds: int, clients: int, trigger: str, attempt: str, branch: str = "",
+           fresh: tuple[str, ...] | None = None) -> RunRequest:
+        images = tuple(dict.fromkeys((fed.server_image, fed.client_image)))
+        return cls(repo=repo, sha=sha, installation_id=installation_id, pr=pr, rounds=rounds, clients=clients,
+                   trigger=trigger, attempt=attempt, server_image=fed.server_image, client_image=fed.client_image,
+                   port=fed.server_port, timeout=fed.timeout, resources=fed.resources, branch=branch,
+                   fresh=images if fresh is None else fresh)
+
+    @property
+    def images(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys((self.server_image, self.client_image)))
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> RunRequest:
+        return cls(**{**data, "resources": Resources(**data["resources"]), "fresh": tuple(data.get("fresh") or ())})
 
 
 def pending_key(repo: str, sha: str) -> str:
@@ -30,78 +79,112 @@ def pending_key(repo: str, sha: str) -> str:
     return f"pending/{repo}/{sha}/train.json"
 
 
+# --- starting a run -------------------------------------------------------------------------------
+
 async def start_for_pr(gh: GitHubAPI, deps: Deps, cfg: RepoConfig, pr: PullRef, *, rounds: int | None,
                        clients: int | None, trigger: str, attempt: str) -> str:
-    """`/train`: run now if the head's images are built, else build them and run afterwards."""
+    """`/train`: run now if the head's images are built, else build the missing ones and run after."""
     fed = cfg.federated
     assert fed is not None
-    request = {"repo": pr.repo, "sha": pr.head_sha, "installation_id": pr.installation_id, "pr": pr.number,
-               "rounds": rounds or fed.rounds, "clients": clients or fed.clients, "trigger": trigger,
-               "attempt": attempt, "federated": _fed_dict(fed)}
-    records = await builds_for(deps, pr.repo, pr.head_sha, fed)
-    if records is not None:
-        run_id = await launch(gh, deps, request, records)
-        return f"federated run `{run_id}` started: {request['rounds']} rounds, {request['clients']} clients."
-    await deps.artifacts.put_json(pending_key(pr.repo, pr.head_sha), request)
-    names = tuple(sorted({fed.server_image, fed.client_image}))
-    await builds.start_for_pr(gh, deps, cfg, pr, names, attempt)
-    return (f"building {', '.join(f'`{n}`' for n in names)} for {pr.head_sha[:7]} first; the run "
-            f"({request['rounds']} rounds, {request['clients']} clients) starts when they are built.")
+    rounds, clients = rounds or fed.rounds, clients or fed.clients
+    if not (1 <= rounds <= fed.max_rounds and 1 <= clients <= fed.max_clients):
+        return (f"`rounds` must be 1..{fed.max_rounds} and `clients` 1..{fed.max_clients} "
+                f"(`federated.max_rounds` / `max_clients` in `.github/flops.yml`).")
+    request = RunRequest.of(fed, repo=pr.repo, sha=pr.head_sha, installation_id=pr.installation_id, pr=pr.number,
+                            rounds=rounds, clients=clients, trigger=trigger, attempt=attempt)
+    what = f"{rounds} round{'s' if rounds != 1 else ''}, {clients} client{'s' if clients != 1 else ''}"
+    refs = await image_refs(deps, request)
+    if refs is not None:
+        run_id = await launch(gh, deps, request, refs)
+        return f"federated run `{run_id}` started ({what}) with the builds of {pr.head_sha[:7]}; " \
+               f"`{checks.FEDERATED}` reports it."
+    await deps.artifacts.put_json(pending_key(request.repo, request.sha), request.to_json())
+    building = await builds_in_progress(deps, request)
+    missing = tuple([n for n in request.images if n not in building
+                     and await deps.artifacts.get_json(builds.record_key(request.repo, request.sha, n)) is None])
+    if missing:
+        await builds.start_for_pr(gh, deps, cfg, pr, missing, attempt)
+    await try_launch(gh, deps, request)  # a build may have finished meanwhile
+    names = ", ".join(f"`{n}`" for n in sorted(set(missing) | building))
+    return f"building {names} for {pr.head_sha[:7]} first; the federated run ({what}) starts when the images are built."
 
 
-async def queue_after_push(deps: Deps, fed: FederatedConfig, repo: str, sha: str, installation_id: int) -> None:
-    """`federated.on_push`: a smoke run of a default-branch commit once its images are built."""
-    await deps.artifacts.put_json(pending_key(repo, sha), {
-        "repo": repo, "sha": sha, "installation_id": installation_id, "pr": None, "rounds": fed.rounds,
-        "clients": fed.clients, "trigger": "push", "attempt": "", "federated": _fed_dict(fed)})
+async def on_push(gh: GitHubAPI, deps: Deps, fed: FederatedConfig, push: Push, started: list[str]) -> None:
+    """`federated.on_push`: a smoke run of a default-branch commit once the images it rebuilt are
+    built; an image this push did not rebuild comes from the branch's newest build."""
+    fresh = tuple(n for n in dict.fromkeys((fed.server_image, fed.client_image)) if n in started)
+    if not fresh or push.branch is None:
+        return
+    request = RunRequest.of(fed, repo=push.repo, sha=push.sha, installation_id=push.installation_id, pr=None,
+                            rounds=fed.rounds, clients=fed.clients, trigger="push", attempt="", branch=push.branch,
+                            fresh=fresh)
+    await deps.artifacts.put_json(pending_key(push.repo, push.sha), request.to_json())
+    await try_launch(gh, deps, request)
 
 
 async def after_build(gh: GitHubAPI, deps: Deps, record: dict[str, Any]) -> None:
-    """After-build hook: start a pending run once both of its images are built."""
-    request = await deps.artifacts.get_json(pending_key(record["repo"], record["sha"]))
-    if request is None:
-        return
-    records = await builds_for(deps, record["repo"], record["sha"], _fed_from(request["federated"]))
-    if records is None:
-        return
-    await deps.artifacts.delete(pending_key(record["repo"], record["sha"]))
-    await launch(gh, deps, request, records)
+    """After-build hook: start the commit's pending run once all of its images are built."""
+    data = await deps.artifacts.get_json(pending_key(record["repo"], record["sha"]))
+    if isinstance(data, dict):
+        await try_launch(gh, deps, RunRequest.from_json(data))
 
 
-async def builds_for(deps: Deps, repo: str, sha: str, fed: FederatedConfig) -> dict[str, dict[str, Any]] | None:
-    records = {}
-    for image in {fed.server_image, fed.client_image}:
-        record = await deps.artifacts.get_json(builds.record_key(repo, sha, image))
+async def try_launch(gh: GitHubAPI, deps: Deps, request: RunRequest) -> str | None:
+    refs = await image_refs(deps, request)
+    if refs is None:
+        return None
+    run_id = await launch(gh, deps, request, refs)
+    await deps.artifacts.delete(pending_key(request.repo, request.sha))
+    return run_id
+
+
+async def image_refs(deps: Deps, request: RunRequest) -> dict[str, str] | None:
+    """Image name -> pull-by-digest reference, or None while one is not built yet."""
+    refs = {}
+    for name in request.images:
+        record = await deps.artifacts.get_json(builds.record_key(request.repo, request.sha, name))
+        if record is None and request.branch and name not in request.fresh:
+            record = await deps.artifacts.get_json(builds.latest_key(request.repo, request.branch, name))
         if record is None:
             return None
-        records[image] = record
-    return records
+        refs[name] = str(record["reference"])
+    return refs
 
 
-async def launch(gh: GitHubAPI, deps: Deps, request: dict[str, Any], records: dict[str, dict[str, Any]]) -> str:
-    """Server Job (with the check-run id), then the Service and clients owned by it."""
-    fed = _fed_from(request["federated"])
-    src = jobs.Source(request["repo"], request["sha"], int(request["installation_id"]), pr=request["pr"])
+async def builds_in_progress(deps: Deps, request: RunRequest) -> set[str]:
+    """The run's images with a build Job for this commit that has not reported yet."""
+    names = set()
+    for job in await deps.kube.list_jobs(f"{jobs.SELECTOR},{jobs.KIND}={jobs.BUILD}"):
+        ann, state = jobs.annotations(job), jobs.outcome(job)
+        if (ann.get(jobs.REPO) == request.repo and ann.get(jobs.SHA) == request.sha and ann.get(jobs.IMAGE)
+                in request.images and jobs.REPORTED not in ann and (not state.finished or state.succeeded)):
+            names.add(ann[jobs.IMAGE])
+    return names
+
+
+async def launch(gh: GitHubAPI, deps: Deps, request: RunRequest, refs: dict[str, str]) -> str:
+    """Server Job first (its name is the run id: a second launch gets 409 and stops), then the
+    Service and clients it owns, then the check run, whose id goes on the server Job."""
+    src = jobs.Source(request.repo, request.sha, request.installation_id, ref=request.branch, pr=request.pr)
     run = jobs.FederatedRun(
-        source=src, port=fed.server_port, rounds=int(request["rounds"]), clients=int(request["clients"]),
-        timeout=fed.timeout, trigger=request["trigger"], attempt=request["attempt"],
-        server=jobs.Workload(image=records[fed.server_image]["reference"], resources=fed.resources),
-        client=jobs.Workload(image=records[fed.client_image]["reference"], resources=fed.resources))
+        source=src, port=request.port, rounds=request.rounds, clients=request.clients, timeout=request.timeout,
+        trigger=request.trigger, attempt=request.attempt,
+        server=jobs.Workload(image=refs[request.server_image], resources=request.resources),
+        client=jobs.Workload(image=refs[request.client_image], resources=request.resources))
     cluster = jobs.cluster_from(deps.settings)
-    server = jobs.federated_server_job(run, cluster)
-    if await deps.kube.get_job(run.run_id) is not None:
+    server = await deps.kube.create_job(jobs.federated_server_job(run, cluster))
+    if server is None:
         return run.run_id
+    await deps.kube.create_service(jobs.federated_service(run, cluster, server))
+    for index in range(run.clients):
+        await deps.kube.create_job(jobs.federated_client_job(run, cluster, index, server))
     check_id = await checks.create(
         gh, src.repo, src.sha, checks.FEDERATED, external_id=run.run_id, title="Federated training running",
-        summary=f"Run `{run.run_id}`: server `{run.server.image}`, {run.clients} × client `{run.client.image}`, "
-                f"{run.rounds} rounds, timeout {run.timeout // 60} min (started by {run.trigger}).")
-    server["metadata"]["annotations"][jobs.CHECK_RUN] = str(check_id)
-    created = await deps.kube.create_job(server)
-    if created is None:
-        return run.run_id
-    await deps.kube.create_service(jobs.federated_service(run, cluster, created))
-    for index in range(run.clients):
-        await deps.kube.create_job(jobs.federated_client_job(run, cluster, index, created))
+        summary=f"Run `{run.run_id}` (started by {run.trigger}): {run.rounds} rounds, {run.clients} clients, "
+                f"timeout {_duration(run.timeout)}.\n\n- server: `{run.server.image}` at `{run.address}`\n"
+                f"- clients: `{run.client.image}`\n- output: `s3://{cluster.bucket}/"
+                f"{jobs.output_prefix(src.repo, run.run_id)}`")
+    await deps.kube.annotate_job(run.run_id, {jobs.CHECK_RUN: str(check_id)})
     log.info("federated run started", extra={"repo": src.repo, "sha": src.sha, "run": run.run_id,
                                              "clients": run.clients, "rounds": run.rounds})
     return run.run_id
@@ -109,98 +192,168 @@ async def launch(gh: GitHubAPI, deps: Deps, request: dict[str, Any], records: di
 
 # --- report ---------------------------------------------------------------------------------------
 
+@dataclass(frozen=True)
+class ClientOutcome:
+    client: int
+    job: str
+    outcome: str  # "succeeded", "failed: <reason>", "stopped ...", "missing ..."
+
+    @property
+    def failed(self) -> bool:
+        return not self.outcome.startswith(("succeeded", "stopped"))
+
+
 async def report(job: dict[str, Any], result: jobs.Outcome, deps: Deps) -> str:
     """Tracker reporter for `flops.dev/kind: federated-server`: the whole run's verdict."""
     ann, run_id = jobs.annotations(job), jobs.name_of(job)
     gh = deps.github.for_installation(int(ann[jobs.INSTALLATION]))
-    roster = await stop_clients(deps, run_id)
+    roster = await stop_clients(deps, run_id, int(ann.get(jobs.CLIENTS) or 0))
     await deps.kube.delete_service(run_id)
-    metrics = await deps.artifacts.get_json(ann[jobs.OUTPUT] + "metrics.json") if result.succeeded else None
-    failed_clients = [c for c in roster if c["outcome"].startswith("failed")]
-    if result.succeeded and isinstance(metrics, dict) and isinstance(metrics.get("rounds"), list):
-        conclusion = "failure" if failed_clients else "success"
-        title = f"{len(metrics['rounds'])} rounds, {len(roster)} clients" + (
-            f", {len(failed_clients)} client(s) failed" if failed_clients else "")
-        summary = await _success_summary(deps, ann, metrics, roster)
-        text = None
+    metrics, problem = await read_metrics(deps, ann[jobs.OUTPUT])
+    failed = [c for c in roster if c.failed]
+    text = None
+    if result.succeeded and metrics is not None and not failed:
+        conclusion, reason = "success", ""
+        title = f"{len(metrics['rounds'])} rounds, {len(roster)} clients" + _final_line(metrics)
+    elif result.succeeded and metrics is not None:
+        conclusion = "failure"
+        reason = "; ".join(f"client {c.client} (`{c.job}`) {c.outcome}" for c in failed)
+        title = ", ".join(f"client {c.client}" for c in failed) + " failed"
     else:
         pods = await deps.kube.job_pods(run_id)
-        diagnosis = diagnose(result, pods) if not result.succeeded else None
-        conclusion = "timed_out" if result.reason == "DeadlineExceeded" else "failure"
-        why = diagnosis.reason if diagnosis else f"the server wrote no valid `{ann[jobs.OUTPUT]}metrics.json`"
-        title = f"Federated run {'timed out' if conclusion == 'timed_out' else 'failed'}"
-        summary = f"**Reason:** {why}\n\n" + roster_table(roster)
-        tail = await log_tail(deps, diagnosis.pod if diagnosis else None, "server", pods)
-        text = f"Last lines of the server log:\n\n```\n{tail.rstrip()}\n```" if tail else None
-    await checks.complete(gh, ann[jobs.REPO], ann[jobs.CHECK_RUN], conclusion, title=title, summary=summary, text=text)
+        timed_out = result.reason == "DeadlineExceeded"
+        conclusion = "timed_out" if timed_out else "failure"
+        if result.succeeded:
+            reason, diagnosis = problem, None
+            title = "The server wrote no valid metrics.json"
+        else:
+            diagnosis = diagnose(result, pods)
+            reason = f"{diagnosis.reason} ({result.message})" if timed_out and result.message else diagnosis.reason
+            title = f"Federated run timed out after {_duration(int(ann.get(jobs.TIMEOUT) or 0))}" if timed_out \
+                else f"Federated server failed: {diagnosis.reason}"
+        if failed:
+            reason += "\n\n**Failed clients:** " + ", ".join(f"{c.client} (`{c.job}`)" for c in failed)
+        pod = diagnosis.pod if diagnosis else (pods[-1]["metadata"]["name"] if pods else None)
+        tail = await log_tail(deps, pod, "server", pods)
+        text = f"Last lines of the server log:\n\n```\n{tail.rstrip()}\n```" if tail else (
+            "The server's log is gone (its Pod no longer exists)." if timed_out else None)
+    summary = await summarize(deps, ann, metrics, roster, reason)
+    await _complete(gh, ann, conclusion, title=title[:200], summary=summary, text=text)
     if ann.get(jobs.PR):
         await comments.upsert(gh, ann[jobs.REPO], int(ann[jobs.PR]), MARKER,
-                             f"{MARKER}\n### flops/federated · `{ann[jobs.SHA][:7]}` · **{conclusion}**\n\n{title}\n\n"
-                             f"{summary}")
+                              f"{MARKER}\n### {checks.FEDERATED} · `{ann[jobs.SHA][:7]}` · **{conclusion}**: "
+                              f"{title}\n\n{summary}")
     return conclusion
 
 
-async def stop_clients(deps: Deps, run_id: str) -> list[dict[str, str]]:
+async def read_metrics(deps: Deps, output: str) -> tuple[dict[str, Any] | None, str]:
+    """The server's metrics.json if it has the documented shape, else (None, what is wrong)."""
+    key = output + "metrics.json"
+    try:
+        data = await deps.artifacts.get_json(key)
+    except ValueError as exc:
+        return None, f"`{key}` is not valid JSON ({exc})."
+    expected = '`{"rounds": [{"round": 1, "metrics": {...}}, ...], "metrics": {...}}`'
+    if data is None:
+        return None, f"the server did not write `{key}`; it must write {expected}."
+    rounds = data.get("rounds") if isinstance(data, dict) else None
+    if not isinstance(rounds, list) or not all(isinstance(r, dict) and isinstance(r.get("metrics"), dict)
+                                               for r in rounds) or not isinstance(data.get("metrics", {}), dict):
+        return None, f"`{key}` does not have the shape {expected}."
+    return data, ""
+
+
+async def stop_clients(deps: Deps, run_id: str, expected: int) -> list[ClientOutcome]:
     """Each client's outcome; the ones still running are deleted (the run is over)."""
-    roster = []
+    found: dict[int, ClientOutcome] = {}
     for job in await deps.kube.list_jobs(f"{jobs.SELECTOR},{jobs.KIND}={jobs.FEDERATED_CLIENT},{jobs.RUN}={run_id}"):
-        state = jobs.outcome(job)
+        name, state = jobs.name_of(job), jobs.outcome(job)
+        index = int(jobs.annotations(job).get(jobs.CLIENT_ID, "-1"))
         if state.finished and state.succeeded:
             outcome = "succeeded"
         elif state.finished:
-            pods = await deps.kube.job_pods(jobs.name_of(job))
-            outcome = f"failed: {diagnose(state, pods).reason}"
+            outcome = f"failed: {diagnose(state, await deps.kube.job_pods(name)).reason}"
         else:
-            await deps.kube.delete_job(jobs.name_of(job))
+            await deps.kube.delete_job(name)
             outcome = "stopped (still running when the server finished)"
-        roster.append({"client": jobs.annotations(job).get(jobs.A + "client-id", "?"), "job": jobs.name_of(job),
-                       "outcome": outcome})
-    return sorted(roster, key=lambda c: int(c["client"]) if c["client"].isdigit() else 0)
+        found[index] = ClientOutcome(index, name, outcome)
+    for index in range(expected):
+        if index not in found:
+            found[index] = ClientOutcome(index, jobs.federated_client_name(run_id, index),
+                                         "missing: its Job was deleted or never created")
+    return [found[i] for i in sorted(found)]
 
 
-async def _success_summary(deps: Deps, ann: dict[str, str], metrics: dict[str, Any],
-                           roster: list[dict[str, str]]) -> str:
-    rounds = metrics["rounds"]
-    names = sorted({k for r in rounds for k in (r.get("metrics") or {})})
+async def summarize(deps: Deps, ann: dict[str, str], metrics: dict[str, Any] | None, roster: list[ClientOutcome],
+                    reason: str) -> str:
+    parts = [f"**Reason:** {reason}"] if reason else []
+    if metrics is not None:
+        parts.append("### Rounds\n\n" + rounds_table(metrics["rounds"]))
+        parts.append("### Final metrics\n\n" + (", ".join(f"**{k}** {_fmt(v)}" for k, v in
+                                                        sorted((metrics.get("metrics") or {}).items())) or "none"))
+    if ann.get(jobs.OUTPUT):
+        parts.append("### Global model\n\n" + await model_links(deps, ann[jobs.OUTPUT] + "model/"))
+    parts.append("### Clients\n\n" + roster_table(roster))
+    parts.append(f"Run `{ann[jobs.RUN_ID]}` · {ann.get(jobs.ROUNDS, '?')} rounds asked · started by "
+                 f"{ann.get(jobs.TRIGGER, '?')}")
+    return "\n\n".join(parts)
+
+
+def rounds_table(rounds: list[dict[str, Any]]) -> str:
+    if not rounds:
+        return "No round finished."
+    names = list(dict.fromkeys(k for r in rounds for k in r["metrics"]))
     header = "| round | " + " | ".join(names) + " |\n|---:|" + "---:|" * len(names)
-    rows = [f"| {r.get('round', i + 1)} | " + " | ".join(_fmt((r.get("metrics") or {}).get(n)) for n in names) + " |"
+    rows = [f"| {r.get('round', i + 1)} | " + " | ".join(_fmt(r["metrics"].get(n, "")) for n in names) + " |"
             for i, r in enumerate(rounds)]
-    final = metrics.get("metrics") or {}
-    final_text = ", ".join(f"**{k}** {_fmt(v)}" for k, v in sorted(final.items())) or "—"
-    model = await model_links(deps, ann[jobs.OUTPUT] + "model/")
-    return (f"### Rounds\n\n{header}\n" + "\n".join(rows) + f"\n\n### Final metrics\n\n{final_text}\n\n"
-            f"### Global model\n\n{model}\n\n### Clients\n\n{roster_table(roster)}")
+    return header + "\n" + "\n".join(rows)
 
 
 async def model_links(deps: Deps, prefix: str) -> str:
-    keys = await deps.artifacts.list_keys(prefix)
+    """Presigned download links (they expire; the S3 path does not)."""
+    keys = sorted(await deps.artifacts.list_keys(prefix))
     if not keys:
         return f"No model was written under `{prefix}`."
-    days = MODEL_LINK_TTL.days
-    links = [f"- [{key[len(prefix):]}]({await deps.artifacts.presigned_get(key, MODEL_LINK_TTL)}) "
-             f"(link expires in {days} days; `s3://{deps.artifacts.bucket}/{key}` stays)" for key in keys[:10]]
-    return "\n".join(links)
+    expires = (datetime.now(timezone.utc) + MODEL_LINK_TTL).strftime("%Y-%m-%d %H:%M UTC")
+    lines = [f"- [{key[len(prefix):]}]({await deps.artifacts.presigned_get(key, MODEL_LINK_TTL)})"
+             for key in keys[:MODEL_LINKS]]
+    if len(keys) > MODEL_LINKS:
+        lines.append(f"- … and {len(keys) - MODEL_LINKS} more files")
+    return "\n".join(lines) + (f"\n\nLinks expire {expires} ({MODEL_LINK_TTL.days} days); the files stay at "
+                               f"`s3://{deps.artifacts.bucket}/{prefix}`.")
 
 
-def roster_table(roster: list[dict[str, str]]) -> str:
+def roster_table(roster: list[ClientOutcome]) -> str:
     if not roster:
         return "No client Jobs were found."
     return "| client | Job | outcome |\n|---:|---|---|\n" + "\n".join(
-        f"| {c['client']} | `{c['job']}` | {c['outcome']} |" for c in roster)
+        f"| {c.client} | `{c.job}` | {c.outcome} |" for c in roster)
+
+
+async def _complete(gh: GitHubAPI, ann: dict[str, str], conclusion: str, *, title: str, summary: str,
+                    text: str | None) -> None:
+    """Complete the run's check; create it (already completed) if the bot died before it could."""
+    if ann.get(jobs.CHECK_RUN):
+        await checks.complete(gh, ann[jobs.REPO], ann[jobs.CHECK_RUN], conclusion, title=title, summary=summary,
+                              text=text)
+    else:
+        await checks.post_completed(gh, ann[jobs.REPO], ann[jobs.SHA], checks.FEDERATED, conclusion, title=title,
+                                    summary=summary, text=text)
+
+
+def _final_line(metrics: dict[str, Any]) -> str:
+    final = metrics.get("metrics") or {}
+    shown = [f"{k} {_fmt(v)}" for k, v in sorted(final.items()) if isinstance(v, (int, float))][:3]
+    return (" · " + ", ".join(shown)) if shown else ""
 
 
 def _fmt(value: Any) -> str:
-    return f"{value:.4g}" if isinstance(value, (int, float)) and not isinstance(value, bool) else str(value)
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return json.dumps(value) if isinstance(value, (dict, list)) else str(value)
 
 
-def _fed_dict(fed: FederatedConfig) -> dict[str, Any]:
-    return {"server_image": fed.server_image, "server_port": fed.server_port, "client_image": fed.client_image,
-            "timeout": fed.timeout, "resources": {"cpu": fed.resources.cpu, "memory": fed.resources.memory,
-                                                  "gpu": fed.resources.gpu}}
-
-
-def _fed_from(data: dict[str, Any]) -> FederatedConfig:
-    """The parts of a FederatedConfig a launch needs, from a pending request."""
-    return FederatedConfig(server_image=data["server_image"], server_port=int(data["server_port"]),
-                           client_image=data["client_image"], clients=1, rounds=1, timeout=int(data["timeout"]),
-                           max_clients=1, max_rounds=1, on_push=False, resources=Resources(**data["resources"]))
+def _duration(seconds: int) -> str:
+    if seconds % 3600 == 0 and seconds:
+        return f"{seconds // 3600}h"
+    return f"{seconds // 60}m" if seconds % 60 == 0 and seconds >= 60 else f"{seconds}s"

@@ -33,7 +33,11 @@ DELIVERY, DEPLOY_TARGETS = A + "delivery-id", A + "deploy-targets"
 BUILD, REGRESSION = "build", "regression"
 FEDERATED_SERVER, FEDERATED_CLIENT = "federated-server", "federated-client"
 OUTPUT, BASELINE, TRIGGER, METRICS = A + "output", A + "baseline", A + "trigger", A + "metrics"
-ROUNDS, CLIENTS = A + "rounds", A + "clients"
+ROUNDS, CLIENTS, CLIENT_ID = A + "rounds", A + "clients", A + "client-id"
+# Seconds after the Job's start at which the bot itself stops it (tracker), while its Pod and log
+# still exist; activeDeadlineSeconds is that plus STOP_GRACE, a backstop for when the bot is down.
+TIMEOUT = A + "timeout"
+STOP_GRACE = 300
 WORKSPACE = "/workspace"
 # Unpacks the commit's source (a presigned S3 URL: no credentials in the init container) into
 # /workspace. Run as `python -c`, an argv list: nothing goes through a shell.
@@ -271,27 +275,34 @@ class FederatedRun:
 
 
 def federated_server_job(run: FederatedRun, cluster: Cluster) -> dict[str, Any]:
-    """The aggregation server: its end is the run's end."""
+    """The aggregation server: its end is the run's end. The bot stops it at `timeout` (the
+    tracker, so the server's log can still be read); Kubernetes only STOP_GRACE later."""
     src, name = run.source, run.run_id
     annotations = {**_annotations(src, run_id=name), CHECK_NAME: "flops/federated", TRIGGER: run.trigger,
-                   OUTPUT: output_prefix(src.repo, name), ROUNDS: str(run.rounds), CLIENTS: str(run.clients)}
+                   OUTPUT: output_prefix(src.repo, name), ROUNDS: str(run.rounds), CLIENTS: str(run.clients),
+                   TIMEOUT: str(run.timeout)}
     env = _fl_env(run)
     init, containers, volumes, extras = workload_pod(src, cluster, name, run.server, None, name="server", env=env,
                                                      ports=[{"name": "fl", "containerPort": run.port}])
     return job_body(name, cluster, _labels(FEDERATED_SERVER, run=name, pr=src.pr), annotations, containers,
-                    deadline=run.timeout, volumes=volumes, pod_spec=extras)
+                    deadline=run.timeout + STOP_GRACE, volumes=volumes, pod_spec=extras)
 
 
 def federated_client_job(run: FederatedRun, cluster: Cluster, index: int, owner: dict[str, Any]) -> dict[str, Any]:
-    src, name = run.source, f"{run.run_id}-c{index}"
-    annotations = {**_annotations(src, run_id=run.run_id), A + "client-id": str(index)}
+    """Client `index` (FL_CLIENT_ID, 0..N-1), owned by the server Job: deleting the server deletes it."""
+    src, name = run.source, federated_client_name(run.run_id, index)
+    annotations = {**_annotations(src, run_id=run.run_id), CLIENT_ID: str(index)}
     env = {**_fl_env(run), "FL_CLIENT_ID": str(index)}
     init, containers, volumes, extras = workload_pod(src, cluster, run.run_id, run.client, None, name="client",
                                                      env=env)
     body = job_body(name, cluster, _labels(FEDERATED_CLIENT, run=run.run_id, pr=src.pr), annotations, containers,
-                    deadline=run.timeout, volumes=volumes, pod_spec=extras)
+                    deadline=run.timeout + STOP_GRACE, volumes=volumes, pod_spec=extras)
     body["metadata"]["ownerReferences"] = [owner_reference(owner)]
     return body
+
+
+def federated_client_name(run_id: str, index: int) -> str:
+    return f"{run_id}-c{index}"
 
 
 def federated_service(run: FederatedRun, cluster: Cluster, owner: dict[str, Any]) -> dict[str, Any]:

@@ -4,6 +4,10 @@ Kubernetes is the source of truth. At start (and after every watch window or `41
 tracker lists the bot's Jobs, so a Job that finished while the bot was down is reported when it
 comes back. A Job is marked `flops.dev/reported` only after GitHub accepted its report; a Job
 carrying that annotation is never reported again.
+
+A Job annotated `flops.dev/timeout` (seconds) is stopped by the bot once it has run that long:
+reported as `DeadlineExceeded` while its Pod (and log) still exist, then deleted. The timer is
+derived from the Job's start time, so a restarted bot re-arms it (or fires it at once).
 """
 from __future__ import annotations
 
@@ -11,8 +15,10 @@ import asyncio
 import json
 import logging
 import threading
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import kubernetes.watch
@@ -38,6 +44,7 @@ class Tracker:
         self.watch_seconds = watch_seconds
         self._inflight: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._timers: dict[str, asyncio.Task[None]] = {}
         self._stop = threading.Event()
         self.synced = asyncio.Event()  # set after the first full list: restart recovery is done
 
@@ -49,6 +56,8 @@ class Tracker:
                 await self.watch(version)
             except asyncio.CancelledError:
                 self._stop.set()
+                for timer in self._timers.values():
+                    timer.cancel()
                 raise
             except Exception:
                 log.exception("tracker cycle failed; retrying")
@@ -109,13 +118,45 @@ class Tracker:
             return
         result = jobs.outcome(job)
         if not result.finished:
+            self._arm_timeout(job)
             return
+        if name in self._timers:
+            self._timers.pop(name).cancel()
+        self._start_report(job, result)
+
+    def _start_report(self, job: dict[str, Any], result: jobs.Outcome, *, stop: bool = False) -> None:
+        name = jobs.name_of(job)
         self._inflight.add(name)
-        task = asyncio.create_task(self._report(job, result), name=f"report-{name}")
+        task = asyncio.create_task(self._report(job, result, stop=stop), name=f"report-{name}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _report(self, job: dict[str, Any], result: jobs.Outcome) -> None:
+    def _arm_timeout(self, job: dict[str, Any]) -> None:
+        name, seconds = jobs.name_of(job), jobs.annotations(job).get(jobs.TIMEOUT, "")
+        if not seconds.isdigit() or name in self._timers:
+            return
+        started = (job.get("status") or {}).get("startTime") or job["metadata"].get("creationTimestamp")
+        begin = datetime.fromisoformat(str(started).replace("Z", "+00:00")).timestamp() if started else time.time()
+        delay = max(0.0, begin + int(seconds) - time.time())
+        self._timers[name] = asyncio.create_task(self._stop_when_due(name, int(seconds), delay), name=f"timeout-{name}")
+
+    async def _stop_when_due(self, name: str, seconds: int, delay: float) -> None:
+        """The Job outlived its timeout: report it timed out (its log is still there), then delete it."""
+        try:
+            await asyncio.sleep(delay)
+            job = await self.deps.kube.get_job(name)
+            if job is None or jobs.REPORTED in jobs.annotations(job) or jobs.outcome(job).finished \
+                    or name in self._inflight:
+                return
+            log.info("job timed out; stopping it", extra={"job": name, "timeout": seconds})
+            self._start_report(job, jobs.Outcome(True, False, "DeadlineExceeded",
+                                                 f"stopped by flops-bot after its timeout of {seconds}s"), stop=True)
+        except Exception:
+            log.exception("stopping a timed-out job failed; retried on the next re-list", extra={"job": name})
+        finally:
+            self._timers.pop(name, None)
+
+    async def _report(self, job: dict[str, Any], result: jobs.Outcome, *, stop: bool = False) -> None:
         name, kind = jobs.name_of(job), jobs.kind_of(job)
         try:
             current = await self.deps.kube.get_job(name)  # another replica or an earlier run may have reported
@@ -123,6 +164,8 @@ class Tracker:
                 return
             conclusion = await self.reporters[kind](current, result, self.deps)
             await self.deps.kube.annotate_job(name, {jobs.REPORTED: conclusion})
+            if stop:
+                await self.deps.kube.delete_job(name)
             self.deps.metrics.job_finished(kind, conclusion)
             log.info("job reported", extra={"job": name, "kind": kind, "conclusion": conclusion,
                                             "repo": jobs.annotations(current).get(jobs.REPO)})

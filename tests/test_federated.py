@@ -1,0 +1,434 @@
+"""Federated training runs on the test bed: `/train` -> server Job + Service + N client Jobs ->
+one `flops/federated` report. Over real HTTP: GitHub emulator, Kubernetes emulator, SeaweedFS."""
+from __future__ import annotations
+
+import io
+import json
+import re
+from typing import Any
+
+import kubernetes_validate
+import pytest
+
+from tests.conftest import INSTALLATION, NAMESPACE, Bed, BedFactory, payload, wait_for
+
+REPO = "Codertocat/Hello-World"
+WRITER = "ada-maintainer"
+PR = 7
+CONFIG = """\
+registry: harbor.example.com/flops
+branches: [master]
+images:
+  - name: server
+    dockerfile: Dockerfile.server
+  - name: client
+    dockerfile: Dockerfile.client
+federated:
+  server: {image: server, port: 8080}
+  client: {image: client}
+  clients: 2
+  rounds: 3
+  max_clients: 4
+  max_rounds: 5
+  timeout: TIMEOUT
+  on_push: ON_PUSH
+  resources: {cpu: "1", memory: 1Gi}
+"""
+ROUNDS = [{"round": 1, "metrics": {"loss": 0.912, "accuracy": 0.613}},
+          {"round": 2, "metrics": {"loss": 0.4137, "accuracy": 0.8421}}]
+FINAL = {"loss": 0.4137, "accuracy": 0.8421}
+MODEL = {"weights.npz": b"\x93NUMPY fake weights " + bytes(range(256)), "model.json": b'{"features": 8}'}
+
+
+def config(timeout: str = "1h", on_push: bool = False) -> str:
+    return CONFIG.replace("TIMEOUT", timeout).replace("ON_PUSH", "true" if on_push else "false")
+
+
+def open_pr(bed: Bed, cfg: str | None = None) -> str:
+    """A repository with the config on master and PR #7 from `feature`; returns the head sha."""
+    bed.github.add_repo(REPO, default_branch="master")
+    base = bed.github.commit(REPO, "master", {".github/flops.yml": cfg or config(), "Dockerfile.server": "FROM x\n",
+                                              "Dockerfile.client": "FROM y\n", "fl/server.py": "print(1)\n"})
+    head = bed.github.commit(REPO, "feature", {"fl/server.py": "print(2)\n"}, parents=[base])
+    bed.github.add_pull(REPO, PR, head, base_branch="master", head_ref="feature")
+    bed.github.set_permission(REPO, WRITER, "write")
+    return head
+
+
+async def comment(bed: Bed, body: str, user: str = WRITER) -> None:
+    """The recorded issue_comment.created payload, as GitHub sends it for a PR comment by `user`."""
+    data = payload("issue_comment.created")
+    data["issue"].update(number=PR, pull_request={"url": f"https://api.github.com/repos/{REPO}/pulls/{PR}"})
+    written = bed.github.add_comment(REPO, PR, body, user=user)
+    data["comment"].update(id=written["id"], body=body, html_url=written.get("html_url", ""))
+    data["comment"]["user"].update(login=user, type="User")
+    data["sender"]["login"] = user
+    data["repository"].update(full_name=REPO, default_branch="master")
+    data["installation"]["id"] = INSTALLATION
+    await bed.deliver("issue_comment", data)
+    await bed.settle()
+
+
+def jobs_of(bed: Bed, kind: str) -> list[dict[str, Any]]:
+    return bed.kube.list("jobs", NAMESPACE, labels={"flops.dev/kind": kind})
+
+
+def digest_of(image: str) -> str:
+    return "sha256:" + (image.encode().hex() * 64)[:64]
+
+
+async def succeed_builds(bed: Bed, sha: str, images: tuple[str, ...] = ("server", "client")) -> None:
+    for job in jobs_of(bed, "build"):
+        ann = job["metadata"]["annotations"]
+        if ann["flops.dev/sha"] == sha and ann["flops.dev/image"] in images and not job.get("status", {}).get(
+                "conditions"):
+            bed.kube.succeed_job(NAMESPACE, job["metadata"]["name"], message=digest_of(ann["flops.dev/image"]))
+    for image in images:
+        await wait_for(lambda: _exists(bed, f"builds/{REPO}/{sha}/{image}.json"), what=f"{image} build record")
+    await bed.settle()
+
+
+def _exists(bed: Bed, key: str) -> bool:
+    return any(o.object_name == key for o in bed.s3.client().list_objects(bed.settings.s3.bucket, prefix=key))
+
+
+async def start_run(bed: Bed, body: str = "/train rounds=2 clients=3", cfg: str | None = None) -> dict[str, Any]:
+    """`/train` on a fresh PR, its images built by the bot, the run launched: the server Job."""
+    head = open_pr(bed, cfg)
+    await comment(bed, body)
+    await succeed_builds(bed, head)
+    [server] = await wait_for(lambda: jobs_of(bed, "federated-server"), what="server Job")
+    await wait_for(lambda: "flops.dev/check-run-id" in bed.kube.get("jobs", NAMESPACE, server["metadata"]["name"])
+                   ["metadata"]["annotations"], what="check run id on the server Job")
+    await bed.settle()
+    return bed.kube.get("jobs", NAMESPACE, server["metadata"]["name"])
+
+
+def run_objects(bed: Bed, run: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    clients = [j for j in jobs_of(bed, "federated-client") if j["metadata"]["labels"]["flops.dev/run"] == run]
+    services = [s for s in bed.kube.list("services", NAMESPACE) if s["metadata"]["labels"].get("flops.dev/run") == run]
+    return sorted(clients, key=lambda j: j["metadata"]["name"]), services
+
+
+def env_of(job: dict[str, Any]) -> dict[str, Any]:
+    return {e["name"]: e.get("value", e.get("valueFrom")) for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
+
+
+def write_output(bed: Bed, server: dict[str, Any], rounds: list[dict[str, Any]] = ROUNDS,
+                 final: dict[str, Any] = FINAL, model: dict[str, bytes] = MODEL) -> None:
+    """What the server workload writes to S3 (FLOPS_OUTPUT)."""
+    prefix = env_of(server)["FLOPS_OUTPUT"]
+    client, bucket = bed.s3.client(), bed.settings.s3.bucket
+    data = json.dumps({"rounds": rounds, "metrics": final}).encode()
+    client.put_object(bucket, prefix + "metrics.json", io.BytesIO(data), len(data))
+    for name, blob in model.items():
+        client.put_object(bucket, prefix + "model/" + name, io.BytesIO(blob), len(blob))
+
+
+async def report_of(bed: Bed, sha: str) -> dict[str, Any]:
+    async def done() -> dict[str, Any] | None:
+        runs = [r for r in bed.github.check_runs_for(REPO, sha, "flops/federated") if r["status"] == "completed"]
+        return runs[0] if runs else None
+    run = await wait_for(done, timeout=20, what="flops/federated report")
+    await bed.settle()
+    return run
+
+
+def table(summary: str, heading: str) -> list[list[str]]:
+    """The rows of the markdown table under `### heading`."""
+    section = summary.split(f"### {heading}\n\n", 1)[1].split("\n\n", 1)[0]
+    lines = [line for line in section.splitlines() if line.startswith("|")]
+    return [[cell.strip() for cell in line.strip("|").split("|")] for line in lines[2:]]
+
+
+def head_of(bed: Bed) -> str:
+    return bed.github.pulls[(REPO, PR)]["head"]["sha"]
+
+
+# --- run creation ---------------------------------------------------------------------------------
+
+async def test_train_creates_a_valid_run_with_the_asked_rounds_and_clients(bed: Bed) -> None:
+    server = await start_run(bed, "/train rounds=2 clients=3")
+    run = server["metadata"]["name"]
+    clients, services = run_objects(bed, run)
+    assert len(clients) == 3 and len(services) == 1
+    for obj in [server, *clients, *services]:
+        for version in ("1.30.0", "1.37.0"):
+            kubernetes_validate.validate(obj, version, strict=True)
+        assert obj["metadata"]["labels"]["flops.dev/run"] == run
+        assert obj["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "flops-bot"
+    assert server["metadata"]["labels"]["flops.dev/kind"] == "federated-server"
+    assert {c["metadata"]["labels"]["flops.dev/kind"] for c in clients} == {"federated-client"}
+    for owned in [*clients, *services]:
+        [ref] = owned["metadata"]["ownerReferences"]
+        assert (ref["kind"], ref["name"], ref["uid"]) == ("Job", run, server["metadata"]["uid"])
+    [service] = services
+    [port] = service["spec"]["ports"]
+    assert port["port"] == 8080 and port["targetPort"] == 8080
+    pod_labels = server["spec"]["template"]["metadata"]["labels"]
+    assert service["spec"]["selector"].items() <= pod_labels.items()
+    assert not any(service["spec"]["selector"].items() <= c["spec"]["template"]["metadata"]["labels"].items()
+                   for c in clients)  # the Service reaches the server only
+    head = head_of(bed)
+    server_env = env_of(server)
+    assert server_env["FL_SERVER_ADDRESS"] == f"{service['metadata']['name']}:8080"
+    assert (server_env["FL_ROUNDS"], server_env["FL_NUM_CLIENTS"]) == ("2", "3")
+    assert "FL_CLIENT_ID" not in server_env
+    assert [p["containerPort"] for p in server["spec"]["template"]["spec"]["containers"][0]["ports"]] == [8080]
+    assert sorted(env_of(c)["FL_CLIENT_ID"] for c in clients) == ["0", "1", "2"]
+    for job in [server, *clients]:
+        env = env_of(job)
+        assert env["FL_SERVER_ADDRESS"] == server_env["FL_SERVER_ADDRESS"]
+        assert (env["FLOPS_RUN_ID"], env["FLOPS_REPO"], env["FLOPS_SHA"], env["FLOPS_PR"]) == (run, REPO, head, str(PR))
+        assert env["FLOPS_OUTPUT"] == f"runs/{REPO}/{run}/"
+        assert env["FLOPS_S3_BUCKET"] == bed.settings.s3.bucket
+        assert env["AWS_SECRET_ACCESS_KEY"] == {"secretKeyRef": {"name": bed.settings.s3_secret,
+                                                                 "key": "AWS_SECRET_ACCESS_KEY"}}
+        assert bed.settings.s3.secret_key not in json.dumps(job)
+        pod = job["spec"]["template"]["spec"]
+        assert pod["automountServiceAccountToken"] is False and pod["restartPolicy"] == "Never"
+        assert pod["containers"][0]["resources"]["limits"] == {"cpu": "1", "memory": "1Gi"}
+    images = {c["spec"]["template"]["spec"]["containers"][0]["image"] for c in clients}
+    assert images == {f"harbor.example.com/flops/client:pr-{PR}-{head[:7]}@{digest_of('client')}"}
+    assert server["spec"]["template"]["spec"]["containers"][0]["image"] == \
+        f"harbor.example.com/flops/server:pr-{PR}-{head[:7]}@{digest_of('server')}"
+    [check] = bed.github.check_runs_for(REPO, head, "flops/federated")
+    assert check["status"] == "in_progress" and check["external_id"] == run
+    assert server["metadata"]["annotations"]["flops.dev/check-run-id"] == str(check["id"])
+    reply = [c["body"] for c in bed.github.comments_on(REPO, PR) if "/train" in c["body"]][-1]
+    assert "2 rounds, 3 clients" in reply
+
+
+async def test_train_without_arguments_uses_the_config_defaults(bed: Bed) -> None:
+    server = await start_run(bed, "/train")
+    env = env_of(server)
+    assert (env["FL_ROUNDS"], env["FL_NUM_CLIENTS"]) == ("3", "2")
+    assert len(run_objects(bed, server["metadata"]["name"])[0]) == 2
+
+
+async def test_train_beyond_the_configured_maximum_is_refused(bed: Bed) -> None:
+    open_pr(bed)
+    await comment(bed, "/train rounds=2 clients=5")
+    assert jobs_of(bed, "federated-server") == [] and jobs_of(bed, "build") == []
+    reply = bed.github.comments_on(REPO, PR)[-1]["body"]
+    assert "clients" in reply and "4" in reply
+
+
+async def test_deleting_the_server_job_deletes_the_whole_run(bed: Bed) -> None:
+    server = await start_run(bed)
+    run = server["metadata"]["name"]
+    bed.kube.start_job(NAMESPACE, run)
+    bed.deps.kube.batch.delete_namespaced_job(run, NAMESPACE, propagation_policy="Background")
+    assert run_objects(bed, run) == ([], [])
+    assert bed.kube.list("pods", NAMESPACE, labels={"job-name": run}) == []
+
+
+async def test_existing_builds_of_the_head_are_used_without_building_again(bed: Bed) -> None:
+    head = open_pr(bed)
+    await comment(bed, "/build")
+    await succeed_builds(bed, head)
+    await comment(bed, "/train clients=2")
+    [server] = jobs_of(bed, "federated-server")
+    assert len(jobs_of(bed, "build")) == 2  # the two of /build, none more
+    assert env_of(server)["FL_NUM_CLIENTS"] == "2"
+    assert digest_of("server") in server["spec"]["template"]["spec"]["containers"][0]["image"]
+
+
+async def test_train_builds_the_images_first_and_runs_once_both_are_built(bed: Bed) -> None:
+    head = open_pr(bed)
+    await comment(bed, "/train rounds=2 clients=3")
+    assert jobs_of(bed, "federated-server") == []
+    builds = {j["metadata"]["annotations"]["flops.dev/image"]: j for j in jobs_of(bed, "build")}
+    assert set(builds) == {"server", "client"}
+    assert all(j["metadata"]["annotations"]["flops.dev/tag"] == f"pr-{PR}-{head[:7]}" for j in builds.values())
+    assert "first" in bed.github.comments_on(REPO, PR)[-1]["body"]
+    await comment(bed, "/train rounds=2 clients=3")  # asked again while building: no second pair of builds
+    assert len(jobs_of(bed, "build")) == 2
+    await succeed_builds(bed, head, ("server",))
+    assert jobs_of(bed, "federated-server") == []  # the client image is not built yet
+    await succeed_builds(bed, head, ("client",))
+    [server] = await wait_for(lambda: jobs_of(bed, "federated-server"), what="server Job")
+    assert env_of(server)["FL_NUM_CLIENTS"] == "3"
+    assert server["spec"]["template"]["spec"]["containers"][0]["image"].endswith("@" + digest_of("server"))
+    assert not _exists(bed, f"pending/{REPO}/{head}/train.json")
+
+
+async def test_cancel_while_waiting_for_images_means_the_run_never_starts(bed: Bed) -> None:
+    head = open_pr(bed)
+    await comment(bed, "/train")
+    await comment(bed, "/cancel train")
+    assert "will not start" in bed.github.comments_on(REPO, PR)[-1]["body"]
+    await succeed_builds(bed, head)
+    assert jobs_of(bed, "federated-server") == []
+
+
+# --- the report -----------------------------------------------------------------------------------
+
+async def test_success_report_has_rounds_final_metrics_model_links_and_clients(bed: Bed) -> None:
+    server = await start_run(bed)
+    run = server["metadata"]["name"]
+    clients, _ = run_objects(bed, run)
+    write_output(bed, server)
+    for job in clients[:2]:
+        bed.kube.succeed_job(NAMESPACE, job["metadata"]["name"])
+    bed.kube.start_job(NAMESPACE, clients[2]["metadata"]["name"])  # still running when the server ends
+    bed.kube.succeed_job(NAMESPACE, run)
+    check = await report_of(bed, head_of(bed))
+    assert check["conclusion"] == "success"
+    summary = check["output"]["summary"]
+    rows = table(summary, "Rounds")
+    header = summary.split("### Rounds\n\n", 1)[1].splitlines()[0]
+    names = [c.strip() for c in header.strip("|").split("|")][1:]
+    assert [int(r[0]) for r in rows] == [r["round"] for r in ROUNDS]
+    for row, written in zip(rows, ROUNDS):
+        assert {n: float(v) for n, v in zip(names, row[1:])} == pytest.approx(written["metrics"], rel=1e-3)
+    final = dict(re.findall(r"\*\*(\w+)\*\* ([0-9.]+)", summary.split("### Final metrics", 1)[1].split("###")[0]))
+    assert {k: float(v) for k, v in final.items()} == pytest.approx(FINAL, rel=1e-3)
+    links = dict(re.findall(r"- \[([^\]]+)\]\((http[^)]+)\)", summary))
+    assert set(links) == set(MODEL)
+    for name, url in links.items():
+        async with bed.session.get(url) as response:
+            assert response.status == 200 and await response.read() == MODEL[name]
+    assert re.search(r"Links expire \d{4}-\d\d-\d\d \d\d:\d\d UTC \(7 days\)", summary)
+    roster = {int(r[0]): r[2] for r in table(summary, "Clients")}
+    assert roster == {0: "succeeded", 1: "succeeded", 2: "stopped (still running when the server finished)"}
+    assert bed.kube.get("jobs", NAMESPACE, clients[2]["metadata"]["name"]) is None
+    assert run_objects(bed, run)[1] == []  # the Service is gone with the run
+    assert "2 rounds, 3 clients" in check["output"]["title"]
+    sticky = [c for c in bed.github.comments_on(REPO, PR) if "<!-- flops:federated -->" in c["body"]]
+    assert len(sticky) == 1 and "success" in sticky[0]["body"] and "### Rounds" in sticky[0]["body"]
+
+
+async def test_a_failed_client_is_reported_by_name(bed: Bed) -> None:
+    server = await start_run(bed)
+    run = server["metadata"]["name"]
+    clients, _ = run_objects(bed, run)
+    write_output(bed, server)
+    bed.kube.succeed_job(NAMESPACE, clients[0]["metadata"]["name"])
+    bed.kube.fail_job(NAMESPACE, clients[1]["metadata"]["name"], exit_code=3, logs="Traceback: boom\n")
+    bed.kube.succeed_job(NAMESPACE, clients[2]["metadata"]["name"])
+    bed.kube.succeed_job(NAMESPACE, run)
+    check = await report_of(bed, head_of(bed))
+    assert check["conclusion"] == "failure"
+    assert check["output"]["title"] == "client 1 failed"
+    summary = check["output"]["summary"]
+    assert clients[1]["metadata"]["name"] in summary.split("### Rounds")[0]
+    roster = {int(r[0]): (r[1].strip("`"), r[2]) for r in table(summary, "Clients")}
+    assert roster[1] == (clients[1]["metadata"]["name"], "failed: container `client` exited with code 3 (Error)")
+    assert roster[0][1] == roster[2][1] == "succeeded"
+    assert len(table(summary, "Rounds")) == len(ROUNDS)  # what the server did write is still shown
+
+
+async def test_a_lost_client_does_not_hang_the_run(bed: Bed) -> None:
+    server = await start_run(bed, "/train rounds=2 clients=2")
+    run = server["metadata"]["name"]
+    clients, _ = run_objects(bed, run)
+    bed.kube.succeed_job(NAMESPACE, clients[0]["metadata"]["name"])
+    bed.deps.kube.batch.delete_namespaced_job(clients[1]["metadata"]["name"], NAMESPACE)  # its node was lost
+    bed.kube.fail_job(NAMESPACE, run, exit_code=2, logs="round 1: waiting for clients\nround 1: client 1 did not "
+                                                         "report within 600s; giving up\n")
+    check = await report_of(bed, head_of(bed))
+    assert check["conclusion"] == "failure"
+    assert "exited with code 2" in check["output"]["title"]
+    assert "client 1 did not report" in check["output"]["text"]
+    roster = {int(r[0]): r[2] for r in table(check["output"]["summary"], "Clients")}
+    assert roster == {0: "succeeded", 1: "missing: its Job was deleted or never created"}
+
+
+async def test_a_server_that_writes_no_metrics_fails_the_run(bed: Bed) -> None:
+    server = await start_run(bed, "/train clients=1")
+    bed.kube.succeed_job(NAMESPACE, run_objects(bed, server["metadata"]["name"])[0][0]["metadata"]["name"])
+    bed.kube.succeed_job(NAMESPACE, server["metadata"]["name"], logs="done\n")
+    check = await report_of(bed, head_of(bed))
+    assert check["conclusion"] == "failure"
+    assert "metrics.json" in check["output"]["summary"] and "rounds" in check["output"]["summary"]
+
+
+async def test_a_run_past_its_timeout_is_stopped_and_reported_with_the_server_log(bed: Bed) -> None:
+    server = await start_run(bed, "/train rounds=2 clients=2", cfg=config(timeout="2s"))
+    run = server["metadata"]["name"]
+    bed.kube.start_job(NAMESPACE, run)
+    [pod] = bed.kube.list("pods", NAMESPACE, labels={"job-name": run})
+    bed.kube.set_logs(NAMESPACE, pod["metadata"]["name"], "server",
+                      "".join(f"round 1: waiting for clients ({i})\n" for i in range(60)))
+    write_output(bed, server, rounds=ROUNDS[:1], final={}, model={})
+    check = await report_of(bed, head_of(bed))
+    assert check["conclusion"] == "timed_out"
+    assert "timed out after 2s" in check["output"]["title"]
+    assert "waiting for clients (59)" in check["output"]["text"] and "(5)\n" not in check["output"]["text"]
+    assert len(table(check["output"]["summary"], "Rounds")) == 1  # progress so far
+    await wait_for(lambda: bed.kube.get("jobs", NAMESPACE, run) is None, what="server Job stopped")
+    assert run_objects(bed, run) == ([], [])
+    assert len(bed.github.calls_to("PATCH", rf"/check-runs/{check['id']}$")) == 1
+
+
+async def test_kubernetes_deadline_while_the_bot_was_away_is_timed_out(bed: Bed) -> None:
+    server = await start_run(bed)
+    bed.kube.fail_job(NAMESPACE, server["metadata"]["name"], reason="DeadlineExceeded",
+                      message="Job was active longer than specified deadline", exit_code=143)
+    check = await report_of(bed, head_of(bed))
+    assert check["conclusion"] == "timed_out"
+
+
+async def test_cancel_train_stops_the_run(bed: Bed) -> None:
+    server = await start_run(bed)
+    run = server["metadata"]["name"]
+    await comment(bed, "/cancel train")
+    [check] = bed.github.check_runs_for(REPO, head_of(bed), "flops/federated")
+    assert check["conclusion"] == "cancelled"
+    assert bed.kube.get("jobs", NAMESPACE, run) is None
+    assert run_objects(bed, run) == ([], [])  # clients and Service garbage-collected with the server Job
+    assert "cancelled 1 running Job" in bed.github.comments_on(REPO, PR)[-1]["body"]
+
+
+async def test_restart_mid_run_reports_once(make_bed: BedFactory, github) -> None:
+    github.add_installation(INSTALLATION, "Codertocat", [REPO])
+    first = await make_bed()
+    server = await start_run(first)
+    run = server["metadata"]["name"]
+    await first.server.close()  # the bot goes away mid-run
+    write_output(first, server)
+    for job in run_objects(first, run)[0]:
+        first.kube.succeed_job(NAMESPACE, job["metadata"]["name"])
+    first.kube.succeed_job(NAMESPACE, run)
+    second = await make_bed()
+    check = await report_of(second, head_of(second))
+    assert check["conclusion"] == "success"
+    third = await make_bed()  # another restart: nothing is posted again
+    await third.settle()
+    assert len(github.calls_to("PATCH", rf"/repos/{REPO}/check-runs/{check['id']}$")) == 1
+    assert len([c for c in github.comments_on(REPO, PR) if "<!-- flops:federated -->" in c["body"]]) == 1
+    assert third.kube.get("jobs", NAMESPACE, run)["metadata"]["annotations"]["flops.dev/reported"] == "success"
+
+
+# --- federated.on_push ----------------------------------------------------------------------------
+
+async def test_on_push_smoke_run_after_the_default_branch_images_built(bed: Bed) -> None:
+    bed.github.add_repo(REPO, default_branch="master")
+    before = bed.github.commit(REPO, "master", {".github/flops.yml": config(on_push=True),
+                                                "Dockerfile.server": "FROM x\n", "Dockerfile.client": "FROM y\n"})
+    sha = bed.github.commit(REPO, "master", {"fl/server.py": "print(3)\n"})
+    data = payload("push")
+    data.update(ref="refs/heads/master", before=before, after=sha)
+    data["installation"]["id"] = INSTALLATION
+    data["head_commit"].update(id=sha, timestamp="2026-11-22T09:30:00Z")
+    data["commits"] = [{**data["commits"][0], "id": sha, "added": [], "removed": [], "modified": ["fl/server.py"]}]
+    await bed.deliver("push", data)
+    await bed.settle()
+    assert jobs_of(bed, "federated-server") == []
+    await succeed_builds(bed, sha)
+    [server] = await wait_for(lambda: jobs_of(bed, "federated-server"), what="smoke run")
+    assert "flops.dev/pr" not in server["metadata"]["labels"]
+    assert env_of(server)["FL_NUM_CLIENTS"] == "2" and "FLOPS_PR" not in env_of(server)
+    assert server["spec"]["template"]["spec"]["containers"][0]["image"] == \
+        f"harbor.example.com/flops/server:master-20261122093000-{sha[:7]}@{digest_of('server')}"
+    await wait_for(lambda: "flops.dev/check-run-id" in bed.kube.get("jobs", NAMESPACE, server["metadata"]["name"])
+                   ["metadata"]["annotations"], what="check run id")
+    write_output(bed, server)
+    for job in run_objects(bed, server["metadata"]["name"])[0]:
+        bed.kube.succeed_job(NAMESPACE, job["metadata"]["name"])
+    bed.kube.succeed_job(NAMESPACE, server["metadata"]["name"])
+    check = await report_of(bed, sha)
+    assert check["conclusion"] == "success"
+    assert "push" in check["output"]["summary"]
+
