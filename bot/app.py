@@ -66,7 +66,13 @@ def event_key(event: sansio.Event) -> str:
         number = prs[0]["number"] if prs else None
     if number is not None:
         return f"{repo}#{number}"
-    return f"{repo}@{data.get('ref') or (data.get('merge_group') or {}).get('head_ref') or ''}"
+    return f"{repo}@{data.get('ref') or (data.get('merge_group') or {}).get('head_ref') or _check_branch(data)}"
+
+
+def _check_branch(data: dict[str, Any]) -> str:
+    """A check run's branch as a push names it, so a Re-run waits for a push in flight there."""
+    branch = ((data.get("check_run") or {}).get("check_suite") or {}).get("head_branch")
+    return f"refs/heads/{branch}" if branch else ""
 
 
 class Dispatcher:

@@ -17,7 +17,7 @@ from pathlib import Path
 import aiohttp
 from gidgethub import routing, sansio
 
-from bot.app import Dispatcher
+from bot.app import Dispatcher, event_key
 from tests.conftest import INSTALLATION, NAMESPACE, SECRET, Bed, payload, sign, wait_for
 from tests.emulators.s3 import free_port
 
@@ -182,3 +182,18 @@ async def test_sigterm_drains_in_flight_work_before_the_process_exits(env: dict[
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_ordering_keys_follow_the_pull_request_or_the_branch() -> None:
+    def key(name: str, event: str, **changes: object) -> str:
+        data = payload(name)
+        data["repository"]["full_name"] = REPO
+        for field, value in changes.items():
+            data[field]["number"] = value
+        return event_key(sansio.Event(data, event=event, delivery_id="x"))
+
+    push, rerun = key("push", "push"), key("check_run.rerequested", "check_run")
+    assert push == rerun == f"{REPO}@refs/heads/master"  # a Re-run waits for a push in flight there
+    assert key("pull_request.synchronize", "pull_request") == key("issue_comment.created", "issue_comment", issue=2) \
+        == key("pull_request_review.submitted", "pull_request_review") == f"{REPO}#2"
+    assert key("push.tag", "push") != push
