@@ -16,7 +16,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -24,7 +24,7 @@ from typing import Any
 import kubernetes.watch
 from kubernetes.client import ApiException
 
-from bot import jobs
+from bot import checks, jobs
 from bot.deps import Deps
 from bot.logs import Redactor
 
@@ -87,6 +87,8 @@ class Tracker:
                     return
                 if event.get("type") in ("ADDED", "MODIFIED"):
                     self.consider(event["object"])
+                elif event.get("type") == "DELETED":
+                    self.deleted(event["object"])
         finally:
             stopper.stop()
 
@@ -124,10 +126,21 @@ class Tracker:
             self._timers.pop(name).cancel()
         self._start_report(job, result)
 
-    def _start_report(self, job: dict[str, Any], result: jobs.Outcome, *, stop: bool = False) -> None:
+    def deleted(self, job: dict[str, Any]) -> None:
+        """A Job deleted before it was reported (`kubectl delete`, a TTL): its check must not hang."""
         name = jobs.name_of(job)
+        if name in self._timers:
+            self._timers.pop(name).cancel()
+        if jobs.kind_of(job) in self.reporters and name not in self._inflight \
+                and jobs.REPORTED not in jobs.annotations(job):
+            self._spawn(name, self._report_deleted(job))
+
+    def _start_report(self, job: dict[str, Any], result: jobs.Outcome, *, stop: bool = False) -> None:
+        self._spawn(jobs.name_of(job), self._report(job, result, stop=stop))
+
+    def _spawn(self, name: str, work: Coroutine[Any, Any, None]) -> None:
         self._inflight.add(name)
-        task = asyncio.create_task(self._report(job, result, stop=stop), name=f"report-{name}")
+        task = asyncio.create_task(work, name=f"report-{name}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -159,8 +172,11 @@ class Tracker:
     async def _report(self, job: dict[str, Any], result: jobs.Outcome, *, stop: bool = False) -> None:
         name, kind = jobs.name_of(job), jobs.kind_of(job)
         try:
-            current = await self.deps.kube.get_job(name)  # another replica or an earlier run may have reported
-            if current is None or jobs.REPORTED in jobs.annotations(current):
+            current = await self.deps.kube.get_job(name)  # an earlier run may have reported it
+            if current is None:
+                await self._close_check_of_deleted(job)
+                return
+            if jobs.REPORTED in jobs.annotations(current):
                 return
             conclusion = await self.reporters[kind](current, result, self.deps)
             await self.deps.kube.annotate_job(name, {jobs.REPORTED: conclusion})
@@ -173,6 +189,27 @@ class Tracker:
             log.exception("reporting a job failed; it will be retried on the next re-list", extra={"job": name})
         finally:
             self._inflight.discard(name)
+
+    async def _report_deleted(self, job: dict[str, Any]) -> None:
+        try:
+            await self._close_check_of_deleted(job)
+        except Exception:
+            log.exception("closing the check of a deleted job failed", extra={"job": jobs.name_of(job)})
+        finally:
+            self._inflight.discard(jobs.name_of(job))
+
+    async def _close_check_of_deleted(self, job: dict[str, Any]) -> None:
+        """Nothing is left to read: the check becomes `cancelled`, saying what happened."""
+        name, kind, ann = jobs.name_of(job), jobs.kind_of(job), jobs.annotations(job)
+        if not ann.get(jobs.CHECK_RUN):
+            return
+        gh = self.deps.github.for_installation(int(ann[jobs.INSTALLATION]))
+        await checks.complete(gh, ann[jobs.REPO], ann[jobs.CHECK_RUN], "cancelled", title="Job deleted",
+                              summary=f"The {kind} Job `{name}` was deleted from namespace "
+                                      f"`{self.deps.kube.namespace}` before flops-bot could report it, so there "
+                                      "is no result. Run it again: the Re-run button, `/retest`, or a new push.")
+        self.deps.metrics.job_finished(kind, "deleted")
+        log.info("job deleted before it was reported", extra={"job": name, "kind": kind, "repo": ann.get(jobs.REPO)})
 
     async def idle(self) -> None:
         """Wait until no report is in flight (tests and benchmarks)."""

@@ -5,6 +5,7 @@ import io
 import tarfile
 from typing import Any
 
+import kubernetes.client
 import kubernetes_validate
 import pytest
 
@@ -210,6 +211,33 @@ async def test_job_finishing_while_the_bot_is_down_is_reported_once_on_restart(m
     await third.settle()
     patches = github.calls_to("PATCH", rf"/repos/{REPO}/check-runs/{run['id']}$")
     assert len(patches) == 1
+
+
+async def test_a_job_deleted_by_hand_cancels_its_check_instead_of_leaving_it_running(bed: Bed) -> None:
+    data = push(bed, {"server/app.py": "print(18)\n"})
+    await bed.deliver("push", data)
+    await bed.settle()
+    name = by_image(bed)["server"]["metadata"]["name"]
+    with kubernetes.client.ApiClient(bed.kube.client_configuration()) as api:  # what `kubectl delete job` does
+        kubernetes.client.BatchV1Api(api).delete_namespaced_job(name, NAMESPACE)
+    run = await wait_for(lambda: _completed(bed, data["after"], "flops/build: server"), what="check closed")
+    assert run["conclusion"] == "cancelled"
+    assert name in run["output"]["summary"] and "deleted" in run["output"]["summary"]
+
+
+async def test_a_job_cancelled_by_the_bot_is_not_reported_again_when_deleted(bed: Bed) -> None:
+    first = push(bed, {"server/app.py": "print(19)\n"})
+    await bed.deliver("push", first)
+    await bed.settle()
+    second = push(bed, {"server/app.py": "print(20)\n"})
+    await bed.deliver("push", second)  # supersedes and deletes the first
+    await bed.settle()
+    bed.kube.succeed_job(NAMESPACE, by_image(bed)["server"]["metadata"]["name"], message=DIGEST)
+    await wait_for(lambda: _completed(bed, second["after"], "flops/build: server"), what="second build reported")
+    await bed.settle()  # the watch is ordered: the first Job's deletion has been seen by now
+    run = _completed(bed, first["after"], "flops/build: server")
+    assert run is not None and run["conclusion"] == "cancelled" and "Superseded" in run["output"]["summary"]
+    assert len(bed.github.calls_to("PATCH", rf"/repos/{REPO}/check-runs/{run['id']}$")) == 1
 
 
 async def test_redelivered_push_starts_nothing_twice(bed: Bed) -> None:
