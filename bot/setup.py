@@ -1,9 +1,14 @@
 """First run: register the GitHub App from `app.yml` through GitHub's App-manifest flow.
 
-`python -m bot serve` with no App credential at all serves this page. The button posts the
-manifest to GitHub; GitHub redirects back with a code; the bot exchanges it
-(`POST /app-manifests/{code}/conversions`) and writes the App id, private key and webhook secret
-to a local env file (mode 0600) under the contract's own variable names (the Probot convention).
+`python -m bot serve` with no App credential at all serves this page instead of the bot. Its
+button posts the manifest (webhook: `FLOPS_PUBLIC_URL/webhook`) to GitHub; GitHub creates the App
+and sends the browser back to `/setup/callback` with a one-time code; the bot exchanges it
+(`POST /app-manifests/{code}/conversions`) and writes the App id, private key and webhook secret to
+a local env file, mode 0600 from its creation, under the contract's own variable names (the Probot
+convention). The file is never overwritten: an existing one is the key of an App already made.
+
+Run it on your workstation (or through `kubectl port-forward`), never exposed to the internet:
+whoever completes the flow decides which App the bot will run as.
 """
 from __future__ import annotations
 
@@ -13,7 +18,11 @@ import logging
 import os
 import re
 import secrets
+import shlex
+import time
+from collections import OrderedDict
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +33,33 @@ from aiohttp import web
 log = logging.getLogger(__name__)
 
 MANIFEST = Path(__file__).with_name("app.yml")
-STATE = web.AppKey("state", set)
-CONFIG = web.AppKey("config", dict)
+ATTEMPT_SECONDS = 3600.0  # GitHub's codes are valid for an hour; so is a started registration
+ATTEMPTS = 100  # registrations remembered at once (each page view starts one)
+ENV_NAMES = ("GITHUB_APP_ID", "GITHUB_PRIVATE_KEY", "GITHUB_WEBHOOK_SECRET", "GITHUB_API_URL")
+GITHUB_LOGIN = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})")
+HEADERS = {"Cache-Control": "no-store", "X-Frame-Options": "DENY", "Referrer-Policy": "no-referrer",
+           "X-Content-Type-Options": "nosniff"}
+
+
+@dataclass(frozen=True)
+class SetupConfig:
+    api_url: str
+    public_url: str | None
+    env_file: Path
+
+
+CONFIG = web.AppKey("setup_config", SetupConfig)
+ATTEMPTS_KEY = web.AppKey("setup_attempts", OrderedDict)
+
+
+class SetupError(Exception):
+    """Shown to the operator as a page: what went wrong and what to do next."""
+
+    def __init__(self, status: int, title: str, advice: str) -> None:
+        super().__init__(title)
+        self.status = status
+        self.title = title
+        self.advice = advice
 
 
 def web_url(api_url: str) -> str:
@@ -36,107 +70,205 @@ def web_url(api_url: str) -> str:
     return re.sub(r"/api/v3$", "", api_url)
 
 
-def manifest(base_url: str, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """app.yml with this installation's URLs filled in."""
+def manifest(hook_base: str, redirect_base: str) -> dict[str, Any]:
+    """app.yml with this installation's webhook URL and the way back to this page."""
     data: dict[str, Any] = yaml.safe_load(MANIFEST.read_text())
-    data["hook_attributes"] = {**data.get("hook_attributes", {}), "url": f"{base_url}/webhook"}
-    data["redirect_url"] = f"{base_url}/setup/callback"
-    data["url"] = data.get("url") or base_url
-    data.update(extra or {})
+    data["hook_attributes"] = {**data.get("hook_attributes", {}), "url": f"{hook_base}/webhook"}
+    data["redirect_url"] = f"{redirect_base}/setup/callback"
     return data
 
 
 def env_file_text(app: Mapping[str, Any], api_url: str) -> str:
-    """The env file: the same variable names `serve` reads."""
+    """The env file, under the names `serve` reads. It works with `set -a; . FILE`, with
+    `kubectl create secret generic --from-env-file=FILE` and with `docker run --env-file`."""
     key = str(app["pem"]).strip().replace("\n", "\\n")
-    lines = [
-        "# Written by flops-bot's setup page. Keep this file secret (mode 0600).",
-        f"# App: {app.get('html_url', '')}",
-        f"GITHUB_APP_ID={app['id']}",
-        f"GITHUB_WEBHOOK_SECRET={app['webhook_secret']}",
-        f'GITHUB_PRIVATE_KEY="{key}"',
-        f"GITHUB_API_URL={api_url}",
-    ]
+    lines = ["# Written by flops-bot's setup page. Keep it secret: it holds the App's private key.",
+             f"# App: {app.get('html_url', '')}",
+             f"GITHUB_APP_ID={int(app['id'])}",
+             f'GITHUB_PRIVATE_KEY="{key}"']
+    if app.get("webhook_secret"):
+        lines.append(f"GITHUB_WEBHOOK_SECRET={shlex.quote(str(app['webhook_secret']))}")
+    lines.append(f"GITHUB_API_URL={shlex.quote(api_url)}")
     return "\n".join(lines) + "\n"
 
 
 def write_env_file(path: Path, text: str) -> None:
-    """Create with 0600 from the start: the key is never readable by others, not even briefly."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    """Create with mode 0600 (never readable by others, not even briefly); never overwrite."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as handle:
         handle.write(text)
-    os.chmod(path, 0o600)
+    os.chmod(path, 0o600)  # whatever the umask
 
 
 def create_setup_app(env: Mapping[str, str]) -> web.Application:
     app = web.Application()
-    app[STATE] = set()
-    app[CONFIG] = {
-        "api_url": (env.get("GITHUB_API_URL") or "https://api.github.com").rstrip("/"),
-        "public_url": (env.get("FLOPS_PUBLIC_URL") or "").rstrip("/"),
-        "env_file": Path(env.get("FLOPS_ENV_FILE") or ".env"),
-        "org": env.get("GITHUB_ORG", ""),
-    }
+    app[CONFIG] = SetupConfig(
+        api_url=(env.get("GITHUB_API_URL", "").strip() or "https://api.github.com").rstrip("/"),
+        public_url=env.get("FLOPS_PUBLIC_URL", "").strip().rstrip("/") or None,
+        env_file=Path(env.get("FLOPS_ENV_FILE", "").strip() or ".env"))
+    app[ATTEMPTS_KEY] = OrderedDict()
     app.router.add_get("/", setup_page)
     app.router.add_get("/setup/callback", setup_callback)
-    app.router.add_get("/healthz", lambda request: web.json_response({"status": "ok", "mode": "setup"}))
-    app.router.add_get("/readyz", lambda request: web.json_response(
-        {"ready": False, "checks": {"github": "not configured: register the App at /"}}, status=503))
-    app.router.add_post("/webhook", lambda request: web.json_response(
-        {"message": "flops-bot is not configured yet (setup mode)"}, status=503))
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_post("/webhook", webhook)
     return app
 
 
-def _base_url(request: web.Request) -> str:
-    return request.app[CONFIG]["public_url"] or f"{request.scheme}://{request.host}"
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok", "mode": "setup"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    return web.json_response({"ready": False, "checks": {"github": "not configured: register the App at /"}},
+                             status=503)
+
+
+async def webhook(request: web.Request) -> web.Response:
+    return web.json_response({"message": "flops-bot is not configured yet (setup mode): register the App at /"},
+                             status=503)
+
+
+def _own_url(request: web.Request) -> str:
+    """Where the operator's browser reaches this page: GitHub sends it back here."""
+    return f"{request.scheme}://{request.host}"
+
+
+def _start_attempt(app: web.Application) -> str:
+    attempts: OrderedDict[str, float] = app[ATTEMPTS_KEY]
+    state = secrets.token_urlsafe(24)
+    attempts[state] = time.monotonic()
+    while len(attempts) > ATTEMPTS:
+        attempts.popitem(last=False)
+    return state
+
+
+def _attempt_known(app: web.Application, state: str) -> bool:
+    started = app[ATTEMPTS_KEY].get(state)
+    return started is not None and time.monotonic() - started < ATTEMPT_SECONDS
 
 
 async def setup_page(request: web.Request) -> web.Response:
     config = request.app[CONFIG]
-    state = secrets.token_urlsafe(24)
-    request.app[STATE].add(state)
-    org = config["org"] or request.query.get("org", "")
-    target = (f"{web_url(config['api_url'])}/organizations/{org}/settings/apps/new" if org
-              else f"{web_url(config['api_url'])}/settings/apps/new")
-    body = json.dumps(manifest(_base_url(request)))
-    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>flops-bot setup</title></head>
-<body style="font-family:sans-serif;max-width:44em;margin:3em auto">
-<h1>flops-bot: register the GitHub App</h1>
-<p>No GitHub App credentials are configured. This registers a new App from <code>app.yml</code>
-(webhook: <code>{html.escape(_base_url(request))}/webhook</code>) {'for the organization <b>' + html.escape(org) + '</b>'
-    if org else 'on your account (add <code>?org=NAME</code> to register it for an organization)'}.
-GitHub then sends you back here and the credentials are written to
-<code>{html.escape(str(config['env_file']))}</code>.</p>
+    org = request.query.get("org", "")
+    if org and not GITHUB_LOGIN.fullmatch(org):
+        return _error_page(SetupError(400, f"{org!r} is not a GitHub organization name",
+                                      "Use the organization's login, as in https://github.com/LOGIN."))
+    hook_base = config.public_url or _own_url(request)
+    body = json.dumps(manifest(hook_base, _own_url(request)))
+    target = f"{web_url(config.api_url)}/organizations/{org}/settings/apps/new" if org \
+        else f"{web_url(config.api_url)}/settings/apps/new"
+    state = _start_attempt(request.app)
+    owner = (f"for the organization <b>{html.escape(org)}</b>" if org else
+             "on your personal account (open <code>/?org=NAME</code> to register it for an organization)")
+    notes = []
+    if config.public_url is None:
+        notes.append(f"<p><b>FLOPS_PUBLIC_URL is not set</b>, so the webhook would point at "
+                     f"<code>{html.escape(hook_base)}/webhook</code>, which GitHub cannot reach. Set it to the "
+                     f"public URL of the bot (the Ingress host) and restart, or change the webhook URL in the "
+                     f"App's settings afterwards.</p>")
+    if config.env_file.exists():
+        notes.append(f"<p><b>{html.escape(str(config.env_file))} already exists</b>: it is not overwritten. "
+                     f"Move it away (or set FLOPS_ENV_FILE) before registering another App.</p>")
+    page = f"""<h1>flops-bot: register the GitHub App</h1>
+<p>No GitHub App credentials are configured. This registers a new GitHub App {owner} from
+<code>app.yml</code>, with the webhook <code>{html.escape(hook_base)}/webhook</code>. GitHub then sends
+you back here, and the App's id, private key and webhook secret are written to
+<code>{html.escape(str(config.env_file))}</code> (mode 0600).</p>
+{''.join(notes)}
 <form action="{html.escape(target)}?state={html.escape(state)}" method="post">
 <input type="hidden" name="manifest" value="{html.escape(body)}">
-<button type="submit" style="font-size:1.2em">Register the GitHub App</button></form>
-</body></html>"""
-    return web.Response(text=page, content_type="text/html")
+<button type="submit" style="font-size:1.2em">Register the GitHub App</button></form>"""
+    return _page(200, "flops-bot setup", page)
 
 
 async def setup_callback(request: web.Request) -> web.Response:
-    code, state = request.query.get("code", ""), request.query.get("state", "")
-    if state not in request.app[STATE] or not re.fullmatch(r"[A-Za-z0-9_-]{1,200}", code):
-        return web.Response(status=400, text="Unknown or expired setup attempt: start again at /.")
-    request.app[STATE].discard(state)
+    try:
+        return await _complete_registration(request)
+    except SetupError as error:
+        return _error_page(error)
+
+
+async def _complete_registration(request: web.Request) -> web.Response:
     config = request.app[CONFIG]
-    async with aiohttp.ClientSession() as session:
-        async with session.post(f"{config['api_url']}/app-manifests/{code}/conversions",
-                                headers={"Accept": "application/vnd.github+json", "User-Agent": "flops-bot"}) as resp:
-            data = await resp.json(content_type=None)
-            if resp.status != 201:
-                message = html.escape(str(data.get("message", resp.status)))
-                return web.Response(status=502, text=f"GitHub refused the conversion: {message}. Start again at /.")
-    write_env_file(config["env_file"], env_file_text(data, config["api_url"]))
-    log.info("github app registered", extra={"app_id": data["id"], "slug": data.get("slug"),
-                                             "env_file": str(config["env_file"])})
-    install = f"{data.get('html_url', '')}/installations/new"
-    page = f"""<!doctype html><html><body style="font-family:sans-serif;max-width:44em;margin:3em auto">
-<h1>Registered {html.escape(str(data.get('name', 'flops-bot')))}</h1>
-<p>App id {int(data['id'])}. Its private key and webhook secret are in
-<code>{html.escape(str(config['env_file']))}</code> (mode 0600).</p>
-<ol><li><a href="{html.escape(install)}">Install the App</a> on your code and config repositories.</li>
-<li>Add the S3 and Kubernetes settings (README, "Configuration") and restart:
-<code>set -a; . {html.escape(str(config['env_file']))}; set +a; python -m bot serve</code></li></ol>
-</body></html>"""
-    return web.Response(text=page, content_type="text/html")
+    code, state = request.query.get("code", ""), request.query.get("state", "")
+    if not _attempt_known(request.app, state) or not re.fullmatch(r"[A-Za-z0-9_-]{1,200}", code):
+        raise SetupError(400, "Unknown or expired registration",
+                         "This page only accepts GitHub's answer to a registration started here within the "
+                         "hour. Start again at <a href=\"/\">/</a>. If GitHub already created the App, delete it "
+                         "in its settings (or generate a private key there and configure it by hand).")
+    if config.env_file.exists():
+        raise SetupError(409, f"{config.env_file} already exists",
+                         "It may hold the key of an App registered before and is never overwritten. Move it "
+                         "away (or restart with FLOPS_ENV_FILE naming another file), then reload this page: "
+                         "GitHub's code stays valid for an hour.")
+    app = await _convert(config.api_url, code)
+    request.app[ATTEMPTS_KEY].pop(state, None)  # the code is spent either way
+    try:
+        write_env_file(config.env_file, env_file_text(app, config.api_url))
+    except OSError as exc:
+        raise SetupError(500, f"Cannot write {config.env_file}: {exc.strerror}",
+                         "The App was created but its key could not be saved: open the App's settings on "
+                         f"GitHub ({html.escape(str(app.get('html_url', '')))}), generate a private key and "
+                         "configure GITHUB_APP_ID, GITHUB_PRIVATE_KEY_PATH and GITHUB_WEBHOOK_SECRET by hand.") from exc
+    log.info("github app registered", extra={"app_id": app["id"], "slug": app.get("slug"),
+                                             "env_file": str(config.env_file)})
+    return _page(200, "flops-bot registered", _success(app, config))
+
+
+async def _convert(api_url: str, code: str) -> dict[str, Any]:
+    """`POST /app-manifests/{code}/conversions`: the new App's credentials (no authentication)."""
+    url = f"{api_url}/app-manifests/{code}/conversions"
+    headers = {"Accept": "application/vnd.github+json", "User-Agent": "flops-bot-setup",
+               "X-GitHub-Api-Version": "2022-11-28"}
+    try:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
+            async with session.post(url, headers=headers) as response:
+                status = response.status
+                try:
+                    data = await response.json(content_type=None)
+                except ValueError:
+                    data = {}
+    except aiohttp.ClientError as exc:
+        raise SetupError(502, f"Cannot reach GitHub at {api_url}",
+                         f"{html.escape(str(exc) or type(exc).__name__)}. Check GITHUB_API_URL and the network, "
+                         "then reload this page (GitHub's code stays valid for an hour).") from exc
+    if status in (404, 422):
+        raise SetupError(400, "GitHub did not accept the registration code",
+                         f"GitHub answered {status} ({html.escape(str((data or {}).get('message', '')))}): the "
+                         "code was already used, is older than an hour, or belongs to another GitHub. Start "
+                         "again at <a href=\"/\">/</a>.")
+    if status != 201 or not isinstance(data, dict) or not all(data.get(k) for k in ("id", "pem")):
+        raise SetupError(502, f"Unexpected answer from GitHub (HTTP {status})",
+                         "Reload this page to retry; if it persists, register the App by hand "
+                         "(README, \"Register the GitHub App\").")
+    return data
+
+
+def _success(app: Mapping[str, Any], config: SetupConfig) -> str:
+    env_file = html.escape(str(config.env_file))
+    install = html.escape(f"{app.get('html_url', '')}/installations/new")
+    secret_note = "" if app.get("webhook_secret") else (
+        "<li><b>GitHub returned no webhook secret.</b> Set one in the App's settings and add it to the file as "
+        "<code>GITHUB_WEBHOOK_SECRET=...</code>.</li>")
+    return f"""<h1>Registered {html.escape(str(app.get('name') or app.get('slug') or 'the App'))}</h1>
+<p>App id {int(app['id'])}. Its private key and webhook secret are in <code>{env_file}</code> (mode 0600):
+{', '.join(f'<code>{n}</code>' for n in ENV_NAMES)}.</p>
+<ol>{secret_note}
+<li><a href="{install}">Install the App</a> on your code repositories <b>and</b> your config repositories.</li>
+<li>In Kubernetes: <code>kubectl -n flops create secret generic flops-bot-github --from-env-file={env_file}</code>,
+then <code>kubectl apply -k deploy/overlays/&lt;yours&gt;</code> (README, "Install and deploy").</li>
+<li>Or here: add the S3 and Kubernetes settings and restart:
+<code>set -a; . {env_file}; set +a; python -m bot serve</code>.</li></ol>
+<p>Then delete <code>{env_file}</code> wherever it is not needed.</p>"""
+
+
+def _error_page(error: SetupError) -> web.Response:
+    return _page(error.status, "flops-bot setup failed",
+                 f"<h1>{html.escape(error.title)}</h1>\n<p>{error.advice}</p>")
+
+
+def _page(status: int, title: str, body: str) -> web.Response:
+    text = (f'<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title></head>\n'
+            f'<body style="font-family:sans-serif;max-width:46em;margin:3em auto">\n{body}\n</body></html>\n')
+    return web.Response(status=status, text=text, content_type="text/html", headers=HEADERS)
