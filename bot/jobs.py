@@ -243,12 +243,13 @@ def regression_job(src: Source, cluster: Cluster, work: Workload, *, source_url:
     label = f"pr{src.pr}" if src.pr is not None else "base" if baseline else "queue"
     name = job_name(REGRESSION, label, src.sha, src.repo, attempt)
     annotations = {**_annotations(src, run_id=name), CHECK_NAME: "flops/regression", TRIGGER: trigger,
-                   OUTPUT: output_prefix(src.repo, name)}
+                   OUTPUT: output_prefix(src.repo, name), TIMEOUT: str(timeout)}
     if baseline:
         annotations[BASELINE] = "true"
     init, containers, volumes, extras = workload_pod(src, cluster, name, work, source_url, name="regression", env={})
+    # The tracker stops it at `timeout` (its log still readable); Kubernetes only STOP_GRACE later.
     return job_body(name, cluster, _labels(REGRESSION, run=name, pr=src.pr), annotations, containers,
-                    deadline=timeout, init_containers=init, volumes=volumes, pod_spec=extras)
+                    deadline=timeout + STOP_GRACE, init_containers=init, volumes=volumes, pod_spec=extras)
 
 
 @dataclass(frozen=True)

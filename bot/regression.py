@@ -186,10 +186,10 @@ async def _report_failure(gh: GitHubAPI, deps: Deps, job: dict[str, Any], result
     tail = await log_tail(deps, diagnosis.pod, diagnosis.container, pods)
     text = f"Last lines of the log (Job `{jobs.name_of(job)}`):\n\n```\n{tail.rstrip()}\n```" if tail else None
     if result.reason == "DeadlineExceeded":
-        minutes = int((job.get("spec") or {}).get("activeDeadlineSeconds") or 0) // 60
+        limit = ann.get(jobs.TIMEOUT) or str((job.get("spec") or {}).get("activeDeadlineSeconds") or 0)
         conclusion, title = "timed_out", "Regression Job timed out"
-        reason = (f"deadline exceeded: the run took longer than `regression.timeout` ({minutes} min). Raise it in "
-                  f"`.github/flops.yml` if the run is legitimately slow.")
+        reason = (f"the run took longer than `regression.timeout` ({_duration(int(limit))}) and was stopped. "
+                  f"Raise the timeout in `.github/flops.yml` if the run is legitimately slow.")
     else:
         conclusion, title, reason = "failure", "Regression Job failed", diagnosis.reason
     await _finish(gh, deps, ann, conclusion, title, f"**Reason:** {reason}", text=text)
@@ -208,6 +208,12 @@ async def _report_baseline(gh: GitHubAPI, deps: Deps, ann: dict[str, str], metri
                   f"Metrics of `{sha[:7]}`, now the baseline for pull requests based on it:\n\n"
                   f"| metric | value |\n|---|---|\n{rows}{_links(links)}", details_url=_mlflow(links))
     return "success"
+
+
+def _duration(seconds: int) -> str:
+    if seconds % 60:
+        return f"{seconds}s"
+    return f"{seconds // 60} min" if seconds % 3600 else f"{seconds // 3600} h"
 
 
 def _value(value: object) -> str:

@@ -187,7 +187,9 @@ async def test_approval_starts_a_valid_job_for_the_exact_pr_head(bed: Bed) -> No
     meta, pod = job["metadata"], job["spec"]["template"]["spec"]
     assert meta["labels"]["flops.dev/kind"] == "regression" and meta["labels"]["flops.dev/pr"] == str(PR)
     assert meta["annotations"]["flops.dev/check-run-id"]
-    assert job["spec"]["activeDeadlineSeconds"] == 20 * 60 and job["spec"]["backoffLimit"] == 0
+    # the bot stops it at the timeout (log still readable); Kubernetes' deadline is only the backstop
+    assert meta["annotations"]["flops.dev/timeout"] == str(20 * 60)
+    assert job["spec"]["activeDeadlineSeconds"] > 20 * 60 and job["spec"]["backoffLimit"] == 0
     [container] = pod["containers"]
     # the base branch's config ran, not the PR's loosened copy
     assert container["image"] == "harbor.example.com/flops/regression-runtime:py311"
@@ -367,7 +369,26 @@ async def test_a_failed_job_reports_the_reason_and_the_masked_log_tail(bed: Bed)
     assert "failure" in note["body"] and "exited with code 3" in note["body"]
 
 
-async def test_exceeding_the_timeout_reports_timed_out(bed: Bed) -> None:
+async def test_a_run_past_its_timeout_is_stopped_and_reported_timed_out_with_its_log(bed: Bed) -> None:
+    setup_repo(bed)
+    bed.github.commit(REPO, MAIN, {".github/flops.yml": CONFIG.replace("timeout: 20m", "timeout: 2s")})
+    head = open_pr(bed, {"train.py": "while True: pass\n"})
+    await approve(bed)
+    name = job_for(bed, head)["metadata"]["name"]
+    bed.kube.start_job(NAMESPACE, name)
+    [pod] = bed.kube.list("pods", NAMESPACE, labels={"job-name": name})
+    bed.kube.set_logs(NAMESPACE, pod["metadata"]["name"], "regression",
+                      "".join(f"epoch {i}\n" for i in range(70)))
+    run = await wait_for(lambda: completed(bed, head), what="timeout report")
+    assert (run["conclusion"], run["output"]["title"]) == ("timed_out", "Regression Job timed out")
+    assert "`regression.timeout` (2s)" in run["output"]["summary"]
+    assert "epoch 69" in run["output"]["text"] and "epoch 5\n" not in run["output"]["text"]
+    await wait_for(lambda: bed.kube.get("jobs", NAMESPACE, name) is None, what="the Job stopped")
+    await bed.settle()
+    assert len(bed.github.calls_to("PATCH", rf"/check-runs/{run['id']}$")) == 1
+
+
+async def test_kubernetes_deadline_while_the_bot_was_away_reports_timed_out(bed: Bed) -> None:
     setup_repo(bed)
     head = open_pr(bed, {"train.py": "while True: pass\n"})
     await approve(bed)
