@@ -134,7 +134,10 @@ def _private_key(env: Mapping[str, str], problems: list[str]) -> str:
     inline = env.get("GITHUB_PRIVATE_KEY", "").strip()
     path = env.get("GITHUB_PRIVATE_KEY_PATH", "").strip()
     if inline:
-        # Env files and Helm values often carry the PEM with literal "\n".
+        # Env files and Helm values often carry the PEM with literal "\n"; `kubectl create secret
+        # --from-env-file` and `docker --env-file` keep the env file's quotes (a PEM has none).
+        if len(inline) > 1 and inline[0] == inline[-1] and inline[0] in "\"'":
+            inline = inline[1:-1].strip()
         return inline.replace("\\n", "\n")
     if not path:
         problems.append("GITHUB_PRIVATE_KEY or GITHUB_PRIVATE_KEY_PATH is not set")
