@@ -133,6 +133,19 @@ async def cancel_for_pr(gh: GitHubAPI, deps: Deps, repo: str, number: int, why: 
     return cancelled
 
 
+async def cancel_for_commit(gh: GitHubAPI, deps: Deps, repo: str, sha: str, why: str) -> int:
+    """Stop the unfinished non-PR, non-baseline regression Jobs of `sha` (a merge group's)."""
+    cancelled = 0
+    for job in await deps.kube.list_jobs(f"{jobs.SELECTOR},{jobs.KIND}={jobs.REGRESSION}"):
+        ann = jobs.annotations(job)
+        if (ann.get(jobs.REPO) != repo or ann.get(jobs.SHA) != sha or jobs.PR in ann or jobs.BASELINE in ann
+                or jobs.REPORTED in ann or jobs.outcome(job).finished):
+            continue
+        await builds.cancel_job(gh, deps, job, why)
+        cancelled += 1
+    return cancelled
+
+
 async def mark_waiting(gh: GitHubAPI, repo: str, sha: str) -> None:
     """A new head: `flops/regression` queued, so a required check keeps the merge blocked."""
     existing = await checks.latest(gh, repo, sha, checks.REGRESSION)

@@ -1,7 +1,8 @@
 """merge_group: a merge queue must never stall on the required `flops/regression` check.
 
 A result for the same tree (the PR's head, when the queue adds nothing new) is reused; otherwise
-the regression Job runs for the merge group's head commit.
+the regression Job runs for the merge group's head commit. A group that leaves the queue without
+being merged stops its Job (no cluster time for a commit that will never land).
 """
 from __future__ import annotations
 
@@ -27,3 +28,12 @@ async def gate_merge_group(event: sansio.Event, gh: GitHubAPI, *, deps: Deps) ->
     src = jobs.Source(repo, group["head_sha"], installation, ref=group.get("base_ref", ""),
                       delivery_id=event.delivery_id)
     await regression.start(gh, deps, cfg.regression, src, trigger="merge queue")
+
+
+@router.register("merge_group", action="destroyed")
+async def stop_run_of_dequeued_group(event: sansio.Event, gh: GitHubAPI, *, deps: Deps) -> None:
+    if event.data.get("reason") == "merged":
+        return  # its commit lands on the default branch; the result still documents it
+    group, repo = event.data["merge_group"], event.data["repository"]["full_name"]
+    await regression.cancel_for_commit(gh, deps, repo, group["head_sha"],
+                                       f"Cancelled: the merge group left the queue ({event.data.get('reason')}).")

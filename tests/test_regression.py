@@ -580,3 +580,32 @@ async def test_default_branch_pushes_record_baselines_even_when_branches_lists_o
     await bed.deliver("push", push_payload(bed, sha, other, branch="feature"))
     await bed.settle()
     assert [j for j in regression_jobs(bed) if j["metadata"]["annotations"]["flops.dev/sha"] == other] == []
+
+
+async def test_a_dequeued_merge_group_stops_its_run(bed: Bed) -> None:
+    setup_repo(bed)
+    base = bed.github.branch_sha(REPO, MAIN)
+    head = open_pr(bed, {"train.py": "print(22)\n"})
+    group = bed.github.commit(REPO, f"gh-readonly-queue/{MAIN}/pr-{PR}", {"other.py": "x = 2\n"}, parents=[head])
+    data = merge_group_payload(bed, group, base)
+    await bed.deliver("merge_group", data)
+    await bed.settle()
+    name = job_for(bed, group)["metadata"]["name"]
+    data.update(action="destroyed", reason="dequeued")
+    await bed.deliver("merge_group", data)
+    await bed.settle()
+    assert bed.kube.get("jobs", NAMESPACE, name) is None
+    [run] = bed.github.check_runs_for(REPO, group, "flops/regression")
+    assert run["conclusion"] == "cancelled" and "dequeued" in run["output"]["summary"]
+
+
+async def test_opening_a_pr_queues_the_check_until_an_approval(bed: Bed) -> None:
+    setup_repo(bed)
+    head = open_pr(bed, {"train.py": "print(23)\n"})
+    data = payload("pull_request.opened")
+    pull_json(bed, data)
+    await bed.deliver("pull_request", data)
+    await bed.settle()
+    [run] = bed.github.check_runs_for(REPO, head, "flops/regression")
+    assert (run["status"], run["output"]["title"]) == ("queued", regression.WAITING)
+    assert regression_jobs(bed) == []
