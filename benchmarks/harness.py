@@ -27,15 +27,16 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from tests import conftest  # noqa: E402  - the test bed's Bed (deliver, settle, tracked) and constants
 from tests.emulators.github import GitHubEmulator, make_app_key  # noqa: E402
 from tests.emulators.kube import KubeEmulator  # noqa: E402
 from tests.emulators.s3 import S3Server  # noqa: E402
 
 PAYLOADS = ROOT / "tests" / "payloads"
-APP_ID = 4242
-INSTALLATION = 77
-SECRET = "bench-webhook-secret"
-NAMESPACE = "flops"
+APP_ID = conftest.APP_ID
+INSTALLATION = conftest.INSTALLATION
+SECRET = conftest.SECRET
+NAMESPACE = conftest.NAMESPACE
 REPO = "Codertocat/Hello-World"
 
 
@@ -87,6 +88,42 @@ async def test_bed(prefix: str) -> AsyncIterator[Bed]:
         await kube.stop()
         await github.stop()
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+@asynccontextmanager
+async def running_bot(bed: Bed, **overrides: str) -> AsyncIterator[conftest.Bed]:
+    """The whole bot (`build_app`, default retry policy) served on 127.0.0.1 in this loop, as the
+    test bed runs it; returned once the tracker has listed the cluster. Leaving stops it."""
+    import aiohttp
+    from aiohttp.test_utils import TestServer
+
+    from bot.__main__ import build_app
+    from bot.settings import from_env
+
+    settings = from_env({**bed.env, **overrides})
+    server = TestServer(build_app(settings), host="127.0.0.1")
+    await server.start_server()
+    session = aiohttp.ClientSession()
+    bot = conftest.Bed(server, session, bed.github, bed.kube, bed.s3, settings, conftest.RecordingSleep())
+    try:
+        await bot.tracked()
+        yield bot
+    finally:
+        await session.close()
+        await server.close()
+
+
+class Timed(list):  # type: ignore[type-arg]
+    """A list that also keeps `(time.monotonic(), item)` for every append: put in place of an
+    emulator's record (`GitHubEmulator.calls`, `KubeEmulator.requests`) to see when each call happened."""
+
+    def __init__(self, items: list[Any]) -> None:
+        super().__init__(items)
+        self.timed: list[tuple[float, Any]] = [(0.0, item) for item in items]
+
+    def append(self, item: Any) -> None:
+        self.timed.append((time.monotonic(), item))
+        super().append(item)
 
 
 # --- figures -----------------------------------------------------------------------------------------

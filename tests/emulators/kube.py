@@ -43,6 +43,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import copy
+import functools
 import json
 import random
 import re
@@ -60,7 +61,10 @@ import kubernetes.client
 from aiohttp import web
 
 try:  # schema validation like the API server's (optional: skipped when the package is missing)
+    import jsonschema
     import kubernetes_validate as _kubernetes_validate
+    import kubernetes_validate.utils
+    import referencing
 except ImportError:  # pragma: no cover
     _kubernetes_validate = None
 
@@ -426,6 +430,27 @@ def _check_pod_spec(spec: Any, where: str, job: bool) -> list[str]:
     return problems
 
 
+@functools.lru_cache(maxsize=None)
+def _schema_validator(kind: str, api_version: str) -> Any:
+    """What `kubernetes_validate.validate(obj, SCHEMA_VERSION)` checks an object against, built once per
+    kind: the package re-reads its schema files (the definitions alone are 1.8 MB of JSON) on every call."""
+    utils = _kubernetes_validate.utils
+    wanted = utils.major_minor(SCHEMA_VERSION)
+    version = [v for v in utils.all_versions() if utils.major_minor(v) <= wanted][-1]
+    group = re.sub(r"^([^./]*)(?:\.[^/]*)?/", r"\1-", api_version)
+    folder = f"kubernetes-json-schema/v{version}-local"
+    schema = utils.schema_contents(f"{folder}/{kind.lower()}-{group}.json", SCHEMA_VERSION)
+    registry = _schema_definitions(folder) @ (referencing.Resource.from_contents(schema) @ referencing.Registry())
+    return jsonschema.validators.Draft202012Validator(schema, registry=registry)
+
+
+@functools.lru_cache(maxsize=None)
+def _schema_definitions(folder: str) -> Any:
+    """The definitions every kind's schema refers to: read once, shared by all kinds."""
+    return referencing.Resource.from_contents(
+        _kubernetes_validate.utils.schema_contents(f"{folder}/_definitions.json", SCHEMA_VERSION))
+
+
 def validate_object(resource: Resource, obj: dict[str, Any]) -> None:
     """The API server's validation, roughly: names, labels, annotations, the pod template, the schema."""
     meta = _meta(obj)
@@ -444,8 +469,8 @@ def validate_object(resource: Resource, obj: dict[str, Any]) -> None:
         problems += _check_pod_spec(spec, "spec", job=False)
     if not problems and _kubernetes_validate is not None:
         try:
-            _kubernetes_validate.validate(obj, SCHEMA_VERSION, strict=False)
-        except _kubernetes_validate.ValidationError as exc:
+            _schema_validator(str(obj.get("kind")), str(obj.get("apiVersion"))).validate(obj)
+        except jsonschema.ValidationError as exc:
             where = ".".join(str(p) for p in exc.path)
             problems.append(f"{where}: Invalid value: {str(exc.message).splitlines()[0]}")
         except Exception:  # noqa: BLE001, S110 - no schema for this kind/version: nothing to check against
