@@ -291,8 +291,14 @@ async def is_newer(gh: GitHubAPI, repo: str, current: str, record: dict[str, Any
             return bool(data["status"] == "ahead")
     except gidgethub.BadRequest:
         pass  # unknown commit (another repo, force-pushed away): fall back to the sortable tag
-    mine = TAG_TIME.search(record["tag"])
-    return bool(mine and match.group(1) > mine.group(1))
+    mine = _tag_time(str(record["tag"]))
+    return bool(mine and match.group(1) > mine)
+
+
+def _tag_time(tag: str) -> str:
+    """`yyyymmddHHMMSS` of a branch build's tag (`<branch>-<time>-<sha7>`), "" for other tags."""
+    match = TAG_TIME.search(tag)
+    return match.group(1) if match else ""
 
 
 def commit_message(request: Request, plan: Plan) -> str:
@@ -388,17 +394,21 @@ async def redeploy(gh: GitHubAPI, deps: Deps, cfg: RepoConfig, repo: str, target
     if target is None:
         known = ", ".join(f"`{t.name}`" for t in cfg.deploy) or "none configured"
         return Result("failure", "Unknown deploy target", f"`{target_name}` is not a deploy target (known: {known}).")
-    if sha is None:
-        latest = await deps.artifacts.get_json(builds.latest_key(repo, default_branch, target.images[0]))
-        if latest is None:
-            return Result("failure", "Nothing to deploy", f"No successful build of `{target.images[0]}` on "
-                                                          f"`{default_branch}` yet.")
-        full = str(latest["sha"])
-    else:
-        try:
-            full = str((await gh.getitem("/repos/" + repo + "/commits/{sha}", url_vars={"sha": sha}))["sha"])
-        except gidgethub.BadRequest:
-            return Result("failure", "Unknown commit", f"`{sha}` is not a commit of `{repo}`.")
+    if sha is None:  # each image's newest build of the default branch
+        latest = {image: await deps.artifacts.get_json(builds.latest_key(repo, default_branch, image))
+                  for image in target.images}
+        missing = [image for image, record in latest.items() if record is None]
+        if missing:
+            return Result("failure", "Nothing to deploy", f"No successful build of {', '.join(f'`{m}`' for m in missing)} "
+                                                          f"on `{default_branch}` yet.")
+        records = {image: record for image, record in latest.items() if record is not None}
+        newest = max(records.values(), key=lambda r: _tag_time(str(r["tag"])))
+        return await deploy_and_report(gh, deps, Request(target, repo, str(newest["sha"]), records,
+                                                         requested_by=requested_by))
+    try:
+        full = str((await gh.getitem("/repos/" + repo + "/commits/{sha}", url_vars={"sha": sha}))["sha"])
+    except gidgethub.BadRequest:
+        return Result("failure", "Unknown commit", f"`{sha}` is not a commit of `{repo}`.")
     records = await build_records(deps, repo, full, target.images)
     if records is None or any(not r.get("ref") for r in records.values()):
         return Result("failure", "Not built", f"`{full[:7]}` has no successful branch build of every image of "

@@ -277,6 +277,16 @@ async def test_a_file_with_comments_anchors_and_several_documents_changes_only_t
     assert deploy_check(bed, data["after"])["conclusion"] == "success"
 
 
+async def test_a_manifest_saved_with_bom_and_crlf_keeps_both(bed: Bed) -> None:
+    windows = ("\ufeff" + CRONJOB.replace("\n", "\r\n")).encode()
+    set_up(bed, flops_yml(target()), {"dev/cronjob.yaml": windows})
+    data = await pushed_and_built(bed, {"server/app.py": "print(27)\n"}, "server")
+
+    after = bed.github.file_at(CONFIG_REPO, "main", "dev/cronjob.yaml")
+    assert after == windows.replace(f"{SERVER}:20261101-120000".encode(), f"{SERVER}:{tag(data)}@{DIGEST}".encode())
+    assert deploy_check(bed, data["after"])["conclusion"] == "success"
+
+
 async def test_kustomization_images_entry_gets_tag_and_digest(bed: Bed) -> None:
     set_up(bed, flops_yml(target(file="dev/kustomization.yaml", field=None)), {"dev/kustomization.yaml": KUSTOMIZATION})
     data = await pushed_and_built(bed, {"server/app.py": "print(5)\n"}, "server")
@@ -488,11 +498,7 @@ async def test_redeploy_rolls_back_to_an_older_build_and_says_so(bed: Bed) -> No
 
     bed.github.set_permission(REPO, "Codertocat", "write")
     body = f"The new server diverges; rolling back.\n/redeploy dev {old['after'][:7]}"
-    comment = bed.github.add_comment(REPO, 1, body, user="Codertocat")
-    data = payload("issue_comment.created")
-    data["comment"].update(id=comment["id"], body=body)
-    data["installation"]["id"] = INSTALLATION
-    await bed.deliver("issue_comment", data)
+    await bed.deliver("issue_comment", redeploy_comment(bed, body))
     await bed.settle()
 
     rolled = f"{SERVER}:{tag(old)}@{DIGEST}"
@@ -514,12 +520,7 @@ async def test_redeploy_needs_a_build_of_that_commit(bed: Bed) -> None:
     set_up(bed, flops_yml(target()), {"dev/cronjob.yaml": CRONJOB})
     unbuilt = bed.github.commit(REPO, "master", {"README.md": "docs\n"})
     bed.github.set_permission(REPO, "Codertocat", "admin")
-    body = f"/redeploy dev {unbuilt[:7]}"
-    comment = bed.github.add_comment(REPO, 1, body, user="Codertocat")
-    data = payload("issue_comment.created")
-    data["comment"].update(id=comment["id"], body=body)
-    data["installation"]["id"] = INSTALLATION
-    await bed.deliver("issue_comment", data)
+    await bed.deliver("issue_comment", redeploy_comment(bed, f"/redeploy dev {unbuilt[:7]}"))
     await bed.settle()
 
     [reply] = [c for c in bed.github.comments_on(REPO, 1) if c["user"]["type"] == "Bot"]
@@ -557,3 +558,43 @@ async def test_a_target_whose_other_image_was_never_built_says_it_waits(bed: Bed
     assert check["conclusion"] == "neutral" and "waiting for a first build of server" in check["output"]["title"]
     assert "`server` has no successful build on `master`" in check["output"]["summary"]
     assert config_file(bed, "dev/stack.yaml") == STACK
+
+
+def redeploy_comment(bed: Bed, body: str, user: str = "Codertocat") -> dict[str, Any]:
+    """The recorded issue_comment.created payload, for a comment `user` wrote on issue 1."""
+    comment = bed.github.add_comment(REPO, 1, body, user=user)
+    data = payload("issue_comment.created")
+    data["comment"].update(id=comment["id"], body=body)
+    data["comment"]["user"]["login"] = user
+    data["installation"]["id"] = INSTALLATION
+    return data
+
+
+async def test_redeploy_without_a_sha_returns_to_the_latest_build(bed: Bed) -> None:
+    set_up(bed, flops_yml(target()), {"dev/cronjob.yaml": CRONJOB})
+    old = await pushed_and_built(bed, {"server/app.py": "print(28)\n"}, "server")
+    new = await pushed_and_built(bed, {"server/app.py": "print(29)\n"}, "server", when="2026-11-22T10:00:00Z")
+    bed.github.set_permission(REPO, "Codertocat", "maintain")
+    await bed.deliver("issue_comment", redeploy_comment(bed, f"/redeploy dev {old['after'][:7]}"))
+    await bed.settle()
+    assert f"{SERVER}:{tag(old)}@{DIGEST}" in config_file(bed, "dev/cronjob.yaml")
+
+    await bed.deliver("issue_comment", redeploy_comment(bed, "/redeploy dev"))
+    await bed.settle()
+    assert f"{SERVER}:{tag(new)}@{DIGEST}" in config_file(bed, "dev/cronjob.yaml")
+    message = head_commit(bed).message
+    assert message.startswith(f"deploy(dev): server {REPO}@{new['after'][:7]} -> ") and "Rollback" not in message
+
+
+async def test_redeploy_by_someone_without_write_access_changes_nothing(bed: Bed) -> None:
+    set_up(bed, flops_yml(target()), {"dev/cronjob.yaml": CRONJOB})
+    old = await pushed_and_built(bed, {"server/app.py": "print(30)\n"}, "server")
+    await pushed_and_built(bed, {"server/app.py": "print(31)\n"}, "server", when="2026-11-22T10:00:00Z")
+    deployed = config_file(bed, "dev/cronjob.yaml")
+    bed.github.set_permission(REPO, "drive-by", "triage")
+    await bed.deliver("issue_comment", redeploy_comment(bed, f"/redeploy dev {old['after'][:7]}", user="drive-by"))
+    await bed.settle()
+
+    assert config_file(bed, "dev/cronjob.yaml") == deployed
+    [reply] = [c for c in bed.github.comments_on(REPO, 1) if c["user"]["type"] == "Bot"]
+    assert "need write access" in reply["body"]
