@@ -394,17 +394,8 @@ async def redeploy(gh: GitHubAPI, deps: Deps, cfg: RepoConfig, repo: str, target
     if target is None:
         known = ", ".join(f"`{t.name}`" for t in cfg.deploy) or "none configured"
         return Result("failure", "Unknown deploy target", f"`{target_name}` is not a deploy target (known: {known}).")
-    if sha is None:  # each image's newest build of the default branch
-        latest = {image: await deps.artifacts.get_json(builds.latest_key(repo, default_branch, image))
-                  for image in target.images}
-        missing = [image for image, record in latest.items() if record is None]
-        if missing:
-            return Result("failure", "Nothing to deploy", f"No successful build of {', '.join(f'`{m}`' for m in missing)} "
-                                                          f"on `{default_branch}` yet.")
-        records = {image: record for image, record in latest.items() if record is not None}
-        newest = max(records.values(), key=lambda r: _tag_time(str(r["tag"])))
-        return await deploy_and_report(gh, deps, Request(target, repo, str(newest["sha"]), records,
-                                                         requested_by=requested_by))
+    if sha is None:
+        return await _redeploy_latest(gh, deps, target, repo, default_branch, requested_by)
     try:
         full = str((await gh.getitem("/repos/" + repo + "/commits/{sha}", url_vars={"sha": sha}))["sha"])
     except gidgethub.BadRequest:
@@ -415,3 +406,17 @@ async def redeploy(gh: GitHubAPI, deps: Deps, cfg: RepoConfig, repo: str, target
                                               f"`{target.name}` ({', '.join(target.images)}); pull-request builds "
                                               f"(`/build`) are never deployed. Push it to a configured branch first.")
     return await deploy_and_report(gh, deps, Request(target, repo, full, records, requested_by=requested_by))
+
+
+async def _redeploy_latest(gh: GitHubAPI, deps: Deps, target: DeployTarget, repo: str, branch: str,
+                           requested_by: str) -> Result:
+    """`/redeploy <target>`: each image's newest build of the default branch."""
+    records: dict[str, dict[str, Any]] = {}
+    for image in target.images:
+        latest = await deps.artifacts.get_json(builds.latest_key(repo, branch, image))
+        if latest is None:
+            return Result("failure", "Nothing to deploy", f"No successful build of `{image}` on `{branch}` yet.")
+        records[image] = latest
+    newest = max(records.values(), key=lambda r: _tag_time(str(r["tag"])))
+    return await deploy_and_report(gh, deps, Request(target, repo, str(newest["sha"]), records,
+                                                     requested_by=requested_by))
