@@ -236,7 +236,8 @@ async def report(job: dict[str, Any], result: jobs.Outcome, deps: Deps) -> str:
         pod = diagnosis.pod if diagnosis else (pods[-1]["metadata"]["name"] if pods else None)
         tail = await log_tail(deps, pod, "server", pods)
         text = f"Last lines of the server log:\n\n```\n{tail.rstrip()}\n```" if tail else (
-            "The server's log is gone (its Pod no longer exists)." if timed_out else None)
+            "No server log could be read: when the bot is not running at the timeout, Kubernetes stops the run "
+            f"{jobs.STOP_GRACE // 60} min later and deletes its Pods, logs included." if timed_out else None)
     summary = await summarize(deps, ann, metrics, roster, reason)
     await _complete(gh, ann, conclusion, title=title[:200], summary=summary, text=text)
     if ann.get(jobs.PR):
