@@ -20,6 +20,7 @@ from bot.github import WRITE
 log = logging.getLogger(__name__)
 router = routing.Router()
 RUNS_CODE = ("regression", "build", "train", "retest")
+JUST_HELP = commands.Parsed((commands.Command("help", "/help"),))
 
 
 @dataclass(frozen=True)
@@ -52,10 +53,14 @@ async def run_comment_commands(event: sansio.Event, gh: GitHubAPI, *, deps: Deps
             await reply(gh, repo, number, _not_allowed(user, permission, body))
         return
     header = f"@{user}" + (f" ([your comment]({comment['html_url']}))" if comment.get("html_url") else "") + "\n"
+    grammar = commands.parse(body)  # `/train` bounds need the config; this is enough to answer without it
     if not commands.addressed(body):  # only unknown commands: name the closest ones, read nothing else
-        await reply(gh, repo, number, header + "\n".join(refused(commands.parse(body))))
+        await reply(gh, repo, number, header + "\n".join(refused(grammar)))
         return
     await react(gh, repo, comment["id"])  # at once, before any slow work
+    if grammar == JUST_HELP:  # needs neither the PR nor its config
+        await reply(gh, repo, number, header + "- `/help`: " + help_answer(permission))
+        return
     ctx = await load_context(event, gh, deps, permission)
     lines = await run_commands(ctx, commands.parse(body, bounds_of(ctx.cfg)))
     await reply(gh, repo, number, header + "\n".join(lines))
@@ -120,7 +125,7 @@ async def attempt(ctx: Context, command: commands.Command) -> str:
 
 async def execute(ctx: Context, command: commands.Command) -> str:
     if command.name == "help":
-        return "\n\n" + commands.help_text(ctx.permission)
+        return help_answer(ctx.permission)
     if ctx.cfg is None:
         return "this repository has no valid `.github/flops.yml` on the base branch, so there is nothing to run."
     if command.name == "redeploy":
@@ -136,6 +141,10 @@ async def execute(ctx: Context, command: commands.Command) -> str:
     if command.name in RUNS_CODE and not await pulls.may_run(ctx.deps, ctx.pr):
         return pulls.fork_notice(ctx.pr)
     return await RUNNERS[command.name](ctx, command)
+
+
+def help_answer(permission: str) -> str:
+    return "\n\n" + commands.help_text(permission)
 
 
 async def running_links(ctx: Context) -> list[str]:
@@ -183,10 +192,30 @@ async def run_build(ctx: Context, command: commands.Command) -> str:
         return f"unknown image {', '.join(f'`{n}`' for n in unknown)} (configured: {known})."
     if not ctx.cfg.images:
         return "no `images:` in `.github/flops.yml`."
-    started = await builds.start_for_pr(ctx.gh, ctx.deps, ctx.cfg, ctx.pr, command.images, ctx.attempt)
+    wanted = command.images or tuple(i.name for i in ctx.cfg.images)
+    busy = await building(ctx)
+    todo = tuple(n for n in wanted if n not in busy)
+    started = await builds.start_for_pr(ctx.gh, ctx.deps, ctx.cfg, ctx.pr, todo, ctx.attempt) if todo else []
     tag = jobs.pr_tag(ctx.pr.number, ctx.pr.head_sha)
-    return f"building {', '.join(f'`{n}`' for n in started)} as `{tag}` (never deployed)." if started \
-        else "those builds are already running."
+    text = f"building {', '.join(f'`{n}`' for n in started)} as `{tag}` (never deployed)." if started else ""
+    already = [n for n in wanted if n in busy]
+    if already:
+        text += (" " if text else "") + f"Already building for {ctx.pr.head_sha[:7]}: " + \
+            ", ".join(f"`{n}`" for n in already) + "."
+    return text or "those builds are already running."
+
+
+async def building(ctx: Context) -> set[str]:
+    """Images with an unfinished build Job of this PR's head (a second `/build` does not start them again)."""
+    assert ctx.pr is not None
+    selector = f"{jobs.SELECTOR},{jobs.KIND}={jobs.BUILD},{jobs.PR_LABEL}={ctx.pr.number}"
+    busy = set()
+    for job in await ctx.deps.kube.list_jobs(selector):
+        ann = jobs.annotations(job)
+        if (ann.get(jobs.REPO) == ctx.repo and ann.get(jobs.SHA) == ctx.pr.head_sha and jobs.REPORTED not in ann
+                and not jobs.outcome(job).finished):
+            busy.add(ann.get(jobs.IMAGE, ""))
+    return busy
 
 
 async def run_train(ctx: Context, command: commands.Command) -> str:

@@ -323,6 +323,7 @@ async def test_help_lists_the_commands_and_the_callers_permission(bed: Bed) -> N
     [theirs] = await say(bed, "/help", user="bob")
     assert "| `/build` |" in theirs["body"] and "**triage** (commands need write access)" in theirs["body"]
     assert len(eyes(bed)) == 1  # only the accepted one
+    assert bed.github.calls_to("GET", r"/pulls/|/contents/") == []  # /help alone needs neither
 
 
 async def test_unknown_command_gets_the_closest_one(bed: Bed) -> None:
@@ -404,6 +405,15 @@ async def test_build_makes_kaniko_jobs_tagged_pr_n_sha7_and_never_deploys(bed: B
     assert sorted((r["name"], r["conclusion"]) for r in runs) == [
         ("flops/build: client", "success"), ("flops/build: server", "success")]
     assert bed.github.calls_to("GET", r"flops-config") == [] and bed.github.calls_to("PUT", r"/contents/") == []
+
+
+async def test_a_second_build_while_one_runs_starts_only_what_is_not_building(bed: Bed) -> None:
+    head = open_pr(bed)
+    allow(bed, "alice", "write")
+    await say(bed, "/build server")
+    [answer] = await say(bed, "/build")
+    assert "building `client`" in answer["body"] and f"Already building for {head[:7]}: `server`" in answer["body"]
+    assert sorted(builds_by_image(bed)) == ["client", "server"] and len(jobs_of(bed, "build")) == 2
 
 
 async def test_a_redelivered_comment_starts_nothing_twice(bed: Bed) -> None:
