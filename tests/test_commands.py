@@ -92,7 +92,10 @@ def test_parser_never_raises_and_never_accepts_an_invalid_argument(body: str, bo
         assert refusal.line in stripped and refusal.message
         # echoed user text never breaks out of its code span (a reply cannot be made to @mention anyone)
         assert refusal.message.count("`") % 2 == 0, refusal.message
-    assert len(parsed.commands) + len(parsed.refusals) <= MAX_COMMANDS + 1
+    lines = list(dict.fromkeys(command_lines(body)))  # every command-looking line is answered, none dropped
+    answered = len(parsed.commands) + len(parsed.refusals)
+    assert answered == (len(lines) if len(lines) <= MAX_COMMANDS else MAX_COMMANDS + 1)
+    assert addressed(body) is any(line.split()[0][1:] in COMMANDS for line in lines)
 
 
 @settings(max_examples=300, deadline=None)
