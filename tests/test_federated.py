@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import re
+from datetime import datetime, timezone
 from typing import Any
 
 import kubernetes_validate
@@ -56,6 +57,11 @@ def open_pr(bed: Bed, cfg: str | None = None) -> str:
 
 
 async def comment(bed: Bed, body: str, user: str = WRITER) -> None:
+    await bed.deliver("issue_comment", _comment_payload(bed, body, user))
+    await bed.settle()
+
+
+def _comment_payload(bed: Bed, body: str, user: str = WRITER) -> dict[str, Any]:
     """The recorded issue_comment.created payload, as GitHub sends it for a PR comment by `user`."""
     data = payload("issue_comment.created")
     data["issue"].update(number=PR, pull_request={"url": f"https://api.github.com/repos/{REPO}/pulls/{PR}"})
@@ -65,8 +71,7 @@ async def comment(bed: Bed, body: str, user: str = WRITER) -> None:
     data["sender"]["login"] = user
     data["repository"].update(full_name=REPO, default_branch="master")
     data["installation"]["id"] = INSTALLATION
-    await bed.deliver("issue_comment", data)
-    await bed.settle()
+    return data
 
 
 def jobs_of(bed: Bed, kind: str) -> list[dict[str, Any]]:
@@ -399,6 +404,54 @@ async def test_restart_mid_run_reports_once(make_bed: BedFactory, github) -> Non
     assert len(github.calls_to("PATCH", rf"/repos/{REPO}/check-runs/{check['id']}$")) == 1
     assert len([c for c in github.comments_on(REPO, PR) if "<!-- flops:federated -->" in c["body"]]) == 1
     assert third.kube.get("jobs", NAMESPACE, run)["metadata"]["annotations"]["flops.dev/reported"] == "success"
+
+
+async def test_a_run_that_timed_out_while_the_bot_was_down_is_stopped_when_it_comes_back(
+        make_bed: BedFactory, github) -> None:
+    github.add_installation(INSTALLATION, "Codertocat", [REPO])
+    first = await make_bed()
+    server = await start_run(first, "/train clients=1", cfg=config(timeout="1s"))
+    run = server["metadata"]["name"]
+    await first.server.close()  # down before the timeout; the run outlives it meanwhile
+    first.kube.start_job(NAMESPACE, run)
+    [pod] = first.kube.list("pods", NAMESPACE, labels={"job-name": run})
+    first.kube.set_logs(NAMESPACE, pod["metadata"]["name"], "server", "round 1: waiting for client 0\n")
+    await wait_for(lambda: _older_than(first, run, 1), what="the timeout to pass")
+    second = await make_bed()
+    check = await report_of(second, head_of(second))
+    assert check["conclusion"] == "timed_out" and "waiting for client 0" in check["output"]["text"]
+    await wait_for(lambda: second.kube.get("jobs", NAMESPACE, run) is None, what="run stopped")
+
+
+async def test_a_run_waiting_for_its_images_survives_a_restart(make_bed: BedFactory, github) -> None:
+    github.add_installation(INSTALLATION, "Codertocat", [REPO])
+    first = await make_bed()
+    head = open_pr(first)
+    await comment(first, "/train rounds=2 clients=3")
+    await first.server.close()
+    second = await make_bed()
+    await succeed_builds(second, head)
+    [server] = await wait_for(lambda: jobs_of(second, "federated-server"), what="server Job after the restart")
+    assert (env_of(server)["FL_ROUNDS"], env_of(server)["FL_NUM_CLIENTS"]) == ("2", "3")
+
+
+async def test_a_redelivered_train_comment_starts_one_run(bed: Bed) -> None:
+    head = open_pr(bed)
+    await comment(bed, "/build")
+    await succeed_builds(bed, head)
+    data = _comment_payload(bed, "/train")
+    await bed.deliver("issue_comment", data, delivery="d-1")
+    await bed.settle()
+    await bed.deliver("issue_comment", data, delivery="d-2")  # GitHub's "Redeliver" gives a new delivery id
+    await bed.settle()
+    assert len(jobs_of(bed, "federated-server")) == 1
+    assert len(bed.github.check_runs_for(REPO, head, "flops/federated")) == 1
+
+
+def _older_than(bed: Bed, job: str, seconds: float) -> bool:
+    started = bed.kube.get("jobs", NAMESPACE, job)["status"]["startTime"]
+    return (datetime.now(timezone.utc) - datetime.fromisoformat(started.replace("Z", "+00:00"))).total_seconds() \
+        > seconds + 1
 
 
 # --- federated.on_push ----------------------------------------------------------------------------
