@@ -370,10 +370,6 @@ def test_the_service_monitor_scrapes_the_metrics_route(overlay: list[dict[str, A
         assert ("GET", endpoint["path"]) in served
 
 
-def test_app_manifest_copies_are_identical() -> None:
-    """app.yml (documented at the root) and bot/app.yml (shipped in the package for the setup page)."""
-    assert (ROOT / "app.yml").read_bytes() == (ROOT / "bot" / "app.yml").read_bytes()
-
 
 # ---------------------------------------------------------------------------------------- RBAC
 
