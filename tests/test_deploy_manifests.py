@@ -181,7 +181,7 @@ def test_the_overlay_composes_the_whole_installation(overlay: list[dict[str, Any
     assert {d["metadata"].get("namespace") for d in overlay if d["kind"] != "Namespace"} == {NAMESPACE}
     assert one(overlay, "Namespace")["metadata"]["name"] == NAMESPACE
     assert not by_kind(overlay, "Secret"), "the overlay must not apply the Secret templates over real Secrets"
-    assert [c["image"] for c in containers(one(overlay, "Deployment"))] == ["ghcr.io/flops-bot/flops-bot:0.1.0"]
+    assert [c["image"] for c in containers(one(overlay, "Deployment"))] == ["harbor.example.com/flops/flops-bot:0.1.0"]
 
 
 def test_composition_matches_kubectl_kustomize(tmp_path: Path) -> None:

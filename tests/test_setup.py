@@ -11,6 +11,7 @@ import socket
 import stat
 import subprocess
 import sys
+import tomllib
 from collections.abc import AsyncIterator, Iterator
 from html.parser import HTMLParser
 from pathlib import Path
@@ -23,7 +24,7 @@ import yaml
 from aiohttp.test_utils import TestServer
 
 from bot.settings import from_env, needs_setup
-from bot.setup import create_setup_app
+from bot.setup import MANIFEST, create_setup_app
 from tests.conftest import BedFactory, wait_for
 from tests.emulators.github import GitHubEmulator
 
@@ -268,6 +269,9 @@ async def test_github_unreachable_says_so(make_setup: Any) -> None:
 def test_app_yml_is_the_packaged_manifest() -> None:
     """The setup page reads bot/app.yml (package data); app.yml at the root is the documented copy."""
     assert (ROOT / "app.yml").read_text() == (ROOT / "bot" / "app.yml").read_text()
+    assert MANIFEST == ROOT / "bot" / "app.yml"
+    package_data = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
+    assert "app.yml" in package_data["bot"]  # `pip install .` (the Dockerfile) ships it
     data = yaml.safe_load((ROOT / "app.yml").read_text())
     assert data["default_permissions"] == {"checks": "write", "contents": "write", "pull_requests": "write",
                                            "issues": "write", "metadata": "read", "members": "read"}
