@@ -6,7 +6,9 @@ the redirect to the bot's callback, which exchanges the code over the REST API.
 """
 from __future__ import annotations
 
+import base64
 import json
+import shutil
 import socket
 import stat
 import subprocess
@@ -211,6 +213,25 @@ async def test_the_written_file_loads_with_the_other_settings_and_the_bot_is_rea
     async with bed.session.get(bed.url("/readyz")) as response:
         body = await response.json()
     assert body["checks"]["github"] == "ok", body  # GitHub accepts a JWT signed with the written key
+
+
+async def test_the_secret_kubectl_makes_from_the_file_configures_the_bot(setup: Setup, github: GitHubEmulator,
+                                                                         env: dict[str, str]) -> None:
+    """README: `kubectl create secret generic flops-bot-github --from-env-file=.env`, read by key."""
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        pytest.skip("kubectl is not installed")
+    status, page, _ = await setup.register()
+    assert status == 200, page
+    made = subprocess.run([kubectl, "create", "secret", "generic", "flops-bot-github", "--dry-run=client",
+                           "-o", "json", f"--from-env-file={setup.env_file}"], capture_output=True, text=True,
+                          timeout=60)
+    assert made.returncode == 0, made.stderr
+    data = {k: base64.b64decode(v).decode() for k, v in json.loads(made.stdout)["data"].items()}
+    assert set(data) == CONTRACT
+    [app] = github.registered_apps
+    settings = from_env({**{k: v for k, v in env.items() if not k.startswith("GITHUB_")}, **data})
+    assert settings.app_id == app["id"] and settings.private_key.strip() == app["pem"].strip()
 
 
 async def test_a_used_code_gives_a_clear_error_page(setup: Setup, github: GitHubEmulator) -> None:
