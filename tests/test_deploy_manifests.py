@@ -644,3 +644,11 @@ async def test_the_role_grants_every_call_the_bots_flows_make(bed: Bed) -> None:
             ("delete", "jobs"), ("list", "pods"), ("get", "pods/log"), ("create", "services"),
             ("delete", "services")} <= verbs
     assert_role_grants(bed.kube.requests)
+    # Every Job the flows started runs as deploy/base's API-less ServiceAccount, without a token.
+    [jobs_account] = [sa["metadata"]["name"] for sa in by_kind(compose(BASE), "ServiceAccount")
+                      if sa.get("automountServiceAccountToken") is False]
+    started = bed.kube.list("jobs", NAMESPACE)
+    assert len(started) >= 6
+    for job in started:
+        pod = job["spec"]["template"]["spec"]
+        assert pod["serviceAccountName"] == jobs_account and pod["automountServiceAccountToken"] is False
