@@ -20,6 +20,7 @@ import asyncio
 import base64
 import logging
 import re
+import urllib.parse
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -315,9 +316,19 @@ def commit_message(request: Request, plan: Plan) -> str:
     return f"deploy({request.target.name}): {images}\n\n" + "\n".join(body)
 
 
+def _quoted(path: str) -> str:
+    """A path for a URL: `/` kept (GitHub wants `dev/cronjob.yaml`, `flops/deploy-dev` as is),
+    everything else percent-encoded, so `?`, `#` or `{` in a name cannot change the request."""
+    return urllib.parse.quote(path, safe="/")
+
+
+def _contents(target: DeployTarget) -> str:
+    return "/repos/" + target.repo + "/contents/" + _quoted(target.file)
+
+
 async def _read(gh: GitHubAPI, target: DeployTarget, branch: str) -> tuple[str, str]:
     try:
-        data = await gh.getitem("/repos/" + target.repo + "/contents/" + target.file + "{?ref}", url_vars={"ref": branch})
+        data = await gh.getitem(_contents(target) + "{?ref}", url_vars={"ref": branch})
     except gidgethub.BadRequest as exc:
         if exc.status_code == 404:
             raise DeployError(f"`{target.file}` does not exist on `{target.repo}@{branch}`: check `file` and "
@@ -336,7 +347,7 @@ async def _read(gh: GitHubAPI, target: DeployTarget, branch: str) -> tuple[str, 
 
 
 async def _write(gh: GitHubAPI, target: DeployTarget, branch: str, text: str, blob: str, message: str) -> Any:
-    return await gh.put("/repos/" + target.repo + "/contents/" + target.file, data={
+    return await gh.put(_contents(target), data={
         "message": message, "content": base64.b64encode(text.encode("utf-8")).decode(), "sha": blob,
         "branch": branch})
 
@@ -348,14 +359,14 @@ def deploy_branch(target: DeployTarget) -> str:
 async def _restart_branch(gh: GitHubAPI, target: DeployTarget) -> None:
     """PR mode, no open PR: the bot's branch (re)started from the target branch's head."""
     branch = deploy_branch(target)
-    base = await gh.getitem("/repos/" + target.repo + "/git/ref/heads/{branch}", url_vars={"branch": target.branch})
+    base = await gh.getitem("/repos/" + target.repo + "/git/ref/heads/" + _quoted(target.branch))
     head_sha = base["object"]["sha"]
     try:
         await gh.post("/repos/" + target.repo + "/git/refs", data={"ref": f"refs/heads/{branch}", "sha": head_sha})
     except gidgethub.BadRequest as exc:
         if exc.status_code != 422:  # 422: it exists (left from a merged or closed PR): move it
             raise
-        await gh.patch("/repos/" + target.repo + "/git/refs/heads/{branch}", url_vars={"branch": branch},
+        await gh.patch("/repos/" + target.repo + "/git/refs/heads/" + _quoted(branch),
                        data={"sha": head_sha, "force": True})
 
 

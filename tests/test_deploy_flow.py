@@ -287,6 +287,16 @@ async def test_a_manifest_saved_with_bom_and_crlf_keeps_both(bed: Bed) -> None:
     assert deploy_check(bed, data["after"])["conclusion"] == "success"
 
 
+async def test_a_file_name_with_url_characters_is_the_file_edited(bed: Bed) -> None:
+    name = "dev/fl server#1 {blue}.yaml"
+    set_up(bed, flops_yml(target(file=f'"{name}"')), {name: CRONJOB, "dev/fl server": "not this one\n"})
+    data = await pushed_and_built(bed, {"server/app.py": "print(32)\n"}, "server")
+
+    assert f"{SERVER}:{tag(data)}@{DIGEST}" in config_file(bed, name)
+    assert config_file(bed, "dev/fl server") == "not this one\n"
+    assert deploy_check(bed, data["after"])["conclusion"] == "success"
+
+
 async def test_kustomization_images_entry_gets_tag_and_digest(bed: Bed) -> None:
     set_up(bed, flops_yml(target(file="dev/kustomization.yaml", field=None)), {"dev/kustomization.yaml": KUSTOMIZATION})
     data = await pushed_and_built(bed, {"server/app.py": "print(5)\n"}, "server")
