@@ -423,6 +423,17 @@ async def test_a_concurrent_commit_to_the_file_is_kept_and_the_bump_retried(bed:
     assert deploy_check(bed, data["after"])["conclusion"] == "success"
 
 
+async def test_a_422_sha_mismatch_is_retried_like_a_409(bed: Bed) -> None:
+    set_up(bed, flops_yml(target()), {"dev/cronjob.yaml": CRONJOB})
+    bed.github.fail_next("PUT", rf"^/repos/{CONFIG_REPO}/contents/", 422,
+                         body={"message": "dev/cronjob.yaml does not match 0123abc", "documentation_url": "x"})
+    data = await pushed_and_built(bed, {"server/app.py": "print(33)\n"}, "server")
+
+    assert [p.status for p in bed.github.calls_to("PUT", rf"^/repos/{CONFIG_REPO}/contents/")] == [422, 200]
+    assert f"{SERVER}:{tag(data)}@{DIGEST}" in config_file(bed, "dev/cronjob.yaml")
+    assert deploy_check(bed, data["after"])["conclusion"] == "success"
+
+
 async def test_a_racing_newer_deploy_wins_after_the_conflict(bed: Bed) -> None:
     set_up(bed, flops_yml(target()), {"dev/cronjob.yaml": CRONJOB})
     data = push(bed, {"server/app.py": "print(13)\n"})
