@@ -276,7 +276,7 @@ async def stop_clients(deps: Deps, run_id: str, expected: int) -> list[ClientOut
             outcome = f"failed: {diagnose(state, await deps.kube.job_pods(name)).reason}"
         else:
             await deps.kube.delete_job(name)
-            outcome = "stopped (still running when the server finished)"
+            outcome = "stopped (still running when the run ended)"
         found[index] = ClientOutcome(index, name, outcome)
     for index in range(expected):
         if index not in found:

@@ -234,6 +234,7 @@ async def test_existing_builds_of_the_head_are_used_without_building_again(bed: 
     await succeed_builds(bed, head)
     await comment(bed, "/train clients=2")
     [server] = jobs_of(bed, "federated-server")
+    assert f"federated run `{server['metadata']['name']}` started" in bed.github.comments_on(REPO, PR)[-1]["body"]
     assert len(jobs_of(bed, "build")) == 2  # the two of /build, none more
     assert env_of(server)["FL_NUM_CLIENTS"] == "2"
     assert digest_of("server") in server["spec"]["template"]["spec"]["containers"][0]["image"]
@@ -256,6 +257,21 @@ async def test_train_builds_the_images_first_and_runs_once_both_are_built(bed: B
     assert env_of(server)["FL_NUM_CLIENTS"] == "3"
     assert server["spec"]["template"]["spec"]["containers"][0]["image"].endswith("@" + digest_of("server"))
     assert not _exists(bed, f"pending/{REPO}/{head}/train.json")
+
+
+async def test_a_run_waiting_on_a_failed_build_starts_after_retest_builds_it(bed: Bed) -> None:
+    head = open_pr(bed)
+    await comment(bed, "/train")
+    failed = next(j for j in jobs_of(bed, "build") if j["metadata"]["annotations"]["flops.dev/image"] == "server")
+    bed.kube.fail_job(NAMESPACE, failed["metadata"]["name"], logs="error: COPY failed\n")
+    await succeed_builds(bed, head, ("client",))
+    await wait_for(lambda: any(r["conclusion"] == "failure" for r in
+                               bed.github.check_runs_for(REPO, head, "flops/build: server")), what="build failure")
+    assert jobs_of(bed, "federated-server") == []
+    await comment(bed, "/retest")
+    await succeed_builds(bed, head, ("server",))
+    [server] = await wait_for(lambda: jobs_of(bed, "federated-server"), what="the run, once the image built")
+    assert server["spec"]["template"]["spec"]["containers"][0]["image"].endswith(digest_of("server"))
 
 
 async def test_cancel_while_waiting_for_images_means_the_run_never_starts(bed: Bed) -> None:
@@ -296,7 +312,7 @@ async def test_success_report_has_rounds_final_metrics_model_links_and_clients(b
             assert response.status == 200 and await response.read() == MODEL[name]
     assert re.search(r"Links expire \d{4}-\d\d-\d\d \d\d:\d\d UTC \(7 days\)", summary)
     roster = {int(r[0]): r[2] for r in table(summary, "Clients")}
-    assert roster == {0: "succeeded", 1: "succeeded", 2: "stopped (still running when the server finished)"}
+    assert roster == {0: "succeeded", 1: "succeeded", 2: "stopped (still running when the run ended)"}
     assert bed.kube.get("jobs", NAMESPACE, clients[2]["metadata"]["name"]) is None
     assert run_objects(bed, run)[1] == []  # the Service is gone with the run
     assert "2 rounds, 3 clients" in check["output"]["title"]
