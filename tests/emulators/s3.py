@@ -113,6 +113,9 @@ class S3Server:
             f"-s3.config={config}",
             f"-admin.port={admin}", f"-admin.port.grpc={admin_grpc}", "-admin.ui=false",
             "-webdav=false", "-volume.preStopSeconds=0",
+            # every bucket (one per test) is a collection with volumes of its own; the default limit
+            # (free disk / 128 MB) ran out after ~78 buckets on a 79 GB disk, fewer on a small CI runner
+            "-volume.max=10000",
         ]
         # unix sockets default to /tmp/seaweedfs-*-<port>.sock; keep them in the workdir when the path fits
         for flag, name in (("-filer.localSocket", "filer.sock"), ("-s3.localSocket", "s3.sock")):
