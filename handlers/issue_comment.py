@@ -9,6 +9,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+import gidgethub
 from gidgethub import routing, sansio
 from gidgethub.abc import GitHubAPI
 
@@ -21,6 +22,8 @@ log = logging.getLogger(__name__)
 router = routing.Router()
 RUNS_CODE = ("regression", "build", "train", "retest")
 JUST_HELP = commands.Parsed((commands.Command("help", "/help"),))
+NO_CONFIG = ("this repository has no valid `.github/flops.yml` on the base branch, so there is nothing to run "
+             "(the `flops/config` check says what is wrong).")
 
 
 @dataclass(frozen=True)
@@ -126,16 +129,16 @@ async def attempt(ctx: Context, command: commands.Command) -> str:
 async def execute(ctx: Context, command: commands.Command) -> str:
     if command.name == "help":
         return help_answer(ctx.permission)
-    if ctx.cfg is None:
-        return "this repository has no valid `.github/flops.yml` on the base branch, so there is nothing to run."
     if command.name == "redeploy":
-        return await redeploy(ctx, command)
+        return await redeploy(ctx, command) if ctx.cfg is not None else NO_CONFIG
     if ctx.pr is None:
         return "this command works on pull requests only."
-    if command.name == "ok-to-test":
+    if command.name == "ok-to-test":  # neither trusting nor stopping needs the config
         return await ok_to_test(ctx, command)
     if command.name == "cancel":
         return await cancel(ctx, command)
+    if ctx.cfg is None:
+        return NO_CONFIG
     if ctx.pr.state != "open":
         return "the pull request is closed."
     if command.name in RUNS_CODE and not await pulls.may_run(ctx.deps, ctx.pr):
@@ -151,9 +154,13 @@ async def running_links(ctx: Context) -> list[str]:
     """Links to the head's flops checks now running (what the commands just started, and any earlier)."""
     if ctx.pr is None:
         return []
-    data = await ctx.gh.getitem("/repos/" + ctx.repo + "/commits/{sha}/check-runs{?filter,status,per_page}",
-                                url_vars={"sha": ctx.pr.head_sha, "filter": "latest", "status": "in_progress",
-                                          "per_page": "100"})
+    try:
+        data = await ctx.gh.getitem("/repos/" + ctx.repo + "/commits/{sha}/check-runs{?filter,status,per_page}",
+                                    url_vars={"sha": ctx.pr.head_sha, "filter": "latest", "status": "in_progress",
+                                              "per_page": "100"})
+    except gidgethub.GitHubException:  # the links are a convenience: the reply goes out without them
+        log.warning("could not list check runs for the reply", extra={"repo": ctx.repo, "pr": ctx.number})
+        return []
     runs = sorted((r["name"], r["html_url"]) for r in data.get("check_runs", [])
                   if r["name"].startswith("flops/") and r.get("status") == "in_progress" and r.get("html_url"))
     if not runs:
@@ -169,7 +176,7 @@ async def ok_to_test(ctx: Context, command: commands.Command) -> str:
     head = ctx.pr.head_sha
     if command.sha is not None and not head.startswith(command.sha):
         return (f"nothing allowed: the head is now {head[:7]}, not {command.sha[:7]}. Review {head[:7]}, "
-                f"then comment `/ok-to-test {head[:12]}`.")
+                f"then comment `/ok-to-test {head}`.")
     await pulls.grant(ctx.deps, ctx.pr, ctx.user, "/ok-to-test")
     return f"jobs may now run for {head[:7]} (a later push needs a new `/ok-to-test`)."
 

@@ -441,6 +441,19 @@ async def test_cancel_stops_this_prs_running_jobs_and_their_checks_become_cancel
     assert all("Cancelled by @alice" in r["output"]["summary"] for r in runs)
 
 
+async def test_cancel_and_ok_to_test_work_even_when_the_base_config_is_broken(bed: Bed) -> None:
+    head = open_pr(bed, fork=True)
+    allow(bed, "alice", "write")
+    await say(bed, "/ok-to-test\n/build server")
+    broken = bed.github.commit(REPO, "master", {".github/flops.yml": "registry: [not, a, string]\n"})
+    bed.github.pulls[(REPO, PR)]["base"]["sha"] = broken
+    [answer] = await say(bed, "/cancel\n/ok-to-test\n/build")
+    assert "cancelled 1 running Job" in answer["body"] and "jobs may now run" in answer["body"]
+    assert "no valid `.github/flops.yml` on the base branch" in answer["body"]
+    assert jobs_of(bed) == []
+    assert [r["conclusion"] for r in bed.github.check_runs_for(REPO, head, "flops/build: server")] == ["cancelled"]
+
+
 async def test_cancel_train_also_drops_a_run_waiting_for_its_images(bed: Bed) -> None:
     head = open_pr(bed)
     allow(bed, "alice", "write")
