@@ -194,6 +194,10 @@ async def config_client(deps: Deps, target: DeployTarget) -> GitHubAPI:
 async def deploy(gh: GitHubAPI, deps: Deps, request: Request) -> Result:
     """Read, decide, edit, commit; on a sha conflict start over (someone committed meanwhile)."""
     target = request.target
+    if target.field is not None and len(target.images) > 1:
+        raise DeployError(f"deploy target `{target.name}` has `field` (one scalar) but {len(target.images)} images "
+                          f"({', '.join(target.images)}): drop `field`, so each image's containers are found by "
+                          f"repository, or make one target per image in .github/flops.yml.")
     cfg_gh = await config_client(deps, target)
     pull = await _open_pull(cfg_gh, target) if target.mode == "pull_request" else None
     for attempt in range(1, ATTEMPTS + 1):

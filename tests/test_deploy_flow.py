@@ -468,6 +468,19 @@ async def test_a_field_that_does_not_exist_fails_the_check(bed: Bed) -> None:
     assert bed.github.calls_to("PUT", rf"^/repos/{CONFIG_REPO}/") == []
 
 
+async def test_one_field_for_two_images_fails_instead_of_writing_one_over_the_other(bed: Bed) -> None:
+    set_up(bed, flops_yml(target(images="images: [server, client]")), {"dev/cronjob.yaml": CRONJOB})
+    data = push(bed, {"server/app.py": "print(34)\n", "client/main.py": "print(35)\n"})
+    await bed.deliver("push", data)
+    await bed.settle()
+    await build(bed, data, "server")
+    await build(bed, data, "client")
+
+    check = deploy_check(bed, data["after"])
+    assert check["conclusion"] == "failure" and "drop `field`" in check["output"]["summary"]
+    assert config_file(bed, "dev/cronjob.yaml") == CRONJOB
+
+
 async def test_app_not_installed_on_the_config_repo_fails_with_what_to_do(bed: Bed) -> None:
     set_up(bed, flops_yml(target()), {"dev/cronjob.yaml": CRONJOB}, installed=False)
     data = await pushed_and_built(bed, {"server/app.py": "print(16)\n"}, "server")
