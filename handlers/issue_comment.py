@@ -1,7 +1,10 @@
 """issue_comment: PR comment commands, for people with write access only.
 
-An accepted comment gets an `eyes` reaction at once and one reply listing what happened.
-Edited comments never re-run commands; the bot's own and other bots' comments are ignored.
+Permission is asked of GitHub (collaborator permission API, cached briefly), never read from
+`author_association`. A comment naming a command gets an `eyes` reaction at once and one reply with
+each line's outcome and links to the checks now running; one naming only unknown commands gets the
+closest ones. Edited comments never re-run commands; the bot's own and other bots' comments are
+ignored. Code of a fork PR runs only for a head sha a maintainer approved or `/ok-to-test`-ed.
 """
 from __future__ import annotations
 

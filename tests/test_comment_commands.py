@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 
 from bot.github import Permissions
-from tests.conftest import INSTALLATION, NAMESPACE, Bed, payload, wait_for
+from tests.conftest import INSTALLATION, NAMESPACE, Bed, BedFactory, payload, wait_for
+from tests.emulators.github import GitHubEmulator
 
 REPO = "Codertocat/Hello-World"
 FORK = "mallory/Hello-World"
@@ -244,6 +245,18 @@ async def test_an_approving_review_of_the_head_trusts_the_fork_sha(bed: Bed) -> 
     assert "building `server`" in answer["body"]
 
 
+async def test_an_ok_to_test_survives_a_restart(make_bed: BedFactory, github: GitHubEmulator) -> None:
+    github.add_installation(INSTALLATION, "Codertocat", [REPO])
+    first = await make_bed()
+    head = open_pr(first, fork=True)
+    allow(first, "alice", "write")
+    await say(first, "/ok-to-test")
+    await first.server.close()
+    second = await make_bed()
+    [answer] = await say(second, "/build server")
+    assert f"`pr-1-{head[:7]}`" in answer["body"]
+
+
 async def test_same_repository_prs_need_no_ok_to_test(bed: Bed) -> None:
     open_pr(bed)
     allow(bed, "alice", "write")
@@ -280,7 +293,7 @@ async def test_comments_without_commands_and_commands_for_other_bots(bed: Bed) -
     allow(bed, "bob", "read")
     assert await say(bed, "LGTM, but see `/build` in the docs\n> /build\n```\n/build\n```", user="bob") == []
     assert await say(bed, "/cc @alice\n/bulid", user="bob") == []  # not ours to refuse
-    assert bed.github.calls_to("GET", r"/permission$") == [bed.github.calls_to("GET", r"/permission$")[0]]
+    assert len(bed.github.calls_to("GET", r"/permission$")) == 1  # asked once: the first had no command line
     assert jobs_of(bed) == []
 
 
