@@ -9,6 +9,7 @@ import asyncio
 import hashlib
 import hmac
 import json
+import math
 import os
 import platform
 import re
@@ -131,7 +132,7 @@ class Timed(list):  # type: ignore[type-arg]
 def percentile(values: list[float], p: float) -> float:
     """Nearest-rank percentile (p in 0..100) of a non-empty list."""
     ordered = sorted(values)
-    rank = max(1, min(len(ordered), round(p / 100 * len(ordered) + 0.5)))
+    rank = max(1, min(len(ordered), math.ceil(p / 100 * len(ordered))))
     return ordered[rank - 1]
 
 

@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 
 WATCH_SECONDS = 300
 LOG_LINES = 50
+REPORTS_AT_ONCE = 16  # a burst of finished Jobs waits its turn here instead of holding thousands of reports open
 
 # A reporter turns one finished Job into a GitHub report and returns the conclusion it posted.
 Reporter = Callable[[dict[str, Any], jobs.Outcome, Deps], Awaitable[str]]
@@ -45,6 +46,7 @@ class Tracker:
         self._inflight: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._timers: dict[str, asyncio.Task[None]] = {}
+        self._slots = asyncio.Semaphore(REPORTS_AT_ONCE)
         self._stop = threading.Event()
         self.synced = asyncio.Event()  # set after the first full list: restart recovery is done
 
@@ -140,9 +142,13 @@ class Tracker:
 
     def _spawn(self, name: str, work: Coroutine[Any, Any, None]) -> None:
         self._inflight.add(name)
-        task = asyncio.create_task(work, name=f"report-{name}")
+        task = asyncio.create_task(self._in_turn(work), name=f"report-{name}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    async def _in_turn(self, work: Coroutine[Any, Any, None]) -> None:
+        async with self._slots:
+            await work
 
     def _arm_timeout(self, job: dict[str, Any]) -> None:
         name, seconds = jobs.name_of(job), jobs.annotations(job).get(jobs.TIMEOUT, "")
