@@ -197,6 +197,7 @@ class ClientOutcome:
     client: int
     job: str
     outcome: str  # "succeeded", "failed: <reason>", "stopped ...", "missing ..."
+    running: bool = False  # still running when the server ended: deleted once the run is reported
 
     @property
     def failed(self) -> bool:
@@ -207,8 +208,7 @@ async def report(job: dict[str, Any], result: jobs.Outcome, deps: Deps) -> str:
     """Tracker reporter for `flops.dev/kind: federated-server`: the whole run's verdict."""
     ann, run_id = jobs.annotations(job), jobs.name_of(job)
     gh = deps.github.for_installation(int(ann[jobs.INSTALLATION]))
-    roster = await stop_clients(deps, run_id, int(ann.get(jobs.CLIENTS) or 0))
-    await deps.kube.delete_service(run_id)
+    roster = await client_roster(deps, run_id, int(ann.get(jobs.CLIENTS) or 0))
     metrics, problem = await read_metrics(deps, ann[jobs.OUTPUT])
     failed = [c for c in roster if c.failed]
     text = None
@@ -244,6 +244,7 @@ async def report(job: dict[str, Any], result: jobs.Outcome, deps: Deps) -> str:
         await comments.upsert(gh, ann[jobs.REPO], int(ann[jobs.PR]), MARKER,
                               f"{MARKER}\n### {checks.FEDERATED} · `{ann[jobs.SHA][:7]}` · **{conclusion}**: "
                               f"{title}\n\n{summary}")
+    await end_run(deps, run_id, roster)
     return conclusion
 
 
@@ -264,8 +265,17 @@ async def read_metrics(deps: Deps, output: str) -> tuple[dict[str, Any] | None, 
     return data, ""
 
 
-async def stop_clients(deps: Deps, run_id: str, expected: int) -> list[ClientOutcome]:
-    """Each client's outcome; the ones still running are deleted (the run is over)."""
+async def end_run(deps: Deps, run_id: str, roster: list[ClientOutcome]) -> None:
+    """After the report (so a retried report sees the same roster): the clients still running and
+    the Service go; the server Job stays, marked reported, until its TTL."""
+    for client in roster:
+        if client.running:
+            await deps.kube.delete_job(client.job)
+    await deps.kube.delete_service(run_id)
+
+
+async def client_roster(deps: Deps, run_id: str, expected: int) -> list[ClientOutcome]:
+    """Each client's outcome, from its Job; a client Job that is gone is `missing`."""
     found: dict[int, ClientOutcome] = {}
     for job in await deps.kube.list_jobs(f"{jobs.SELECTOR},{jobs.KIND}={jobs.FEDERATED_CLIENT},{jobs.RUN}={run_id}"):
         name, state = jobs.name_of(job), jobs.outcome(job)
@@ -275,9 +285,8 @@ async def stop_clients(deps: Deps, run_id: str, expected: int) -> list[ClientOut
         elif state.finished:
             outcome = f"failed: {diagnose(state, await deps.kube.job_pods(name)).reason}"
         else:
-            await deps.kube.delete_job(name)
             outcome = "stopped (still running when the run ended)"
-        found[index] = ClientOutcome(index, name, outcome)
+        found[index] = ClientOutcome(index, name, outcome, running=not state.finished)
     for index in range(expected):
         if index not in found:
             found[index] = ClientOutcome(index, jobs.federated_client_name(run_id, index),

@@ -320,6 +320,28 @@ async def test_success_report_has_rounds_final_metrics_model_links_and_clients(b
     assert len(sticky) == 1 and "success" in sticky[0]["body"] and "### Rounds" in sticky[0]["body"]
 
 
+async def test_a_report_retried_after_github_failed_shows_the_same_roster(bed: Bed) -> None:
+    server = await start_run(bed, "/train clients=2")
+    run = server["metadata"]["name"]
+    clients, _ = run_objects(bed, run)
+    write_output(bed, server)
+    bed.kube.succeed_job(NAMESPACE, clients[0]["metadata"]["name"])
+    bed.kube.start_job(NAMESPACE, clients[1]["metadata"]["name"])
+    check_id = server["metadata"]["annotations"]["flops.dev/check-run-id"]
+    bed.github.fail_next("PATCH", rf"/check-runs/{check_id}$", 502, times=5)  # every retry of the report fails
+    bed.kube.succeed_job(NAMESPACE, run)
+    await wait_for(lambda: len(bed.github.calls_to("PATCH", rf"/check-runs/{check_id}$")) >= 5, what="attempts")
+    await bed.settle()
+    assert bed.kube.get("jobs", NAMESPACE, clients[1]["metadata"]["name"]) is not None  # not stopped before reporting
+    bed.kube.expire_watches()  # the tracker re-lists and reports again
+    check = await report_of(bed, head_of(bed))
+    assert check["conclusion"] == "success"
+    roster = {int(r[0]): r[2] for r in table(check["output"]["summary"], "Clients")}
+    assert roster == {0: "succeeded", 1: "stopped (still running when the run ended)"}
+    await wait_for(lambda: bed.kube.get("jobs", NAMESPACE, clients[1]["metadata"]["name"]) is None,
+                   what="the running client deleted after the report")
+
+
 async def test_a_failed_client_is_reported_by_name(bed: Bed) -> None:
     server = await start_run(bed)
     run = server["metadata"]["name"]
