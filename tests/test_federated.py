@@ -226,6 +226,8 @@ async def test_deleting_the_server_job_deletes_the_whole_run(bed: Bed) -> None:
     bed.deps.kube.batch.delete_namespaced_job(run, NAMESPACE, propagation_policy="Background")
     assert run_objects(bed, run) == ([], [])
     assert bed.kube.list("pods", NAMESPACE, labels={"job-name": run}) == []
+    check = await report_of(bed, head_of(bed))  # the check does not stay in progress
+    assert check["conclusion"] == "cancelled"
 
 
 async def test_existing_builds_of_the_head_are_used_without_building_again(bed: Bed) -> None:
