@@ -285,7 +285,10 @@ async def client_roster(deps: Deps, run_id: str, expected: int) -> list[ClientOu
         elif state.finished:
             outcome = f"failed: {diagnose(state, await deps.kube.job_pods(name)).reason}"
         else:
-            outcome = "stopped (still running when the run ended)"
+            stuck = diagnose(state, await deps.kube.job_pods(name))
+            # A container that could not start (image pull, missing Secret) names itself; else it ran.
+            outcome = f"failed: never started ({stuck.reason})" if stuck.container and stuck.exit_code is None \
+                else "stopped (still running when the run ended)"
         found[index] = ClientOutcome(index, name, outcome, running=not state.finished)
     for index in range(expected):
         if index not in found:

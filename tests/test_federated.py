@@ -364,6 +364,23 @@ async def test_a_failed_client_is_reported_by_name(bed: Bed) -> None:
     assert len(table(summary, "Rounds")) == len(ROUNDS)  # what the server did write is still shown
 
 
+async def test_a_client_that_cannot_pull_its_image_is_a_failed_client(bed: Bed) -> None:
+    server = await start_run(bed, "/train clients=2")
+    run = server["metadata"]["name"]
+    clients, _ = run_objects(bed, run)
+    write_output(bed, server)
+    bed.kube.succeed_job(NAMESPACE, clients[0]["metadata"]["name"])
+    bed.kube.set_pod_waiting(NAMESPACE, clients[1]["metadata"]["name"], "ImagePullBackOff",
+                             'Back-off pulling image "harbor.example.com/flops/client": 401 Unauthorized')
+    bed.kube.succeed_job(NAMESPACE, run)  # the server gave up waiting for client 1 and finished
+    check = await report_of(bed, head_of(bed))
+    assert check["conclusion"] == "failure" and check["output"]["title"] == "client 1 failed"
+    roster = {int(r[0]): r[2] for r in table(check["output"]["summary"], "Clients")}
+    assert roster[1].startswith("failed: never started (ImagePullBackOff: Back-off pulling image")
+    await wait_for(lambda: bed.kube.get("jobs", NAMESPACE, clients[1]["metadata"]["name"]) is None,
+                   what="the stuck client deleted")
+
+
 async def test_a_lost_client_does_not_hang_the_run(bed: Bed) -> None:
     server = await start_run(bed, "/train rounds=2 clients=2")
     run = server["metadata"]["name"]
