@@ -214,7 +214,9 @@ async def report(job: dict[str, Any], result: jobs.Outcome, deps: Deps) -> str:
     text = None
     if result.succeeded and metrics is not None and not failed:
         conclusion, reason = "success", ""
-        title = f"{len(metrics['rounds'])} rounds, {len(roster)} clients" + _final_line(metrics)
+        done, asked = len(metrics["rounds"]), int(ann.get(jobs.ROUNDS) or 0)
+        title = (f"{done} rounds" if done >= asked else f"{done} of {asked} rounds") + \
+            f", {len(roster)} clients" + _final_line(metrics)
     elif result.succeeded and metrics is not None:
         conclusion = "failure"
         reason = "; ".join(f"client {c.client} (`{c.job}`) {c.outcome}" for c in failed)
@@ -262,6 +264,8 @@ async def read_metrics(deps: Deps, output: str) -> tuple[dict[str, Any] | None, 
     if not isinstance(rounds, list) or not all(isinstance(r, dict) and isinstance(r.get("metrics"), dict)
                                                for r in rounds) or not isinstance(data.get("metrics", {}), dict):
         return None, f"`{key}` does not have the shape {expected}."
+    if not rounds:
+        return None, f"`{key}` lists no finished round."
     return data, ""
 
 

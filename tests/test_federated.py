@@ -546,6 +546,7 @@ async def test_on_push_smoke_run_after_the_default_branch_images_built(bed: Bed)
     bed.kube.succeed_job(NAMESPACE, server["metadata"]["name"])
     check = await report_of(bed, sha)
     assert check["conclusion"] == "success"
+    assert check["output"]["title"].startswith("2 of 3 rounds, 2 clients")  # the server stopped early; it says so
     assert "push" in check["output"]["summary"]
 
 
