@@ -11,6 +11,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+import gidgethub
 from gidgethub.abc import GitHubAPI
 
 from bot import checks, jobs
@@ -65,6 +66,16 @@ def wants_build(cfg: RepoConfig, push: Push) -> bool:
     if push.branch is not None:
         return push.branch in (cfg.branches or (push.default_branch,))
     return push.tag_name is not None and any(fnmatch.fnmatchcase(push.tag_name, p) for p in cfg.tags)
+
+
+async def on_branch(gh: GitHubAPI, repo: str, branch: str, sha: str) -> bool:
+    """Is `sha` the head of `branch` of `repo`, or in its history? (A fork's branch of the same
+    name is not: its commits are not on ours.)"""
+    try:
+        data = await gh.getitem("/repos/" + repo + "/compare/{spec}", url_vars={"spec": f"{branch}...{sha}"})
+    except gidgethub.BadRequest:
+        return False
+    return data.get("status") in ("identical", "behind")
 
 
 def changed_in_payload(push: Push) -> list[str] | None:

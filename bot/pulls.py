@@ -43,6 +43,21 @@ async def fetch(gh: GitHubAPI, repo: str, number: int, installation_id: int) -> 
     return PullRef.from_api(data, installation_id)
 
 
+async def with_head(gh: GitHubAPI, repo: str, sha: str, installation_id: int,
+                    numbers: list[int] | tuple[int, ...] = ()) -> PullRef | None:
+    """The open pull request whose head is `sha`: from the given numbers (a check run's
+    `pull_requests`, same-repository PRs only), else from the open PRs (forks included)."""
+    for number in numbers:
+        pr = await fetch(gh, repo, number, installation_id)
+        if pr.head_sha == sha and pr.state == "open":
+            return pr
+    async for data in gh.getiter("/repos/" + repo + "/pulls{?state,per_page}",
+                                 url_vars={"state": "open", "per_page": "100"}):
+        if data["head"]["sha"] == sha:
+            return PullRef.from_api(data, installation_id)
+    return None
+
+
 def trust_key(pr: PullRef) -> str:
     return f"trust/{pr.repo}/pr-{pr.number}/{pr.head_sha}.json"
 

@@ -194,6 +194,43 @@ async def test_rerun_button_builds_the_image_again(bed: Bed) -> None:
     assert sorted(r["status"] for r in runs) == ["completed", "in_progress"]
 
 
+def rerequest(bed: Bed, sha: str, branch: str, run_id: int = 1) -> dict[str, Any]:
+    """The check_run `rerequested` payload of a Re-run click on `flops/build: server`."""
+    data = payload("check_run.rerequested")
+    data["check_run"].update(id=run_id, name="flops/build: server", head_sha=sha, pull_requests=[])
+    data["check_run"]["check_suite"]["head_branch"] = branch
+    data["installation"]["id"] = INSTALLATION
+    data["repository"].update(full_name=REPO, default_branch="master")
+    return data
+
+
+def pull_request_head(bed: Bed, number: int, *, fork: bool) -> str:
+    """A PR whose head branch is named `master` (as a fork's often is), its commit not on ours."""
+    push(bed, {"server/app.py": "print(21)\n"})
+    base = bed.github.branch_sha(REPO, "master")
+    sha = bed.github.commit(REPO, f"refs/pull/{number}/head", {"server/app.py": "print('pr')\n"}, parents=[base])
+    bed.github.add_pull(REPO, number, sha, base_branch="master", head_ref="master",
+                        head_repo="someone/Hello-World" if fork else None)
+    return sha
+
+
+async def test_rerun_of_a_pull_request_build_stays_a_pull_request_build(bed: Bed) -> None:
+    sha = pull_request_head(bed, 7, fork=False)
+    await bed.deliver("check_run", rerequest(bed, sha, "master"))
+    await bed.settle()
+    [job] = [j for j in build_jobs(bed) if j["metadata"]["annotations"]["flops.dev/sha"] == sha]
+    args = job["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert f"--destination=harbor.example.com/flops/server:pr-7-{sha[:7]}" in args
+    assert "flops.dev/deploy-targets" not in job["metadata"]["annotations"]  # a PR build is never deployed
+
+
+async def test_rerun_of_a_fork_build_needs_a_grant_for_its_head(bed: Bed) -> None:
+    sha = pull_request_head(bed, 8, fork=True)
+    await bed.deliver("check_run", rerequest(bed, sha, "master"))
+    await bed.settle()
+    assert [j for j in build_jobs(bed) if j["metadata"]["annotations"]["flops.dev/sha"] == sha] == []
+
+
 async def test_job_finishing_while_the_bot_is_down_is_reported_once_on_restart(make_bed: BedFactory, github) -> None:
     github.add_installation(INSTALLATION, "Codertocat", [REPO])
     first = await make_bed()
