@@ -35,6 +35,7 @@ WRITE = ("admin", "maintain", "write")
 ROLES = ("admin", "maintain", "write", "triage", "read")
 PERMISSION_TTL = 60.0
 PERMISSION_CACHE_SIZE = 4096
+INSTALLATION_TTL = 600.0  # seconds a repository's installation id is trusted before it is looked up again
 TOKEN_REFRESH_MARGIN = 300.0  # seconds before expiry at which a cached token is renewed
 
 Sleep = Callable[[float], Awaitable[None]]
@@ -165,7 +166,7 @@ class GitHubApp:
         self._clock = clock
         self._tokens: dict[int, _Token] = {}
         self._locks: dict[int, asyncio.Lock] = {}
-        self._installations: dict[str, int] = {}
+        self._installations: dict[str, tuple[float, int]] = {}  # repo -> (looked up at, installation id)
         self.slug: str | None = None
 
     def jwt(self) -> str:
@@ -185,10 +186,12 @@ class GitHubApp:
         return self.for_installation(await self.installation_of(repo))
 
     async def installation_of(self, repo: str) -> int:
-        if repo not in self._installations:
+        """Looked up once per INSTALLATION_TTL: an App uninstalled and installed again gets a new id."""
+        cached = self._installations.get(repo)
+        if cached is None or self._clock() - cached[0] > INSTALLATION_TTL:
             data = await self.as_app().getitem("/repos/" + repo + "/installation")
-            self._installations[repo] = int(data["id"])
-        return self._installations[repo]
+            cached = self._installations[repo] = (self._clock(), int(data["id"]))
+        return cached[1]
 
     async def installation_token(self, installation_id: int, *, refresh: bool = False) -> str:
         lock = self._locks.setdefault(installation_id, asyncio.Lock())
@@ -196,11 +199,14 @@ class GitHubApp:
             cached = self._tokens.get(installation_id)
             if cached and not refresh and cached.expires_at - TOKEN_REFRESH_MARGIN > self._clock():
                 return cached.value
-            data = await self.as_app().post(
-                "/app/installations/{installation_id}/access_tokens",
-                url_vars={"installation_id": str(installation_id)},
-                data=b"",
-            )
+            try:
+                data = await self.as_app().post("/app/installations/{installation_id}/access_tokens",
+                                                url_vars={"installation_id": str(installation_id)}, data=b"")
+            except gidgethub.BadRequest as exc:
+                if exc.status_code == 404:  # uninstalled: forget it, so the next lookup finds its successor
+                    self._installations = {r: v for r, v in self._installations.items() if v[1] != installation_id}
+                    self._tokens.pop(installation_id, None)
+                raise
             token = _Token(data["token"], _parse_time(data["expires_at"]))
             self._tokens[installation_id] = token
             return token.value

@@ -4,6 +4,9 @@ from __future__ import annotations
 import time
 import uuid
 
+import gidgethub
+import pytest
+
 from tests.conftest import INSTALLATION, SECRET, Bed, payload, wait_for
 
 REPO = "Codertocat/Hello-World"
@@ -78,6 +81,18 @@ async def test_installation_token_is_cached_across_events(bed: Bed) -> None:
     await bed.settle()
     assert len(config_reads(bed)) == 3
     assert len(bed.github.calls_to("POST", rf"/app/installations/{INSTALLATION}/access_tokens")) == 1
+
+
+async def test_a_reinstalled_app_is_found_under_its_new_installation(bed: Bed) -> None:
+    app = bed.deps.github
+    bed.github.add_installation(90, "acme", ["acme/flops-config"])
+    assert await app.installation_of("acme/flops-config") == 90
+    await app.installation_token(90)
+    del bed.github.installations[90]  # uninstalled ...
+    bed.github.add_installation(91, "acme", ["acme/flops-config"])  # ... and installed again
+    with pytest.raises(gidgethub.BadRequest):  # its cached token is refused, a new one cannot be had
+        await app.installation_token(90, refresh=True)
+    assert await app.installation_of("acme/flops-config") == 91
 
 
 async def test_token_close_to_expiry_is_renewed(bed: Bed) -> None:
