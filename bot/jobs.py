@@ -33,6 +33,7 @@ DELIVERY, DEPLOY_TARGETS = A + "delivery-id", A + "deploy-targets"
 BUILD, REGRESSION = "build", "regression"
 FEDERATED_SERVER, FEDERATED_CLIENT = "federated-server", "federated-client"
 OUTPUT, BASELINE, TRIGGER, METRICS = A + "output", A + "baseline", A + "trigger", A + "metrics"
+DEFAULT_BRANCH = A + "default-branch"  # regression: where its baseline is looked for
 ROUNDS, CLIENTS, CLIENT_ID = A + "rounds", A + "clients", A + "client-id"
 # Seconds after the Job's start at which the bot itself stops it (tracker), while its Pod and log
 # still exist; activeDeadlineSeconds is that plus STOP_GRACE, a backstop for when the bot is down.

@@ -60,9 +60,10 @@ async def source_url(deps: Deps, installation_id: int, repo: str, sha: str) -> s
 
 
 async def start(gh: GitHubAPI, deps: Deps, cfg: RegressionConfig, src: jobs.Source, *, trigger: str,
-                attempt: str = "", baseline: bool = False) -> str | None:
+                attempt: str = "", baseline: bool = False, default_branch: str = "") -> str | None:
     """Launch the run; None when a run of this commit is already going (redelivery, second approval,
-    `/regression` while one runs). Runs of the PR's older heads are cancelled first."""
+    `/regression` while one runs). Runs of the PR's older heads are cancelled first. The default
+    branch (from the event's payload) is kept on the Job: the report needs no extra call for it."""
     if src.pr is not None and await _supersede_pr_runs(gh, deps, src):
         return None
     url = await source_url(deps, src.installation_id, src.repo, src.sha)
@@ -72,6 +73,8 @@ async def start(gh: GitHubAPI, deps: Deps, cfg: RegressionConfig, src: jobs.Sour
     if await deps.kube.get_job(name) is not None:
         return None
     body["metadata"]["annotations"][jobs.METRICS] = metrics_annotation(cfg)
+    if default_branch:
+        body["metadata"]["annotations"][jobs.DEFAULT_BRANCH] = default_branch
     what = "baseline for the default branch" if baseline else f"PR #{src.pr}" if src.pr is not None else "merge queue"
     check_id = await _check_for(gh, src, name, what, cfg, trigger)
     body["metadata"]["annotations"][jobs.CHECK_RUN] = str(check_id)
@@ -241,7 +244,8 @@ async def _report_pr(gh: GitHubAPI, deps: Deps, ann: dict[str, str], metrics: di
                      links: dict[str, str]) -> str:
     repo, sha = ann[jobs.REPO], ann[jobs.SHA]
     gate = metrics_from_annotation(ann.get(jobs.METRICS, "[]"))
-    found = await find_baseline(gh, deps, repo, sha)
+    comparison = await compare_with_default(gh, repo, sha, ann.get(jobs.DEFAULT_BRANCH, ""))
+    found = await find_baseline(gh, deps, repo, comparison["merge_base_commit"]["sha"]) if comparison else None
     if found is None:
         result = verdict.compare({}, metrics, gate)
         table_text = verdict.table(result)
@@ -265,19 +269,29 @@ async def _report_pr(gh: GitHubAPI, deps: Deps, ann: dict[str, str], metrics: di
         summary += "\n\nNo metric is gated: add `regression.metrics` to `.github/flops.yml`."
     summary += _links(links)
     await _finish(gh, deps, ann, conclusion, title, summary, details_url=_mlflow(links))
-    await _remember_tree(gh, deps, repo, sha, conclusion, title, summary)
+    if conclusion == "success":  # only a pass is ever reused
+        await _remember_tree(gh, deps, repo, sha, head_tree(comparison, sha), conclusion, title, summary)
     if ann.get(jobs.PR):
         await _comment(gh, deps, ann, conclusion, title, table_text + _links(links))
     return conclusion
 
 
-async def _remember_tree(gh: GitHubAPI, deps: Deps, repo: str, sha: str, conclusion: str, title: str,
-                         summary: str) -> None:
+async def _remember_tree(gh: GitHubAPI, deps: Deps, repo: str, sha: str, tree: str | None, conclusion: str,
+                         title: str, summary: str) -> None:
     """Keyed by tree: a merge group with exactly this content reuses the verdict."""
-    commit = await gh.getitem("/repos/" + repo + "/commits/{sha}", url_vars={"sha": sha})
-    tree = commit["commit"]["tree"]["sha"]
+    if tree is None:
+        commit = await gh.getitem("/repos/" + repo + "/commits/{sha}", url_vars={"sha": sha})
+        tree = str(commit["commit"]["tree"]["sha"])
     await deps.artifacts.put_json(tree_key(repo, tree), {"sha": sha, "conclusion": conclusion, "title": title,
                                                          "summary": summary})
+
+
+def head_tree(comparison: dict[str, Any] | None, sha: str) -> str | None:
+    """The tree of `sha` when the comparison lists it (it does, up to 250 commits ahead)."""
+    for commit in (comparison or {}).get("commits") or ():
+        if commit.get("sha") == sha:
+            return str(commit["commit"]["tree"]["sha"])
+    return None
 
 
 async def reuse_for_tree(gh: GitHubAPI, deps: Deps, repo: str, sha: str, tree: str) -> bool:
@@ -302,16 +316,21 @@ def metrics_from_annotation(text: str) -> list[Metric]:
     return [Metric(m["name"], m["direction"], parse_tolerance(m["tolerance"])) for m in json.loads(text or "[]")]
 
 
-async def find_baseline(gh: GitHubAPI, deps: Deps, repo: str, sha: str) -> tuple[dict[str, Any], int] | None:
+async def compare_with_default(gh: GitHubAPI, repo: str, sha: str, default: str) -> dict[str, Any] | None:
+    """GitHub's comparison of the default branch with `sha`; None without common history."""
+    if not default:
+        default = (await gh.getitem("/repos/" + repo)).get("default_branch") or "main"
+    try:
+        comparison: dict[str, Any] = await gh.getitem("/repos/" + repo + "/compare/{spec}",
+                                                      url_vars={"spec": f"{default}...{sha}"})
+    except gidgethub.BadRequest:  # 404: no common ancestor
+        return None
+    return comparison
+
+
+async def find_baseline(gh: GitHubAPI, deps: Deps, repo: str, merge_base: str) -> tuple[dict[str, Any], int] | None:
     """The baseline at the merge-base with the default branch, else the nearest first-parent ancestor
     (along the default branch) that has one, with its distance in commits; None when there is none."""
-    repo_data = await gh.getitem("/repos/" + repo)
-    default = repo_data.get("default_branch") or "main"
-    try:
-        compare = await gh.getitem("/repos/" + repo + "/compare/{spec}", url_vars={"spec": f"{default}...{sha}"})
-    except gidgethub.BadRequest:  # no common history with the default branch
-        return None
-    merge_base = compare["merge_base_commit"]["sha"]
     exact = await deps.artifacts.get_json(baseline_key(repo, merge_base))
     if exact is not None:
         return exact, 0

@@ -189,7 +189,8 @@ async def run_regression(ctx: Context, command: commands.Command) -> str:
     if ctx.cfg.regression is None:
         return "no `regression:` section in `.github/flops.yml`."
     name = await regression.start(ctx.gh, ctx.deps, ctx.cfg.regression, regression.pr_source(ctx.pr, ctx.delivery_id),
-                                  trigger=f"/regression by @{ctx.user}", attempt=ctx.attempt)
+                                  trigger=f"/regression by @{ctx.user}", attempt=ctx.attempt,
+                                  default_branch=ctx.default_branch)
     return f"regression Job `{name}` started for {ctx.pr.head_sha[:7]}; `flops/regression` reports the verdict." \
         if name else "a regression run for this commit is already running."
 

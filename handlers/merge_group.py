@@ -27,7 +27,8 @@ async def gate_merge_group(event: sansio.Event, gh: GitHubAPI, *, deps: Deps) ->
         return
     src = jobs.Source(repo, group["head_sha"], installation, ref=group.get("base_ref", ""),
                       delivery_id=event.delivery_id)
-    await regression.start(gh, deps, cfg.regression, src, trigger="merge queue")
+    await regression.start(gh, deps, cfg.regression, src, trigger="merge queue",
+                           default_branch=event.data["repository"].get("default_branch", ""))
 
 
 @router.register("merge_group", action="destroyed")

@@ -28,4 +28,5 @@ async def start_regression_on_approval(event: sansio.Event, gh: GitHubAPI, *, de
     cfg = await checks.load_config(gh, pr.repo, ref=pr.base_sha, sha=pr.head_sha)
     if cfg is None or cfg.regression is None:
         return
-    await regression.start(gh, deps, cfg.regression, regression.pr_source(pr, event.delivery_id), trigger="approval")
+    await regression.start(gh, deps, cfg.regression, regression.pr_source(pr, event.delivery_id), trigger="approval",
+                           default_branch=data["repository"].get("default_branch", ""))

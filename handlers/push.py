@@ -32,4 +32,4 @@ async def build_pushed_commit(event: sansio.Event, gh: GitHubAPI, *, deps: Deps)
 async def refresh_baseline(gh: GitHubAPI, deps: Deps, cfg: RegressionConfig, push: builds.Push) -> None:
     """The default branch's regression run: the baseline pull requests based on this commit compare to."""
     src = jobs.Source(push.repo, push.sha, push.installation_id, ref=push.branch or "", delivery_id=push.delivery_id)
-    await regression.start(gh, deps, cfg, src, trigger="push", baseline=True)
+    await regression.start(gh, deps, cfg, src, trigger="push", baseline=True, default_branch=push.default_branch)

@@ -526,7 +526,7 @@ def merge_group_payload(bed: Bed, head: str, base: str) -> dict[str, Any]:
     data["merge_group"].update(head_sha=head, base_sha=base, base_ref=f"refs/heads/{MAIN}",
                                head_ref=f"refs/heads/gh-readonly-queue/{MAIN}/pr-{PR}-{base}")
     data["merge_group"]["head_commit"].update(id=head, tree_id=tree_sha(commit.tree))
-    data["repository"]["full_name"] = REPO
+    data["repository"].update(full_name=REPO, default_branch=MAIN)
     data["installation"]["id"] = INSTALLATION
     return data
 
