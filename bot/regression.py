@@ -92,9 +92,13 @@ async def start(gh: GitHubAPI, deps: Deps, cfg: RegressionConfig, src: jobs.Sour
 async def _supersede_pr_runs(gh: GitHubAPI, deps: Deps, src: jobs.Source) -> bool:
     """Cancel the PR's running regression Jobs of other commits; True if one of `src.sha` runs."""
     assert src.pr is not None
-    await cancel_for_pr(gh, deps, src.repo, src.pr, f"Superseded: a new run started for {src.sha[:7]}.",
-                        keep_sha=src.sha)
-    return any(jobs.annotations(job).get(jobs.SHA) == src.sha for job in await running_for_pr(deps, src.repo, src.pr))
+    same = False
+    for job in await running_for_pr(deps, src.repo, src.pr):
+        if jobs.annotations(job).get(jobs.SHA) == src.sha:
+            same = True
+        else:
+            await builds.cancel_job(gh, deps, job, f"Superseded: a new run started for {src.sha[:7]}.")
+    return same
 
 
 async def running_for_pr(deps: Deps, repo: str, number: int,
@@ -113,7 +117,7 @@ async def _check_for(gh: GitHubAPI, src: jobs.Source, name: str, what: str, cfg:
                      trigger: str) -> int:
     """Reuse the head's `queued` check (left by a synchronize) or create one, now in progress."""
     summary = (f"Regression Job `{name}` ({what}, started by {trigger}) runs `{' '.join(cfg.command)}` in "
-               f"`{cfg.image}`; timeout {cfg.timeout // 60} min.")
+               f"`{cfg.image}`; timeout {_duration(cfg.timeout)}.")
     existing = await checks.latest(gh, src.repo, src.sha, checks.REGRESSION)
     if existing and existing["status"] == "queued":
         await gh.patch("/repos/" + src.repo + "/check-runs/{id}", url_vars={"id": str(existing["id"])},

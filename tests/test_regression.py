@@ -609,3 +609,16 @@ async def test_opening_a_pr_queues_the_check_until_an_approval(bed: Bed) -> None
     [run] = bed.github.check_runs_for(REPO, head, "flops/regression")
     assert (run["status"], run["output"]["title"]) == ("queued", regression.WAITING)
     assert regression_jobs(bed) == []
+
+
+async def test_a_run_for_a_new_head_supersedes_the_old_heads_run_even_without_synchronize(bed: Bed) -> None:
+    setup_repo(bed)
+    old = open_pr(bed, {"train.py": "print(24)\n"})
+    await approve(bed)
+    old_job = job_for(bed, old)["metadata"]["name"]
+    new = push_to_pr(bed, {"train.py": "print(25)\n"})  # the synchronize delivery never arrived
+    await comment(bed, "/regression")
+    assert bed.kube.get("jobs", NAMESPACE, old_job) is None
+    [cancelled] = bed.github.check_runs_for(REPO, old, "flops/regression")
+    assert cancelled["conclusion"] == "cancelled" and f"new run started for {new[:7]}" in cancelled["output"]["summary"]
+    assert job_for(bed, new)["metadata"]["labels"]["flops.dev/pr"] == str(PR)
