@@ -76,6 +76,7 @@ async def start(gh: GitHubAPI, deps: Deps, cfg: RegressionConfig, src: jobs.Sour
     if default_branch:
         body["metadata"]["annotations"][jobs.DEFAULT_BRANCH] = default_branch
     what = "baseline for the default branch" if baseline else f"PR #{src.pr}" if src.pr is not None else "merge queue"
+    await _empty_output(deps, body["metadata"]["annotations"][jobs.OUTPUT])
     check_id = await _check_for(gh, src, name, what, cfg, trigger)
     body["metadata"]["annotations"][jobs.CHECK_RUN] = str(check_id)
     try:
@@ -87,6 +88,13 @@ async def start(gh: GitHubAPI, deps: Deps, cfg: RegressionConfig, src: jobs.Sour
         raise
     log.info("regression started", extra={"repo": src.repo, "sha": src.sha, "job": name, "trigger": trigger})
     return name
+
+
+async def _empty_output(deps: Deps, prefix: str) -> None:
+    """A run starts with nothing under its FLOPS_OUTPUT: a Job of the same name deleted earlier (a
+    cancel, the TTL) must not leave a metrics.json this run would be judged by."""
+    for key in await deps.artifacts.list_keys(prefix):
+        await deps.artifacts.delete(key)
 
 
 async def _supersede_pr_runs(gh: GitHubAPI, deps: Deps, src: jobs.Source) -> bool:

@@ -622,3 +622,24 @@ async def test_a_run_for_a_new_head_supersedes_the_old_heads_run_even_without_sy
     [cancelled] = bed.github.check_runs_for(REPO, old, "flops/regression")
     assert cancelled["conclusion"] == "cancelled" and f"new run started for {new[:7]}" in cancelled["output"]["summary"]
     assert job_for(bed, new)["metadata"]["labels"]["flops.dev/pr"] == str(PR)
+
+
+async def test_a_rerun_under_the_same_job_name_is_never_judged_by_the_old_runs_metrics(bed: Bed) -> None:
+    setup_repo(bed)
+    head = open_pr(bed, {"train.py": "print(26)\n"})
+    await approve(bed)
+    first = job_for(bed, head)
+    write_output(bed, first, "metrics.json", json.dumps({"metrics": GOOD}).encode())  # then it is cancelled
+    await comment(bed, "/cancel regression")
+    assert bed.kube.get("jobs", NAMESPACE, first["metadata"]["name"]) is None
+    await approve(bed)  # the same head approved again: the same deterministic Job name and FLOPS_OUTPUT
+    second = job_for(bed, head)
+    assert env_of(second)["FLOPS_OUTPUT"] == env_of(first)["FLOPS_OUTPUT"]
+    bed.kube.succeed_job(NAMESPACE, second["metadata"]["name"])  # this run wrote nothing
+    def both_completed() -> list[dict[str, Any]] | None:
+        runs = [r for r in bed.github.check_runs_for(REPO, head, "flops/regression") if r["status"] == "completed"]
+        return runs if len(runs) == 2 else None
+
+    cancelled, run = await wait_for(both_completed, what="report")
+    assert cancelled["conclusion"] == "cancelled"
+    assert (run["conclusion"], run["output"]["title"]) == ("failure", "No metrics")
