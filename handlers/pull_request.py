@@ -15,7 +15,7 @@ router = routing.Router()
 @router.register("pull_request", action="synchronize")
 @router.register("pull_request", action="opened")
 @router.register("pull_request", action="reopened")
-async def invalidate_regression_on_push(event: sansio.Event, gh: GitHubAPI, *, deps: Deps) -> None:
+async def queue_regression_for_new_head(event: sansio.Event, gh: GitHubAPI, *, deps: Deps) -> None:
     pr = pulls.PullRef.from_api(event.data["pull_request"], int(event.data["installation"]["id"]))
     cfg = await checks.load_config(gh, pr.repo, ref=pr.base_sha, sha=pr.head_sha)
     await regression.cancel_for_pr(gh, deps, pr.repo, pr.number,
