@@ -13,6 +13,13 @@ from minio.error import S3Error
 from bot.settings import S3Settings
 
 
+JSON_LIMIT = 16 * 1024 * 1024  # metrics.json, build records, run requests: far below this
+
+
+class TooLarge(ValueError):
+    """An object larger than the bot is willing to read into memory."""
+
+
 class Artifacts:
     def __init__(self, s3: S3Settings) -> None:
         self.settings = s3
@@ -58,7 +65,8 @@ class Artifacts:
         await self.ensure_bucket()
         await asyncio.to_thread(self.client.put_object, self.bucket, key, stream, size, content_type=content_type)
 
-    async def get_bytes(self, key: str) -> bytes | None:
+    async def get_bytes(self, key: str, max_bytes: int | None = None) -> bytes | None:
+        """The object's bytes, None when it does not exist; over `max_bytes`: TooLarge."""
         await self.ensure_bucket()
 
         def read() -> bytes | None:
@@ -69,15 +77,21 @@ class Artifacts:
                     return None
                 raise
             try:
-                return response.read()
+                data = response.read(None if max_bytes is None else max_bytes + 1)
             finally:
                 response.close()
                 response.release_conn()
+            if max_bytes is not None and len(data) > max_bytes:
+                raise TooLarge(f"`{key}` is larger than {max_bytes // 1024} KiB, more than flops-bot reads; "
+                               "write a smaller file (metrics and links only, models go next to it)")
+            return bytes(data)
 
         return await asyncio.to_thread(read)
 
-    async def get_json(self, key: str) -> Any | None:
-        data = await self.get_bytes(key)
+    async def get_json(self, key: str, max_bytes: int = JSON_LIMIT) -> Any | None:
+        """Parsed JSON, None when absent. Workloads write some of these files: a file that is too
+        large or not JSON raises ValueError (TooLarge, json.JSONDecodeError) for the report to show."""
+        data = await self.get_bytes(key, max_bytes)
         return None if data is None else json.loads(data)
 
     async def put_json(self, key: str, value: Any) -> None:

@@ -245,7 +245,7 @@ async def report(job: dict[str, Any], result: jobs.Outcome, deps: Deps) -> str:
     if ann.get(jobs.PR):
         await comments.upsert(gh, ann[jobs.REPO], int(ann[jobs.PR]), MARKER,
                               f"{MARKER}\n### {checks.FEDERATED} · `{ann[jobs.SHA][:7]}` · **{conclusion}**: "
-                              f"{title}\n\n{summary}")
+                              f"{title}\n\n{summary}", author=await deps.github.bot_login())
     await end_run(deps, run_id, roster)
     return conclusion
 

@@ -237,6 +237,12 @@ class GitHubApp:
                                                  f"tarball of {repo}@{sha[:7]}: {exc!r}") from exc
             await self._policy.sleep(self._policy.backoff(attempt))
 
+    async def bot_login(self) -> str:
+        """The login the App's comments carry (`<slug>[bot]`), asked of GitHub once."""
+        if self.slug is None:
+            await self.check_key()
+        return f"{self.slug}[bot]"
+
     async def check_key(self) -> dict[str, Any]:
         """GET /app with a fresh JWT: proves the key and App id belong together."""
         data: dict[str, Any] = await self.as_app().getitem("/app")

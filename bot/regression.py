@@ -388,7 +388,7 @@ async def _comment(gh: GitHubAPI, deps: Deps, ann: dict[str, str], conclusion: s
     body = (f"{MARKER}\n### `flops/regression` for `{sha[:7]}`: **{conclusion}** · {headline}\n\n"
             f"{table_text or ''}\n\n<details><summary>Runs of this pull request ({len(history)})</summary>\n\n"
             f"| when (UTC) | commit | started by | result | summary |\n|---|---|---|---|---|\n{lines}\n</details>")
-    await comments.upsert(gh, repo, number, MARKER, body)
+    await comments.upsert(gh, repo, number, MARKER, body, author=await deps.github.bot_login())
 
 
 def _links(links: dict[str, str]) -> str:
