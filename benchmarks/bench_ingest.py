@@ -171,20 +171,15 @@ class Run:
         return self.requests / self.seconds
 
 
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 async def wrk(server: str, pid: int, port: int, connections: int, seconds: float, script: Path) -> Run:
     before_children = resource.getrusage(resource.RUSAGE_CHILDREN)
-    before_server = cpu_seconds(pid)
+    before_server = harness.cpu_seconds(pid)
     proc = await asyncio.create_subprocess_exec(
         "taskset", "-c", str(LOAD_CPU), "wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--timeout", "5s",
         "-s", str(script), f"http://127.0.0.1:{port}/webhook",
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     out, err = await asyncio.wait_for(proc.communicate(), seconds + 30)
-    server_cpu = cpu_seconds(pid) - before_server
+    server_cpu = harness.cpu_seconds(pid) - before_server
     after_children = resource.getrusage(resource.RUSAGE_CHILDREN)
     match = re.search(r"^BENCH (.+)$", out.decode(), re.M)
     if proc.returncode != 0 or match is None:

@@ -170,6 +170,15 @@ def job_bodies(bed: harness.Bed, check_ids: list[int]) -> list[dict[str, Any]]:
     return bodies
 
 
+def cpu_now(bot: Bot, bed: harness.Bed) -> dict[str, float]:
+    """CPU seconds so far of the bot, of this process (the emulators, the bursts) and of SeaweedFS."""
+    assert bot.proc is not None
+    weed = getattr(bed.s3, "_process", None)
+    mine = os.times()
+    return {"bot": harness.cpu_seconds(bot.proc.pid), "emulators": mine.user + mine.system,
+            "s3": harness.cpu_seconds(weed.pid) if weed is not None else 0.0}
+
+
 def finish(bed: harness.Bed, names: list[str]) -> None:
     for name in names:
         bed.kube.succeed_job(harness.NAMESPACE, name, message=DIGEST)
@@ -203,6 +212,7 @@ async def main(count: int, burst: int, profile: bool) -> int:
         in_bursts, held = names[:-HELD_BACK], names[-HELD_BACK:]
 
         spy = asyncio.create_task(harness.py_spy(bot.proc.pid, 20, bed.workdir / "bot.stacks")) if profile else None
+        cpu_before = cpu_now(bot, bed)
         began = time.monotonic()
         burst_times = []
         for start in range(0, len(in_bursts), burst):
@@ -214,6 +224,7 @@ async def main(count: int, burst: int, profile: bool) -> int:
         await wait_until(lambda: len(reported_names(requests, wanted)) == len(wanted), 900,
                          f"{len(wanted)} reports", every=0.25)
         figures["report_all"] = time.monotonic() - began
+        cpu = {k: v - cpu_before[k] for k, v in cpu_now(bot, bed).items()}
         figures["rss_after"] = bot.rss()
         stacks = await spy if spy else None
         await bot.stop()
@@ -235,6 +246,9 @@ async def main(count: int, burst: int, profile: bool) -> int:
         completed = sum(1 for i in ids if bed.github.check_runs[i]["status"] == "completed")
         double = sum(1 for c in bed.github.calls if c.method == "PATCH" and "/check-runs/" in c.path) - completed
         report(count, burst, burst_times, figures, len(done), completed, double)
+        print(f"  CPU while reporting ({figures['report_all']:.0f} s of wall time): the bot {cpu['bot']:.1f} s "
+              f"({cpu['bot'] / (count - HELD_BACK) * 1000:.1f} ms per report), the GitHub and Kubernetes emulators "
+              f"{cpu['emulators']:.1f} s, SeaweedFS {cpu['s3']:.1f} s")
         if profile:
             summary = harness.summarize_stacks(stacks, top=30) if stacks else "(py-spy not installed)"
             print(f"\nwhere the bot spends its time in the first 20 s of the bursts (py-spy):\n{summary}")

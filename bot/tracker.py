@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 
 WATCH_SECONDS = 300
 LOG_LINES = 50
+LIST_PAGE = 500  # Jobs per page when listing
 REPORTS_AT_ONCE = 16  # a burst of finished Jobs waits its turn here instead of holding thousands of reports open
 
 # A reporter turns one finished Job into a GitHub report and returns the conclusion it posted.
@@ -66,14 +67,22 @@ class Tracker:
                 await asyncio.sleep(5)
 
     async def resync(self) -> str:
+        """List every bot Job, a page at a time (thousands of whole Jobs at once cost a lot of memory)."""
         kube = self.deps.kube
-        response = await asyncio.to_thread(kube.batch.list_namespaced_job, kube.namespace,
-                                           label_selector=jobs.SELECTOR, _preload_content=False)
-        listing = json.loads(response.data)  # raw JSON: thousands of Jobs, no model objects
-        for job in listing.get("items") or []:
-            self.consider(job)
+        version, page = "", None
+        while True:
+            response = await asyncio.to_thread(kube.batch.list_namespaced_job, kube.namespace,
+                                               label_selector=jobs.SELECTOR, limit=LIST_PAGE, _continue=page,
+                                               _preload_content=False)
+            listing = json.loads(response.data)  # raw JSON: no model objects
+            for job in listing.get("items") or []:
+                self.consider(job)
+            version = version or str(listing["metadata"]["resourceVersion"])  # every page is of this version
+            page = listing["metadata"].get("continue")
+            if not page:
+                break
         self.synced.set()
-        return str(listing["metadata"]["resourceVersion"])
+        return version
 
     async def watch(self, version: str) -> None:
         loop = asyncio.get_running_loop()
@@ -138,7 +147,7 @@ class Tracker:
             self._spawn(name, self._report_deleted(job))
 
     def _start_report(self, job: dict[str, Any], result: jobs.Outcome, *, stop: bool = False) -> None:
-        self._spawn(jobs.name_of(job), self._report(job, result, stop=stop))
+        self._spawn(jobs.name_of(job), self._report(_identity(job), result, stop=stop))
 
     def _spawn(self, name: str, work: Coroutine[Any, Any, None]) -> None:
         self._inflight.add(name)
@@ -224,6 +233,13 @@ class Tracker:
 
     def stop(self) -> None:
         self._stop.set()
+
+
+def _identity(job: dict[str, Any]) -> dict[str, Any]:
+    """What a report waiting for its turn keeps of a Job: name, labels, annotations. It reads the Job
+    again when it starts, so thousands of waiting reports do not hold thousands of whole Jobs."""
+    meta = job.get("metadata") or {}
+    return {"metadata": {k: meta[k] for k in ("name", "namespace", "labels", "annotations") if k in meta}}
 
 
 # --- what reporters share -------------------------------------------------------------------------

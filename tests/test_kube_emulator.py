@@ -177,7 +177,11 @@ async def test_list_with_label_and_field_selectors(kube: KubeEmulator, k8s: Clie
     assert await names(label_selector="!pr") == ["c"]
     assert await names(label_selector="kind in (build,regression),!pr") == ["c"]
     assert await names(field_selector="metadata.name=b") == ["b"]
-    assert await names(label_selector="kind=build", limit=1) == ["a", "b"]  # limit is ignored
+    first = await k8s(k8s.batch.list_namespaced_job, NS, label_selector="kind=build", limit=1)  # a chunked list
+    rest = await k8s(k8s.batch.list_namespaced_job, NS, label_selector="kind=build", limit=1,
+                     _continue=first.metadata._continue)
+    assert [j.metadata.name for j in first.items + rest.items] == ["a", "b"] and rest.metadata._continue is None
+    assert first.metadata.resource_version == rest.metadata.resource_version
 
     raw = await k8s(k8s.batch.list_namespaced_job, NS, _preload_content=False)
     listing = json.loads(raw.data)

@@ -549,6 +549,7 @@ class KubeEmulator:
         self._watches: set[_Watch] = set()
         self._faults: list[_Fault] = []
         self._namespaces: dict[str, dict[str, Any]] = {}
+        self._pod_of_job: dict[str, tuple[str, str]] = {}  # Job uid -> the Pod the controller made for it
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._runner: web.AppRunner | None = None
@@ -813,9 +814,16 @@ class KubeEmulator:
         if job is None:
             raise KeyError(f"no job {namespace}/{name}")
         uid = job["metadata"]["uid"]
+
+        def owned(pod: dict[str, Any]) -> bool:
+            return pod["metadata"].get("namespace") == namespace and any(
+                ref.get("uid") == uid for ref in pod["metadata"].get("ownerReferences") or [])
+
+        made = self._objects["pods"].get(self._pod_of_job.get(uid, ("", "")))
+        if made is not None and owned(made):  # the Pod made below for this Job (no scan of every Pod)
+            return copy.deepcopy(job), copy.deepcopy(made)
         for pod in self._objects["pods"].values():
-            if pod["metadata"].get("namespace") == namespace and any(
-                    ref.get("uid") == uid for ref in pod["metadata"].get("ownerReferences") or []):
+            if owned(pod):
                 return copy.deepcopy(job), copy.deepcopy(pod)
         template = copy.deepcopy(job["spec"].get("template") or {})
         labels = dict(_labels(template))
@@ -835,6 +843,7 @@ class KubeEmulator:
             "status": {"phase": "Pending", "qosClass": "BestEffort"},
         }
         pod = self._create(RESOURCES["pods"], namespace, pod, validate=False)
+        self._pod_of_job[uid] = (namespace, pod["metadata"]["name"])
         if mark_active:
             self._set_job_status(copy.deepcopy(job), active=1, ready=0)
         return copy.deepcopy(self._objects["jobs"][(namespace, name)]), copy.deepcopy(pod)
@@ -1276,14 +1285,38 @@ class KubeEmulator:
 
     def _list(self, request: web.Request, resource: Resource, namespace: str | None) -> web.Response:
         labels, fields = self._select(request)
+        limit, after, version = self._page(request)
         with self._lock:
-            items = []
-            for (ns, _), obj in sorted(self._objects[resource.plural].items()):
-                if (namespace is None or ns == namespace) and labels(_labels(obj)) and fields(obj):
+            items, last = [], None
+            for key, obj in sorted(self._objects[resource.plural].items()):
+                if after is not None and key <= after:
+                    continue
+                if (namespace is None or key[0] == namespace) and labels(_labels(obj)) and fields(obj):
+                    if limit and len(items) == limit:  # more remain: the next page starts after the last one
+                        last = items[-1]["metadata"]
+                        break
                     items.append({k: v for k, v in obj.items() if k not in ("kind", "apiVersion")})
-            version = str(self._rv)
+            version = version or str(self._rv)
+        meta: dict[str, Any] = {"resourceVersion": version}
+        if last is not None:
+            meta["continue"] = base64.urlsafe_b64encode(json.dumps(
+                {"rv": version, "start": [last["namespace"], last["name"]]}).encode()).decode()
         return web.json_response({"kind": f"{resource.kind}List", "apiVersion": resource.api_version,
-                                  "metadata": {"resourceVersion": version}, "items": items})
+                                  "metadata": meta, "items": items})
+
+    @staticmethod
+    def _page(request: web.Request) -> tuple[int, tuple[str, str] | None, str | None]:
+        """`limit` and `continue` of a chunked list: (limit or 0, the key pages continue after, the first
+        page's resourceVersion, which every page of one list reports)."""
+        try:
+            limit = int(request.query.get("limit") or 0)
+            token = request.query.get("continue")
+            state = json.loads(base64.urlsafe_b64decode(token)) if token else None
+        except ValueError as exc:
+            raise ApiError(400, f"invalid limit or continue: {exc}", "BadRequest") from exc
+        if state is None:
+            return max(0, limit), None, None
+        return max(0, limit), (str(state["start"][0]), str(state["start"][1])), str(state["rv"])
 
     async def _watch(self, request: web.Request, resource: Resource, namespace: str | None) -> web.StreamResponse:
         labels, fields = self._select(request)
