@@ -1,6 +1,6 @@
-"""pull_request: a new head makes the old regression result stale (its Job is cancelled and
-`flops/regression` goes back to `queued`, so a required check blocks the merge until it runs
-again); a closed PR stops its Jobs."""
+"""pull_request: a new head makes the old head's work stale (its builds, regression and federated
+runs are cancelled, and `flops/regression` goes back to `queued`, so a required check blocks the
+merge until it runs again); a closed PR stops its Jobs."""
 from __future__ import annotations
 
 from gidgethub import routing, sansio
@@ -10,6 +10,7 @@ from bot import checks, jobs, pulls, regression
 from bot.deps import Deps
 
 router = routing.Router()
+PR_KINDS = (jobs.BUILD, jobs.REGRESSION, jobs.FEDERATED_SERVER)  # what a PR can have running
 
 
 @router.register("pull_request", action="synchronize")
@@ -19,7 +20,8 @@ async def queue_regression_for_new_head(event: sansio.Event, gh: GitHubAPI, *, d
     pr = pulls.PullRef.from_api(event.data["pull_request"], int(event.data["installation"]["id"]))
     cfg = await checks.load_config(gh, pr.repo, ref=pr.base_sha, sha=pr.head_sha)
     await regression.cancel_for_pr(gh, deps, pr.repo, pr.number,
-                                   f"Cancelled: the pull request moved to {pr.head_sha[:7]}.", keep_sha=pr.head_sha)
+                                   f"Cancelled: the pull request moved to {pr.head_sha[:7]}.", keep_sha=pr.head_sha,
+                                   kinds=PR_KINDS)
     if cfg is not None and cfg.regression is not None:
         await regression.mark_waiting(gh, pr.repo, pr.head_sha)
 
@@ -28,4 +30,4 @@ async def queue_regression_for_new_head(event: sansio.Event, gh: GitHubAPI, *, d
 async def stop_jobs_of_closed_pr(event: sansio.Event, gh: GitHubAPI, *, deps: Deps) -> None:
     pr = pulls.PullRef.from_api(event.data["pull_request"], int(event.data["installation"]["id"]))
     await regression.cancel_for_pr(gh, deps, pr.repo, pr.number, "Cancelled: the pull request was closed.",
-                                   kinds=(jobs.BUILD, jobs.REGRESSION, jobs.FEDERATED_SERVER))
+                                   kinds=PR_KINDS)

@@ -420,6 +420,24 @@ async def test_build_makes_kaniko_jobs_tagged_pr_n_sha7_and_never_deploys(bed: B
     assert bed.github.calls_to("GET", r"flops-config") == [] and bed.github.calls_to("PUT", r"/contents/") == []
 
 
+async def test_a_new_push_to_the_pr_cancels_the_old_heads_builds(bed: Bed) -> None:
+    old = open_pr(bed)
+    allow(bed, "alice", "write")
+    await say(bed, "/build server")
+    new = push_to_pr(bed, fork=False)
+    data = payload("pull_request.synchronize")
+    pull = bed.github.pulls[(REPO, PR)]
+    data["pull_request"].update(number=PR, state="open")
+    data["pull_request"]["head"].update(sha=new, ref="feature")
+    data["pull_request"]["base"].update(sha=pull["base"]["sha"], ref="master")
+    data.update(number=PR, before=old, after=new, installation={"id": INSTALLATION})
+    await bed.deliver("pull_request", data)
+    await bed.settle()
+    assert builds_by_image(bed) == {}  # the old head's Kaniko Job is gone
+    [run] = bed.github.check_runs_for(REPO, old, "flops/build: server")
+    assert run["conclusion"] == "cancelled" and new[:7] in run["output"]["summary"]
+
+
 async def test_a_second_build_while_one_runs_starts_only_what_is_not_building(bed: Bed) -> None:
     head = open_pr(bed)
     allow(bed, "alice", "write")
