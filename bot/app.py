@@ -38,8 +38,6 @@ SEEN_DELIVERIES = 10_000
 DRAIN_SECONDS = 25.0
 
 DEPS = web.AppKey("deps", Deps)
-DISPATCHER = web.AppKey("dispatcher", "Dispatcher")
-READINESS = web.AppKey("readiness", "Readiness")
 METRICS = web.AppKey("metrics", Metrics)
 TRACKER = web.AppKey("tracker", Tracker)
 
@@ -206,6 +204,10 @@ class Readiness:
         return name, "ok"
 
 
+DISPATCHER = web.AppKey("dispatcher", Dispatcher)
+READINESS = web.AppKey("readiness", Readiness)
+
+
 async def webhook(request: web.Request) -> web.Response:
     deps = request.app[DEPS]
     dispatcher = request.app[DISPATCHER]
@@ -277,7 +279,7 @@ async def metrics(request: web.Request) -> web.Response:
                         headers={"X-Content-Type-Options": "nosniff"})
 
 
-def create_app(settings: Settings, router: routing.Router, *, reporters: dict[str, Reporter],
+def create_app(settings: Settings, router: routing.Router, *, reporters: Mapping[str, Reporter],
                after_build: list[AfterBuild] | None = None, policy: RetryPolicy | None = None,
                drain_seconds: float = DRAIN_SECONDS, watch_seconds: int = WATCH_SECONDS) -> web.Application:
     """Everything is built here, nothing at import time: the entry point passes the handlers'

@@ -162,7 +162,7 @@ async def launch_build(gh: GitHubAPI, deps: Deps, request: jobs.BuildRequest) ->
 async def supersede(gh: GitHubAPI, deps: Deps, push: Push) -> None:
     """Running builds of older commits on this branch: deleted, their checks `cancelled`."""
     for job in await deps.kube.list_jobs(f"{jobs.SELECTOR},{jobs.KIND}={jobs.BUILD}"):
-        ann = jobs.annotations(job)
+        ann = jobs.annotations_of(job)
         if (ann.get(jobs.REPO) != push.repo or ann.get(jobs.REF) != push.branch or ann.get(jobs.SHA) == push.sha
                 or jobs.REPORTED in ann or jobs.outcome(job).finished):
             continue
@@ -173,7 +173,7 @@ async def supersede(gh: GitHubAPI, deps: Deps, push: Push) -> None:
 
 async def cancel_job(gh: GitHubAPI, deps: Deps, job: dict[str, Any], why: str) -> None:
     """Mark reported first (the tracker must not report it), complete the check, delete the Job."""
-    name, ann = jobs.name_of(job), jobs.annotations(job)
+    name, ann = jobs.name_of(job), jobs.annotations_of(job)
     await deps.kube.annotate_job(name, {jobs.REPORTED: "cancelled"})
     if ann.get(jobs.CHECK_RUN):
         await checks.complete(gh, ann[jobs.REPO], ann[jobs.CHECK_RUN], "cancelled", title="Cancelled", summary=why)
@@ -221,7 +221,7 @@ def targets_from_annotation(text: str) -> list[DeployTarget]:
 
 async def report_build(job: dict[str, Any], result: jobs.Outcome, deps: Deps) -> str:
     """Tracker reporter for `flops.dev/kind: build`."""
-    name, ann = jobs.name_of(job), jobs.annotations(job)
+    name, ann = jobs.name_of(job), jobs.annotations_of(job)
     gh = deps.github.for_installation(int(ann[jobs.INSTALLATION]))
     pods = await deps.kube.job_pods(name)
     digest = termination_message(pods, "kaniko") if result.succeeded else None
@@ -280,7 +280,7 @@ def _hint(why: str, deps: Deps) -> str:
 async def _finish(gh: GitHubAPI, deps: Deps, job: dict[str, Any], conclusion: str, *, title: str, summary: str,
                   text: str | None = None) -> None:
     """Complete the Job's check run; create it (already completed) if the bot died before it could."""
-    ann = jobs.annotations(job)
+    ann = jobs.annotations_of(job)
     check_id = ann.get(jobs.CHECK_RUN)
     if check_id:
         await checks.complete(gh, ann[jobs.REPO], check_id, conclusion, title=title, summary=summary, text=text)

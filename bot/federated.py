@@ -155,7 +155,7 @@ async def builds_in_progress(deps: Deps, request: RunRequest) -> set[str]:
     """The run's images with a build Job for this commit that has not reported yet."""
     names = set()
     for job in await deps.kube.list_jobs(f"{jobs.SELECTOR},{jobs.KIND}={jobs.BUILD}"):
-        ann, state = jobs.annotations(job), jobs.outcome(job)
+        ann, state = jobs.annotations_of(job), jobs.outcome(job)
         if (ann.get(jobs.REPO) == request.repo and ann.get(jobs.SHA) == request.sha and ann.get(jobs.IMAGE)
                 in request.images and jobs.REPORTED not in ann and (not state.finished or state.succeeded)):
             names.add(ann[jobs.IMAGE])
@@ -206,7 +206,7 @@ class ClientOutcome:
 
 async def report(job: dict[str, Any], result: jobs.Outcome, deps: Deps) -> str:
     """Tracker reporter for `flops.dev/kind: federated-server`: the whole run's verdict."""
-    ann, run_id = jobs.annotations(job), jobs.name_of(job)
+    ann, run_id = jobs.annotations_of(job), jobs.name_of(job)
     gh = deps.github.for_installation(int(ann[jobs.INSTALLATION]))
     roster = await client_roster(deps, run_id, int(ann.get(jobs.CLIENTS) or 0))
     metrics, problem = await read_metrics(deps, ann[jobs.OUTPUT])
@@ -283,7 +283,7 @@ async def client_roster(deps: Deps, run_id: str, expected: int) -> list[ClientOu
     found: dict[int, ClientOutcome] = {}
     for job in await deps.kube.list_jobs(f"{jobs.SELECTOR},{jobs.KIND}={jobs.FEDERATED_CLIENT},{jobs.RUN}={run_id}"):
         name, state = jobs.name_of(job), jobs.outcome(job)
-        index = int(jobs.annotations(job).get(jobs.CLIENT_ID, "-1"))
+        index = int(jobs.annotations_of(job).get(jobs.CLIENT_ID, "-1"))
         if state.finished and state.succeeded:
             outcome = "succeeded"
         elif state.finished:

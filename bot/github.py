@@ -53,7 +53,7 @@ class RetryPolicy:
 
     def backoff(self, attempt: int) -> float:
         delay = min(self.max_delay, self.base_delay * 2 ** (attempt - 1))
-        return delay * (0.5 + random.random() / 2)
+        return float(delay * (0.5 + random.random() / 2))
 
 
 def rate_limit_wait(status: int, headers: Mapping[str, str], now: float) -> float | None:

@@ -417,7 +417,7 @@ def outcome(job: dict[str, Any]) -> Outcome:
     return Outcome(False)
 
 
-def annotations(job: dict[str, Any]) -> dict[str, str]:
+def annotations_of(job: dict[str, Any]) -> dict[str, str]:
     return dict((job.get("metadata") or {}).get("annotations") or {})
 
 

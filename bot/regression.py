@@ -102,7 +102,7 @@ async def _supersede_pr_runs(gh: GitHubAPI, deps: Deps, src: jobs.Source) -> boo
     assert src.pr is not None
     same = False
     for job in await running_for_pr(deps, src.repo, src.pr):
-        if jobs.annotations(job).get(jobs.SHA) == src.sha:
+        if jobs.annotations_of(job).get(jobs.SHA) == src.sha:
             same = True
         else:
             await builds.cancel_job(gh, deps, job, f"Superseded: a new run started for {src.sha[:7]}.")
@@ -115,7 +115,7 @@ async def running_for_pr(deps: Deps, repo: str, number: int,
     found = []
     for kind in kinds:
         for job in await deps.kube.list_jobs(f"{jobs.SELECTOR},{jobs.KIND}={kind},{jobs.PR_LABEL}={number}"):
-            ann = jobs.annotations(job)
+            ann = jobs.annotations_of(job)
             if ann.get(jobs.REPO) == repo and jobs.REPORTED not in ann and not jobs.outcome(job).finished:
                 found.append(job)
     return found
@@ -141,7 +141,7 @@ async def cancel_for_pr(gh: GitHubAPI, deps: Deps, repo: str, number: int, why: 
     """Stop the PR's unfinished Jobs of `kinds` (except those for `keep_sha`); checks -> cancelled."""
     cancelled = 0
     for job in await running_for_pr(deps, repo, number, kinds):
-        if keep_sha and jobs.annotations(job).get(jobs.SHA) == keep_sha:
+        if keep_sha and jobs.annotations_of(job).get(jobs.SHA) == keep_sha:
             continue
         await builds.cancel_job(gh, deps, job, why)
         cancelled += 1
@@ -152,7 +152,7 @@ async def cancel_for_commit(gh: GitHubAPI, deps: Deps, repo: str, sha: str, why:
     """Stop the unfinished non-PR, non-baseline regression Jobs of `sha` (a merge group's)."""
     cancelled = 0
     for job in await deps.kube.list_jobs(f"{jobs.SELECTOR},{jobs.KIND}={jobs.REGRESSION}"):
-        ann = jobs.annotations(job)
+        ann = jobs.annotations_of(job)
         if (ann.get(jobs.REPO) != repo or ann.get(jobs.SHA) != sha or jobs.PR in ann or jobs.BASELINE in ann
                 or jobs.REPORTED in ann or jobs.outcome(job).finished):
             continue
@@ -174,7 +174,7 @@ async def mark_waiting(gh: GitHubAPI, repo: str, sha: str) -> None:
 
 async def report(job: dict[str, Any], result: jobs.Outcome, deps: Deps) -> str:
     """Tracker reporter for `flops.dev/kind: regression`."""
-    ann = jobs.annotations(job)
+    ann = jobs.annotations_of(job)
     gh = deps.github.for_installation(int(ann[jobs.INSTALLATION]))
     if not result.succeeded:
         return await _report_failure(gh, deps, job, result)
@@ -208,7 +208,7 @@ def safe_links(value: object) -> dict[str, str]:
 
 
 async def _report_failure(gh: GitHubAPI, deps: Deps, job: dict[str, Any], result: jobs.Outcome) -> str:
-    ann = jobs.annotations(job)
+    ann = jobs.annotations_of(job)
     pods = await deps.kube.job_pods(jobs.name_of(job))
     diagnosis = diagnose(result, pods)
     tail = await log_tail(deps, diagnosis.pod, diagnosis.container, pods)

@@ -16,7 +16,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -40,7 +40,7 @@ Reporter = Callable[[dict[str, Any], jobs.Outcome, Deps], Awaitable[str]]
 
 
 class Tracker:
-    def __init__(self, deps: Deps, reporters: dict[str, Reporter], *, watch_seconds: int = WATCH_SECONDS) -> None:
+    def __init__(self, deps: Deps, reporters: Mapping[str, Reporter], *, watch_seconds: int = WATCH_SECONDS) -> None:
         self.deps = deps
         self.reporters = reporters
         self.watch_seconds = watch_seconds
@@ -74,7 +74,7 @@ class Tracker:
             response = await asyncio.to_thread(kube.batch.list_namespaced_job, kube.namespace,
                                                label_selector=jobs.SELECTOR, limit=LIST_PAGE, _continue=page,
                                                _preload_content=False)
-            listing = json.loads(response.data)  # raw JSON: no model objects
+            listing = json.loads(response.data)  # type: ignore[attr-defined]  # raw JSON: no model objects
             for job in listing.get("items") or []:
                 self.consider(job)
             version = version or str(listing["metadata"]["resourceVersion"])  # every page is of this version
@@ -127,7 +127,7 @@ class Tracker:
         """Report `job` if it is finished, not yet reported, and not being reported right now."""
         name = jobs.name_of(job)
         kind = jobs.kind_of(job)
-        if kind not in self.reporters or name in self._inflight or jobs.REPORTED in jobs.annotations(job):
+        if kind not in self.reporters or name in self._inflight or jobs.REPORTED in jobs.annotations_of(job):
             return
         result = jobs.outcome(job)
         if not result.finished:
@@ -143,7 +143,7 @@ class Tracker:
         if name in self._timers:
             self._timers.pop(name).cancel()
         if jobs.kind_of(job) in self.reporters and name not in self._inflight \
-                and jobs.REPORTED not in jobs.annotations(job):
+                and jobs.REPORTED not in jobs.annotations_of(job):
             self._spawn(name, self._report_deleted(job))
 
     def _start_report(self, job: dict[str, Any], result: jobs.Outcome, *, stop: bool = False) -> None:
@@ -160,7 +160,7 @@ class Tracker:
             await work
 
     def _arm_timeout(self, job: dict[str, Any]) -> None:
-        name, seconds = jobs.name_of(job), jobs.annotations(job).get(jobs.TIMEOUT, "")
+        name, seconds = jobs.name_of(job), jobs.annotations_of(job).get(jobs.TIMEOUT, "")
         if not seconds.isdigit() or name in self._timers:
             return
         started = (job.get("status") or {}).get("startTime") or job["metadata"].get("creationTimestamp")
@@ -173,7 +173,7 @@ class Tracker:
         try:
             await asyncio.sleep(delay)
             job = await self.deps.kube.get_job(name)
-            if job is None or jobs.REPORTED in jobs.annotations(job) or jobs.outcome(job).finished \
+            if job is None or jobs.REPORTED in jobs.annotations_of(job) or jobs.outcome(job).finished \
                     or name in self._inflight:
                 return
             log.info("job timed out; stopping it", extra={"job": name, "timeout": seconds})
@@ -191,7 +191,7 @@ class Tracker:
             if current is None:
                 await self._close_check_of_deleted(job)
                 return
-            if jobs.REPORTED in jobs.annotations(current):
+            if jobs.REPORTED in jobs.annotations_of(current):
                 return
             conclusion = await self.reporters[kind](current, result, self.deps)
             await self.deps.kube.annotate_job(name, {jobs.REPORTED: conclusion})
@@ -199,7 +199,7 @@ class Tracker:
                 await self.deps.kube.delete_job(name)
             self.deps.metrics.job_finished(kind, conclusion)
             log.info("job reported", extra={"job": name, "kind": kind, "conclusion": conclusion,
-                                            "repo": jobs.annotations(current).get(jobs.REPO)})
+                                            "repo": jobs.annotations_of(current).get(jobs.REPO)})
         except Exception:
             log.exception("reporting a job failed; it will be retried on the next re-list", extra={"job": name})
         finally:
@@ -215,7 +215,7 @@ class Tracker:
 
     async def _close_check_of_deleted(self, job: dict[str, Any]) -> None:
         """Nothing is left to read: the check becomes `cancelled`, saying what happened."""
-        name, kind, ann = jobs.name_of(job), jobs.kind_of(job), jobs.annotations(job)
+        name, kind, ann = jobs.name_of(job), jobs.kind_of(job), jobs.annotations_of(job)
         if not ann.get(jobs.CHECK_RUN):
             return
         gh = self.deps.github.for_installation(int(ann[jobs.INSTALLATION]))

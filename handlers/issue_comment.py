@@ -222,7 +222,7 @@ async def building(ctx: Context) -> set[str]:
     selector = f"{jobs.SELECTOR},{jobs.KIND}={jobs.BUILD},{jobs.PR_LABEL}={ctx.pr.number}"
     busy = set()
     for job in await ctx.deps.kube.list_jobs(selector):
-        ann = jobs.annotations(job)
+        ann = jobs.annotations_of(job)
         if (ann.get(jobs.REPO) == ctx.repo and ann.get(jobs.SHA) == ctx.pr.head_sha and jobs.REPORTED not in ann
                 and not jobs.outcome(job).finished):
             busy.add(ann.get(jobs.IMAGE, ""))
