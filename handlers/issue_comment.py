@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 import gidgethub
 from gidgethub import routing, sansio
@@ -250,8 +251,9 @@ async def retest(ctx: Context, command: commands.Command) -> str:
     assert ctx.pr is not None and ctx.cfg is not None
     data = await ctx.gh.getitem("/repos/" + ctx.repo + "/commits/{sha}/check-runs{?filter,per_page}",
                                 url_vars={"sha": ctx.pr.head_sha, "filter": "latest", "per_page": "100"})
-    failed = sorted({r["name"] for r in data.get("check_runs", []) if r["name"].startswith("flops/")
-                     and r.get("conclusion") in ("failure", "cancelled", "timed_out")})
+    runs = data.get("check_runs", [])
+    failed = sorted({r["name"] for r in runs if r["name"].startswith("flops/")
+                     and r.get("conclusion") in ("failure", "cancelled", "timed_out")} | await _orphaned(ctx, runs))
     if not failed:
         return f"no failed or cancelled flops checks on {ctx.pr.head_sha[:7]}."
     done: list[str] = []
@@ -269,6 +271,22 @@ async def retest(ctx: Context, command: commands.Command) -> str:
         text += (" " if text else "") + f"Not re-run from here: {', '.join(left)} (push a fix, or use the check's " \
                                         f"Re-run button)."
     return text
+
+
+async def _orphaned(ctx: Context, runs: list[dict[str, Any]]) -> set[str]:
+    """flops checks still open whose Job is gone (deleted while the bot was down): closed as
+    `cancelled`, so `/retest` runs them again instead of leaving them open for ever."""
+    names = set()
+    for run in runs:
+        job = run.get("external_id")
+        if not run["name"].startswith("flops/") or run.get("status") == "completed" or not job \
+                or await ctx.deps.kube.get_job(job) is not None:
+            continue
+        await checks.complete(ctx.gh, ctx.repo, run["id"], "cancelled", title="Job deleted",
+                              summary=f"Its Job `{job}` no longer exists (deleted while flops-bot was not "
+                                      f"running), so there is no result; `/retest` by @{ctx.user} runs it again.")
+        names.add(run["name"])
+    return names
 
 
 async def cancel(ctx: Context, command: commands.Command) -> str:

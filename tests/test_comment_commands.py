@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import kubernetes.client
 import pytest
 
 from bot.github import Permissions
@@ -499,6 +500,27 @@ async def test_cancel_train_also_drops_a_run_waiting_for_its_images(bed: Bed) ->
     await bed.settle()
     assert jobs_of(bed, "federated-server") == []
     assert "building" in again["body"]
+
+
+async def test_retest_reruns_a_check_whose_job_was_deleted_while_the_bot_was_down(make_bed: BedFactory,
+                                                                                    github: GitHubEmulator) -> None:
+    github.add_installation(INSTALLATION, "Codertocat", [REPO])
+    bed = await make_bed()
+    head = open_pr(bed)
+    allow(bed, "alice", "write")
+    await say(bed, "/build server")
+    name = builds_by_image(bed)["server"]["metadata"]["name"]
+    await bed.server.close()  # the bot is down ...
+    with kubernetes.client.ApiClient(bed.kube.client_configuration()) as api:  # ... while someone deletes the Job
+        kubernetes.client.BatchV1Api(api).delete_namespaced_job(name, NAMESPACE)
+    bed = await make_bed()
+    [stuck] = bed.github.check_runs_for(REPO, head, "flops/build: server")
+    assert stuck["status"] == "in_progress"  # nothing told the bot: the check is still open
+    [answer] = await say(bed, "/retest")
+    assert "re-running `flops/build: server`" in answer["body"]
+    old, new = bed.github.check_runs_for(REPO, head, "flops/build: server")
+    assert (old["conclusion"], new["status"]) == ("cancelled", "in_progress")
+    assert name in old["output"]["summary"] and len(builds_by_image(bed)) == 1
 
 
 async def test_retest_reruns_only_the_failed_flops_checks(bed: Bed) -> None:
