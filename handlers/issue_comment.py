@@ -264,13 +264,28 @@ async def retest(ctx: Context, command: commands.Command) -> str:
     if checks.REGRESSION in failed and ctx.cfg.regression is not None:
         done.append(f"`{checks.REGRESSION}` ({await run_regression(ctx, command)})")
     if checks.FEDERATED in failed and ctx.cfg.federated is not None:
-        done.append(f"`{checks.FEDERATED}` ({await run_train(ctx, commands.Command('train', command.line))})")
+        done.append(f"`{checks.FEDERATED}` ({await run_train(ctx, await _train_again(ctx, command, runs))})")
     left = [f"`{n}`" for n in failed if not any(d.startswith(f"`{n}`") for d in done)]
     text = ("re-running " + ", ".join(done) + "." if done else "")
     if left:
         text += (" " if text else "") + f"Not re-run from here: {', '.join(left)} (push a fix, or use the check's " \
                                         f"Re-run button)."
     return text
+
+
+async def _train_again(ctx: Context, command: commands.Command, runs: list[dict[str, Any]]) -> commands.Command:
+    """`/train` with the failed run's own rounds and clients (read off its server Job while it
+    exists, and still within the configured bounds); the config's defaults otherwise."""
+    assert ctx.cfg is not None and ctx.cfg.federated is not None
+    fed = ctx.cfg.federated
+    previous = next((r for r in runs if r["name"] == checks.FEDERATED and r.get("external_id")), None)
+    job = await ctx.deps.kube.get_job(previous["external_id"]) if previous else None
+    ann = jobs.annotations_of(job) if job else {}
+    rounds, clients = ann.get(jobs.ROUNDS, ""), ann.get(jobs.CLIENTS, "")
+    return commands.Command(
+        "train", command.line,
+        rounds=int(rounds) if rounds.isdigit() and 1 <= int(rounds) <= fed.max_rounds else None,
+        clients=int(clients) if clients.isdigit() and 1 <= int(clients) <= fed.max_clients else None)
 
 
 async def _orphaned(ctx: Context, runs: list[dict[str, Any]]) -> set[str]:

@@ -364,6 +364,16 @@ async def test_a_failed_client_is_reported_by_name(bed: Bed) -> None:
     assert len(table(summary, "Rounds")) == len(ROUNDS)  # what the server did write is still shown
 
 
+async def test_retest_of_a_failed_run_keeps_its_rounds_and_clients(bed: Bed) -> None:
+    server = await start_run(bed, "/train rounds=2 clients=3")  # the config's defaults differ
+    bed.kube.fail_job(NAMESPACE, server["metadata"]["name"], exit_code=1, logs="diverged\n")
+    check = await report_of(bed, head_of(bed))
+    assert check["conclusion"] == "failure"
+    await comment(bed, "/retest")
+    [again] = [j for j in jobs_of(bed, "federated-server") if j["metadata"]["name"] != server["metadata"]["name"]]
+    assert (env_of(again)["FL_ROUNDS"], env_of(again)["FL_NUM_CLIENTS"]) == ("2", "3")
+
+
 async def test_a_client_that_cannot_pull_its_image_is_a_failed_client(bed: Bed) -> None:
     server = await start_run(bed, "/train clients=2")
     run = server["metadata"]["name"]
