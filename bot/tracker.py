@@ -48,6 +48,7 @@ class Tracker:
         self._tasks: set[asyncio.Task[None]] = set()
         self._timers: dict[str, asyncio.Task[None]] = {}
         self._slots = asyncio.Semaphore(REPORTS_AT_ONCE)
+        self._listed = asyncio.Event()  # the first listing is over (done or failed): reports may start
         self._stop = threading.Event()
         self.synced = asyncio.Event()  # set after the first full list: restart recovery is done
 
@@ -70,17 +71,20 @@ class Tracker:
         """List every bot Job, a page at a time (thousands of whole Jobs at once cost a lot of memory)."""
         kube = self.deps.kube
         version, page = "", None
-        while True:
-            response = await asyncio.to_thread(kube.batch.list_namespaced_job, kube.namespace,
-                                               label_selector=jobs.SELECTOR, limit=LIST_PAGE, _continue=page,
-                                               _preload_content=False)
-            listing = json.loads(response.data)  # type: ignore[attr-defined]  # raw JSON: no model objects
-            for job in listing.get("items") or []:
-                self.consider(job)
-            version = version or str(listing["metadata"]["resourceVersion"])  # every page is of this version
-            page = listing["metadata"].get("continue")
-            if not page:
-                break
+        try:
+            while True:
+                response = await asyncio.to_thread(kube.batch.list_namespaced_job, kube.namespace,
+                                                   label_selector=jobs.SELECTOR, limit=LIST_PAGE, _continue=page,
+                                                   _preload_content=False)
+                listing = json.loads(response.data)  # type: ignore[attr-defined]  # raw JSON: no model objects
+                for job in listing.get("items") or []:
+                    self.consider(job)
+                version = version or str(listing["metadata"]["resourceVersion"])  # every page is of this version
+                page = listing["metadata"].get("continue")
+                if not page:
+                    break
+        finally:
+            self._listed.set()
         self.synced.set()
         return version
 
@@ -156,6 +160,7 @@ class Tracker:
         task.add_done_callback(self._tasks.discard)
 
     async def _in_turn(self, work: Coroutine[Any, Any, None]) -> None:
+        await self._listed.wait()  # at start the listing's pages go first: restart recovery waits on them
         async with self._slots:
             await work
 
