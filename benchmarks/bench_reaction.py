@@ -9,7 +9,9 @@ a new commit on master with two images to build (tests/payloads/push.json, signe
 .github/flops.yml, looks for builds to supersede, uploads the commit's source to S3 (tarball from
 GitHub, re-packed), creates `flops/build: <image>` and then the Job, per image. The times come from the
 emulators' own records (each call is stamped as the emulator records it). Between pushes both builds
-succeed and are reported, so every push starts from a quiet bot.
+succeed and are reported, so every push starts from a quiet bot. The cluster keeps the finished Jobs of
+--history earlier pushes (finished build Jobs live for days), and each measured push's Jobs are deleted
+once reported, so every measured push sees the same number of Jobs.
 
 Baseline, measured in the same run: the dependency floor — one round trip of each kind the reaction
 needs (GitHub API via the bot's own client, Kubernetes API via the official client in a thread, S3
@@ -46,7 +48,7 @@ class Reaction:
     timeline: list[tuple[float, str]]  # every emulator call up to the first Job, from the POST
 
 
-async def one_push(bot: flows.Bot, bed: harness.Bed, marker: int) -> Reaction:
+async def one_push(bot: flows.Bot, bed: harness.Bed, marker: int, keep: bool = False) -> Reaction:
     calls, requests = bed.github.calls, bed.kube.requests
     assert isinstance(calls, harness.Timed) and isinstance(requests, harness.Timed)
     data = flows.push_payload(bed, {"server/app.py": f"print({marker})\n", "client/main.py": f"print({marker})\n"})
@@ -72,6 +74,9 @@ async def one_push(bot: flows.Bot, bed: harness.Bed, marker: int) -> Reaction:
                                           for at, (m, p) in requests.timed[kube_mark:] if at <= job_at])
     await bot.settle()
     await flows.finish_builds(bot, data["after"])
+    if not keep:  # the namespace stays at the history's size: every measured push sees the same cluster
+        for job in flows.jobs_of(bot, data["after"]):
+            await bot.deps.kube.delete_job(job["metadata"]["name"])
     return Reaction(ack, check_at - started, job_at - started, gh_before, kube_before, timeline)
 
 
@@ -109,14 +114,15 @@ async def round_trips(bot: flows.Bot, samples: int) -> dict[str, float]:
     return {name: harness.median(values) for name, values in times.items()}
 
 
-async def main(pushes: int, profile_it: bool) -> int:
+async def main(pushes: int, history: int, profile_it: bool) -> int:
     print(f"machine: {harness.machine()}")
     async with harness.test_bed("reaction") as bed:
         flows.set_up_push(bed)
         bed.github.calls = harness.Timed(bed.github.calls)
         bed.kube.requests = harness.Timed(bed.kube.requests)
         async with harness.running_bot(bed) as bot:
-            await one_push(bot, bed, 0)  # warm: token, connection pools, bucket
+            for i in range(history):  # warm-up (token, pools, bucket) and the finished builds a cluster keeps
+                await one_push(bot, bed, -1 - i, keep=True)
             reactions = [await one_push(bot, bed, i) for i in range(1, pushes + 1)]
             profile = await profiled(bot, bed, pushes) if profile_it else None
             floor_parts = await round_trips(bot, 30)
@@ -158,7 +164,7 @@ def report(reactions: list[Reaction], rt: dict[str, float], jobs_listed: int) ->
         print(f"{name:<24} {harness.median(values):>10.2f} {harness.percentile(values, 99):>8.2f} "
               f"{min(values):>8.2f} {max(values):>8.2f}")
     print(f"\nbefore its first Job the bot made {gh_calls:.0f} GitHub requests (tarball redirect and download "
-          f"included), {kube_calls:.0f} Kubernetes requests (one lists the build Jobs: {jobs_listed} by the end), "
+          f"included), {kube_calls:.0f} Kubernetes requests (one lists the build Jobs: {jobs_listed} of them), "
           "1 S3 stat and 1 S3 upload")
     print("dependency round trips (median of 30): " + ", ".join(f"{k} {v * ms:.2f} ms" for k, v in rt.items()))
     median_job = harness.median(first_job)
@@ -176,6 +182,8 @@ def report(reactions: list[Reaction], rt: dict[str, float], jobs_listed: int) ->
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--pushes", type=int, default=60, help="measured pushes (after one warm-up push)")
+    parser.add_argument("--history", type=int, default=50,
+                        help="unmeasured pushes first, whose finished Jobs stay (Jobs live 7 days after they finish)")
     parser.add_argument("--profile", action="store_true", help="also sample the bot with py-spy during extra pushes")
     args = parser.parse_args()
-    sys.exit(asyncio.run(main(args.pushes, args.profile)))
+    sys.exit(asyncio.run(main(args.pushes, args.history, args.profile)))
