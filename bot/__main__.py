@@ -18,7 +18,7 @@ from aiohttp import web
 import handlers
 from bot import builds, config, deploy, federated, jobs, logs, regression
 from bot.app import create_app
-from bot.settings import Settings, SettingsError, from_env, needs_setup
+from bot.settings import Settings, SettingsError, from_env, needs_setup, port_from
 from bot.setup import create_setup_app
 
 
@@ -97,14 +97,9 @@ def plan_settings() -> Settings:
 
 
 def serve() -> int:
-    if needs_setup(os.environ):
-        port = int(os.environ.get("PORT") or 8080)
-        logs.configure(logs.Redactor(), os.environ.get("LOG_LEVEL", "INFO"))
-        print(f"flops-bot: no GitHub App credentials; open http://localhost:{port}/ to register the App",
-              file=sys.stderr)
-        web.run_app(create_setup_app(os.environ), port=port, print=None)
-        return 0
     try:
+        if needs_setup(os.environ):
+            return serve_setup(port_from(os.environ))
         settings = from_env()
     except SettingsError as error:
         for problem in error.problems:
@@ -112,6 +107,14 @@ def serve() -> int:
         print("flops-bot: see README.md, 'Configuration', for every variable", file=sys.stderr)
         return 2
     run(settings)
+    return 0
+
+
+def serve_setup(port: int) -> int:
+    """No App credentials at all: the App-registration page (health 200, readiness failing)."""
+    logs.configure(logs.Redactor(), os.environ.get("LOG_LEVEL", "INFO"))
+    print(f"flops-bot: no GitHub App credentials; open http://localhost:{port}/ to register the App", file=sys.stderr)
+    web.run_app(create_setup_app(os.environ), port=port, print=None)
     return 0
 
 

@@ -106,6 +106,15 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
     return settings
 
 
+def port_from(env: Mapping[str, str]) -> int:
+    """`PORT` alone (the setup page needs nothing else), or SettingsError naming what is wrong."""
+    problems: list[str] = []
+    port = _int_setting(env, "PORT", 8080, problems)
+    if problems:
+        raise SettingsError(problems)
+    return port or 8080
+
+
 def _int_setting(env: Mapping[str, str], name: str, default: int | None, problems: list[str]) -> int | None:
     raw = env.get(name, "").strip()
     if not raw:

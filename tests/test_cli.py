@@ -75,3 +75,10 @@ def test_plan_push_prints_the_kaniko_jobs(tmp_path: Path) -> None:
     assert [d["metadata"]["annotations"]["flops.dev/image"] for d in docs] == ["client"]
     args = docs[0]["spec"]["template"]["spec"]["containers"][0]["args"]
     assert "--destination=harbor.example.com/flops/client:master-20190515151925-1a2b3c4" in args
+
+
+def test_setup_mode_with_a_malformed_port_exits_with_one_clear_line() -> None:
+    result = run("serve", env={"PORT": "eighty"}, timeout=30)
+    assert result.returncode == 2
+    assert "flops-bot: PORT must be a positive integer, got 'eighty'" in result.stderr
+    assert "Traceback" not in result.stderr
