@@ -191,6 +191,61 @@ def finish(bed: harness.Bed, names: list[str]) -> None:
         bed.kube.succeed_job(harness.NAMESPACE, name, message=DIGEST)
 
 
+async def measure(bed: harness.Bed, bot: Bot, again: Bot, requests: harness.Timed, count: int, burst: int,
+                  profile: bool) -> tuple[dict[str, Any], list[float], list[int]]:
+    """Steps 1-4 of the module docstring; the figures, the burst durations, the check-run ids."""
+    figures: dict[str, Any] = {}
+    await bot.start()
+    watching = await wait_until(lambda: watch_opened_after(requests, bot.started), 60, "the first watch")
+    figures["start_empty"] = watching - bot.started
+    await asyncio.sleep(1.0)  # settled: the start-up allocations are done
+    figures["rss_idle"] = bot.rss()
+
+    began = time.monotonic()
+    ids = await check_runs(bed, count)
+    bodies = job_bodies(bed, ids)
+    await asyncio.to_thread(lambda: [bed.kube.put_object(b) for b in bodies])
+    figures["create"] = time.monotonic() - began
+    await asyncio.sleep(1.0)
+    figures["rss_running"] = bot.rss()
+    names = [b["metadata"]["name"] for b in bodies]
+    in_bursts, held = names[:-HELD_BACK], names[-HELD_BACK:]
+
+    spy = asyncio.create_task(harness.py_spy(bot.proc.pid, 20, bed.workdir / "bot.stacks")) if profile else None
+    cpu_before = cpu_now(bot, bed)
+    began = time.monotonic()
+    burst_times = []
+    for start in range(0, len(in_bursts), burst):
+        t = time.monotonic()
+        await asyncio.to_thread(finish, bed, in_bursts[start:start + burst])
+        burst_times.append(time.monotonic() - t)
+    figures["bursts_done"] = time.monotonic() - began
+    wanted = set(in_bursts)
+    await wait_until(lambda: len(reported_names(requests, wanted)) == len(wanted), 900,
+                     f"{len(wanted)} reports", every=0.25)
+    figures["report_all"] = time.monotonic() - began
+    figures["cpu"] = {k: v - cpu_before[k] for k, v in cpu_now(bot, bed).items()}
+    figures["rss_after"] = bot.rss()
+    figures["stacks"] = await spy if spy else None
+    await bot.stop()
+    figures["rss_peak"] = bot.peak_rss
+
+    await asyncio.to_thread(finish, bed, held)  # finished while the bot is down
+    await again.start()
+    watching = await wait_until(lambda: watch_opened_after(requests, again.started), 60, "the watch after restart")
+    figures["recovery"] = watching - again.started
+    listed = first_list_after(requests, again.started) or watching
+    figures["recovery_startup"], figures["recovery_listing"] = listed - again.started, watching - listed
+    await wait_until(lambda: len(reported_names(requests, set(held))) == len(held), 120, "the held-back reports")
+    figures["recovered_reports"] = time.monotonic() - again.started
+    figures["rss_restart"] = again.rss()
+    await again.stop()
+    figures["rss_restart_peak"] = again.peak_rss
+
+    return figures, burst_times, ids
+
+
+
 async def main(count: int, burst: int, profile: bool) -> int:
     print(f"machine: {harness.machine()}")
     async with harness.test_bed("tracker") as bed:
@@ -199,62 +254,18 @@ async def main(count: int, burst: int, profile: bool) -> int:
         bed.kube.requests = harness.Timed(bed.kube.requests)
         requests: harness.Timed = bed.kube.requests  # type: ignore[assignment]
         log = bed.workdir / "bot.log"
-        figures: dict[str, float] = {}
-
-        bot = Bot(bed.env, log)
-        await bot.start()
-        watching = await wait_until(lambda: watch_opened_after(requests, bot.started), 60, "the first watch")
-        figures["start_empty"] = watching - bot.started
-        await asyncio.sleep(1.0)  # settled: the start-up allocations are done
-        figures["rss_idle"] = bot.rss()
-
-        began = time.monotonic()
-        ids = await check_runs(bed, count)
-        bodies = job_bodies(bed, ids)
-        await asyncio.to_thread(lambda: [bed.kube.put_object(b) for b in bodies])
-        figures["create"] = time.monotonic() - began
-        await asyncio.sleep(1.0)
-        figures["rss_running"] = bot.rss()
-        names = [b["metadata"]["name"] for b in bodies]
-        in_bursts, held = names[:-HELD_BACK], names[-HELD_BACK:]
-
-        spy = asyncio.create_task(harness.py_spy(bot.proc.pid, 20, bed.workdir / "bot.stacks")) if profile else None
-        cpu_before = cpu_now(bot, bed)
-        began = time.monotonic()
-        burst_times = []
-        for start in range(0, len(in_bursts), burst):
-            t = time.monotonic()
-            await asyncio.to_thread(finish, bed, in_bursts[start:start + burst])
-            burst_times.append(time.monotonic() - t)
-        figures["bursts_done"] = time.monotonic() - began
-        wanted = set(in_bursts)
-        await wait_until(lambda: len(reported_names(requests, wanted)) == len(wanted), 900,
-                         f"{len(wanted)} reports", every=0.25)
-        figures["report_all"] = time.monotonic() - began
-        cpu = {k: v - cpu_before[k] for k, v in cpu_now(bot, bed).items()}
-        figures["rss_after"] = bot.rss()
-        stacks = await spy if spy else None
-        await bot.stop()
-        figures["rss_peak"] = bot.peak_rss
-
-        await asyncio.to_thread(finish, bed, held)  # finished while the bot is down
-        again = Bot(bed.env, log)
-        await again.start()
-        watching = await wait_until(lambda: watch_opened_after(requests, again.started), 60, "the watch after restart")
-        figures["recovery"] = watching - again.started
-        listed = first_list_after(requests, again.started) or watching
-        figures["recovery_startup"], figures["recovery_listing"] = listed - again.started, watching - listed
-        await wait_until(lambda: len(reported_names(requests, set(held))) == len(held), 120, "the held-back reports")
-        figures["recovered_reports"] = time.monotonic() - again.started
-        figures["rss_restart"] = again.rss()
-        await again.stop()
-        figures["rss_restart_peak"] = again.peak_rss
-
+        bot, again = Bot(bed.env, log), Bot(bed.env, log)
+        try:
+            figures, burst_times, ids = await measure(bed, bot, again, requests, count, burst, profile)
+        finally:  # a failed run leaves no bot behind
+            await bot.stop()
+            await again.stop()
         done = await asyncio.to_thread(lambda: [j for j in bed.kube.list("jobs", harness.NAMESPACE)
                                                 if "flops.dev/reported" in j["metadata"]["annotations"]])
         completed = sum(1 for i in ids if bed.github.check_runs[i]["status"] == "completed")
         double = sum(1 for c in bed.github.calls if c.method == "PATCH" and "/check-runs/" in c.path) - completed
         report(count, burst, burst_times, figures, len(done), completed, double)
+        cpu, stacks = figures["cpu"], figures["stacks"]
         print(f"  CPU while reporting ({figures['report_all']:.0f} s of wall time): the bot {cpu['bot']:.1f} s "
               f"({cpu['bot'] / (count - HELD_BACK) * 1000:.1f} ms per report), the GitHub and Kubernetes emulators "
               f"{cpu['emulators']:.1f} s, SeaweedFS {cpu['s3']:.1f} s")
@@ -264,7 +275,7 @@ async def main(count: int, burst: int, profile: bool) -> int:
     return 0
 
 
-def report(count: int, burst: int, burst_times: list[float], f: dict[str, float], annotated: int, completed: int,
+def report(count: int, burst: int, burst_times: list[float], f: dict[str, Any], annotated: int, completed: int,
            double: int) -> None:
     reported = count - HELD_BACK
     print(f"\n{count} build Jobs on one watch; {reported} finished in {len(burst_times)} bursts of {burst} "
