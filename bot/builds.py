@@ -26,6 +26,9 @@ ZERO_SHA = "0" * 40
 # The images one push builds (comma-separated), so a deploy knows which other images of a target
 # this commit will never build (path filters) and takes their latest build of the branch instead.
 PUSH_IMAGES = jobs.A + "push-images"
+# The branch head this push moved on from, when it was a fast-forward: a deploy that finds a build
+# of that commit in the manifest knows ours is newer without asking the compare API.
+PARENT = jobs.A + "fast-forward-of"
 PAYLOAD_COMMIT_LIMIT = 20  # GitHub lists at most 20 commits in a push payload
 
 
@@ -42,6 +45,7 @@ class Push:
     default_branch: str
     commits: tuple[dict[str, Any], ...]
     delivery_id: str = ""
+    forced: bool = False
 
     @classmethod
     def from_payload(cls, data: dict[str, Any], delivery_id: str = "") -> Push:
@@ -50,7 +54,8 @@ class Push:
                    ref=data["ref"], before=data.get("before") or ZERO_SHA, sha=data["after"],
                    commit_time=head.get("timestamp") or checks.now(),
                    default_branch=data["repository"].get("default_branch") or "main",
-                   commits=tuple(data.get("commits") or ()), delivery_id=delivery_id)
+                   commits=tuple(data.get("commits") or ()), delivery_id=delivery_id,
+                   forced=bool(data.get("forced")))
 
     @property
     def branch(self) -> str | None:
@@ -76,6 +81,11 @@ async def on_branch(gh: GitHubAPI, repo: str, branch: str, sha: str) -> bool:
     except gidgethub.BadRequest:
         return False
     return data.get("status") in ("identical", "behind")
+
+
+def fast_forward_of(push: Push) -> dict[str, str]:
+    """{PARENT: <previous head>} for a push that only added commits to its branch, else {}."""
+    return {} if push.forced or push.before == ZERO_SHA or push.branch is None else {PARENT: push.before}
 
 
 def changed_in_payload(push: Push) -> list[str] | None:
@@ -116,7 +126,8 @@ async def start_for_push(gh: GitHubAPI, deps: Deps, cfg: RepoConfig, push: Push)
     for image in images:
         request = jobs.BuildRequest(source, image, cfg.registry, tag, push.commit_time,
                                     annotations={jobs.DEPLOY_TARGETS: targets_annotation(cfg),
-                                                 PUSH_IMAGES: ",".join(i.name for i in images)})
+                                                 PUSH_IMAGES: ",".join(i.name for i in images),
+                                                 **fast_forward_of(push)})
         if await launch_build(gh, deps, request):
             started.append(image.name)
     return started
@@ -229,7 +240,8 @@ async def report_build(job: dict[str, Any], result: jobs.Outcome, deps: Deps) ->
         record = {"repo": ann[jobs.REPO], "sha": ann[jobs.SHA], "image": ann[jobs.IMAGE], "ref": ann.get(jobs.REF, ""),
                   "tag": ann[jobs.TAG], "destination": ann[jobs.DESTINATION], "digest": digest,
                   "reference": f"{ann[jobs.DESTINATION]}@{digest}", "job": name, "built_at": checks.now(),
-                  "deploy_targets": ann.get(jobs.DEPLOY_TARGETS, "[]"), "push_images": ann.get(PUSH_IMAGES, "")}
+                  "deploy_targets": ann.get(jobs.DEPLOY_TARGETS, "[]"), "push_images": ann.get(PUSH_IMAGES, ""),
+                  "fast_forward_of": ann.get(PARENT, "")}
         await save_record(deps, record)
         await _finish(gh, deps, job, "success", title=f"Built {ann[jobs.DESTINATION]}",
                       summary=f"**Image:** `{ann[jobs.DESTINATION]}`\n**Digest:** `{digest}`\n\n"

@@ -288,8 +288,8 @@ async def is_newer(gh: GitHubAPI, repo: str, current: str, record: dict[str, Any
     if not match or current == record["reference"]:
         return False
     current_sha = match.group(2)
-    if record["sha"].startswith(current_sha):
-        return False
+    if record["sha"].startswith(current_sha) or str(record.get("fast_forward_of") or "").startswith(current_sha):
+        return False  # the same commit, or the branch head our push fast-forwarded from: ours is newer
     try:
         data = await gh.getitem("/repos/" + repo + "/compare/{spec}", url_vars={"spec": f"{record['sha']}...{current_sha}"})
         if data["status"] in ("ahead", "behind", "identical"):

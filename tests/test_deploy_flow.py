@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from tests.conftest import INSTALLATION, NAMESPACE, Bed, payload, wait_for
 
 REPO = "Codertocat/Hello-World"
@@ -363,6 +365,20 @@ async def test_an_older_build_finishing_last_keeps_the_newer_image(bed: Bed) -> 
     assert f"{SERVER}:{tag(new)}@{DIGEST}" in check["output"]["summary"]
     assert f"/redeploy dev {old['after'][:7]}" in check["output"]["summary"]
     assert len(bed.github.calls_to("PUT", rf"^/repos/{CONFIG_REPO}/contents/")) == 1
+
+
+@pytest.mark.parametrize("forced", [False, True])
+async def test_a_fast_forward_push_over_the_deployed_commit_needs_no_ancestry_lookup(bed: Bed, forced: bool) -> None:
+    set_up(bed, flops_yml(target()), {"dev/cronjob.yaml": CRONJOB})
+    first = await pushed_and_built(bed, {"server/app.py": "print(31)\n"}, "server", when="2026-11-22T09:30:00Z")
+    second = push(bed, {"server/app.py": "print(32)\n"}, when="2026-11-22T10:45:00Z")  # its `before` is `first`
+    second["forced"] = forced
+    await bed.deliver("push", second)
+    await bed.settle()
+    await build(bed, second, "server")
+    assert f"{SERVER}:{tag(second)}@{DIGEST}" in config_file(bed, "dev/cronjob.yaml")
+    asked = bed.github.calls_to("GET", rf"^/repos/{REPO}/compare/{second['after']}\.\.\.{first['after'][:7]}$")
+    assert len(asked) == (1 if forced else 0)  # a force-push may have rewritten history: then ask
 
 
 async def test_without_ancestry_the_sortable_tag_decides(bed: Bed) -> None:
