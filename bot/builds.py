@@ -5,9 +5,11 @@ and `/redeploy` read it.
 """
 from __future__ import annotations
 
+import asyncio
 import fnmatch
 import json
 import logging
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Any
 
@@ -114,11 +116,12 @@ async def changed_files(gh: GitHubAPI, push: Push) -> list[str] | None:
 async def start_for_push(gh: GitHubAPI, deps: Deps, cfg: RepoConfig, push: Push) -> list[str]:
     """Supersede older builds of the branch, upload the source, start one Kaniko Job per image."""
     images = jobs.images_to_build(cfg, await changed_files(gh, push))
-    if push.branch:
-        await supersede(gh, deps, push)
+    work: list[Awaitable[object]] = [supersede(gh, deps, push)] if push.branch else []
+    if images:  # the upload need not wait for the supersede's list, nor the other way round
+        work.append(ensure_source(deps.github, deps.artifacts, push.installation_id, push.repo, push.sha))
+    await asyncio.gather(*work)
     if not images:
         return []
-    await ensure_source(deps.github, deps.artifacts, push.installation_id, push.repo, push.sha)
     tag = jobs.image_tag(push.branch or push.tag_name or "ref", push.commit_time, push.sha)
     source = jobs.Source(push.repo, push.sha, push.installation_id, ref=push.branch or push.ref,
                          delivery_id=push.delivery_id)
@@ -172,7 +175,7 @@ async def launch_build(gh: GitHubAPI, deps: Deps, request: jobs.BuildRequest) ->
 
 async def supersede(gh: GitHubAPI, deps: Deps, push: Push) -> None:
     """Running builds of older commits on this branch: deleted, their checks `cancelled`."""
-    for job in await deps.kube.list_jobs(f"{jobs.SELECTOR},{jobs.KIND}={jobs.BUILD}"):
+    for job in await deps.kube.list_jobs(jobs.unreported(jobs.BUILD)):
         ann = jobs.annotations_of(job)
         if (ann.get(jobs.REPO) != push.repo or ann.get(jobs.REF) != push.branch or ann.get(jobs.SHA) == push.sha
                 or jobs.REPORTED in ann or jobs.outcome(job).finished):
@@ -185,7 +188,7 @@ async def supersede(gh: GitHubAPI, deps: Deps, push: Push) -> None:
 async def cancel_job(gh: GitHubAPI, deps: Deps, job: dict[str, Any], why: str) -> None:
     """Mark reported first (the tracker must not report it), complete the check, delete the Job."""
     name, ann = jobs.name_of(job), jobs.annotations_of(job)
-    await deps.kube.annotate_job(name, {jobs.REPORTED: "cancelled"})
+    await deps.kube.annotate_job(name, {jobs.REPORTED: "cancelled"}, labels=jobs.REPORTED_LABEL)
     if ann.get(jobs.CHECK_RUN):
         await checks.complete(gh, ann[jobs.REPO], ann[jobs.CHECK_RUN], "cancelled", title="Cancelled", summary=why)
     await deps.kube.delete_job(name)

@@ -154,7 +154,7 @@ async def image_refs(deps: Deps, request: RunRequest) -> dict[str, str] | None:
 async def builds_in_progress(deps: Deps, request: RunRequest) -> set[str]:
     """The run's images with a build Job for this commit that has not reported yet."""
     names = set()
-    for job in await deps.kube.list_jobs(f"{jobs.SELECTOR},{jobs.KIND}={jobs.BUILD}"):
+    for job in await deps.kube.list_jobs(jobs.unreported(jobs.BUILD)):
         ann, state = jobs.annotations_of(job), jobs.outcome(job)
         if (ann.get(jobs.REPO) == request.repo and ann.get(jobs.SHA) == request.sha and ann.get(jobs.IMAGE)
                 in request.images and jobs.REPORTED not in ann and (not state.finished or state.succeeded)):

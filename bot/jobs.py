@@ -30,6 +30,10 @@ CHECK_RUN, CHECK_NAME, REPORTED = A + "check-run-id", A + "check-name", A + "rep
 IMAGE, DESTINATION, TAG, PR = A + "image", A + "destination", A + "tag", A + "pr"
 DELIVERY, DEPLOY_TARGETS = A + "delivery-id", A + "deploy-targets"
 
+# A reported Job also carries the label flops.dev/reported=true, so lists of running work select
+# `!flops.dev/reported` and skip the finished Jobs kept for a week (ttlSecondsAfterFinished).
+REPORTED_LABEL = {REPORTED: "true"}
+
 BUILD, REGRESSION = "build", "regression"
 FEDERATED_SERVER, FEDERATED_CLIENT = "federated-server", "federated-client"
 OUTPUT, BASELINE, TRIGGER, METRICS = A + "output", A + "baseline", A + "trigger", A + "metrics"
@@ -415,6 +419,11 @@ def outcome(job: dict[str, Any]) -> Outcome:
         if kind in true:
             return Outcome(True, False, true[kind].get("reason") or "", true[kind].get("message") or "")
     return Outcome(False)
+
+
+def unreported(kind: str, *more: str) -> str:
+    """The label selector of the bot's Jobs of `kind` that are not reported yet (and `more` terms)."""
+    return ",".join((SELECTOR, f"{KIND}={kind}", f"!{REPORTED}", *more))
 
 
 def annotations_of(job: dict[str, Any]) -> dict[str, str]:

@@ -75,8 +75,11 @@ class Kube:
             raise
         return _json(job)  # type: ignore[no-any-return]
 
-    async def annotate_job(self, name: str, annotations: dict[str, str | None]) -> None:
-        body = {"metadata": {"annotations": annotations}}
+    async def annotate_job(self, name: str, annotations: dict[str, str | None],
+                           labels: dict[str, str] | None = None) -> None:
+        body: dict[str, Any] = {"metadata": {"annotations": annotations}}
+        if labels:
+            body["metadata"]["labels"] = labels
         await asyncio.to_thread(self.batch.patch_namespaced_job, name, self.namespace, body)
 
     async def delete_job(self, name: str) -> bool:

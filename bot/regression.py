@@ -114,7 +114,7 @@ async def running_for_pr(deps: Deps, repo: str, number: int,
     """The PR's Jobs of `kinds` that are neither finished nor reported (nor cancelled)."""
     found = []
     for kind in kinds:
-        for job in await deps.kube.list_jobs(f"{jobs.SELECTOR},{jobs.KIND}={kind},{jobs.PR_LABEL}={number}"):
+        for job in await deps.kube.list_jobs(jobs.unreported(kind, f"{jobs.PR_LABEL}={number}")):
             ann = jobs.annotations_of(job)
             if ann.get(jobs.REPO) == repo and jobs.REPORTED not in ann and not jobs.outcome(job).finished:
                 found.append(job)
@@ -151,7 +151,7 @@ async def cancel_for_pr(gh: GitHubAPI, deps: Deps, repo: str, number: int, why: 
 async def cancel_for_commit(gh: GitHubAPI, deps: Deps, repo: str, sha: str, why: str) -> int:
     """Stop the unfinished non-PR, non-baseline regression Jobs of `sha` (a merge group's)."""
     cancelled = 0
-    for job in await deps.kube.list_jobs(f"{jobs.SELECTOR},{jobs.KIND}={jobs.REGRESSION}"):
+    for job in await deps.kube.list_jobs(jobs.unreported(jobs.REGRESSION)):
         ann = jobs.annotations_of(job)
         if (ann.get(jobs.REPO) != repo or ann.get(jobs.SHA) != sha or jobs.PR in ann or jobs.BASELINE in ann
                 or jobs.REPORTED in ann or jobs.outcome(job).finished):

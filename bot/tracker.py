@@ -199,7 +199,7 @@ class Tracker:
             if jobs.REPORTED in jobs.annotations_of(current):
                 return
             conclusion = await self.reporters[kind](current, result, self.deps)
-            await self.deps.kube.annotate_job(name, {jobs.REPORTED: conclusion})
+            await self.deps.kube.annotate_job(name, {jobs.REPORTED: conclusion}, labels=jobs.REPORTED_LABEL)
             if stop:
                 await self.deps.kube.delete_job(name)
             self.deps.metrics.job_finished(kind, conclusion)

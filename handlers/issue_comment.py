@@ -220,7 +220,7 @@ async def run_build(ctx: Context, command: commands.Command) -> str:
 async def building(ctx: Context) -> set[str]:
     """Images with an unfinished build Job of this PR's head (a second `/build` does not start them again)."""
     assert ctx.pr is not None
-    selector = f"{jobs.SELECTOR},{jobs.KIND}={jobs.BUILD},{jobs.PR_LABEL}={ctx.pr.number}"
+    selector = jobs.unreported(jobs.BUILD, f"{jobs.PR_LABEL}={ctx.pr.number}")
     busy = set()
     for job in await ctx.deps.kube.list_jobs(selector):
         ann = jobs.annotations_of(job)

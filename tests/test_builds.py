@@ -132,6 +132,9 @@ async def test_successful_build_reports_image_and_digest(bed: Bed) -> None:
     await bed.settle()
     async with bed.session.get(bed.url("/metrics")) as response:
         assert 'flops_jobs_finished_total{kind="build",result="success"} 1' in await response.text()
+    # reported Jobs are labelled too: `kubectl get jobs -l '!flops.dev/reported'` lists running work
+    assert bed.kube.list("jobs", NAMESPACE, labels={"flops.dev/reported": "true"}) == [
+        bed.kube.get("jobs", NAMESPACE, job["metadata"]["name"])]
 
 
 async def test_failed_build_reports_reason_and_masked_log_tail(bed: Bed) -> None:
