@@ -861,7 +861,7 @@ def _deploy_target(node: _Node, images: Collection[str] | None) -> DeployTarget 
     if not node.mapping(_DEPLOY, required=("name", "repo", "branch", "file"), hint=" like `{name: dev, repo: ...}`"):
         return None
     raw_name = node.value.get("name")
-    return DeployTarget(
+    target = DeployTarget(
         name=node.get("name", _name, raw_name if isinstance(raw_name, str) else ""),
         repo=node.get("repo", _github_repo, ""),
         branch=node.get("branch", _branch, ""),
@@ -870,6 +870,10 @@ def _deploy_target(node: _Node, images: Collection[str] | None) -> DeployTarget 
         field=node.get("field", _yq_field, None),
         mode=node.get("mode", _mode, "commit"),
     )
+    if target.field is not None and len(target.images) > 1:
+        node.add("one `field` holds one image: drop `field` (each container of each image is found by its "
+                 "repository) or make one target per image", "field")
+    return target
 
 
 def _deploy_images(node: _Node, images: Collection[str] | None) -> tuple[str, ...]:

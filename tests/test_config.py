@@ -622,3 +622,23 @@ def test_any_value_at_any_documented_key_raises_only_config_error(path: str, val
         parse(text)
     except ConfigError:
         pass
+
+
+def test_a_field_cannot_hold_several_images() -> None:
+    text = """\
+registry: harbor.example.com/flops
+images:
+  - {name: server, dockerfile: Dockerfile.server}
+  - {name: client, dockerfile: Dockerfile.client}
+deploy:
+  - name: dev
+    repo: acme/flops-config
+    branch: main
+    file: dev/all.yaml
+    images: [server, client]
+    field: .spec.template.spec.containers[0].image
+"""
+    with pytest.raises(config.ConfigError) as error:
+        config.parse(text)
+    [problem] = error.value.problems
+    assert problem.path == "deploy[0].field" and "one `field` holds one image" in problem.message

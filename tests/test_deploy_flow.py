@@ -484,16 +484,15 @@ async def test_a_field_that_does_not_exist_fails_the_check(bed: Bed) -> None:
     assert bed.github.calls_to("PUT", rf"^/repos/{CONFIG_REPO}/") == []
 
 
-async def test_one_field_for_two_images_fails_instead_of_writing_one_over_the_other(bed: Bed) -> None:
+async def test_one_field_for_two_images_is_refused_by_the_config_check_before_anything_builds(bed: Bed) -> None:
     set_up(bed, flops_yml(target(images="images: [server, client]")), {"dev/cronjob.yaml": CRONJOB})
     data = push(bed, {"server/app.py": "print(34)\n", "client/main.py": "print(35)\n"})
     await bed.deliver("push", data)
     await bed.settle()
-    await build(bed, data, "server")
-    await build(bed, data, "client")
-
-    check = deploy_check(bed, data["after"])
-    assert check["conclusion"] == "failure" and "drop `field`" in check["output"]["summary"]
+    [check] = bed.github.check_runs_for(REPO, data["after"], "flops/config")
+    assert check["conclusion"] == "failure"
+    assert "`deploy[0].field`" in check["output"]["summary"] and "drop `field`" in check["output"]["summary"]
+    assert bed.kube.list("jobs", NAMESPACE) == []  # one image would have been written over the other
     assert config_file(bed, "dev/cronjob.yaml") == CRONJOB
 
 
