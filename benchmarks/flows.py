@@ -15,20 +15,14 @@ from typing import Any
 import harness
 from tests.conftest import Bed as Bot
 from tests.conftest import wait_for
+from tests.samples import TWO_IMAGES
 
 REPO = harness.REPO
 MAIN = "master"  # the recorded payloads' default branch
 CONFIG_REPO = "acme-ops/gitops"
 CONFIG_INSTALLATION = 78
 DIGEST = "sha256:" + "ab" * 32
-PUSH_CONFIG = """\
-registry: harbor.example.com/flops
-branches: [master]
-images:
-  - name: server
-    dockerfile: Dockerfile.server
-  - name: client
-    dockerfile: Dockerfile.client
+PUSH_CONFIG = TWO_IMAGES + """\
 deploy:
   - name: dev
     repo: acme-ops/gitops

@@ -11,18 +11,12 @@ import pytest
 from bot.github import Permissions
 from tests.conftest import INSTALLATION, NAMESPACE, Bed, BedFactory, payload, wait_for
 from tests.emulators.github import GitHubEmulator
+from tests.samples import TWO_IMAGES
 
 REPO = "Codertocat/Hello-World"
 FORK = "mallory/Hello-World"
 PR = 1
-CONFIG = """\
-registry: harbor.example.com/flops
-branches: [master]
-images:
-  - name: server
-    dockerfile: Dockerfile.server
-  - name: client
-    dockerfile: Dockerfile.client
+CONFIG = TWO_IMAGES + """\
 deploy:
   - name: dev
     repo: Codertocat/flops-config

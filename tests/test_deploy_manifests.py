@@ -36,6 +36,7 @@ from bot.kube import Kube
 from bot.setup import create_setup_app
 from tests.conftest import INSTALLATION, NAMESPACE, Bed, payload, wait_for
 from tests.emulators.kube import KubeEmulator
+from tests.samples import TWO_IMAGES
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
@@ -545,14 +546,7 @@ async def test_every_kube_method_is_granted_by_the_role(kube: KubeEmulator) -> N
 
 
 REPO = "Codertocat/Hello-World"
-FLOWS_CONFIG = """\
-registry: harbor.example.com/flops
-branches: [master]
-images:
-  - name: server
-    dockerfile: Dockerfile.server
-  - name: client
-    dockerfile: Dockerfile.client
+FLOWS_CONFIG = TWO_IMAGES + """\
 regression:
   image: harbor.example.com/flops/regression-runtime:py311
   command: ["python", "-m", "regression"]

@@ -12,18 +12,12 @@ import kubernetes_validate
 import pytest
 
 from tests.conftest import INSTALLATION, NAMESPACE, Bed, BedFactory, payload, wait_for
+from tests.samples import TWO_IMAGES
 
 REPO = "Codertocat/Hello-World"
 WRITER = "ada-maintainer"
 PR = 7
-CONFIG = """\
-registry: harbor.example.com/flops
-branches: [master]
-images:
-  - name: server
-    dockerfile: Dockerfile.server
-  - name: client
-    dockerfile: Dockerfile.client
+CONFIG = TWO_IMAGES + """\
 federated:
   server: {image: server, port: 8080}
   client: {image: client}
