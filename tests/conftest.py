@@ -39,6 +39,21 @@ def payload(name: str) -> dict[str, Any]:
     return copy.deepcopy(json.loads((PAYLOADS / f"{name}.json").read_text()))
 
 
+def push_payload(github: GitHubEmulator, repo: str, files: dict[str, Any], *, branch: str = "master",
+                 when: str = "2026-11-22T09:30:00Z") -> dict[str, Any]:
+    """Commit `files` to `branch` of the emulated `repo` and return the recorded push payload
+    re-pointed at that commit, as GitHub would send it (one commit listed, the files modified)."""
+    before = github.branch_sha(repo, branch)
+    sha = github.commit(repo, branch, files)
+    data = payload("push")
+    data.update(ref=f"refs/heads/{branch}", before=before, after=sha)
+    data["installation"]["id"] = INSTALLATION
+    data["repository"]["full_name"] = repo
+    data["head_commit"].update(id=sha, timestamp=when)
+    data["commits"] = [{**data["commits"][0], "id": sha, "added": [], "removed": [], "modified": list(files)}]
+    return data
+
+
 def sign(body: bytes, secret: str = SECRET) -> str:
     return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
 

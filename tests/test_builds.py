@@ -9,7 +9,7 @@ import kubernetes.client
 import kubernetes_validate
 import pytest
 
-from tests.conftest import INSTALLATION, NAMESPACE, Bed, BedFactory, payload, wait_for
+from tests.conftest import INSTALLATION, NAMESPACE, Bed, BedFactory, payload, push_payload, wait_for
 
 REPO = "Codertocat/Hello-World"
 DIGEST = "sha256:" + "ab" * 32
@@ -35,15 +35,7 @@ def push(bed: Bed, files: dict[str, Any], *, branch: str = "master", first: bool
     if REPO not in bed.github.repos:
         bed.github.add_repo(REPO, default_branch="master")
         bed.github.commit(REPO, branch, FILES)
-    before = bed.github.branch_sha(REPO, branch)
-    sha = bed.github.commit(REPO, branch, files)
-    data = payload("push")
-    data.update(ref=f"refs/heads/{branch}", before=before, after=sha)
-    data["installation"]["id"] = INSTALLATION
-    data["head_commit"].update(id=sha, timestamp="2026-11-22T09:30:00Z")
-    data["commits"] = [{**data["commits"][0], "id": sha, "added": [], "removed": [],
-                        "modified": [p for p in files]}]
-    return data
+    return push_payload(bed.github, REPO, files, branch=branch)
 
 
 def build_jobs(bed: Bed) -> list[dict[str, Any]]:

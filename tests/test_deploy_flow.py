@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import INSTALLATION, NAMESPACE, Bed, payload, wait_for
+from tests.conftest import INSTALLATION, NAMESPACE, Bed, payload, push_payload, wait_for
 
 REPO = "Codertocat/Hello-World"
 CONFIG_REPO = "acme-ops/gitops"
@@ -150,14 +150,7 @@ def set_up(bed: Bed, config: str, manifests: Files, *, installed: bool = True) -
 
 def push(bed: Bed, files: Files, *, when: str = "2026-11-22T09:30:00Z") -> dict[str, Any]:
     """Commit `files` to the code repo and build the push payload GitHub would send."""
-    before = bed.github.branch_sha(REPO, "master")
-    sha = bed.github.commit(REPO, "master", files)
-    data = payload("push")
-    data.update(ref="refs/heads/master", before=before, after=sha)
-    data["installation"]["id"] = INSTALLATION
-    data["head_commit"].update(id=sha, timestamp=when)
-    data["commits"] = [{**data["commits"][0], "id": sha, "added": [], "removed": [], "modified": list(files)}]
-    return data
+    return push_payload(bed.github, REPO, files, when=when)
 
 
 def tag(data: dict[str, Any]) -> str:

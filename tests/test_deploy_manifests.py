@@ -34,7 +34,7 @@ from bot import app as bot_app
 from bot import settings as bot_settings
 from bot.kube import Kube
 from bot.setup import create_setup_app
-from tests.conftest import INSTALLATION, NAMESPACE, Bed, payload, wait_for
+from tests.conftest import INSTALLATION, NAMESPACE, Bed, payload, push_payload, wait_for
 from tests.emulators.kube import KubeEmulator
 from tests.samples import TWO_IMAGES
 
@@ -562,17 +562,6 @@ FLOWS_FILES = {".github/flops.yml": FLOWS_CONFIG, "Dockerfile.server": "FROM pyt
                "Dockerfile.client": "FROM python:3.11\n"}
 
 
-def push_payload(bed: Bed, files: dict[str, str]) -> dict[str, Any]:
-    before = bed.github.branch_sha(REPO, "master")
-    sha = bed.github.commit(REPO, "master", files)
-    data = payload("push")
-    data.update(ref="refs/heads/master", before=before, after=sha)
-    data["installation"]["id"] = INSTALLATION
-    data["head_commit"].update(id=sha, timestamp="2026-11-22T09:30:00Z")
-    data["commits"] = [{**data["commits"][0], "id": sha, "added": [], "removed": [], "modified": list(files)}]
-    return data
-
-
 def comment_payload(bed: Bed, body: str, number: int) -> dict[str, Any]:
     data = payload("issue_comment.created")
     seeded = bed.github.add_comment(REPO, number, body, user=data["comment"]["user"]["login"])
@@ -595,10 +584,10 @@ async def test_the_role_grants_every_call_the_bots_flows_make(bed: Bed) -> None:
     """Builds, a failed build's log, superseding, /regression, /train (Service + clients), /cancel."""
     bed.github.add_repo(REPO, default_branch="master")
     bed.github.commit(REPO, "master", FLOWS_FILES)
-    first = push_payload(bed, {"Dockerfile.server": "FROM python:3.12\n"})
+    first = push_payload(bed.github, REPO, {"Dockerfile.server": "FROM python:3.12\n"})
     await bed.deliver("push", first)
     await bed.settle()
-    second = push_payload(bed, {"Dockerfile.server": "FROM python:3.13\n"})  # supersedes the first builds
+    second = push_payload(bed.github, REPO, {"Dockerfile.server": "FROM python:3.13\n"})  # supersedes the first builds
     await bed.deliver("push", second)
     await bed.settle()
     builds = {j["metadata"]["annotations"]["flops.dev/image"]: j["metadata"]["name"]

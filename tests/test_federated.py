@@ -11,7 +11,7 @@ from typing import Any
 import kubernetes_validate
 import pytest
 
-from tests.conftest import INSTALLATION, NAMESPACE, Bed, BedFactory, payload, wait_for
+from tests.conftest import INSTALLATION, NAMESPACE, Bed, BedFactory, payload, push_payload, wait_for
 from tests.samples import TWO_IMAGES
 
 REPO = "Codertocat/Hello-World"
@@ -520,14 +520,7 @@ def push_to_master(bed: Bed, cfg: str, files: dict[str, str]) -> dict[str, Any]:
         bed.github.add_repo(REPO, default_branch="master")
         bed.github.commit(REPO, "master", {".github/flops.yml": cfg, "Dockerfile.server": "FROM x\n",
                                            "Dockerfile.client": "FROM y\n"})
-    before = bed.github.branch_sha(REPO, "master")
-    sha = bed.github.commit(REPO, "master", files)
-    data = payload("push")
-    data.update(ref="refs/heads/master", before=before, after=sha)
-    data["installation"]["id"] = INSTALLATION
-    data["head_commit"].update(id=sha, timestamp="2026-11-22T09:30:00Z")
-    data["commits"] = [{**data["commits"][0], "id": sha, "added": [], "removed": [], "modified": list(files)}]
-    return data
+    return push_payload(bed.github, REPO, files)
 
 
 async def test_on_push_smoke_run_after_the_default_branch_images_built(bed: Bed) -> None:
