@@ -13,10 +13,8 @@ import kubernetes.client
 import kubernetes.config
 from kubernetes.client import ApiException
 
+from bot import jobs
 from bot.settings import Settings
-
-MANAGED_BY = "app.kubernetes.io/managed-by=flops-bot"
-
 
 def client_configuration(settings: Settings) -> kubernetes.client.Configuration:
     configuration = kubernetes.client.Configuration()
@@ -42,7 +40,7 @@ class Kube:
     async def ping(self) -> None:
         """Readiness: the API answers and lets us list our Jobs."""
         await asyncio.to_thread(self.batch.list_namespaced_job, self.namespace, limit=1,
-                                label_selector=MANAGED_BY, _request_timeout=5)
+                                label_selector=jobs.SELECTOR, _request_timeout=5)
 
     async def create_job(self, body: dict[str, Any]) -> dict[str, Any] | None:
         """Create a Job; None when one of that name exists (a redelivery, a restart): no-op."""
