@@ -59,9 +59,14 @@ class Kube:
         return self.api_client.sanitize_for_serialization(created)  # type: ignore[no-any-return]
 
     async def list_jobs(self, selector: str) -> list[dict[str, Any]]:
+        return (await self.list_jobs_page(selector)).get("items") or []  # type: ignore[no-any-return]
+
+    async def list_jobs_page(self, selector: str, limit: int | None = None, page: str | None = None) -> dict[str, Any]:
+        """One page of a Job list as the API server sends it (`items`, `metadata.resourceVersion`,
+        `metadata.continue`); without `limit`, all of them."""
         result = await asyncio.to_thread(self.batch.list_namespaced_job, self.namespace, label_selector=selector,
-                                         _preload_content=False)
-        return _json(result).get("items") or []  # type: ignore[no-any-return]
+                                         limit=limit, _continue=page, _preload_content=False)
+        return _json(result)  # type: ignore[no-any-return]
 
     async def get_job(self, name: str) -> dict[str, Any] | None:
         try:

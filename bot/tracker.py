@@ -12,7 +12,6 @@ derived from the Job's start time, so a restarted bot re-arms it (or fires it at
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import threading
 import time
@@ -73,10 +72,7 @@ class Tracker:
         version, page = "", None
         try:
             while True:
-                response = await asyncio.to_thread(kube.batch.list_namespaced_job, kube.namespace,
-                                                   label_selector=jobs.SELECTOR, limit=LIST_PAGE, _continue=page,
-                                                   _preload_content=False)
-                listing = json.loads(response.data)  # type: ignore[attr-defined]  # raw JSON: no model objects
+                listing = await kube.list_jobs_page(jobs.SELECTOR, LIST_PAGE, page)  # plain JSON: no model objects
                 for job in listing.get("items") or []:
                     self.consider(job)
                 version = version or str(listing["metadata"]["resourceVersion"])  # every page is of this version

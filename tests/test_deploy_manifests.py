@@ -510,6 +510,7 @@ async def exercise(kube: KubeEmulator, name: str, client: Kube) -> None:
         "create_job": lambda: client.create_job(job),
         "create_service": lambda: client.create_service(service),
         "list_jobs": lambda: client.list_jobs("app.kubernetes.io/managed-by=flops-bot"),
+        "list_jobs_page": lambda: client.list_jobs_page("app.kubernetes.io/managed-by=flops-bot", 1),
         "get_job": lambda: client.get_job("rbac-probe"),
         "annotate_job": lambda: client.annotate_job("rbac-probe", {"flops.dev/reported": "success"}),
         "job_pods": lambda: client.job_pods("rbac-probe"),
@@ -524,8 +525,8 @@ async def exercise(kube: KubeEmulator, name: str, client: Kube) -> None:
 
 
 def kube_methods() -> list[str]:
-    order = ["ping", "create_job", "create_service", "list_jobs", "get_job", "annotate_job", "job_pods", "pod_log",
-             "delete_service", "delete_job"]
+    order = ["ping", "create_job", "create_service", "list_jobs", "list_jobs_page", "get_job", "annotate_job",
+             "job_pods", "pod_log", "delete_service", "delete_job"]
     public = [n for n, f in inspect.getmembers(Kube, inspect.iscoroutinefunction) if not n.startswith("_")]
     return sorted(public, key=lambda n: order.index(n) if n in order else len(order))
 
