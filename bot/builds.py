@@ -71,8 +71,13 @@ class Push:
 def wants_build(cfg: RepoConfig, push: Push) -> bool:
     """A configured branch (default: the default branch), or a tag matching `tags`."""
     if push.branch is not None:
-        return push.branch in (cfg.branches or (push.default_branch,))
+        return builds_branch(cfg, push.branch, push.default_branch)
     return push.tag_name is not None and any(fnmatch.fnmatchcase(push.tag_name, p) for p in cfg.tags)
+
+
+def builds_branch(cfg: RepoConfig, branch: str, default_branch: str) -> bool:
+    """Do pushes to `branch` build? The configured `branches`, else the default branch alone."""
+    return branch in (cfg.branches or (default_branch,))
 
 
 async def on_branch(gh: GitHubAPI, repo: str, branch: str, sha: str) -> bool:

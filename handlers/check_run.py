@@ -33,7 +33,7 @@ async def rebuild_on_rerun(event: sansio.Event, gh: GitHubAPI, *, deps: Deps) ->
     if branch and await builds.on_branch(gh, repo, branch, sha):
         cfg = await checks.load_config(gh, repo, ref=sha, sha=sha)
         default = data["repository"].get("default_branch") or "main"
-        if cfg is not None and branch in (cfg.branches or (default,)):
+        if cfg is not None and builds.builds_branch(cfg, branch, default):
             await builds.rerun(gh, deps, cfg, repo=repo, sha=sha, image_name=image, installation_id=installation,
                                ref=branch, attempt=attempt)
             return
