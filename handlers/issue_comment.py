@@ -220,14 +220,8 @@ async def run_build(ctx: Context, command: commands.Command) -> str:
 async def building(ctx: Context) -> set[str]:
     """Images with an unfinished build Job of this PR's head (a second `/build` does not start them again)."""
     assert ctx.pr is not None
-    selector = jobs.unreported(jobs.BUILD, f"{jobs.PR_LABEL}={ctx.pr.number}")
-    busy = set()
-    for job in await ctx.deps.kube.list_jobs(selector):
-        ann = jobs.annotations_of(job)
-        if (ann.get(jobs.REPO) == ctx.repo and ann.get(jobs.SHA) == ctx.pr.head_sha and jobs.REPORTED not in ann
-                and not jobs.outcome(job).finished):
-            busy.add(ann.get(jobs.IMAGE, ""))
-    return busy
+    running = await regression.running_for_pr(ctx.deps, ctx.repo, ctx.pr.number, (jobs.BUILD,))
+    return {ann.get(jobs.IMAGE, "") for ann in map(jobs.annotations_of, running) if ann.get(jobs.SHA) == ctx.pr.head_sha}
 
 
 async def run_train(ctx: Context, command: commands.Command) -> str:
