@@ -82,13 +82,12 @@ def serve_bot(port: int) -> None:
     """flops-bot as `python -m bot serve` runs it (settings, JSON logs, aiohttp), on 127.0.0.1."""
     from aiohttp import web
 
-    from bot import logs
-    from bot.__main__ import build_app
+    from bot.__main__ import build_app, configure_logging
     from bot.app import DISPATCHER
     from bot.settings import from_env
 
     settings = from_env()
-    logs.configure(logs.Redactor([settings.private_key, *settings.webhook_secrets, settings.s3.secret_key]), "INFO")
+    configure_logging(settings)  # as `serve` does: LOG_LEVEL from the environment, default INFO
     app = build_app(settings)
 
     async def processing_off(app: web.Application) -> None:

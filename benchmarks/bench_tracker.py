@@ -46,12 +46,11 @@ images:
 def serve(port: int) -> None:
     from aiohttp import web
 
-    from bot import logs
-    from bot.__main__ import build_app
+    from bot.__main__ import build_app, configure_logging
     from bot.settings import from_env
 
     settings = from_env()
-    logs.configure(logs.Redactor([settings.private_key, *settings.webhook_secrets, settings.s3.secret_key]), "INFO")
+    configure_logging(settings)  # as `serve` does: LOG_LEVEL from the environment, default INFO
     web.run_app(build_app(settings), host="127.0.0.1", port=port, print=None, shutdown_timeout=10)
 
 

@@ -9,6 +9,7 @@ import asyncio
 import hashlib
 import hmac
 import json
+import logging
 import math
 import os
 import platform
@@ -93,15 +94,17 @@ async def test_bed(prefix: str) -> AsyncIterator[Bed]:
 
 @asynccontextmanager
 async def running_bot(bed: Bed, **overrides: str) -> AsyncIterator[conftest.Bed]:
-    """The whole bot (`build_app`, default retry policy) served on 127.0.0.1 in this loop, as the
-    test bed runs it; returned once the tracker has listed the cluster. Leaving stops it."""
+    """The whole bot (`build_app`, default retry policy, logging as `serve` configures it) served on
+    127.0.0.1 in this loop; returned once the tracker has listed the cluster. Leaving stops it."""
     import aiohttp
     from aiohttp.test_utils import TestServer
 
-    from bot.__main__ import build_app
+    from bot.__main__ import build_app, configure_logging
     from bot.settings import from_env
 
     settings = from_env({**bed.env, **overrides})
+    log_file = open(bed.workdir / "bot.log", "a")  # noqa: SIM115 - closed below; keeps the figures readable
+    configure_logging(settings, log_file)  # as `serve` does: JSON at LOG_LEVEL (default INFO), not pytest's WARNING
     server = TestServer(build_app(settings), host="127.0.0.1")
     await server.start_server()
     session = aiohttp.ClientSession()
@@ -112,6 +115,8 @@ async def running_bot(bed: Bed, **overrides: str) -> AsyncIterator[conftest.Bed]
     finally:
         await session.close()
         await server.close()
+        logging.getLogger().handlers.clear()
+        log_file.close()
 
 
 class Timed(list):  # type: ignore[type-arg]

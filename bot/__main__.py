@@ -10,7 +10,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import yaml
 from aiohttp import web
@@ -18,7 +18,7 @@ from aiohttp import web
 import handlers
 from bot import builds, config, deploy, federated, jobs, logs, regression
 from bot.app import create_app
-from bot.settings import Settings, SettingsError, from_env, needs_setup, port_from
+from bot.settings import Settings, SettingsError, from_env, needs_setup, setup_mode_from
 from bot.setup import create_setup_app
 
 
@@ -99,7 +99,7 @@ def plan_settings() -> Settings:
 def serve() -> int:
     try:
         if needs_setup(os.environ):
-            return serve_setup(port_from(os.environ))
+            return serve_setup(*setup_mode_from(os.environ))
         settings = from_env()
     except SettingsError as error:
         for problem in error.problems:
@@ -110,18 +110,24 @@ def serve() -> int:
     return 0
 
 
-def serve_setup(port: int) -> int:
+def serve_setup(port: int, log_level: str) -> int:
     """No App credentials at all: the App-registration page (health 200, readiness failing)."""
-    logs.configure(logs.Redactor(), os.environ.get("LOG_LEVEL", "INFO"))
+    logs.configure(logs.Redactor(), log_level)
     print(f"flops-bot: no GitHub App credentials; open http://localhost:{port}/ to register the App", file=sys.stderr)
     web.run_app(create_setup_app(os.environ), port=port, print=None)
     return 0
 
 
 def run(settings: Settings) -> None:
-    logs.configure(logs.Redactor([settings.private_key, *settings.webhook_secrets, settings.s3.secret_key]),
-                   os.environ.get("LOG_LEVEL", "INFO"))
+    configure_logging(settings)
     web.run_app(build_app(settings), port=settings.port, print=None, shutdown_timeout=30)
+
+
+def configure_logging(settings: Settings, stream: TextIO | None = None) -> None:
+    """JSON logs on stderr at `LOG_LEVEL` (default INFO), the settings' secrets masked: what
+    `serve` runs with, and what benchmarks that start the bot must run with too."""
+    logs.configure(logs.Redactor([settings.private_key, *settings.webhook_secrets, settings.s3.secret_key]),
+                   settings.log_level, stream)
 
 
 def build_app(settings: Settings, **options: Any) -> web.Application:

@@ -11,7 +11,6 @@ import gc
 import hashlib
 import hmac
 import json
-import logging
 import time
 import urllib.parse
 from collections import OrderedDict, deque
@@ -26,12 +25,13 @@ from bot.artifacts import Artifacts
 from bot.deps import AfterBuild, Deps
 from bot.github import GitHubApp, RetryPolicy
 from bot.kube import Kube, client_configuration
+from bot import logs
 from bot.logs import delivery_id
 from bot.metrics import Metrics
 from bot.settings import Settings
 from bot.tracker import WATCH_SECONDS, Reporter, Tracker
 
-log = logging.getLogger(__name__)
+log = logs.get_logger(__name__)
 
 MAX_BODY = 25 * 1024 * 1024  # GitHub caps payloads at 25 MB
 SEEN_DELIVERIES = 10_000

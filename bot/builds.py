@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import fnmatch
 import json
-import logging
 from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Any
@@ -16,13 +15,13 @@ from typing import Any
 import gidgethub
 from gidgethub.abc import GitHubAPI
 
-from bot import checks, jobs
+from bot import checks, jobs, logs
 from bot.config import DeployTarget, ImageConfig, RepoConfig
 from bot.deps import Deps
 from bot.sources import ensure_source
 from bot.tracker import diagnose, log_tail, termination_message
 
-log = logging.getLogger(__name__)
+log = logs.get_logger(__name__)
 
 ZERO_SHA = "0" * 40
 # The images one push builds (comma-separated), so a deploy knows which other images of a target
@@ -174,7 +173,7 @@ async def launch_build(gh: GitHubAPI, deps: Deps, request: jobs.BuildRequest) ->
     body["metadata"]["annotations"][jobs.CHECK_RUN] = str(check_id)
     created = await deps.kube.create_job(body)
     log.info("build started", extra={"repo": src.repo, "sha": src.sha, "job": name, "image": request.image.name,
-                                     "created": created is not None})
+                                     "job_created": created is not None})
     return created is not None
 
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import logging
 import re
 import urllib.parse
 from dataclasses import dataclass, field
@@ -27,11 +26,11 @@ from typing import Any
 import gidgethub
 from gidgethub.abc import GitHubAPI
 
-from bot import builds, checks, manifests
+from bot import builds, checks, logs, manifests
 from bot.config import DeployTarget, RepoConfig
 from bot.deps import Deps
 
-log = logging.getLogger(__name__)
+log = logs.get_logger(__name__)
 
 ATTEMPTS = 5
 TAG_TIME = re.compile(r"-(\d{14})-([0-9a-f]{7,40})$")

@@ -11,21 +11,20 @@ and reported `timed_out` with the server's log tail.
 from __future__ import annotations
 
 import json
-import logging
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from gidgethub.abc import GitHubAPI
 
-from bot import builds, checks, comments, jobs
+from bot import builds, checks, comments, jobs, logs
 from bot.builds import Push
 from bot.config import FederatedConfig, RepoConfig, Resources
 from bot.deps import Deps
 from bot.pulls import PullRef
 from bot.tracker import diagnose, log_tail
 
-log = logging.getLogger(__name__)
+log = logs.get_logger(__name__)
 
 MODEL_LINK_TTL = timedelta(days=7)
 MODEL_LINKS = 20  # files of the model listed with a link; the rest by count

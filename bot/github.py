@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import http
-import logging
 import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -26,9 +25,10 @@ import gidgethub.abc
 import gidgethub.aiohttp
 from gidgethub.apps import get_jwt
 
+from bot import logs
 from bot.metrics import Metrics
 
-log = logging.getLogger(__name__)
+log = logs.get_logger(__name__)
 
 USER_AGENT = "flops-bot"
 WRITE = ("admin", "maintain", "write")

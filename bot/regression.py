@@ -8,7 +8,6 @@
 from __future__ import annotations
 
 import json
-import logging
 from datetime import timedelta
 from typing import Any
 
@@ -16,14 +15,14 @@ import gidgethub
 from gidgethub.abc import GitHubAPI
 from kubernetes.client import ApiException
 
-from bot import builds, checks, comments, jobs, verdict
+from bot import builds, checks, comments, jobs, logs, verdict
 from bot.config import Metric, RegressionConfig, parse_tolerance
 from bot.deps import Deps
 from bot.pulls import PullRef
 from bot.sources import ensure_source
 from bot.tracker import diagnose, log_tail
 
-log = logging.getLogger(__name__)
+log = logs.get_logger(__name__)
 
 MARKER = "<!-- flops:regression -->"
 SOURCE_URL_TTL = timedelta(days=7)

@@ -12,6 +12,7 @@ from pathlib import Path
 DEFAULT_API_URL = "https://api.github.com"
 DEFAULT_KANIKO_IMAGE = "ghcr.io/osscontainertools/kaniko:v1.25.2"
 DEFAULT_FETCH_IMAGE = "python:3.12.7-slim-bookworm"  # unpacks the source into /workspace
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 # The variables that make up "App credentials": with none of them set, `serve` starts the
 # App-registration setup page instead of failing.
@@ -53,6 +54,7 @@ class Settings:
     port: int
     queue_size: int
     workers: int
+    log_level: str = "INFO"
 
 
 def needs_setup(env: Mapping[str, str]) -> bool:
@@ -100,19 +102,32 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         port=port or 8080,
         queue_size=_int_setting(env, "FLOPS_QUEUE_SIZE", 1000, problems) or 1000,
         workers=_int_setting(env, "FLOPS_WORKERS", 8, problems) or 8,
+        log_level=_log_level(env, problems),
     )
     if problems:
         raise SettingsError(problems)
     return settings
 
 
-def port_from(env: Mapping[str, str]) -> int:
-    """`PORT` alone (the setup page needs nothing else), or SettingsError naming what is wrong."""
+def setup_mode_from(env: Mapping[str, str]) -> tuple[int, str]:
+    """`PORT` and `LOG_LEVEL` alone (the setup page needs nothing else), or SettingsError naming
+    what is wrong."""
     problems: list[str] = []
     port = _int_setting(env, "PORT", 8080, problems)
+    level = _log_level(env, problems)
     if problems:
         raise SettingsError(problems)
-    return port or 8080
+    return port or 8080, level
+
+
+def _log_level(env: Mapping[str, str], problems: list[str]) -> str:
+    raw = env.get("LOG_LEVEL", "").strip().upper()
+    if not raw:
+        return "INFO"
+    if raw not in LOG_LEVELS:
+        problems.append(f"LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}, got {env['LOG_LEVEL'].strip()!r}")
+        return "INFO"
+    return raw
 
 
 def _int_setting(env: Mapping[str, str], name: str, default: int | None, problems: list[str]) -> int | None:

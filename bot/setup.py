@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import html
 import json
-import logging
 import os
 import re
 import secrets
@@ -30,7 +29,9 @@ import aiohttp
 import yaml
 from aiohttp import web
 
-log = logging.getLogger(__name__)
+from bot import logs
+
+log = logs.get_logger(__name__)
 
 MANIFEST = Path(__file__).with_name("app.yml")
 ATTEMPT_SECONDS = 3600.0  # GitHub's codes are valid for an hour; so is a started registration

@@ -12,7 +12,6 @@ derived from the Job's start time, so a restarted bot re-arms it (or fires it at
 from __future__ import annotations
 
 import asyncio
-import logging
 import threading
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
@@ -23,11 +22,11 @@ from typing import Any
 import kubernetes.watch
 from kubernetes.client import ApiException
 
-from bot import checks, jobs
+from bot import checks, jobs, logs
 from bot.deps import Deps
 from bot.logs import Redactor
 
-log = logging.getLogger(__name__)
+log = logs.get_logger(__name__)
 
 WATCH_SECONDS = 300
 LOG_LINES = 50

@@ -7,16 +7,15 @@ with a maintainer's grant for that head sha. A fork's branch named like ours is 
 """
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 from gidgethub import routing, sansio
 from gidgethub.abc import GitHubAPI
 
-from bot import builds, checks, pulls
+from bot import builds, checks, logs, pulls
 from bot.deps import Deps
 
-log = logging.getLogger(__name__)
+log = logs.get_logger(__name__)
 router = routing.Router()
 
 

@@ -8,7 +8,6 @@ ignored. Code of a fork PR runs only for a head sha a maintainer approved or `/o
 """
 from __future__ import annotations
 
-import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -17,12 +16,12 @@ import gidgethub
 from gidgethub import routing, sansio
 from gidgethub.abc import GitHubAPI
 
-from bot import builds, checks, commands, deploy, federated, jobs, pulls, regression
+from bot import builds, checks, commands, deploy, federated, jobs, logs, pulls, regression
 from bot.config import RepoConfig
 from bot.deps import Deps
 from bot.github import WRITE
 
-log = logging.getLogger(__name__)
+log = logs.get_logger(__name__)
 router = routing.Router()
 RUNS_CODE = ("regression", "build", "train", "retest")
 JUST_HELP = commands.Parsed((commands.Command("help", "/help"),))

@@ -8,6 +8,7 @@ import copy
 import hashlib
 import hmac
 import json
+import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -18,6 +19,7 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
 
+from bot import logs
 from bot.__main__ import build_app
 from bot.app import DEPS, DISPATCHER, TRACKER
 from bot.deps import Deps
@@ -80,6 +82,38 @@ class RecordingSleep:
 
     async def __call__(self, seconds: float) -> None:
         self.calls.append(seconds)
+
+
+class JsonChecked(logging.Handler):
+    """Formats every record through the bot's JsonFormatter, as `serve` does, and keeps each
+    record that does not come out as exactly one JSON object on one line."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.setFormatter(logs.JsonFormatter(logs.Redactor()))
+        self.bad: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            text = self.format(record)
+            if "\n" in text or not isinstance(json.loads(text), dict):
+                raise ValueError(f"not one JSON object on one line: {text[:200]!r}")
+        except Exception as exc:  # noqa: BLE001 - every failure is the finding
+            self.bad.append(f"{record.name} {record.pathname}:{record.lineno} {record.msg!r}: {exc!r}")
+
+
+@pytest.fixture(autouse=True)
+def json_logs() -> Iterator[JsonChecked]:
+    """The whole suite logs at DEBUG (pytest's `log_level`) through the bot's formatter: a log
+    call that cannot be formatted as one JSON object fails the test that made it."""
+    handler = JsonChecked()
+    root = logging.getLogger()
+    root.addHandler(handler)
+    try:
+        yield handler
+    finally:
+        root.removeHandler(handler)
+    assert not handler.bad, "log records the bot's JsonFormatter could not format:\n" + "\n".join(handler.bad)
 
 
 @pytest.fixture(scope="session")
