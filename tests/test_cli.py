@@ -82,3 +82,10 @@ def test_setup_mode_with_a_malformed_port_exits_with_one_clear_line() -> None:
     assert result.returncode == 2
     assert "flops-bot: PORT must be a positive integer, got 'eighty'" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_malformed_log_level_is_named_with_the_other_settings() -> None:
+    result = run("serve", env={"PORT": "8080", "LOG_LEVEL": "verbose"}, timeout=30)
+    assert result.returncode == 2
+    assert "flops-bot: LOG_LEVEL must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL, got 'verbose'" in result.stderr
+    assert "Traceback" not in result.stderr

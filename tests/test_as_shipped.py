@@ -1,0 +1,373 @@
+"""The product as users run it: `python -m bot serve` as its own process, with exactly the
+environment the README documents (every defaulted variable left unset, `LOG_LEVEL` included),
+against the test bed's GitHub and Kubernetes emulators and the real S3 server, over real HTTP.
+
+Each main flow runs once, and each test asserts what a user sees on GitHub (check runs, comments,
+the config repo's commits). Every line the process writes must be one JSON object, and no flow may
+log an error: that is how a crash in a log call (issue 14) or anywhere else shows up here.
+"""
+from __future__ import annotations
+
+import copy
+import io
+import json
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+import pytest_asyncio
+
+from tests.conftest import APP_ID, INSTALLATION, NAMESPACE, SECRET, payload, push_payload, sign, wait_for
+from tests.emulators.github import GitHubEmulator, make_app_key
+from tests.emulators.kube import KubeEmulator
+from tests.emulators.s3 import S3Server, free_port
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+CONFIG_REPO = "acme/fl-config"
+REGISTRY = "harbor.example.com/flops"
+MAINTAINER = "ada-maintainer"
+FIELD = ".spec.jobTemplate.spec.template.spec.containers[0].image"
+CRONJOB = f"""\
+apiVersion: batch/v1
+kind: CronJob
+metadata:
+  name: fl-server
+spec:
+  schedule: "*/5 * * * *"
+  jobTemplate:
+    spec:
+      template:
+        spec:
+          restartPolicy: OnFailure
+          imagePullSecrets: [{{name: harbor}}]
+          containers:
+            - name: server
+              image: {REGISTRY}/server:20261101-120000
+"""
+IMAGES = """\
+registry: harbor.example.com/flops
+images:
+  - name: server
+    dockerfile: Dockerfile.server
+  - name: client
+    dockerfile: Dockerfile.client
+"""
+DEPLOY = f"""\
+deploy:
+  - name: dev
+    repo: {CONFIG_REPO}
+    branch: main
+    file: FILE
+    image: server
+    field: {FIELD}
+"""
+REGRESSION = """\
+regression:
+  image: harbor.example.com/flops/runtime:py311
+  command: ["python", "-m", "regression"]
+  metrics:
+    accuracy: {direction: higher, tolerance: 0.01}
+"""
+FEDERATED = """\
+federated:
+  server: {image: server, port: 8080}
+  client: {image: client}
+  clients: 2
+  rounds: 2
+"""
+CODE = {"Dockerfile.server": "FROM python:3.11\n", "Dockerfile.client": "FROM python:3.11\n",
+        "fl/server.py": "print('server')\n", "fl/client.py": "print('client')\n"}
+
+
+@dataclass
+class Shipped:
+    """The bot process and the servers it talks to."""
+
+    github: GitHubEmulator
+    kube: KubeEmulator
+    s3: S3Server
+    url: str
+    log: Path
+    process: subprocess.Popen[bytes]
+
+    def log_lines(self) -> list[str]:
+        return self.log.read_text().splitlines()
+
+
+def readme_environment(tmp: Path, github: GitHubEmulator, kube: KubeEmulator, s3: S3Server, port: int) -> dict[str, str]:
+    """README, 'Configuration (environment)': the required variables and the ones this machine
+    needs (a kubeconfig outside a cluster, plain-HTTP S3, a free port); every default unset."""
+    key = tmp / "app.pem"
+    key.write_bytes(make_app_key()[0])
+    kube.write_kubeconfig(tmp / "kubeconfig")
+    return {"PATH": os.environ["PATH"], "HOME": str(tmp),
+            "GITHUB_APP_ID": str(APP_ID), "GITHUB_PRIVATE_KEY_PATH": str(key), "GITHUB_WEBHOOK_SECRET": SECRET,
+            "GITHUB_API_URL": github.url, "KUBECONFIG": str(tmp / "kubeconfig"),
+            "MINIO_ENDPOINT": s3.endpoint, "MINIO_ACCESS_KEY": s3.access_key, "MINIO_SECRET_KEY": s3.secret_key,
+            "MINIO_SECURE": "false", "PORT": str(port)}
+
+
+@pytest_asyncio.fixture(loop_scope="module", scope="module")
+async def shipped(tmp_path_factory: pytest.TempPathFactory, s3: S3Server) -> AsyncIterator[Shipped]:
+    tmp = tmp_path_factory.mktemp("shipped")
+    github = GitHubEmulator(app_id=APP_ID, public_key_pem=make_app_key()[1])
+    await github.start()
+    kube = KubeEmulator()
+    await kube.start()
+    port = free_port()
+    log = tmp / "bot.log"
+    with open(log, "wb") as sink:
+        process = subprocess.Popen([sys.executable, "-m", "bot", "serve"], cwd=tmp, stdin=subprocess.DEVNULL,
+                                   stdout=sink, stderr=subprocess.STDOUT,
+                                   env=readme_environment(tmp, github, kube, s3, port))
+    bot = Shipped(github, kube, s3, f"http://127.0.0.1:{port}", log, process)
+    try:
+        async with aiohttp.ClientSession() as session:
+            async def ready() -> bool:
+                assert process.poll() is None, f"the bot exited:\n{log.read_text()}"
+                try:
+                    async with session.get(bot.url + "/readyz") as response:
+                        return response.status == 200
+                except aiohttp.ClientError:
+                    return False
+
+            await wait_for(ready, timeout=30, what="python -m bot serve ready")
+        yield bot
+    finally:
+        process.terminate()
+        process.wait(timeout=40)
+        await kube.stop()
+        await github.stop()
+
+
+@pytest.fixture(autouse=True)
+def logs_stay_clean(shipped: Shipped) -> Iterator[None]:
+    """What the process wrote during the test: one JSON object per line, no error, no secret."""
+    start = len(shipped.log_lines())
+    yield
+    lines = shipped.log_lines()[start:]
+    entries = [json.loads(line) for line in lines]  # a line that is not JSON fails here
+    assert all(isinstance(entry, dict) for entry in entries)
+    errors = [entry for entry in entries if entry["level"] in ("error", "critical")]
+    assert not errors, errors
+    assert not [line for line in lines if SECRET in line or "BEGIN RSA PRIVATE KEY" in line]
+
+
+async def deliver(bot: Shipped, event: str, data: dict[str, Any]) -> None:
+    body = json.dumps(data).encode()
+    headers = {"X-GitHub-Event": event, "X-GitHub-Delivery": str(uuid.uuid4()), "Content-Type": "application/json",
+               "X-Hub-Signature-256": sign(body), "User-Agent": "GitHub-Hookshot/e2e"}
+    async with aiohttp.ClientSession() as session, session.post(bot.url + "/webhook", data=body,
+                                                                headers=headers) as response:
+        assert response.status == 202, await response.text()
+
+
+def code_repo(bot: Shipped, repo: str, config: str) -> str:
+    """A code repository on `master` with its flops.yml, covered by the App's installation."""
+    bot.github.add_repo(repo, default_branch="master")
+    sha = bot.github.commit(repo, "master", {**CODE, ".github/flops.yml": config})
+    repos = bot.github.installations[INSTALLATION].repos if INSTALLATION in bot.github.installations else []
+    bot.github.add_installation(INSTALLATION, "acme", [*repos, repo, CONFIG_REPO])
+    bot.github.set_permission(repo, MAINTAINER, "write")
+    return sha
+
+
+def config_repo(bot: Shipped, file: str) -> None:
+    bot.github.add_repo(CONFIG_REPO, default_branch="main")
+    bot.github.commit(CONFIG_REPO, "main", {file: CRONJOB}, message="manifests", author="ops-human")
+
+
+def jobs_of(bot: Shipped, kind: str, sha: str) -> list[dict[str, Any]]:
+    return [job for job in bot.kube.list("jobs", NAMESPACE, labels={"flops.dev/kind": kind})
+            if job["metadata"]["annotations"].get("flops.dev/sha") == sha]
+
+
+def digest(image: str, sha: str) -> str:
+    return "sha256:" + (image + sha).encode().hex()[:64].ljust(64, "0")
+
+
+async def build(bot: Shipped, sha: str, images: tuple[str, ...] = ("server", "client")) -> dict[str, dict[str, Any]]:
+    """Wait for the Kaniko Jobs of `sha`, then finish them as Kaniko does (digest as termination message)."""
+    found = await wait_for(lambda: (jobs := {j["metadata"]["annotations"]["flops.dev/image"]: j
+                                             for j in jobs_of(bot, "build", sha)}) and set(jobs) == set(images) and jobs,
+                           timeout=20, what=f"build Jobs of {sha[:7]}")
+    for image, job in found.items():
+        bot.kube.succeed_job(NAMESPACE, job["metadata"]["name"], message=digest(image, sha))
+    for image in images:
+        await completed(bot, found[image]["metadata"]["annotations"]["flops.dev/repo"], sha, f"flops/build: {image}")
+    return found
+
+
+async def completed(bot: Shipped, repo: str, sha: str, name: str) -> dict[str, Any]:
+    def done() -> dict[str, Any] | None:
+        runs = [r for r in bot.github.check_runs_for(repo, sha, name) if r["status"] == "completed"]
+        return runs[-1] if runs else None
+    return await wait_for(done, timeout=20, what=f"{name} completed on {sha[:7]}")  # type: ignore[no-any-return]
+
+
+def env_of(job: dict[str, Any]) -> dict[str, str]:
+    return {e["name"]: e.get("value", "") for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
+
+
+def write_output(bot: Shipped, job: dict[str, Any], document: dict[str, Any]) -> None:
+    """What the workload writes: `<FLOPS_OUTPUT>metrics.json` in the bot's bucket (the default, `flops`)."""
+    env = env_of(job)
+    body = json.dumps(document).encode()
+    bot.s3.client().put_object(env["FLOPS_S3_BUCKET"], env["FLOPS_OUTPUT"] + "metrics.json", io.BytesIO(body),
+                               len(body))
+
+
+async def finish_run(bot: Shipped, kind: str, sha: str, document: dict[str, Any]) -> dict[str, Any]:
+    [job] = await wait_for(lambda: jobs_of(bot, kind, sha), timeout=20, what=f"{kind} Job of {sha[:7]}")
+    await wait_for(lambda: "flops.dev/check-run-id" in bot.kube.get("jobs", NAMESPACE, job["metadata"]["name"])
+                   ["metadata"]["annotations"], timeout=20, what="its check run")
+    write_output(bot, job, document)
+    bot.kube.succeed_job(NAMESPACE, job["metadata"]["name"])
+    return job
+
+
+def pr_payload(bot: Shipped, name: str, repo: str, number: int) -> dict[str, Any]:
+    """The recorded payload, its pull request the emulated one (GitHub sends the same object)."""
+    data = payload(name)
+    data["pull_request"] = copy.deepcopy(bot.github.pulls[(repo, number)])
+    data["repository"].update(full_name=repo, default_branch="master")
+    data["installation"]["id"] = INSTALLATION
+    return data
+
+
+def comment_payload(bot: Shipped, repo: str, number: int, body: str, *, on_pr: bool = True) -> dict[str, Any]:
+    data = payload("issue_comment.created")
+    written = bot.github.add_comment(repo, number, body, user=MAINTAINER)
+    data["issue"]["number"] = number
+    if on_pr:
+        data["issue"]["pull_request"] = {"url": f"{bot.github.url}/repos/{repo}/pulls/{number}"}
+    else:
+        data["issue"].pop("pull_request", None)
+    data["comment"].update(id=written["id"], body=body)
+    data["comment"]["user"].update(login=MAINTAINER, type="User")
+    data["repository"].update(full_name=repo, default_branch="master")
+    data["installation"]["id"] = INSTALLATION
+    return data
+
+
+def open_pr(bot: Shipped, repo: str, number: int) -> str:
+    base = bot.github.branch_sha(repo, "master")
+    head = bot.github.commit(repo, "feature", {"fl/server.py": "print('faster')\n"}, parents=[base])
+    bot.github.add_pull(repo, number, head, base_branch="master", head_ref="feature")
+    return head
+
+
+def deployed(bot: Shipped, file: str) -> str:
+    return (bot.github.file_at(CONFIG_REPO, "main", file) or b"").decode()
+
+
+async def test_push_builds_in_kaniko_reports_and_commits_the_image_to_the_config_repo(shipped: Shipped) -> None:
+    repo, file = "acme/fl-push", "dev/push.yaml"
+    config_repo(shipped, file)
+    code_repo(shipped, repo, IMAGES + DEPLOY.replace("FILE", file) + REGRESSION)
+    data = push_payload(shipped.github, repo, {"fl/server.py": "print('v2')\n"})
+    sha = data["after"]
+    await deliver(shipped, "push", data)
+
+    jobs = await build(shipped, sha)
+    for image, job in jobs.items():
+        check = await completed(shipped, repo, sha, f"flops/build: {image}")
+        assert check["conclusion"] == "success" and digest(image, sha) in check["output"]["summary"]
+        assert job["spec"]["template"]["spec"]["containers"][0]["image"].startswith("ghcr.io/osscontainertools/kaniko")
+    deploy = await completed(shipped, repo, sha, "flops/deploy: dev")
+    assert deploy["conclusion"] == "success", deploy["output"]
+    tag = jobs["server"]["metadata"]["annotations"]["flops.dev/tag"]
+    assert f"image: {REGISTRY}/server:{tag}@{digest('server', sha)}" in deployed(shipped, file)
+
+    await finish_run(shipped, "regression", sha, {"metrics": {"accuracy": 0.91}})  # the default branch's baseline
+    baseline = await completed(shipped, repo, sha, "flops/regression")
+    assert (baseline["conclusion"], baseline["output"]["title"]) == ("success", "Baseline recorded")
+
+
+async def test_a_failed_build_shows_why_and_the_end_of_its_log(shipped: Shipped) -> None:
+    repo = "acme/fl-broken"
+    code_repo(shipped, repo, IMAGES)
+    data = push_payload(shipped.github, repo, {"Dockerfile.server": "FROM python:3.11\nCOPY missing /\n"})
+    sha = data["after"]
+    await deliver(shipped, "push", data)
+    jobs = await wait_for(lambda: {j["metadata"]["annotations"]["flops.dev/image"]: j
+                                   for j in jobs_of(shipped, "build", sha)}, timeout=20, what="build Jobs")
+    log = "INFO[0001] Retrieving image manifest python:3.11\nerror building image: COPY failed: missing: no such file\n"
+    shipped.kube.fail_job(NAMESPACE, jobs["server"]["metadata"]["name"], logs=log)
+    check = await completed(shipped, repo, sha, "flops/build: server")
+    assert check["conclusion"] == "failure"
+    assert "exited with code 1" in check["output"]["title"]
+    assert "COPY failed: missing: no such file" in check["output"]["text"]
+
+
+async def test_an_approval_runs_the_regression_gate_and_posts_the_verdict_and_comment(shipped: Shipped) -> None:
+    repo, number = "acme/fl-review", 5
+    base = code_repo(shipped, repo, IMAGES + REGRESSION)
+    await deliver(shipped, "push", push_payload(shipped.github, repo, {"README.md": "# model\n"}))
+    base = shipped.github.branch_sha(repo, "master")
+    await finish_run(shipped, "regression", base, {"metrics": {"accuracy": 0.90}})
+    assert (await completed(shipped, repo, base, "flops/regression"))["output"]["title"] == "Baseline recorded"
+
+    head = open_pr(shipped, repo, number)
+    review = pr_payload(shipped, "pull_request_review.submitted", repo, number)
+    review["review"].update(state="approved", commit_id=head)
+    review["review"]["user"]["login"] = MAINTAINER
+    await deliver(shipped, "pull_request_review", review)
+    await finish_run(shipped, "regression", head, {"metrics": {"accuracy": 0.905}})
+
+    verdict = await completed(shipped, repo, head, "flops/regression")
+    assert (verdict["conclusion"], verdict["output"]["title"]) == ("success", "0 regressions / 1 metric")
+    assert f"Baseline: `{base[:7]}` (the merge-base)" in verdict["output"]["summary"]
+    sticky = await wait_for(lambda: [c for c in shipped.github.comments_on(repo, number)
+                                     if "<!-- flops:regression -->" in c["body"]], timeout=20, what="sticky comment")
+    assert len(sticky) == 1 and "**success**" in sticky[0]["body"] and "0.905" in sticky[0]["body"]
+
+
+async def test_train_builds_the_images_then_runs_server_service_and_clients(shipped: Shipped) -> None:
+    repo, number = "acme/fl-train", 6
+    code_repo(shipped, repo, IMAGES + FEDERATED)
+    head = open_pr(shipped, repo, number)
+    await deliver(shipped, "issue_comment", comment_payload(shipped, repo, number, "/train rounds=2 clients=2"))
+    await build(shipped, head)
+
+    rounds = [{"round": 1, "metrics": {"accuracy": 0.61}}, {"round": 2, "metrics": {"accuracy": 0.84}}]
+    server = await finish_run(shipped, "federated-server", head, {"rounds": rounds, "metrics": {"accuracy": 0.84}})
+    run = server["metadata"]["name"]
+    clients = [j for j in shipped.kube.list("jobs", NAMESPACE, labels={"flops.dev/run": run})
+               if j["metadata"]["labels"]["flops.dev/kind"] == "federated-client"]
+    assert len(clients) == 2 and all(env_of(c)["FL_SERVER_ADDRESS"] == f"{run}:8080" for c in clients)
+    for client in clients:
+        shipped.kube.succeed_job(NAMESPACE, client["metadata"]["name"])
+    check = await completed(shipped, repo, head, "flops/federated")
+    assert check["conclusion"] == "success" and check["output"]["title"].startswith("2 rounds, 2 clients")
+    await wait_for(lambda: not [s for s in shipped.kube.list("services", NAMESPACE) if s["metadata"]["name"] == run],
+                   timeout=20, what="the run's Service removed")
+    assert any("flops/federated" in c["body"] for c in shipped.github.comments_on(repo, number))
+
+
+async def test_redeploy_puts_an_older_build_back_on_the_config_repo(shipped: Shipped) -> None:
+    repo, file = "acme/fl-rollback", "dev/rollback.yaml"
+    config_repo(shipped, file)
+    code_repo(shipped, repo, IMAGES + DEPLOY.replace("FILE", file))
+    shas = []
+    for version, when in (("v1", "2026-11-22T09:30:00Z"), ("v2", "2026-11-22T10:30:00Z")):
+        data = push_payload(shipped.github, repo, {"fl/server.py": f"print('{version}')\n"}, when=when)
+        await deliver(shipped, "push", data)
+        await build(shipped, data["after"])
+        assert (await completed(shipped, repo, data["after"], "flops/deploy: dev"))["conclusion"] == "success"
+        shas.append(data["after"])
+    assert digest("server", shas[1]) in deployed(shipped, file)
+
+    await deliver(shipped, "issue_comment", comment_payload(shipped, repo, 1, f"/redeploy dev {shas[0][:7]}",
+                                                            on_pr=False))
+    await wait_for(lambda: digest("server", shas[0]) in deployed(shipped, file), timeout=20, what="rollback commit")
+    checks = [r for r in shipped.github.check_runs_for(repo, shas[0], "flops/deploy: dev") if r["status"] == "completed"]
+    assert checks[-1]["conclusion"] == "success" and f"@{MAINTAINER}" in checks[-1]["output"]["summary"]
