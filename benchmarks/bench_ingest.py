@@ -83,8 +83,8 @@ def serve_bot(port: int) -> None:
     from aiohttp import web
 
     from bot.__main__ import build_app, configure_logging
-    from bot.app import DISPATCHER
-    from bot.settings import from_env
+    from bot.service.app import DISPATCHER
+    from bot.platform.settings import from_env
 
     settings = from_env()
     configure_logging(settings)  # as `serve` does: LOG_LEVEL from the environment, default INFO

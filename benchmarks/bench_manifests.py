@@ -22,7 +22,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bot.manifests import diff_lines, set_image
+from bot.core.manifests import diff_lines, set_image
 
 REPO = "harbor.example.com/flops/server"
 OLD = f"{REPO}:main-20261120080000-0aa0aa0"

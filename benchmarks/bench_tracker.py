@@ -47,7 +47,7 @@ def serve(port: int) -> None:
     from aiohttp import web
 
     from bot.__main__ import build_app, configure_logging
-    from bot.settings import from_env
+    from bot.platform.settings import from_env
 
     settings = from_env()
     configure_logging(settings)  # as `serve` does: LOG_LEVEL from the environment, default INFO
@@ -159,8 +159,8 @@ async def check_runs(bed: harness.Bed, count: int) -> list[int]:
 
 
 def job_bodies(bed: harness.Bed, check_ids: list[int]) -> list[dict[str, Any]]:
-    from bot import config, jobs
-    from bot.settings import from_env
+    from bot.core import config, jobs
+    from bot.platform.settings import from_env
 
     cfg = config.parse(CONFIG)
     cluster = jobs.cluster_from(from_env(bed.env))

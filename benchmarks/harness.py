@@ -100,7 +100,7 @@ async def running_bot(bed: Bed, **overrides: str) -> AsyncIterator[conftest.Bed]
     from aiohttp.test_utils import TestServer
 
     from bot.__main__ import build_app, configure_logging
-    from bot.settings import from_env
+    from bot.platform.settings import from_env
 
     settings = from_env({**bed.env, **overrides})
     log_file = open(bed.workdir / "bot.log", "a")  # noqa: SIM115 - closed below; keeps the figures readable

@@ -16,10 +16,12 @@ import yaml
 from aiohttp import web
 
 import handlers
-from bot import builds, config, deploy, federated, jobs, logs, regression
-from bot.app import create_app
-from bot.settings import Settings, SettingsError, from_env, needs_setup, setup_mode_from
-from bot.setup import create_setup_app
+from bot.core import config, jobs
+from bot.flows import builds, deploy, federated, regression
+from bot.platform import logs
+from bot.service.app import create_app
+from bot.platform.settings import Settings, SettingsError, from_env, needs_setup, setup_mode_from
+from bot.service.setup import create_setup_app
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -12,8 +12,9 @@ from typing import Any
 from gidgethub import routing, sansio
 from gidgethub.abc import GitHubAPI
 
-from bot import builds, checks, logs, pulls
-from bot.deps import Deps
+from bot.flows import builds, pulls
+from bot.platform import checks, logs
+from bot.flows.deps import Deps
 
 log = logs.get_logger(__name__)
 router = routing.Router()

@@ -16,10 +16,12 @@ import gidgethub
 from gidgethub import routing, sansio
 from gidgethub.abc import GitHubAPI
 
-from bot import builds, checks, commands, deploy, federated, jobs, logs, pulls, regression
-from bot.config import RepoConfig
-from bot.deps import Deps
-from bot.github import WRITE
+from bot.core import commands, jobs
+from bot.flows import builds, deploy, federated, pulls, regression
+from bot.platform import checks, logs
+from bot.core.config import RepoConfig
+from bot.flows.deps import Deps
+from bot.platform.github import WRITE
 
 log = logs.get_logger(__name__)
 router = routing.Router()

@@ -9,8 +9,10 @@ from __future__ import annotations
 from gidgethub import routing, sansio
 from gidgethub.abc import GitHubAPI
 
-from bot import checks, jobs, regression
-from bot.deps import Deps
+from bot.core import jobs
+from bot.flows import regression
+from bot.platform import checks
+from bot.flows.deps import Deps
 
 router = routing.Router()
 

@@ -6,8 +6,10 @@ from __future__ import annotations
 from gidgethub import routing, sansio
 from gidgethub.abc import GitHubAPI
 
-from bot import checks, jobs, pulls, regression
-from bot.deps import Deps
+from bot.core import jobs
+from bot.flows import pulls, regression
+from bot.platform import checks
+from bot.flows.deps import Deps
 
 router = routing.Router()
 PR_KINDS = (jobs.BUILD, jobs.REGRESSION, jobs.FEDERATED_SERVER)  # what a PR can have running

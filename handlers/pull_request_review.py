@@ -7,8 +7,9 @@ from __future__ import annotations
 from gidgethub import routing, sansio
 from gidgethub.abc import GitHubAPI
 
-from bot import checks, pulls, regression
-from bot.deps import Deps
+from bot.flows import pulls, regression
+from bot.platform import checks
+from bot.flows.deps import Deps
 
 router = routing.Router()
 

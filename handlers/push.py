@@ -5,9 +5,11 @@ from __future__ import annotations
 from gidgethub import routing, sansio
 from gidgethub.abc import GitHubAPI
 
-from bot import builds, checks, federated, jobs, regression
-from bot.config import RegressionConfig
-from bot.deps import Deps
+from bot.core import jobs
+from bot.flows import builds, federated, regression
+from bot.platform import checks
+from bot.core.config import RegressionConfig
+from bot.flows.deps import Deps
 
 router = routing.Router()
 

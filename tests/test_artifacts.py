@@ -5,8 +5,8 @@ import json
 
 import pytest
 
-from bot import comments
-from bot.artifacts import TooLarge
+from bot.platform import comments
+from bot.platform.artifacts import TooLarge
 from tests.conftest import INSTALLATION, Bed
 
 REPO = "Codertocat/Hello-World"

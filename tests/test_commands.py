@@ -8,7 +8,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from bot.commands import (CANCEL_KINDS, COMMANDS, MAX_COMMANDS, Bounds, Command, Parsed, Refusal, addressed,
+from bot.core.commands import (CANCEL_KINDS, COMMANDS, MAX_COMMANDS, Bounds, Command, Parsed, Refusal, addressed,
                           command_lines, help_text, parse, parse_line)
 
 NAME_RULE = re.compile(r"[a-z0-9](?:[-a-z0-9]*[a-z0-9])?")  # as `images[].name` / `deploy[].name` in flops.yml

@@ -8,7 +8,7 @@ from typing import Any
 import kubernetes.client
 import pytest
 
-from bot.github import Permissions
+from bot.platform.github import Permissions
 from tests.conftest import INSTALLATION, NAMESPACE, Bed, BedFactory, payload, wait_for
 from tests.emulators.github import GitHubEmulator
 from tests.samples import TWO_IMAGES

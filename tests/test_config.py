@@ -11,8 +11,8 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bot import config
-from bot.config import (
+from bot.core import config
+from bot.core.config import (
     ConfigError,
     DeployTarget,
     FederatedConfig,

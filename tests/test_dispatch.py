@@ -17,7 +17,7 @@ from pathlib import Path
 import aiohttp
 from gidgethub import routing, sansio
 
-from bot.app import Dispatcher, event_key
+from bot.service.dispatch import Dispatcher, event_key
 from tests.conftest import INSTALLATION, NAMESPACE, SECRET, Bed, payload, sign, wait_for
 from tests.emulators.s3 import free_port
 

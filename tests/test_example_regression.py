@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from bot import config
+from bot.core import config
 from tests.conftest import NAMESPACE, Bed, wait_for
 from tests.test_regression import (MAIN, MAINTAINER, REPO, approve, completed, env_of, job_for, open_pr,
                                    push_payload, push_to_pr, sticky, synchronize)

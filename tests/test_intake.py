@@ -192,7 +192,7 @@ async def test_readiness_fails_while_s3_is_unreachable_and_the_bot_stays_up(make
 
 
 async def test_unreachable_github_is_retried_then_reported_as_such(make_bed, github) -> None:
-    from bot.github import RetryPolicy
+    from bot.platform.github import RetryPolicy
     from tests.emulators.s3 import free_port
 
     github.add_installation(INSTALLATION, "Codertocat", [REPO])

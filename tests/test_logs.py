@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from bot import logs
+from bot.platform import logs
 
 ROOT = Path(__file__).resolve().parent.parent
 SOURCES = sorted([*(ROOT / "bot").rglob("*.py"), *(ROOT / "handlers").rglob("*.py")])

@@ -6,7 +6,7 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bot.manifests import (
+from bot.core.manifests import (
     Change,
     Found,
     ManifestError,

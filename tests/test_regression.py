@@ -13,7 +13,7 @@ from typing import Any
 import kubernetes_validate
 import pytest
 
-from bot import regression
+from bot.flows import regression
 from tests.conftest import INSTALLATION, NAMESPACE, Bed, BedFactory, payload, wait_for
 from tests.emulators.github import GitHubEmulator, tree_sha
 

@@ -25,8 +25,8 @@ import pytest
 import yaml
 from aiohttp.test_utils import TestServer
 
-from bot.settings import from_env, needs_setup
-from bot.setup import MANIFEST, create_setup_app
+from bot.platform.settings import from_env, needs_setup
+from bot.service.setup import MANIFEST, create_setup_app
 from tests.conftest import BedFactory, wait_for
 from tests.emulators.github import GitHubEmulator
 

@@ -5,8 +5,8 @@ import math
 
 import pytest
 
-from bot.config import Metric, Tolerance, parse_tolerance
-from bot.verdict import compare, summarize, table
+from bot.core.config import Metric, Tolerance, parse_tolerance
+from bot.core.verdict import compare, summarize, table
 
 ACC = Metric("accuracy", "higher", Tolerance(0.01))
 LOSS = Metric("loss", "lower", Tolerance(5.0, relative=True))

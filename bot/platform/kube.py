@@ -13,8 +13,8 @@ import kubernetes.client
 import kubernetes.config
 from kubernetes.client import ApiException
 
-from bot import jobs
-from bot.settings import Settings
+from bot.core import jobs
+from bot.platform.settings import Settings
 
 def client_configuration(settings: Settings) -> kubernetes.client.Configuration:
     configuration = kubernetes.client.Configuration()

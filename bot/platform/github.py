@@ -25,8 +25,8 @@ import gidgethub.abc
 import gidgethub.aiohttp
 from gidgethub.apps import get_jwt
 
-from bot import logs
-from bot.metrics import Metrics
+from bot.platform import logs
+from bot.platform.metrics import Metrics
 
 log = logs.get_logger(__name__)
 

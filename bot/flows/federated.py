@@ -17,12 +17,14 @@ from typing import Any
 
 from gidgethub.abc import GitHubAPI
 
-from bot import builds, checks, comments, jobs, logs
-from bot.builds import Push
-from bot.config import FederatedConfig, RepoConfig, Resources
-from bot.deps import Deps
-from bot.pulls import PullRef
-from bot.tracker import diagnose, log_tail
+from bot.core import jobs
+from bot.flows import builds
+from bot.platform import checks, comments, logs
+from bot.flows.builds import Push
+from bot.core.config import FederatedConfig, RepoConfig, Resources
+from bot.flows.deps import Deps
+from bot.flows.pulls import PullRef
+from bot.flows.tracker import diagnose, log_tail
 
 log = logs.get_logger(__name__)
 

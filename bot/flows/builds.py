@@ -15,11 +15,12 @@ from typing import Any
 import gidgethub
 from gidgethub.abc import GitHubAPI
 
-from bot import checks, jobs, logs
-from bot.config import DeployTarget, ImageConfig, RepoConfig
-from bot.deps import Deps
-from bot.sources import ensure_source
-from bot.tracker import diagnose, log_tail, termination_message
+from bot.core import jobs
+from bot.platform import checks, logs
+from bot.core.config import DeployTarget, ImageConfig, RepoConfig
+from bot.flows.deps import Deps
+from bot.platform.sources import ensure_source
+from bot.flows.tracker import diagnose, log_tail, termination_message
 
 log = logs.get_logger(__name__)
 

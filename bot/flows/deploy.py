@@ -26,9 +26,11 @@ from typing import Any
 import gidgethub
 from gidgethub.abc import GitHubAPI
 
-from bot import builds, checks, logs, manifests
-from bot.config import DeployTarget, RepoConfig
-from bot.deps import Deps
+from bot.core import manifests
+from bot.flows import builds
+from bot.platform import checks, logs
+from bot.core.config import DeployTarget, RepoConfig
+from bot.flows.deps import Deps
 
 log = logs.get_logger(__name__)
 

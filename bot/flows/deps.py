@@ -7,11 +7,11 @@ from typing import Any
 
 from gidgethub.abc import GitHubAPI
 
-from bot.artifacts import Artifacts
-from bot.github import GitHubApp, Permissions
-from bot.kube import Kube
-from bot.metrics import Metrics
-from bot.settings import Settings
+from bot.platform.artifacts import Artifacts
+from bot.platform.github import GitHubApp, Permissions
+from bot.platform.kube import Kube
+from bot.platform.metrics import Metrics
+from bot.platform.settings import Settings
 
 # Called with the build record after an image built successfully (the deploy flow listens here).
 AfterBuild = Callable[[GitHubAPI, "Deps", dict[str, Any]], Awaitable[None]]

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from gidgethub.abc import GitHubAPI
 
-from bot import checks
+from bot.platform import checks
 
 
 async def upsert(gh: GitHubAPI, repo: str, number: int, marker: str, body: str, *, author: str) -> None:

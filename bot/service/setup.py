@@ -29,11 +29,11 @@ import aiohttp
 import yaml
 from aiohttp import web
 
-from bot import logs
+from bot.platform import logs
 
 log = logs.get_logger(__name__)
 
-MANIFEST = Path(__file__).with_name("app.yml")
+MANIFEST = Path(__file__).resolve().parent.parent / "app.yml"
 ATTEMPT_SECONDS = 3600.0  # GitHub's codes are valid for an hour; so is a started registration
 ATTEMPTS = 100  # registrations remembered at once (each page view starts one)
 ENV_NAMES = ("GITHUB_APP_ID", "GITHUB_PRIVATE_KEY", "GITHUB_WEBHOOK_SECRET", "GITHUB_API_URL")

@@ -15,12 +15,14 @@ import gidgethub
 from gidgethub.abc import GitHubAPI
 from kubernetes.client import ApiException
 
-from bot import builds, checks, comments, jobs, logs, verdict
-from bot.config import Metric, RegressionConfig, parse_tolerance
-from bot.deps import Deps
-from bot.pulls import PullRef
-from bot.sources import ensure_source
-from bot.tracker import diagnose, log_tail
+from bot.core import jobs, verdict
+from bot.flows import builds
+from bot.platform import checks, comments, logs
+from bot.core.config import Metric, RegressionConfig, parse_tolerance
+from bot.flows.deps import Deps
+from bot.flows.pulls import PullRef
+from bot.platform.sources import ensure_source
+from bot.flows.tracker import diagnose, log_tail
 
 log = logs.get_logger(__name__)
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from gidgethub.abc import GitHubAPI
 
-from bot.deps import Deps
+from bot.flows.deps import Deps
 
 
 @dataclass(frozen=True)

@@ -22,9 +22,10 @@ from typing import Any
 import kubernetes.watch
 from kubernetes.client import ApiException
 
-from bot import checks, jobs, logs
-from bot.deps import Deps
-from bot.logs import Redactor
+from bot.core import jobs
+from bot.platform import checks, logs
+from bot.flows.deps import Deps
+from bot.platform.logs import Redactor
 
 log = logs.get_logger(__name__)
 

@@ -10,7 +10,7 @@ from typing import Any, BinaryIO
 import minio
 from minio.error import S3Error
 
-from bot.settings import S3Settings
+from bot.platform.settings import S3Settings
 
 
 JSON_LIMIT = 16 * 1024 * 1024  # metrics.json, build records, run requests: far below this

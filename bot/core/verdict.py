@@ -12,7 +12,7 @@ import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from bot.config import Metric
+from bot.core.config import Metric
 
 Value = float | Sequence[float]
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-from bot.config import ImageConfig, RepoConfig, Resources
+from bot.core.config import ImageConfig, RepoConfig, Resources
 
 MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
 MANAGED_BY = "flops-bot"
@@ -70,7 +70,7 @@ class Source:
 
 @dataclass(frozen=True)
 class Cluster:
-    """The deployment-wide settings Job specs need (from bot.settings.Settings)."""
+    """The deployment-wide settings Job specs need (from bot.platform.settings.Settings)."""
 
     namespace: str
     bucket: str
@@ -439,7 +439,7 @@ def name_of(job: dict[str, Any]) -> str:
 
 
 def cluster_from(settings: Any) -> Cluster:
-    """Cluster facts from bot.settings.Settings (typed loosely to keep this module import-light)."""
+    """Cluster facts from bot.platform.settings.Settings (typed loosely to keep this module import-light)."""
     scheme = "https://" if settings.s3.secure else "http://"
     return Cluster(namespace=settings.namespace, bucket=settings.s3.bucket,
                    s3_endpoint_url=scheme + settings.s3.endpoint, s3_secret=settings.s3_secret,

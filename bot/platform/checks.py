@@ -10,7 +10,7 @@ from typing import Any
 import gidgethub
 from gidgethub.abc import GitHubAPI
 
-from bot import config
+from bot.core import config
 
 CONFIG = "flops/config"
 REGRESSION = "flops/regression"
