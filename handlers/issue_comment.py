@@ -20,6 +20,7 @@ from bot.core import commands, jobs
 from bot.flows import builds, deploy, federated, pulls, regression
 from bot.platform import checks, logs
 from bot.core.config import RepoConfig
+from bot.core.text import shown
 from bot.flows.deps import Deps
 from bot.platform.github import WRITE
 
@@ -92,14 +93,14 @@ async def run_commands(ctx: Context, parsed: commands.Parsed) -> list[str]:
     lines = refused(parsed)
     ordered = sorted(parsed.commands, key=lambda c: c.name != "ok-to-test")  # trust first, then the rest
     for command in ordered:
-        lines.append(f"- `{commands.shown(command.line, 80)}`: {await attempt(ctx, command)}")
+        lines.append(f"- `{shown(command.line, 80)}`: {await attempt(ctx, command)}")
     if any(c.name in RUNS_CODE for c in parsed.commands):
         lines += await running_links(ctx)
     return lines
 
 
 def refused(parsed: commands.Parsed) -> list[str]:
-    return [f"- `{commands.shown(r.line, 80)}`: {r.message}" for r in parsed.refusals]
+    return [f"- `{shown(r.line, 80)}`: {r.message}" for r in parsed.refusals]
 
 
 def bounds_of(cfg: RepoConfig | None) -> commands.Bounds:

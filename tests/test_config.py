@@ -12,6 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bot.core import config
+from bot.core.config import sections
 from bot.core.config import (
     ConfigError,
     DeployTarget,
@@ -470,12 +471,13 @@ def test_invalid_tolerances(value: Any) -> None:
     (".[0].image", (0, "image")),
     (".a[0][1]", ("a", 0, 1)),
     (".my-key_2", ("my-key_2",)),
+    (".a[-1]", ("a", -1)),  # the last item, as yq counts (issue 23: one grammar with bot.core.manifests)
 ])
 def test_yq_paths(text: str, segments: tuple[str | int, ...]) -> None:
     assert yq_path(text) == segments
 
 
-@pytest.mark.parametrize("text", ["", ".", "spec.a", ".a..b", ".a[", ".a[-1]", ".a[x]", '."open', ".a b", ".a.",
+@pytest.mark.parametrize("text", ["", ".", "spec.a", ".a..b", ".a[", ".a[x]", '."open', ".a b", ".a.",
                                   ".a]"])
 def test_invalid_yq_paths(text: str) -> None:
     with pytest.raises(ValueError):
@@ -577,8 +579,8 @@ def test_image_matches_changed_paths() -> None:
 _SCALARS = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=True), st.text(max_size=20),
                      st.sampled_from(["server", "client", "30m", "5%", "1Gi", "500m", "main", "Dockerfile",
                                       "higher", "Exists", ".a[0]", "acme/x", "/data"]))
-_KEYS = st.one_of(st.sampled_from(list(config._TOP + config._IMAGE + config._DEPLOY + config._REGRESSION
-                                       + config._FEDERATED + ("cpu", "memory", "gpu", "port", "claim",
+_KEYS = st.one_of(st.sampled_from(list(sections._TOP + sections._IMAGE + sections._DEPLOY + sections._REGRESSION
+                                       + sections._FEDERATED + ("cpu", "memory", "gpu", "port", "claim",
                                                               "mount_path", "direction", "tolerance",
                                                               "accuracy", "key", "operator", "effect"))),
                   st.text(max_size=8))

@@ -12,10 +12,10 @@ from bot.core.manifests import (
     ManifestError,
     diff_lines,
     find_images,
-    parse_path,
     set_image,
     split_image,
 )
+from bot.core.yq import parse as parse_path
 
 REPO = "harbor.example.com/flops/server"
 OLD = f"{REPO}:main-20261120080000-0aa0aa0"

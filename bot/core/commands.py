@@ -12,6 +12,8 @@ import difflib
 import re
 from dataclasses import dataclass
 
+from bot.core.text import shown
+
 COMMANDS = {
     "regression": "run the regression Job on the PR head and gate the merge on its verdict",
     "build": "build images for the PR head, tagged pr-<n>-<sha7> (never deployed): `/build [image ...]`",
@@ -62,12 +64,6 @@ class Parsed:
 
     def __bool__(self) -> bool:
         return bool(self.commands or self.refusals)
-
-
-def shown(text: str, limit: int = 60) -> str:
-    """User text safe to put inside a code span of a reply: no backticks, bounded length."""
-    text = text.replace("`", "'")
-    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def command_lines(body: str) -> list[str]:

@@ -41,7 +41,8 @@ import yaml
 from yaml.constructor import BaseConstructor
 from yaml.resolver import BaseResolver
 
-Path = tuple[str | int, ...]
+from bot.core import yq
+from bot.core.yq import Path
 
 CONFIG = ".github/flops.yml"
 WORKLOADS = {  # kind -> path of its pod spec
@@ -57,7 +58,6 @@ CONTAINER_LISTS = ("initContainers", "containers")
 KUSTOMIZE_KINDS = ("Kustomization", "Component")
 BREAKS = "\r\n\x85\u2028\u2029"
 _DOCUMENT_START = re.compile(f"---(?=[ \t{BREAKS}]|\\Z)")  # and at column 0: see _at_line_start
-_PLAIN_KEY = re.compile(r"[A-Za-z0-9_-]+")
 _INDICATORS = "-?:,[]{}#&*!|>'\"%@`"
 _NOT_PRINTABLE = re.compile("[^\x20-\x7e\xa0-\ud7ff\ue000-\ufefe\uff00-\ufffd\U00010000-\U0010ffff]")
 
@@ -115,79 +115,6 @@ class _Splice:
     text: str
     slot: _Slot
     old: str
-
-
-# --- paths --------------------------------------------------------------------------------
-
-
-def parse_path(text: str) -> Path:
-    """A yq path: `.spec.containers[0].image`, `."app.kubernetes.io/name"`, `.a["b.c"]`, `.[0]`, `.`."""
-    if not text.startswith("."):
-        raise ValueError(f"bad path {text!r}: must start with '.' (column 1)")
-    if text == ".":
-        return ()
-    path: list[str | int] = []
-    i = 1 if text.startswith(".[") else 0
-    while i < len(text):
-        segment: str | int
-        if text[i] == "[":
-            segment, i = _parse_bracket(text, i)
-        elif text[i] == ".":
-            segment, i = _parse_key(text, i + 1)
-        else:
-            raise ValueError(f"bad path {text!r}: expected '.' or '[' at column {i + 1}")
-        path.append(segment)
-    return tuple(path)
-
-
-def _parse_key(text: str, i: int) -> tuple[str, int]:
-    if i < len(text) and text[i] in "\"'":
-        return _parse_quoted(text, i)
-    match = _PLAIN_KEY.match(text, i)
-    if not match:
-        raise ValueError(f"bad path {text!r}: expected a key at column {i + 1} "
-                         "(quote keys with other characters: .\"app.kubernetes.io/name\")")
-    return match.group(), match.end()
-
-
-def _parse_bracket(text: str, i: int) -> tuple[str | int, int]:
-    if text[i + 1:i + 2] in ("\"", "'"):
-        key, j = _parse_quoted(text, i + 1)
-        if text[j:j + 1] != "]":
-            raise ValueError(f"bad path {text!r}: expected ']' at column {j + 1}")
-        return key, j + 1
-    match = re.compile(r"-?[0-9]+").match(text, i + 1)
-    if not match or text[match.end():match.end() + 1] != "]":
-        raise ValueError(f"bad path {text!r}: expected an index like [0] or a quoted key like "
-                         f"[\"a.b\"] at column {i + 1}")
-    return int(match.group()), match.end() + 1
-
-
-def _parse_quoted(text: str, i: int) -> tuple[str, int]:
-    quote, j, chars = text[i], i + 1, []
-    while j < len(text) and text[j] != quote:
-        if text[j] == "\\" and j + 1 < len(text):
-            j += 1
-        chars.append(text[j])
-        j += 1
-    if j >= len(text):
-        raise ValueError(f"bad path {text!r}: unterminated quote opened at column {i + 1}")
-    if not chars:
-        raise ValueError(f"bad path {text!r}: empty key at column {i + 1}")
-    return "".join(chars), j + 1
-
-
-def format_path(path: Path) -> str:
-    """The yq spelling of `path`."""
-    out = ""
-    for segment in path:
-        if isinstance(segment, int):
-            out += f"[{segment}]"
-        elif _PLAIN_KEY.fullmatch(segment):
-            out += f".{segment}"
-        else:
-            out += '."' + segment.replace("\\", "\\\\").replace('"', '\\"') + '"'
-    return out if out.startswith(".") else "." + out
 
 
 # --- image references -----------------------------------------------------------------------
@@ -366,7 +293,7 @@ def _field_slots(text: str, field: str, reference: str, file: str, only: frozens
             kind = "mapping" if isinstance(node, yaml.MappingNode) else "list"
             raise ManifestError(f"field `{field}` in {_where(document, node, text, file)} is a {kind}, not a "
                                 f"string: point `field` in {CONFIG} at the image itself (e.g. `...containers[0].image`)")
-        slots.append(_Slot(document, format_path(path), reference, node, _flow_along(document.root, path)))
+        slots.append(_Slot(document, yq.format(path), reference, node, _flow_along(document.root, path)))
     if not slots:
         raise ManifestError(_missing_field(text, field, path, file))
     return slots
@@ -374,7 +301,7 @@ def _field_slots(text: str, field: str, reference: str, file: str, only: frozens
 
 def _field_path(field: str) -> Path:
     try:
-        return parse_path(field)
+        return yq.parse(field)
     except ValueError as exc:
         raise ManifestError(f"{exc}: fix `field` in {CONFIG}") from None
 
@@ -394,8 +321,8 @@ def _furthest(documents: list[_Document], path: Path) -> str:
     node, _ = _walk(root, path[:best])
     missing = path[best]
     if isinstance(missing, int) and isinstance(node, yaml.SequenceNode):
-        return f"; `{format_path(path[:best])}` exists but has {len(node.value)} item(s), no `[{missing}]`"
-    return f"; `{format_path(path[:best])}` exists but has no `{format_path((missing,))}`"
+        return f"; `{yq.format(path[:best])}` exists but has {len(node.value)} item(s), no `[{missing}]`"
+    return f"; `{yq.format(path[:best])}` exists but has no `{yq.format((missing,))}`"
 
 
 def _pod_spec_images(document: _Document) -> list[tuple[Path, yaml.Node]]:
@@ -439,7 +366,7 @@ def _auto_slots(text: str, repository: str, reference: str, file: str,
     for document in documents:
         for path, node in _pod_spec_images(document):
             if isinstance(node, yaml.ScalarNode) and split_image(node.value)[0] == repository:
-                slots.append(_Slot(document, format_path(path), reference, node, _flow_along(document.root, path)))
+                slots.append(_Slot(document, yq.format(path), reference, node, _flow_along(document.root, path)))
         for i, entry in _kustomization_entries(document):
             if _matches_entry(entry, repository):
                 slots.extend(_entry_slots(document, i, entry, tag, digest))
@@ -481,7 +408,7 @@ def find_images(text: str, *, repository: str, field: str | None = None, file: s
     for document in documents:
         for path, node in _pod_spec_images(document):
             if isinstance(node, yaml.ScalarNode) and split_image(node.value)[0] == repository:
-                found.append(_found(text, _Slot(document, format_path(path), "", node), node.value))
+                found.append(_found(text, _Slot(document, yq.format(path), "", node), node.value))
         for i, entry in _kustomization_entries(document):
             if _matches_entry(entry, repository):
                 value = join_image(_scalar(entry, "newName") or _scalar(entry, "name") or repository,

@@ -1,0 +1,131 @@
+"""The public types of a `.github/flops.yml`: frozen dataclasses, and the error naming every problem."""
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from bot.core.config.paths import path_matches
+
+CONFIG_PATH = ".github/flops.yml"
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    path: str  # `images[1].dockerfile`; "" for the file as a whole
+    message: str
+
+    def __str__(self) -> str:
+        return f"`{self.path}`: {self.message}" if self.path else self.message
+
+
+class ConfigError(Exception):
+    """Every problem of a flops.yml; `str()` is one line per problem."""
+
+    def __init__(self, problems: Iterable[Problem]) -> None:
+        self.problems = list(problems)
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        return "\n".join(str(problem) for problem in self.problems)
+
+
+@dataclass(frozen=True, slots=True)
+class Tolerance:
+    value: float
+    relative: bool = False  # True: `value` is a percentage of the baseline
+
+
+@dataclass(frozen=True, slots=True)
+class Resources:
+    cpu: str | None = None
+    memory: str | None = None
+    gpu: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Metric:
+    name: str
+    direction: str  # "higher" | "lower": which way is better
+    tolerance: Tolerance = Tolerance(0.0)
+
+
+@dataclass(frozen=True, slots=True)
+class Volume:
+    claim: str
+    mount_path: str
+    read_only: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ImageConfig:
+    name: str
+    dockerfile: str
+    context: str = "."
+    paths: tuple[str, ...] = ()
+    build_args: Mapping[str, str] = field(default_factory=dict)
+    target: str | None = None
+    resources: Resources = Resources("1", "2Gi", 0)
+    timeout: int = 30 * 60
+
+    def matches(self, changed_paths: Iterable[str] | None) -> bool:
+        """Whether a change to `changed_paths` needs this image rebuilt (always, without `paths`)."""
+        if not self.paths or changed_paths is None:
+            return True
+        return any(path_matches(pattern, path) for path in changed_paths for pattern in self.paths)
+
+    def reference(self, registry: str, tag: str) -> str:
+        return f"{registry}/{self.name}:{tag}"
+
+
+@dataclass(frozen=True, slots=True)
+class DeployTarget:
+    name: str
+    repo: str
+    branch: str
+    file: str
+    images: tuple[str, ...]
+    field: str | None = None
+    mode: str = "commit"  # "commit" | "pull_request"
+
+
+@dataclass(frozen=True, slots=True)
+class RegressionConfig:
+    image: str
+    command: tuple[str, ...]
+    resources: Resources = Resources()
+    node_selector: Mapping[str, str] = field(default_factory=dict)
+    tolerations: tuple[dict[str, Any], ...] = ()
+    volumes: tuple[Volume, ...] = ()
+    env: Mapping[str, str] = field(default_factory=dict)
+    timeout: int = 3600
+    metrics: tuple[Metric, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class FederatedConfig:
+    server_image: str
+    server_port: int = 8080
+    client_image: str = ""
+    clients: int = 2
+    rounds: int = 3
+    timeout: int = 3600
+    max_clients: int = 16
+    max_rounds: int = 100
+    on_push: bool = False
+    resources: Resources = Resources()
+
+
+@dataclass(frozen=True, slots=True)
+class RepoConfig:
+    version: int
+    registry: str
+    branches: tuple[str, ...] | None = None  # None: the repository's default branch
+    tags: tuple[str, ...] = ()
+    images: tuple[ImageConfig, ...] = ()
+    deploy: tuple[DeployTarget, ...] = ()
+    regression: RegressionConfig | None = None
+    federated: FederatedConfig | None = None
+
+    def image(self, name: str) -> ImageConfig | None:
+        return next((image for image in self.images if image.name == name), None)

@@ -1,0 +1,242 @@
+"""The sections of flops.yml (`images`, `deploy`, `regression`, `federated`), each walked into its
+dataclass; references between them (an image name in `deploy`) are checked here."""
+from __future__ import annotations
+
+from collections.abc import Callable, Collection
+from typing import Any
+
+from bot.core.config.fields import (_METRIC, _between, _bool, _branch, _build_arg_name, _claim, _command_list,
+                                   _direction, _env_name, _file_path, _github_repo, _gpu, _image_reference, _kind,
+                                   _label_key, _label_value, _mode, _mount_path, _name, _non_empty, _one_of,
+                                   _path_pattern, _registry, _relative_path, _string, _tag_pattern, _toleration_key,
+                                   _version, _within_max, _yq_field, parse_duration, parse_tolerance)
+from bot.core.config.model import (DeployTarget, FederatedConfig, ImageConfig, Metric, RegressionConfig, RepoConfig,
+                                   Resources, Tolerance, Volume)
+from bot.core.config.schema import _MISSING, _Node, _resources, _scalar_map, _string_list, _unique_names
+from bot.core.text import shown
+
+MAX_CLIENTS_LIMIT = 1000
+MAX_ROUNDS_LIMIT = 100_000
+
+_TOP = ("version", "registry", "branches", "tags", "images", "deploy", "regression", "federated")
+_IMAGE = ("name", "dockerfile", "context", "paths", "build_args", "target", "resources", "timeout")
+_DEPLOY = ("name", "repo", "branch", "file", "image", "images", "field", "mode")
+_REGRESSION = ("image", "command", "resources", "node_selector", "tolerations", "volumes", "env", "timeout",
+               "metrics")
+_FEDERATED = ("server", "client", "clients", "rounds", "timeout", "max_clients", "max_rounds", "on_push",
+              "resources")
+
+
+def repo_config(top: _Node) -> RepoConfig:
+    top.mapping(_TOP, required=("registry",))
+    version = top.get("version", _version, 1)
+    registry = top.get("registry", _registry, "")
+    branches = _string_list(top, "branches", _branch, non_empty=True) if "branches" in top.value else None
+    tags = _string_list(top, "tags", _tag_pattern)
+    before = len(top.problems)
+    images = _images(top.child("images")) if "images" in top.value else ()
+    # With a broken `images`, references to it cannot be judged: report the cause only.
+    names = {image.name for image in images} if len(top.problems) == before else None
+    deploy = _deploy_targets(top.child("deploy"), names) if "deploy" in top.value else ()
+    regression = _regression(top.child("regression"), names) if "regression" in top.value else None
+    federated = _federated(top.child("federated"), names) if "federated" in top.value else None
+    return RepoConfig(version, registry, branches, tags, images, deploy, regression, federated)
+
+
+def _images(node: _Node) -> tuple[ImageConfig, ...]:
+    entries = node.items()
+    images = [_image(entry) for entry in entries]
+    _unique_names(entries, [image.name if image else None for image in images], "image name")
+    return tuple(image for image in images if image is not None)
+
+
+def _image(node: _Node) -> ImageConfig | None:
+    if not node.mapping(_IMAGE, required=("name", "dockerfile"), hint=" like `{name: server, dockerfile: Dockerfile}`"):
+        return None
+    raw_name = node.value.get("name")
+    return ImageConfig(
+        name=node.get("name", _name, raw_name if isinstance(raw_name, str) else ""),
+        dockerfile=node.get("dockerfile", _file_path, ""),
+        context=node.get("context", _relative_path, "."),
+        paths=_string_list(node, "paths", _path_pattern),
+        build_args=_scalar_map(node, "build_args", _build_arg_name),
+        target=node.get("target", _string, "") or None,
+        resources=_resources(node, Resources("1", "2Gi", 0)),
+        timeout=node.get("timeout", parse_duration, 30 * 60),
+    )
+
+
+def _deploy_targets(node: _Node, images: Collection[str] | None) -> tuple[DeployTarget, ...]:
+    entries = node.items()
+    targets = [_deploy_target(entry, images) for entry in entries]
+    _unique_names(entries, [t.name if t else None for t in targets], "deploy target")
+    return tuple(target for target in targets if target is not None)
+
+
+def _deploy_target(node: _Node, images: Collection[str] | None) -> DeployTarget | None:
+    if not node.mapping(_DEPLOY, required=("name", "repo", "branch", "file"), hint=" like `{name: dev, repo: ...}`"):
+        return None
+    raw_name = node.value.get("name")
+    target = DeployTarget(
+        name=node.get("name", _name, raw_name if isinstance(raw_name, str) else ""),
+        repo=node.get("repo", _github_repo, ""),
+        branch=node.get("branch", _branch, ""),
+        file=node.get("file", _file_path, ""),
+        images=_deploy_images(node, images),
+        field=node.get("field", _yq_field, None),
+        mode=node.get("mode", _mode, "commit"),
+    )
+    if target.field is not None and len(target.images) > 1:
+        node.add("one `field` holds one image: drop `field` (each container of each image is found by its "
+                 "repository) or make one target per image", "field")
+    return target
+
+
+def _deploy_images(node: _Node, images: Collection[str] | None) -> tuple[str, ...]:
+    has_one, has_many = "image" in node.value, "images" in node.value
+    if has_one == has_many:
+        node.add("give exactly one of `image: <name>` and `images: [<name>, ...]`" if has_one else
+                 "required: the image this target deploys (or `images: [...]` for several)", "image")
+        return ()
+    if has_one:
+        child = node.child("image")
+        name = child.convert(_image_ref_of(images), "")
+        return (name,) if name else ()
+    names = _string_list(node, "images", _image_ref_of(images), non_empty=True)
+    return names
+
+
+def _image_ref_of(images: Collection[str] | None) -> Callable[[Any], str]:
+    def check(value: Any) -> str:
+        name = _non_empty(value)
+        if images is not None and name not in images:
+            known = ", ".join(f"`{n}`" for n in sorted(images)) or "none are defined"
+            raise ValueError(f"`{shown(name)}` is not an entry of `images` (known: {known})")
+        return name
+    return check
+
+
+def _regression(node: _Node, images: Collection[str] | None) -> RegressionConfig:
+    node.mapping(_REGRESSION, required=("image", "command"))
+    image = node.get("image", _image_reference, "")
+    if image in (images or ()):
+        node.add(f"a full image reference (like `registry.example.com/team/runtime:tag`), not the name of "
+                 f"`images` entry `{image}`", "image")
+    return RegressionConfig(
+        image=image,
+        command=_command(node),
+        resources=_resources(node, Resources()),
+        node_selector=_scalar_map(node, "node_selector", _label_key, _label_value),
+        tolerations=_tolerations(node),
+        volumes=_volumes(node),
+        env=_scalar_map(node, "env", _env_name),
+        timeout=node.get("timeout", parse_duration, 3600),
+        metrics=_metrics(node),
+    )
+
+
+def _command(node: _Node) -> tuple[str, ...]:
+    if not isinstance(node.value, dict) or "command" not in node.value:
+        return ()
+    child = node.child("command")
+    if child.convert(_command_list, None) is None:
+        return ()
+    command = child.strings(_string)
+    if command and not command[0].strip():
+        child.child(0).add("the program must not be empty")
+    return command
+
+
+def _tolerations(node: _Node) -> tuple[dict[str, Any], ...]:
+    if not isinstance(node.value, dict) or "tolerations" not in node.value:
+        return ()
+    return tuple(t for t in (_toleration(entry) for entry in node.child("tolerations").items()) if t is not None)
+
+
+def _toleration(node: _Node) -> dict[str, Any] | None:
+    keys = ("key", "operator", "value", "effect", "tolerationSeconds")
+    if not node.mapping(keys, hint=" like `{key: nvidia.com/gpu, operator: Exists, effect: NoSchedule}`"):
+        return None
+    key = node.get("key", _toleration_key, "")
+    operator = node.get("operator", _one_of("Exists", "Equal"), "Equal")
+    value = node.get("value", _label_value, "")
+    effect = node.get("effect", _one_of("NoSchedule", "PreferNoSchedule", "NoExecute"), "")
+    seconds = node.get("tolerationSeconds", _gpu, None)
+    if operator == "Exists" and value:
+        node.add("must be empty with `operator: Exists`", "value")
+    if not key and operator != "Exists":
+        node.add("required unless `operator: Exists` (which tolerates every taint)", "key")
+    if seconds is not None and effect != "NoExecute":
+        node.add("only applies with `effect: NoExecute`", "tolerationSeconds")
+    out: dict[str, Any] = {"operator": operator}
+    out.update({k: v for k, v in (("key", key), ("value", value), ("effect", effect)) if v})
+    if seconds is not None:
+        out["tolerationSeconds"] = seconds
+    return out
+
+
+def _volumes(node: _Node) -> tuple[Volume, ...]:
+    if not isinstance(node.value, dict) or "volumes" not in node.value:
+        return ()
+    volumes: list[Volume] = []
+    for entry in node.child("volumes").items():
+        if not entry.mapping(("claim", "mount_path", "read_only"), required=("claim", "mount_path"),
+                             hint=" like `{claim: datasets, mount_path: /data, read_only: true}`"):
+            continue
+        volume = Volume(entry.get("claim", _claim, ""), entry.get("mount_path", _mount_path, ""),
+                        entry.get("read_only", _bool, False))
+        clash = [v for v in volumes if v.mount_path and v.mount_path.rstrip("/") == volume.mount_path.rstrip("/")]
+        if clash:
+            entry.add(f"`{volume.mount_path}` is mounted twice", "mount_path")
+        volumes.append(volume)
+    return tuple(volumes)
+
+
+def _metrics(node: _Node) -> tuple[Metric, ...]:
+    if not isinstance(node.value, dict) or "metrics" not in node.value:
+        return ()
+    child = node.child("metrics")
+    if not isinstance(child.value, dict):
+        child.add(f"must be a mapping of metric names, like `{{accuracy: {{direction: higher, tolerance: 0.01}}}}`, "
+                  f"got {_kind(child.value)}")
+        return ()
+    metrics: list[Metric] = []
+    for name in child.value:
+        if not isinstance(name, str) or not _METRIC.fullmatch(name):
+            child.add("a metric name is letters, digits, `_`, `.` and `-`", shown(str(name)))
+            continue
+        entry = child.child(name)
+        if not entry.mapping(("direction", "tolerance"), required=("direction",),
+                             hint=" like `{direction: higher, tolerance: 0.01}`"):
+            continue
+        metrics.append(Metric(name, entry.get("direction", _direction, "higher"),
+                              entry.get("tolerance", parse_tolerance, Tolerance(0.0))))
+    return tuple(metrics)
+
+
+def _federated(node: _Node, images: Collection[str] | None) -> FederatedConfig:
+    node.mapping(_FEDERATED, required=("server", "client"))
+    server_image, port, client_image = "", 8080, ""
+    if isinstance(node.value, dict) and "server" in node.value:
+        server = node.child("server")
+        if server.mapping(("image", "port"), required=("image",), hint=" like `{image: server, port: 8080}`"):
+            server_image = server.get("image", _image_ref_of(images), "")
+            port = server.get("port", _between(1, 65535), 8080)
+    if isinstance(node.value, dict) and "client" in node.value:
+        client = node.child("client")
+        if client.mapping(("image",), required=("image",), hint=" like `{image: client}`"):
+            client_image = client.get("image", _image_ref_of(images), "")
+    max_clients = node.get("max_clients", _between(1, MAX_CLIENTS_LIMIT), 16)
+    max_rounds = node.get("max_rounds", _between(1, MAX_ROUNDS_LIMIT), 100)
+    return FederatedConfig(
+        server_image=server_image,
+        server_port=port,
+        client_image=client_image,
+        clients=node.get("clients", _within_max(max_clients, "max_clients"), min(2, max_clients)),
+        rounds=node.get("rounds", _within_max(max_rounds, "max_rounds"), min(3, max_rounds)),
+        timeout=node.get("timeout", parse_duration, 3600),
+        max_clients=max_clients,
+        max_rounds=max_rounds,
+        on_push=node.get("on_push", _bool, False),
+        resources=_resources(node, Resources()),
+    )
