@@ -160,6 +160,7 @@ async def check_runs(bed: harness.Bed, count: int) -> list[int]:
 
 def job_bodies(bed: harness.Bed, check_ids: list[int]) -> list[dict[str, Any]]:
     from bot.core import config, jobs
+    from bot.platform import checks
     from bot.platform.settings import from_env
 
     cfg = config.parse(CONFIG)
@@ -170,7 +171,8 @@ def job_bodies(bed: harness.Bed, check_ids: list[int]) -> list[dict[str, Any]]:
         source = jobs.Source(harness.REPO, sha, harness.INSTALLATION, ref="master")
         image = cfg.images[i % 2]
         tag = jobs.image_tag("master", "2026-11-22T09:30:00Z", sha)
-        body = jobs.build_job(jobs.BuildRequest(source, image, cfg.registry, tag, "2026-11-22T09:30:00Z"), cluster)
+        body = jobs.build_job(jobs.BuildRequest(source, image, cfg.registry, tag, "2026-11-22T09:30:00Z"), cluster,
+                              check=checks.build_name(image.name))
         body["metadata"]["annotations"][jobs.CHECK_RUN] = str(check_id)
         bodies.append(body)
     return bodies

@@ -18,7 +18,7 @@ from aiohttp import web
 import handlers
 from bot.core import config, jobs
 from bot.flows import builds, deploy, federated, regression
-from bot.platform import logs
+from bot.platform import checks, logs
 from bot.service.app import create_app
 from bot.platform.settings import Settings, SettingsError, from_env, needs_setup, setup_mode_from
 from bot.service.setup import create_setup_app
@@ -81,7 +81,8 @@ def plan_push(payload_path: Path, config_path: Path) -> int:
     tag = jobs.image_tag(push.branch or push.tag_name or "ref", push.commit_time, push.sha)
     source = jobs.Source(push.repo, push.sha, push.installation_id, ref=push.branch or push.ref)
     cluster = jobs.cluster_from(plan_settings())
-    bodies = [jobs.build_job(jobs.BuildRequest(source, image, cfg.registry, tag, push.commit_time), cluster)
+    bodies = [jobs.build_job(jobs.BuildRequest(source, image, cfg.registry, tag, push.commit_time), cluster,
+                             check=checks.build_name(image.name))
               for image in images]
     why = "all images (changed files unknown)" if changed is None else f"{len(changed)} changed file(s)"
     print(f"# {len(bodies)} Kaniko Job(s) for {push.repo}@{push.sha[:7]} ({why})")
@@ -133,10 +134,8 @@ def configure_logging(settings: Settings, stream: TextIO | None = None) -> None:
 
 
 def build_app(settings: Settings, **options: Any) -> web.Application:
-    """The whole bot: handlers' routers, the tracker's reporters, the after-build hooks."""
-    reporters = {jobs.BUILD: builds.report_build, jobs.REGRESSION: regression.report,
-                 jobs.FEDERATED_SERVER: federated.report}
-    return create_app(settings, handlers.router(), reporters=reporters,
+    """The whole bot: handlers' routers, the kinds of work the tracker reports, the after-build hooks."""
+    return create_app(settings, handlers.router(), kinds=[builds.KIND, regression.KIND, federated.KIND],
                       after_build=[deploy.Deployer().after_build, federated.after_build], **options)
 
 

@@ -17,7 +17,7 @@ from gidgethub import routing, sansio
 from gidgethub.abc import GitHubAPI
 
 from bot.core import commands, jobs
-from bot.flows import builds, deploy, federated, pulls, regression
+from bot.flows import builds, deploy, federated, lifecycle, pulls, regression
 from bot.platform import checks, logs
 from bot.core.config import RepoConfig
 from bot.core.text import shown
@@ -222,7 +222,7 @@ async def run_build(ctx: Context, command: commands.Command) -> str:
 async def building(ctx: Context) -> set[str]:
     """Images with an unfinished build Job of this PR's head (a second `/build` does not start them again)."""
     assert ctx.pr is not None
-    running = await regression.running_for_pr(ctx.deps, ctx.repo, ctx.pr.number, (jobs.BUILD,))
+    running = await lifecycle.running(ctx.deps, jobs.BUILD, repo=ctx.repo, pr=ctx.pr.number)
     return {ann.get(jobs.IMAGE, "") for ann in map(jobs.annotations_of, running) if ann.get(jobs.SHA) == ctx.pr.head_sha}
 
 
@@ -305,8 +305,8 @@ async def cancel(ctx: Context, command: commands.Command) -> str:
     assert ctx.pr is not None
     kinds = {"build": (jobs.BUILD,), "regression": (jobs.REGRESSION,), "train": (jobs.FEDERATED_SERVER,),
              None: (jobs.BUILD, jobs.REGRESSION, jobs.FEDERATED_SERVER)}[command.kind]
-    count = await regression.cancel_for_pr(ctx.gh, ctx.deps, ctx.repo, ctx.pr.number,
-                                           f"Cancelled by @{ctx.user} with `/cancel`.", kinds=kinds)
+    count = await lifecycle.cancel_for_pr(ctx.gh, ctx.deps, ctx.repo, ctx.pr.number,
+                                          f"Cancelled by @{ctx.user} with `/cancel`.", kinds=kinds)
     waiting = command.kind in (None, "train") and await _drop_pending_train(ctx)
     text = f"cancelled {count} running Job{'s' if count != 1 else ''}" if count else ""
     if waiting:

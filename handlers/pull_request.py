@@ -7,7 +7,7 @@ from gidgethub import routing, sansio
 from gidgethub.abc import GitHubAPI
 
 from bot.core import jobs
-from bot.flows import pulls, regression
+from bot.flows import lifecycle, pulls, regression
 from bot.platform import checks
 from bot.flows.deps import Deps
 
@@ -21,9 +21,9 @@ PR_KINDS = (jobs.BUILD, jobs.REGRESSION, jobs.FEDERATED_SERVER)  # what a PR can
 async def queue_regression_for_new_head(event: sansio.Event, gh: GitHubAPI, *, deps: Deps) -> None:
     pr = pulls.PullRef.from_api(event.data["pull_request"], int(event.data["installation"]["id"]))
     cfg = await checks.load_config(gh, pr.repo, ref=pr.base_sha, sha=pr.head_sha)
-    await regression.cancel_for_pr(gh, deps, pr.repo, pr.number,
-                                   f"Cancelled: the pull request moved to {pr.head_sha[:7]}.", keep_sha=pr.head_sha,
-                                   kinds=PR_KINDS)
+    await lifecycle.cancel_for_pr(gh, deps, pr.repo, pr.number,
+                                  f"Cancelled: the pull request moved to {pr.head_sha[:7]}.", keep_sha=pr.head_sha,
+                                  kinds=PR_KINDS)
     if cfg is not None and cfg.regression is not None:
         await regression.mark_waiting(gh, pr.repo, pr.head_sha)
 
@@ -31,5 +31,5 @@ async def queue_regression_for_new_head(event: sansio.Event, gh: GitHubAPI, *, d
 @router.register("pull_request", action="closed")
 async def stop_jobs_of_closed_pr(event: sansio.Event, gh: GitHubAPI, *, deps: Deps) -> None:
     pr = pulls.PullRef.from_api(event.data["pull_request"], int(event.data["installation"]["id"]))
-    await regression.cancel_for_pr(gh, deps, pr.repo, pr.number, "Cancelled: the pull request was closed.",
-                                   kinds=PR_KINDS)
+    await lifecycle.cancel_for_pr(gh, deps, pr.repo, pr.number, "Cancelled: the pull request was closed.",
+                                  kinds=PR_KINDS)

@@ -397,7 +397,7 @@ async def test_kubernetes_deadline_while_the_bot_was_away_reports_timed_out(bed:
                       logs="epoch 1\nepoch 2\n")
     run = await wait_for(lambda: completed(bed, head), what="timeout report")
     assert (run["conclusion"], run["output"]["title"]) == ("timed_out", "Regression Job timed out")
-    assert "`regression.timeout` (20 min)" in run["output"]["summary"]
+    assert "`regression.timeout` (20m)" in run["output"]["summary"]
     assert "epoch 2" in run["output"]["text"]
 
 

@@ -98,11 +98,26 @@ class BuildRequest:
         return f"{self.registry}/{self.image.name}:{self.tag}"
 
 
+_TAG_TIME = re.compile(r"-(\d{14})-([0-9a-f]{7,40})$")
+
+
 def image_tag(branch: str, commit_time: str, sha: str) -> str:
     """`<branch>-<commit time UTC yyyymmddHHMMSS>-<sha7>`: sortable, immutable, a valid Docker tag."""
     when = datetime.fromisoformat(commit_time.replace("Z", "+00:00")).astimezone(timezone.utc)
     slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", branch).strip("-.") or "branch"
     return f"{slug[:100]}-{when:%Y%m%d%H%M%S}-{sha[:7]}"
+
+
+def tag_parts(tag: str) -> tuple[str, str] | None:
+    """(`yyyymmddHHMMSS`, sha7+) of a branch build's tag (`image_tag`); None for other tags."""
+    match = _TAG_TIME.search(tag or "")
+    return (match.group(1), match.group(2)) if match else None
+
+
+def tag_time(tag: str) -> str:
+    """The commit time of a branch build's tag, sortable; "" for other tags (PR builds)."""
+    parts = tag_parts(tag)
+    return parts[0] if parts else ""
 
 
 def pr_tag(number: int, sha: str) -> str:
@@ -120,13 +135,13 @@ def source_key(repo: str, sha: str) -> str:
     return f"sources/{repo}/{sha}.tar.gz"
 
 
-def build_job(req: BuildRequest, cluster: Cluster) -> dict[str, Any]:
-    """The Kaniko Job for one image of one commit."""
+def build_job(req: BuildRequest, cluster: Cluster, *, check: str) -> dict[str, Any]:
+    """The Kaniko Job for one image of one commit, reported on the check run named `check`."""
     src, image = req.source, req.image
     name = job_name(BUILD, image.name, src.sha, src.repo, req.tag, req.attempt)
     labels = _labels(BUILD, run=name, pr=src.pr)
     annotations = {**_annotations(src, run_id=name), IMAGE: image.name, DESTINATION: req.destination,
-                   TAG: req.tag, CHECK_NAME: f"flops/build: {image.name}", **req.annotations}
+                   TAG: req.tag, CHECK_NAME: check, **req.annotations}
     container = {
         "name": "kaniko",
         "image": cluster.kaniko_image,
@@ -240,14 +255,14 @@ def _fetch_container(cluster: Cluster, source_url: str) -> dict[str, Any]:
             "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": "512Mi"}}}
 
 
-def regression_job(src: Source, cluster: Cluster, work: Workload, *, source_url: str, timeout: int,
+def regression_job(src: Source, cluster: Cluster, work: Workload, *, check: str, source_url: str, timeout: int,
                    trigger: str, attempt: str = "", baseline: bool = False) -> dict[str, Any]:
     """The train + evaluate Job of a PR head (or of a default-branch commit: a baseline)."""
     # Distinct labels: a merge-queue commit becomes a default-branch commit, whose baseline run must not
     # collide with the merge group's Job name.
     label = f"pr{src.pr}" if src.pr is not None else "base" if baseline else "queue"
     name = job_name(REGRESSION, label, src.sha, src.repo, attempt)
-    annotations = {**_annotations(src, run_id=name), CHECK_NAME: "flops/regression", TRIGGER: trigger,
+    annotations = {**_annotations(src, run_id=name), CHECK_NAME: check, TRIGGER: trigger,
                    OUTPUT: output_prefix(src.repo, name), TIMEOUT: str(timeout)}
     if baseline:
         annotations[BASELINE] = "true"
@@ -280,11 +295,11 @@ class FederatedRun:
         return f"{self.run_id}:{self.port}"
 
 
-def federated_server_job(run: FederatedRun, cluster: Cluster) -> dict[str, Any]:
+def federated_server_job(run: FederatedRun, cluster: Cluster, *, check: str) -> dict[str, Any]:
     """The aggregation server: its end is the run's end. The bot stops it at `timeout` (the
     tracker, so the server's log can still be read); Kubernetes only STOP_GRACE later."""
     src, name = run.source, run.run_id
-    annotations = {**_annotations(src, run_id=name), CHECK_NAME: "flops/federated", TRIGGER: run.trigger,
+    annotations = {**_annotations(src, run_id=name), CHECK_NAME: check, TRIGGER: run.trigger,
                    OUTPUT: output_prefix(src.repo, name), ROUNDS: str(run.rounds), CLIENTS: str(run.clients),
                    TIMEOUT: str(run.timeout)}
     env = _fl_env(run)

@@ -18,9 +18,10 @@ from gidgethub.abc import GitHubAPI
 from bot.core import jobs
 from bot.platform import checks, logs
 from bot.core.config import DeployTarget, ImageConfig, RepoConfig
+from bot.flows import lifecycle
 from bot.flows.deps import Deps
 from bot.platform.sources import ensure_source
-from bot.flows.tracker import diagnose, log_tail, termination_message
+from bot.flows.diagnosis import diagnose, log_tail, termination_message
 
 log = logs.get_logger(__name__)
 
@@ -161,7 +162,7 @@ async def start_for_pr(gh: GitHubAPI, deps: Deps, cfg: RepoConfig, pr: Any, name
 async def launch_build(gh: GitHubAPI, deps: Deps, request: jobs.BuildRequest) -> bool:
     """Check run first (its id goes on the Job), then the Job. A Job that exists already means
     this request was handled (redelivery, restart): nothing is posted twice."""
-    body = jobs.build_job(request, jobs.cluster_from(deps.settings))
+    body = jobs.build_job(request, jobs.cluster_from(deps.settings), check=checks.build_name(request.image.name))
     name = jobs.name_of(body)
     if await deps.kube.get_job(name) is not None:
         return False
@@ -180,23 +181,12 @@ async def launch_build(gh: GitHubAPI, deps: Deps, request: jobs.BuildRequest) ->
 
 async def supersede(gh: GitHubAPI, deps: Deps, push: Push) -> None:
     """Running builds of older commits on this branch: deleted, their checks `cancelled`."""
-    for job in await deps.kube.list_jobs(jobs.unreported(jobs.BUILD)):
+    for job in await lifecycle.running(deps, jobs.BUILD, repo=push.repo):
         ann = jobs.annotations_of(job)
-        if (ann.get(jobs.REPO) != push.repo or ann.get(jobs.REF) != push.branch or ann.get(jobs.SHA) == push.sha
-                or jobs.REPORTED in ann or jobs.outcome(job).finished):
+        if ann.get(jobs.REF) != push.branch or ann.get(jobs.SHA) == push.sha:
             continue
-        name = jobs.name_of(job)
-        await cancel_job(gh, deps, job, f"Superseded by a newer push to `{push.branch}`: {push.sha[:7]}.")
-        log.info("build superseded", extra={"repo": push.repo, "job": name, "by": push.sha})
-
-
-async def cancel_job(gh: GitHubAPI, deps: Deps, job: dict[str, Any], why: str) -> None:
-    """Mark reported first (the tracker must not report it), complete the check, delete the Job."""
-    name, ann = jobs.name_of(job), jobs.annotations_of(job)
-    await deps.kube.annotate_job(name, {jobs.REPORTED: "cancelled"}, labels=jobs.REPORTED_LABEL)
-    if ann.get(jobs.CHECK_RUN):
-        await checks.complete(gh, ann[jobs.REPO], ann[jobs.CHECK_RUN], "cancelled", title="Cancelled", summary=why)
-    await deps.kube.delete_job(name)
+        await lifecycle.cancel(gh, deps, job, f"Superseded by a newer push to `{push.branch}`: {push.sha[:7]}.")
+        log.info("build superseded", extra={"repo": push.repo, "job": jobs.name_of(job), "by": push.sha})
 
 
 async def rerun(gh: GitHubAPI, deps: Deps, cfg: RepoConfig, *, repo: str, sha: str, image_name: str,
@@ -251,7 +241,7 @@ async def report_build(job: dict[str, Any], result: jobs.Outcome, deps: Deps) ->
                   "deploy_targets": ann.get(jobs.DEPLOY_TARGETS, "[]"), "push_images": ann.get(PUSH_IMAGES, ""),
                   "fast_forward_of": ann.get(PARENT, "")}
         await save_record(deps, record)
-        await _finish(gh, deps, job, "success", title=f"Built {ann[jobs.DESTINATION]}",
+        await checks.finish(gh, ann, "success", title=f"Built {ann[jobs.DESTINATION]}",
                       summary=f"**Image:** `{ann[jobs.DESTINATION]}`\n**Digest:** `{digest}`\n\n"
                               f"Pull by digest: `{record['reference']}`")
         for hook in deps.after_build:
@@ -265,7 +255,7 @@ async def report_build(job: dict[str, Any], result: jobs.Outcome, deps: Deps) ->
         why = diagnosis.reason
         text = await log_tail(deps, diagnosis.pod, diagnosis.container, pods)
     hint = _hint(why, deps)
-    await _finish(gh, deps, job, "failure", title=f"Build failed: {why}"[:200],
+    await checks.finish(gh, ann, "failure", title=f"Build failed: {why}"[:200],
                   summary=f"Building `{ann[jobs.DESTINATION]}` failed.\n\n**Reason:** {why}\n\n{hint}".rstrip(),
                   text=f"Last lines of the build log (Job `{name}`):\n\n```\n{text.rstrip()}\n```" if text else None)
     return "failure"
@@ -278,13 +268,8 @@ async def save_record(deps: Deps, record: dict[str, Any]) -> None:
         return
     latest = latest_key(record["repo"], record["ref"], record["image"])
     current = await deps.artifacts.get_json(latest)
-    if current is None or _tag_time(current["tag"]) <= _tag_time(record["tag"]):
+    if current is None or jobs.tag_time(current["tag"]) <= jobs.tag_time(record["tag"]):
         await deps.artifacts.put_json(latest, record)
-
-
-def _tag_time(tag: str) -> str:
-    parts = tag.rsplit("-", 2)
-    return parts[-2] if len(parts) == 3 else ""
 
 
 def _hint(why: str, deps: Deps) -> str:
@@ -297,18 +282,9 @@ def _hint(why: str, deps: Deps) -> str:
     return "Use the Re-run button on this check to build again."
 
 
-async def _finish(gh: GitHubAPI, deps: Deps, job: dict[str, Any], conclusion: str, *, title: str, summary: str,
-                  text: str | None = None) -> None:
-    """Complete the Job's check run; create it (already completed) if the bot died before it could."""
-    ann = jobs.annotations_of(job)
-    check_id = ann.get(jobs.CHECK_RUN)
-    if check_id:
-        await checks.complete(gh, ann[jobs.REPO], check_id, conclusion, title=title, summary=summary, text=text)
-        return
-    await checks.post_completed(gh, ann[jobs.REPO], ann[jobs.SHA], ann[jobs.CHECK_NAME], conclusion,
-                                title=title, summary=summary, text=text)
-
-
 def image_for_check(cfg: RepoConfig, check_name: str) -> ImageConfig | None:
     prefix = checks.build_name("")
     return cfg.image(check_name[len(prefix):]) if check_name.startswith(prefix) else None
+
+
+KIND = lifecycle.Kind(jobs.BUILD, report_build)

@@ -26,7 +26,7 @@ from typing import Any
 import gidgethub
 from gidgethub.abc import GitHubAPI
 
-from bot.core import manifests
+from bot.core import jobs, manifests
 from bot.flows import builds
 from bot.platform import checks, logs
 from bot.core.config import DeployTarget, RepoConfig
@@ -35,7 +35,6 @@ from bot.flows.deps import Deps
 log = logs.get_logger(__name__)
 
 ATTEMPTS = 5
-TAG_TIME = re.compile(r"-(\d{14})-([0-9a-f]{7,40})$")
 
 
 class DeployError(Exception):
@@ -285,10 +284,10 @@ def _deployed(request: Request, plan: Plan, branch: str, url: str) -> Result:
 async def is_newer(gh: GitHubAPI, repo: str, current: str, record: dict[str, Any]) -> bool:
     """Does `current` name a build of a commit newer than the record's? Ancestry first, tag second."""
     _, tag, _ = manifests.split_image(current)
-    match = TAG_TIME.search(tag or "")
-    if not match or current == record["reference"]:
+    parts = jobs.tag_parts(tag or "")
+    if parts is None or current == record["reference"]:
         return False
-    current_sha = match.group(2)
+    current_time, current_sha = parts
     if record["sha"].startswith(current_sha) or str(record.get("fast_forward_of") or "").startswith(current_sha):
         return False  # the same commit, or the branch head our push fast-forwarded from: ours is newer
     try:
@@ -297,14 +296,8 @@ async def is_newer(gh: GitHubAPI, repo: str, current: str, record: dict[str, Any
             return bool(data["status"] == "ahead")
     except gidgethub.BadRequest:
         pass  # unknown commit (another repo, force-pushed away): fall back to the sortable tag
-    mine = _tag_time(str(record["tag"]))
-    return bool(mine and match.group(1) > mine)
-
-
-def _tag_time(tag: str) -> str:
-    """`yyyymmddHHMMSS` of a branch build's tag (`<branch>-<time>-<sha7>`), "" for other tags."""
-    match = TAG_TIME.search(tag)
-    return match.group(1) if match else ""
+    mine = jobs.tag_time(str(record["tag"]))
+    return bool(mine and current_time > mine)
 
 
 def commit_message(request: Request, plan: Plan) -> str:
@@ -433,6 +426,6 @@ async def _redeploy_latest(gh: GitHubAPI, deps: Deps, target: DeployTarget, repo
         if latest is None:
             return Result("failure", "Nothing to deploy", f"No successful build of `{image}` on `{branch}` yet.")
         records[image] = latest
-    newest = max(records.values(), key=lambda r: _tag_time(str(r["tag"])))
+    newest = max(records.values(), key=lambda r: jobs.tag_time(str(r["tag"])))
     return await deploy_and_report(gh, deps, Request(target, repo, str(newest["sha"]), records,
                                                      requested_by=requested_by))

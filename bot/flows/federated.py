@@ -18,13 +18,14 @@ from typing import Any
 from gidgethub.abc import GitHubAPI
 
 from bot.core import jobs
-from bot.flows import builds
+from bot.core.text import duration
+from bot.flows import builds, lifecycle
 from bot.platform import checks, comments, logs
 from bot.flows.builds import Push
 from bot.core.config import FederatedConfig, RepoConfig, Resources
 from bot.flows.deps import Deps
 from bot.flows.pulls import PullRef
-from bot.flows.tracker import diagnose, log_tail
+from bot.flows.diagnosis import diagnose, log_tail
 
 log = logs.get_logger(__name__)
 
@@ -155,10 +156,9 @@ async def image_refs(deps: Deps, request: RunRequest) -> dict[str, str] | None:
 async def builds_in_progress(deps: Deps, request: RunRequest) -> set[str]:
     """The run's images with a build Job for this commit that has not reported yet."""
     names = set()
-    for job in await deps.kube.list_jobs(jobs.unreported(jobs.BUILD)):
+    for job in await lifecycle.unreported(deps, jobs.BUILD, repo=request.repo, sha=request.sha):
         ann, state = jobs.annotations_of(job), jobs.outcome(job)
-        if (ann.get(jobs.REPO) == request.repo and ann.get(jobs.SHA) == request.sha and ann.get(jobs.IMAGE)
-                in request.images and jobs.REPORTED not in ann and (not state.finished or state.succeeded)):
+        if ann.get(jobs.IMAGE) in request.images and (not state.finished or state.succeeded):
             names.add(ann[jobs.IMAGE])
     return names
 
@@ -173,7 +173,7 @@ async def launch(gh: GitHubAPI, deps: Deps, request: RunRequest, refs: dict[str,
         server=jobs.Workload(image=refs[request.server_image], resources=request.resources),
         client=jobs.Workload(image=refs[request.client_image], resources=request.resources))
     cluster = jobs.cluster_from(deps.settings)
-    server = await deps.kube.create_job(jobs.federated_server_job(run, cluster))
+    server = await deps.kube.create_job(jobs.federated_server_job(run, cluster, check=checks.FEDERATED))
     if server is None:
         return run.run_id
     await deps.kube.create_service(jobs.federated_service(run, cluster, server))
@@ -182,7 +182,7 @@ async def launch(gh: GitHubAPI, deps: Deps, request: RunRequest, refs: dict[str,
     check_id = await checks.create(
         gh, src.repo, src.sha, checks.FEDERATED, external_id=run.run_id, title="Federated training running",
         summary=f"Run `{run.run_id}` (started by {run.trigger}): {run.rounds} rounds, {run.clients} clients, "
-                f"timeout {_duration(run.timeout)}.\n\n- server: `{run.server.image}` at `{run.address}`\n"
+                f"timeout {duration(run.timeout)}.\n\n- server: `{run.server.image}` at `{run.address}`\n"
                 f"- clients: `{run.client.image}`\n- output: `s3://{cluster.bucket}/"
                 f"{jobs.output_prefix(src.repo, run.run_id)}`")
     await deps.kube.annotate_job(run.run_id, {jobs.CHECK_RUN: str(check_id)})
@@ -232,7 +232,7 @@ async def report(job: dict[str, Any], result: jobs.Outcome, deps: Deps) -> str:
         else:
             diagnosis = diagnose(result, pods)
             reason = f"{diagnosis.reason} ({result.message})" if timed_out and result.message else diagnosis.reason
-            title = f"Federated run timed out after {_duration(int(ann.get(jobs.TIMEOUT) or 0))}" if timed_out \
+            title = f"Federated run timed out after {duration(int(ann.get(jobs.TIMEOUT) or 0))}" if timed_out \
                 else f"Federated server failed: {diagnosis.reason}"
         if failed:
             reason += "\n\n**Failed clients:** " + ", ".join(f"{c.client} (`{c.job}`)" for c in failed)
@@ -242,7 +242,7 @@ async def report(job: dict[str, Any], result: jobs.Outcome, deps: Deps) -> str:
             "No server log could be read: when the bot is not running at the timeout, Kubernetes stops the run "
             f"{jobs.STOP_GRACE // 60} min later and deletes its Pods, logs included." if timed_out else None)
     summary = await summarize(deps, ann, metrics, roster, reason)
-    await _complete(gh, ann, conclusion, title=title[:200], summary=summary, text=text)
+    await checks.finish(gh, ann, conclusion, title=title[:200], summary=summary, text=text)
     if ann.get(jobs.PR):
         await comments.upsert(gh, ann[jobs.REPO], int(ann[jobs.PR]), MARKER,
                               f"{MARKER}\n### {checks.FEDERATED} · `{ann[jobs.SHA][:7]}` · **{conclusion}**: "
@@ -348,17 +348,6 @@ def roster_table(roster: list[ClientOutcome]) -> str:
         f"| {c.client} | `{c.job}` | {c.outcome} |" for c in roster)
 
 
-async def _complete(gh: GitHubAPI, ann: dict[str, str], conclusion: str, *, title: str, summary: str,
-                    text: str | None) -> None:
-    """Complete the run's check; create it (already completed) if the bot died before it could."""
-    if ann.get(jobs.CHECK_RUN):
-        await checks.complete(gh, ann[jobs.REPO], ann[jobs.CHECK_RUN], conclusion, title=title, summary=summary,
-                              text=text)
-    else:
-        await checks.post_completed(gh, ann[jobs.REPO], ann[jobs.SHA], checks.FEDERATED, conclusion, title=title,
-                                    summary=summary, text=text)
-
-
 def _final_line(metrics: dict[str, Any]) -> str:
     final = metrics.get("metrics") or {}
     shown = [f"{k} {_fmt(v)}" for k, v in sorted(final.items()) if isinstance(v, (int, float))][:3]
@@ -371,7 +360,4 @@ def _fmt(value: Any) -> str:
     return json.dumps(value) if isinstance(value, (dict, list)) else str(value)
 
 
-def _duration(seconds: int) -> str:
-    if seconds % 3600 == 0 and seconds:
-        return f"{seconds // 3600}h"
-    return f"{seconds // 60}m" if seconds % 60 == 0 and seconds >= 60 else f"{seconds}s"
+KIND = lifecycle.Kind(jobs.FEDERATED_SERVER, report)

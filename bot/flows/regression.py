@@ -16,13 +16,14 @@ from gidgethub.abc import GitHubAPI
 from kubernetes.client import ApiException
 
 from bot.core import jobs, verdict
-from bot.flows import builds
+from bot.core.text import duration
+from bot.flows import lifecycle
 from bot.platform import checks, comments, logs
 from bot.core.config import Metric, RegressionConfig, parse_tolerance
 from bot.flows.deps import Deps
 from bot.flows.pulls import PullRef
 from bot.platform.sources import ensure_source
-from bot.flows.tracker import diagnose, log_tail
+from bot.flows.diagnosis import diagnose, log_tail
 
 log = logs.get_logger(__name__)
 
@@ -68,7 +69,7 @@ async def start(gh: GitHubAPI, deps: Deps, cfg: RegressionConfig, src: jobs.Sour
     if src.pr is not None and await _supersede_pr_runs(gh, deps, src):
         return None
     url = await source_url(deps, src.installation_id, src.repo, src.sha)
-    body = jobs.regression_job(src, jobs.cluster_from(deps.settings), workload(cfg), source_url=url,
+    body = jobs.regression_job(src, jobs.cluster_from(deps.settings), workload(cfg), check=checks.REGRESSION, source_url=url,
                                timeout=cfg.timeout, trigger=trigger, attempt=attempt, baseline=baseline)
     name = jobs.name_of(body)
     if await deps.kube.get_job(name) is not None:
@@ -101,65 +102,31 @@ async def _empty_output(deps: Deps, prefix: str) -> None:
 async def _supersede_pr_runs(gh: GitHubAPI, deps: Deps, src: jobs.Source) -> bool:
     """Cancel the PR's running regression Jobs of other commits; True if one of `src.sha` runs."""
     assert src.pr is not None
-    same = False
-    for job in await running_for_pr(deps, src.repo, src.pr):
-        if jobs.annotations_of(job).get(jobs.SHA) == src.sha:
-            same = True
-        else:
-            await builds.cancel_job(gh, deps, job, f"Superseded: a new run started for {src.sha[:7]}.")
-    return same
-
-
-async def running_for_pr(deps: Deps, repo: str, number: int,
-                         kinds: tuple[str, ...] = (jobs.REGRESSION,)) -> list[dict[str, Any]]:
-    """The PR's Jobs of `kinds` that are neither finished nor reported (nor cancelled)."""
-    found = []
-    for kind in kinds:
-        for job in await deps.kube.list_jobs(jobs.unreported(kind, f"{jobs.PR_LABEL}={number}")):
-            ann = jobs.annotations_of(job)
-            if ann.get(jobs.REPO) == repo and jobs.REPORTED not in ann and not jobs.outcome(job).finished:
-                found.append(job)
-    return found
+    found = await lifecycle.running(deps, jobs.REGRESSION, repo=src.repo, pr=src.pr)
+    others = [job for job in found if jobs.annotations_of(job).get(jobs.SHA) != src.sha]
+    await lifecycle.cancel_all(gh, deps, others, f"Superseded: a new run started for {src.sha[:7]}.")
+    return len(others) < len(found)
 
 
 async def _check_for(gh: GitHubAPI, src: jobs.Source, name: str, what: str, cfg: RegressionConfig,
                      trigger: str) -> int:
     """Reuse the head's `queued` check (left by a synchronize) or create one, now in progress."""
     summary = (f"Regression Job `{name}` ({what}, started by {trigger}) runs `{' '.join(cfg.command)}` in "
-               f"`{cfg.image}`; timeout {_duration(cfg.timeout)}.")
+               f"`{cfg.image}`; timeout {duration(cfg.timeout)}.")
     existing = await checks.latest(gh, src.repo, src.sha, checks.REGRESSION)
     if existing and existing["status"] == "queued":
-        await gh.patch("/repos/" + src.repo + "/check-runs/{id}", url_vars={"id": str(existing["id"])},
-                       data={"status": "in_progress", "started_at": checks.now(), "external_id": name,
-                             "output": {"title": "Regression test running", "summary": summary}})
+        await checks.update(gh, src.repo, existing["id"], status="in_progress", external_id=name,
+                            title="Regression test running", summary=summary)
         return int(existing["id"])
     return await checks.create(gh, src.repo, src.sha, checks.REGRESSION, external_id=name,
                                title="Regression test running", summary=summary)
 
 
-async def cancel_for_pr(gh: GitHubAPI, deps: Deps, repo: str, number: int, why: str, *,
-                        keep_sha: str | None = None, kinds: tuple[str, ...] = (jobs.REGRESSION,)) -> int:
-    """Stop the PR's unfinished Jobs of `kinds` (except those for `keep_sha`); checks -> cancelled."""
-    cancelled = 0
-    for job in await running_for_pr(deps, repo, number, kinds):
-        if keep_sha and jobs.annotations_of(job).get(jobs.SHA) == keep_sha:
-            continue
-        await builds.cancel_job(gh, deps, job, why)
-        cancelled += 1
-    return cancelled
-
-
 async def cancel_for_commit(gh: GitHubAPI, deps: Deps, repo: str, sha: str, why: str) -> int:
     """Stop the unfinished non-PR, non-baseline regression Jobs of `sha` (a merge group's)."""
-    cancelled = 0
-    for job in await deps.kube.list_jobs(jobs.unreported(jobs.REGRESSION)):
-        ann = jobs.annotations_of(job)
-        if (ann.get(jobs.REPO) != repo or ann.get(jobs.SHA) != sha or jobs.PR in ann or jobs.BASELINE in ann
-                or jobs.REPORTED in ann or jobs.outcome(job).finished):
-            continue
-        await builds.cancel_job(gh, deps, job, why)
-        cancelled += 1
-    return cancelled
+    found = await lifecycle.running(deps, jobs.REGRESSION, repo=repo, sha=sha)
+    return await lifecycle.cancel_all(gh, deps, [job for job in found if not {jobs.PR, jobs.BASELINE}
+                                                 & jobs.annotations_of(job).keys()], why)
 
 
 async def mark_waiting(gh: GitHubAPI, repo: str, sha: str) -> None:
@@ -187,10 +154,10 @@ async def report(job: dict[str, Any], result: jobs.Outcome, deps: Deps) -> str:
     else:
         why = "is missing" if written is None else "has no `metrics` object"
     if not isinstance(written, dict) or not isinstance(written.get("metrics"), dict):
-        await _finish(gh, deps, ann, "failure", "No metrics",
-                      f"The Job succeeded but `{key}` {why}. The workload must write "
-                      '`{"metrics": {"accuracy": 0.91}, "links": {"MLflow run": "https://..."}}` to '
-                      "`$FLOPS_OUTPUT` + `metrics.json` in `$FLOPS_S3_BUCKET`.")
+        await checks.finish(gh, ann, "failure", title="No metrics",
+                            summary=f"The Job succeeded but `{key}` {why}. The workload must write "
+                                    '`{"metrics": {"accuracy": 0.91}, "links": {"MLflow run": "https://..."}}` to '
+                                    "`$FLOPS_OUTPUT` + `metrics.json` in `$FLOPS_S3_BUCKET`.")
         if ann.get(jobs.PR):
             await _comment(gh, deps, ann, "failure", f"no metrics: `metrics.json` {why}", None)
         return "failure"
@@ -217,11 +184,11 @@ async def _report_failure(gh: GitHubAPI, deps: Deps, job: dict[str, Any], result
     if result.reason == "DeadlineExceeded":
         limit = ann.get(jobs.TIMEOUT) or str((job.get("spec") or {}).get("activeDeadlineSeconds") or 0)
         conclusion, title = "timed_out", "Regression Job timed out"
-        reason = (f"the run took longer than `regression.timeout` ({_duration(int(limit))}) and was stopped. "
+        reason = (f"the run took longer than `regression.timeout` ({duration(int(limit))}) and was stopped. "
                   f"Raise the timeout in `.github/flops.yml` if the run is legitimately slow.")
     else:
         conclusion, title, reason = "failure", "Regression Job failed", diagnosis.reason
-    await _finish(gh, deps, ann, conclusion, title, f"**Reason:** {reason}", text=text)
+    await checks.finish(gh, ann, conclusion, title=title, summary=f"**Reason:** {reason}", text=text)
     if ann.get(jobs.PR):
         await _comment(gh, deps, ann, conclusion, reason, None)
     return conclusion
@@ -233,16 +200,10 @@ async def _report_baseline(gh: GitHubAPI, deps: Deps, ann: dict[str, str], metri
     await deps.artifacts.put_json(baseline_key(repo, sha), {"sha": sha, "metrics": metrics, "links": links,
                                                             "run": ann[jobs.RUN_ID], "recorded_at": checks.now()})
     rows = "\n".join(f"| {k} | {_value(v)} |" for k, v in sorted(metrics.items()))
-    await _finish(gh, deps, ann, "success", "Baseline recorded",
-                  f"Metrics of `{sha[:7]}`, now the baseline for pull requests based on it:\n\n"
-                  f"| metric | value |\n|---|---|\n{rows}{_links(links)}", details_url=_mlflow(links))
+    await checks.finish(gh, ann, "success", title="Baseline recorded",
+                        summary=f"Metrics of `{sha[:7]}`, now the baseline for pull requests based on it:\n\n"
+                                f"| metric | value |\n|---|---|\n{rows}{_links(links)}", details_url=_mlflow(links))
     return "success"
-
-
-def _duration(seconds: int) -> str:
-    if seconds % 60:
-        return f"{seconds}s"
-    return f"{seconds // 60} min" if seconds % 3600 else f"{seconds // 3600} h"
 
 
 def _value(value: object) -> str:
@@ -281,7 +242,7 @@ async def _report_pr(gh: GitHubAPI, deps: Deps, ann: dict[str, str], metrics: di
     if not gate:
         summary += "\n\nNo metric is gated: add `regression.metrics` to `.github/flops.yml`."
     summary += _links(links)
-    await _finish(gh, deps, ann, conclusion, title, summary, details_url=_mlflow(links))
+    await checks.finish(gh, ann, conclusion, title=title, summary=summary, details_url=_mlflow(links))
     if conclusion == "success":  # only a pass is ever reused
         await _remember_tree(gh, deps, repo, sha, head_tree(comparison, sha), conclusion, title, summary)
     if ann.get(jobs.PR):
@@ -361,12 +322,6 @@ async def find_baseline(gh: GitHubAPI, deps: Deps, repo: str, merge_base: str) -
     return None
 
 
-async def _finish(gh: GitHubAPI, deps: Deps, ann: dict[str, str], conclusion: str, title: str, summary: str, *,
-                  text: str | None = None, details_url: str | None = None) -> None:
-    await checks.complete(gh, ann[jobs.REPO], ann[jobs.CHECK_RUN], conclusion, title=title, summary=summary,
-                          text=text, details_url=details_url)
-
-
 def check_url(deps: Deps, repo: str, check_id: str) -> str:
     return f"{jobs.cluster_from(deps.settings).github_url}/{repo}/runs/{check_id}"
 
@@ -399,3 +354,6 @@ def _links(links: dict[str, str]) -> str:
 def _mlflow(links: dict[str, str]) -> str | None:
     """details_url: the MLflow link when the workload gave one."""
     return next((value for key, value in links.items() if "mlflow" in key.lower()), None)
+
+
+KIND = lifecycle.Kind(jobs.REGRESSION, report)

@@ -14,8 +14,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Mapping
-from dataclasses import dataclass
+from collections.abc import Coroutine, Iterable
 from datetime import datetime
 from typing import Any
 
@@ -25,23 +24,18 @@ from kubernetes.client import ApiException
 from bot.core import jobs
 from bot.platform import checks, logs
 from bot.flows.deps import Deps
-from bot.platform.logs import Redactor
+from bot.flows.lifecycle import Kind
 
 log = logs.get_logger(__name__)
 
 WATCH_SECONDS = 300
-LOG_LINES = 50
 LIST_PAGE = 500  # Jobs per page when listing
 REPORTS_AT_ONCE = 16  # a burst of finished Jobs waits its turn here instead of holding thousands of reports open
 
-# A reporter turns one finished Job into a GitHub report and returns the conclusion it posted.
-Reporter = Callable[[dict[str, Any], jobs.Outcome, Deps], Awaitable[str]]
-
-
 class Tracker:
-    def __init__(self, deps: Deps, reporters: Mapping[str, Reporter], *, watch_seconds: int = WATCH_SECONDS) -> None:
+    def __init__(self, deps: Deps, kinds: Iterable[Kind], *, watch_seconds: int = WATCH_SECONDS) -> None:
         self.deps = deps
-        self.reporters = reporters
+        self.reporters = {kind.name: kind.report for kind in kinds}
         self.watch_seconds = watch_seconds
         self._inflight: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -241,69 +235,3 @@ def _identity(job: dict[str, Any]) -> dict[str, Any]:
     again when it starts, so thousands of waiting reports do not hold thousands of whole Jobs."""
     meta = job.get("metadata") or {}
     return {"metadata": {k: meta[k] for k in ("name", "namespace", "labels", "annotations") if k in meta}}
-
-
-# --- what reporters share -------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Diagnosis:
-    reason: str  # one line a human reads first
-    pod: str | None
-    container: str | None
-    exit_code: int | None = None
-
-
-def diagnose(result: jobs.Outcome, pods: list[dict[str, Any]]) -> Diagnosis:
-    """Why a Job failed: image pull, OOMKilled, exit code, deadline, backoff — most specific first."""
-    for pod in sorted(pods, key=lambda p: p["metadata"].get("creationTimestamp") or "", reverse=True):
-        statuses = (pod.get("status") or {})
-        for status in (statuses.get("initContainerStatuses") or []) + (statuses.get("containerStatuses") or []):
-            state = status.get("state") or {}
-            waiting = state.get("waiting") or {}
-            if waiting.get("reason") in ("ImagePullBackOff", "ErrImagePull", "InvalidImageName",
-                                         "CreateContainerConfigError"):
-                return Diagnosis(f"{waiting['reason']}: {waiting.get('message', '').strip()}".rstrip(": "),
-                                 pod["metadata"]["name"], status["name"])
-            terminated = state.get("terminated") or {}
-            if terminated and terminated.get("exitCode", 0) != 0:
-                why = terminated.get("reason") or "Error"
-                text = f"container `{status['name']}` exited with code {terminated['exitCode']} ({why})"
-                if why == "OOMKilled":
-                    text += ": out of memory; raise the memory limit in .github/flops.yml"
-                return Diagnosis(text, pod["metadata"]["name"], status["name"], terminated["exitCode"])
-    if result.reason == "DeadlineExceeded":
-        return Diagnosis("deadline exceeded: the Job ran longer than its timeout", _last_pod(pods), None)
-    return Diagnosis(f"{result.reason or 'Failed'}: {result.message}".rstrip(": "), _last_pod(pods), None)
-
-
-def _last_pod(pods: list[dict[str, Any]]) -> str | None:
-    return pods[-1]["metadata"]["name"] if pods else None
-
-
-def first_container(pod: dict[str, Any]) -> str:
-    return str(pod["spec"]["containers"][0]["name"])
-
-
-async def log_tail(deps: Deps, pod: str | None, container: str | None, pods: list[dict[str, Any]]) -> str:
-    """The last lines of the container that failed, secrets masked."""
-    if pod is None:
-        return ""
-    if container is None:
-        container = next((first_container(p) for p in pods if p["metadata"]["name"] == pod), None)
-        if container is None:
-            return ""
-    text = await deps.kube.pod_log(pod, container, tail_lines=LOG_LINES)
-    s = deps.settings
-    return Redactor([s.private_key, *s.webhook_secrets, s.s3.secret_key, s.s3.access_key])(text)
-
-
-def termination_message(pods: list[dict[str, Any]], container: str | None = None) -> str | None:
-    """The termination message of a container that exited 0 (Kaniko writes the digest there)."""
-    for pod in pods:
-        for status in (pod.get("status") or {}).get("containerStatuses") or []:
-            if container and status.get("name") != container:
-                continue
-            terminated = (status.get("state") or {}).get("terminated") or {}
-            if terminated.get("exitCode") == 0 and terminated.get("message"):
-                return str(terminated["message"]).strip()
-    return None

@@ -5,12 +5,13 @@ Check-run names are public contract (branch protection requires them by name).
 from __future__ import annotations
 
 from datetime import datetime, timezone
+from collections.abc import Mapping
 from typing import Any
 
 import gidgethub
 from gidgethub.abc import GitHubAPI
 
-from bot.core import config
+from bot.core import config, jobs
 
 CONFIG = "flops/config"
 REGRESSION = "flops/regression"
@@ -76,6 +77,31 @@ async def post_completed(gh: GitHubAPI, repo: str, sha: str, name: str, conclusi
         body["details_url"] = details_url
     data = await gh.post("/repos/" + repo + "/check-runs", data=body)
     return int(data["id"])
+
+
+async def update(gh: GitHubAPI, repo: str, check_id: int | str, *, title: str, summary: str,
+                 status: str | None = None, external_id: str | None = None) -> None:
+    """Change an open check run's output (and status: a `queued` check that now runs)."""
+    body: dict[str, Any] = {"output": _output(title, summary, None)}
+    if status:
+        body["status"] = status
+        if status == "in_progress":
+            body["started_at"] = now()
+    if external_id:
+        body["external_id"] = external_id
+    await gh.patch("/repos/" + repo + "/check-runs/{id}", url_vars={"id": str(check_id)}, data=body)
+
+
+async def finish(gh: GitHubAPI, ann: Mapping[str, str], conclusion: str, *, title: str, summary: str,
+                 text: str | None = None, details_url: str | None = None) -> None:
+    """Complete the check run of a Job (named by its annotations); create it already completed when
+    the bot died before it could create it."""
+    if ann.get(jobs.CHECK_RUN):
+        await complete(gh, ann[jobs.REPO], ann[jobs.CHECK_RUN], conclusion, title=title, summary=summary, text=text,
+                       details_url=details_url)
+        return
+    await post_completed(gh, ann[jobs.REPO], ann[jobs.SHA], ann[jobs.CHECK_NAME], conclusion, title=title,
+                         summary=summary, text=text, details_url=details_url)
 
 
 async def latest(gh: GitHubAPI, repo: str, sha: str, name: str) -> dict[str, Any] | None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 import aiohttp
@@ -17,7 +17,8 @@ from aiohttp import web
 from gidgethub import routing, sansio
 
 from bot.flows.deps import AfterBuild, Deps
-from bot.flows.tracker import WATCH_SECONDS, Reporter, Tracker
+from bot.flows.lifecycle import Kind
+from bot.flows.tracker import WATCH_SECONDS, Tracker
 from bot.platform import logs
 from bot.platform.artifacts import Artifacts
 from bot.platform.github import GitHubApp, RetryPolicy
@@ -117,11 +118,11 @@ async def metrics(request: web.Request) -> web.Response:
                         headers={"X-Content-Type-Options": "nosniff"})
 
 
-def create_app(settings: Settings, router: routing.Router, *, reporters: Mapping[str, Reporter],
+def create_app(settings: Settings, router: routing.Router, *, kinds: Iterable[Kind],
                after_build: list[AfterBuild] | None = None, policy: RetryPolicy | None = None,
                drain_seconds: float = DRAIN_SECONDS, watch_seconds: int = WATCH_SECONDS) -> web.Application:
     """Everything is built here, nothing at import time: the entry point passes the handlers'
-    router, the tracker's reporters (one per Job kind) and the after-build hooks."""
+    router, the kinds of work the tracker reports and the after-build hooks."""
     app = web.Application(client_max_size=MAX_BODY)
     app[METRICS] = Metrics()
 
@@ -137,7 +138,7 @@ def create_app(settings: Settings, router: routing.Router, *, reporters: Mapping
                                     "s3": deps.artifacts.ping})
         app[DISPATCHER] = Dispatcher(router, deps, workers=settings.workers, queue_size=settings.queue_size)
         app[DISPATCHER].start()
-        app[TRACKER] = Tracker(deps, reporters, watch_seconds=watch_seconds)
+        app[TRACKER] = Tracker(deps, kinds, watch_seconds=watch_seconds)
         tracking = asyncio.create_task(app[TRACKER].run(), name="tracker")
         log.info("flops-bot started", extra={"app_id": settings.app_id, "namespace": settings.namespace,
                                              "api_url": settings.api_url})

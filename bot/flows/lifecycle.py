@@ -1,0 +1,83 @@
+"""One lifecycle for every kind of work the bot runs as Kubernetes Jobs.
+
+A kind of work declares itself as a `Kind`: its `flops.dev/kind` label value and the reporter the
+tracker calls once such a Job finished. Everything else is shared and reads only labels and
+annotations (Kubernetes is the source of truth, so a restarted bot finds the same work):
+
+- `unreported` / `running`: a repository's Jobs of a kind that are not reported yet (and, for
+  `running`, not finished), optionally of one PR (a label selector) or one commit;
+- `cancel`: marked reported first (the tracker must not report it), its check `cancelled` with
+  the reason, the Job deleted; `cancel_all` / `cancel_for_pr` do that for many.
+
+A new kind (test Jobs, RayJobs) adds a `Kind` and its Job spec; it writes no list, filter or
+cancel of its own.
+"""
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from gidgethub.abc import GitHubAPI
+
+from bot.core import jobs
+from bot.flows.deps import Deps
+from bot.platform import checks
+
+# A reporter turns one finished Job into a GitHub report and returns the conclusion it posted.
+Reporter = Callable[[dict[str, Any], jobs.Outcome, Deps], Awaitable[str]]
+
+
+@dataclass(frozen=True)
+class Kind:
+    """A kind of work: the `flops.dev/kind` label of its Jobs and what reports a finished one."""
+
+    name: str
+    report: Reporter
+
+
+async def unreported(deps: Deps, kind: str, *, repo: str, pr: int | None = None,
+                     sha: str | None = None) -> list[dict[str, Any]]:
+    """`repo`'s Jobs of `kind` without a report yet (running or finished), of one PR or commit."""
+    selector = jobs.unreported(kind, *([f"{jobs.PR_LABEL}={pr}"] if pr is not None else []))
+    found = []
+    for job in await deps.kube.list_jobs(selector):
+        ann = jobs.annotations_of(job)
+        if ann.get(jobs.REPO) == repo and jobs.REPORTED not in ann and sha in (None, ann.get(jobs.SHA)):
+            found.append(job)
+    return found
+
+
+async def running(deps: Deps, kind: str, *, repo: str, pr: int | None = None,
+                  sha: str | None = None) -> list[dict[str, Any]]:
+    """`repo`'s Jobs of `kind` that are neither finished nor reported (nor cancelled)."""
+    return [job for job in await unreported(deps, kind, repo=repo, pr=pr, sha=sha) if not jobs.outcome(job).finished]
+
+
+async def cancel(gh: GitHubAPI, deps: Deps, job: dict[str, Any], why: str) -> None:
+    """Mark reported first (the tracker must not report it), complete the check, delete the Job."""
+    name, ann = jobs.name_of(job), jobs.annotations_of(job)
+    await deps.kube.annotate_job(name, {jobs.REPORTED: "cancelled"}, labels=jobs.REPORTED_LABEL)
+    if ann.get(jobs.CHECK_RUN):
+        await checks.complete(gh, ann[jobs.REPO], ann[jobs.CHECK_RUN], "cancelled", title="Cancelled", summary=why)
+    await deps.kube.delete_job(name)
+
+
+async def cancel_all(gh: GitHubAPI, deps: Deps, found: Iterable[dict[str, Any]], why: str) -> int:
+    """Cancel each Job of `found`; how many."""
+    count = 0
+    for job in found:
+        await cancel(gh, deps, job, why)
+        count += 1
+    return count
+
+
+async def cancel_for_pr(gh: GitHubAPI, deps: Deps, repo: str, number: int, why: str, *, kinds: tuple[str, ...],
+                        keep_sha: str | None = None) -> int:
+    """Stop the PR's unfinished Jobs of `kinds` (except those for `keep_sha`); checks -> cancelled."""
+    count = 0
+    for kind in kinds:
+        found = await running(deps, kind, repo=repo, pr=number)
+        kept = [j for j in found if not (keep_sha and jobs.annotations_of(j).get(jobs.SHA) == keep_sha)]
+        count += await cancel_all(gh, deps, kept, why)
+    return count
