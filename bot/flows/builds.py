@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import fnmatch
-import json
 from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Any
@@ -15,9 +14,10 @@ from typing import Any
 import gidgethub
 from gidgethub.abc import GitHubAPI
 
-from bot.core import jobs
+from bot.core import jobs, records
 from bot.platform import checks, logs
-from bot.core.config import DeployTarget, ImageConfig, RepoConfig
+from bot.core.config import ImageConfig, RepoConfig
+from bot.core.records import BuildRecord
 from bot.flows import lifecycle
 from bot.flows.deps import Deps
 from bot.platform.sources import ensure_source
@@ -219,13 +219,19 @@ def latest_key(repo: str, branch: str, image: str) -> str:
 
 def targets_annotation(cfg: RepoConfig) -> str:
     """The deploy targets, carried on each build Job so the report needs no second config read."""
-    return json.dumps([{"name": t.name, "repo": t.repo, "branch": t.branch, "file": t.file, "images": list(t.images),
-                        "field": t.field, "mode": t.mode} for t in cfg.deploy], separators=(",", ":"))
+    return records.targets_json(cfg.deploy)
 
 
-def targets_from_annotation(text: str) -> list[DeployTarget]:
-    return [DeployTarget(name=t["name"], repo=t["repo"], branch=t["branch"], file=t["file"], images=tuple(t["images"]),
-                         field=t["field"], mode=t["mode"]) for t in json.loads(text or "[]")]
+async def read_record(deps: Deps, key: str) -> BuildRecord | None:
+    """A build record from the bucket; None when absent or without the documented shape."""
+    data = await deps.artifacts.get_json(key)
+    if data is None:
+        return None
+    try:
+        return BuildRecord.from_json(data)
+    except records.RecordError as exc:
+        log.warning("build record unreadable; treated as missing", extra={"key": key, "error": str(exc)})
+        return None
 
 
 async def report_build(job: dict[str, Any], result: jobs.Outcome, deps: Deps) -> str:
@@ -235,15 +241,15 @@ async def report_build(job: dict[str, Any], result: jobs.Outcome, deps: Deps) ->
     pods = await deps.kube.job_pods(name)
     digest = termination_message(pods, "kaniko") if result.succeeded else None
     if result.succeeded and digest and digest.startswith("sha256:"):
-        record = {"repo": ann[jobs.REPO], "sha": ann[jobs.SHA], "image": ann[jobs.IMAGE], "ref": ann.get(jobs.REF, ""),
-                  "tag": ann[jobs.TAG], "destination": ann[jobs.DESTINATION], "digest": digest,
-                  "reference": f"{ann[jobs.DESTINATION]}@{digest}", "job": name, "built_at": checks.now(),
-                  "deploy_targets": ann.get(jobs.DEPLOY_TARGETS, "[]"), "push_images": ann.get(PUSH_IMAGES, ""),
-                  "fast_forward_of": ann.get(PARENT, "")}
+        record = BuildRecord(
+            repo=ann[jobs.REPO], sha=ann[jobs.SHA], image=ann[jobs.IMAGE], ref=ann.get(jobs.REF, ""), tag=ann[jobs.TAG],
+            destination=ann[jobs.DESTINATION], digest=digest, job=name, built_at=checks.now(),
+            deploy_targets=records.targets_from_json(ann.get(jobs.DEPLOY_TARGETS, "[]")),
+            push_images=tuple(n for n in ann.get(PUSH_IMAGES, "").split(",") if n), fast_forward_of=ann.get(PARENT, ""))
         await save_record(deps, record)
         await checks.finish(gh, ann, "success", title=f"Built {ann[jobs.DESTINATION]}",
                       summary=f"**Image:** `{ann[jobs.DESTINATION]}`\n**Digest:** `{digest}`\n\n"
-                              f"Pull by digest: `{record['reference']}`")
+                              f"Pull by digest: `{record.reference}`")
         for hook in deps.after_build:
             await hook(gh, deps, record)
         return "success"
@@ -261,15 +267,15 @@ async def report_build(job: dict[str, Any], result: jobs.Outcome, deps: Deps) ->
     return "failure"
 
 
-async def save_record(deps: Deps, record: dict[str, Any]) -> None:
+async def save_record(deps: Deps, record: BuildRecord) -> None:
     """The build's record, and the branch's `latest` pointer when this build is the newest."""
-    await deps.artifacts.put_json(record_key(record["repo"], record["sha"], record["image"]), record)
-    if not record["ref"] or record.get("pr"):
+    await deps.artifacts.put_json(record_key(record.repo, record.sha, record.image), record.to_json())
+    if not record.ref:
         return
-    latest = latest_key(record["repo"], record["ref"], record["image"])
-    current = await deps.artifacts.get_json(latest)
-    if current is None or jobs.tag_time(current["tag"]) <= jobs.tag_time(record["tag"]):
-        await deps.artifacts.put_json(latest, record)
+    latest = latest_key(record.repo, record.ref, record.image)
+    current = await read_record(deps, latest)
+    if current is None or jobs.tag_time(current.tag) <= jobs.tag_time(record.tag):
+        await deps.artifacts.put_json(latest, record.to_json())
 
 
 def _hint(why: str, deps: Deps) -> str:

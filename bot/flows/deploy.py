@@ -30,6 +30,7 @@ from bot.core import jobs, manifests
 from bot.flows import builds
 from bot.platform import checks, logs
 from bot.core.config import DeployTarget, RepoConfig
+from bot.core.records import BuildRecord
 from bot.flows.deps import Deps
 
 log = logs.get_logger(__name__)
@@ -56,7 +57,7 @@ class Request:
     target: DeployTarget
     repo: str
     sha: str
-    records: dict[str, dict[str, Any]]
+    records: dict[str, BuildRecord]
     requested_by: str | None = None  # set for `/redeploy`: going backwards is then allowed
 
     @property
@@ -78,28 +79,28 @@ def marker_key(repo: str, sha: str, target: str) -> str:
     return f"deploys/{repo}/{sha}/{target}.json"
 
 
-async def build_records(deps: Deps, repo: str, sha: str, images: tuple[str, ...]) -> dict[str, dict[str, Any]] | None:
+async def build_records(deps: Deps, repo: str, sha: str, images: tuple[str, ...]) -> dict[str, BuildRecord] | None:
     """The successful build records of `images` at `sha`, or None while one is missing."""
     records = {}
     for image in images:
-        record = await deps.artifacts.get_json(builds.record_key(repo, sha, image))
+        record = await builds.read_record(deps, builds.record_key(repo, sha, image))
         if record is None:
             return None
         records[image] = record
     return records
 
 
-async def push_records(deps: Deps, record: dict[str, Any],
-                       images: tuple[str, ...]) -> tuple[dict[str, dict[str, Any]] | None, list[str]]:
+async def push_records(deps: Deps, record: BuildRecord,
+                       images: tuple[str, ...]) -> tuple[dict[str, BuildRecord] | None, list[str]]:
     """The records a push deploys: this commit's builds, and for images the push does not build
     (path filters) the branch's latest build. (None while one is still building, never-built images)."""
-    built = {name for name in record.get("push_images", "").split(",") if name}
-    records: dict[str, dict[str, Any]] = {}
+    built = set(record.push_images)
+    records: dict[str, BuildRecord] = {}
     never: list[str] = []
     for image in images:
-        found = await deps.artifacts.get_json(builds.record_key(record["repo"], record["sha"], image))
-        if found is None and built and image not in built and record.get("ref"):
-            found = await deps.artifacts.get_json(builds.latest_key(record["repo"], record["ref"], image))
+        found = await builds.read_record(deps, builds.record_key(record.repo, record.sha, image))
+        if found is None and built and image not in built and record.ref:
+            found = await builds.read_record(deps, builds.latest_key(record.repo, record.ref, image))
             if found is None:
                 never.append(image)
                 continue
@@ -116,31 +117,31 @@ class Deployer:
     def __init__(self) -> None:
         self._locks: dict[str, asyncio.Lock] = {}
 
-    async def after_build(self, gh: GitHubAPI, deps: Deps, record: dict[str, Any]) -> None:
+    async def after_build(self, gh: GitHubAPI, deps: Deps, record: BuildRecord) -> None:
         """After-build hook: deploy every target whose images have now all built for this commit."""
-        for target in builds.targets_from_annotation(record.get("deploy_targets", "")):
-            if record["image"] not in target.images:
+        for target in record.deploy_targets:
+            if record.image not in target.images:
                 continue
-            key = f"{record['repo']}:{target.name}"
+            key = f"{record.repo}:{target.name}"
             async with self._locks.setdefault(key, asyncio.Lock()):
-                marker = marker_key(record["repo"], record["sha"], target.name)
+                marker = marker_key(record.repo, record.sha, target.name)
                 done = await deps.artifacts.get_json(marker)
                 if done is not None and done.get("conclusion") != "failure":
-                    log.info("deploy already done", extra={"repo": record["repo"], "sha": record["sha"],
+                    log.info("deploy already done", extra={"repo": record.repo, "sha": record.sha,
                                                            "target": target.name})
                     continue
                 records, never = await push_records(deps, record, target.images)
                 if records is None:
                     continue  # another image of this target is still building
                 if never:
-                    result = await report(gh, Request(target, record["repo"], record["sha"], records), Result(
+                    result = await report(gh, Request(target, record.repo, record.sha, records), Result(
                         "neutral", f"{target.name}: waiting for a first build of {', '.join(never)}",
                         f"Deploy target `{target.name}` needs {', '.join(f'`{n}`' for n in target.images)}, but "
-                        f"{', '.join(f'`{n}`' for n in never)} has no successful build on `{record['ref']}` yet "
+                        f"{', '.join(f'`{n}`' for n in never)} has no successful build on `{record.ref}` yet "
                         f"and this push does not build it (its `paths` did not match). Push a change it is built "
                         f"for, then every image of the target deploys."))
                 else:
-                    result = await deploy_and_report(gh, deps, Request(target, record["repo"], record["sha"], records))
+                    result = await deploy_and_report(gh, deps, Request(target, record.repo, record.sha, records))
                 await deps.artifacts.put_json(marker, {"conclusion": result.conclusion, "title": result.title,
                                                        "url": result.url})
 
@@ -236,7 +237,7 @@ async def _plan(gh: GitHubAPI, request: Request, text: str, others: list[str]) -
     changes: list[manifests.Change] = []
     for image in target.images:
         record = request.records[image]
-        repository = manifests.split_image(record["destination"])[0]
+        repository = manifests.split_image(record.destination)[0]
         try:
             current = [f.value for t in (text, *others)
                        for f in manifests.find_images(t, repository=repository, field=target.field, file=target.file)]
@@ -244,7 +245,7 @@ async def _plan(gh: GitHubAPI, request: Request, text: str, others: list[str]) -
             if newer and not request.explicit:
                 kept[image] = newer[0]
                 continue
-            edit = manifests.set_image(text, repository=repository, reference=record["reference"],
+            edit = manifests.set_image(text, repository=repository, reference=record.reference,
                                        field=target.field, file=target.file)
         except manifests.ManifestError as exc:
             raise DeployError(f"{exc} (deploy target `{target.name}`, `{target.repo}@{target.branch}`).") from None
@@ -281,31 +282,31 @@ def _deployed(request: Request, plan: Plan, branch: str, url: str) -> Result:
                   f"{kind}: {url}\n\n`{target.repo}` `{target.file}` on `{branch}`:\n{lines}{notes}", url)
 
 
-async def is_newer(gh: GitHubAPI, repo: str, current: str, record: dict[str, Any]) -> bool:
+async def is_newer(gh: GitHubAPI, repo: str, current: str, record: BuildRecord) -> bool:
     """Does `current` name a build of a commit newer than the record's? Ancestry first, tag second."""
     _, tag, _ = manifests.split_image(current)
     parts = jobs.tag_parts(tag or "")
-    if parts is None or current == record["reference"]:
+    if parts is None or current == record.reference:
         return False
     current_time, current_sha = parts
-    if record["sha"].startswith(current_sha) or str(record.get("fast_forward_of") or "").startswith(current_sha):
+    if record.sha.startswith(current_sha) or record.fast_forward_of.startswith(current_sha):
         return False  # the same commit, or the branch head our push fast-forwarded from: ours is newer
     try:
-        data = await gh.getitem("/repos/" + repo + "/compare/{spec}", url_vars={"spec": f"{record['sha']}...{current_sha}"})
+        data = await gh.getitem("/repos/" + repo + "/compare/{spec}", url_vars={"spec": f"{record.sha}...{current_sha}"})
         if data["status"] in ("ahead", "behind", "identical"):
             return bool(data["status"] == "ahead")
     except gidgethub.BadRequest:
         pass  # unknown commit (another repo, force-pushed away): fall back to the sortable tag
-    mine = jobs.tag_time(str(record["tag"]))
+    mine = jobs.tag_time(record.tag)
     return bool(mine and current_time > mine)
 
 
 def commit_message(request: Request, plan: Plan) -> str:
     """`deploy(<target>): <image> <repo>@<sha7> -> <registry>/<image>:<tag>[, ...]`, then the details."""
     records = request.records
-    images = ", ".join(f"{name} {request.repo}@{records[name]['sha'][:7]} -> {records[name]['destination']}"
+    images = ", ".join(f"{name} {request.repo}@{records[name].sha[:7]} -> {records[name].destination}"
                        for name in plan.deployed)
-    body = [f"Source: {request.repo}@{request.sha}", *(f"Image: {records[n]['reference']}" for n in plan.deployed)]
+    body = [f"Source: {request.repo}@{request.sha}", *(f"Image: {records[n].reference}" for n in plan.deployed)]
     if request.explicit:
         body.append(f"Requested by @{request.requested_by} with /redeploy {request.target.name} {request.sha[:7]}.")
     if plan.rolled_back:
@@ -410,7 +411,7 @@ async def redeploy(gh: GitHubAPI, deps: Deps, cfg: RepoConfig, repo: str, target
     except gidgethub.BadRequest:
         return Result("failure", "Unknown commit", f"`{sha}` is not a commit of `{repo}`.")
     records = await build_records(deps, repo, full, target.images)
-    if records is None or any(not r.get("ref") for r in records.values()):
+    if records is None or any(not r.ref for r in records.values()):
         return Result("failure", "Not built", f"`{full[:7]}` has no successful branch build of every image of "
                                               f"`{target.name}` ({', '.join(target.images)}); pull-request builds "
                                               f"(`/build`) are never deployed. Push it to a configured branch first.")
@@ -420,12 +421,12 @@ async def redeploy(gh: GitHubAPI, deps: Deps, cfg: RepoConfig, repo: str, target
 async def _redeploy_latest(gh: GitHubAPI, deps: Deps, target: DeployTarget, repo: str, branch: str,
                            requested_by: str) -> Result:
     """`/redeploy <target>`: each image's newest build of the default branch."""
-    records: dict[str, dict[str, Any]] = {}
+    records: dict[str, BuildRecord] = {}
     for image in target.images:
-        latest = await deps.artifacts.get_json(builds.latest_key(repo, branch, image))
+        latest = await builds.read_record(deps, builds.latest_key(repo, branch, image))
         if latest is None:
             return Result("failure", "Nothing to deploy", f"No successful build of `{image}` on `{branch}` yet.")
         records[image] = latest
-    newest = max(records.values(), key=lambda r: jobs.tag_time(str(r["tag"])))
-    return await deploy_and_report(gh, deps, Request(target, repo, str(newest["sha"]), records,
+    newest = max(records.values(), key=lambda r: jobs.tag_time(r.tag))
+    return await deploy_and_report(gh, deps, Request(target, repo, newest.sha, records,
                                                      requested_by=requested_by))

@@ -3,10 +3,11 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+
 
 from gidgethub.abc import GitHubAPI
 
+from bot.core.records import BuildRecord
 from bot.platform.artifacts import Artifacts
 from bot.platform.github import GitHubApp, Permissions
 from bot.platform.kube import Kube
@@ -14,7 +15,7 @@ from bot.platform.metrics import Metrics
 from bot.platform.settings import Settings
 
 # Called with the build record after an image built successfully (the deploy flow listens here).
-AfterBuild = Callable[[GitHubAPI, "Deps", dict[str, Any]], Awaitable[None]]
+AfterBuild = Callable[[GitHubAPI, "Deps", BuildRecord], Awaitable[None]]
 
 
 @dataclass

@@ -23,6 +23,7 @@ from bot.flows import builds, lifecycle
 from bot.platform import checks, comments, logs
 from bot.flows.builds import Push
 from bot.core.config import FederatedConfig, RepoConfig, Resources
+from bot.core.records import BuildRecord
 from bot.flows.deps import Deps
 from bot.flows.pulls import PullRef
 from bot.flows.diagnosis import diagnose, log_tail
@@ -124,9 +125,9 @@ async def on_push(gh: GitHubAPI, deps: Deps, fed: FederatedConfig, push: Push, s
     await try_launch(gh, deps, request)
 
 
-async def after_build(gh: GitHubAPI, deps: Deps, record: dict[str, Any]) -> None:
+async def after_build(gh: GitHubAPI, deps: Deps, record: BuildRecord) -> None:
     """After-build hook: start the commit's pending run once all of its images are built."""
-    data = await deps.artifacts.get_json(pending_key(record["repo"], record["sha"]))
+    data = await deps.artifacts.get_json(pending_key(record.repo, record.sha))
     if isinstance(data, dict):
         await try_launch(gh, deps, RunRequest.from_json(data))
 
@@ -144,12 +145,12 @@ async def image_refs(deps: Deps, request: RunRequest) -> dict[str, str] | None:
     """Image name -> pull-by-digest reference, or None while one is not built yet."""
     refs = {}
     for name in request.images:
-        record = await deps.artifacts.get_json(builds.record_key(request.repo, request.sha, name))
+        record = await builds.read_record(deps, builds.record_key(request.repo, request.sha, name))
         if record is None and request.branch and name not in request.fresh:
-            record = await deps.artifacts.get_json(builds.latest_key(request.repo, request.branch, name))
+            record = await builds.read_record(deps, builds.latest_key(request.repo, request.branch, name))
         if record is None:
             return None
-        refs[name] = str(record["reference"])
+        refs[name] = record.reference
     return refs
 
 

@@ -88,6 +88,16 @@ class DeployTarget:
     field: str | None = None
     mode: str = "commit"  # "commit" | "pull_request"
 
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "repo": self.repo, "branch": self.branch, "file": self.file,
+                "images": list(self.images), "field": self.field, "mode": self.mode}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> DeployTarget:
+        return cls(name=str(data["name"]), repo=str(data["repo"]), branch=str(data["branch"]), file=str(data["file"]),
+                   images=tuple(str(i) for i in data["images"]), field=data.get("field"),
+                   mode=str(data.get("mode", "commit")))
+
 
 @dataclass(frozen=True, slots=True)
 class RegressionConfig:
