@@ -19,8 +19,8 @@ import handlers
 from bot.core import config, jobs
 from bot.flows import builds, deploy, federated, regression
 from bot.platform import checks, logs
-from bot.service.app import create_app
 from bot.platform.settings import Settings, SettingsError, from_env, needs_setup, setup_mode_from
+from bot.service.app import create_app
 from bot.service.setup import create_setup_app
 
 

@@ -13,8 +13,8 @@ from gidgethub import routing, sansio
 from gidgethub.abc import GitHubAPI
 
 from bot.flows import builds, pulls
-from bot.platform import checks, logs
 from bot.flows.deps import Deps
+from bot.platform import checks, logs
 
 log = logs.get_logger(__name__)
 router = routing.Router()

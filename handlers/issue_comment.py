@@ -17,11 +17,11 @@ from gidgethub import routing, sansio
 from gidgethub.abc import GitHubAPI
 
 from bot.core import commands, jobs
-from bot.flows import builds, deploy, federated, lifecycle, pulls, regression
-from bot.platform import checks, logs
 from bot.core.config import RepoConfig
 from bot.core.text import shown
+from bot.flows import builds, deploy, federated, lifecycle, pulls, regression
 from bot.flows.deps import Deps
+from bot.platform import checks, logs
 from bot.platform.github import WRITE
 
 log = logs.get_logger(__name__)

@@ -11,8 +11,8 @@ from gidgethub.abc import GitHubAPI
 
 from bot.core import jobs
 from bot.flows import regression
-from bot.platform import checks
 from bot.flows.deps import Deps
+from bot.platform import checks
 
 router = routing.Router()
 

@@ -8,8 +8,8 @@ from gidgethub.abc import GitHubAPI
 
 from bot.core import jobs
 from bot.flows import lifecycle, pulls, regression
-from bot.platform import checks
 from bot.flows.deps import Deps
+from bot.platform import checks
 
 router = routing.Router()
 PR_KINDS = (jobs.BUILD, jobs.REGRESSION, jobs.FEDERATED_SERVER)  # what a PR can have running

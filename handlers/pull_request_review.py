@@ -8,8 +8,8 @@ from gidgethub import routing, sansio
 from gidgethub.abc import GitHubAPI
 
 from bot.flows import pulls, regression
-from bot.platform import checks
 from bot.flows.deps import Deps
+from bot.platform import checks
 
 router = routing.Router()
 

@@ -6,10 +6,10 @@ from gidgethub import routing, sansio
 from gidgethub.abc import GitHubAPI
 
 from bot.core import jobs
-from bot.flows import builds, federated, regression
-from bot.platform import checks
 from bot.core.config import RegressionConfig
+from bot.flows import builds, federated, regression
 from bot.flows.deps import Deps
+from bot.platform import checks
 
 router = routing.Router()
 

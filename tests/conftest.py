@@ -23,7 +23,7 @@ from bot.platform import logs
 from bot.__main__ import build_app
 from bot.service.app import DEPS, DISPATCHER, TRACKER
 from bot.flows.deps import Deps
-from bot.platform.github import RetryPolicy
+from bot.platform.retry import RetryPolicy
 from bot.platform.settings import Settings, from_env
 from tests.emulators.github import GitHubEmulator, make_app_key
 from tests.emulators.kube import KubeEmulator

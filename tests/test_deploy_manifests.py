@@ -11,7 +11,6 @@
 """
 from __future__ import annotations
 
-import asyncio
 import copy
 import inspect
 import json
@@ -19,7 +18,6 @@ import re
 import shutil
 import subprocess
 import tomllib
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit

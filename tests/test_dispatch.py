@@ -126,11 +126,11 @@ async def test_a_failed_delivery_runs_again_when_github_redelivers_it(bed: Bed) 
     delivery = str(uuid.uuid4())
     assert (await bed.deliver("push", data, delivery=delivery)).status == 202
     await bed.settle()
-    assert bed.deps.metrics.deliveries[("push", "failed")] == 1
+    assert bed.deps.metrics.value("flops_webhook_deliveries_total", event="push", outcome="failed") == 1
     again = await bed.deliver("push", data, delivery=delivery)  # the Redeliver button: same GUID
     assert again.status == 202
     await bed.settle()
-    assert bed.deps.metrics.deliveries[("push", "processed")] == 1
+    assert bed.deps.metrics.value("flops_webhook_deliveries_total", event="push", outcome="processed") == 1
     reads = bed.github.calls_to("GET", r"/contents/\.github/flops\.yml")
     assert [c.status for c in reads][-1] == 200
 

@@ -192,7 +192,7 @@ async def test_readiness_fails_while_s3_is_unreachable_and_the_bot_stays_up(make
 
 
 async def test_unreachable_github_is_retried_then_reported_as_such(make_bed, github) -> None:
-    from bot.platform.github import RetryPolicy
+    from bot.platform.retry import RetryPolicy
     from tests.emulators.s3 import free_port
 
     github.add_installation(INSTALLATION, "Codertocat", [REPO])
@@ -206,7 +206,7 @@ async def test_unreachable_github_is_retried_then_reported_as_such(make_bed, git
     bed.sleeps.calls.clear()
     await bed.deliver("push", push_to(bed))
     await bed.settle()
-    assert bed.deps.metrics.deliveries[("push", "failed")] == 1
+    assert bed.deps.metrics.value("flops_webhook_deliveries_total", event="push", outcome="failed") == 1
     assert len(bed.sleeps.calls) >= attempts - 1
 
 
@@ -237,3 +237,17 @@ async def test_metrics_count_deliveries_and_github_calls(bed: Bed) -> None:
     assert 'flops_event_processing_seconds_count{event="push"} 1' in text
     assert 'flops_github_api_calls_total{method="GET",status="404"} 1' in text
     assert "flops_github_rate_limit_remaining " in text
+
+
+async def test_metrics_speak_openmetrics_to_a_scraper_that_asks(bed: Bed) -> None:
+    await bed.deliver("push", push_to(bed))
+    await bed.settle()
+    accept = "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5"
+    async with bed.session.get(bed.url("/metrics"), headers={"Accept": accept}) as response:
+        text = await response.text()
+    assert response.headers["Content-Type"].startswith("application/openmetrics-text")
+    assert text.endswith("# EOF\n")
+    assert 'flops_webhook_deliveries_total{event="push",outcome="accepted"} 1.0' in text
+    assert 'flops_webhook_deliveries_created{event="push",outcome="accepted"}' in text
+    async with bed.session.get(bed.url("/metrics")) as response:
+        assert response.headers["Content-Type"].startswith("text/plain")

@@ -15,13 +15,13 @@ import gidgethub
 from gidgethub.abc import GitHubAPI
 
 from bot.core import jobs, records
-from bot.platform import checks, logs
 from bot.core.config import ImageConfig, RepoConfig
 from bot.core.records import BuildRecord
 from bot.flows import lifecycle
 from bot.flows.deps import Deps
-from bot.platform.sources import ensure_source
 from bot.flows.diagnosis import diagnose, log_tail, termination_message
+from bot.platform import checks, logs
+from bot.platform.sources import ensure_source
 
 log = logs.get_logger(__name__)
 

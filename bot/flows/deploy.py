@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import re
 import urllib.parse
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,15 +26,14 @@ import gidgethub
 from gidgethub.abc import GitHubAPI
 
 from bot.core import jobs, manifests
-from bot.flows import builds
-from bot.platform import checks, logs
 from bot.core.config import DeployTarget, RepoConfig
 from bot.core.records import BuildRecord
+from bot.flows import builds
 from bot.flows.deps import Deps
+from bot.platform import checks, logs
 
 log = logs.get_logger(__name__)
 
-ATTEMPTS = 5
 
 
 class DeployError(Exception):
@@ -201,7 +199,8 @@ async def deploy(gh: GitHubAPI, deps: Deps, request: Request) -> Result:
                           f"repository, or make one target per image in .github/flops.yml.")
     cfg_gh = await config_client(deps, target)
     pull = await _open_pull(cfg_gh, target) if target.mode == "pull_request" else None
-    for attempt in range(1, ATTEMPTS + 1):
+    attempts = deps.policy.attempts
+    for attempt in range(1, attempts + 1):
         if target.mode == "pull_request" and pull is None:
             await _restart_branch(cfg_gh, target)
         branch = deploy_branch(target) if target.mode == "pull_request" else target.branch
@@ -214,9 +213,10 @@ async def deploy(gh: GitHubAPI, deps: Deps, request: Request) -> Result:
         try:
             commit = await _write(cfg_gh, target, branch, plan.edit.text, blob, message)
         except gidgethub.HTTPException as exc:
-            if exc.status_code in (409, 422) and attempt < ATTEMPTS:
+            if exc.status_code in (409, 422) and attempt < attempts:
                 log.info("deploy conflict; re-reading", extra={"target": target.name, "attempt": attempt,
                                                                "status": exc.status_code})
+                await deps.policy.pause(attempt)
                 pull = await _open_pull(cfg_gh, target) if target.mode == "pull_request" else None
                 continue
             raise
@@ -224,7 +224,7 @@ async def deploy(gh: GitHubAPI, deps: Deps, request: Request) -> Result:
         if target.mode == "pull_request":
             url = await _upsert_pull(cfg_gh, target, message)
         return _deployed(request, plan, branch, url)
-    raise DeployError(f"`{target.file}` kept changing under us ({ATTEMPTS} conflicts in a row); retry with "
+    raise DeployError(f"`{target.file}` kept changing under us ({attempts} conflicts in a row); retry with "
                       f"`/redeploy {target.name} {request.sha[:7]}`.")
 
 

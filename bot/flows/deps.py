@@ -4,7 +4,6 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-
 from gidgethub.abc import GitHubAPI
 
 from bot.core.records import BuildRecord
@@ -12,6 +11,7 @@ from bot.platform.artifacts import Artifacts
 from bot.platform.github import GitHubApp, Permissions
 from bot.platform.kube import Kube
 from bot.platform.metrics import Metrics
+from bot.platform.retry import RetryPolicy
 from bot.platform.settings import Settings
 
 # Called with the build record after an image built successfully (the deploy flow listens here).
@@ -27,3 +27,4 @@ class Deps:
     metrics: Metrics
     after_build: list[AfterBuild] = field(default_factory=list)
     permissions: Permissions = field(default_factory=Permissions)
+    policy: RetryPolicy = field(default_factory=RetryPolicy)  # waits before another try (GitHub, deploy conflicts)

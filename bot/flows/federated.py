@@ -18,15 +18,15 @@ from typing import Any
 from gidgethub.abc import GitHubAPI
 
 from bot.core import jobs
-from bot.core.text import duration
-from bot.flows import builds, lifecycle
-from bot.platform import checks, comments, logs
-from bot.flows.builds import Push
 from bot.core.config import FederatedConfig, RepoConfig, Resources
 from bot.core.records import BuildRecord
+from bot.core.text import duration
+from bot.flows import builds, lifecycle
+from bot.flows.builds import Push
 from bot.flows.deps import Deps
-from bot.flows.pulls import PullRef
 from bot.flows.diagnosis import diagnose, log_tail
+from bot.flows.pulls import PullRef
+from bot.platform import checks, comments, logs
 
 log = logs.get_logger(__name__)
 

@@ -16,14 +16,14 @@ from gidgethub.abc import GitHubAPI
 from kubernetes.client import ApiException
 
 from bot.core import jobs, verdict
+from bot.core.config import Metric, RegressionConfig, parse_tolerance
 from bot.core.text import duration
 from bot.flows import lifecycle
-from bot.platform import checks, comments, logs
-from bot.core.config import Metric, RegressionConfig, parse_tolerance
 from bot.flows.deps import Deps
-from bot.flows.pulls import PullRef
-from bot.platform.sources import ensure_source
 from bot.flows.diagnosis import diagnose, log_tail
+from bot.flows.pulls import PullRef
+from bot.platform import checks, comments, logs
+from bot.platform.sources import ensure_source
 
 log = logs.get_logger(__name__)
 

@@ -22,9 +22,10 @@ import kubernetes.watch
 from kubernetes.client import ApiException
 
 from bot.core import jobs
-from bot.platform import checks, logs
 from bot.flows.deps import Deps
 from bot.flows.lifecycle import Kind
+from bot.platform import checks, logs
+from bot.platform.retry import RECONNECT, RetryPolicy
 
 log = logs.get_logger(__name__)
 
@@ -33,8 +34,10 @@ LIST_PAGE = 500  # Jobs per page when listing
 REPORTS_AT_ONCE = 16  # a burst of finished Jobs waits its turn here instead of holding thousands of reports open
 
 class Tracker:
-    def __init__(self, deps: Deps, kinds: Iterable[Kind], *, watch_seconds: int = WATCH_SECONDS) -> None:
+    def __init__(self, deps: Deps, kinds: Iterable[Kind], *, watch_seconds: int = WATCH_SECONDS,
+                 reconnect: RetryPolicy = RECONNECT) -> None:
         self.deps = deps
+        self.reconnect = reconnect
         self.reporters = {kind.name: kind.report for kind in kinds}
         self.watch_seconds = watch_seconds
         self._inflight: set[str] = set()
@@ -46,10 +49,13 @@ class Tracker:
         self.synced = asyncio.Event()  # set after the first full list: restart recovery is done
 
     async def run(self) -> None:
-        """List, report what is finished, watch from there; forever (until cancelled)."""
+        """List, report what is finished, watch from there; forever (until cancelled). A failed
+        cycle is tried again after the reconnect policy's backoff (growing while failures last)."""
+        failures = 0
         while not self._stop.is_set():
             try:
                 version = await self.resync()
+                failures = 0
                 await self.watch(version)
             except asyncio.CancelledError:
                 self._stop.set()
@@ -57,8 +63,9 @@ class Tracker:
                     timer.cancel()
                 raise
             except Exception:
-                log.exception("tracker cycle failed; retrying")
-                await asyncio.sleep(5)
+                failures += 1
+                log.exception("tracker cycle failed; retrying", extra={"failures": failures})
+                await self.reconnect.pause(failures)
 
     async def resync(self) -> str:
         """List every bot Job, a page at a time (thousands of whole Jobs at once cost a lot of memory)."""

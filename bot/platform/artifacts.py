@@ -12,7 +12,6 @@ from minio.error import S3Error
 
 from bot.platform.settings import S3Settings
 
-
 JSON_LIMIT = 16 * 1024 * 1024  # metrics.json, build records, run requests: far below this
 
 

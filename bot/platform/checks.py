@@ -4,8 +4,8 @@ Check-run names are public contract (branch protection requires them by name).
 """
 from __future__ import annotations
 
-from datetime import datetime, timezone
 from collections.abc import Mapping
+from datetime import datetime, timezone
 from typing import Any
 
 import gidgethub

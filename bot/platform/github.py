@@ -12,10 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import http
-import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, BinaryIO
 
@@ -27,6 +26,7 @@ from gidgethub.apps import get_jwt
 
 from bot.platform import logs
 from bot.platform.metrics import Metrics
+from bot.platform.retry import RetryPolicy
 
 log = logs.get_logger(__name__)
 
@@ -37,24 +37,6 @@ PERMISSION_TTL = 60.0
 PERMISSION_CACHE_SIZE = 4096
 INSTALLATION_TTL = 600.0  # seconds a repository's installation id is trusted before it is looked up again
 TOKEN_REFRESH_MARGIN = 300.0  # seconds before expiry at which a cached token is renewed
-
-Sleep = Callable[[float], Awaitable[None]]
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    """How often and how long to retry. One policy for every GitHub call."""
-
-    attempts: int = 5
-    base_delay: float = 0.5
-    max_delay: float = 30.0
-    max_rate_limit_wait: float = 120.0  # longer waits fail fast: the event is retried by redelivery
-    sleep: Sleep = field(default=asyncio.sleep, compare=False)
-
-    def backoff(self, attempt: int) -> float:
-        delay = min(self.max_delay, self.base_delay * 2 ** (attempt - 1))
-        return float(delay * (0.5 + random.random() / 2))
-
 
 def rate_limit_wait(status: int, headers: Mapping[str, str], now: float) -> float | None:
     """Seconds to wait before retrying a rate-limited answer, or None when it is no rate limit."""
@@ -111,7 +93,7 @@ class Client(gidgethub.aiohttp.GitHubAPI):
                     raise gidgethub.GitHubBroken(http.HTTPStatus.SERVICE_UNAVAILABLE,
                                                  f"GitHub unreachable at {self.base_url}: {exc!r}") from exc
                 log.warning("github unreachable; retrying", extra={"method": method, "url": url, "attempt": attempt})
-                await self.sleep(self._policy.backoff(attempt))
+                await self._policy.pause(attempt)
         self._metrics.github_call(method, str(status), resp_headers.get("x-ratelimit-remaining"))
         return status, resp_headers, data
 
@@ -235,7 +217,7 @@ class GitHubApp:
                 if attempt == self._policy.attempts:
                     raise gidgethub.GitHubBroken(http.HTTPStatus.SERVICE_UNAVAILABLE,
                                                  f"tarball of {repo}@{sha[:7]}: {exc!r}") from exc
-            await self._policy.sleep(self._policy.backoff(attempt))
+            await self._policy.pause(attempt)
 
     async def bot_login(self) -> str:
         """The login the App's comments carry (`<slug>[bot]`), asked of GitHub once."""

@@ -16,6 +16,7 @@ from kubernetes.client import ApiException
 from bot.core import jobs
 from bot.platform.settings import Settings
 
+
 def client_configuration(settings: Settings) -> kubernetes.client.Configuration:
     configuration = kubernetes.client.Configuration()
     if settings.kubeconfig is None:

@@ -10,9 +10,9 @@ import tarfile
 import tempfile
 from typing import BinaryIO
 
+from bot.core.jobs import source_key
 from bot.platform.artifacts import Artifacts
 from bot.platform.github import GitHubApp
-from bot.core.jobs import source_key
 
 
 async def ensure_source(github: GitHubApp, artifacts: Artifacts, installation_id: int, repo: str, sha: str) -> str:

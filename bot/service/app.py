@@ -21,9 +21,10 @@ from bot.flows.lifecycle import Kind
 from bot.flows.tracker import WATCH_SECONDS, Tracker
 from bot.platform import logs
 from bot.platform.artifacts import Artifacts
-from bot.platform.github import GitHubApp, RetryPolicy
+from bot.platform.github import GitHubApp
 from bot.platform.kube import Kube, client_configuration
 from bot.platform.metrics import Metrics
+from bot.platform.retry import RetryPolicy
 from bot.platform.settings import Settings
 from bot.service.dispatch import Dispatcher
 from bot.service.intake import parse_event, verify_signature
@@ -114,8 +115,8 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
-    return web.Response(text=request.app[METRICS].render(), content_type="text/plain", charset="utf-8",
-                        headers={"X-Content-Type-Options": "nosniff"})
+    body, content_type = request.app[METRICS].render(request.headers.get("Accept", ""))
+    return web.Response(body=body, headers={"Content-Type": content_type, "X-Content-Type-Options": "nosniff"})
 
 
 def create_app(settings: Settings, router: routing.Router, *, kinds: Iterable[Kind],
@@ -132,7 +133,7 @@ def create_app(settings: Settings, router: routing.Router, *, kinds: Iterable[Ki
                            api_url=settings.api_url, metrics=app[METRICS], policy=policy)
         kube = Kube(client_configuration(settings), settings.namespace)
         deps = Deps(settings=settings, github=github, kube=kube, artifacts=Artifacts(settings.s3),
-                    metrics=app[METRICS], after_build=list(after_build or ()))
+                    metrics=app[METRICS], after_build=list(after_build or ()), policy=policy or RetryPolicy())
         app[DEPS] = deps
         app[READINESS] = Readiness({"github": github.check_key, "kubernetes": kube.ping,
                                     "s3": deps.artifacts.ping})

@@ -77,7 +77,7 @@ class Dispatcher:
             self._seen[event.delivery_id] = None
             while len(self._seen) > SEEN_DELIVERIES:
                 self._seen.popitem(last=False)
-        self.deps.metrics.queue_depth = self._pending
+        self.deps.metrics.set_queue_depth(self._pending)
         return True
 
     def start(self) -> None:
@@ -121,7 +121,7 @@ class Dispatcher:
 
     def _finished(self) -> None:
         self._pending -= 1
-        self.deps.metrics.queue_depth = self._pending
+        self.deps.metrics.set_queue_depth(self._pending)
         if self._pending == 0:
             self._done.set()
 

@@ -13,8 +13,20 @@ from __future__ import annotations
 
 from bot.core.config.fields import parse_duration, parse_tolerance, yq_path
 from bot.core.config.loading import MAX_BYTES, decode_content, load_yaml
-from bot.core.config.model import (CONFIG_PATH, ConfigError, DeployTarget, FederatedConfig, ImageConfig, Metric, Problem,
-                                   RegressionConfig, RepoConfig, Resources, Tolerance, Volume)
+from bot.core.config.model import (
+    CONFIG_PATH,
+    ConfigError,
+    DeployTarget,
+    FederatedConfig,
+    ImageConfig,
+    Metric,
+    Problem,
+    RegressionConfig,
+    RepoConfig,
+    Resources,
+    Tolerance,
+    Volume,
+)
 from bot.core.config.paths import path_matches
 from bot.core.config.schema import _Node
 from bot.core.config.sections import repo_config

@@ -5,14 +5,52 @@ from __future__ import annotations
 from collections.abc import Callable, Collection
 from typing import Any
 
-from bot.core.config.fields import (_METRIC, _between, _bool, _branch, _build_arg_name, _claim, _command_list,
-                                   _direction, _env_name, _file_path, _github_repo, _gpu, _image_reference, _kind,
-                                   _label_key, _label_value, _mode, _mount_path, _name, _non_empty, _one_of,
-                                   _path_pattern, _registry, _relative_path, _string, _tag_pattern, _toleration_key,
-                                   _version, _within_max, _yq_field, parse_duration, parse_tolerance)
-from bot.core.config.model import (DeployTarget, FederatedConfig, ImageConfig, Metric, RegressionConfig, RepoConfig,
-                                   Resources, Tolerance, Volume)
-from bot.core.config.schema import _MISSING, _Node, _resources, _scalar_map, _string_list, _unique_names
+from bot.core.config.fields import (
+    _METRIC,
+    _between,
+    _bool,
+    _branch,
+    _build_arg_name,
+    _claim,
+    _command_list,
+    _direction,
+    _env_name,
+    _file_path,
+    _github_repo,
+    _gpu,
+    _image_reference,
+    _kind,
+    _label_key,
+    _label_value,
+    _mode,
+    _mount_path,
+    _name,
+    _non_empty,
+    _one_of,
+    _path_pattern,
+    _registry,
+    _relative_path,
+    _string,
+    _tag_pattern,
+    _toleration_key,
+    _version,
+    _within_max,
+    _yq_field,
+    parse_duration,
+    parse_tolerance,
+)
+from bot.core.config.model import (
+    DeployTarget,
+    FederatedConfig,
+    ImageConfig,
+    Metric,
+    RegressionConfig,
+    RepoConfig,
+    Resources,
+    Tolerance,
+    Volume,
+)
+from bot.core.config.schema import _Node, _resources, _scalar_map, _string_list, _unique_names
 from bot.core.text import shown
 
 MAX_CLIENTS_LIMIT = 1000
