@@ -22,7 +22,6 @@ from bot.core.text import shown
 from bot.flows import builds, deploy, federated, lifecycle, pulls, regression
 from bot.flows.deps import Deps
 from bot.platform import checks, logs
-from bot.platform.github import WRITE
 
 log = logs.get_logger(__name__)
 router = routing.Router()
@@ -57,7 +56,7 @@ async def run_comment_commands(event: sansio.Event, gh: GitHubAPI, *, deps: Deps
         return
     repo, number, user = data["repository"]["full_name"], int(data["issue"]["number"]), comment["user"]["login"]
     permission = await deps.permissions.of(gh, repo, user)  # the API decides, never author_association
-    if permission not in WRITE:
+    if not pulls.may_command(permission):
         if commands.addressed(body):  # a `/cc` meant for another bot gets no lecture from us
             await reply(gh, repo, number, _not_allowed(user, permission, body))
         return

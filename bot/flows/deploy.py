@@ -17,10 +17,7 @@ S3, so a build reported again (bot restart, Re-run button) never deploys that co
 from __future__ import annotations
 
 import asyncio
-import base64
-import urllib.parse
 from dataclasses import dataclass, field
-from typing import Any
 
 import gidgethub
 from gidgethub.abc import GitHubAPI
@@ -28,16 +25,13 @@ from gidgethub.abc import GitHubAPI
 from bot.core import jobs, manifests
 from bot.core.config import DeployTarget, RepoConfig
 from bot.core.records import BuildRecord
-from bot.flows import builds
+from bot.flows import builds, config_repo
+from bot.flows.config_repo import DeployError
 from bot.flows.deps import Deps
 from bot.platform import checks, logs
 
 log = logs.get_logger(__name__)
 
-
-
-class DeployError(Exception):
-    """Permanent: reported as a failing deploy check with this message."""
 
 
 @dataclass(frozen=True)
@@ -198,31 +192,31 @@ async def deploy(gh: GitHubAPI, deps: Deps, request: Request) -> Result:
                           f"({', '.join(target.images)}): drop `field`, so each image's containers are found by "
                           f"repository, or make one target per image in .github/flops.yml.")
     cfg_gh = await config_client(deps, target)
-    pull = await _open_pull(cfg_gh, target) if target.mode == "pull_request" else None
+    pull = await config_repo.open_pull(cfg_gh, target) if target.mode == "pull_request" else None
     attempts = deps.policy.attempts
     for attempt in range(1, attempts + 1):
         if target.mode == "pull_request" and pull is None:
-            await _restart_branch(cfg_gh, target)
-        branch = deploy_branch(target) if target.mode == "pull_request" else target.branch
-        text, blob = await _read(cfg_gh, target, branch)
-        others = [(await _read(cfg_gh, target, target.branch))[0]] if branch != target.branch else []
+            await config_repo.restart_branch(cfg_gh, target)
+        branch = config_repo.deploy_branch(target) if target.mode == "pull_request" else target.branch
+        text, blob = await config_repo.read(cfg_gh, target, branch)
+        others = [(await config_repo.read(cfg_gh, target, target.branch))[0]] if branch != target.branch else []
         plan = await _plan(gh, request, text, others)
         if not plan.deployed:
             return _unchanged(request, plan, branch)
         message = commit_message(request, plan)
         try:
-            commit = await _write(cfg_gh, target, branch, plan.edit.text, blob, message)
+            commit = await config_repo.write(cfg_gh, target, branch, plan.edit.text, blob, message)
         except gidgethub.HTTPException as exc:
             if exc.status_code in (409, 422) and attempt < attempts:
                 log.info("deploy conflict; re-reading", extra={"target": target.name, "attempt": attempt,
                                                                "status": exc.status_code})
                 await deps.policy.pause(attempt)
-                pull = await _open_pull(cfg_gh, target) if target.mode == "pull_request" else None
+                pull = await config_repo.open_pull(cfg_gh, target) if target.mode == "pull_request" else None
                 continue
             raise
         url = str(commit["commit"]["html_url"])
         if target.mode == "pull_request":
-            url = await _upsert_pull(cfg_gh, target, message)
+            url = await config_repo.upsert_pull(cfg_gh, target, message)
         return _deployed(request, plan, branch, url)
     raise DeployError(f"`{target.file}` kept changing under us ({attempts} conflicts in a row); retry with "
                       f"`/redeploy {target.name} {request.sha[:7]}`.")
@@ -313,88 +307,6 @@ def commit_message(request: Request, plan: Plan) -> str:
         body.insert(0, "Rollback: explicitly requested with /redeploy; this replaces builds of newer commits:\n"
                     + "\n".join(f"  {image}: {ref}" for image, ref in plan.rolled_back.items()))
     return f"deploy({request.target.name}): {images}\n\n" + "\n".join(body)
-
-
-def _quoted(path: str) -> str:
-    """A path for a URL: `/` kept (GitHub wants `dev/cronjob.yaml`, `flops/deploy-dev` as is),
-    everything else percent-encoded, so `?`, `#` or `{` in a name cannot change the request."""
-    return urllib.parse.quote(path, safe="/")
-
-
-def _contents(target: DeployTarget) -> str:
-    return "/repos/" + target.repo + "/contents/" + _quoted(target.file)
-
-
-async def _read(gh: GitHubAPI, target: DeployTarget, branch: str) -> tuple[str, str]:
-    try:
-        data = await gh.getitem(_contents(target) + "{?ref}", url_vars={"ref": branch})
-    except gidgethub.BadRequest as exc:
-        if exc.status_code == 404:
-            raise DeployError(f"`{target.file}` does not exist on `{target.repo}@{branch}`: check `file` and "
-                              f"`branch` of deploy target `{target.name}` in .github/flops.yml.") from None
-        raise
-    if not isinstance(data, dict) or data.get("type") != "file":
-        raise DeployError(f"`{target.file}` on `{target.repo}@{branch}` is a directory, not a file: point `file` "
-                          f"of deploy target `{target.name}` at the manifest itself.")
-    if data.get("encoding") != "base64":
-        raise DeployError(f"`{target.file}` on `{target.repo}@{branch}` is larger than the 1 MB the Contents API "
-                          f"serves: split it (e.g. one file per workload) for deploy target `{target.name}`.")
-    try:
-        return base64.b64decode(data["content"]).decode("utf-8"), str(data["sha"])
-    except UnicodeDecodeError:
-        raise DeployError(f"`{target.file}` on `{target.repo}@{branch}` is not UTF-8 text: save it as UTF-8.") from None
-
-
-async def _write(gh: GitHubAPI, target: DeployTarget, branch: str, text: str, blob: str, message: str) -> Any:
-    return await gh.put(_contents(target), data={
-        "message": message, "content": base64.b64encode(text.encode("utf-8")).decode(), "sha": blob,
-        "branch": branch})
-
-
-def deploy_branch(target: DeployTarget) -> str:
-    return f"flops/deploy-{target.name}"
-
-
-async def _restart_branch(gh: GitHubAPI, target: DeployTarget) -> None:
-    """PR mode, no open PR: the bot's branch (re)started from the target branch's head."""
-    branch = deploy_branch(target)
-    base = await gh.getitem("/repos/" + target.repo + "/git/ref/heads/" + _quoted(target.branch))
-    head_sha = base["object"]["sha"]
-    try:
-        await gh.post("/repos/" + target.repo + "/git/refs", data={"ref": f"refs/heads/{branch}", "sha": head_sha})
-    except gidgethub.BadRequest as exc:
-        if exc.status_code != 422:  # 422: it exists (left from a merged or closed PR): move it
-            raise
-        await gh.patch("/repos/" + target.repo + "/git/refs/heads/" + _quoted(branch),
-                       data={"sha": head_sha, "force": True})
-
-
-async def _open_pull(gh: GitHubAPI, target: DeployTarget) -> dict[str, Any] | None:
-    """The open deploy PR of this target, if any."""
-    owner = target.repo.split("/")[0]
-    found = await gh.getitem("/repos/" + target.repo + "/pulls{?state,head,base}",
-                             url_vars={"state": "open", "head": f"{owner}:{deploy_branch(target)}", "base": target.branch})
-    return found[0] if found else None
-
-
-async def _upsert_pull(gh: GitHubAPI, target: DeployTarget, message: str) -> str:
-    """Open the deploy PR, or retitle the open one (its branch already holds the new commit)."""
-    title, _, body = message.partition("\n\n")
-    body = f"{body}\n\nOpened by flops-bot for deploy target `{target.name}`; merge it to deploy."
-    pull = await _open_pull(gh, target)
-    if pull is None:
-        try:
-            pull = await gh.post("/repos/" + target.repo + "/pulls",
-                                 data={"title": title, "head": deploy_branch(target), "base": target.branch,
-                                       "body": body})
-            return str(pull["html_url"])
-        except gidgethub.BadRequest as exc:
-            pull = await _open_pull(gh, target) if exc.status_code == 422 else None
-            if pull is None:  # not "already exists": a real refusal
-                raise
-    updated = await gh.patch("/repos/" + target.repo + "/pulls/{number}", url_vars={"number": str(pull["number"])},
-                             data={"title": title, "body": body})
-    return str(updated["html_url"])
 
 
 async def redeploy(gh: GitHubAPI, deps: Deps, cfg: RepoConfig, repo: str, target_name: str, sha: str | None,

@@ -13,6 +13,7 @@ from typing import Any
 from gidgethub.abc import GitHubAPI
 
 from bot.flows.deps import Deps
+from bot.platform.github import WRITE
 
 
 @dataclass(frozen=True)
@@ -80,3 +81,8 @@ def fork_notice(pr: PullRef) -> str:
 
 def is_bot(user: dict[str, Any]) -> bool:
     return user.get("type") == "Bot" or str(user.get("login", "")).endswith("[bot]")
+
+
+def may_command(permission: str) -> bool:
+    """Commands are for people with write access (the API's permission, never author_association)."""
+    return permission in WRITE

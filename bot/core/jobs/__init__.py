@@ -1,0 +1,94 @@
+"""Job specs (pure functions from data to `batch/v1` bodies) and the labels/annotations contract.
+
+`contract`: the labels, annotations, names and tags, and reading Jobs back; `specs`: build and
+regression Jobs; `federated`: a federated run's server, clients and Service.
+
+Every Job the bot creates carries:
+  labels       app.kubernetes.io/managed-by=flops-bot, flops.dev/kind=<kind>, flops.dev/run=<run id>
+  annotations  flops.dev/repo, flops.dev/sha, flops.dev/installation-id, flops.dev/run-id,
+               flops.dev/check-run-id (once created), flops.dev/reported (once GitHub accepted the
+               final report) and kind-specific ones (flops.dev/image, flops.dev/destination, ...)
+Kubernetes is the bot's database: the tracker rebuilds everything it needs from these.
+"""
+from __future__ import annotations
+
+from bot.core.jobs.contract import (
+    BASELINE,
+    BUILD,
+    CHECK_NAME,
+    CHECK_RUN,
+    CLIENT_ID,
+    CLIENTS,
+    DEFAULT_BRANCH,
+    DELIVERY,
+    DEPLOY_TARGETS,
+    DESTINATION,
+    FEDERATED_CLIENT,
+    FEDERATED_SERVER,
+    FETCH_SOURCE,
+    IMAGE,
+    INSTALLATION,
+    KANIKO_CONTEXT,
+    KIND,
+    MANAGED_BY,
+    MANAGED_BY_LABEL,
+    METRICS,
+    OUTPUT,
+    PR,
+    PR_LABEL,
+    REF,
+    REGRESSION,
+    REPO,
+    REPORTED,
+    REPORTED_LABEL,
+    ROUNDS,
+    RUN,
+    RUN_ID,
+    SELECTOR,
+    SHA,
+    STOP_GRACE,
+    TAG,
+    TIMEOUT,
+    TRIGGER,
+    TTL_AFTER_FINISHED,
+    WORKSPACE,
+    A,
+    BuildRequest,
+    Cluster,
+    Outcome,
+    Source,
+    annotations_of,
+    cluster_from,
+    image_tag,
+    images_to_build,
+    job_name,
+    kind_of,
+    name_of,
+    outcome,
+    pr_tag,
+    source_key,
+    tag_parts,
+    tag_time,
+    unreported,
+)
+from bot.core.jobs.federated import (
+    FederatedRun,
+    federated_client_job,
+    federated_client_name,
+    federated_server_job,
+    federated_service,
+    owner_reference,
+)
+from bot.core.jobs.specs import (
+    Workload,
+    build_job,
+    job_body,
+    kaniko_args,
+    output_prefix,
+    regression_job,
+    resources,
+    workload_env,
+    workload_pod,
+)
+
+__all__ = ["A", "BASELINE", "BUILD", "BuildRequest", "CHECK_NAME", "CHECK_RUN", "CLIENTS", "CLIENT_ID", "Cluster", "DEFAULT_BRANCH", "DELIVERY", "DEPLOY_TARGETS", "DESTINATION", "FEDERATED_CLIENT", "FEDERATED_SERVER", "FETCH_SOURCE", "FederatedRun", "IMAGE", "INSTALLATION", "KANIKO_CONTEXT", "KIND", "MANAGED_BY", "MANAGED_BY_LABEL", "METRICS", "OUTPUT", "Outcome", "PR", "PR_LABEL", "REF", "REGRESSION", "REPO", "REPORTED", "REPORTED_LABEL", "ROUNDS", "RUN", "RUN_ID", "SELECTOR", "SHA", "STOP_GRACE", "Source", "TAG", "TIMEOUT", "TRIGGER", "TTL_AFTER_FINISHED", "WORKSPACE", "Workload", "annotations_of", "build_job", "cluster_from", "federated_client_job", "federated_client_name", "federated_server_job", "federated_service", "image_tag", "images_to_build", "job_body", "job_name", "kaniko_args", "kind_of", "name_of", "outcome", "output_prefix", "owner_reference", "pr_tag", "regression_job", "resources", "source_key", "tag_parts", "tag_time", "unreported", "workload_env", "workload_pod"]

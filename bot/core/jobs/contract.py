@@ -1,0 +1,190 @@
+"""The labels/annotations contract of the bot's Jobs, their names and tags, and reading them back."""
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from bot.core.config import ImageConfig, RepoConfig
+
+MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
+MANAGED_BY = "flops-bot"
+SELECTOR = f"{MANAGED_BY_LABEL}={MANAGED_BY}"
+KIND = "flops.dev/kind"
+RUN = "flops.dev/run"
+PR_LABEL = "flops.dev/pr"
+
+A = "flops.dev/"
+REPO, SHA, REF, INSTALLATION, RUN_ID = A + "repo", A + "sha", A + "ref", A + "installation-id", A + "run-id"
+CHECK_RUN, CHECK_NAME, REPORTED = A + "check-run-id", A + "check-name", A + "reported"
+IMAGE, DESTINATION, TAG, PR = A + "image", A + "destination", A + "tag", A + "pr"
+DELIVERY, DEPLOY_TARGETS = A + "delivery-id", A + "deploy-targets"
+
+# A reported Job also carries the label flops.dev/reported=true, so lists of running work select
+# `!flops.dev/reported` and skip the finished Jobs kept for a week (ttlSecondsAfterFinished).
+REPORTED_LABEL = {REPORTED: "true"}
+
+BUILD, REGRESSION = "build", "regression"
+FEDERATED_SERVER, FEDERATED_CLIENT = "federated-server", "federated-client"
+OUTPUT, BASELINE, TRIGGER, METRICS = A + "output", A + "baseline", A + "trigger", A + "metrics"
+DEFAULT_BRANCH = A + "default-branch"  # regression: where its baseline is looked for
+ROUNDS, CLIENTS, CLIENT_ID = A + "rounds", A + "clients", A + "client-id"
+# Seconds after the Job's start at which the bot itself stops it (tracker), while its Pod and log
+# still exist; activeDeadlineSeconds is that plus STOP_GRACE, a backstop for when the bot is down.
+TIMEOUT = A + "timeout"
+STOP_GRACE = 300
+WORKSPACE = "/workspace"
+# Unpacks the commit's source (a presigned S3 URL: no credentials in the init container) into
+# /workspace. Run as `python -c`, an argv list: nothing goes through a shell.
+FETCH_SOURCE = (
+    "import os, tarfile, urllib.request\n"
+    "with urllib.request.urlopen(os.environ['FLOPS_SOURCE_URL'], timeout=600) as response:\n"
+    "    with tarfile.open(fileobj=response, mode='r|gz') as tar:\n"
+    "        tar.extractall('/workspace', filter='data')\n"
+)
+KANIKO_CONTEXT = "/kaniko/buildcontext"
+TTL_AFTER_FINISHED = 7 * 24 * 3600  # long enough for a bot that was down over a weekend to report
+
+
+@dataclass(frozen=True)
+class Source:
+    """The commit a Job works on, and who asked."""
+
+    repo: str
+    sha: str
+    installation_id: int
+    ref: str = ""  # branch for pushes, "" otherwise
+    pr: int | None = None
+    delivery_id: str = ""
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """The deployment-wide settings Job specs need (from bot.platform.settings.Settings)."""
+
+    namespace: str
+    bucket: str
+    s3_endpoint_url: str
+    s3_secret: str
+    registry_secret: str
+    kaniko_image: str
+    service_account: str
+    github_url: str = "https://github.com"
+    fetch_image: str = "python:3.12.7-slim-bookworm"
+
+
+@dataclass(frozen=True)
+class BuildRequest:
+    source: Source
+    image: ImageConfig
+    registry: str
+    tag: str
+    created: str  # RFC 3339 commit time, for the OCI label
+    attempt: str = ""  # distinguishes a re-run from the first build (Job names are deterministic)
+    annotations: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def destination(self) -> str:
+        return f"{self.registry}/{self.image.name}:{self.tag}"
+
+
+_TAG_TIME = re.compile(r"-(\d{14})-([0-9a-f]{7,40})$")
+
+
+def image_tag(branch: str, commit_time: str, sha: str) -> str:
+    """`<branch>-<commit time UTC yyyymmddHHMMSS>-<sha7>`: sortable, immutable, a valid Docker tag."""
+    when = datetime.fromisoformat(commit_time.replace("Z", "+00:00")).astimezone(timezone.utc)
+    slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", branch).strip("-.") or "branch"
+    return f"{slug[:100]}-{when:%Y%m%d%H%M%S}-{sha[:7]}"
+
+
+def tag_parts(tag: str) -> tuple[str, str] | None:
+    """(`yyyymmddHHMMSS`, sha7+) of a branch build's tag (`image_tag`); None for other tags."""
+    match = _TAG_TIME.search(tag or "")
+    return (match.group(1), match.group(2)) if match else None
+
+
+def tag_time(tag: str) -> str:
+    """The commit time of a branch build's tag, sortable; "" for other tags (PR builds)."""
+    parts = tag_parts(tag)
+    return parts[0] if parts else ""
+
+
+def pr_tag(number: int, sha: str) -> str:
+    return f"pr-{number}-{sha[:7]}"
+
+
+def job_name(kind: str, label: str, sha: str, *unique: str) -> str:
+    """Deterministic and DNS-1123: the same request twice gives the same name (409, no-op)."""
+    digest = hashlib.sha256("\0".join((kind, label, sha, *unique)).encode()).hexdigest()[:8]
+    clean = re.sub(r"[^a-z0-9-]+", "-", label.lower()).strip("-")[:30].strip("-") or "x"
+    return f"flops-{kind}-{clean}-{sha[:7]}-{digest}"[:63].rstrip("-")
+
+
+def source_key(repo: str, sha: str) -> str:
+    return f"sources/{repo}/{sha}.tar.gz"
+
+
+# --- reading Jobs back -------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Outcome:
+    finished: bool
+    succeeded: bool = False
+    reason: str = ""
+    message: str = ""
+
+
+def outcome(job: dict[str, Any]) -> Outcome:
+    """Finished when the conditions say Complete/SuccessCriteriaMet or Failed/FailureTarget."""
+    conditions = (job.get("status") or {}).get("conditions") or []
+    true = {c.get("type"): c for c in conditions if c.get("status") == "True"}
+    for kind in ("Complete", "SuccessCriteriaMet"):
+        if kind in true:
+            return Outcome(True, True, true[kind].get("reason") or "", true[kind].get("message") or "")
+    for kind in ("Failed", "FailureTarget"):
+        if kind in true:
+            return Outcome(True, False, true[kind].get("reason") or "", true[kind].get("message") or "")
+    return Outcome(False)
+
+
+def unreported(kind: str, *more: str) -> str:
+    """The label selector of the bot's Jobs of `kind` that are not reported yet (and `more` terms)."""
+    return ",".join((SELECTOR, f"{KIND}={kind}", f"!{REPORTED}", *more))
+
+
+def annotations_of(job: dict[str, Any]) -> dict[str, str]:
+    return dict((job.get("metadata") or {}).get("annotations") or {})
+
+
+def kind_of(job: dict[str, Any]) -> str:
+    return str(((job.get("metadata") or {}).get("labels") or {}).get(KIND, ""))
+
+
+def name_of(job: dict[str, Any]) -> str:
+    return str(job["metadata"]["name"])
+
+
+def cluster_from(settings: Any) -> Cluster:
+    """Cluster facts from bot.platform.settings.Settings (typed loosely to keep this module import-light)."""
+    scheme = "https://" if settings.s3.secure else "http://"
+    return Cluster(namespace=settings.namespace, bucket=settings.s3.bucket,
+                   s3_endpoint_url=scheme + settings.s3.endpoint, s3_secret=settings.s3_secret,
+                   registry_secret=settings.registry_secret, kaniko_image=settings.kaniko_image,
+                   service_account=settings.job_service_account,
+                   github_url=_web_url(settings.api_url), fetch_image=settings.fetch_image)
+
+
+def _web_url(api_url: str) -> str:
+    if api_url.rstrip("/") == "https://api.github.com":
+        return "https://github.com"
+    return re.sub(r"/api/v3/?$", "", api_url.rstrip("/"))
+
+
+def images_to_build(cfg: RepoConfig, changed: list[str] | None) -> list[ImageConfig]:
+    """All images, or (when the changed files are known) those whose `paths` match one."""
+    if changed is None:
+        return list(cfg.images)
+    return [image for image in cfg.images if image.matches(changed)]
