@@ -197,3 +197,27 @@ def test_ordering_keys_follow_the_pull_request_or_the_branch() -> None:
     assert key("pull_request.synchronize", "pull_request") == key("issue_comment.created", "issue_comment", issue=2) \
         == key("pull_request_review.submitted", "pull_request_review") == f"{REPO}#2"
     assert key("push.tag", "push") != push
+
+
+async def test_a_payload_of_unexpected_shape_neither_kills_a_worker_nor_stays_seen(bed: Bed) -> None:
+    gated = Gated()
+
+    async def strict(event: sansio.Event, gh: object, *, deps: object) -> None:
+        event.data["check_run"]["pull_requests"][0]["number"]  # fails on this shape, as a handler would
+
+    gated.router.add(strict, "check_run")
+    dispatcher = Dispatcher(gated.router, bed.deps, workers=1, queue_size=10)
+    dispatcher.start()
+    odd = sansio.Event(
+        {"check_run": {"pull_requests": [{}]}, "installation": {"id": INSTALLATION}},
+        event="check_run", delivery_id=str(uuid.uuid4()),
+    )
+    assert dispatcher.submit(odd)
+    after = comment_event(1, "after")
+    gated.gate("after").set()
+    assert dispatcher.submit(after)
+    await asyncio.wait_for(dispatcher.idle(), 10)
+    assert gated.finished == ["after"]
+    assert dispatcher.seen(after.delivery_id)
+    assert not dispatcher.seen(odd.delivery_id)  # a handler failure lets Redeliver run it again
+    assert await dispatcher.drain(5)

@@ -104,7 +104,11 @@ class Dispatcher:
     async def _work(self) -> None:
         while True:
             event = await self._queue.get()
-            key = event_key(event)
+            try:
+                key = event_key(event)
+            except Exception:  # a signed payload of unexpected shape: run it alone, never kill the worker
+                log.warning("delivery has no ordering key", extra={"event": event.event})
+                key = f"?{event.delivery_id or id(event)}"
             if key in self._backlogs:
                 self._backlogs[key].append(event)  # the worker on this key takes it next, in order
                 continue
