@@ -104,7 +104,7 @@ async def start_for_pr(gh: GitHubAPI, deps: Deps, cfg: RepoConfig, pr: PullRef, 
     await deps.artifacts.put_json(pending_key(request.repo, request.sha), request.to_json())
     building = await builds_in_progress(deps, request)
     missing = tuple([n for n in request.images if n not in building
-                     and await deps.artifacts.get_json(builds.record_key(request.repo, request.sha, n)) is None])
+                     and await builds.read_record(deps, builds.record_key(request.repo, request.sha, n)) is None])
     if missing:
         await builds.start_for_pr(gh, deps, cfg, pr, missing, attempt)
     await try_launch(gh, deps, request)  # a build may have finished meanwhile
