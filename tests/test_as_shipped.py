@@ -369,5 +369,10 @@ async def test_redeploy_puts_an_older_build_back_on_the_config_repo(shipped: Shi
     await deliver(shipped, "issue_comment", comment_payload(shipped, repo, 1, f"/redeploy dev {shas[0][:7]}",
                                                             on_pr=False))
     await wait_for(lambda: digest("server", shas[0]) in deployed(shipped, file), timeout=20, what="rollback commit")
-    checks = [r for r in shipped.github.check_runs_for(repo, shas[0], "flops/deploy: dev") if r["status"] == "completed"]
-    assert checks[-1]["conclusion"] == "success" and f"@{MAINTAINER}" in checks[-1]["output"]["summary"]
+
+    def rollback_check() -> dict[str, Any] | None:  # posted after the commit: wait for it, do not race it
+        runs = [r for r in shipped.github.check_runs_for(repo, shas[0], "flops/deploy: dev")
+                if r["status"] == "completed" and f"@{MAINTAINER}" in r["output"]["summary"]]
+        return runs[-1] if runs else None
+
+    assert (await wait_for(rollback_check, timeout=20, what="the /redeploy check"))["conclusion"] == "success"
