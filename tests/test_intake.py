@@ -232,7 +232,7 @@ async def test_metrics_count_deliveries_and_github_calls(bed: Bed) -> None:
     async with bed.session.get(bed.url("/metrics")) as response:
         text = await response.text()
     assert 'flops_webhook_deliveries_total{event="push",outcome="accepted"} 1' in text
-    assert 'flops_webhook_deliveries_total{event="push",outcome="unauthorized"} 1' in text
+    assert 'flops_webhook_deliveries_total{event="unknown",outcome="unauthorized"} 1' in text
     assert 'flops_webhook_deliveries_total{event="push",outcome="processed"} 1' in text
     assert 'flops_event_processing_seconds_count{event="push"} 1' in text
     assert 'flops_github_api_calls_total{method="GET",status="404"} 1' in text
@@ -251,3 +251,20 @@ async def test_metrics_speak_openmetrics_to_a_scraper_that_asks(bed: Bed) -> Non
     assert 'flops_webhook_deliveries_created{event="push",outcome="accepted"}' in text
     async with bed.session.get(bed.url("/metrics")) as response:
         assert response.headers["Content-Type"].startswith("text/plain")
+
+
+async def test_unsigned_requests_cannot_grow_metrics(bed: Bed) -> None:
+    """The caller's X-GitHub-Event never becomes a label: 300 unsigned requests with made-up event
+    names add no series, and a signed event the App does not subscribe to is counted as `other`."""
+    async with bed.session.get(bed.url("/metrics")) as response:
+        before = await response.text()
+    for i in range(300):
+        response = await bed.deliver(f"made-up-{i}-" + "x" * 200, b"{}", secret="forged")
+        assert response.status == 401
+    await bed.deliver("star", {"action": "created"})
+    async with bed.session.get(bed.url("/metrics")) as response:
+        after = await response.text()
+    assert "made-up" not in after and "star" not in after
+    assert 'flops_webhook_deliveries_total{event="unknown",outcome="unauthorized"} 300.0' in after
+    assert 'flops_webhook_deliveries_total{event="other",outcome="ignored"} 1.0' in after
+    assert len(after) < len(before) + 2_000  # two new series, not three hundred

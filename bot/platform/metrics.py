@@ -7,6 +7,10 @@ is global. The names and labels are public contract (dashboards and alerts query
 - `flops_github_api_calls_total{method,status}`, `flops_github_rate_limit_remaining` (once seen)
 - `flops_jobs_finished_total{kind,result}`, `flops_queue_depth`
 
+The `event` label takes only the events the App subscribes to (`EVENTS`; anything else is `other`)
+and requests that failed the signature check are counted as `unknown`: a caller's header never
+becomes a new series, so unsigned requests cannot grow `/metrics`.
+
 `render(accept)` answers in the Prometheus text format, or OpenMetrics when the scraper asks for it.
 """
 from __future__ import annotations
@@ -14,6 +18,9 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import choose_encoder
 
+# The App manifest's default_events (app.yml, bot/app.yml) and what GitHub sends every App regardless.
+EVENTS = frozenset({"push", "pull_request", "pull_request_review", "issue_comment", "check_run", "check_suite",
+                    "merge_group", "ping", "installation", "installation_repositories"})
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
 
@@ -32,10 +39,10 @@ class Metrics:
         self._rate_limit: Gauge | None = None  # registered once a rate-limit header was seen
 
     def delivery(self, event: str, outcome: str) -> None:
-        self._deliveries.labels(event, outcome).inc()
+        self._deliveries.labels(event_label(event), outcome).inc()
 
     def processed(self, event: str, seconds: float) -> None:
-        self._processing.labels(event).observe(seconds)
+        self._processing.labels(event_label(event)).observe(seconds)
 
     def github_call(self, method: str, status: str, remaining: str | None) -> None:
         self._github_calls.labels(method, status).inc()
@@ -60,3 +67,8 @@ class Metrics:
         """The exposition for a scraper sending `accept`: (body, Content-Type)."""
         encoder, content_type = choose_encoder(accept)
         return encoder(self.registry), content_type
+
+
+def event_label(event: str) -> str:
+    """The `event` label of a delivery: a subscribed event's name, `unknown` or `other`."""
+    return event if event in EVENTS or event == "unknown" else "other"

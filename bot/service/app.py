@@ -75,13 +75,13 @@ async def webhook(request: web.Request) -> web.Response:
         return _reply(503, "shutting down; GitHub can redeliver this event")
     body = await request.read()
     if not verify_signature(body, request.headers.get("X-Hub-Signature-256"), deps.settings.webhook_secrets):
-        deps.metrics.delivery(request.headers.get("X-GitHub-Event", "unknown"), "unauthorized")
+        deps.metrics.delivery("unknown", "unauthorized")  # unverified: the caller's event name is not counted
         log.warning("webhook signature rejected", extra={"delivery": request.headers.get("X-GitHub-Delivery")})
         return _reply(401, "signature missing or invalid (check GITHUB_WEBHOOK_SECRET)")
     try:
         event = parse_event(request.headers, body)
     except ValueError as exc:
-        deps.metrics.delivery(request.headers.get("X-GitHub-Event", "unknown"), "malformed")
+        deps.metrics.delivery(request.headers.get("X-GitHub-Event") or "unknown", "malformed")
         return _reply(400, f"malformed delivery: {exc}")
     return _enqueue(dispatcher, deps.metrics, event)
 
