@@ -1,7 +1,8 @@
 """check_run: the Re-run button on one of our build checks builds that image again.
 
 A build of a configured branch's commit is re-run as that branch's build (same tag scheme, its
-deploy targets follow). Anything else is a pull request's build: re-run as `/build` would run
+deploy targets follow), with `branches` and `deploy` from the default branch's flops.yml at its
+head: never from the commit being re-built. Anything else is a pull request's build: re-run as `/build` would run
 it — tagged `pr-<n>-<sha7>`, config from the base branch, never deployed, and for a fork only
 with a maintainer's grant for that head sha. A fork's branch named like ours is not ours.
 """
@@ -31,8 +32,9 @@ async def rebuild_on_rerun(event: sansio.Event, gh: GitHubAPI, *, deps: Deps) ->
     attempt = f"rerun-{run['id']}-{event.delivery_id}"
     branch = (run.get("check_suite") or {}).get("head_branch") or ""
     if branch and await builds.on_branch(gh, repo, branch, sha):
-        cfg = await checks.load_config(gh, repo, ref=sha, sha=sha)
         default = data["repository"].get("default_branch") or "main"
+        trusted = await builds.trusted_config(gh, repo, default)  # never the clicked commit's own keys
+        cfg = await builds.config_for_build(gh, trusted, repo, sha) if trusted is not None else None
         if cfg is not None and builds.builds_branch(cfg, branch, default):
             await builds.rerun(gh, deps, cfg, repo=repo, sha=sha, image_name=image, installation_id=installation,
                                ref=branch, attempt=attempt)

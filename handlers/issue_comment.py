@@ -235,8 +235,12 @@ async def run_train(ctx: Context, command: commands.Command) -> str:
 
 
 async def redeploy(ctx: Context, command: commands.Command) -> str:
-    assert ctx.cfg is not None and command.target is not None
-    result = await deploy.redeploy(ctx.gh, ctx.deps, ctx.cfg, ctx.repo, command.target, command.sha, ctx.default_branch,
+    assert command.target is not None
+    trusted = await builds.trusted_config(ctx.gh, ctx.repo, ctx.default_branch)  # not a PR base's targets
+    if trusted is None:
+        return (f"`{ctx.default_branch}` has no valid `.github/flops.yml`, and only the default branch's file "
+                f"names deploy targets.")
+    result = await deploy.redeploy(ctx.gh, ctx.deps, trusted, ctx.repo, command.target, command.sha, ctx.default_branch,
                                    requested_by=ctx.user)
     return f"**{result.conclusion}** · {result.title}. {result.summary}"
 

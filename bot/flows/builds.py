@@ -15,7 +15,7 @@ import gidgethub
 from gidgethub.abc import GitHubAPI
 
 from bot.core import jobs, records
-from bot.core.config import ImageConfig, RepoConfig
+from bot.core.config import ConfigError, ImageConfig, RepoConfig
 from bot.core.records import BuildRecord
 from bot.flows import lifecycle
 from bot.flows.deps import Deps
@@ -74,6 +74,27 @@ def wants_build(cfg: RepoConfig, push: Push) -> bool:
     if push.branch is not None:
         return builds_branch(cfg, push.branch, push.default_branch)
     return push.tag_name is not None and any(fnmatch.fnmatchcase(push.tag_name, p) for p in cfg.tags)
+
+
+async def trusted_config(gh: GitHubAPI, repo: str, default_branch: str) -> RepoConfig | None:
+    """The default branch's flops.yml at its head: what decides which branches and tags build and
+    where their images deploy. None when absent or invalid (its own pushes report why)."""
+    try:
+        return await checks.fetch_config(gh, repo, default_branch)
+    except ConfigError as error:
+        log.warning("the default branch's flops.yml is invalid; nothing outside it builds",
+                    extra={"repo": repo, "branch": default_branch, "problems": len(error.problems)})
+        return None
+
+
+async def config_for_build(gh: GitHubAPI, trusted: RepoConfig, repo: str, sha: str) -> RepoConfig | None:
+    """`trusted` with the build-shaping keys of `sha`'s own flops.yml (`RepoConfig.shaped_by`);
+    None when that file is invalid (its failing `flops/config` check says why)."""
+    try:
+        return trusted.shaped_by(await checks.fetch_config(gh, repo, sha))
+    except ConfigError as error:
+        await checks.report_invalid_config(gh, repo, sha, sha, error)
+        return None
 
 
 def builds_branch(cfg: RepoConfig, branch: str, default_branch: str) -> bool:

@@ -56,7 +56,7 @@ from bot.core.text import shown
 MAX_CLIENTS_LIMIT = 1000
 MAX_ROUNDS_LIMIT = 100_000
 
-_TOP = ("version", "registry", "branches", "tags", "images", "deploy", "regression", "federated")
+_TOP = ("version", "registry", "pr_registry", "branches", "tags", "images", "deploy", "regression", "federated")
 _IMAGE = ("name", "dockerfile", "context", "paths", "build_args", "target", "resources", "timeout")
 _DEPLOY = ("name", "repo", "branch", "file", "image", "images", "field", "mode")
 _REGRESSION = ("image", "command", "resources", "node_selector", "tolerations", "volumes", "env", "timeout",
@@ -69,6 +69,7 @@ def repo_config(top: _Node) -> RepoConfig:
     top.mapping(_TOP, required=("registry",))
     version = top.get("version", _version, 1)
     registry = top.get("registry", _registry, "")
+    pr_registry = top.get("pr_registry", _registry, "") or None
     branches = _string_list(top, "branches", _branch, non_empty=True) if "branches" in top.value else None
     tags = _string_list(top, "tags", _tag_pattern)
     before = len(top.problems)
@@ -78,7 +79,7 @@ def repo_config(top: _Node) -> RepoConfig:
     deploy = _deploy_targets(top.child("deploy"), names) if "deploy" in top.value else ()
     regression = _regression(top.child("regression"), names) if "regression" in top.value else None
     federated = _federated(top.child("federated"), names) if "federated" in top.value else None
-    return RepoConfig(version, registry, branches, tags, images, deploy, regression, federated)
+    return RepoConfig(version, registry, branches, tags, images, deploy, regression, federated, pr_registry)
 
 
 def _images(node: _Node) -> tuple[ImageConfig, ...]:
