@@ -180,9 +180,12 @@ def code_repo(bot: Shipped, repo: str, config: str) -> str:
     return sha
 
 
-def config_repo(bot: Shipped, file: str) -> None:
+def config_repo(bot: Shipped, file: str, source: str) -> None:
+    """The config repository with `file`, consenting to deploys of `source`'s master builds to it."""
     bot.github.add_repo(CONFIG_REPO, default_branch="main")
-    bot.github.commit(CONFIG_REPO, "main", {file: CRONJOB}, message="manifests", author="ops-human")
+    consent = f"version: 1\nallow:\n  - {{repo: {source}, branches: [master], paths: [\"{file}\"]}}\n"
+    bot.github.commit(CONFIG_REPO, "main", {file: CRONJOB, ".github/flops-deploy.yml": consent},
+                      message="manifests", author="ops-human")
 
 
 def jobs_of(bot: Shipped, kind: str, sha: str) -> list[dict[str, Any]]:
@@ -271,7 +274,7 @@ def deployed(bot: Shipped, file: str) -> str:
 
 async def test_push_builds_in_kaniko_reports_and_commits_the_image_to_the_config_repo(shipped: Shipped) -> None:
     repo, file = "acme/fl-push", "dev/push.yaml"
-    config_repo(shipped, file)
+    config_repo(shipped, file, repo)
     code_repo(shipped, repo, IMAGES + DEPLOY.replace("FILE", file) + REGRESSION)
     data = push_payload(shipped.github, repo, {"fl/server.py": "print('v2')\n"})
     sha = data["after"]
@@ -355,7 +358,7 @@ async def test_train_builds_the_images_then_runs_server_service_and_clients(ship
 
 async def test_redeploy_puts_an_older_build_back_on_the_config_repo(shipped: Shipped) -> None:
     repo, file = "acme/fl-rollback", "dev/rollback.yaml"
-    config_repo(shipped, file)
+    config_repo(shipped, file, repo)
     code_repo(shipped, repo, IMAGES + DEPLOY.replace("FILE", file))
     shas = []
     for version, when in (("v1", "2026-11-22T09:30:00Z"), ("v2", "2026-11-22T10:30:00Z")):
