@@ -210,7 +210,8 @@ async def run_build(ctx: Context, command: commands.Command) -> str:
     todo = tuple(n for n in wanted if n not in busy)
     started = await builds.start_for_pr(ctx.gh, ctx.deps, ctx.cfg, ctx.pr, todo, ctx.attempt) if todo else []
     tag = jobs.pr_tag(ctx.pr.number, ctx.pr.head_sha)
-    text = f"building {', '.join(f'`{n}`' for n in started)} as `{tag}` (never deployed)." if started else ""
+    where = f"pushed to `{ctx.cfg.pr_registry}`" if ctx.cfg.pr_registry else "not pushed: no `pr_registry` is set"
+    text = f"building {', '.join(f'`{n}`' for n in started)} as `{tag}` ({where}; never deployed)." if started else ""
     already = [n for n in wanted if n in busy]
     if already:
         text += (" " if text else "") + f"Already building for {ctx.pr.head_sha[:7]}: " + \

@@ -54,6 +54,7 @@ spec:
 """
 IMAGES = """\
 registry: harbor.example.com/flops
+pr_registry: harbor.example.com/flops-pr
 images:
   - name: server
     dockerfile: Dockerfile.server

@@ -188,9 +188,9 @@ async def test_train_creates_a_valid_run_with_the_asked_rounds_and_clients(bed: 
         assert pod["automountServiceAccountToken"] is False and pod["restartPolicy"] == "Never"
         assert pod["containers"][0]["resources"]["limits"] == {"cpu": "1", "memory": "1Gi"}
     images = {c["spec"]["template"]["spec"]["containers"][0]["image"] for c in clients}
-    assert images == {f"harbor.example.com/flops/client:pr-{PR}-{head[:7]}@{digest_of('client')}"}
+    assert images == {f"harbor.example.com/flops-pr/client:pr-{PR}-{head[:7]}@{digest_of('client')}"}
     assert server["spec"]["template"]["spec"]["containers"][0]["image"] == \
-        f"harbor.example.com/flops/server:pr-{PR}-{head[:7]}@{digest_of('server')}"
+        f"harbor.example.com/flops-pr/server:pr-{PR}-{head[:7]}@{digest_of('server')}"
     [check] = bed.github.check_runs_for(REPO, head, "flops/federated")
     assert check["status"] == "in_progress" and check["external_id"] == run
     assert server["metadata"]["annotations"]["flops.dev/check-run-id"] == str(check["id"])

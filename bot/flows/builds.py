@@ -165,7 +165,9 @@ async def start_for_push(gh: GitHubAPI, deps: Deps, cfg: RepoConfig, push: Push)
 
 async def start_for_pr(gh: GitHubAPI, deps: Deps, cfg: RepoConfig, pr: Any, names: tuple[str, ...],
                        delivery_id: str = "") -> list[str]:
-    """`/build`: images of the PR head, tagged `pr-<n>-<sha7>`, never deployed."""
+    """`/build`: images of the PR head, tagged `pr-<n>-<sha7>`, never deployed. They push to the base
+    branch's `pr_registry` with the PR registry Secret, never with the branch images' credential;
+    without a `pr_registry` they are built (the Dockerfile checked) and pushed nowhere."""
     images = [cfg.image(n) for n in names] if names else list(cfg.images)
     await ensure_source(deps.github, deps.artifacts, pr.installation_id, pr.repo, pr.head_sha)
     source = jobs.Source(pr.repo, pr.head_sha, pr.installation_id, pr=pr.number, delivery_id=delivery_id)
@@ -173,8 +175,8 @@ async def start_for_pr(gh: GitHubAPI, deps: Deps, cfg: RepoConfig, pr: Any, name
     for image in images:
         if image is None:
             continue
-        request = jobs.BuildRequest(source, image, cfg.registry, jobs.pr_tag(pr.number, pr.head_sha), checks.now(),
-                                    attempt=delivery_id)
+        request = jobs.BuildRequest(source, image, cfg.pr_registry or cfg.registry, jobs.pr_tag(pr.number, pr.head_sha),
+                                    checks.now(), attempt=delivery_id, pr_build=True, push=cfg.pr_registry is not None)
         if await launch_build(gh, deps, request):
             started.append(image.name)
     return started
@@ -190,7 +192,7 @@ async def launch_build(gh: GitHubAPI, deps: Deps, request: jobs.BuildRequest) ->
     src = request.source
     check_id = await checks.create(
         gh, src.repo, src.sha, checks.build_name(request.image.name), external_id=name,
-        title=f"Building {request.destination}",
+        title=f"Building {request.destination}" + ("" if request.push else " (not pushed)"),
         summary=f"Kaniko Job `{name}` in namespace `{deps.settings.namespace}` is building "
                 f"`{request.image.dockerfile}` (context `{request.image.context}`).")
     body["metadata"]["annotations"][jobs.CHECK_RUN] = str(check_id)
@@ -261,6 +263,9 @@ async def report_build(job: dict[str, Any], result: jobs.Outcome, deps: Deps) ->
     gh = deps.github.for_installation(int(ann[jobs.INSTALLATION]))
     pods = await deps.kube.job_pods(name)
     digest = termination_message(pods, "kaniko") if result.succeeded else None
+    if result.succeeded and ann.get(jobs.PUSHED) == "false":
+        await checks.finish(gh, ann, "success", title="Built, not pushed", summary=NOT_PUSHED.format(ann[jobs.IMAGE]))
+        return "success"
     if result.succeeded and digest and digest.startswith("sha256:"):
         record = BuildRecord(
             repo=ann[jobs.REPO], sha=ann[jobs.SHA], image=ann[jobs.IMAGE], ref=ann.get(jobs.REF, ""), tag=ann[jobs.TAG],
@@ -286,6 +291,12 @@ async def report_build(job: dict[str, Any], result: jobs.Outcome, deps: Deps) ->
                   summary=f"Building `{ann[jobs.DESTINATION]}` failed.\n\n**Reason:** {why}\n\n{hint}".rstrip(),
                   text=f"Last lines of the build log (Job `{name}`):\n\n```\n{text.rstrip()}\n```" if text else None)
     return "failure"
+
+
+NOT_PUSHED = ("Kaniko built `{}` from this pull request: the Dockerfile builds. The image was not pushed anywhere, "
+              "because the base branch's `.github/flops.yml` sets no `pr_registry` (pull-request builds never "
+              "push with the branch images' credential). Set `pr_registry` to a registry of its own, with its "
+              "push credential in the `FLOPS_PR_REGISTRY_SECRET` Secret, to keep pull-request images.")
 
 
 async def save_record(deps: Deps, record: BuildRecord) -> None:

@@ -101,10 +101,14 @@ async def start_for_pr(gh: GitHubAPI, deps: Deps, cfg: RepoConfig, pr: PullRef, 
         run_id = await launch(gh, deps, request, refs)
         return f"federated run `{run_id}` started ({what}) with the builds of {pr.head_sha[:7]}; " \
                f"`{checks.FEDERATED}` reports it."
-    await deps.artifacts.put_json(pending_key(request.repo, request.sha), request.to_json())
     building = await builds_in_progress(deps, request)
     missing = tuple([n for n in request.images if n not in building
                      and await builds.read_record(deps, builds.record_key(request.repo, request.sha, n)) is None])
+    if missing and cfg.pr_registry is None:
+        return (f"this run needs {', '.join(f'`{n}`' for n in missing)} built from {pr.head_sha[:7]}, and pull-request "
+                f"images are pushed only to `pr_registry`, which the base branch's `.github/flops.yml` does not set: "
+                f"`pr_registry` is required for `/train` on a pull request.")
+    await deps.artifacts.put_json(pending_key(request.repo, request.sha), request.to_json())
     if missing:
         await builds.start_for_pr(gh, deps, cfg, pr, missing, attempt)
     await try_launch(gh, deps, request)  # a build may have finished meanwhile

@@ -55,6 +55,7 @@ class Settings:
     queue_size: int
     workers: int
     log_level: str = "INFO"
+    pr_registry_secret: str = "registry-credentials-pr"  # pull-request builds push with it (to pr_registry)
 
 
 def needs_setup(env: Mapping[str, str]) -> bool:
@@ -94,6 +95,7 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         kubeconfig=kubeconfig,
         s3=s3,
         registry_secret=env.get("FLOPS_REGISTRY_SECRET", "").strip() or "registry-credentials",
+        pr_registry_secret=env.get("FLOPS_PR_REGISTRY_SECRET", "").strip() or "registry-credentials-pr",
         s3_secret=env.get("FLOPS_S3_SECRET", "").strip() or "flops-s3",
         kaniko_image=env.get("FLOPS_KANIKO_IMAGE", "").strip() or DEFAULT_KANIKO_IMAGE,
         fetch_image=env.get("FLOPS_FETCH_IMAGE", "").strip() or DEFAULT_FETCH_IMAGE,

@@ -20,7 +20,7 @@ A = "flops.dev/"
 REPO, SHA, REF, INSTALLATION, RUN_ID = A + "repo", A + "sha", A + "ref", A + "installation-id", A + "run-id"
 CHECK_RUN, CHECK_NAME, REPORTED = A + "check-run-id", A + "check-name", A + "reported"
 IMAGE, DESTINATION, TAG, PR = A + "image", A + "destination", A + "tag", A + "pr"
-DELIVERY, DEPLOY_TARGETS = A + "delivery-id", A + "deploy-targets"
+DELIVERY, DEPLOY_TARGETS, PUSHED = A + "delivery-id", A + "deploy-targets", A + "pushed"
 
 # A reported Job also carries the label flops.dev/reported=true, so lists of running work select
 # `!flops.dev/reported` and skip the finished Jobs kept for a week (ttlSecondsAfterFinished).
@@ -73,6 +73,7 @@ class Cluster:
     service_account: str
     github_url: str = "https://github.com"
     fetch_image: str = "python:3.12.7-slim-bookworm"
+    pr_registry_secret: str = "registry-credentials-pr"
 
 
 @dataclass(frozen=True)
@@ -84,6 +85,14 @@ class BuildRequest:
     created: str  # RFC 3339 commit time, for the OCI label
     attempt: str = ""  # distinguishes a re-run from the first build (Job names are deterministic)
     annotations: dict[str, str] = field(default_factory=dict)
+    pr_build: bool = False  # a pull request's: `registry` is the pr_registry, pushed with the PR Secret
+    push: bool = True  # False: built (so the Dockerfile is checked), pushed nowhere, no credential mounted
+
+    def secret(self, cluster: Cluster) -> str | None:
+        """The registry Secret Kaniko pushes with; None when nothing is pushed."""
+        if not self.push:
+            return None
+        return cluster.pr_registry_secret if self.pr_build else cluster.registry_secret
 
     @property
     def destination(self) -> str:
@@ -174,7 +183,8 @@ def cluster_from(settings: Any) -> Cluster:
                    s3_endpoint_url=scheme + settings.s3.endpoint, s3_secret=settings.s3_secret,
                    registry_secret=settings.registry_secret, kaniko_image=settings.kaniko_image,
                    service_account=settings.job_service_account,
-                   github_url=_web_url(settings.api_url), fetch_image=settings.fetch_image)
+                   github_url=_web_url(settings.api_url), fetch_image=settings.fetch_image,
+                   pr_registry_secret=settings.pr_registry_secret)
 
 
 def _web_url(api_url: str) -> str:

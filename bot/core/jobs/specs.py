@@ -21,6 +21,7 @@ from bot.core.jobs.contract import (
     OUTPUT,
     PR,
     PR_LABEL,
+    PUSHED,
     REF,
     REGRESSION,
     REPO,
@@ -59,12 +60,16 @@ def build_job(req: BuildRequest, cluster: Cluster, *, check: str) -> dict[str, A
             {"name": "AWS_REGION", "value": "us-east-1"},
         ],
         "resources": resources(image.resources),
-        "volumeMounts": [{"name": "registry-credentials", "mountPath": "/kaniko/.docker", "readOnly": True}],
         "terminationMessagePolicy": "File",
     }
-    volumes = [{"name": "registry-credentials", "secret": {
-        "secretName": cluster.registry_secret,
-        "items": [{"key": ".dockerconfigjson", "path": "config.json"}]}}]
+    volumes = []
+    secret = req.secret(cluster)
+    if secret is not None:  # a build that pushes nothing holds no registry credential at all
+        container["volumeMounts"] = [{"name": "registry-credentials", "mountPath": "/kaniko/.docker", "readOnly": True}]
+        volumes.append({"name": "registry-credentials", "secret": {
+            "secretName": secret, "items": [{"key": ".dockerconfigjson", "path": "config.json"}]}})
+    else:
+        annotations[PUSHED] = "false"
     return job_body(name, cluster, labels, annotations, [container], volumes=volumes,
                     deadline=image.timeout, backoff_limit=1)
 
@@ -76,8 +81,7 @@ def kaniko_args(req: BuildRequest, cluster: Cluster) -> list[str]:
         f"--dockerfile={KANIKO_CONTEXT}/{image.dockerfile}",
         f"--destination={req.destination}",
         "--digest-file=/dev/termination-log",
-        "--cache=true",
-        f"--cache-repo={req.registry}/cache",
+        *(("--cache=true", f"--cache-repo={req.registry}/cache") if req.push else ("--no-push", "--cache=false")),
         f"--label=org.opencontainers.image.revision={src.sha}",
         f"--label=org.opencontainers.image.source={cluster.github_url}/{src.repo}",
         f"--label=org.opencontainers.image.created={req.created}",
