@@ -407,6 +407,18 @@ class GitHubEmulator:
                 if self._check_repo[rid].casefold() == full_name.casefold() and run["head_sha"] == head_sha
                 and (name is None or run["name"] == name)]
 
+    def add_check_run(self, full_name: str, head_sha: str, name: str, *, conclusion: str,
+                      app_id: int | None = None) -> dict[str, Any]:
+        """A completed check run on a commit, as this App (or the App `app_id`) would have created it."""
+        repo = self._repo_or_fail(full_name)
+        run = self._check_run_json(repo, next(self._ids), head_sha, name)
+        run.update(status="completed", conclusion=conclusion, completed_at=now_iso())
+        if app_id is not None:
+            run["app"] = {**run["app"], "id": app_id, "slug": f"app-{app_id}"}
+        self.check_runs[run["id"]] = run
+        self._check_repo[run["id"]] = repo.full_name
+        return run
+
     def comments_on(self, full_name: str, number: int) -> list[dict[str, Any]]:
         key = (full_name.casefold(), number)
         return [c for cid, c in sorted(self.comments.items())
