@@ -4,10 +4,12 @@ own script (`tarfile` with `filter='data'`, which refuses a whole archive for on
 the check runs name what was left out. Against the GitHub emulator and the real S3 server."""
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
 import sys
+import tarfile
 from datetime import timedelta
 from pathlib import Path
 
@@ -44,6 +46,21 @@ def unpack(url: str, workspace: Path) -> subprocess.CompletedProcess[str]:
                           capture_output=True, text=True, timeout=60, check=False)
 
 
+def old_pack(files: dict[str, bytes], links: dict[str, str]) -> bytes:
+    """A source object as bot versions before issue #16 packed it: every link kept."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+        for name, target in links.items():
+            info = tarfile.TarInfo(name)
+            info.type, info.linkname = tarfile.SYMTYPE, target
+            tar.addfile(info)
+    return buffer.getvalue()
+
+
 async def test_links_out_of_the_tree_are_left_out_and_the_rest_unpacks(bed: Bed, tmp_path: Path) -> None:
     bed.github.add_repo(REPO)
     sha = bed.github.commit(REPO, "master", TREE)
@@ -64,10 +81,27 @@ async def test_a_clean_tree_keeps_every_file_and_lists_nothing(bed: Bed, tmp_pat
     sha = bed.github.commit(REPO, "master", {"train.py": "x\n", "lib/a.py": "y\n", "link": Symlink(b"lib/a.py")})
     packed = await ensure_source(bed.deps.github, bed.deps.artifacts, INSTALLATION, REPO, sha)
     assert packed.dropped == ()
-    assert not await bed.deps.artifacts.exists(packed.key + ".dropped.json")
+    assert await bed.deps.artifacts.get_json(packed.key + ".dropped.json") == []
     done = unpack(await bed.deps.artifacts.presigned_get(packed.key, timedelta(minutes=5)), tmp_path)
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "link").read_text() == "y\n"
+
+
+async def test_a_source_packed_before_links_were_checked_is_packed_again(bed: Bed, tmp_path: Path) -> None:
+    bed.github.add_repo(REPO)
+    sha = bed.github.commit(REPO, "master", TREE)
+    key = f"sources/{REPO}/{sha}.tar.gz"
+    await bed.deps.artifacts.put_bytes(key, old_pack({"train.py": b"x\n"}, {"abs": "/etc/passwd"}))  # no list
+    url = await bed.deps.artifacts.presigned_get(key, timedelta(minutes=5))
+    refused = unpack(url, tmp_path / "before")
+    assert refused.returncode != 0 and "AbsoluteLinkError" in refused.stderr  # what blocked the repository
+    downloads = len(bed.github.calls_to("GET", rf"/repos/{REPO}/tarball/"))
+    packed = await ensure_source(bed.deps.github, bed.deps.artifacts, INSTALLATION, REPO, sha)
+    assert len(bed.github.calls_to("GET", rf"/repos/{REPO}/tarball/")) == downloads + 1
+    assert packed.key == key and sorted(packed.dropped) == DROPPED
+    done = unpack(url, tmp_path / "after")
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "after" / "chain").read_text() == "print('train')\n"
 
 
 async def test_the_regression_check_names_the_links_left_out(bed: Bed) -> None:

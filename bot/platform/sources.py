@@ -4,7 +4,8 @@ GitHub's tarball has one top-level folder (`owner-repo-sha7/`); it is stripped h
 object unpacks straight into a build context or workspace. Links that are absolute or would lead
 out of the tree are dropped (the init container's `tarfile` `filter='data'` refuses the whole
 archive for one of them, so a single such symlink would block every run of the repository); the
-dropped names are kept beside the object (`<key>.dropped.json`) for the check runs to list.
+dropped names are kept beside the object (`<key>.dropped.json`, `[]` for none) for the check runs
+to list; an object without that list (packed before links were checked) is packed again.
 """
 from __future__ import annotations
 
@@ -38,14 +39,14 @@ async def ensure_source(github: GitHubApp, artifacts: Artifacts, installation_id
     key = source_key(repo, sha)
     if await artifacts.exists(key):
         listed = await artifacts.get_json(dropped_key(key))
-        return PackedSource(key, tuple(str(name) for name in listed) if isinstance(listed, list) else ())
+        if isinstance(listed, list):  # else packed by a bot that kept every link: packed again
+            return PackedSource(key, tuple(str(name) for name in listed))
     with tempfile.TemporaryFile() as raw, tempfile.TemporaryFile() as stripped:
         await github.download_tarball(installation_id, repo, sha, raw)
         size, dropped = await asyncio.to_thread(strip_top_folder, raw, stripped)
         stripped.seek(0)
-        if dropped:  # before the object: once it exists, so does the list
-            await artifacts.put_json(dropped_key(key), list(dropped))
         await artifacts.put_stream(key, stripped, size, "application/gzip")
+        await artifacts.put_json(dropped_key(key), dropped)  # last: a list means the object is complete
     return PackedSource(key, tuple(dropped))
 
 
