@@ -384,8 +384,9 @@ async def test_hostile_globs_links_and_hidden_commands_change_nothing_users_rely
     command hidden in an HTML comment opened mid-line runs nothing."""
     repo, number = "acme/fl-hostile", 8
     bait = "a*a*a*a*a*a*a*a*b"
-    code_repo(shipped, repo, IMAGES.replace("Dockerfile.server\n", f"Dockerfile.server\n    paths: [\"{bait}\", fl/**]\n")
+    config = (IMAGES.replace("Dockerfile.server\n", f"Dockerfile.server\n    paths: [\"{bait}\", fl/**]\n")
               .replace("Dockerfile.client\n", f"Dockerfile.client\n    paths: [\"{bait}\"]\n"))
+    code_repo(shipped, repo, config)
     data = push_payload(shipped.github, repo, {"a" * 250: "x\n", "fl/server.py": "print('v3')\n",
                                                "fl/passwd": Symlink(b"/etc/passwd")})
     await deliver(shipped, "push", data)
@@ -398,8 +399,8 @@ async def test_hostile_globs_links_and_hidden_commands_change_nothing_users_rely
     open_pr(shipped, repo, number)
     await deliver(shipped, "issue_comment", comment_payload(shipped, repo, number, "Thanks! <!-- later\n/build\n-->"))
     await deliver(shipped, "issue_comment", comment_payload(shipped, repo, number, "/help"))  # same PR: in order
-    replies = await wait_for(lambda: [c for c in shipped.github.comments_on(repo, number) if c["user"]["type"] == "Bot"],
-                             timeout=20, what="the /help reply")
+    replies = await wait_for(lambda: [c for c in shipped.github.comments_on(repo, number)
+                                      if c["user"]["type"] == "Bot"], timeout=20, what="the /help reply")
     assert len(replies) == 1 and "/regression" in replies[0]["body"]
     head = shipped.github.pulls[(repo, number)]["head"]["sha"]
     assert jobs_of(shipped, "build", head) == []

@@ -136,7 +136,8 @@ async def start_for_push(gh: GitHubAPI, deps: Deps, cfg: RepoConfig, push: Push)
         request = jobs.BuildRequest(source, image, cfg.registry, tag, push.commit_time,
                                     annotations={jobs.DEPLOY_TARGETS: targets_annotation(cfg),
                                                  PUSH_IMAGES: ",".join(i.name for i in images),
-                                                 **fast_forward_of(push), **checks.dropped_annotation(packed[0].dropped)})
+                                                 **fast_forward_of(push),
+                                                 **checks.dropped_annotation(packed[0].dropped)})
         if await launch_build(gh, deps, request):
             started.append(image.name)
     return started
