@@ -569,6 +569,10 @@ MATCHES = [
     ("**", "anything/at/all", True),
     ("a/**", "a", False),
     ("a/**", "a/b", True),
+    ("*.py", "caf\u00e9/\u00fcber.py", True),
+    ("?.py", "\u00e9.py", True),
+    ("*.py", "a\ud800.py", True),  # a lone surrogate, as a JSON payload may carry one
+    ("?.py", "\udfff.py", True),
 ]
 
 # The attack patterns of issue #16 (finding 4): each would backtrack for hours as one regex. They

@@ -31,7 +31,10 @@ def path_matches(pattern: str, path: str) -> bool:
     """gitignore-lite: a pattern without `/` matches a file or directory name anywhere; with
     `/` it is anchored at the repository root; `**` spans any number of directories; a
     pattern matching a directory matches everything below it."""
-    return compile_glob(pattern).fullmatch(path.strip("/")) is not None
+    path = path.strip("/")
+    if not path.isascii():  # RE2 reads UTF-8: a lone surrogate (JSON allows one) becomes one `?`
+        path = path.encode("utf-8", "replace").decode("utf-8")
+    return compile_glob(pattern).fullmatch(path) is not None
 
 
 @functools.lru_cache(maxsize=256)
