@@ -702,3 +702,14 @@ deploy:
         config.parse(text)
     [problem] = error.value.problems
     assert problem.path == "deploy[0].field" and "one `field` holds one image" in problem.message
+
+
+def test_a_pattern_with_a_lone_surrogate_is_a_config_error_with_either_yaml_loader() -> None:
+    text = 'registry: r.io/x\nimages: [{name: s, dockerfile: D, paths: ["a\\ud800"]}]\n'
+    for loader in (yaml.CSafeLoader, yaml.SafeLoader):  # libyaml refuses the escape; the pure loader reads it
+        config.loading._Loader = loader
+        try:
+            found = problems(text)
+        finally:
+            config.loading._Loader = yaml.CSafeLoader
+        assert len(found) == 1 and ("Unicode" in found[0].message), found

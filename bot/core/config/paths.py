@@ -45,6 +45,8 @@ def compile_glob(pattern: str) -> Any:
     except re2.error as exc:
         reason = exc.args[0].decode("utf-8", "replace") if exc.args and isinstance(exc.args[0], bytes) else exc
         raise GlobError(str(reason)) from None
+    except UnicodeEncodeError:  # a lone surrogate, from YAML's `"\ud800"` escape with the pure-Python loader
+        raise GlobError("not valid Unicode text") from None
 
 
 def glob_regex(pattern: str) -> str:
