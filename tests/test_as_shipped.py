@@ -25,7 +25,7 @@ import pytest
 import pytest_asyncio
 
 from tests.conftest import APP_ID, INSTALLATION, NAMESPACE, SECRET, payload, push_payload, sign, wait_for
-from tests.emulators.github import GitHubEmulator, make_app_key
+from tests.emulators.github import GitHubEmulator, Symlink, make_app_key
 from tests.emulators.kube import KubeEmulator
 from tests.emulators.s3 import S3Server, free_port
 
@@ -380,3 +380,31 @@ async def test_redeploy_puts_an_older_build_back_on_the_config_repo(shipped: Shi
         return runs[-1] if runs else None
 
     assert (await wait_for(rollback_check, timeout=20, what="the /redeploy check"))["conclusion"] == "success"
+
+
+async def test_hostile_globs_links_and_hidden_commands_change_nothing_users_rely_on(shipped: Shipped) -> None:
+    """Issue #16, findings 4, 9, 10: a glob that backtracked for days still picks the right image at
+    once, a symlink out of the tree is left out of the source and named on the build check, and a
+    command hidden in an HTML comment opened mid-line runs nothing."""
+    repo, number = "acme/fl-hostile", 8
+    bait = "a*a*a*a*a*a*a*a*b"
+    config = (IMAGES.replace("Dockerfile.server\n", f"Dockerfile.server\n    paths: [\"{bait}\", fl/**]\n")
+              .replace("Dockerfile.client\n", f"Dockerfile.client\n    paths: [\"{bait}\"]\n"))
+    code_repo(shipped, repo, config)
+    data = push_payload(shipped.github, repo, {"a" * 250: "x\n", "fl/server.py": "print('v3')\n",
+                                               "fl/passwd": Symlink(b"/etc/passwd")})
+    await deliver(shipped, "push", data)
+    await build(shipped, data["after"], images=("server",))  # `fl/**` matched; the bait matched nothing
+    check = await completed(shipped, repo, data["after"], "flops/build: server")
+    assert check["conclusion"] == "success"
+    assert "1 symlink(s) left out of the source" in check["output"]["summary"]
+    assert "`fl/passwd`" in check["output"]["summary"]
+
+    open_pr(shipped, repo, number)
+    await deliver(shipped, "issue_comment", comment_payload(shipped, repo, number, "Thanks! <!-- later\n/build\n-->"))
+    await deliver(shipped, "issue_comment", comment_payload(shipped, repo, number, "/help"))  # same PR: in order
+    replies = await wait_for(lambda: [c for c in shipped.github.comments_on(repo, number)
+                                      if c["user"]["type"] == "Bot"], timeout=20, what="the /help reply")
+    assert len(replies) == 1 and "/regression" in replies[0]["body"]
+    head = shipped.github.pulls[(repo, number)]["head"]["sha"]
+    assert jobs_of(shipped, "build", head) == []

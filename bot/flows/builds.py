@@ -21,7 +21,7 @@ from bot.flows import lifecycle
 from bot.flows.deps import Deps
 from bot.flows.diagnosis import diagnose, log_tail, termination_message
 from bot.platform import checks, logs
-from bot.platform.sources import ensure_source
+from bot.platform.sources import PackedSource, ensure_source
 
 log = logs.get_logger(__name__)
 
@@ -146,7 +146,7 @@ async def start_for_push(gh: GitHubAPI, deps: Deps, cfg: RepoConfig, push: Push)
     work: list[Awaitable[object]] = [supersede(gh, deps, push)] if push.branch else []
     if images:  # the upload need not wait for the supersede's list, nor the other way round
         work.append(ensure_source(deps.github, deps.artifacts, push.installation_id, push.repo, push.sha))
-    await asyncio.gather(*work)
+    packed = [done for done in await asyncio.gather(*work) if isinstance(done, PackedSource)]
     if not images:
         return []
     tag = jobs.image_tag(push.branch or push.tag_name or "ref", push.commit_time, push.sha)
@@ -157,7 +157,8 @@ async def start_for_push(gh: GitHubAPI, deps: Deps, cfg: RepoConfig, push: Push)
         request = jobs.BuildRequest(source, image, cfg.registry, tag, push.commit_time,
                                     annotations={jobs.DEPLOY_TARGETS: targets_annotation(cfg),
                                                  PUSH_IMAGES: ",".join(i.name for i in images),
-                                                 **fast_forward_of(push)})
+                                                 **fast_forward_of(push),
+                                                 **checks.dropped_annotation(packed[0].dropped)})
         if await launch_build(gh, deps, request):
             started.append(image.name)
     return started
@@ -169,14 +170,15 @@ async def start_for_pr(gh: GitHubAPI, deps: Deps, cfg: RepoConfig, pr: Any, name
     branch's `pr_registry` with the PR registry Secret, never with the branch images' credential;
     without a `pr_registry` they are built (the Dockerfile checked) and pushed nowhere."""
     images = [cfg.image(n) for n in names] if names else list(cfg.images)
-    await ensure_source(deps.github, deps.artifacts, pr.installation_id, pr.repo, pr.head_sha)
+    packed = await ensure_source(deps.github, deps.artifacts, pr.installation_id, pr.repo, pr.head_sha)
     source = jobs.Source(pr.repo, pr.head_sha, pr.installation_id, pr=pr.number, delivery_id=delivery_id)
     started = []
     for image in images:
         if image is None:
             continue
         request = jobs.BuildRequest(source, image, cfg.pr_registry or cfg.registry, jobs.pr_tag(pr.number, pr.head_sha),
-                                    checks.now(), attempt=delivery_id, pr_build=True, push=cfg.pr_registry is not None)
+                                    checks.now(), attempt=delivery_id, annotations=checks.dropped_annotation(packed.dropped),
+                                    pr_build=True, push=cfg.pr_registry is not None)
         if await launch_build(gh, deps, request):
             started.append(image.name)
     return started
@@ -220,11 +222,12 @@ async def rerun(gh: GitHubAPI, deps: Deps, cfg: RepoConfig, *, repo: str, sha: s
         return False
     commit = await gh.getitem("/repos/" + repo + "/commits/{sha}", url_vars={"sha": sha})
     when = commit["commit"]["committer"]["date"]
-    await ensure_source(deps.github, deps.artifacts, installation_id, repo, sha)
+    packed = await ensure_source(deps.github, deps.artifacts, installation_id, repo, sha)
     tag = jobs.image_tag(ref or "rerun", when, sha)
     source = jobs.Source(repo, sha, installation_id, ref=ref)
     request = jobs.BuildRequest(source, image, cfg.registry, tag, when, attempt=attempt,
-                                annotations={jobs.DEPLOY_TARGETS: targets_annotation(cfg)})
+                                annotations={jobs.DEPLOY_TARGETS: targets_annotation(cfg),
+                                             **checks.dropped_annotation(packed.dropped)})
     return await launch_build(gh, deps, request)
 
 

@@ -56,9 +56,10 @@ def pr_source(pr: PullRef, delivery_id: str = "") -> jobs.Source:
     return jobs.Source(pr.repo, pr.head_sha, pr.installation_id, ref=pr.base_ref, pr=pr.number, delivery_id=delivery_id)
 
 
-async def source_url(deps: Deps, installation_id: int, repo: str, sha: str) -> str:
-    key = await ensure_source(deps.github, deps.artifacts, installation_id, repo, sha)
-    return await deps.artifacts.presigned_get(key, SOURCE_URL_TTL)
+async def source_url(deps: Deps, installation_id: int, repo: str, sha: str) -> tuple[str, tuple[str, ...]]:
+    """The presigned URL of the packed source, and the links left out of it."""
+    packed = await ensure_source(deps.github, deps.artifacts, installation_id, repo, sha)
+    return await deps.artifacts.presigned_get(packed.key, SOURCE_URL_TTL), packed.dropped
 
 
 async def start(gh: GitHubAPI, deps: Deps, cfg: RegressionConfig, src: jobs.Source, *, trigger: str,
@@ -68,7 +69,7 @@ async def start(gh: GitHubAPI, deps: Deps, cfg: RegressionConfig, src: jobs.Sour
     branch (from the event's payload) is kept on the Job: the report needs no extra call for it."""
     if src.pr is not None and await _supersede_pr_runs(gh, deps, src):
         return None
-    url = await source_url(deps, src.installation_id, src.repo, src.sha)
+    url, dropped = await source_url(deps, src.installation_id, src.repo, src.sha)
     body = jobs.regression_job(src, jobs.cluster_from(deps.settings), workload(cfg), check=checks.REGRESSION, source_url=url,
                                timeout=cfg.timeout, trigger=trigger, attempt=attempt, baseline=baseline)
     name = jobs.name_of(body)
@@ -77,9 +78,10 @@ async def start(gh: GitHubAPI, deps: Deps, cfg: RegressionConfig, src: jobs.Sour
     body["metadata"]["annotations"][jobs.METRICS] = metrics_annotation(cfg)
     if default_branch:
         body["metadata"]["annotations"][jobs.DEFAULT_BRANCH] = default_branch
+    body["metadata"]["annotations"].update(checks.dropped_annotation(dropped))
     what = "baseline for the default branch" if baseline else f"PR #{src.pr}" if src.pr is not None else "merge queue"
     await _empty_output(deps, body["metadata"]["annotations"][jobs.OUTPUT])
-    check_id = await _check_for(gh, src, name, what, cfg, trigger)
+    check_id = await _check_for(gh, src, name, what, cfg, trigger, checks.dropped_note(body["metadata"]["annotations"]))
     body["metadata"]["annotations"][jobs.CHECK_RUN] = str(check_id)
     try:
         await deps.kube.create_job(body)
@@ -109,10 +111,10 @@ async def _supersede_pr_runs(gh: GitHubAPI, deps: Deps, src: jobs.Source) -> boo
 
 
 async def _check_for(gh: GitHubAPI, src: jobs.Source, name: str, what: str, cfg: RegressionConfig,
-                     trigger: str) -> int:
+                     trigger: str, note: str) -> int:
     """Reuse the head's `queued` check (left by a synchronize) or create one, now in progress."""
     summary = (f"Regression Job `{name}` ({what}, started by {trigger}) runs `{' '.join(cfg.command)}` in "
-               f"`{cfg.image}`; timeout {duration(cfg.timeout)}.")
+               f"`{cfg.image}`; timeout {duration(cfg.timeout)}.{note}")
     existing = await checks.latest(gh, src.repo, src.sha, checks.REGRESSION)
     if existing and existing["status"] == "queued":
         await checks.update(gh, src.repo, existing["id"], status="in_progress", external_id=name,

@@ -4,6 +4,7 @@ Check-run names are public contract (branch protection requires them by name).
 """
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from datetime import datetime, timezone
 from typing import Any
@@ -12,11 +13,15 @@ import gidgethub
 from gidgethub.abc import GitHubAPI
 
 from bot.core import config, jobs
+from bot.core.text import shown
 
 CONFIG = "flops/config"
 REGRESSION = "flops/regression"
 FEDERATED = "flops/federated"
 MAX_TEXT = 65_000  # GitHub rejects output.summary / output.text over 65,535 characters
+# On a Job whose source had links left out (bot.platform.sources): {"count": n, "names": [...]}
+DROPPED_LINKS = jobs.A + "dropped-links"
+DROPPED_SHOWN = 20
 
 
 def build_name(image: str) -> str:
@@ -36,6 +41,29 @@ def clip(text: str, limit: int = MAX_TEXT) -> str:
         return text
     marker = "\n\n… (truncated)"
     return text[: limit - len(marker)] + marker
+
+
+def dropped_annotation(names: tuple[str, ...]) -> dict[str, str]:
+    """The Job annotation naming the links left out of its source (none: no annotation)."""
+    if not names:
+        return {}
+    return {DROPPED_LINKS: json.dumps({"count": len(names), "names": list(names[:DROPPED_SHOWN])})}
+
+
+def dropped_note(ann: Mapping[str, str]) -> str:
+    """The paragraph a check run ends with when links were left out of the Job's source."""
+    try:
+        data = json.loads(ann.get(DROPPED_LINKS) or "{}")
+        count, names = int(data.get("count", 0)), [str(n) for n in data.get("names", [])]
+    except (ValueError, TypeError, AttributeError):
+        return ""
+    if not count:
+        return ""
+    listed = ", ".join(f"`{shown(name, 120)}`" for name in names[:DROPPED_SHOWN])
+    more = f" and {count - len(names)} more" if count > len(names) else ""
+    return (f"\n\n**{count} symlink(s) left out of the source** (absolute, or leading out of the repository, "
+            f"which the unpack refuses): {listed}{more}. Make them relative links inside the repository if the "
+            f"run needs them.")
 
 
 def _output(title: str, summary: str, text: str | None) -> dict[str, str]:
@@ -95,7 +123,8 @@ async def update(gh: GitHubAPI, repo: str, check_id: int | str, *, title: str, s
 async def finish(gh: GitHubAPI, ann: Mapping[str, str], conclusion: str, *, title: str, summary: str,
                  text: str | None = None, details_url: str | None = None) -> None:
     """Complete the check run of a Job (named by its annotations); create it already completed when
-    the bot died before it could create it."""
+    the bot died before it could create it. Links left out of the source are named at the end."""
+    summary += dropped_note(ann)
     if ann.get(jobs.CHECK_RUN):
         await complete(gh, ann[jobs.REPO], ann[jobs.CHECK_RUN], conclusion, title=title, summary=summary, text=text,
                        details_url=details_url)

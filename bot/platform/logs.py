@@ -83,3 +83,4 @@ def configure(redact: Redactor, level: str = "INFO", stream: TextIO | None = Non
     root.handlers[:] = [handler]
     root.setLevel(level)
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    logging.getLogger("markdown_it").setLevel(logging.WARNING)  # a debug line per rule per comment

@@ -11,7 +11,7 @@ from pathlib import Path
 
 DEFAULT_API_URL = "https://api.github.com"
 DEFAULT_KANIKO_IMAGE = "ghcr.io/osscontainertools/kaniko:v1.25.2"
-DEFAULT_FETCH_IMAGE = "python:3.12.7-slim-bookworm"  # unpacks the source into /workspace
+DEFAULT_FETCH_IMAGE = "python:3.13.5-slim-bookworm"  # unpacks the source; tarfile with the 2025 fixes
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 # The variables that make up "App credentials": with none of them set, `serve` starts the

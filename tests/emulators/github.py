@@ -77,6 +77,10 @@ COMMIT_EPOCH = datetime(2024, 1, 1, tzinfo=UTC)
 REPO = r"^/repos/(?P<owner>[^/]+)/(?P<name>[^/]+)"
 
 Tree = dict[str, bytes]
+
+
+class Symlink(bytes):
+    """A tree entry that is a symbolic link (git mode 120000) to its bytes; in the tarball as one."""
 AuthKind = Literal["jwt", "token", "none"]
 
 
@@ -1070,6 +1074,10 @@ class GitHubEmulator:
                 tar.addfile(info)
             for path, data in sorted(commit.tree.items()):
                 info = tarfile.TarInfo(f"{top}/{path}")
+                if isinstance(data, Symlink):
+                    info.type, info.linkname, info.mode, info.mtime = tarfile.SYMTYPE, data.decode(), 0o777, int(mtime)
+                    tar.addfile(info)
+                    continue
                 info.size, info.mode, info.mtime = len(data), 0o664, int(mtime)
                 tar.addfile(info, io.BytesIO(data))
         return buffer.getvalue()

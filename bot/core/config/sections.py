@@ -50,6 +50,7 @@ from bot.core.config.model import (
     Tolerance,
     Volume,
 )
+from bot.core.config.paths import MAX_PATTERNS
 from bot.core.config.schema import _Node, _resources, _scalar_map, _string_list, _unique_names
 from bot.core.text import shown
 
@@ -71,7 +72,7 @@ def repo_config(top: _Node) -> RepoConfig:
     registry = top.get("registry", _registry, "")
     pr_registry = top.get("pr_registry", _registry, "") or None
     branches = _string_list(top, "branches", _branch, non_empty=True) if "branches" in top.value else None
-    tags = _string_list(top, "tags", _tag_pattern)
+    tags = _string_list(top, "tags", _tag_pattern, max_items=MAX_PATTERNS)
     before = len(top.problems)
     images = _images(top.child("images")) if "images" in top.value else ()
     # With a broken `images`, references to it cannot be judged: report the cause only.
@@ -97,7 +98,7 @@ def _image(node: _Node) -> ImageConfig | None:
         name=node.get("name", _name, raw_name if isinstance(raw_name, str) else ""),
         dockerfile=node.get("dockerfile", _file_path, ""),
         context=node.get("context", _relative_path, "."),
-        paths=_string_list(node, "paths", _path_pattern),
+        paths=_string_list(node, "paths", _path_pattern, max_items=MAX_PATTERNS),
         build_args=_scalar_map(node, "build_args", _build_arg_name),
         target=node.get("target", _string, "") or None,
         resources=_resources(node, Resources("1", "2Gi", 0)),

@@ -72,7 +72,7 @@ class Cluster:
     kaniko_image: str
     service_account: str
     github_url: str = "https://github.com"
-    fetch_image: str = "python:3.12.7-slim-bookworm"
+    fetch_image: str = "python:3.13.5-slim-bookworm"  # 3.12.11+/3.13.4+: the 2025 tarfile filter fixes
     pr_registry_secret: str = "registry-credentials-pr"
 
 
