@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bot.core import jobs
+from bot.core.text import escape, shown
 from bot.flows.deps import Deps
 from bot.platform.logs import Redactor
 
@@ -17,7 +18,7 @@ LOG_LINES = 50
 
 @dataclass(frozen=True)
 class Diagnosis:
-    reason: str  # one line a human reads first
+    reason: str  # one line a human reads first: markdown, Kubernetes' words escaped
     pod: str | None
     container: str | None
     exit_code: int | None = None
@@ -32,18 +33,19 @@ def diagnose(result: jobs.Outcome, pods: list[dict[str, Any]]) -> Diagnosis:
             waiting = state.get("waiting") or {}
             if waiting.get("reason") in ("ImagePullBackOff", "ErrImagePull", "InvalidImageName",
                                          "CreateContainerConfigError"):
-                return Diagnosis(f"{waiting['reason']}: {waiting.get('message', '').strip()}".rstrip(": "),
-                                 pod["metadata"]["name"], status["name"])
+                why = f"{escape(waiting['reason'])}: {escape(waiting.get('message', '').strip(), 500)}"
+                return Diagnosis(why.rstrip(": "), pod["metadata"]["name"], status["name"])
             terminated = state.get("terminated") or {}
             if terminated and terminated.get("exitCode", 0) != 0:
                 why = terminated.get("reason") or "Error"
-                text = f"container `{status['name']}` exited with code {terminated['exitCode']} ({why})"
+                text = f"container `{shown(status['name'])}` exited with code {terminated['exitCode']} ({escape(why)})"
                 if why == "OOMKilled":
                     text += ": out of memory; raise the memory limit in .github/flops.yml"
                 return Diagnosis(text, pod["metadata"]["name"], status["name"], terminated["exitCode"])
     if result.reason == "DeadlineExceeded":
         return Diagnosis("deadline exceeded: the Job ran longer than its timeout", _last_pod(pods), None)
-    return Diagnosis(f"{result.reason or 'Failed'}: {result.message}".rstrip(": "), _last_pod(pods), None)
+    why = f"{escape(result.reason or 'Failed')}: {escape(result.message, 500)}"
+    return Diagnosis(why.rstrip(": "), _last_pod(pods), None)
 
 
 def _last_pod(pods: list[dict[str, Any]]) -> str | None:

@@ -12,11 +12,11 @@ import gidgethub
 from gidgethub.abc import GitHubAPI
 
 from bot.core import config, jobs
+from bot.core.text import clip
 
 CONFIG = "flops/config"
 REGRESSION = "flops/regression"
 FEDERATED = "flops/federated"
-MAX_TEXT = 65_000  # GitHub rejects output.summary / output.text over 65,535 characters
 
 
 def build_name(image: str) -> str:
@@ -31,15 +31,8 @@ def now() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def clip(text: str, limit: int = MAX_TEXT) -> str:
-    if len(text) <= limit:
-        return text
-    marker = "\n\n… (truncated)"
-    return text[: limit - len(marker)] + marker
-
-
 def _output(title: str, summary: str, text: str | None) -> dict[str, str]:
-    output = {"title": clip(title, 1000), "summary": clip(summary)}
+    output = {"title": clip(title, 1000), "summary": clip(summary)}  # each field within GitHub's limit
     if text:
         output["text"] = clip(text)
     return output
