@@ -39,7 +39,7 @@ class Kube:
         self.batch = kubernetes.client.BatchV1Api(self.api_client)
         self.core = kubernetes.client.CoreV1Api(self.api_client)
         self.namespace = namespace
-        self._secrets: dict[str, tuple[float, dict[str, str] | None]] = {}
+        self._secrets: dict[str, tuple[float, dict[str, str]]] = {}
 
     def close(self) -> None:
         self.api_client.close()
@@ -127,7 +127,7 @@ class Kube:
 
     async def secret_data(self, name: str) -> dict[str, str] | None:
         """The decoded data of Secret `name` (None when there is none), reused for SECRET_TTL
-        seconds. Only for masking what Jobs print: the Role grants `get` on exactly the Secrets the
+        seconds once read. Only for masking what Jobs print: the Role grants `get` on exactly the Secrets the
         bot's Jobs receive, by name (deploy/base/rbac.yaml); another name answers 403 (raised)."""
         now = time.monotonic()
         cached = self._secrets.get(name)
@@ -137,12 +137,11 @@ class Kube:
             response = await asyncio.to_thread(self.core.read_namespaced_secret, name, self.namespace,
                                                _preload_content=False)
         except ApiException as exc:
-            if exc.status != 404:
-                raise
-            data = None
-        else:
-            raw = _json(response).get("data") or {}
-            data = {str(k): base64.b64decode(v).decode("utf-8", "replace") for k, v in raw.items()}
+            if exc.status == 404:  # not cached: a Secret created a moment later is used at once
+                return None
+            raise
+        raw = _json(response).get("data") or {}
+        data = {str(k): base64.b64decode(v).decode("utf-8", "replace") for k, v in raw.items()}
         self._secrets[name] = (now + SECRET_TTL, data)
         return data
 
