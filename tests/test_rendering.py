@@ -42,6 +42,7 @@ def test_escaped_text_reads_exactly_as_written_and_has_no_structure(value: str) 
     assert markdown.text(escaped).replace(text.ZWSP, "") == visible(value)
     assert not re.search(r"@[A-Za-z0-9]", markdown.text(escaped)), "a mention would ping"
     assert "://" not in markdown.text(escaped) and "www." not in markdown.text(escaped), "an autolink"
+    assert text.plain(escaped) == visible(value)  # a check-run title (plain text) shows no backslashes
 
 
 def test_escaped_text_is_capped() -> None:

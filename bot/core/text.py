@@ -9,7 +9,7 @@ markdown that GitHub renders:
 - `link`: a markdown link only for an `http(s)` URL without whitespace or control characters, else
   both parts as escaped text;
 - `code_block`: a fenced block that its content cannot close, bounded length (the end is kept);
-- `shown`: short text inside a code span;
+- `shown`: short text inside a code span; `plain`: escaped text back to plain (check-run titles);
 - `clip`: every comment body and check-run `summary`/`text` fits GitHub's 65,535-character limit,
   with a visible note when cut.
 """
@@ -51,6 +51,12 @@ def escape(value: object, limit: int = INLINE) -> str:
     text = _PUNCTUATION.sub(r"\\\1", text)
     text = text.replace("@", "@" + ZWSP).replace("://", ":" + ZWSP + "//")  # `@team`, `https://`
     return re.sub(r"(?i)\bwww\\\.", lambda m: m.group(0)[:3] + ZWSP + m.group(0)[3:], text)
+
+
+def plain(markdown: str) -> str:
+    """Escaped markdown back as the text it renders to, for plain-text fields (a check run's
+    title): backslash escapes and zero-width spaces dropped, code-span backticks kept."""
+    return re.sub(r"\\([!-/:-@\[-`{-~])", r"\1", markdown).replace(ZWSP, "")
 
 
 def safe_url(value: object) -> str | None:

@@ -18,7 +18,7 @@ from gidgethub.abc import GitHubAPI
 from bot.core import jobs, records
 from bot.core.config import ImageConfig, RepoConfig
 from bot.core.records import BuildRecord
-from bot.core.text import code_block
+from bot.core.text import code_block, plain
 from bot.flows import lifecycle
 from bot.flows.deps import Deps
 from bot.flows.diagnosis import diagnose, log_tail, termination_message
@@ -264,7 +264,7 @@ async def report_build(job: dict[str, Any], result: jobs.Outcome, deps: Deps) ->
         why = diagnosis.reason
         text = await log_tail(deps, diagnosis.pod, diagnosis.container, pods)
     hint = _hint(why, deps)
-    await checks.finish(gh, ann, "failure", title=f"Build failed: {why}"[:200],
+    await checks.finish(gh, ann, "failure", title=f"Build failed: {plain(why)}"[:200],
                   summary=f"Building `{ann[jobs.DESTINATION]}` failed.\n\n**Reason:** {why}\n\n{hint}".rstrip(),
                   text=f"Last lines of the build log (Job `{name}`):\n\n{code_block(text)}" if text else None)
     return "failure"

@@ -20,7 +20,7 @@ from gidgethub.abc import GitHubAPI
 from bot.core import jobs
 from bot.core.config import FederatedConfig, RepoConfig, Resources
 from bot.core.records import BuildRecord
-from bot.core.text import code_block, duration, escape, link
+from bot.core.text import code_block, duration, escape, link, plain
 from bot.flows import builds, lifecycle
 from bot.flows.builds import Push
 from bot.flows.deps import Deps
@@ -234,9 +234,10 @@ async def report(job: dict[str, Any], result: jobs.Outcome, deps: Deps) -> str:
             title = "The server wrote no valid metrics.json"
         else:
             diagnosis = diagnose(result, pods)
-            reason = f"{diagnosis.reason} ({result.message})" if timed_out and result.message else diagnosis.reason
+            reason = f"{diagnosis.reason} ({escape(result.message, 500)})" if timed_out and result.message \
+                else diagnosis.reason
             title = f"Federated run timed out after {duration(int(ann.get(jobs.TIMEOUT) or 0))}" if timed_out \
-                else f"Federated server failed: {diagnosis.reason}"
+                else f"Federated server failed: {plain(diagnosis.reason)}"
         if failed:
             reason += "\n\n**Failed clients:** " + ", ".join(f"{c.client} (`{c.job}`)" for c in failed)
         pod = diagnosis.pod if diagnosis else (pods[-1]["metadata"]["name"] if pods else None)

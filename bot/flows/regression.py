@@ -17,7 +17,7 @@ from kubernetes.client import ApiException
 
 from bot.core import jobs, verdict
 from bot.core.config import Metric, RegressionConfig, parse_tolerance
-from bot.core.text import code_block, duration, escape, link, safe_url, shown
+from bot.core.text import code_block, duration, escape, link, plain, safe_url, shown
 from bot.flows import lifecycle
 from bot.flows.deps import Deps
 from bot.flows.diagnosis import diagnose, log_tail
@@ -160,7 +160,7 @@ async def report(job: dict[str, Any], result: jobs.Outcome, deps: Deps) -> str:
                                     '`{"metrics": {"accuracy": 0.91}, "links": {"MLflow run": "https://..."}}` to '
                                     "`$FLOPS_OUTPUT` + `metrics.json` in `$FLOPS_S3_BUCKET`.")
         if ann.get(jobs.PR):
-            await _comment(gh, deps, ann, "failure", f"no metrics: `metrics.json` {why}", None)
+            await _comment(gh, deps, ann, "failure", plain(f"no metrics: metrics.json {why}"), None)
         return "failure"
     links = safe_links(written.get("links"))
     if ann.get(jobs.BASELINE) == "true":
@@ -192,7 +192,7 @@ async def _report_failure(gh: GitHubAPI, deps: Deps, job: dict[str, Any], result
         conclusion, title, reason = "failure", "Regression Job failed", diagnosis.reason
     await checks.finish(gh, ann, conclusion, title=title, summary=f"**Reason:** {reason}", text=text)
     if ann.get(jobs.PR):
-        await _comment(gh, deps, ann, conclusion, reason, None)
+        await _comment(gh, deps, ann, conclusion, plain(reason), None)
     return conclusion
 
 
@@ -239,7 +239,7 @@ async def _report_pr(gh: GitHubAPI, deps: Deps, ann: dict[str, str], metrics: di
         table_text = verdict.table(result)
         staleness = (f", {stale} commit{'s' if stale != 1 else ''} older than the merge-base (the merge-base "
                      f"itself has no baseline run)") if stale else " (the merge-base)"
-        summary = f"{table_text}\n\nBaseline: `{base['sha'][:7]}`{staleness}."
+        summary = f"{table_text}\n\nBaseline: `{shown(str(base.get('sha', '')))[:7]}`{staleness}."
         table_text = summary
     if not gate:
         summary += "\n\nNo metric is gated: add `regression.metrics` to `.github/flops.yml`."
