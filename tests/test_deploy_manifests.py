@@ -28,9 +28,9 @@ import yaml
 from aiohttp import web
 
 import bot.__main__ as entry
-from bot.service import app as bot_app
 from bot.platform import settings as bot_settings
 from bot.platform.kube import Kube
+from bot.service import app as bot_app
 from bot.service.setup import create_setup_app
 from tests.conftest import INSTALLATION, NAMESPACE, Bed, payload, push_payload, wait_for
 from tests.emulators.kube import KubeEmulator

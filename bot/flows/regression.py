@@ -17,7 +17,7 @@ from kubernetes.client import ApiException
 
 from bot.core import jobs, verdict
 from bot.core.config import Metric, RegressionConfig, parse_tolerance
-from bot.core.text import code_block, duration, escape, link, plain, safe_url, shown
+from bot.core.text import code_block, duration, escape, link, plain, safe_url
 from bot.flows import lifecycle
 from bot.flows.deps import Deps
 from bot.flows.diagnosis import diagnose, log_tail
@@ -239,7 +239,7 @@ async def _report_pr(gh: GitHubAPI, deps: Deps, ann: dict[str, str], metrics: di
         table_text = verdict.table(result)
         staleness = (f", {stale} commit{'s' if stale != 1 else ''} older than the merge-base (the merge-base "
                      f"itself has no baseline run)") if stale else " (the merge-base)"
-        summary = f"{table_text}\n\nBaseline: `{shown(str(base.get('sha', '')))[:7]}`{staleness}."
+        summary = f"{table_text}\n\nBaseline: `{short_sha(base.get('sha'))}`{staleness}."
         table_text = summary
     if not gate:
         summary += "\n\nNo metric is gated: add `regression.metrics` to `.github/flops.yml`."
@@ -351,8 +351,13 @@ async def _comment(gh: GitHubAPI, deps: Deps, ann: dict[str, str], conclusion: s
 def _history_row(h: dict[str, Any]) -> str:
     """One run of the sticky comment's history. The history lives in S3, where workloads write
     too: every field is escaped, the check link kept only when it is a plain http(s) URL."""
-    return (f"| {escape(h.get('at', ''), 40)} | `{shown(str(h.get('sha', '')))[:7]}` | {escape(h.get('trigger', ''), 40)} "
+    return (f"| {escape(h.get('at', ''), 40)} | `{short_sha(h.get('sha'))}` | {escape(h.get('trigger', ''), 40)} "
             f"| {link(h.get('conclusion', ''), h.get('check'), 40)} | {escape(h.get('headline', ''), 300)} |")
+
+
+def short_sha(value: object) -> str:
+    """The 7-character sha of a record read from S3: hex digits only, whatever the record says."""
+    return "".join(c for c in str(value or "") if c in "0123456789abcdef")[:7] or "?"
 
 
 def _links(links: dict[str, str]) -> str:
