@@ -18,7 +18,7 @@ from gidgethub.abc import GitHubAPI
 
 from bot.core import commands, jobs
 from bot.core.config import RepoConfig
-from bot.core.text import shown
+from bot.core.text import clip, shown
 from bot.flows import builds, deploy, federated, lifecycle, pulls, regression
 from bot.flows.deps import Deps
 from bot.platform import checks, logs
@@ -338,7 +338,7 @@ async def react(gh: GitHubAPI, repo: str, comment_id: int) -> None:
 
 async def reply(gh: GitHubAPI, repo: str, number: int, body: str) -> None:
     await gh.post("/repos/" + repo + "/issues/{number}/comments", url_vars={"number": str(number)},
-                  data={"body": checks.clip(body)})
+                  data={"body": clip(body)})
 
 
 def _not_allowed(user: str, permission: str, body: str) -> str:

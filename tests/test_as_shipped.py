@@ -24,10 +24,12 @@ import aiohttp
 import pytest
 import pytest_asyncio
 
+from tests import markdown
 from tests.conftest import APP_ID, INSTALLATION, NAMESPACE, SECRET, payload, push_payload, sign, wait_for
 from tests.emulators.github import GitHubEmulator, Symlink, make_app_key
 from tests.emulators.kube import KubeEmulator
 from tests.emulators.s3 import S3Server, free_port
+from tests.test_masking import AUTH, CREDENTIALS, DOCKERCONFIG, JOB_KEY_ID, JOB_SECRET, env_dump
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -408,3 +410,37 @@ async def test_hostile_globs_links_and_hidden_commands_change_nothing_users_rely
     assert len(replies) == 1 and "/regression" in replies[0]["body"]
     head = shipped.github.pulls[(repo, number)]["head"]["sha"]
     assert jobs_of(shipped, "build", head) == []
+
+
+async def test_a_build_printing_its_environment_and_registry_auth_publishes_no_credential(shipped: Shipped) -> None:
+    """Issue 16, finding 6: the tail is masked with the Jobs' Secrets, read by name from the cluster."""
+    shipped.kube.put_object({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "flops-s3"},
+                             "stringData": {"AWS_ACCESS_KEY_ID": JOB_KEY_ID, "AWS_SECRET_ACCESS_KEY": JOB_SECRET}})
+    shipped.kube.put_object({"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/dockerconfigjson",
+                             "metadata": {"name": "registry-credentials"},
+                             "stringData": {".dockerconfigjson": DOCKERCONFIG}})
+    repo = "acme/fl-leaky"
+    code_repo(shipped, repo, IMAGES)
+    data = push_payload(shipped.github, repo, {"Dockerfile.server": "FROM python:3.11\nRUN env && false\n"})
+    await deliver(shipped, "push", data)
+    jobs = await wait_for(lambda: {j["metadata"]["annotations"]["flops.dev/image"]: j
+                                   for j in jobs_of(shipped, "build", data["after"])}, timeout=20, what="build Jobs")
+    shipped.kube.fail_job(NAMESPACE, jobs["server"]["metadata"]["name"], logs=env_dump(f"auth {AUTH}"))
+    check = await completed(shipped, repo, data["after"], "flops/build: server")
+    assert "RuntimeError: boom" in check["output"]["text"]
+    for credential in CREDENTIALS:
+        assert credential not in json.dumps(check["output"]), credential
+
+
+async def test_a_workload_faking_an_approval_in_metrics_json_shows_it_as_text(shipped: Shipped) -> None:
+    """Issue 16, finding 5: metric names, link keys and URLs from metrics.json never become markdown."""
+    repo = "acme/fl-fake-approval"
+    code_repo(shipped, repo, IMAGES + REGRESSION)
+    data = push_payload(shipped.github, repo, {"README.md": "# model\n"})
+    await deliver(shipped, "push", data)
+    await finish_run(shipped, "regression", data["after"], {
+        "metrics": {"accuracy": 0.9, "**Approved by @acme/security**": 1},
+        "links": {"](http://evil)": "https://ok.example/x", "docs": "javascript:alert(1)"}})
+    summary = (await completed(shipped, repo, data["after"], "flops/regression"))["output"]["summary"]
+    assert "<strong>Approved" not in markdown.html(summary) and "@acme" not in markdown.text(summary)
+    assert markdown.links(summary) == {"](http://evil)": "https://ok.example/x"}

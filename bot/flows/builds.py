@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import fnmatch
+import re
 from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Any
@@ -17,6 +18,7 @@ from gidgethub.abc import GitHubAPI
 from bot.core import jobs, records
 from bot.core.config import ConfigError, ImageConfig, RepoConfig
 from bot.core.records import BuildRecord
+from bot.core.text import code_block, plain
 from bot.flows import lifecycle
 from bot.flows.deps import Deps
 from bot.flows.diagnosis import diagnose, log_tail, termination_message
@@ -29,6 +31,7 @@ ZERO_SHA = "0" * 40
 # The images one push builds (comma-separated), so a deploy knows which other images of a target
 # this commit will never build (path filters) and takes their latest build of the branch instead.
 PUSH_IMAGES = jobs.A + "push-images"
+DIGEST = re.compile("sha256:[0-9a-f]{64}")  # what Kaniko writes; anything else is not a digest
 # The branch head this push moved on from, when it was a fast-forward: a deploy that finds a build
 # of that commit in the manifest knows ours is newer without asking the compare API.
 PARENT = jobs.A + "fast-forward-of"
@@ -269,7 +272,7 @@ async def report_build(job: dict[str, Any], result: jobs.Outcome, deps: Deps) ->
     if result.succeeded and ann.get(jobs.PUSHED) == "false":
         await checks.finish(gh, ann, "success", title="Built, not pushed", summary=NOT_PUSHED.format(ann[jobs.IMAGE]))
         return "success"
-    if result.succeeded and digest and digest.startswith("sha256:"):
+    if result.succeeded and digest and DIGEST.fullmatch(digest):
         record = BuildRecord(
             repo=ann[jobs.REPO], sha=ann[jobs.SHA], image=ann[jobs.IMAGE], ref=ann.get(jobs.REF, ""), tag=ann[jobs.TAG],
             destination=ann[jobs.DESTINATION], digest=digest, job=name, built_at=checks.now(),
@@ -290,9 +293,9 @@ async def report_build(job: dict[str, Any], result: jobs.Outcome, deps: Deps) ->
         why = diagnosis.reason
         text = await log_tail(deps, diagnosis.pod, diagnosis.container, pods)
     hint = _hint(why, deps)
-    await checks.finish(gh, ann, "failure", title=f"Build failed: {why}"[:200],
+    await checks.finish(gh, ann, "failure", title=f"Build failed: {plain(why)}"[:200],
                   summary=f"Building `{ann[jobs.DESTINATION]}` failed.\n\n**Reason:** {why}\n\n{hint}".rstrip(),
-                  text=f"Last lines of the build log (Job `{name}`):\n\n```\n{text.rstrip()}\n```" if text else None)
+                  text=f"Last lines of the build log (Job `{name}`):\n\n{code_block(text)}" if text else None)
     return "failure"
 
 

@@ -13,12 +13,11 @@ import gidgethub
 from gidgethub.abc import GitHubAPI
 
 from bot.core import config, jobs
-from bot.core.text import shown
+from bot.core.text import clip, shown
 
 CONFIG = "flops/config"
 REGRESSION = "flops/regression"
 FEDERATED = "flops/federated"
-MAX_TEXT = 65_000  # GitHub rejects output.summary / output.text over 65,535 characters
 # On a Job whose source had links left out (bot.platform.sources): {"count": n, "names": [...]}
 DROPPED_LINKS = jobs.A + "dropped-links"
 DROPPED_SHOWN = 20
@@ -34,13 +33,6 @@ def deploy_name(target: str) -> str:
 
 def now() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def clip(text: str, limit: int = MAX_TEXT) -> str:
-    if len(text) <= limit:
-        return text
-    marker = "\n\n… (truncated)"
-    return text[: limit - len(marker)] + marker
 
 
 def dropped_annotation(names: tuple[str, ...]) -> dict[str, str]:
@@ -67,7 +59,7 @@ def dropped_note(ann: Mapping[str, str]) -> str:
 
 
 def _output(title: str, summary: str, text: str | None) -> dict[str, str]:
-    output = {"title": clip(title, 1000), "summary": clip(summary)}
+    output = {"title": clip(title, 1000), "summary": clip(summary)}  # each field within GitHub's limit
     if text:
         output["text"] = clip(text)
     return output

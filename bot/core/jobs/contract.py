@@ -198,3 +198,31 @@ def images_to_build(cfg: RepoConfig, changed: list[str] | None) -> list[ImageCon
     if changed is None:
         return list(cfg.images)
     return [image for image in cfg.images if image.matches(changed)]
+
+
+def secrets_received(pod_spec: dict[str, Any]) -> dict[str, frozenset[str] | None]:
+    """The Secrets a Pod receives, by name: the keys it reads (`secretKeyRef`, volume `items`), or
+    None for all of them (`envFrom`, a whole-Secret volume, `imagePullSecrets`). Log tails are masked
+    with exactly these values."""
+    found: dict[str, set[str] | None] = {}
+
+    def add(name: object, keys: list[str] | None) -> None:
+        if not isinstance(name, str) or not name or (name in found and found[name] is None):
+            return
+        found[name] = None if keys is None else (found.get(name) or set()) | set(keys)
+
+    for container in (pod_spec.get("containers") or []) + (pod_spec.get("initContainers") or []):
+        for var in container.get("env") or []:
+            ref = (var.get("valueFrom") or {}).get("secretKeyRef") or {}
+            add(ref.get("name"), [str(ref.get("key"))])
+        for source in container.get("envFrom") or []:
+            add((source.get("secretRef") or {}).get("name"), None)
+    for volume in pod_spec.get("volumes") or []:
+        secret = volume.get("secret") or {}
+        add(secret.get("secretName"), [i["key"] for i in secret["items"]] if secret.get("items") else None)
+        for source in (volume.get("projected") or {}).get("sources") or []:
+            projected = source.get("secret") or {}
+            add(projected.get("name"), [i["key"] for i in projected["items"]] if projected.get("items") else None)
+    for pull in pod_spec.get("imagePullSecrets") or []:
+        add(pull.get("name"), None)
+    return {name: None if keys is None else frozenset(keys) for name, keys in found.items()}
