@@ -320,11 +320,7 @@ async def cancel(ctx: Context, command: commands.Command) -> str:
 
 async def _drop_pending_train(ctx: Context) -> bool:
     assert ctx.pr is not None
-    key = federated.pending_key(ctx.repo, ctx.pr.head_sha)
-    if not await ctx.deps.artifacts.exists(key):
-        return False
-    await ctx.deps.artifacts.delete(key)
-    return True
+    return await federated.drop_pending(ctx.deps, ctx.repo, ctx.pr.head_sha)
 
 
 Runner = Callable[[Context, commands.Command], Awaitable[str]]

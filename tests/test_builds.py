@@ -10,6 +10,7 @@ import kubernetes_validate
 import pytest
 
 from tests.conftest import INSTALLATION, NAMESPACE, Bed, BedFactory, payload, push_payload, wait_for
+from tests.fencing import assert_fenced
 
 REPO = "Codertocat/Hello-World"
 DIGEST = "sha256:" + "ab" * 32
@@ -61,6 +62,7 @@ async def test_push_builds_each_image_in_a_valid_kaniko_job(bed: Bed) -> None:
         assert meta["annotations"]["flops.dev/installation-id"] == str(INSTALLATION)
         pod = job["spec"]["template"]["spec"]
         assert pod["automountServiceAccountToken"] is False
+        assert_fenced(job)
         assert not any("token" in (e.get("name") or "").lower() for e in pod["containers"][0]["env"])
     args = jobs["server"]["spec"]["template"]["spec"]["containers"][0]["args"]
     sha7 = data["after"][:7]

@@ -13,6 +13,7 @@ import pytest
 
 from tests import markdown
 from tests.conftest import INSTALLATION, NAMESPACE, Bed, BedFactory, payload, push_payload, wait_for
+from tests.fencing import assert_fenced
 from tests.samples import TWO_IMAGES
 
 REPO = "Codertocat/Hello-World"
@@ -185,6 +186,7 @@ async def test_train_creates_a_valid_run_with_the_asked_rounds_and_clients(bed: 
         assert bed.settings.s3.secret_key not in json.dumps(job)
         pod = job["spec"]["template"]["spec"]
         assert pod["automountServiceAccountToken"] is False and pod["restartPolicy"] == "Never"
+        assert_fenced(job)
         assert pod["containers"][0]["resources"]["limits"] == {"cpu": "1", "memory": "1Gi"}
     images = {c["spec"]["template"]["spec"]["containers"][0]["image"] for c in clients}
     assert images == {f"harbor.example.com/flops-pr/client:pr-{PR}-{head[:7]}@{digest_of('client')}"}

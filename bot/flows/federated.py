@@ -84,6 +84,15 @@ def pending_key(repo: str, sha: str) -> str:
     return f"pending/{repo}/{sha}/train.json"
 
 
+async def drop_pending(deps: Deps, repo: str, sha: str) -> bool:
+    """Forget the run waiting for the images of `sha`; True if there was one."""
+    key = pending_key(repo, sha)
+    if not await deps.artifacts.exists(key):
+        return False
+    await deps.artifacts.delete(key)
+    return True
+
+
 # --- starting a run -------------------------------------------------------------------------------
 
 async def start_for_pr(gh: GitHubAPI, deps: Deps, cfg: RepoConfig, pr: PullRef, *, rounds: int | None,

@@ -1,6 +1,7 @@
 """Job specs: pure functions from data to `batch/v1` bodies (Kaniko builds, regression runs)."""
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,6 +43,16 @@ from bot.core.jobs.contract import (
     source_key,
 )
 
+# Every container the bot starts: no privilege escalation (no setuid gains), the runtime's default
+# seccomp filter, no Linux capabilities. The workload images are the teams' own, so runAsNonRoot is
+# not imposed (an image without USER would not start); without capabilities, root in them is weak.
+RESTRICTED: dict[str, Any] = {"allowPrivilegeEscalation": False, "seccompProfile": {"type": "RuntimeDefault"},
+                              "capabilities": {"drop": ["ALL"]}}
+# Kaniko unpacks base images and runs RUN steps as root in its own container, so it keeps the few
+# capabilities a root build needs to set file owners, modes and users; everything else is dropped.
+KANIKO_SECURITY: dict[str, Any] = {**RESTRICTED, "capabilities": {
+    "drop": ["ALL"], "add": ["CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "SETUID", "SETGID", "SETFCAP"]}}
+
 
 def build_job(req: BuildRequest, cluster: Cluster, *, check: str) -> dict[str, Any]:
     """The Kaniko Job for one image of one commit, reported on the check run named `check`."""
@@ -61,6 +72,7 @@ def build_job(req: BuildRequest, cluster: Cluster, *, check: str) -> dict[str, A
         ],
         "resources": resources(image.resources),
         "terminationMessagePolicy": "File",
+        "securityContext": KANIKO_SECURITY,
     }
     volumes = []
     secret = req.secret(cluster)
@@ -193,11 +205,12 @@ def job_body(name: str, cluster: Cluster, labels: dict[str, str], annotations: d
         "serviceAccountName": cluster.service_account,
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
-        "containers": containers,
+        "securityContext": {"seccompProfile": {"type": "RuntimeDefault"}},
+        "containers": [_fenced(c) for c in containers],
         **(pod_spec or {}),
     }
     if init_containers:
-        spec["initContainers"] = init_containers
+        spec["initContainers"] = [_fenced(c) for c in init_containers]
     if volumes:
         spec["volumes"] = volumes
     return {
@@ -212,6 +225,11 @@ def job_body(name: str, cluster: Cluster, labels: dict[str, str], annotations: d
                          "spec": spec},
         },
     }
+
+
+def _fenced(container: dict[str, Any]) -> dict[str, Any]:
+    """The container with RESTRICTED as its securityContext unless it brings its own (Kaniko)."""
+    return {**container, "securityContext": copy.deepcopy(container.get("securityContext", RESTRICTED))}
 
 
 def resources(res: Resources) -> dict[str, dict[str, str]]:
