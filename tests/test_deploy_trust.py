@@ -44,6 +44,15 @@ def no_commit_to_config_repo(bed: Bed) -> bool:
     return bed.github.calls_to("PUT", rf"^/repos/{CONFIG_REPO}/contents/") == []
 
 
+def refused_with_the_entry_to_add(bed: Bed, sha: str) -> str:
+    """The failed deploy check's summary, which must hold the allow entry master's build needs."""
+    check = deploy_check(bed, sha)
+    summary = str(check["output"]["summary"])
+    assert check["conclusion"] == "failure"
+    assert f"  - repo: {REPO}\n    branches: [\"master\"]\n    paths: [\"{DEV}\"]\n" in summary
+    return summary
+
+
 # --- the branch-push attack -------------------------------------------------------------------------
 
 async def test_a_branch_whose_own_flops_yml_lists_it_and_a_deploy_starts_nothing(bed: Bed) -> None:
@@ -84,11 +93,8 @@ async def test_a_config_repo_without_a_consent_file_gets_nothing_and_the_check_s
     set_up(bed, flops_yml(target()), {DEV: CRONJOB}, consent=None)
     data = await pushed_and_built(bed, {"server/app.py": "print(1)\n"}, "server")
 
-    check = deploy_check(bed, data["after"])
-    summary = check["output"]["summary"]
-    assert check["conclusion"] == "failure"
+    summary = refused_with_the_entry_to_add(bed, data["after"])
     assert f"`.github/flops-deploy.yml` on `{CONFIG_REPO}@main` does not exist" in summary
-    assert f"  - repo: {REPO}\n    branches: [\"master\"]\n    paths: [\"{DEV}\"]\n" in summary
     assert "/redeploy dev" in summary
     assert no_commit_to_config_repo(bed) and config_file(bed, DEV) == CRONJOB
 
@@ -106,11 +112,8 @@ async def test_an_entry_for_other_files_or_branches_is_not_consent(bed: Bed) -> 
     set_up(bed, flops_yml(target()), {DEV: CRONJOB}, consent=narrow)
     data = await pushed_and_built(bed, {"server/app.py": "print(2)\n"}, "server")
 
-    check = deploy_check(bed, data["after"])
-    summary = check["output"]["summary"]
-    assert check["conclusion"] == "failure"
+    summary = refused_with_the_entry_to_add(bed, data["after"])
     assert f"no `allow` entry that lets builds of `master` of `{REPO}` edit `{DEV}`" in summary
-    assert f"  - repo: {REPO}\n    branches: [\"master\"]\n    paths: [\"{DEV}\"]\n" in summary
     assert no_commit_to_config_repo(bed)
 
 

@@ -6,7 +6,6 @@ and `/redeploy` read it.
 from __future__ import annotations
 
 import asyncio
-import fnmatch
 import re
 from collections.abc import Awaitable
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ from gidgethub.abc import GitHubAPI
 
 from bot.core import jobs, records
 from bot.core.config import ConfigError, ImageConfig, RepoConfig
+from bot.core.config.paths import tag_matches
 from bot.core.records import BuildRecord
 from bot.core.text import code_block, plain
 from bot.flows import lifecycle
@@ -76,7 +76,7 @@ def wants_build(cfg: RepoConfig, push: Push) -> bool:
     """A configured branch (default: the default branch), or a tag matching `tags`."""
     if push.branch is not None:
         return builds_branch(cfg, push.branch, push.default_branch)
-    return push.tag_name is not None and any(fnmatch.fnmatchcase(push.tag_name, p) for p in cfg.tags)
+    return push.tag_name is not None and tag_matches(push.tag_name, cfg.tags)
 
 
 async def trusted_config(gh: GitHubAPI, repo: str, default_branch: str) -> RepoConfig | None:

@@ -11,7 +11,7 @@ import gidgethub
 from gidgethub.abc import GitHubAPI
 
 from bot.core.config import ConfigError, DeployTarget, decode_content
-from bot.core.config.consent import CONSENT_PATH, Consent, entry_to_add, file_to_add, parse_consent, problems_text
+from bot.core.config.consent import CONSENT_PATH, Consent, entry_to_add, file_to_add, parse_consent
 
 
 class DeployError(Exception):
@@ -72,7 +72,7 @@ async def read_consent(gh: GitHubAPI, target: DeployTarget, repo: str, ref: str)
         return parse_consent(decode_content(data))
     except ConfigError as error:
         raise DeployError(f"{where} is invalid, so nothing was committed (check it locally with "
-                          f"`python -m bot check-config {CONSENT_PATH}`):\n\n{problems_text(error)}") from None
+                          f"`python -m bot check-config {CONSENT_PATH}`):\n\n{error.markdown()}") from None
 
 
 def refused(target: DeployTarget, repo: str, ref: str) -> DeployError:

@@ -144,13 +144,12 @@ async def load_config(gh: GitHubAPI, repo: str, *, ref: str, sha: str) -> config
 
 async def report_invalid_config(gh: GitHubAPI, repo: str, sha: str, ref: str, error: config.ConfigError) -> None:
     """A failing `flops/config` check run on `sha` that names every wrong key of the file at `ref`."""
-    lines = "\n".join(f"- `{p.path or '(file)'}`: {p.message}" for p in error.problems)
     await post_completed(
         gh, repo, sha, CONFIG, "failure",
         title=f"{len(error.problems)} problem(s) in {config.CONFIG_PATH}",
         summary=f"`{config.CONFIG_PATH}` at `{ref[:12]}` is invalid, so flops-bot did nothing for this "
                 f"commit. Fix these and push again (check locally with "
-                f"`python -m bot check-config {config.CONFIG_PATH}`):\n\n{lines}",
+                f"`python -m bot check-config {config.CONFIG_PATH}`):\n\n{error.markdown()}",
     )
 
 

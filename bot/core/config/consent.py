@@ -14,13 +14,12 @@ protection like any other change of the config repository. Sans-I/O, validated l
 """
 from __future__ import annotations
 
-import fnmatch
 from dataclasses import dataclass
 
 from bot.core.config.fields import _branch, _github_repo, _path_pattern, _tag_pattern, _version
 from bot.core.config.loading import load_yaml
 from bot.core.config.model import ConfigError
-from bot.core.config.paths import path_matches
+from bot.core.config.paths import path_matches, tag_matches
 from bot.core.config.schema import _Node, _string_list
 
 CONSENT_PATH = ".github/flops-deploy.yml"
@@ -40,7 +39,7 @@ class Allow:
         if repo.lower() != self.repo.lower() or not any(path_matches(p, file) for p in self.paths):
             return False
         if ref.startswith(TAG_REF):
-            return any(fnmatch.fnmatchcase(ref[len(TAG_REF):], pattern) for pattern in self.tags)
+            return tag_matches(ref[len(TAG_REF):], self.tags)
         return ref in (self.branches if self.branches is not None else (default_branch,))
 
 
@@ -82,8 +81,4 @@ def file_to_add(repo: str, ref: str, file: str) -> str:
     return f"version: 1\nallow:\n{entry_to_add(repo, ref, file)}"
 
 
-def problems_text(error: ConfigError) -> str:
-    return "\n".join(f"- `{p.path or '(file)'}`: {p.message}" for p in error.problems)
-
-
-__all__ = ["CONSENT_PATH", "Allow", "Consent", "entry_to_add", "file_to_add", "parse_consent", "problems_text"]
+__all__ = ["CONSENT_PATH", "Allow", "Consent", "entry_to_add", "file_to_add", "parse_consent"]

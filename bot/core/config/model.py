@@ -29,6 +29,10 @@ class ConfigError(Exception):
     def __str__(self) -> str:
         return "\n".join(str(problem) for problem in self.problems)
 
+    def markdown(self) -> str:
+        """One list item per problem, its key path in a code span (for check runs and replies)."""
+        return "\n".join(f"- `{p.path or '(file)'}`: {p.message}" for p in self.problems)
+
 
 @dataclass(frozen=True, slots=True)
 class Tolerance:

@@ -9,6 +9,7 @@ number and length by `MAX_PATTERNS` and `MAX_PATTERN_LENGTH`.
 """
 from __future__ import annotations
 
+import fnmatch
 import functools
 import re
 from typing import Any
@@ -25,6 +26,11 @@ _OPTIONS.max_mem = 1 << 20  # per pattern; past it RE2 runs its (still linear) N
 
 class GlobError(ValueError):
     """A pattern RE2 cannot compile (a bad `[...]` class such as `[z-a]`)."""
+
+
+def tag_matches(tag: str, patterns: tuple[str, ...]) -> bool:
+    """Does the git tag `tag` match one of the `tags` patterns (fnmatch, case-sensitive)?"""
+    return any(fnmatch.fnmatchcase(tag, pattern) for pattern in patterns)
 
 
 def path_matches(pattern: str, path: str) -> bool:
