@@ -272,7 +272,7 @@ def test_echoed_text_cannot_escape_its_code_span() -> None:
     ("see `x\n/build\ny` here\n/retest", ["/retest"]),  # a code span across lines
     ("> quote\n/build", []),  # a lazy continuation line of the quote
     ("\\/build\n&#47;build", []),  # shown as /build, typed otherwise: not a command
-    ("/build server <!-- x -->", []),  # inline HTML on the line hides part of it
+    ("/build server <!-- x -->", ["/build server <!-- x -->"]),  # inline HTML hides part of it: refused (below)
     ("Done.\n/regression  \n/retest", ["/regression", "/retest"]),  # soft and hard line breaks
     ("/build a`x`", ["/build a`x`"]),  # a code span after the command name is an argument, as typed
     ("<!-- unclosed\n/build", []),  # an HTML block runs to the end of the comment
@@ -280,6 +280,19 @@ def test_echoed_text_cannot_escape_its_code_span() -> None:
 ])
 def test_command_lines(body: str, lines: list[str]) -> None:
     assert command_lines(body) == lines
+
+
+@pytest.mark.parametrize("line", ["/build **server**", "/regression *now*", "/build [server](https://x.example)",
+                                  "/build server <!-- x -->", "/redeploy <b>prod</b>"])
+def test_a_formatted_command_is_refused_out_loud_not_run_and_not_ignored(line: str) -> None:
+    parsed = parse(f"Please:\n{line}\n/retest")
+    assert [c.line for c in parsed.commands] == ["/retest"]
+    assert [r.line for r in parsed.refusals] == [line]
+    assert "plain text" in parsed.refusals[0].message and addressed(line)
+
+
+def test_formatting_that_does_not_start_with_a_command_is_not_ours() -> None:
+    assert command_lines("**/build**\n/cc **someone**\nsee /build *later*") == []
 
 
 def test_several_commands_per_comment_and_repeats_run_once() -> None:

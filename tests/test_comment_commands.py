@@ -334,6 +334,14 @@ async def test_help_lists_the_commands_and_the_callers_permission(bed: Bed) -> N
     assert bed.github.calls_to("GET", r"/pulls/|/contents/") == []  # /help alone needs neither
 
 
+async def test_a_formatted_command_is_answered_and_runs_nothing(bed: Bed) -> None:
+    open_pr(bed)
+    allow(bed, "alice", "write")
+    [answer] = await say(bed, "/build **server**")
+    assert "`/build` was written with formatting" in answer["body"] and "plain text" in answer["body"]
+    assert jobs_of(bed) == []
+
+
 async def test_unknown_command_gets_the_closest_one(bed: Bed) -> None:
     open_pr(bed)
     allow(bed, "alice", "write")

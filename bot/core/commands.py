@@ -76,32 +76,46 @@ def command_lines(body: str) -> list[str]:
     """Lines that look like commands where GitHub renders plain text: in top-level paragraphs of
     the comment read as CommonMark (with GitHub's tables), not in code (fenced, indented, spans),
     HTML (blocks, or inline such as a `<!--` opened mid-line), quotes or list items. A line is one
-    of its paragraph's lines holding nothing but text, exactly as typed (no escapes, no entities)."""
-    typed = {line.strip() for line in body.splitlines()}
-    found: list[str] = []
+    of its paragraph's lines holding nothing but text, exactly as typed (no escapes, no entities);
+    a line that starts with a flops-bot command but is formatted (`/build **x**`) is listed too, as
+    rendered, so that it is refused out loud rather than ignored (`formatted`)."""
+    plain, formatted = _scan(body)
+    return plain + formatted
+
+
+def _scan(body: str) -> tuple[list[str], list[str]]:
+    """(plain command lines, formatted lines that start with a known command), each as typed."""
+    source = [line.strip() for line in body.splitlines()]
+    plain: list[str] = []
+    formatted: list[str] = []
     tokens = _markdown().parse(body)
     for opening, inline in zip(tokens, tokens[1:]):
         if opening.type != "paragraph_open" or opening.level != 0 or inline.children is None:
             continue
-        for text in _plain_lines(inline.children):
-            found += [line.strip() for line in text.splitlines()
-                      if line.strip() in typed and LINE.fullmatch(line.strip())]
-    return found
+        typed = source[opening.map[0]:opening.map[1]] if opening.map else source
+        for text, is_plain in _paragraph_lines(inline.children):
+            for line in (line.strip() for line in text.splitlines()):
+                if is_plain and line in typed and LINE.fullmatch(line):
+                    plain.append(line)
+                elif not is_plain and _name_of(line.split(" ", 1)[0]) in COMMANDS:
+                    formatted += [typed_line for typed_line in typed if typed_line.startswith(line) and typed_line != line][:1]
+    return plain, [line for line in formatted if line not in plain]
 
 
-def _plain_lines(children: list[Token]) -> list[str]:
-    """The lines of a paragraph that start as plain text and hold no inline HTML (which hides what
-    follows it); a code span after the command name is kept as typed (`/build a`x``)."""
-    lines: list[str] = []
+def _paragraph_lines(children: list[Token]) -> list[tuple[str, bool]]:
+    """A paragraph's lines, each with whether it is plain text: no inline HTML (which hides what
+    follows it), emphasis or links; a code span after the command name is kept as typed
+    (`/build a`x``). A line that is not plain keeps only the text before its first markup."""
+    lines: list[tuple[str, bool]] = []
     text, plain = "", True
     for child in [*children, None]:
         if child is None or child.type in ("softbreak", "hardbreak"):
-            if plain and text:
-                lines.append(text)
+            if text:
+                lines.append((text, plain))
             text, plain = "", True
-        elif child.type == "text":
+        elif child.type == "text" and plain:
             text += child.content
-        elif child.type == "code_inline" and text:
+        elif child.type == "code_inline" and text and plain:
             text += child.markup + child.content + child.markup
         else:
             plain = False
@@ -122,9 +136,10 @@ def addressed(body: str) -> bool:
 def parse(body: str, bounds: Bounds = Bounds()) -> Parsed:
     commands: list[Command] = []
     refusals: list[Refusal] = []
-    lines = list(dict.fromkeys(command_lines(body)))  # the same line twice runs once
+    plain, formatted = _scan(body)
+    lines = list(dict.fromkeys(plain + formatted))  # the same line twice runs once
     for line in lines[:MAX_COMMANDS]:
-        result = parse_line(line, bounds)
+        result = _formatted(line) if line in formatted else parse_line(line, bounds)
         if isinstance(result, Command):
             commands.append(result)
         else:
@@ -134,6 +149,12 @@ def parse(body: str, bounds: Bounds = Bounds()) -> Parsed:
         refusals.append(Refusal(lines[MAX_COMMANDS], f"at most {MAX_COMMANDS} commands per comment: this one and "
                                                      f"{extra - 1} more after it were not run."))
     return Parsed(tuple(commands), tuple(refusals))
+
+
+def _formatted(line: str) -> Refusal:
+    name = _name_of(line.split(" ", 1)[0])
+    return Refusal(line, f"`/{name}` was written with formatting (bold, italics, a link or inline HTML), so it "
+                         "was not run: write the command as plain text, on a line of its own.")
 
 
 def parse_line(line: str, bounds: Bounds = Bounds()) -> Command | Refusal:
