@@ -92,13 +92,13 @@ def _scan(body: str) -> tuple[list[str], list[str]]:
     for opening, inline in zip(tokens, tokens[1:]):
         if opening.type != "paragraph_open" or opening.level != 0 or inline.children is None:
             continue
-        typed = source[opening.map[0]:opening.map[1]] if opening.map else source
+        typed_lines = source[opening.map[0]:opening.map[1]] if opening.map else source
         for text, is_plain in _paragraph_lines(inline.children):
             for line in (line.strip() for line in text.splitlines()):
-                if is_plain and line in typed and LINE.fullmatch(line):
+                if is_plain and line in typed_lines and LINE.fullmatch(line):
                     plain.append(line)
                 elif not is_plain and _name_of(line.split(" ", 1)[0]) in COMMANDS:
-                    formatted += [typed_line for typed_line in typed if typed_line.startswith(line) and typed_line != line][:1]
+                    formatted += [typed for typed in typed_lines if typed.startswith(line) and typed != line][:1]
     return plain, [line for line in formatted if line not in plain]
 
 
