@@ -55,7 +55,7 @@ async def entries(gh: GitHubAPI, repo: str, group: dict[str, Any]) -> list[Entry
     """The group's pull requests, oldest in the queue first; None when the group cannot be traced."""
     base = str(group.get("base_ref", "")).removeprefix("refs/heads/")
     own = entry_of(str(group.get("head_ref", "")), base)
-    chain = await first_parents(gh, repo, group["head_sha"], group["base_sha"])
+    chain = None if own is None else await first_parents(gh, repo, group["head_sha"], group["base_sha"])
     if own is None or chain is None:
         return None
     found = {own.number: (-1, own)}  # the newest: its ref is the head itself
@@ -73,7 +73,10 @@ async def first_parents(gh: GitHubAPI, repo: str, head: str, base: str) -> list[
     while sha != base:
         if len(chain) >= WALK:
             return None
-        commit = await gh.getitem("/repos/" + repo + "/commits/{sha}", url_vars={"sha": sha})
+        try:
+            commit = await gh.getitem("/repos/" + repo + "/commits/{sha}", url_vars={"sha": sha})
+        except gidgethub.BadRequest:  # 404 / 422: a commit GitHub does not know (a force-pushed queue)
+            return None
         chain.append(str(commit["sha"]))
         parents = commit.get("parents") or []
         if not parents:
