@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from bot.flows import merge_queue
 from tests.conftest import INSTALLATION, NAMESPACE, Bed, payload
 from tests.emulators.github import tree_sha
 from tests.test_regression import (
@@ -171,3 +172,14 @@ async def test_a_merge_group_that_cannot_be_traced_runs_nothing(bed: Bed) -> Non
     assert regression_jobs(bed) == []
     [run] = bed.github.check_runs_for(REPO, group, "flops/regression")
     assert (run["conclusion"], run["output"]["title"]) == ("failure", "Not run: merge group not traced")
+
+
+def test_merge_queue_refs_are_read_as_github_names_them() -> None:
+    sha = "929f8209d40f77f4abc622a499c93a83babdbe64"
+    assert merge_queue.entry_of(f"refs/heads/gh-readonly-queue/main/pr-104-{sha}", "main") == \
+        merge_queue.Entry(104, sha)
+    assert merge_queue.entry_of(f"refs/heads/gh-readonly-queue/release/1.x/pr-7-{sha}", "release/1.x") == \
+        merge_queue.Entry(7, sha)
+    for other in (f"refs/heads/gh-readonly-queue/main/pr-104-{sha}", f"refs/heads/gh-readonly-queue/dev/pr-1-{sha}x",
+                  "refs/heads/main", f"refs/heads/feature/gh-readonly-queue/dev/pr-1-{sha}"):
+        assert merge_queue.entry_of(other, "dev") is None
