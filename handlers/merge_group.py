@@ -1,5 +1,7 @@
 """merge_group: a merge queue must never stall on the required `flops/regression` check.
 
+The group's code runs only if every pull request in it may run under the `/regression` rule
+(`merge_queue.gate`); otherwise the check fails naming the pull request that lacks approval.
 A result for the same tree (the PR's head, when the queue adds nothing new) is reused; otherwise
 the regression Job runs for the merge group's head commit. A group that leaves the queue without
 being merged stops its Job (no cluster time for a commit that will never land).
@@ -10,7 +12,7 @@ from gidgethub import routing, sansio
 from gidgethub.abc import GitHubAPI
 
 from bot.core import jobs
-from bot.flows import regression
+from bot.flows import merge_queue, regression
 from bot.flows.deps import Deps
 from bot.platform import checks
 
@@ -23,6 +25,8 @@ async def gate_merge_group(event: sansio.Event, gh: GitHubAPI, *, deps: Deps) ->
     installation = int(event.data["installation"]["id"])
     cfg = await checks.load_config(gh, repo, ref=group["base_sha"], sha=group["head_sha"])
     if cfg is None or cfg.regression is None:
+        return
+    if not await merge_queue.gate(gh, deps, repo, installation, group):
         return
     tree = (group.get("head_commit") or {}).get("tree_id")
     if tree and await regression.reuse_for_tree(gh, deps, repo, group["head_sha"], tree):

@@ -356,6 +356,9 @@ async def test_train_builds_the_images_then_runs_server_service_and_clients(ship
     assert check["conclusion"] == "success" and check["output"]["title"].startswith("2 rounds, 2 clients")
     await wait_for(lambda: not [s for s in shipped.kube.list("services", NAMESPACE) if s["metadata"]["name"] == run],
                    timeout=20, what="the run's Service removed")
+    assert ("POST", f"/apis/networking.k8s.io/v1/namespaces/{NAMESPACE}/networkpolicies") in shipped.kube.requests
+    await wait_for(lambda: shipped.kube.get("networkpolicies", NAMESPACE, run) is None, timeout=20,
+                   what="the run's NetworkPolicy removed")
     assert any("flops/federated" in c["body"] for c in shipped.github.comments_on(repo, number))
 
 
@@ -444,3 +447,26 @@ async def test_a_workload_faking_an_approval_in_metrics_json_shows_it_as_text(sh
     summary = (await completed(shipped, repo, data["after"], "flops/regression"))["output"]["summary"]
     assert "<strong>Approved" not in markdown.html(summary) and "@acme" not in markdown.text(summary)
     assert markdown.links(summary) == {"](http://evil)": "https://ok.example/x"}
+
+
+async def test_a_merge_group_holding_an_unapproved_fork_pr_runs_nothing(shipped: Shipped) -> None:
+    """Issue 15: the queue's group of PR #9 contains fork PR #8, queued ahead of it and never approved."""
+    repo = "acme/fl-queue"
+    base = code_repo(shipped, repo, IMAGES + REGRESSION)
+    fork_head = shipped.github.commit(repo, "fork-feature", {"fl/server.py": "print('mine')\n"}, parents=[base])
+    shipped.github.add_pull(repo, 8, fork_head, base_branch="master", head_ref="fork-feature",
+                            head_repo="mallory/fl-queue", user="mallory")
+    own_head = open_pr(shipped, repo, 9)
+    queue = "gh-readonly-queue/master"
+    ahead = shipped.github.commit(repo, f"{queue}/pr-8-{fork_head}", {"q": "8\n"}, parents=[base, fork_head])
+    group = shipped.github.commit(repo, f"{queue}/pr-9-{own_head}", {"q": "9\n"}, parents=[ahead, own_head])
+    data = payload("merge_group.checks_requested")
+    data["merge_group"].update(head_sha=group, base_sha=base, base_ref="refs/heads/master",
+                               head_ref=f"refs/heads/{queue}/pr-9-{own_head}")
+    data["merge_group"]["head_commit"]["id"] = group
+    data["repository"].update(full_name=repo, default_branch="master")
+    data["installation"]["id"] = INSTALLATION
+    await deliver(shipped, "merge_group", data)
+    check = await completed(shipped, repo, group, "flops/regression")
+    assert (check["conclusion"], check["output"]["title"]) == ("failure", "Not run: #8 lacks approval")
+    assert jobs_of(shipped, "regression", group) == []

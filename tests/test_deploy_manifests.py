@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import inspect
+import ipaddress
 import json
 import re
 import shutil
@@ -28,6 +29,7 @@ import yaml
 from aiohttp import web
 
 import bot.__main__ as entry
+from bot.core import jobs
 from bot.platform import settings as bot_settings
 from bot.platform.kube import Kube
 from bot.service import app as bot_app
@@ -48,6 +50,7 @@ CUSTOM_KINDS = {("monitoring.coreos.com/v1", "ServiceMonitor")}
 ALLOWED = {("batch", "jobs"): {"create", "get", "list", "watch", "delete", "patch"},
            ("", "pods"): {"get", "list", "watch"}, ("", "pods/log"): {"get"},
            ("", "services"): {"create", "delete"},
+           ("networking.k8s.io", "networkpolicies"): {"create", "delete"},  # issue 15: a federated run's own
            ("", "secrets"): {"get"}}  # issue 16: only the Jobs' Secrets, by name (masking log tails)
 
 
@@ -176,8 +179,8 @@ def test_every_kustomization_lists_existing_files_and_every_manifest_is_used() -
 
 def test_the_overlay_composes_the_whole_installation(overlay: list[dict[str, Any]]) -> None:
     kinds = sorted({d["kind"] for d in overlay})
-    assert kinds == ["ConfigMap", "Deployment", "Ingress", "Namespace", "Role", "RoleBinding", "Service",
-                     "ServiceAccount"]
+    assert kinds == ["ConfigMap", "Deployment", "Ingress", "Namespace", "NetworkPolicy", "Role", "RoleBinding",
+                     "Service", "ServiceAccount"]
     assert {d["metadata"].get("namespace") for d in overlay if d["kind"] != "Namespace"} == {NAMESPACE}
     assert one(overlay, "Namespace")["metadata"]["name"] == NAMESPACE
     assert not by_kind(overlay, "Secret"), "the overlay must not apply the Secret templates over real Secrets"
@@ -371,6 +374,86 @@ def test_the_service_monitor_scrapes_the_metrics_route(overlay: list[dict[str, A
 
 
 
+# ---------------------------------------------------------------------------------------- the Jobs' network fence
+
+METADATA_ENDPOINT = ipaddress.ip_address("169.254.169.254")
+JOB_KINDS = (jobs.BUILD, jobs.REGRESSION, jobs.FEDERATED_SERVER, jobs.FEDERATED_CLIENT)
+
+
+def selects(selector: dict[str, Any] | None, labels: dict[str, str]) -> bool:
+    """A LabelSelector against labels ({} selects everything); deploy/ uses matchLabels only."""
+    assert not (selector or {}).get("matchExpressions"), "this test reads matchLabels only"
+    return bool((selector or {}).get("matchLabels", {}).items() <= labels.items())
+
+
+def job_pod_labels(kind: str) -> dict[str, str]:
+    return {jobs.MANAGED_BY_LABEL: jobs.MANAGED_BY, jobs.KIND: kind, jobs.RUN: "run-1", "job-name": "run-1"}
+
+
+def policies_for(docs: list[dict[str, Any]], labels: dict[str, str]) -> list[dict[str, Any]]:
+    return [d for d in by_kind(docs, "NetworkPolicy") if selects(d["spec"]["podSelector"], labels)]
+
+
+def peer_selects(peer: dict[str, Any], policy_namespace: str, namespace: str, pod_labels: dict[str, str]) -> bool:
+    """Whether an egress peer (a `to` entry) selects a pod in `namespace` with `pod_labels`."""
+    if "ipBlock" in peer:
+        return False
+    if "namespaceSelector" in peer:
+        in_namespace = selects(peer["namespaceSelector"], {"kubernetes.io/metadata.name": namespace})
+    else:
+        in_namespace = namespace == policy_namespace
+    return in_namespace and selects(peer.get("podSelector"), pod_labels)
+
+
+def holes(policies: list[dict[str, Any]], bot_pod: dict[str, str]) -> list[str]:
+    """What the policies applying to a Job pod let through beyond the fence: any ingress, an egress
+    rule to everywhere (no `to`, or no `ports`), the bot's pod, the cloud metadata endpoint."""
+    found = []
+    for policy in policies:
+        name, spec = policy["metadata"]["name"], policy["spec"]
+        found += [f"{name}: ingress rule {rule}" for rule in spec.get("ingress") or []]
+        for rule in spec.get("egress") or []:
+            if not rule.get("to") or not rule.get("ports"):
+                found.append(f"{name}: egress rule without `to` or `ports` (everywhere): {rule}")
+            for peer in rule.get("to") or []:
+                if peer_selects(peer, policy["metadata"]["namespace"], NAMESPACE, bot_pod):
+                    found.append(f"{name}: egress to the bot's pod through {peer}")
+                block = peer.get("ipBlock")
+                if block and METADATA_ENDPOINT in ipaddress.ip_network(block["cidr"]) and not any(
+                        METADATA_ENDPOINT in ipaddress.ip_network(e) for e in block.get("except") or []):
+                    found.append(f"{name}: egress to {METADATA_ENDPOINT} through {block}")
+    return found
+
+
+def test_job_pods_are_fenced_no_ingress_egress_to_dns_s3_and_the_registry_only(
+        overlay: list[dict[str, Any]], deployment: dict[str, Any]) -> None:
+    bot_pod = deployment["spec"]["template"]["metadata"]["labels"]
+    assert policies_for(overlay, bot_pod) == [], "the fence must not select the bot's own pod"
+    for kind in JOB_KINDS:
+        policies = policies_for(overlay, job_pod_labels(kind))
+        assert {p["metadata"]["name"] for p in policies} == {"flops-jobs", "flops-jobs-egress"}, kind
+        assert holes(policies, bot_pod) == []
+    fence = one(overlay, "NetworkPolicy", "flops-jobs")
+    assert fence["spec"]["policyTypes"] == ["Ingress", "Egress"] and "ingress" not in fence["spec"]  # deny all
+    [dns] = fence["spec"]["egress"]
+    assert [(p["protocol"], p["port"]) for p in dns["ports"]] == [("UDP", 53), ("TCP", 53)]
+    assert peer_selects(dns["to"][0], NAMESPACE, "kube-system", {"k8s-app": "kube-dns"})
+    egress = one(overlay, "NetworkPolicy", "flops-jobs-egress")["spec"]["egress"]
+    assert [[p["port"] for p in rule["ports"]] for rule in egress] == [[9000], [443]]  # S3, the registry
+
+
+def test_the_fence_check_finds_each_kind_of_hole(overlay: list[dict[str, Any]], deployment: dict[str, Any]) -> None:
+    bot_pod = deployment["spec"]["template"]["metadata"]["labels"]
+    policy = copy.deepcopy(one(overlay, "NetworkPolicy", "flops-jobs-egress"))
+    wide = {"to": [{"ipBlock": {"cidr": "0.0.0.0/0", "except": ["10.0.0.0/8"]}}], "ports": [{"port": 443}]}
+    policy["spec"]["egress"] = [{"ports": [{"port": 80}]}, wide, {"to": [{"podSelector": {}}], "ports": [{"port": 8080}]}]
+    policy["spec"]["ingress"] = [{"from": [{"podSelector": {}}]}]
+    found = holes([policy], bot_pod)
+    assert len(found) == 4 and "169.254.169.254" in found[2] and "bot's pod" in found[3], found
+    wide["to"][0]["ipBlock"]["except"].append("169.254.169.254/32")
+    assert len(holes([policy], bot_pod)) == 3
+
+
 # ---------------------------------------------------------------------------------------- RBAC
 
 DISCOVERY = re.compile(r"/(api|apis)(/[^/]+(/v[^/]+)?)?|/version|/healthz|/livez|/readyz")
@@ -510,10 +593,13 @@ async def exercise(kube: KubeEmulator, name: str, client: Kube) -> None:
                                           "containers": [{"name": "main", "image": "busybox:1.36"}]}}}}
     service = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "rbac-probe"},
                "spec": {"selector": {"job-name": "rbac-probe"}, "ports": [{"port": 8080}]}}
+    policy = {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy", "metadata": {"name": "rbac-probe"},
+              "spec": {"podSelector": {"matchLabels": {"job-name": "rbac-probe"}}, "policyTypes": ["Ingress"]}}
     calls = {
         "ping": lambda: client.ping(),
         "create_job": lambda: client.create_job(job),
         "create_service": lambda: client.create_service(service),
+        "create_network_policy": lambda: client.create_network_policy(policy),
         "list_jobs": lambda: client.list_jobs("app.kubernetes.io/managed-by=flops-bot"),
         "list_jobs_page": lambda: client.list_jobs_page("app.kubernetes.io/managed-by=flops-bot", 1),
         "get_job": lambda: client.get_job("rbac-probe"),
@@ -522,6 +608,7 @@ async def exercise(kube: KubeEmulator, name: str, client: Kube) -> None:
         "pod_log": lambda: client.pod_log(kube.list("pods", NAMESPACE, labels={"job-name": "rbac-probe"})[0]
                                           ["metadata"]["name"], "main"),
         "delete_service": lambda: client.delete_service("rbac-probe"),
+        "delete_network_policy": lambda: client.delete_network_policy("rbac-probe"),
         "delete_job": lambda: client.delete_job("rbac-probe"),
         "secret_data": lambda: client.secret_data("flops-s3"),
     }
@@ -531,8 +618,8 @@ async def exercise(kube: KubeEmulator, name: str, client: Kube) -> None:
 
 
 def kube_methods() -> list[str]:
-    order = ["ping", "create_job", "create_service", "list_jobs", "list_jobs_page", "get_job", "annotate_job",
-             "job_pods", "pod_log", "delete_service", "delete_job"]
+    order = ["ping", "create_job", "create_service", "create_network_policy", "list_jobs", "list_jobs_page",
+             "get_job", "annotate_job", "job_pods", "pod_log", "delete_service", "delete_network_policy", "delete_job"]
     public = [n for n, f in inspect.getmembers(Kube, inspect.iscoroutinefunction) if not n.startswith("_")]
     return sorted(public, key=lambda n: order.index(n) if n in order else len(order))
 

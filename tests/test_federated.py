@@ -199,6 +199,48 @@ async def test_train_creates_a_valid_run_with_the_asked_rounds_and_clients(bed: 
     assert "2 rounds, 3 clients" in reply
 
 
+def run_policies(bed: Bed, run: str) -> list[dict[str, Any]]:
+    return [p for p in bed.kube.list("networkpolicies", NAMESPACE) if p["metadata"]["labels"].get("flops.dev/run") == run]
+
+
+def selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
+    assert set(selector) == {"matchLabels"}
+    return bool(selector["matchLabels"].items() <= labels.items())
+
+
+async def test_a_run_opens_its_server_to_its_own_clients_only(bed: Bed) -> None:
+    server = await start_run(bed, "/train rounds=2 clients=3")
+    run = server["metadata"]["name"]
+    clients, [service] = run_objects(bed, run)
+    [policy] = run_policies(bed, run)
+    for version in ("1.30.0", "1.37.0"):
+        kubernetes_validate.validate(policy, version, strict=True)
+    [ref] = policy["metadata"]["ownerReferences"]  # garbage-collected with the server Job
+    assert (ref["kind"], ref["name"], ref["uid"]) == ("Job", run, server["metadata"]["uid"])
+    pod = {"server": server["spec"]["template"]["metadata"]["labels"],
+           "clients": [c["spec"]["template"]["metadata"]["labels"] for c in clients]}
+    other_run = {**pod["clients"][0], "flops.dev/run": "flops-fl-pr8-0000000-00000000"}
+    others = [other_run, {**pod["server"], "flops.dev/run": other_run["flops.dev/run"]},
+              {"app.kubernetes.io/name": "flops-bot"},  # the bot's own pod
+              {"app.kubernetes.io/managed-by": "flops-bot", "flops.dev/kind": "regression", "flops.dev/run": "r"}]
+    spec = policy["spec"]
+    assert spec["policyTypes"] == ["Ingress", "Egress"]
+    assert all(selects(spec["podSelector"], labels) for labels in [pod["server"], *pod["clients"]])
+    assert not any(selects(spec["podSelector"], labels) for labels in others)  # exactly this run's pods
+    [ingress], [egress] = spec["ingress"], spec["egress"]
+    port = service["spec"]["ports"][0]["targetPort"]
+    assert ingress["ports"] == egress["ports"] == [{"protocol": "TCP", "port": port}]
+    [source], [destination] = ingress["from"], egress["to"]
+    assert set(source) == {"podSelector"} and set(destination) == {"podSelector"}  # this namespace only
+    assert [selects(source["podSelector"], labels) for labels in [pod["server"], *pod["clients"], *others]] == \
+        [False, True, True, True, False, False, False, False]  # from this run's clients, nothing else
+    assert [selects(destination["podSelector"], labels) for labels in [pod["server"], *pod["clients"], *others]] == \
+        [True, False, False, False, False, False, False, False]  # to this run's server, nothing else
+    bed.kube.succeed_job(NAMESPACE, run)
+    await report_of(bed, head_of(bed))
+    assert run_policies(bed, run) == []  # gone with the run, like its Service
+
+
 async def test_train_without_arguments_uses_the_config_defaults(bed: Bed) -> None:
     server = await start_run(bed, "/train")
     env = env_of(server)
@@ -219,7 +261,7 @@ async def test_deleting_the_server_job_deletes_the_whole_run(bed: Bed) -> None:
     run = server["metadata"]["name"]
     bed.kube.start_job(NAMESPACE, run)
     bed.deps.kube.batch.delete_namespaced_job(run, NAMESPACE, propagation_policy="Background")
-    assert run_objects(bed, run) == ([], [])
+    assert run_objects(bed, run) == ([], []) and run_policies(bed, run) == []
     assert bed.kube.list("pods", NAMESPACE, labels={"job-name": run}) == []
     check = await report_of(bed, head_of(bed))  # the check does not stay in progress
     assert check["conclusion"] == "cancelled"

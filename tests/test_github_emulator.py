@@ -279,6 +279,16 @@ async def test_permissions_and_pulls(gh: gidgethub.aiohttp.GitHubAPI, emulator: 
     assert emulator.pulls[(REPO, 1)]["state"] == "closed"
 
 
+async def test_matching_refs_lists_the_branches_under_a_prefix_as_an_array(gh: gidgethub.aiohttp.GitHubAPI,
+                                                                           emulator: GitHubEmulator) -> None:
+    base = emulator.commit(REPO, "main", {"a": "1"})
+    queued = emulator.commit(REPO, f"gh-readonly-queue/main/pr-7-{base}", {"b": "1"}, parents=[base])
+    emulator.commit(REPO, "gh-readonly-queue/other/pr-8-x", {"c": "1"}, parents=[base])
+    refs = [r async for r in gh.getiter(f"/repos/{REPO}/git/matching-refs/heads/gh-readonly-queue/main/")]
+    assert [(r["ref"], r["object"]["sha"]) for r in refs] == [(f"refs/heads/gh-readonly-queue/main/pr-7-{base}", queued)]
+    assert await gh.getitem(f"/repos/{REPO}/git/matching-refs/heads/nothing-here") == []  # never a 404
+
+
 # ---------------------------------------------------------------------------------------- faults
 
 async def test_fault_injection_is_fifo_and_recorded(gh: gidgethub.aiohttp.GitHubAPI,

@@ -44,6 +44,7 @@ class Client:
         self.api = kubernetes.client.ApiClient(configuration)
         self.batch = kubernetes.client.BatchV1Api(self.api)
         self.core = kubernetes.client.CoreV1Api(self.api)
+        self.networking = kubernetes.client.NetworkingV1Api(self.api)
 
     async def __call__(self, method: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         return await asyncio.to_thread(method, *args, **kwargs)
@@ -585,6 +586,36 @@ async def test_secrets_configmaps_services(kube: KubeEmulator, k8s: Client) -> N
     assert bad_service.value.status == 422  # services are DNS-1035 labels
     await k8s(k8s.core.delete_namespaced_config_map, "cfg", NS)
     assert kube.get("configmaps", NS, "cfg") is None
+
+
+async def test_network_policies_are_served_under_networking_k8s_io(kube: KubeEmulator, k8s: Client) -> None:
+    job = await k8s(k8s.batch.create_namespaced_job, NS, job_body("fl-1"))
+    owner = {"apiVersion": "batch/v1", "kind": "Job", "name": "fl-1", "uid": job.metadata.uid}
+    body = {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+            "metadata": {"name": "fl-1", "labels": {"flops.dev/run": "fl-1"}, "ownerReferences": [owner]},
+            "spec": {"podSelector": {"matchLabels": {"flops.dev/run": "fl-1"}}, "policyTypes": ["Ingress"],
+                     "ingress": [{"from": [{"podSelector": {"matchLabels": {"role": "client"}}}],
+                                  "ports": [{"protocol": "TCP", "port": 8080}]}]}}
+    created = await k8s(k8s.networking.create_namespaced_network_policy, NS, body)
+    assert created.metadata.uid and created.spec.ingress[0].ports[0].port == 8080
+    listed = await k8s(k8s.networking.list_namespaced_network_policy, NS, label_selector="flops.dev/run=fl-1")
+    assert [p.metadata.name for p in listed.items] == ["fl-1"]
+    with pytest.raises(ApiException) as again:
+        await k8s(k8s.networking.create_namespaced_network_policy, NS, body)
+    assert again.value.status == 409
+    headers = {"Authorization": f"Bearer {kube.token}"}
+    bad = {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy", "metadata": {"name": "bad"},
+           "spec": {"podSelector": {}, "policyTypes": "Ingress"}}
+    async with aiohttp.ClientSession(headers=headers) as session:
+        async with session.post(f"{kube.url}/apis/networking.k8s.io/v1/namespaces/{NS}/networkpolicies",
+                                json=bad) as response:
+            assert response.status == 422  # schema-checked like the others
+        async with session.get(f"{kube.url}/api/v1/namespaces/{NS}/networkpolicies") as response:
+            assert response.status == 404  # not in the core group
+        async with session.get(f"{kube.url}/apis") as response:
+            assert "networking.k8s.io" in {g["name"] for g in (await response.json())["groups"]}
+    await k8s(k8s.batch.delete_namespaced_job, "fl-1", NS, propagation_policy="Background")
+    assert kube.get("networkpolicies", NS, "fl-1") is None  # owned by the Job: garbage-collected
 
 
 def test_usable_from_plain_synchronous_code(tmp_path: Path) -> None:

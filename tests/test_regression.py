@@ -526,7 +526,7 @@ def merge_group_payload(bed: Bed, head: str, base: str) -> dict[str, Any]:
     data = payload("merge_group.checks_requested")
     commit = bed.github.repos[REPO].commits[head]
     data["merge_group"].update(head_sha=head, base_sha=base, base_ref=f"refs/heads/{MAIN}",
-                               head_ref=f"refs/heads/gh-readonly-queue/{MAIN}/pr-{PR}-{base}")
+                               head_ref=f"refs/heads/gh-readonly-queue/{MAIN}/pr-{PR}-{bed.github.pulls[(REPO, PR)]['head']['sha']}")
     data["merge_group"]["head_commit"].update(id=head, tree_id=tree_sha(commit.tree))
     data["repository"].update(full_name=REPO, default_branch=MAIN)
     data["installation"]["id"] = INSTALLATION

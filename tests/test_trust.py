@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests.conftest import NAMESPACE, Bed, payload
+from bot.flows import merge_queue
+from tests.conftest import INSTALLATION, NAMESPACE, Bed, payload
+from tests.emulators.github import tree_sha
 from tests.test_regression import (
     MAIN,
     MAINTAINER,
@@ -101,3 +103,83 @@ async def test_a_dismissed_review_that_granted_nothing_stops_nothing(bed: Bed) -
     await review(bed, "dismissed", review_id=7)  # e.g. a dismissed "changes requested"
     assert len(running(bed)) == 1
 
+
+
+# --- the merge queue -----------------------------------------------------------------------------------
+
+def enqueue(bed: Bed, number: int, head: str, ahead: str) -> str:
+    """What GitHub's merge queue does: a merge commit of PR `number`'s head on top of `ahead` (the base
+    or the entry queued before it), kept under `gh-readonly-queue/<base>/pr-<n>-<head>`."""
+    return bed.github.commit(REPO, f"gh-readonly-queue/{MAIN}/pr-{number}-{head}", {f"merged-{number}": "1\n"},
+                             parents=[ahead, head], message=f"Merge pull request #{number}")
+
+
+def group_payload(bed: Bed, number: int, head: str, group: str, base: str) -> dict[str, Any]:
+    data = payload("merge_group.checks_requested")
+    data["merge_group"].update(head_sha=group, base_sha=base, base_ref=f"refs/heads/{MAIN}",
+                               head_ref=f"refs/heads/gh-readonly-queue/{MAIN}/pr-{number}-{head}")
+    data["merge_group"]["head_commit"].update(id=group, tree_id=tree_sha(bed.github.repos[REPO].commits[group].tree))
+    data["repository"].update(full_name=REPO, default_branch=MAIN)
+    data["installation"]["id"] = INSTALLATION
+    return data
+
+
+async def queue_fork_then_own_pr(bed: Bed) -> tuple[str, str]:
+    """The fork PR #2 queued first, the same-repository PR #3 behind it; the group of #3 is delivered.
+    Returns (the fork's head, the group's head)."""
+    base = bed.github.branch_sha(REPO, MAIN)
+    fork_head = bed.github.pulls[(REPO, PR)]["head"]["sha"]
+    own_head = open_pr(bed, fork=False, number=3, branch="own", text="print(3)\n")
+    group = enqueue(bed, 3, own_head, enqueue(bed, PR, fork_head, base))
+    await bed.deliver("merge_group", group_payload(bed, 3, own_head, group, base))
+    await bed.settle()
+    return fork_head, group
+
+
+async def test_a_merge_group_holding_an_unapproved_fork_pr_runs_nothing_and_names_it(bed: Bed) -> None:
+    setup_repo(bed)
+    open_pr(bed, fork=True)
+    fork_head, group = await queue_fork_then_own_pr(bed)
+    assert regression_jobs(bed) == [] and bed.kube.list("jobs", NAMESPACE) == []
+    [run] = bed.github.check_runs_for(REPO, group, "flops/regression")
+    assert (run["conclusion"], run["output"]["title"]) == ("failure", f"Not run: #{PR} lacks approval")
+    assert f"#{PR} ({fork_head[:7]})" in run["output"]["summary"] and "#3" not in run["output"]["summary"]
+
+
+async def test_a_merge_group_whose_prs_are_all_trusted_runs_and_ignores_other_groups_refs(bed: Bed) -> None:
+    setup_repo(bed)
+    open_pr(bed, fork=True)
+    await review(bed, "submitted")  # the maintainer's approval grants the fork's head
+    base = bed.github.branch_sha(REPO, MAIN)
+    stale = bed.github.commit(REPO, "elsewhere", {"evil.py": "1\n"}, parents=[base])
+    enqueue(bed, 5, stale, base)  # a group that left the queue: not an ancestor of the one delivered
+    _, group = await queue_fork_then_own_pr(bed)
+    [job] = [j for j in running(bed) if j["metadata"]["annotations"]["flops.dev/sha"] == group]
+    assert job["metadata"]["annotations"]["flops.dev/trigger"] == "merge queue"
+    [run] = bed.github.check_runs_for(REPO, group, "flops/regression")
+    assert run["status"] == "in_progress"
+
+
+async def test_a_merge_group_that_cannot_be_traced_runs_nothing(bed: Bed) -> None:
+    setup_repo(bed)
+    base = bed.github.branch_sha(REPO, MAIN)
+    head = open_pr(bed, fork=False)
+    group = enqueue(bed, PR, head, base)
+    data = group_payload(bed, PR, head, group, base)
+    data["merge_group"]["head_ref"] = f"refs/heads/{MAIN}"  # not a merge queue ref
+    await bed.deliver("merge_group", data)
+    await bed.settle()
+    assert regression_jobs(bed) == []
+    [run] = bed.github.check_runs_for(REPO, group, "flops/regression")
+    assert (run["conclusion"], run["output"]["title"]) == ("failure", "Not run: merge group not traced")
+
+
+def test_merge_queue_refs_are_read_as_github_names_them() -> None:
+    sha = "929f8209d40f77f4abc622a499c93a83babdbe64"
+    assert merge_queue.entry_of(f"refs/heads/gh-readonly-queue/main/pr-104-{sha}", "main") == \
+        merge_queue.Entry(104, sha)
+    assert merge_queue.entry_of(f"refs/heads/gh-readonly-queue/release/1.x/pr-7-{sha}", "release/1.x") == \
+        merge_queue.Entry(7, sha)
+    for other in (f"refs/heads/gh-readonly-queue/main/pr-104-{sha}", f"refs/heads/gh-readonly-queue/dev/pr-1-{sha}x",
+                  "refs/heads/main", f"refs/heads/feature/gh-readonly-queue/dev/pr-1-{sha}"):
+        assert merge_queue.entry_of(other, "dev") is None

@@ -192,6 +192,7 @@ async def launch(gh: GitHubAPI, deps: Deps, request: RunRequest, refs: dict[str,
     server = await deps.kube.create_job(jobs.federated_server_job(run, cluster, check=checks.FEDERATED))
     if server is None:
         return run.run_id
+    await deps.kube.create_network_policy(jobs.federated_network_policy(run, cluster, server))  # before clients
     await deps.kube.create_service(jobs.federated_service(run, cluster, server))
     for index in range(run.clients):
         await deps.kube.create_job(jobs.federated_client_job(run, cluster, index, server))
@@ -289,11 +290,12 @@ async def read_metrics(deps: Deps, output: str) -> tuple[dict[str, Any] | None, 
 
 async def end_run(deps: Deps, run_id: str, roster: list[ClientOutcome]) -> None:
     """After the report (so a retried report sees the same roster): the clients still running and
-    the Service go; the server Job stays, marked reported, until its TTL."""
+    the Service and the NetworkPolicy go; the server Job stays, marked reported, until its TTL."""
     for client in roster:
         if client.running:
             await deps.kube.delete_job(client.job)
     await deps.kube.delete_service(run_id)
+    await deps.kube.delete_network_policy(run_id)
 
 
 async def client_roster(deps: Deps, run_id: str, expected: int) -> list[ClientOutcome]:

@@ -31,13 +31,14 @@ def client_configuration(settings: Settings) -> kubernetes.client.Configuration:
 
 
 class Kube:
-    """Namespaced access to Jobs, Pods, Services (and, read-only, the Jobs' Secrets), async on top
-    of the official client."""
+    """Namespaced access to Jobs, Pods, Services, NetworkPolicies (and, read-only, the Jobs' Secrets),
+    async on top of the official client."""
 
     def __init__(self, configuration: kubernetes.client.Configuration, namespace: str) -> None:
         self.api_client = kubernetes.client.ApiClient(configuration)
         self.batch = kubernetes.client.BatchV1Api(self.api_client)
         self.core = kubernetes.client.CoreV1Api(self.api_client)
+        self.networking = kubernetes.client.NetworkingV1Api(self.api_client)
         self.namespace = namespace
         self._secrets: dict[str, tuple[float, dict[str, str]]] = {}
 
@@ -55,6 +56,9 @@ class Kube:
 
     async def create_service(self, body: dict[str, Any]) -> dict[str, Any] | None:
         return await self._create(self.core.create_namespaced_service, body)
+
+    async def create_network_policy(self, body: dict[str, Any]) -> dict[str, Any] | None:
+        return await self._create(self.networking.create_namespaced_network_policy, body)
 
     async def _create(self, method: Any, body: dict[str, Any]) -> dict[str, Any] | None:
         try:
@@ -104,11 +108,10 @@ class Kube:
         return True
 
     async def delete_service(self, name: str) -> None:
-        try:
-            await asyncio.to_thread(self.core.delete_namespaced_service, name, self.namespace)
-        except ApiException as exc:
-            if exc.status != 404:
-                raise
+        await _delete_if_there(self.core.delete_namespaced_service, name, self.namespace)
+
+    async def delete_network_policy(self, name: str) -> None:
+        await _delete_if_there(self.networking.delete_namespaced_network_policy, name, self.namespace)
 
     async def job_pods(self, job_name: str) -> list[dict[str, Any]]:
         pods = await asyncio.to_thread(self.core.list_namespaced_pod, self.namespace,
@@ -144,6 +147,15 @@ class Kube:
         data = {str(k): base64.b64decode(v).decode("utf-8", "replace") for k, v in raw.items()}
         self._secrets[name] = (now + SECRET_TTL, data)
         return data
+
+
+async def _delete_if_there(method: Any, name: str, namespace: str) -> None:
+    """Delete; one already gone (404) is what was wanted."""
+    try:
+        await asyncio.to_thread(method, name, namespace)
+    except ApiException as exc:
+        if exc.status != 404:
+            raise
 
 
 def _json(response: Any) -> Any:

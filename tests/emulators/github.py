@@ -533,6 +533,7 @@ class GitHubEmulator:
             ("GET", REPO + r"/contents/?(?P<path>.*)$", self._get_contents, "token"),
             ("PUT", REPO + r"/contents/(?P<path>.+)$", self._put_contents, "token"),
             ("GET", REPO + r"/git/ref/heads/(?P<branch>.+)$", self._get_ref, "token"),
+            ("GET", REPO + r"/git/matching-refs/heads/(?P<prefix>.*)$", self._matching_refs, "token"),
             ("POST", REPO + r"/git/refs$", self._create_ref, "token"),
             ("PATCH", REPO + r"/git/refs/heads/(?P<branch>.+)$", self._update_ref, "token"),
             ("GET", REPO + r"/tarball(?:/(?P<ref>.+))?$", self._tarball, "token"),
@@ -1018,6 +1019,13 @@ class GitHubEmulator:
         if req.args["branch"] not in repo.branches:
             raise not_found()
         return Reply(200, self._ref_json(repo, req.args["branch"]))
+
+    def _matching_refs(self, req: Req) -> Reply:
+        """`GET /git/matching-refs/heads/<prefix>`: every branch whose name starts with `prefix`, as an
+        array (empty when none does; never 404)."""
+        repo = self._repo(req)
+        names = [b for b in sorted(repo.branches) if b.startswith(req.args["prefix"])]
+        return self._page(req, [self._ref_json(repo, b) for b in names])
 
     def _create_ref(self, req: Req) -> Reply:
         repo = self._repo(req)

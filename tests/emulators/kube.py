@@ -100,6 +100,10 @@ class Resource:
         return f"{self.group}/{self.version}" if self.group else self.version
 
     @property
+    def base_path(self) -> str:
+        return f"/apis/{self.group}/{self.version}" if self.group else f"/api/{self.version}"
+
+    @property
     def qualified(self) -> str:
         return f"{self.plural}.{self.group}" if self.group else self.plural
 
@@ -111,8 +115,11 @@ RESOURCES: dict[str, Resource] = {r.plural: r for r in (
     Resource("secrets", "", "v1", "Secret", generation=False),
     Resource("configmaps", "", "v1", "ConfigMap", generation=False),
     Resource("events", "", "v1", "Event", generation=False),
+    Resource("networkpolicies", "networking.k8s.io", "v1", "NetworkPolicy"),
 )}
 BY_KIND = {r.kind: r for r in RESOURCES.values()}
+GROUPS = sorted({r.group for r in RESOURCES.values() if r.group})  # the named API groups served under /apis
+GROUP_PATHS = {f"/apis/{g}/v1": g for g in GROUPS} | {"/api/v1": ""}
 
 
 class ApiError(Exception):
@@ -1181,10 +1188,10 @@ class KubeEmulator:
                 {"clientCIDR": "0.0.0.0/0", "serverAddress": self.url.removeprefix("http://")}]})
         if path == "/apis":
             return web.json_response({"kind": "APIGroupList", "apiVersion": "v1", "groups": [
-                {"name": "batch", "versions": [{"groupVersion": "batch/v1", "version": "v1"}],
-                 "preferredVersion": {"groupVersion": "batch/v1", "version": "v1"}}]})
-        if path in ("/api/v1", "/apis/batch/v1"):
-            group = "batch" if path.startswith("/apis") else ""
+                {"name": g, "versions": [{"groupVersion": f"{g}/v1", "version": "v1"}],
+                 "preferredVersion": {"groupVersion": f"{g}/v1", "version": "v1"}} for g in GROUPS]})
+        if path in GROUP_PATHS:
+            group = GROUP_PATHS[path]
             resources = [{"name": r.plural, "singularName": r.kind.lower(), "namespaced": True, "kind": r.kind,
                           "verbs": ["create", "delete", "get", "list", "patch", "update", "watch"]}
                          for r in RESOURCES.values() if r.group == group]
@@ -1192,7 +1199,7 @@ class KubeEmulator:
                 resources.append({"name": "namespaces", "singularName": "namespace", "namespaced": False,
                                   "kind": "Namespace", "verbs": ["get", "list"]})
             return web.json_response({"kind": "APIResourceList", "apiVersion": "v1",
-                                      "groupVersion": "batch/v1" if group else "v1", "resources": resources})
+                                      "groupVersion": f"{group}/v1" if group else "v1", "resources": resources})
         if m := re.fullmatch(r"/api/v1/namespaces(?:/([^/]+))?", path):
             if method != "GET":
                 raise ApiError(405, "the server does not allow this method on the requested resource",
@@ -1206,18 +1213,17 @@ class KubeEmulator:
                          for n in names]
                 return web.json_response({"kind": "NamespaceList", "apiVersion": "v1",
                                           "metadata": {"resourceVersion": str(self._rv)}, "items": items})
-        m = (re.fullmatch(r"/api/v1/namespaces/([^/]+)/([^/]+)(?:/([^/]+)(?:/([^/]+))?)?", path)
-             or re.fullmatch(r"/apis/batch/v1/namespaces/([^/]+)/([^/]+)(?:/([^/]+)(?:/([^/]+))?)?", path))
-        all_namespaces = re.fullmatch(r"/api/v1/([^/]+)|/apis/batch/v1/([^/]+)", path)
+        m = re.fullmatch(r"(/api/v1|/apis/[^/]+/v1)/namespaces/([^/]+)/([^/]+)(?:/([^/]+)(?:/([^/]+))?)?", path)
+        all_namespaces = re.fullmatch(r"(/api/v1|/apis/[^/]+/v1)/([^/]+)", path)
         if m:
-            namespace, plural, name, sub = m.groups()
+            prefix, namespace, plural, name, sub = m.groups()
         elif all_namespaces:
-            namespace, plural, name, sub = None, all_namespaces.group(1) or all_namespaces.group(2), None, None
+            prefix, plural = all_namespaces.groups()
+            namespace, name, sub = None, None, None
         else:
             raise ApiError(404, "the server could not find the requested resource", "NotFound")
         resource = RESOURCES.get(plural)
-        expected = "/apis/batch/v1/" if resource and resource.group == "batch" else "/api/v1/"
-        if resource is None or not path.startswith(expected):
+        if resource is None or prefix != resource.base_path:
             raise ApiError(404, "the server could not find the requested resource", "NotFound")
         if name is None:
             if method == "GET":

@@ -1,4 +1,4 @@
-"""The federated run's specs: the server Job, the client Jobs it owns and their Service."""
+"""The federated run's specs: the server Job, the client Jobs it owns, their Service and NetworkPolicy."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -88,8 +88,25 @@ def federated_service(run: FederatedRun, cluster: Cluster, owner: dict[str, Any]
                      "ports": [{"name": "fl", "port": run.port, "targetPort": run.port, "protocol": "TCP"}]}}
 
 
+def federated_network_policy(run: FederatedRun, cluster: Cluster, owner: dict[str, Any]) -> dict[str, Any]:
+    """The run's own opening in deploy/'s fence (which denies Job pods all ingress, and all egress but
+    DNS, S3 and the registry): this run's clients reach this run's server on its port, nothing else
+    does. It selects exactly the run's pods (the server's and the clients' share the run label); the
+    server Job owns it, and the bot deletes it with the Service when the run ends."""
+    server = {RUN: run.run_id, KIND: FEDERATED_SERVER}
+    port = [{"protocol": "TCP", "port": run.port}]
+    return {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+            "metadata": {"name": run.run_id, "namespace": cluster.namespace,
+                         "labels": _labels(FEDERATED_SERVER, run=run.run_id, pr=run.source.pr),
+                         "ownerReferences": [owner_reference(owner)]},
+            "spec": {"podSelector": {"matchLabels": {RUN: run.run_id}}, "policyTypes": ["Ingress", "Egress"],
+                     "ingress": [{"from": [{"podSelector": {"matchLabels": {RUN: run.run_id, KIND: FEDERATED_CLIENT}}}],
+                                  "ports": port}],
+                     "egress": [{"to": [{"podSelector": {"matchLabels": server}}], "ports": port}]}}
+
+
 def owner_reference(job: dict[str, Any]) -> dict[str, Any]:
-    """Deleting the server Job deletes the run's clients and Service (garbage collection)."""
+    """Deleting the server Job deletes the run's clients, Service and NetworkPolicy (garbage collection)."""
     return {"apiVersion": "batch/v1", "kind": "Job", "name": job["metadata"]["name"], "uid": job["metadata"]["uid"],
             "blockOwnerDeletion": False, "controller": False}
 
