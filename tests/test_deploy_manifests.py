@@ -32,6 +32,7 @@ from bot.platform import settings as bot_settings
 from bot.platform.kube import Kube
 from bot.service import app as bot_app
 from bot.service.setup import create_setup_app
+from tests import conventions
 from tests.conftest import INSTALLATION, NAMESPACE, Bed, payload, push_payload, wait_for
 from tests.emulators.kube import KubeEmulator
 from tests.samples import TWO_IMAGES
@@ -89,10 +90,12 @@ def compose(directory: Path, extra_components: tuple[Path, ...] = ()) -> list[di
         assert yaml.safe_load((component / "kustomization.yaml").read_text())["kind"] == "Component"
         docs += compose(component)
     for label_set in spec.get("labels", []):
-        assert not label_set.get("includeSelectors") and not label_set.get("includeTemplates"), \
-            "compose() applies labels to metadata only"
+        assert not label_set.get("includeSelectors"), "compose() never touches selectors (immutable once installed)"
         for doc in docs:
             doc["metadata"].setdefault("labels", {}).update(label_set["pairs"])
+            template = (doc.get("spec") or {}).get("template")
+            if label_set.get("includeTemplates") and template is not None:
+                template.setdefault("metadata", {}).setdefault("labels", {}).update(label_set["pairs"])
     if namespace := spec.get("namespace"):
         for doc in docs:
             if doc["kind"] == "Namespace":
@@ -615,6 +618,8 @@ async def test_the_role_grants_every_call_the_bots_flows_make(bed: Bed) -> None:
     await wait_for(lambda: jobs_of(bed, "federated-server"), what="the federated server Job")
     await wait_for(lambda: len(jobs_of(bed, "federated-client")) == 2, what="the federated clients")
     assert bed.kube.list("services", NAMESPACE)
+    for service in bed.kube.list("services", NAMESPACE):
+        conventions.assert_bot_service(service)
     [server] = jobs_of(bed, "federated-server")
     bed.kube.fail_job(NAMESPACE, server["metadata"]["name"], logs="round 1\nTraceback: NaN loss\n", exit_code=1)
     await wait_for(lambda: not bed.kube.list("services", NAMESPACE), what="the run's Service deleted")
@@ -642,3 +647,4 @@ async def test_the_role_grants_every_call_the_bots_flows_make(bed: Bed) -> None:
     for job in started:
         pod = job["spec"]["template"]["spec"]
         assert pod["serviceAccountName"] == jobs_account and pod["automountServiceAccountToken"] is False
+        conventions.assert_bot_job(job)  # issue 25: recommended labels, default container, Pod Security
