@@ -24,7 +24,7 @@ import aiohttp
 import pytest
 import pytest_asyncio
 
-from tests import markdown
+from tests import dashboard, markdown
 from tests.conftest import APP_ID, INSTALLATION, NAMESPACE, SECRET, payload, push_payload, sign, wait_for
 from tests.emulators.github import GitHubEmulator, Symlink, make_app_key
 from tests.emulators.kube import KubeEmulator
@@ -444,3 +444,20 @@ async def test_a_workload_faking_an_approval_in_metrics_json_shows_it_as_text(sh
     summary = (await completed(shipped, repo, data["after"], "flops/regression"))["output"]["summary"]
     assert "<strong>Approved" not in markdown.html(summary) and "@acme" not in markdown.text(summary)
     assert markdown.links(summary) == {"](http://evil)": "https://ok.example/x"}
+
+
+async def test_the_grafana_dashboard_queries_only_metrics_the_running_bot_exports(shipped: Shipped) -> None:
+    """Issue 25 part 4: every PromQL expression of deploy/components/grafana-dashboard parses and names
+    a series this process serves on /metrics, after the flows above ran (a renamed metric fails here)."""
+    async with aiohttp.ClientSession() as session, session.get(shipped.url + "/metrics") as response:
+        assert response.status == 200
+        page = await response.text()
+    exported = dashboard.exported(page)
+    for expr in dashboard.expressions(dashboard.dashboard()):
+        names = dashboard.metric_names(expr)
+        assert names and names <= exported, f"{expr} uses {sorted(names - exported)}, not on /metrics"
+    # the flows above moved what the dashboard shows
+    assert 'flops_jobs_finished_total{kind="build",result="success"}' in page
+    assert 'flops_run_duration_seconds_count{kind="regression"}' in page
+    assert 'flops_regression_verdicts_total{verdict=' in page
+    assert "flops_github_rate_limit_remaining " in page

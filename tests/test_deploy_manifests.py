@@ -42,6 +42,7 @@ DEPLOY = ROOT / "deploy"
 BASE = DEPLOY / "base"
 OVERLAY = DEPLOY / "overlays" / "example"
 COMPONENT = DEPLOY / "components" / "servicemonitor"
+DASHBOARD = DEPLOY / "components" / "grafana-dashboard"
 VERSIONS = ("1.30.0", "1.37.0")
 # The Prometheus Operator's CRD: kubernetes-validate ships only the built-in schemas.
 CUSTOM_KINDS = {("monitoring.coreos.com/v1", "ServiceMonitor")}
@@ -71,7 +72,7 @@ def one(docs: list[dict[str, Any]], kind: str, name: str | None = None) -> dict[
 
 # ---------------------------------------------------------------------------------------- kustomize
 
-KNOWN_KEYS = {"apiVersion", "kind", "namespace", "labels", "resources", "components", "images"}
+KNOWN_KEYS = {"apiVersion", "kind", "namespace", "labels", "resources", "components", "images", "configMapGenerator"}
 CLUSTER_SCOPED = {"Namespace", "ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition"}
 
 
@@ -85,6 +86,7 @@ def compose(directory: Path, extra_components: tuple[Path, ...] = ()) -> list[di
         path = directory / entry_
         assert path.exists(), f"{directory / 'kustomization.yaml'} lists {entry_!r}, which does not exist"
         docs += compose(path) if path.is_dir() else [copy.deepcopy(d) for d in documents(path)]
+    docs += [generated_config_map(directory, generator) for generator in spec.get("configMapGenerator", [])]
     for component in [directory / c for c in spec.get("components", [])] + list(extra_components):
         assert (component / "kustomization.yaml").exists(), f"component {component} has no kustomization.yaml"
         assert yaml.safe_load((component / "kustomization.yaml").read_text())["kind"] == "Component"
@@ -113,6 +115,20 @@ def compose(directory: Path, extra_components: tuple[Path, ...] = ()) -> list[di
     keys = [(d["kind"], d["metadata"].get("namespace"), d["metadata"]["name"]) for d in docs]
     assert len(keys) == len(set(keys)), f"{directory}: duplicate objects {sorted(k for k in keys if keys.count(k) > 1)}"
     return docs
+
+
+def generated_config_map(directory: Path, generator: dict[str, Any]) -> dict[str, Any]:
+    """A `configMapGenerator` entry of files, with a stable name (kustomize's name hash is not computed here)."""
+    assert set(generator) <= {"name", "files", "options"}, f"{directory}: generator keys {sorted(generator)}"
+    options = generator.get("options") or {}
+    assert set(options) <= {"disableNameSuffixHash", "labels", "annotations"} and options.get("disableNameSuffixHash")
+    data = {}
+    for entry_ in generator["files"]:
+        key, _, file = entry_.rpartition("=")
+        assert (directory / file).exists(), f"{directory}: the generator reads {file!r}, which does not exist"
+        data[key or Path(file).name] = (directory / file).read_text()
+    metadata = {"name": generator["name"], **{k: dict(options[k]) for k in ("labels", "annotations") if k in options}}
+    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": metadata, "data": data}
 
 
 def containers(doc: dict[str, Any]) -> list[dict[str, Any]]:
@@ -164,6 +180,16 @@ def test_the_composed_overlay_is_valid_kubernetes(overlay: list[dict[str, Any]],
         kubernetes_validate.validate(doc, version, strict=True)
 
 
+@pytest.mark.parametrize("version", VERSIONS)
+def test_the_grafana_dashboard_component_composes_to_valid_kubernetes(version: str) -> None:
+    [dashboard] = compose(DASHBOARD)
+    assert dashboard["kind"] == "ConfigMap" and dashboard["metadata"]["labels"]["grafana_dashboard"] == "1"
+    composed = compose(OVERLAY, extra_components=(DASHBOARD,))
+    assert one(composed, "ConfigMap", "flops-bot-dashboard")["metadata"]["namespace"] == NAMESPACE
+    for doc in composed:
+        kubernetes_validate.validate(doc, version, strict=True)
+
+
 def test_every_kustomization_lists_existing_files_and_every_manifest_is_used() -> None:
     listed: set[Path] = set()
     for kustomization in DEPLOY.rglob("kustomization.yaml"):
@@ -196,7 +222,8 @@ def test_composition_matches_kubectl_kustomize(tmp_path: Path) -> None:
     with_monitor = tree / "overlays" / "monitored"
     with_monitor.mkdir()
     (with_monitor / "kustomization.yaml").write_text(
-        "namespace: ml-ci\nresources: [../example]\ncomponents: [../../components/servicemonitor]\n")
+        "namespace: ml-ci\nresources: [../example]\n"
+        "components: [../../components/servicemonitor, ../../components/grafana-dashboard]\n")
     for directory, ours in ((tree / "overlays" / "example", compose(OVERLAY)),
                             (with_monitor, compose(with_monitor))):
         built = subprocess.run([kubectl, "kustomize", str(directory)], capture_output=True, text=True, timeout=60)
