@@ -51,7 +51,9 @@ class Tracker:
         self.synced = asyncio.Event()  # set after the first full list: restart recovery is done
         self._active: dict[str, tuple[str, str]] = {}  # unfinished Job -> (kind, queued|running)
         self._counts: Counter[tuple[str, str]] = Counter()
-        for kind in self.reporters:  # every series exists from the start, at 0
+        # Counted in flops_jobs_active: what is reported, and the federated clients (reported with their server).
+        self.counted = {*self.reporters, jobs.FEDERATED_CLIENT}
+        for kind in self.counted:  # every series exists from the start, at 0
             for state in STATES:
                 deps.metrics.set_active_jobs(kind, state, 0)
 
@@ -138,12 +140,12 @@ class Tracker:
         """Report `job` if it is finished, not yet reported, and not being reported right now."""
         name = jobs.name_of(job)
         kind = jobs.kind_of(job)
-        if kind not in self.reporters:
+        if kind not in self.counted:
             return
         result = jobs.outcome(job)
         reported = jobs.REPORTED in jobs.annotations_of(job)
         self._track(name, None if result.finished or reported else (kind, _state(job)))
-        if name in self._inflight or reported:
+        if kind not in self.reporters or name in self._inflight or reported:
             return
         if not result.finished:
             self._arm_timeout(job)
