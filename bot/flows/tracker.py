@@ -33,6 +33,7 @@ log = logs.get_logger(__name__)
 WATCH_SECONDS = 300
 LIST_PAGE = 500  # Jobs per page when listing
 STATES = ("queued", "running")
+FINAL_CONDITIONS = ("Complete", "SuccessCriteriaMet", "Failed", "FailureTarget")
 REPORTS_AT_ONCE = 16  # a burst of finished Jobs waits its turn here instead of holding thousands of reports open
 
 class Tracker:
@@ -281,7 +282,7 @@ def _duration(job: dict[str, Any]) -> float | None:
     """Seconds from the Job's start to its completion (or its last condition, or now); None if it never started."""
     status = job.get("status") or {}
     ends = [c.get("lastTransitionTime") for c in status.get("conditions") or []
-            if c.get("status") == "True" and c.get("type") in ("Complete", "Failed", "SuccessCriteriaMet", "FailureTarget")]
+            if c.get("status") == "True" and c.get("type") in FINAL_CONDITIONS]
     start, end = status.get("startTime"), status.get("completionTime") or max(filter(None, ends), default=None)
     if not start:
         return None
