@@ -24,7 +24,7 @@ import aiohttp
 import pytest
 import pytest_asyncio
 
-from tests import dashboard, markdown
+from tests import conventions, dashboard, markdown
 from tests.conftest import APP_ID, INSTALLATION, NAMESPACE, SECRET, payload, push_payload, sign, wait_for
 from tests.emulators.github import GitHubEmulator, Symlink, make_app_key
 from tests.emulators.kube import KubeEmulator
@@ -461,3 +461,13 @@ async def test_the_grafana_dashboard_queries_only_metrics_the_running_bot_export
     assert 'flops_run_duration_seconds_count{kind="regression"}' in page
     assert 'flops_regression_verdicts_total{verdict=' in page
     assert "flops_github_rate_limit_remaining " in page
+
+
+async def test_every_job_and_service_the_process_created_keeps_the_kubernetes_conventions(shipped: Shipped) -> None:
+    """Issue 25 part 3, on what the flows above made: recommended labels with the installed version,
+    the default container, and the Pod Security level deploy/ gives the namespace."""
+    created = shipped.kube.list("jobs", NAMESPACE)
+    assert {job["metadata"]["labels"]["flops.dev/kind"] for job in created} >= {
+        "build", "regression", "federated-server", "federated-client"}
+    for job in created:
+        conventions.assert_bot_job(job)
