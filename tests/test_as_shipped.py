@@ -24,7 +24,7 @@ import aiohttp
 import pytest
 import pytest_asyncio
 
-from tests import markdown
+from tests import conventions, dashboard, markdown
 from tests.conftest import APP_ID, INSTALLATION, NAMESPACE, SECRET, payload, push_payload, sign, wait_for
 from tests.emulators.github import GitHubEmulator, Symlink, make_app_key
 from tests.emulators.kube import KubeEmulator
@@ -470,3 +470,30 @@ async def test_a_merge_group_holding_an_unapproved_fork_pr_runs_nothing(shipped:
     check = await completed(shipped, repo, group, "flops/regression")
     assert (check["conclusion"], check["output"]["title"]) == ("failure", "Not run: #8 lacks approval")
     assert jobs_of(shipped, "regression", group) == []
+
+
+async def test_the_grafana_dashboard_queries_only_metrics_the_running_bot_exports(shipped: Shipped) -> None:
+    """Issue 25 part 4: every PromQL expression of deploy/components/grafana-dashboard parses and names
+    a series this process serves on /metrics, after the flows above ran (a renamed metric fails here)."""
+    async with aiohttp.ClientSession() as session, session.get(shipped.url + "/metrics") as response:
+        assert response.status == 200
+        page = await response.text()
+    exported = dashboard.exported(page)
+    for expr in dashboard.expressions(dashboard.dashboard()):
+        names = dashboard.metric_names(expr)
+        assert names and names <= exported, f"{expr} uses {sorted(names - exported)}, not on /metrics"
+    # the flows above moved what the dashboard shows
+    assert 'flops_jobs_finished_total{kind="build",result="success"}' in page
+    assert 'flops_run_duration_seconds_count{kind="regression"}' in page
+    assert 'flops_regression_verdicts_total{verdict=' in page
+    assert "flops_github_rate_limit_remaining " in page
+
+
+async def test_every_job_and_service_the_process_created_keeps_the_kubernetes_conventions(shipped: Shipped) -> None:
+    """Issue 25 part 3, on what the flows above made: recommended labels with the installed version,
+    the default container, and the Pod Security level deploy/ gives the namespace."""
+    created = shipped.kube.list("jobs", NAMESPACE)
+    assert {job["metadata"]["labels"]["flops.dev/kind"] for job in created} >= {
+        "build", "regression", "federated-server", "federated-client"}
+    for job in created:
+        conventions.assert_bot_job(job)

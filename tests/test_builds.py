@@ -296,3 +296,30 @@ async def test_other_branches_and_unconfigured_tags_build_nothing(bed: Bed, ref:
 def _completed(bed: Bed, sha: str, name: str) -> dict[str, Any] | None:
     runs = [r for r in bed.github.check_runs_for(REPO, sha, name) if r["status"] == "completed"]
     return runs[0] if runs else None
+
+
+async def test_metrics_count_queued_and_running_jobs_by_kind_and_time_each_run(bed: Bed) -> None:
+    """flops_jobs_active{kind,state} follows the Jobs; flops_run_duration_seconds times each reported one."""
+    metrics = bed.deps.metrics
+    await bed.tracked()
+    data = push(bed, {"server/app.py": "print(18)\n", "client/main.py": "print(18)\n"})
+    await bed.deliver("push", data)
+    await bed.settle()
+    assert metrics.value("flops_delivery_latency_seconds_count", event="push") == 1
+
+    def active(state: str) -> float:
+        return metrics.value("flops_jobs_active", kind="build", state=state)
+
+    await wait_for(lambda: active("queued") == 2, what="two builds queued (no pod ready yet)")
+    assert metrics.value("flops_jobs_active", kind="regression", state="queued") == 0  # the series exist at 0
+    jobs = by_image(bed)
+    bed.kube.start_job(NAMESPACE, jobs["server"]["metadata"]["name"])
+    await wait_for(lambda: (active("queued"), active("running")) == (1, 1), what="one build running")
+    bed.kube.succeed_job(NAMESPACE, jobs["server"]["metadata"]["name"], message=DIGEST)
+    bed.kube.fail_job(NAMESPACE, jobs["client"]["metadata"]["name"], logs="error\n", exit_code=1)
+    await wait_for(lambda: metrics.value("flops_run_duration_seconds_count", kind="build") == 2, what="both timed")
+    assert (active("queued"), active("running")) == (0, 0)
+    async with bed.session.get(bed.url("/metrics")) as response:
+        text = await response.text()
+    assert 'flops_jobs_active{kind="build",state="running"} 0.0' in text
+    assert 'flops_run_duration_seconds_bucket{kind="build",le="10.0"} 2.0' in text

@@ -34,6 +34,7 @@ from bot.platform import settings as bot_settings
 from bot.platform.kube import Kube
 from bot.service import app as bot_app
 from bot.service.setup import create_setup_app
+from tests import conventions
 from tests.conftest import INSTALLATION, NAMESPACE, Bed, payload, push_payload, wait_for
 from tests.emulators.kube import KubeEmulator
 from tests.samples import TWO_IMAGES
@@ -43,6 +44,7 @@ DEPLOY = ROOT / "deploy"
 BASE = DEPLOY / "base"
 OVERLAY = DEPLOY / "overlays" / "example"
 COMPONENT = DEPLOY / "components" / "servicemonitor"
+DASHBOARD = DEPLOY / "components" / "grafana-dashboard"
 VERSIONS = ("1.30.0", "1.37.0")
 # The Prometheus Operator's CRD: kubernetes-validate ships only the built-in schemas.
 CUSTOM_KINDS = {("monitoring.coreos.com/v1", "ServiceMonitor")}
@@ -73,7 +75,7 @@ def one(docs: list[dict[str, Any]], kind: str, name: str | None = None) -> dict[
 
 # ---------------------------------------------------------------------------------------- kustomize
 
-KNOWN_KEYS = {"apiVersion", "kind", "namespace", "labels", "resources", "components", "images"}
+KNOWN_KEYS = {"apiVersion", "kind", "namespace", "labels", "resources", "components", "images", "configMapGenerator"}
 CLUSTER_SCOPED = {"Namespace", "ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition"}
 
 
@@ -87,15 +89,18 @@ def compose(directory: Path, extra_components: tuple[Path, ...] = ()) -> list[di
         path = directory / entry_
         assert path.exists(), f"{directory / 'kustomization.yaml'} lists {entry_!r}, which does not exist"
         docs += compose(path) if path.is_dir() else [copy.deepcopy(d) for d in documents(path)]
+    docs += [generated_config_map(directory, generator) for generator in spec.get("configMapGenerator", [])]
     for component in [directory / c for c in spec.get("components", [])] + list(extra_components):
         assert (component / "kustomization.yaml").exists(), f"component {component} has no kustomization.yaml"
         assert yaml.safe_load((component / "kustomization.yaml").read_text())["kind"] == "Component"
         docs += compose(component)
     for label_set in spec.get("labels", []):
-        assert not label_set.get("includeSelectors") and not label_set.get("includeTemplates"), \
-            "compose() applies labels to metadata only"
+        assert not label_set.get("includeSelectors"), "compose() never touches selectors (immutable once installed)"
         for doc in docs:
             doc["metadata"].setdefault("labels", {}).update(label_set["pairs"])
+            template = (doc.get("spec") or {}).get("template")
+            if label_set.get("includeTemplates") and template is not None:
+                template.setdefault("metadata", {}).setdefault("labels", {}).update(label_set["pairs"])
     if namespace := spec.get("namespace"):
         for doc in docs:
             if doc["kind"] == "Namespace":
@@ -113,6 +118,20 @@ def compose(directory: Path, extra_components: tuple[Path, ...] = ()) -> list[di
     keys = [(d["kind"], d["metadata"].get("namespace"), d["metadata"]["name"]) for d in docs]
     assert len(keys) == len(set(keys)), f"{directory}: duplicate objects {sorted(k for k in keys if keys.count(k) > 1)}"
     return docs
+
+
+def generated_config_map(directory: Path, generator: dict[str, Any]) -> dict[str, Any]:
+    """A `configMapGenerator` entry of files, with a stable name (kustomize's name hash is not computed here)."""
+    assert set(generator) <= {"name", "files", "options"}, f"{directory}: generator keys {sorted(generator)}"
+    options = generator.get("options") or {}
+    assert set(options) <= {"disableNameSuffixHash", "labels", "annotations"} and options.get("disableNameSuffixHash")
+    data = {}
+    for entry_ in generator["files"]:
+        key, _, file = entry_.rpartition("=")
+        assert (directory / file).exists(), f"{directory}: the generator reads {file!r}, which does not exist"
+        data[key or Path(file).name] = (directory / file).read_text()
+    metadata = {"name": generator["name"], **{k: dict(options[k]) for k in ("labels", "annotations") if k in options}}
+    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": metadata, "data": data}
 
 
 def containers(doc: dict[str, Any]) -> list[dict[str, Any]]:
@@ -164,6 +183,16 @@ def test_the_composed_overlay_is_valid_kubernetes(overlay: list[dict[str, Any]],
         kubernetes_validate.validate(doc, version, strict=True)
 
 
+@pytest.mark.parametrize("version", VERSIONS)
+def test_the_grafana_dashboard_component_composes_to_valid_kubernetes(version: str) -> None:
+    [dashboard] = compose(DASHBOARD)
+    assert dashboard["kind"] == "ConfigMap" and dashboard["metadata"]["labels"]["grafana_dashboard"] == "1"
+    composed = compose(OVERLAY, extra_components=(DASHBOARD,))
+    assert one(composed, "ConfigMap", "flops-bot-dashboard")["metadata"]["namespace"] == NAMESPACE
+    for doc in composed:
+        kubernetes_validate.validate(doc, version, strict=True)
+
+
 def test_every_kustomization_lists_existing_files_and_every_manifest_is_used() -> None:
     listed: set[Path] = set()
     for kustomization in DEPLOY.rglob("kustomization.yaml"):
@@ -196,7 +225,8 @@ def test_composition_matches_kubectl_kustomize(tmp_path: Path) -> None:
     with_monitor = tree / "overlays" / "monitored"
     with_monitor.mkdir()
     (with_monitor / "kustomization.yaml").write_text(
-        "namespace: ml-ci\nresources: [../example]\ncomponents: [../../components/servicemonitor]\n")
+        "namespace: ml-ci\nresources: [../example]\n"
+        "components: [../../components/servicemonitor, ../../components/grafana-dashboard]\n")
     for directory, ours in ((tree / "overlays" / "example", compose(OVERLAY)),
                             (with_monitor, compose(with_monitor))):
         built = subprocess.run([kubectl, "kustomize", str(directory)], capture_output=True, text=True, timeout=60)
@@ -702,6 +732,8 @@ async def test_the_role_grants_every_call_the_bots_flows_make(bed: Bed) -> None:
     await wait_for(lambda: jobs_of(bed, "federated-server"), what="the federated server Job")
     await wait_for(lambda: len(jobs_of(bed, "federated-client")) == 2, what="the federated clients")
     assert bed.kube.list("services", NAMESPACE)
+    for service in bed.kube.list("services", NAMESPACE):
+        conventions.assert_bot_service(service)
     [server] = jobs_of(bed, "federated-server")
     bed.kube.fail_job(NAMESPACE, server["metadata"]["name"], logs="round 1\nTraceback: NaN loss\n", exit_code=1)
     await wait_for(lambda: not bed.kube.list("services", NAMESPACE), what="the run's Service deleted")
@@ -729,3 +761,4 @@ async def test_the_role_grants_every_call_the_bots_flows_make(bed: Bed) -> None:
     for job in started:
         pod = job["spec"]["template"]["spec"]
         assert pod["serviceAccountName"] == jobs_account and pod["automountServiceAccountToken"] is False
+        conventions.assert_bot_job(job)  # issue 25: recommended labels, default container, Pod Security

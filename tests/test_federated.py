@@ -158,6 +158,8 @@ async def test_train_creates_a_valid_run_with_the_asked_rounds_and_clients(bed: 
         assert obj["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "flops-bot"
     assert server["metadata"]["labels"]["flops.dev/kind"] == "federated-server"
     assert {c["metadata"]["labels"]["flops.dev/kind"] for c in clients} == {"federated-client"}
+    await wait_for(lambda: bed.deps.metrics.value("flops_jobs_active", kind="federated-client", state="queued") == 3,
+                   what="the clients counted as queued (no pod ready yet)")
     for owned in [*clients, *services]:
         [ref] = owned["metadata"]["ownerReferences"]
         assert (ref["kind"], ref["name"], ref["uid"]) == ("Job", run, server["metadata"]["uid"])

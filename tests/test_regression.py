@@ -263,6 +263,7 @@ async def test_metrics_within_tolerance_pass_with_the_mlflow_link(bed: Bed) -> N
     assert "| accuracy | higher | 0.912 | 0.905 | -0.007 | -0.77% | 0.01 | ✅ ok |" in summary
     assert f"Baseline: `{base[:7]}` (the merge-base)" in summary
     assert f"[MLflow run]({MLFLOW})" in summary and "javascript:" not in summary
+    assert bed.deps.metrics.value("flops_regression_verdicts_total", verdict="pass") == 1
 
 
 async def test_a_drop_beyond_tolerance_fails_the_gate(bed: Bed) -> None:
@@ -271,6 +272,7 @@ async def test_a_drop_beyond_tolerance_fails_the_gate(bed: Bed) -> None:
     head = open_pr(bed, {"train.py": "nn.ReLU()\n"})
     run = await gate(bed, {"accuracy": 0.61, "loss": 0.232})
     assert (run["conclusion"], run["output"]["title"]) == ("failure", "1 regression / 2 metrics")
+    assert bed.deps.metrics.value("flops_regression_verdicts_total", verdict="fail") == 1
     assert "| accuracy | higher | 0.912 | 0.61 | -0.302 | -33.11% | 0.01 | ❌ regression |" in run["output"]["summary"]
     assert run["head_sha"] == head
     # a PR run is never a baseline
@@ -312,6 +314,8 @@ async def test_without_any_baseline_the_check_is_neutral(bed: Bed) -> None:
     open_pr(bed, {"train.py": "print(5)\n"})
     run = await gate(bed, GOOD)
     assert (run["conclusion"], run["output"]["title"]) == ("neutral", "No baseline yet")
+    assert bed.deps.metrics.value("flops_regression_verdicts_total", verdict="no_baseline") == 1
+    assert bed.deps.metrics.value("flops_regression_verdicts_total", verdict="pass") == 0
     assert "| accuracy | higher | — | 0.912 | — | — | 0.01 | 🆕 no baseline value |" in run["output"]["summary"]
 
 

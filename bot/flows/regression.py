@@ -247,6 +247,7 @@ async def _report_pr(gh: GitHubAPI, deps: Deps, ann: dict[str, str], metrics: di
         summary += "\n\nNo metric is gated: add `regression.metrics` to `.github/flops.yml`."
     summary += _links(links)
     await checks.finish(gh, ann, conclusion, title=title, summary=summary, details_url=_mlflow(links))
+    deps.metrics.regression_verdict({"success": "pass", "failure": "fail"}.get(conclusion, "no_baseline"))
     if conclusion == "success":  # only a pass is ever reused
         await _remember_tree(gh, deps, repo, sha, head_tree(comparison, sha), conclusion, title, summary)
     if ann.get(jobs.PR):

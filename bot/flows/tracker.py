@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from collections import Counter
 from collections.abc import Coroutine, Iterable
 from datetime import datetime
 from typing import Any
@@ -31,6 +32,8 @@ log = logs.get_logger(__name__)
 
 WATCH_SECONDS = 300
 LIST_PAGE = 500  # Jobs per page when listing
+STATES = ("queued", "running")
+FINAL_CONDITIONS = ("Complete", "SuccessCriteriaMet", "Failed", "FailureTarget")
 REPORTS_AT_ONCE = 16  # a burst of finished Jobs waits its turn here instead of holding thousands of reports open
 
 class Tracker:
@@ -47,6 +50,13 @@ class Tracker:
         self._listed = asyncio.Event()  # the first listing is over (done or failed): reports may start
         self._stop = threading.Event()
         self.synced = asyncio.Event()  # set after the first full list: restart recovery is done
+        self._active: dict[str, tuple[str, str]] = {}  # unfinished Job -> (kind, queued|running)
+        self._counts: Counter[tuple[str, str]] = Counter()
+        # Counted in flops_jobs_active: what is reported, and the federated clients (reported with their server).
+        self.counted = {*self.reporters, jobs.FEDERATED_CLIENT}
+        for kind in self.counted:  # every series exists from the start, at 0
+            for state in STATES:
+                deps.metrics.set_active_jobs(kind, state, 0)
 
     async def run(self) -> None:
         """List, report what is finished, watch from there; forever (until cancelled). A failed
@@ -70,16 +80,19 @@ class Tracker:
     async def resync(self) -> str:
         """List every bot Job, a page at a time (thousands of whole Jobs at once cost a lot of memory)."""
         kube = self.deps.kube
-        version, page = "", None
+        version, page, seen = "", None, set()
         try:
             while True:
                 listing = await kube.list_jobs_page(jobs.SELECTOR, LIST_PAGE, page)  # plain JSON: no model objects
                 for job in listing.get("items") or []:
+                    seen.add(jobs.name_of(job))
                     self.consider(job)
                 version = version or str(listing["metadata"]["resourceVersion"])  # every page is of this version
                 page = listing["metadata"].get("continue")
                 if not page:
                     break
+            for gone in set(self._active) - seen:  # deleted while no watch was open
+                self._track(gone, None)
         finally:
             self._listed.set()
         self.synced.set()
@@ -128,9 +141,13 @@ class Tracker:
         """Report `job` if it is finished, not yet reported, and not being reported right now."""
         name = jobs.name_of(job)
         kind = jobs.kind_of(job)
-        if kind not in self.reporters or name in self._inflight or jobs.REPORTED in jobs.annotations_of(job):
+        if kind not in self.counted:
             return
         result = jobs.outcome(job)
+        reported = jobs.REPORTED in jobs.annotations_of(job)
+        self._track(name, None if result.finished or reported else (kind, _state(job)))
+        if kind not in self.reporters or name in self._inflight or reported:
+            return
         if not result.finished:
             self._arm_timeout(job)
             return
@@ -141,11 +158,27 @@ class Tracker:
     def deleted(self, job: dict[str, Any]) -> None:
         """A Job deleted before it was reported (`kubectl delete`, a TTL): its check must not hang."""
         name = jobs.name_of(job)
+        self._track(name, None)
         if name in self._timers:
             self._timers.pop(name).cancel()
         if jobs.kind_of(job) in self.reporters and name not in self._inflight \
                 and jobs.REPORTED not in jobs.annotations_of(job):
             self._spawn(name, self._report_deleted(job))
+
+    def _track(self, name: str, entry: tuple[str, str] | None) -> None:
+        """Keep flops_jobs_active{kind,state} in step: `entry` is the Job's (kind, state), None once it
+        is finished, reported or deleted."""
+        old = self._active.get(name)
+        if old == entry:
+            return
+        if entry is None:
+            del self._active[name]
+        else:
+            self._active[name] = entry
+        for key, change in ((old, -1), (entry, 1)):
+            if key is not None:
+                self._counts[key] += change
+                self.deps.metrics.set_active_jobs(*key, self._counts[key])
 
     def _start_report(self, job: dict[str, Any], result: jobs.Outcome, *, stop: bool = False) -> None:
         self._spawn(jobs.name_of(job), self._report(_identity(job), result, stop=stop))
@@ -200,6 +233,8 @@ class Tracker:
             if stop:
                 await self.deps.kube.delete_job(name)
             self.deps.metrics.job_finished(kind, conclusion)
+            if (seconds := _duration(current)) is not None:
+                self.deps.metrics.run_finished(kind, seconds)
             log.info("job reported", extra={"job": name, "kind": kind, "conclusion": conclusion,
                                             "repo": jobs.annotations_of(current).get(jobs.REPO)})
         except Exception:
@@ -235,6 +270,28 @@ class Tracker:
 
     def stop(self) -> None:
         self._stop.set()
+
+
+def _state(job: dict[str, Any]) -> str:
+    """`running` while a pod of it is ready; `queued` before: suspended (Kueue), Pending for a node or an image."""
+    spec, status = job.get("spec") or {}, job.get("status") or {}
+    return "running" if not spec.get("suspend") and (status.get("ready") or 0) > 0 else "queued"
+
+
+def _duration(job: dict[str, Any]) -> float | None:
+    """Seconds from the Job's start to its completion (or its last condition, or now); None if it never started."""
+    status = job.get("status") or {}
+    ends = [c.get("lastTransitionTime") for c in status.get("conditions") or []
+            if c.get("status") == "True" and c.get("type") in FINAL_CONDITIONS]
+    start, end = status.get("startTime"), status.get("completionTime") or max(filter(None, ends), default=None)
+    if not start:
+        return None
+    finish = _when(str(end)) if end else time.time()
+    return max(0.0, finish - _when(str(start)))
+
+
+def _when(stamp: str) -> float:
+    return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
 
 
 def _identity(job: dict[str, Any]) -> dict[str, Any]:

@@ -6,6 +6,10 @@ is global. The names and labels are public contract (dashboards and alerts query
 - `flops_webhook_deliveries_total{event,outcome}`, `flops_event_processing_seconds{event}`
 - `flops_github_api_calls_total{method,status}`, `flops_github_rate_limit_remaining` (once seen)
 - `flops_jobs_finished_total{kind,result}`, `flops_queue_depth`
+- `flops_jobs_active{kind,state}`: the bot's unfinished Jobs the tracker sees, `queued` (suspended or
+  not started) or `running`; `flops_run_duration_seconds{kind}`: start to end of each reported Job
+- `flops_delivery_latency_seconds{event}`: from the webhook accepting a delivery to its end (queue wait
+  included); `flops_regression_verdicts_total{verdict}`: the gate's `pass`, `fail` or `no_baseline`
 - `flops_delivery_errors_total{event,stage}`: a delivery that failed while it was routed
   (`routing`), ordered (`ordering`) or processed (`processing`); it is logged with its delivery id
 
@@ -24,6 +28,7 @@ from prometheus_client.exposition import choose_encoder
 EVENTS = frozenset({"push", "pull_request", "pull_request_review", "issue_comment", "check_run", "check_suite",
                     "merge_group", "ping", "installation", "installation_repositories"})
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+RUN_BUCKETS = (10, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 14400, 28800, 86400)  # Kaniko builds to day-long runs
 
 
 class Metrics:
@@ -40,6 +45,14 @@ class Metrics:
         self._errors = Counter("flops_delivery_errors", "Deliveries that failed, by event and stage.",
                                ("event", "stage"), registry=self.registry)
         self._queue_depth = Gauge("flops_queue_depth", "Deliveries waiting to be processed.", registry=self.registry)
+        self._latency = Histogram("flops_delivery_latency_seconds", "From accepting a delivery to its end, by event.",
+                                  ("event",), buckets=LATENCY_BUCKETS, registry=self.registry)
+        self._active = Gauge("flops_jobs_active", "Unfinished Jobs of the bot, by kind and state (queued, running).",
+                             ("kind", "state"), registry=self.registry)
+        self._durations = Histogram("flops_run_duration_seconds", "Start to end of each reported Job, by kind.",
+                                    ("kind",), buckets=RUN_BUCKETS, registry=self.registry)
+        self._verdicts = Counter("flops_regression_verdicts", "Regression gate verdicts (pass, fail, no_baseline).",
+                                 ("verdict",), registry=self.registry)
         self._rate_limit: Gauge | None = None  # registered once a rate-limit header was seen
 
     def delivery(self, event: str, outcome: str) -> None:
@@ -65,6 +78,21 @@ class Metrics:
 
     def set_queue_depth(self, depth: int) -> None:
         self._queue_depth.set(depth)
+
+    def delivered(self, event: str, seconds: float) -> None:
+        """A delivery accepted `seconds` ago is done (processed or failed)."""
+        self._latency.labels(event_label(event)).observe(seconds)
+
+    def set_active_jobs(self, kind: str, state: str, count: int) -> None:
+        """`kind`: a Job kind the tracker reports; `state`: queued or running."""
+        self._active.labels(kind, state).set(count)
+
+    def run_finished(self, kind: str, seconds: float) -> None:
+        self._durations.labels(kind).observe(seconds)
+
+    def regression_verdict(self, verdict: str) -> None:
+        """`verdict`: pass, fail or no_baseline."""
+        self._verdicts.labels(verdict).inc()
 
     def value(self, sample: str, **labels: str) -> float:
         """One sample's current value (0 when never observed), e.g.

@@ -56,6 +56,7 @@ class Dispatcher:
         self._workers: list[asyncio.Task[None]] = []
         self._backlogs: dict[str, deque[sansio.Event]] = {}
         self._seen: OrderedDict[str, None] = OrderedDict()
+        self._accepted: dict[int, float] = {}  # id(event) -> when submit() took it (flops_delivery_latency_seconds)
         self._done = asyncio.Event()
         self._done.set()
         self.accepting = True
@@ -73,6 +74,7 @@ class Dispatcher:
         if self._pending >= self._limit:
             return False
         self._queue.put_nowait(event)
+        self._accepted[id(event)] = time.monotonic()
         self._pending += 1
         self._done.clear()
         if event.delivery_id:
@@ -136,6 +138,7 @@ class Dispatcher:
     async def process(self, event: sansio.Event) -> None:
         token = delivery_id.set(event.delivery_id)
         started = time.monotonic()
+        accepted = self._accepted.pop(id(event), started)
         try:
             installation = (event.data.get("installation") or {}).get("id")
             gh = self.deps.github.for_installation(int(installation)) if installation else self.deps.github.as_app()
@@ -150,6 +153,7 @@ class Dispatcher:
             delivery_id.reset(token)
         self.deps.metrics.delivery(event.event, outcome)
         self.deps.metrics.processed(event.event, time.monotonic() - started)
+        self.deps.metrics.delivered(event.event, time.monotonic() - accepted)
 
 
 def _action(event: sansio.Event) -> str:

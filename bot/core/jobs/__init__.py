@@ -4,7 +4,8 @@
 regression Jobs; `federated`: a federated run's server, clients and Service.
 
 Every Job the bot creates carries:
-  labels       app.kubernetes.io/managed-by=flops-bot, flops.dev/kind=<kind>, flops.dev/run=<run id>
+  labels       app.kubernetes.io/managed-by=flops-bot, flops.dev/kind=<kind>, flops.dev/run=<run id>, and the
+               other recommended app.kubernetes.io/ labels (name, instance, version, component, part-of)
   annotations  flops.dev/repo, flops.dev/sha, flops.dev/installation-id, flops.dev/run-id,
                flops.dev/check-run-id (once created), flops.dev/reported (once GitHub accepted the
                final report) and kind-specific ones (flops.dev/image, flops.dev/destination, ...)
@@ -20,6 +21,7 @@ from bot.core.jobs.contract import (
     CLIENT_ID,
     CLIENTS,
     DEFAULT_BRANCH,
+    DEFAULT_CONTAINER,
     DELIVERY,
     DEPLOY_TARGETS,
     DESTINATION,
@@ -59,6 +61,7 @@ from bot.core.jobs.contract import (
     Outcome,
     Source,
     annotations_of,
+    bot_version,
     cluster_from,
     image_tag,
     images_to_build,
@@ -67,6 +70,7 @@ from bot.core.jobs.contract import (
     name_of,
     outcome,
     pr_tag,
+    recommended_labels,
     secrets_received,
     source_key,
     tag_parts,
@@ -94,4 +98,4 @@ from bot.core.jobs.specs import (
     workload_pod,
 )
 
-__all__ = ["A", "BASELINE", "BUILD", "BuildRequest", "CHECK_NAME", "CHECK_RUN", "CLIENTS", "CLIENT_ID", "Cluster", "DEFAULT_BRANCH", "DELIVERY", "DEPLOY_TARGETS", "DESTINATION", "FEDERATED_CLIENT", "FEDERATED_SERVER", "FETCH_SOURCE", "FederatedRun", "IMAGE", "INSTALLATION", "KANIKO_CONTEXT", "KIND", "MANAGED_BY", "MANAGED_BY_LABEL", "METRICS", "OUTPUT", "Outcome", "PR", "PR_LABEL", "PUSHED", "REF", "REGRESSION", "REPO", "REPORTED", "REPORTED_LABEL", "ROUNDS", "RUN", "RUN_ID", "SELECTOR", "SHA", "STOP_GRACE", "Source", "TAG", "TIMEOUT", "TRIGGER", "TTL_AFTER_FINISHED", "WORKSPACE", "Workload", "annotations_of", "build_job", "cluster_from", "federated_client_job", "federated_client_name", "federated_network_policy", "federated_server_job", "federated_service", "image_tag", "images_to_build", "job_body", "job_name", "kaniko_args", "kind_of", "name_of", "outcome", "output_prefix", "owner_reference", "pr_tag", "regression_job", "resources", "secrets_received", "source_key", "tag_parts", "tag_time", "unreported", "workload_env", "workload_pod"]
+__all__ = ["A", "BASELINE", "BUILD", "BuildRequest", "CHECK_NAME", "CHECK_RUN", "CLIENTS", "CLIENT_ID", "Cluster", "DEFAULT_BRANCH", "DEFAULT_CONTAINER", "DELIVERY", "DEPLOY_TARGETS", "DESTINATION", "FEDERATED_CLIENT", "FEDERATED_SERVER", "FETCH_SOURCE", "FederatedRun", "IMAGE", "INSTALLATION", "KANIKO_CONTEXT", "KIND", "MANAGED_BY", "MANAGED_BY_LABEL", "METRICS", "OUTPUT", "Outcome", "PR", "PR_LABEL", "PUSHED", "REF", "REGRESSION", "REPO", "REPORTED", "REPORTED_LABEL", "ROUNDS", "RUN", "RUN_ID", "SELECTOR", "SHA", "STOP_GRACE", "Source", "TAG", "TIMEOUT", "TRIGGER", "TTL_AFTER_FINISHED", "WORKSPACE", "Workload", "annotations_of", "bot_version", "build_job", "cluster_from", "federated_client_job", "federated_client_name", "federated_network_policy", "federated_server_job", "federated_service", "image_tag", "images_to_build", "job_body", "job_name", "kaniko_args", "kind_of", "name_of", "outcome", "output_prefix", "owner_reference", "pr_tag", "recommended_labels", "regression_job", "resources", "secrets_received", "source_key", "tag_parts", "tag_time", "unreported", "workload_env", "workload_pod"]

@@ -1,7 +1,9 @@
 """The labels/annotations contract of the bot's Jobs, their names and tags, and reading them back."""
 from __future__ import annotations
 
+import functools
 import hashlib
+import importlib.metadata
 import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -15,6 +17,12 @@ SELECTOR = f"{MANAGED_BY_LABEL}={MANAGED_BY}"
 KIND = "flops.dev/kind"
 RUN = "flops.dev/run"
 PR_LABEL = "flops.dev/pr"
+# The Kubernetes recommended labels, on every object the bot creates (`recommended_labels`).
+K8S = "app.kubernetes.io/"
+NAME_LABEL, INSTANCE_LABEL, VERSION_LABEL = K8S + "name", K8S + "instance", K8S + "version"
+COMPONENT_LABEL, PART_OF_LABEL = K8S + "component", K8S + "part-of"
+# `kubectl logs job/<name>` (and `kubectl exec`) pick this container, not the init container.
+DEFAULT_CONTAINER = "kubectl.kubernetes.io/default-container"
 
 A = "flops.dev/"
 REPO, SHA, REF, INSTALLATION, RUN_ID = A + "repo", A + "sha", A + "ref", A + "installation-id", A + "run-id"
@@ -97,6 +105,24 @@ class BuildRequest:
     @property
     def destination(self) -> str:
         return f"{self.registry}/{self.image.name}:{self.tag}"
+
+
+def recommended_labels(kind: str, instance: str) -> dict[str, str]:
+    """`app.kubernetes.io/*` of an object of the Job kind `kind` (the component) for the run or Job
+    `instance`. The name is `flops-<kind>`, never `flops-bot`: the bot's own Service selects
+    `app.kubernetes.io/name=flops-bot`, and must not send webhooks to a Job's pod."""
+    return {NAME_LABEL: f"flops-{kind}", INSTANCE_LABEL: instance, VERSION_LABEL: bot_version(),
+            COMPONENT_LABEL: kind, PART_OF_LABEL: MANAGED_BY, MANAGED_BY_LABEL: MANAGED_BY}
+
+
+@functools.cache  # the installed package does not change under a running process
+def bot_version() -> str:
+    """The installed flops-bot's version, as a label value (at most 63 of [A-Za-z0-9._-])."""
+    try:
+        version = importlib.metadata.version("flops-bot")
+    except importlib.metadata.PackageNotFoundError:  # run from a source tree that was never installed
+        version = "unknown"
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", version)[:63].strip("-._") or "unknown"
 
 
 _TAG_TIME = re.compile(r"-(\d{14})-([0-9a-f]{7,40})$")

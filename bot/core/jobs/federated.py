@@ -68,8 +68,9 @@ def federated_client_job(run: FederatedRun, cluster: Cluster, index: int, owner:
     env = {**_fl_env(run), "FL_CLIENT_ID": str(index)}
     init, containers, volumes, extras = workload_pod(src, cluster, run.run_id, run.client, None, name="client",
                                                      env=env)
-    body = job_body(name, cluster, _labels(FEDERATED_CLIENT, run=run.run_id, pr=src.pr), annotations, containers,
-                    deadline=run.timeout + STOP_GRACE, volumes=volumes, pod_spec=extras)
+    labels = _labels(FEDERATED_CLIENT, run=run.run_id, pr=src.pr, instance=name)
+    body = job_body(name, cluster, labels, annotations, containers, deadline=run.timeout + STOP_GRACE, volumes=volumes,
+                    pod_spec=extras)
     body["metadata"]["ownerReferences"] = [owner_reference(owner)]
     return body
 

@@ -10,6 +10,7 @@ from bot.core.jobs.contract import (
     BASELINE,
     BUILD,
     CHECK_NAME,
+    DEFAULT_CONTAINER,
     DELIVERY,
     DESTINATION,
     FETCH_SOURCE,
@@ -17,8 +18,6 @@ from bot.core.jobs.contract import (
     INSTALLATION,
     KANIKO_CONTEXT,
     KIND,
-    MANAGED_BY,
-    MANAGED_BY_LABEL,
     OUTPUT,
     PR,
     PR_LABEL,
@@ -40,6 +39,7 @@ from bot.core.jobs.contract import (
     Cluster,
     Source,
     job_name,
+    recommended_labels,
     source_key,
 )
 
@@ -221,8 +221,8 @@ def job_body(name: str, cluster: Cluster, labels: dict[str, str], annotations: d
             "backoffLimit": backoff_limit,
             "activeDeadlineSeconds": deadline,
             "ttlSecondsAfterFinished": TTL_AFTER_FINISHED,
-            "template": {"metadata": {"labels": labels, "annotations": {A + "run-id": annotations[RUN_ID]}},
-                         "spec": spec},
+            "template": {"metadata": {"labels": labels, "annotations": {
+                A + "run-id": annotations[RUN_ID], DEFAULT_CONTAINER: containers[0]["name"]}}, "spec": spec},
         },
     }
 
@@ -249,8 +249,10 @@ def _s3_env(cluster: Cluster) -> list[dict[str, Any]]:
             for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")]
 
 
-def _labels(kind: str, *, run: str, pr: int | None = None) -> dict[str, str]:
-    labels = {MANAGED_BY_LABEL: MANAGED_BY, KIND: kind, RUN: run}
+def _labels(kind: str, *, run: str, pr: int | None = None, instance: str = "") -> dict[str, str]:
+    """The one place labels are made: what the tracker selects by (managed-by, kind, run, pr) and the
+    Kubernetes recommended labels (`instance`: the Job's name when it is not the run's)."""
+    labels = {**recommended_labels(kind, instance or run), KIND: kind, RUN: run}
     if pr is not None:
         labels[PR_LABEL] = str(pr)
     return labels
