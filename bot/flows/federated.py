@@ -11,7 +11,7 @@ and reported `timed_out` with the server's log tail.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -73,8 +73,27 @@ class RunRequest:
         return asdict(self)
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> RunRequest:
-        return cls(**{**data, "resources": Resources(**data["resources"]), "fresh": tuple(data.get("fresh") or ())})
+    def from_json(cls, data: object) -> RunRequest | None:
+        """The stored request, or None unless it has exactly the shape `to_json` writes (read back from
+        S3, it is checked, never trusted blindly)."""
+        if not isinstance(data, dict) or not _REQUIRED <= data.keys() <= _FIELDS:
+            return None
+        fresh, res = data.get("fresh") or [], data["resources"]
+        typed = (all(type(data[k]) is t for k, t in _TYPES.items() if k in data)
+                 and (data["pr"] is None or type(data["pr"]) is int)
+                 and isinstance(fresh, list) and all(isinstance(n, str) for n in fresh)
+                 and isinstance(res, dict) and res.keys() <= {"cpu", "memory", "gpu"}
+                 and all(res.get(k) is None or isinstance(res[k], str) for k in ("cpu", "memory"))
+                 and type(res.get("gpu", 0)) is int)
+        if not typed:
+            return None
+        return cls(**{**data, "resources": Resources(**res), "fresh": tuple(fresh)})
+
+
+_TYPES = {"repo": str, "sha": str, "installation_id": int, "rounds": int, "clients": int, "trigger": str,
+          "attempt": str, "server_image": str, "client_image": str, "port": int, "timeout": int, "branch": str}
+_FIELDS = frozenset(f.name for f in fields(RunRequest))
+_REQUIRED = _FIELDS - {"branch", "fresh"}
 
 
 def pending_key(repo: str, sha: str) -> str:
@@ -127,9 +146,18 @@ async def on_push(gh: GitHubAPI, deps: Deps, fed: FederatedConfig, push: Push, s
 
 async def after_build(gh: GitHubAPI, deps: Deps, record: BuildRecord) -> None:
     """After-build hook: start the commit's pending run once all of its images are built."""
-    data = await deps.artifacts.get_json(pending_key(record.repo, record.sha))
-    if isinstance(data, dict):
-        await try_launch(gh, deps, RunRequest.from_json(data))
+    key = pending_key(record.repo, record.sha)
+    try:
+        data = await deps.artifacts.get_json(key)
+    except ValueError:  # not JSON: not a request the bot wrote
+        data = False
+    if data is None:
+        return
+    request = RunRequest.from_json(data)
+    if request is None or (request.repo, request.sha) != (record.repo, record.sha):
+        log.warning("pending run request ignored: not the shape flops-bot writes", extra={"key": key})
+        return
+    await try_launch(gh, deps, request)
 
 
 async def try_launch(gh: GitHubAPI, deps: Deps, request: RunRequest) -> str | None:
@@ -184,7 +212,7 @@ async def launch(gh: GitHubAPI, deps: Deps, request: RunRequest, refs: dict[str,
         gh, src.repo, src.sha, checks.FEDERATED, external_id=run.run_id, title="Federated training running",
         summary=f"Run `{run.run_id}` (started by {run.trigger}): {run.rounds} rounds, {run.clients} clients, "
                 f"timeout {duration(run.timeout)}.\n\n- server: `{run.server.image}` at `{run.address}`\n"
-                f"- clients: `{run.client.image}`\n- output: `s3://{cluster.bucket}/"
+                f"- clients: `{run.client.image}`\n- output: `s3://{cluster.runs_bucket}/"
                 f"{jobs.output_prefix(src.repo, run.run_id)}`")
     await deps.kube.annotate_job(run.run_id, {jobs.CHECK_RUN: str(check_id)})
     log.info("federated run started", extra={"repo": src.repo, "sha": src.sha, "run": run.run_id,
@@ -256,7 +284,7 @@ async def read_metrics(deps: Deps, output: str) -> tuple[dict[str, Any] | None, 
     """The server's metrics.json if it has the documented shape, else (None, what is wrong)."""
     key = output + "metrics.json"
     try:
-        data = await deps.artifacts.get_json(key)
+        data = await deps.artifacts.runs.get_json(key)
     except ValueError as exc:
         return None, f"`{key}` is not valid JSON ({exc})."
     expected = '`{"rounds": [{"round": 1, "metrics": {...}}, ...], "metrics": {...}}`'
@@ -330,16 +358,17 @@ def rounds_table(rounds: list[dict[str, Any]]) -> str:
 
 async def model_links(deps: Deps, prefix: str) -> str:
     """Presigned download links (they expire; the S3 path does not)."""
-    keys = sorted(await deps.artifacts.list_keys(prefix))
+    runs = deps.artifacts.runs
+    keys = sorted(await runs.list_keys(prefix))
     if not keys:
         return f"No model was written under `{prefix}`."
     expires = (datetime.now(timezone.utc) + MODEL_LINK_TTL).strftime("%Y-%m-%d %H:%M UTC")
-    lines = [f"- [{key[len(prefix):]}]({await deps.artifacts.presigned_get(key, MODEL_LINK_TTL)})"
+    lines = [f"- [{key[len(prefix):]}]({await runs.presigned_get(key, MODEL_LINK_TTL)})"
              for key in keys[:MODEL_LINKS]]
     if len(keys) > MODEL_LINKS:
         lines.append(f"- … and {len(keys) - MODEL_LINKS} more files")
     return "\n".join(lines) + (f"\n\nLinks expire {expires} ({MODEL_LINK_TTL.days} days); the files stay at "
-                               f"`s3://{deps.artifacts.bucket}/{prefix}`.")
+                               f"`s3://{runs.bucket}/{prefix}`.")
 
 
 def roster_table(roster: list[ClientOutcome]) -> str:

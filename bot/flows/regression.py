@@ -8,7 +8,6 @@
 from __future__ import annotations
 
 import json
-from datetime import timedelta
 from typing import Any
 
 import gidgethub
@@ -23,12 +22,11 @@ from bot.flows.deps import Deps
 from bot.flows.diagnosis import diagnose, log_tail
 from bot.flows.pulls import PullRef
 from bot.platform import checks, comments, logs
-from bot.platform.sources import ensure_source
+from bot.platform.sources import ensure_source, presigned_source
 
 log = logs.get_logger(__name__)
 
 MARKER = "<!-- flops:regression -->"
-SOURCE_URL_TTL = timedelta(days=7)
 ANCESTORS = 100  # how far back along the default branch a stale baseline is looked for
 WAITING = "Waiting for an approval or `/regression`"
 HISTORY = 30  # runs listed in the sticky comment
@@ -57,8 +55,8 @@ def pr_source(pr: PullRef, delivery_id: str = "") -> jobs.Source:
 
 
 async def source_url(deps: Deps, installation_id: int, repo: str, sha: str) -> str:
-    key = await ensure_source(deps.github, deps.artifacts, installation_id, repo, sha)
-    return await deps.artifacts.presigned_get(key, SOURCE_URL_TTL)
+    await ensure_source(deps.github, deps.artifacts, installation_id, repo, sha)
+    return await presigned_source(deps.artifacts, repo, sha)
 
 
 async def start(gh: GitHubAPI, deps: Deps, cfg: RegressionConfig, src: jobs.Source, *, trigger: str,
@@ -95,8 +93,8 @@ async def start(gh: GitHubAPI, deps: Deps, cfg: RegressionConfig, src: jobs.Sour
 async def _empty_output(deps: Deps, prefix: str) -> None:
     """A run starts with nothing under its FLOPS_OUTPUT: a Job of the same name deleted earlier (a
     cancel, the TTL) must not leave a metrics.json this run would be judged by."""
-    for key in await deps.artifacts.list_keys(prefix):
-        await deps.artifacts.delete(key)
+    for key in await deps.artifacts.runs.list_keys(prefix):
+        await deps.artifacts.runs.delete(key)
 
 
 async def _supersede_pr_runs(gh: GitHubAPI, deps: Deps, src: jobs.Source) -> bool:
@@ -148,7 +146,7 @@ async def report(job: dict[str, Any], result: jobs.Outcome, deps: Deps) -> str:
         return await _report_failure(gh, deps, job, result)
     key = ann[jobs.OUTPUT] + "metrics.json"
     try:
-        written = await deps.artifacts.get_json(key)
+        written = await deps.artifacts.runs.get_json(key)
     except ValueError as exc:  # not JSON (json.JSONDecodeError, UnicodeDecodeError)
         written, why = None, f"is not valid JSON ({exc})"
     else:

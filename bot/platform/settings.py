@@ -33,7 +33,8 @@ class S3Settings:
     access_key: str = field(repr=False)
     secret_key: str = field(repr=False)
     secure: bool
-    bucket: str
+    bucket: str  # the bot's own state: only the bot's key may write (or read) it
+    runs_bucket: str = ""  # workload outputs (FLOPS_OUTPUT): the only bucket the Jobs' key may write
 
 
 @dataclass(frozen=True)
@@ -76,13 +77,18 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
     app_id = _int_setting(env, "GITHUB_APP_ID", None, problems)
     private_key = _private_key(env, problems)
     secrets = tuple(s.strip() for s in need("GITHUB_WEBHOOK_SECRET").split(",") if s.strip())
+    bucket = env.get("FLOPS_BUCKET", "").strip() or "flops"
     s3 = S3Settings(
         endpoint=need("MINIO_ENDPOINT"),
         access_key=need("MINIO_ACCESS_KEY"),
         secret_key=need("MINIO_SECRET_KEY"),
         secure=_bool_setting(env, "MINIO_SECURE", True, problems),
-        bucket=env.get("FLOPS_BUCKET", "").strip() or "flops",
+        bucket=bucket,
+        runs_bucket=env.get("FLOPS_RUNS_BUCKET", "").strip() or f"{bucket}-runs",
     )
+    if s3.runs_bucket == s3.bucket:
+        problems.append(f"FLOPS_RUNS_BUCKET must differ from FLOPS_BUCKET ({bucket!r}): Jobs may write the runs "
+                        "bucket, never the bot's state")
     kubeconfig = _kubeconfig(env, problems)
     port = _int_setting(env, "PORT", 8080, problems)
     settings = Settings(

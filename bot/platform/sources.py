@@ -1,5 +1,8 @@
 """The exact source of a commit, in MinIO, once: what Kaniko builds from and Jobs unpack.
 
+Sources live in the bot's bucket, which no Job has a credential for: a Job gets a presigned GET
+URL of its own commit's tarball (`presigned_source`), nothing that reads another one.
+
 GitHub's tarball has one top-level folder (`owner-repo-sha7/`); it is stripped here so the
 object unpacks straight into a build context or workspace.
 """
@@ -8,11 +11,14 @@ from __future__ import annotations
 import asyncio
 import tarfile
 import tempfile
+from datetime import timedelta
 from typing import BinaryIO
 
 from bot.core.jobs import source_key
 from bot.platform.artifacts import Artifacts
 from bot.platform.github import GitHubApp
+
+SOURCE_URL_TTL = timedelta(days=7)  # a Job may wait that long for a node (or a bot that was down)
 
 
 async def ensure_source(github: GitHubApp, artifacts: Artifacts, installation_id: int, repo: str, sha: str) -> str:
@@ -26,6 +32,11 @@ async def ensure_source(github: GitHubApp, artifacts: Artifacts, installation_id
         stripped.seek(0)
         await artifacts.put_stream(key, stripped, size, "application/gzip")
     return key
+
+
+async def presigned_source(artifacts: Artifacts, repo: str, sha: str) -> str:
+    """The presigned GET URL of the commit's tarball (uploaded by `ensure_source`), for one Job's init container."""
+    return await artifacts.presigned_get(source_key(repo, sha), SOURCE_URL_TTL)
 
 
 def strip_top_folder(src: BinaryIO, dest: BinaryIO) -> int:

@@ -44,7 +44,7 @@ FETCH_SOURCE = (
     "    with tarfile.open(fileobj=response, mode='r|gz') as tar:\n"
     "        tar.extractall('/workspace', filter='data')\n"
 )
-KANIKO_CONTEXT = "/kaniko/buildcontext"
+KANIKO_CONTEXT = WORKSPACE  # the unpacked source, `--context=dir://`: Kaniko needs no S3 credential
 TTL_AFTER_FINISHED = 7 * 24 * 3600  # long enough for a bot that was down over a weekend to report
 
 
@@ -65,7 +65,7 @@ class Cluster:
     """The deployment-wide settings Job specs need (from bot.platform.settings.Settings)."""
 
     namespace: str
-    bucket: str
+    bucket: str  # the bot's state: Jobs never get a credential for it, only presigned source URLs
     s3_endpoint_url: str
     s3_secret: str
     registry_secret: str
@@ -73,6 +73,7 @@ class Cluster:
     service_account: str
     github_url: str = "https://github.com"
     fetch_image: str = "python:3.12.7-slim-bookworm"
+    runs_bucket: str = ""  # where workloads write (FLOPS_S3_BUCKET in their env)
 
 
 @dataclass(frozen=True)
@@ -84,6 +85,7 @@ class BuildRequest:
     created: str  # RFC 3339 commit time, for the OCI label
     attempt: str = ""  # distinguishes a re-run from the first build (Job names are deterministic)
     annotations: dict[str, str] = field(default_factory=dict)
+    source_url: str = ""  # presigned GET of the commit's source: the init container unpacks it for Kaniko
 
     @property
     def destination(self) -> str:
@@ -174,7 +176,8 @@ def cluster_from(settings: Any) -> Cluster:
                    s3_endpoint_url=scheme + settings.s3.endpoint, s3_secret=settings.s3_secret,
                    registry_secret=settings.registry_secret, kaniko_image=settings.kaniko_image,
                    service_account=settings.job_service_account,
-                   github_url=_web_url(settings.api_url), fetch_image=settings.fetch_image)
+                   github_url=_web_url(settings.api_url), fetch_image=settings.fetch_image,
+                   runs_bucket=settings.s3.runs_bucket or settings.s3.bucket)
 
 
 def _web_url(api_url: str) -> str:
