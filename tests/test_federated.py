@@ -118,6 +118,8 @@ def write_output(bed: Bed, server: dict[str, Any], rounds: list[dict[str, Any]] 
     """What the server workload writes to S3 (FLOPS_OUTPUT)."""
     prefix = env_of(server)["FLOPS_OUTPUT"]
     client, bucket = bed.s3.client(), bed.settings.s3.runs_bucket
+    if not client.bucket_exists(bucket):  # the operator creates it at install (README); the bot's /readyz too
+        client.make_bucket(bucket)
     data = json.dumps({"rounds": rounds, "metrics": final}).encode()
     client.put_object(bucket, prefix + "metrics.json", io.BytesIO(data), len(data))
     for name, blob in model.items():
