@@ -17,6 +17,7 @@ from aiohttp import web
 
 import handlers
 from bot.core import config, jobs
+from bot.core.config.consent import CONSENT_PATH, parse_consent
 from bot.flows import builds, deploy, federated, regression
 from bot.platform import checks, logs
 from bot.platform.settings import Settings, SettingsError, from_env, needs_setup, setup_mode_from
@@ -28,7 +29,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bot", description="flops-bot: ML CI/CD GitHub App")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("serve", help="run the webhook server")
-    check = sub.add_parser("check-config", help="validate a .github/flops.yml; exit 1 when invalid")
+    check = sub.add_parser("check-config", help="validate a .github/flops.yml (or, by its name, a config "
+                                                "repository's flops-deploy.yml); exit 1 when invalid")
     check.add_argument("path", type=Path)
     plan = sub.add_parser("plan", help="print the Jobs an event would create, as YAML (no cluster needed)")
     plan.add_argument("event", choices=["push"])
@@ -49,6 +51,10 @@ def check_config(path: Path) -> int:
         print(f"{path}: cannot read: {exc.strerror}", file=sys.stderr)
         return 1
     try:
+        if path.name == Path(CONSENT_PATH).name:
+            consent = parse_consent(text)
+            print(f"{path}: ok ({len(consent.allow)} allow entr{'y' if len(consent.allow) == 1 else 'ies'})")
+            return 0
         parsed = config.parse(text)
     except config.ConfigError as error:
         for problem in error.problems:

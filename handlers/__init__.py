@@ -3,10 +3,10 @@ from __future__ import annotations
 
 from gidgethub import routing
 
-from handlers import check_run, issue_comment, merge_group, pull_request, pull_request_review, push
+from handlers import check_run, check_suite, issue_comment, merge_group, pull_request, pull_request_review, push
 
 ROUTERS = (push.router, pull_request.router, pull_request_review.router, issue_comment.router, check_run.router,
-           merge_group.router)
+           merge_group.router, check_suite.router)
 
 
 def router() -> routing.Router:

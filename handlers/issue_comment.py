@@ -18,7 +18,7 @@ from gidgethub.abc import GitHubAPI
 
 from bot.core import commands, jobs
 from bot.core.config import RepoConfig
-from bot.core.text import shown
+from bot.core.text import clip, shown
 from bot.flows import builds, deploy, federated, lifecycle, pulls, regression
 from bot.flows.deps import Deps
 from bot.platform import checks, logs
@@ -210,7 +210,8 @@ async def run_build(ctx: Context, command: commands.Command) -> str:
     todo = tuple(n for n in wanted if n not in busy)
     started = await builds.start_for_pr(ctx.gh, ctx.deps, ctx.cfg, ctx.pr, todo, ctx.attempt) if todo else []
     tag = jobs.pr_tag(ctx.pr.number, ctx.pr.head_sha)
-    text = f"building {', '.join(f'`{n}`' for n in started)} as `{tag}` (never deployed)." if started else ""
+    where = f"pushed to `{ctx.cfg.pr_registry}`" if ctx.cfg.pr_registry else "not pushed: no `pr_registry` is set"
+    text = f"building {', '.join(f'`{n}`' for n in started)} as `{tag}` ({where}; never deployed)." if started else ""
     already = [n for n in wanted if n in busy]
     if already:
         text += (" " if text else "") + f"Already building for {ctx.pr.head_sha[:7]}: " + \
@@ -235,8 +236,12 @@ async def run_train(ctx: Context, command: commands.Command) -> str:
 
 
 async def redeploy(ctx: Context, command: commands.Command) -> str:
-    assert ctx.cfg is not None and command.target is not None
-    result = await deploy.redeploy(ctx.gh, ctx.deps, ctx.cfg, ctx.repo, command.target, command.sha, ctx.default_branch,
+    assert command.target is not None
+    trusted = await builds.trusted_config(ctx.gh, ctx.repo, ctx.default_branch)  # not a PR base's targets
+    if trusted is None:
+        return (f"`{ctx.default_branch}` has no valid `.github/flops.yml`, and only the default branch's file "
+                f"names deploy targets.")
+    result = await deploy.redeploy(ctx.gh, ctx.deps, trusted, ctx.repo, command.target, command.sha, ctx.default_branch,
                                    requested_by=ctx.user)
     return f"**{result.conclusion}** · {result.title}. {result.summary}"
 
@@ -315,11 +320,7 @@ async def cancel(ctx: Context, command: commands.Command) -> str:
 
 async def _drop_pending_train(ctx: Context) -> bool:
     assert ctx.pr is not None
-    key = federated.pending_key(ctx.repo, ctx.pr.head_sha)
-    if not await ctx.deps.artifacts.exists(key):
-        return False
-    await ctx.deps.artifacts.delete(key)
-    return True
+    return await federated.drop_pending(ctx.deps, ctx.repo, ctx.pr.head_sha)
 
 
 Runner = Callable[[Context, commands.Command], Awaitable[str]]
@@ -333,7 +334,7 @@ async def react(gh: GitHubAPI, repo: str, comment_id: int) -> None:
 
 async def reply(gh: GitHubAPI, repo: str, number: int, body: str) -> None:
     await gh.post("/repos/" + repo + "/issues/{number}/comments", url_vars={"number": str(number)},
-                  data={"body": checks.clip(body)})
+                  data={"body": clip(body)})
 
 
 def _not_allowed(user: str, permission: str, body: str) -> str:

@@ -1,5 +1,8 @@
 """push: build the configured images of a pushed branch or tag in the cluster; on the default
-branch also refresh the regression baseline and (optionally) queue a federated smoke run."""
+branch also refresh the regression baseline and (optionally) queue a federated smoke run.
+
+Only a push to the default branch (which went through its branch protection) is read under its
+own flops.yml. Any other branch or tag builds and deploys as the default branch's file says."""
 from __future__ import annotations
 
 from gidgethub import routing, sansio
@@ -20,7 +23,10 @@ async def build_pushed_commit(event: sansio.Event, gh: GitHubAPI, *, deps: Deps)
     if data.get("deleted") or not data.get("after") or data["after"] == builds.ZERO_SHA or "installation" not in data:
         return
     push = builds.Push.from_payload(data, event.delivery_id)
-    cfg = await checks.load_config(gh, push.repo, ref=push.sha, sha=push.sha)
+    if push.branch != push.default_branch:
+        await build_other_ref(gh, deps, push)
+        return
+    cfg = await checks.load_config(gh, push.repo, ref=push.sha, sha=push.sha)  # went through branch protection
     if cfg is None:
         return
     if builds.wants_build(cfg, push):
@@ -29,6 +35,17 @@ async def build_pushed_commit(event: sansio.Event, gh: GitHubAPI, *, deps: Deps)
             await federated.on_push(gh, deps, cfg.federated, push, started)
     if cfg.regression and push.branch == push.default_branch:  # whether or not `branches` lists it
         await refresh_baseline(gh, deps, cfg.regression, push)
+
+
+async def build_other_ref(gh: GitHubAPI, deps: Deps, push: builds.Push) -> None:
+    """A push to another branch, or a tag: the default branch's flops.yml decides whether it builds
+    and where it deploys; the pushed commit's file only shapes the images' builds."""
+    trusted = await builds.trusted_config(gh, push.repo, push.default_branch)
+    if trusted is None or not builds.wants_build(trusted, push):
+        return
+    cfg = await builds.config_for_build(gh, trusted, push.repo, push.sha)
+    if cfg is not None and cfg.images:
+        await builds.start_for_push(gh, deps, cfg, push)
 
 
 async def refresh_baseline(gh: GitHubAPI, deps: Deps, cfg: RegressionConfig, push: builds.Push) -> None:

@@ -19,12 +19,12 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
 
-from bot.platform import logs
 from bot.__main__ import build_app
-from bot.service.app import DEPS, DISPATCHER, TRACKER
 from bot.flows.deps import Deps
+from bot.platform import logs
 from bot.platform.retry import RetryPolicy
 from bot.platform.settings import Settings, from_env
+from bot.service.app import DEPS, DISPATCHER, TRACKER
 from tests.emulators.github import GitHubEmulator, make_app_key
 from tests.emulators.kube import KubeEmulator
 from tests.emulators.s3 import S3Server

@@ -5,6 +5,7 @@ from __future__ import annotations
 # (`master`) and the FL reference design's two images. Modules append their own sections.
 TWO_IMAGES = """\
 registry: harbor.example.com/flops
+pr_registry: harbor.example.com/flops-pr
 branches: [master]
 images:
   - name: server

@@ -24,10 +24,12 @@ import aiohttp
 import pytest
 import pytest_asyncio
 
+from tests import markdown
 from tests.conftest import APP_ID, INSTALLATION, NAMESPACE, SECRET, payload, push_payload, sign, wait_for
-from tests.emulators.github import GitHubEmulator, make_app_key
+from tests.emulators.github import GitHubEmulator, Symlink, make_app_key
 from tests.emulators.kube import KubeEmulator
 from tests.emulators.s3 import S3Server, free_port
+from tests.test_masking import AUTH, CREDENTIALS, DOCKERCONFIG, JOB_KEY_ID, JOB_SECRET, env_dump
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -54,6 +56,7 @@ spec:
 """
 IMAGES = """\
 registry: harbor.example.com/flops
+pr_registry: harbor.example.com/flops-pr
 images:
   - name: server
     dockerfile: Dockerfile.server
@@ -180,9 +183,12 @@ def code_repo(bot: Shipped, repo: str, config: str) -> str:
     return sha
 
 
-def config_repo(bot: Shipped, file: str) -> None:
+def config_repo(bot: Shipped, file: str, source: str) -> None:
+    """The config repository with `file`, consenting to deploys of `source`'s master builds to it."""
     bot.github.add_repo(CONFIG_REPO, default_branch="main")
-    bot.github.commit(CONFIG_REPO, "main", {file: CRONJOB}, message="manifests", author="ops-human")
+    consent = f"version: 1\nallow:\n  - {{repo: {source}, branches: [master], paths: [\"{file}\"]}}\n"
+    bot.github.commit(CONFIG_REPO, "main", {file: CRONJOB, ".github/flops-deploy.yml": consent},
+                      message="manifests", author="ops-human")
 
 
 def jobs_of(bot: Shipped, kind: str, sha: str) -> list[dict[str, Any]]:
@@ -271,7 +277,7 @@ def deployed(bot: Shipped, file: str) -> str:
 
 async def test_push_builds_in_kaniko_reports_and_commits_the_image_to_the_config_repo(shipped: Shipped) -> None:
     repo, file = "acme/fl-push", "dev/push.yaml"
-    config_repo(shipped, file)
+    config_repo(shipped, file, repo)
     code_repo(shipped, repo, IMAGES + DEPLOY.replace("FILE", file) + REGRESSION)
     data = push_payload(shipped.github, repo, {"fl/server.py": "print('v2')\n"})
     sha = data["after"]
@@ -355,7 +361,7 @@ async def test_train_builds_the_images_then_runs_server_service_and_clients(ship
 
 async def test_redeploy_puts_an_older_build_back_on_the_config_repo(shipped: Shipped) -> None:
     repo, file = "acme/fl-rollback", "dev/rollback.yaml"
-    config_repo(shipped, file)
+    config_repo(shipped, file, repo)
     code_repo(shipped, repo, IMAGES + DEPLOY.replace("FILE", file))
     shas = []
     for version, when in (("v1", "2026-11-22T09:30:00Z"), ("v2", "2026-11-22T10:30:00Z")):
@@ -376,3 +382,65 @@ async def test_redeploy_puts_an_older_build_back_on_the_config_repo(shipped: Shi
         return runs[-1] if runs else None
 
     assert (await wait_for(rollback_check, timeout=20, what="the /redeploy check"))["conclusion"] == "success"
+
+
+async def test_hostile_globs_links_and_hidden_commands_change_nothing_users_rely_on(shipped: Shipped) -> None:
+    """Issue #16, findings 4, 9, 10: a glob that backtracked for days still picks the right image at
+    once, a symlink out of the tree is left out of the source and named on the build check, and a
+    command hidden in an HTML comment opened mid-line runs nothing."""
+    repo, number = "acme/fl-hostile", 8
+    bait = "a*a*a*a*a*a*a*a*b"
+    config = (IMAGES.replace("Dockerfile.server\n", f"Dockerfile.server\n    paths: [\"{bait}\", fl/**]\n")
+              .replace("Dockerfile.client\n", f"Dockerfile.client\n    paths: [\"{bait}\"]\n"))
+    code_repo(shipped, repo, config)
+    data = push_payload(shipped.github, repo, {"a" * 250: "x\n", "fl/server.py": "print('v3')\n",
+                                               "fl/passwd": Symlink(b"/etc/passwd")})
+    await deliver(shipped, "push", data)
+    await build(shipped, data["after"], images=("server",))  # `fl/**` matched; the bait matched nothing
+    check = await completed(shipped, repo, data["after"], "flops/build: server")
+    assert check["conclusion"] == "success"
+    assert "1 symlink(s) left out of the source" in check["output"]["summary"]
+    assert "`fl/passwd`" in check["output"]["summary"]
+
+    open_pr(shipped, repo, number)
+    await deliver(shipped, "issue_comment", comment_payload(shipped, repo, number, "Thanks! <!-- later\n/build\n-->"))
+    await deliver(shipped, "issue_comment", comment_payload(shipped, repo, number, "/help"))  # same PR: in order
+    replies = await wait_for(lambda: [c for c in shipped.github.comments_on(repo, number)
+                                      if c["user"]["type"] == "Bot"], timeout=20, what="the /help reply")
+    assert len(replies) == 1 and "/regression" in replies[0]["body"]
+    head = shipped.github.pulls[(repo, number)]["head"]["sha"]
+    assert jobs_of(shipped, "build", head) == []
+
+
+async def test_a_build_printing_its_environment_and_registry_auth_publishes_no_credential(shipped: Shipped) -> None:
+    """Issue 16, finding 6: the tail is masked with the Jobs' Secrets, read by name from the cluster."""
+    shipped.kube.put_object({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "flops-s3"},
+                             "stringData": {"AWS_ACCESS_KEY_ID": JOB_KEY_ID, "AWS_SECRET_ACCESS_KEY": JOB_SECRET}})
+    shipped.kube.put_object({"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/dockerconfigjson",
+                             "metadata": {"name": "registry-credentials"},
+                             "stringData": {".dockerconfigjson": DOCKERCONFIG}})
+    repo = "acme/fl-leaky"
+    code_repo(shipped, repo, IMAGES)
+    data = push_payload(shipped.github, repo, {"Dockerfile.server": "FROM python:3.11\nRUN env && false\n"})
+    await deliver(shipped, "push", data)
+    jobs = await wait_for(lambda: {j["metadata"]["annotations"]["flops.dev/image"]: j
+                                   for j in jobs_of(shipped, "build", data["after"])}, timeout=20, what="build Jobs")
+    shipped.kube.fail_job(NAMESPACE, jobs["server"]["metadata"]["name"], logs=env_dump(f"auth {AUTH}", s3=False))
+    check = await completed(shipped, repo, data["after"], "flops/build: server")
+    assert "RuntimeError: boom" in check["output"]["text"]
+    for credential in CREDENTIALS:
+        assert credential not in json.dumps(check["output"]), credential
+
+
+async def test_a_workload_faking_an_approval_in_metrics_json_shows_it_as_text(shipped: Shipped) -> None:
+    """Issue 16, finding 5: metric names, link keys and URLs from metrics.json never become markdown."""
+    repo = "acme/fl-fake-approval"
+    code_repo(shipped, repo, IMAGES + REGRESSION)
+    data = push_payload(shipped.github, repo, {"README.md": "# model\n"})
+    await deliver(shipped, "push", data)
+    await finish_run(shipped, "regression", data["after"], {
+        "metrics": {"accuracy": 0.9, "**Approved by @acme/security**": 1},
+        "links": {"](http://evil)": "https://ok.example/x", "docs": "javascript:alert(1)"}})
+    summary = (await completed(shipped, repo, data["after"], "flops/regression"))["output"]["summary"]
+    assert "<strong>Approved" not in markdown.html(summary) and "@acme" not in markdown.text(summary)
+    assert markdown.links(summary) == {"](http://evil)": "https://ok.example/x"}

@@ -11,6 +11,7 @@ import kubernetes_validate
 import pytest
 
 from tests.conftest import INSTALLATION, NAMESPACE, Bed, BedFactory, payload, push_payload, wait_for
+from tests.fencing import assert_fenced
 
 REPO = "Codertocat/Hello-World"
 DIGEST = "sha256:" + "ab" * 32
@@ -62,6 +63,7 @@ async def test_push_builds_each_image_in_a_valid_kaniko_job(bed: Bed) -> None:
         assert meta["annotations"]["flops.dev/installation-id"] == str(INSTALLATION)
         pod = job["spec"]["template"]["spec"]
         assert pod["automountServiceAccountToken"] is False
+        assert_fenced(job)
         # no S3 credential at all: the source comes through the init container's presigned URL
         assert not [e for c in pod["initContainers"] + pod["containers"] for e in c.get("env", [])
                     if "valueFrom" in e or "token" in e["name"].lower() or e["name"].startswith("AWS_")]

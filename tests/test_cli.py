@@ -60,6 +60,19 @@ def test_check_config_names_each_problem(tmp_path: Path) -> None:
     assert any("regression.command" in line for line in lines)
 
 
+def test_check_config_knows_a_consent_file_by_its_name(tmp_path: Path) -> None:
+    result = run("check-config", str(ROOT / "examples" / "flops-deploy.yml"))
+    assert result.returncode == 0, result.stderr
+    assert "ok (2 allow entries)" in result.stdout
+    bad = tmp_path / "flops-deploy.yml"
+    bad.write_text("version: 1\nallow:\n  - repo: acme\n    paths: []\n    images: [server]\n")
+    result = run("check-config", str(bad))
+    assert result.returncode == 1
+    for key in ("allow[0].repo", "allow[0].paths", "allow[0].images"):
+        assert f"{bad}: {key}" in result.stderr, result.stderr
+    assert "registry" not in result.stderr  # not read as a flops.yml
+
+
 def test_plan_push_prints_the_kaniko_jobs(tmp_path: Path) -> None:
     data = payload("push")
     data["after"] = "1a2b3c4d5e6f7a8b9c0d1e2f3a4b5c6d7e8f9a0b"

@@ -8,8 +8,20 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from bot.core.commands import (CANCEL_KINDS, COMMANDS, MAX_COMMANDS, Bounds, Command, Parsed, Refusal, addressed,
-                          command_lines, help_text, parse, parse_line)
+from bot.core.commands import (
+    CANCEL_KINDS,
+    COMMANDS,
+    MAX_COMMANDS,
+    Bounds,
+    Command,
+    Parsed,
+    Refusal,
+    addressed,
+    command_lines,
+    help_text,
+    parse,
+    parse_line,
+)
 
 NAME_RULE = re.compile(r"[a-z0-9](?:[-a-z0-9]*[a-z0-9])?")  # as `images[].name` / `deploy[].name` in flops.yml
 SHA_RULE = re.compile(r"[0-9a-f]{7,40}")
@@ -251,6 +263,20 @@ def test_echoed_text_cannot_escape_its_code_span() -> None:
     ("<!--\n/build\n-->\n/retest", ["/retest"]),
     ("/usr/bin/python crashed", []),
     ("/build server\n/build server", ["/build server", "/build server"]),
+    # issue #16 finding 10: what GitHub does not show as text holds no command
+    ("Thanks! <!-- hidden\n/build\n/redeploy prod\n-->\n/retest", ["/retest"]),  # HTML comment opened mid-line
+    ("- step one\n  ```\n  /build\n  ```\n\n/retest", ["/retest"]),  # a code fence inside a list item
+    ("1. first\n\n   ~~~\n   /regression\n   ~~~", []),
+    ("- /build\n* /regression\n1. /retest", []),  # list items are not paragraphs of the comment
+    ("<details>\n/build\n</details>\n\n/retest", ["/retest"]),  # an HTML block
+    ("see `x\n/build\ny` here\n/retest", ["/retest"]),  # a code span across lines
+    ("> quote\n/build", []),  # a lazy continuation line of the quote
+    ("\\/build\n&#47;build", []),  # shown as /build, typed otherwise: not a command
+    ("/build server <!-- x -->", []),  # inline HTML on the line hides part of it
+    ("Done.\n/regression  \n/retest", ["/regression", "/retest"]),  # soft and hard line breaks
+    ("/build a`x`", ["/build a`x`"]),  # a code span after the command name is an argument, as typed
+    ("<!-- unclosed\n/build", []),  # an HTML block runs to the end of the comment
+    ("x <!-- unclosed\n/build", ["/build"]),  # not a comment at all: GitHub shows `<!--` and /build
 ])
 def test_command_lines(body: str, lines: list[str]) -> None:
     assert command_lines(body) == lines

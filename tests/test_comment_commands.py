@@ -40,11 +40,11 @@ FILES = {".github/flops.yml": CONFIG, "Dockerfile.server": "FROM python:3.11\n",
 
 # --- the scene: a repository, a pull request, people, comments ---------------------------------------------
 
-def open_pr(bed: Bed, *, fork: bool = False, state: str = "open") -> str:
+def open_pr(bed: Bed, *, fork: bool = False, state: str = "open", config: str = CONFIG) -> str:
     """Codertocat/Hello-World with flops.yml on master and PR #1 (from a fork if asked); the head sha."""
     gh = bed.github
     gh.add_repo(REPO, default_branch="master")
-    base = gh.commit(REPO, "master", FILES)
+    base = gh.commit(REPO, "master", {**FILES, ".github/flops.yml": config})
     head = gh.commit(REPO, "feature", {"server/app.py": "print(3)\n"}, parents=[base])
     gh.add_pull(REPO, PR, head, base_branch="master", head_ref="feature", head_repo=FORK if fork else None,
                 user="mallory" if fork else "octocat", state=state)
@@ -404,7 +404,7 @@ async def test_build_makes_kaniko_jobs_tagged_pr_n_sha7_and_never_deploys(bed: B
     assert set(jobs) == {"server", "client"}
     for image, job in jobs.items():
         args = job["spec"]["template"]["spec"]["containers"][0]["args"]
-        assert f"--destination=harbor.example.com/flops/{image}:pr-1-{head[:7]}" in args
+        assert f"--destination=harbor.example.com/flops-pr/{image}:pr-1-{head[:7]}" in args
         assert job["metadata"]["labels"]["flops.dev/pr"] == "1"
         bed.kube.succeed_job(NAMESPACE, job["metadata"]["name"], message="sha256:" + "cd" * 32)
     await wait_for(lambda: len(done(bed, head)) == 2, what="both build reports")

@@ -12,7 +12,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bot.core import config
-from bot.core.config import sections
 from bot.core.config import (
     ConfigError,
     DeployTarget,
@@ -29,6 +28,7 @@ from bot.core.config import (
     parse_duration,
     parse_tolerance,
     path_matches,
+    sections,
     yq_path,
 )
 
@@ -83,6 +83,7 @@ def test_the_documented_example_parses_to_the_expected_dataclasses() -> None:
     assert cfg == RepoConfig(
         version=1,
         registry="harbor.example.com/flops",
+        pr_registry="harbor.example.com/flops-pr",
         branches=("main",),
         tags=("v*",),
         images=(
@@ -218,6 +219,9 @@ CASES: list[tuple[str, Any, str, str]] = [
     ("tags", "v*", "tags", "list"),
     ("tags", [3], "tags[0]", "string"),
     ("tags", ["refs/tags/v*"], "tags[0]", "without `refs/tags/`"),
+    ("tags", [f"v{i}.*" for i in range(101)], "tags", "at most 100"),
+    ("tags", ["v" * 257], "tags[0]", "at most 256"),
+    ("tags", ["v*", "v*"], "tags", "twice"),
     ("images", {"name": "server"}, "images", "list"),
     ("images[1]", "client", "images[1]", "mapping"),
     ("images[1].dockerfile", DELETE, "images[1].dockerfile", "required"),
@@ -237,6 +241,9 @@ CASES: list[tuple[str, Any, str, str]] = [
     ("images[1].paths", ["!docs/**"], "images[1].paths[0]", "negated"),
     ("images[1].paths", ["ok/**", ""], "images[1].paths[1]", "empty"),
     ("images[1].paths", ["[z-a]"], "images[1].paths[0]", "not a valid glob"),
+    ("images[1].paths", [f"dir{i}/**" for i in range(101)], "images[1].paths", "at most 100 are allowed"),
+    ("images[1].paths", ["a*" * 128 + "b"], "images[1].paths[0]", "257 characters long; a pattern has at most 256"),
+    ("images[1].paths", ["client/**", "client/**"], "images[1].paths", "`client/**` is listed twice"),
     ("images[1].build_args", ["A=1"], "images[1].build_args", "mapping"),
     ("images[1].build_args", {"1BAD": "x"}, "images[1].build_args.1BAD", "build argument name"),
     ("images[1].build_args", {"A": [1]}, "images[1].build_args.A", "string or number"),
@@ -555,7 +562,59 @@ MATCHES = [
     ("./server/**", "server/x", True),
     ("docs/*", "docs/a/b.md", True),  # matches the directory docs/a, so everything below it
     ("a.b", "axb", False),
+    ("*a*b", "xab", True),
+    ("a**b", "axyb", True),
+    ("a*b*c", "abc", True),
+    ("a*b*c", "acb", False),
+    ("*.py", ".py", True),
+    ("**", "anything/at/all", True),
+    ("a/**", "a", False),
+    ("a/**", "a/b", True),
+    ("*.py", "caf\u00e9/\u00fcber.py", True),
+    ("?.py", "\u00e9.py", True),
+    ("*.py", "a\ud800.py", True),  # a lone surrogate, as a JSON payload may carry one
+    ("?.py", "\udfff.py", True),
 ]
+
+# The attack patterns of issue #16 (finding 4): each would backtrack for hours as one regex. They
+# match, and fail to match, as the globs say; test_globs in benchmarks/bench_globs.py times them.
+ATTACKS = [
+    ("a*a*a*a*a*a*a*a*b", "a" * 255, False),
+    ("a*a*a*a*a*a*a*a*b", "a" * 254 + "b", True),
+    ("a*a*a*a*a*a*a*a*b", "x/" + "a" * 40 + "b/y.py", True),
+    ("*" * 40 + "b", "a" * 255, False),
+    ("?*" * 60 + "b", "a" * 119 + "b", True),
+    ("?*" * 60 + "b", "a" * 59 + "b", False),
+    ("[a]*" * 60 + "[!a]", "a" * 255, False),
+    ("**/a*/**/a*/**/a*/**/a*/**/b", "/".join(["a"] * 120), False),
+    ("**/a*/**/a*/**/a*/**/a*/**/b", "/".join(["a"] * 120 + ["b"]), True),
+    ("**/" * 60 + "b", "/".join(["a"] * 120), False),
+    ("**/" * 60 + "b", "/".join(["a"] * 120) + "/b/c", True),
+]
+
+
+@pytest.mark.parametrize(("pattern", "path", "expected"), ATTACKS)
+def test_hostile_globs_answer_right(pattern: str, path: str, expected: bool) -> None:
+    assert path_matches(pattern, path) is expected
+
+
+def test_a_hostile_pattern_against_a_hostile_push_decides_which_image_builds() -> None:
+    server = ImageConfig("server", "Dockerfile.server", paths=("a*a*a*a*a*a*a*a*b",))
+    assert not server.matches(["a" * 255 + f"/{i}.py" for i in range(3000)])
+    assert server.matches(["a" * 255 + f"/{i}.py" for i in range(3000)] + ["src/" + "a" * 8 + "b"])
+
+
+def test_duplicates_in_a_long_list_are_each_named_once() -> None:
+    branches = [f"r{i}" for i in range(15_000)] + ["r7", "r7", "r14999"]
+    found = problems(edited("registry", BASE["registry"]) | {"branches": branches})
+    assert [(p.path, p.message) for p in found] == [
+        ("branches", "`r7` is listed twice"), ("branches", "`r7` is listed twice"),
+        ("branches", "`r14999` is listed twice")]
+
+
+def test_flops_yml_is_read_by_libyaml_when_pyyaml_has_it() -> None:
+    assert yaml.__with_libyaml__  # the PyYAML wheels ship it; without it the pure loader is used
+    assert config.loading._Loader is yaml.CSafeLoader
 
 
 @pytest.mark.parametrize(("pattern", "path", "expected"), MATCHES)
@@ -644,3 +703,14 @@ deploy:
         config.parse(text)
     [problem] = error.value.problems
     assert problem.path == "deploy[0].field" and "one `field` holds one image" in problem.message
+
+
+def test_a_pattern_with_a_lone_surrogate_is_a_config_error_with_either_yaml_loader() -> None:
+    text = 'registry: r.io/x\nimages: [{name: s, dockerfile: D, paths: ["a\\ud800"]}]\n'
+    for loader in (yaml.CSafeLoader, yaml.SafeLoader):  # libyaml refuses the escape; the pure loader reads it
+        config.loading._Loader = loader
+        try:
+            found = problems(text)
+        finally:
+            config.loading._Loader = yaml.CSafeLoader
+        assert len(found) == 1 and ("Unicode" in found[0].message), found

@@ -138,12 +138,24 @@ def target(name: str = "dev", file: str = "dev/cronjob.yaml", *, images: str = "
     return text
 
 
-def set_up(bed: Bed, config: str, manifests: Files, *, installed: bool = True) -> None:
-    """The code repo with its .github/flops.yml, and the config repo (own installation) with `manifests`."""
+# The config repository's consent: builds of the code repo's master may edit its dev/ and prod/ files.
+CONSENT = f"""\
+version: 1
+allow:
+  - repo: {REPO}
+    branches: [master]
+    paths: ["dev/**", "prod/**", "*.yaml", "**/*.yml"]
+"""
+
+
+def set_up(bed: Bed, config: str, manifests: Files, *, installed: bool = True, consent: str | None = CONSENT) -> None:
+    """The code repo with its .github/flops.yml, and the config repo (own installation) with `manifests`
+    and (unless None) `consent` as its .github/flops-deploy.yml."""
     bed.github.add_repo(REPO, default_branch="master")
     bed.github.commit(REPO, "master", {**CODE_FILES, ".github/flops.yml": config})
     bed.github.add_repo(CONFIG_REPO, default_branch="main")
-    bed.github.commit(CONFIG_REPO, "main", manifests, message="initial manifests", author="ops-human")
+    files = {**manifests, ".github/flops-deploy.yml": consent} if consent is not None else manifests
+    bed.github.commit(CONFIG_REPO, "main", files, message="initial manifests", author="ops-human")
     if installed:
         bed.github.add_installation(CONFIG_INSTALLATION, "acme-ops", [CONFIG_REPO])
 

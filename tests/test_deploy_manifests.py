@@ -28,9 +28,9 @@ import yaml
 from aiohttp import web
 
 import bot.__main__ as entry
-from bot.service import app as bot_app
 from bot.platform import settings as bot_settings
 from bot.platform.kube import Kube
+from bot.service import app as bot_app
 from bot.service.setup import create_setup_app
 from tests.conftest import INSTALLATION, NAMESPACE, Bed, payload, push_payload, wait_for
 from tests.emulators.kube import KubeEmulator
@@ -47,7 +47,8 @@ CUSTOM_KINDS = {("monitoring.coreos.com/v1", "ServiceMonitor")}
 # What issue 8 allows the bot's Role at most; the flows below show what the code needs at least.
 ALLOWED = {("batch", "jobs"): {"create", "get", "list", "watch", "delete", "patch"},
            ("", "pods"): {"get", "list", "watch"}, ("", "pods/log"): {"get"},
-           ("", "services"): {"create", "delete"}}
+           ("", "services"): {"create", "delete"},
+           ("", "secrets"): {"get"}}  # issue 16: only the Jobs' Secrets, by name (masking log tails)
 
 
 def manifest_files() -> list[Path]:
@@ -456,7 +457,7 @@ def test_the_mapping_from_requests_to_rbac_is_the_api_servers() -> None:
         assert rbac_attributes(method, target)[:3] == expected, (method, target)
     assert rbac_attributes("GET", "/api/v1/pods")[3] is None  # all namespaces: a ClusterRole's business
     with pytest.raises(AssertionError, match="lacks"):
-        assert_role_grants([("GET", "/api/v1/namespaces/flops/secrets/registry-credentials")])
+        assert_role_grants([("GET", "/api/v1/namespaces/flops/secrets/flops-bot-github")])  # the App's own
     with pytest.raises(AssertionError, match="outside the namespace"):
         assert_role_grants([("GET", "/api/v1/pods")])
 
@@ -464,8 +465,16 @@ def test_the_mapping_from_requests_to_rbac_is_the_api_servers() -> None:
 def test_the_role_grants_nothing_beyond_what_issue_8_allows() -> None:
     role = bot_role()
     assert role["kind"] == "Role"  # namespaced: never a ClusterRole
+    defaults = bot_settings.from_env(
+        {"GITHUB_APP_ID": "1", "GITHUB_PRIVATE_KEY": "k", "GITHUB_WEBHOOK_SECRET": "s", "MINIO_ENDPOINT": "m:1",
+         "MINIO_ACCESS_KEY": "a", "MINIO_SECRET_KEY": "b", "KUBERNETES_SERVICE_HOST": "x"})
     for rule in role["rules"]:
-        assert not rule.get("resourceNames") and not rule.get("nonResourceURLs")
+        assert not rule.get("nonResourceURLs")
+        if rule["resources"] == ["secrets"]:  # never all Secrets: exactly the two the Jobs receive
+            assert sorted(rule["resourceNames"]) == sorted([defaults.s3_secret, defaults.registry_secret, defaults.pr_registry_secret])
+            assert rule["verbs"] == ["get"]
+        else:
+            assert not rule.get("resourceNames")
         for group in rule["apiGroups"]:
             for resource in rule["resources"]:
                 extra = set(rule["verbs"]) - ALLOWED.get((group, resource), set())
@@ -475,9 +484,7 @@ def test_the_role_grants_nothing_beyond_what_issue_8_allows() -> None:
     assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "flops-bot"}
     pod = one(docs, "Deployment")["spec"]["template"]["spec"]
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": pod["serviceAccountName"], "namespace": NAMESPACE}]
-    jobs_account = one(docs, "ServiceAccount", bot_settings.from_env(
-        {"GITHUB_APP_ID": "1", "GITHUB_PRIVATE_KEY": "k", "GITHUB_WEBHOOK_SECRET": "s", "MINIO_ENDPOINT": "m:1",
-         "MINIO_ACCESS_KEY": "a", "MINIO_SECRET_KEY": "b", "KUBERNETES_SERVICE_HOST": "x"}).job_service_account)
+    jobs_account = one(docs, "ServiceAccount", defaults.job_service_account)
     assert jobs_account["automountServiceAccountToken"] is False
     bound = {s["name"] for b in by_kind(docs, "RoleBinding") + by_kind(docs, "ClusterRoleBinding")
              for s in b["subjects"]}
@@ -516,6 +523,7 @@ async def exercise(kube: KubeEmulator, name: str, client: Kube) -> None:
                                           ["metadata"]["name"], "main"),
         "delete_service": lambda: client.delete_service("rbac-probe"),
         "delete_job": lambda: client.delete_job("rbac-probe"),
+        "secret_data": lambda: client.secret_data("flops-s3"),
     }
     assert name in calls, (f"Kube.{name} is not exercised by this test: add it to exercise() so the API call "
                            "it makes is checked against deploy/base/rbac.yaml")
@@ -624,7 +632,7 @@ async def test_the_role_grants_every_call_the_bots_flows_make(bed: Bed) -> None:
     # The flows really ran: every kind of call the bot makes is among the requests checked.
     assert {("create", "jobs"), ("list", "jobs"), ("watch", "jobs"), ("get", "jobs"), ("patch", "jobs"),
             ("delete", "jobs"), ("list", "pods"), ("get", "pods/log"), ("create", "services"),
-            ("delete", "services")} <= verbs
+            ("delete", "services"), ("get", "secrets")} <= verbs
     assert_role_grants(bed.kube.requests)
     # Every Job the flows started runs as deploy/base's API-less ServiceAccount, without a token.
     [jobs_account] = [sa["metadata"]["name"] for sa in by_kind(compose(BASE), "ServiceAccount")

@@ -221,3 +221,36 @@ async def test_a_payload_of_unexpected_shape_neither_kills_a_worker_nor_stays_se
     assert dispatcher.seen(after.delivery_id)
     assert not dispatcher.seen(odd.delivery_id)  # a handler failure lets Redeliver run it again
     assert await dispatcher.drain(5)
+
+
+async def test_signed_payloads_of_odd_shapes_are_logged_counted_and_redeliverable(bed: Bed, caplog) -> None:
+    """Over HTTP: a pull request that is a string (no ordering key, its handler fails) and an
+    `action` that is a list (routing cannot read it). Each is logged with its delivery id and
+    counted; the workers live on (a push is processed after them, the pending count drops to 0)
+    and Redeliver of the failed one runs it again instead of answering "duplicate"."""
+    odd = payload("pull_request.opened")
+    odd["pull_request"] = "not an object"
+    delivery = str(uuid.uuid4())
+    assert (await bed.deliver("pull_request", odd, delivery=delivery)).status == 202
+    listed = {**payload("pull_request.opened"), "action": ["opened"]}
+    routed = await bed.deliver("pull_request", listed, delivery="list-action")
+    assert routed.status == 400
+    await bed.settle()
+    metrics = bed.deps.metrics
+    assert metrics.value("flops_delivery_errors_total", event="pull_request", stage="ordering") == 1
+    assert metrics.value("flops_delivery_errors_total", event="pull_request", stage="processing") == 1
+    assert metrics.value("flops_delivery_errors_total", event="pull_request", stage="routing") == 1
+    logged = {(r.getMessage(), getattr(r, "delivery_id", None)) for r in caplog.records}
+    assert {("delivery has no ordering key", delivery), ("delivery cannot be routed", "list-action")} <= logged
+    assert any(r.getMessage() == "event processing failed" for r in caplog.records)
+    for _ in range(bed.settings.workers + 1):  # more odd deliveries than there are workers
+        assert (await bed.deliver("pull_request", odd)).status == 202
+    again = await bed.deliver("pull_request", odd, delivery=delivery)
+    assert again.status == 202  # the Redeliver button runs it again
+    bed.github.add_repo(REPO, default_branch="master")
+    data = payload("push")
+    data.update(after=bed.github.commit(REPO, "master", {"README.md": "x"}), installation={"id": INSTALLATION})
+    assert (await bed.deliver("push", data)).status == 202
+    await bed.settle()
+    assert metrics.value("flops_webhook_deliveries_total", event="push", outcome="processed") == 1
+    assert metrics.value("flops_queue_depth") == 0

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from tests import markdown
 from tests.conftest import NAMESPACE, Bed
 from tests.emulators.s3 import S3Server, free_port
 from tests.test_federated import REPO, env_of, head_of, report_of, run_objects, start_run, table
@@ -97,7 +98,7 @@ async def test_fedavg_example_learns_and_the_bot_reports_what_it_wrote(bed: Bed,
         assert {n: float(v) for n, v in zip(names, row[1:])} == pytest.approx(expected["metrics"], rel=1e-3)
     final = dict(re.findall(r"\*\*(\w+)\*\* ([0-9.]+)", summary.split("### Final metrics", 1)[1].split("###")[0]))
     assert {k: float(v) for k, v in final.items()} == pytest.approx(written["metrics"], rel=1e-3)
-    links = dict(re.findall(r"- \[([^\]]+)\]\((http[^)]+)\)", summary))
+    links = {label: url for label, url in markdown.links(summary).items() if "/model/" in url}
     assert set(links) == {"weights.npy", "model.json"}
     for name, url in links.items():
         async with bed.session.get(url) as response:

@@ -19,8 +19,20 @@ import pytest
 
 from bot.core import config
 from tests.conftest import NAMESPACE, Bed, wait_for
-from tests.test_regression import (MAIN, MAINTAINER, REPO, approve, completed, env_of, job_for, open_pr,
-                                   push_payload, push_to_pr, sticky, synchronize)
+from tests.test_regression import (
+    MAIN,
+    MAINTAINER,
+    REPO,
+    approve,
+    completed,
+    env_of,
+    job_for,
+    open_pr,
+    push_payload,
+    push_to_pr,
+    sticky,
+    synchronize,
+)
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "regression"
 FILES = ("train.py", "model.py", "s3.py")

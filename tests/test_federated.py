@@ -11,7 +11,9 @@ from typing import Any
 import kubernetes_validate
 import pytest
 
+from tests import markdown
 from tests.conftest import INSTALLATION, NAMESPACE, Bed, BedFactory, payload, push_payload, wait_for
+from tests.fencing import assert_fenced
 from tests.samples import TWO_IMAGES
 
 REPO = "Codertocat/Hello-World"
@@ -136,10 +138,8 @@ async def report_of(bed: Bed, sha: str) -> dict[str, Any]:
 
 
 def table(summary: str, heading: str) -> list[list[str]]:
-    """The rows of the markdown table under `### heading`."""
-    section = summary.split(f"### {heading}\n\n", 1)[1].split("\n\n", 1)[0]
-    lines = [line for line in section.splitlines() if line.startswith("|")]
-    return [[cell.strip() for cell in line.strip("|").split("|")] for line in lines[2:]]
+    """The rows of the table under `### heading`, as GitHub renders them."""
+    return markdown.cells(summary, heading)[1:]
 
 
 def head_of(bed: Bed) -> str:
@@ -188,11 +188,12 @@ async def test_train_creates_a_valid_run_with_the_asked_rounds_and_clients(bed: 
         assert bed.settings.s3.secret_key not in json.dumps(job)
         pod = job["spec"]["template"]["spec"]
         assert pod["automountServiceAccountToken"] is False and pod["restartPolicy"] == "Never"
+        assert_fenced(job)
         assert pod["containers"][0]["resources"]["limits"] == {"cpu": "1", "memory": "1Gi"}
     images = {c["spec"]["template"]["spec"]["containers"][0]["image"] for c in clients}
-    assert images == {f"harbor.example.com/flops/client:pr-{PR}-{head[:7]}@{digest_of('client')}"}
+    assert images == {f"harbor.example.com/flops-pr/client:pr-{PR}-{head[:7]}@{digest_of('client')}"}
     assert server["spec"]["template"]["spec"]["containers"][0]["image"] == \
-        f"harbor.example.com/flops/server:pr-{PR}-{head[:7]}@{digest_of('server')}"
+        f"harbor.example.com/flops-pr/server:pr-{PR}-{head[:7]}@{digest_of('server')}"
     [check] = bed.github.check_runs_for(REPO, head, "flops/federated")
     assert check["status"] == "in_progress" and check["external_id"] == run
     assert server["metadata"]["annotations"]["flops.dev/check-run-id"] == str(check["id"])
@@ -296,14 +297,13 @@ async def test_success_report_has_rounds_final_metrics_model_links_and_clients(b
     assert check["conclusion"] == "success"
     summary = check["output"]["summary"]
     rows = table(summary, "Rounds")
-    header = summary.split("### Rounds\n\n", 1)[1].splitlines()[0]
-    names = [c.strip() for c in header.strip("|").split("|")][1:]
+    names = markdown.cells(summary, "Rounds")[0][1:]
     assert [int(r[0]) for r in rows] == [r["round"] for r in ROUNDS]
     for row, written in zip(rows, ROUNDS):
         assert {n: float(v) for n, v in zip(names, row[1:])} == pytest.approx(written["metrics"], rel=1e-3)
     final = dict(re.findall(r"\*\*(\w+)\*\* ([0-9.]+)", summary.split("### Final metrics", 1)[1].split("###")[0]))
     assert {k: float(v) for k, v in final.items()} == pytest.approx(FINAL, rel=1e-3)
-    links = dict(re.findall(r"- \[([^\]]+)\]\((http[^)]+)\)", summary))
+    links = markdown.links(summary)
     assert set(links) == set(MODEL)
     for name, url in links.items():
         async with bed.session.get(url) as response:
@@ -355,7 +355,7 @@ async def test_a_failed_client_is_reported_by_name(bed: Bed) -> None:
     summary = check["output"]["summary"]
     assert clients[1]["metadata"]["name"] in summary.split("### Rounds")[0]
     roster = {int(r[0]): (r[1].strip("`"), r[2]) for r in table(summary, "Clients")}
-    assert roster[1] == (clients[1]["metadata"]["name"], "failed: container `client` exited with code 3 (Error)")
+    assert roster[1] == (clients[1]["metadata"]["name"], "failed: container client exited with code 3 (Error)")  # as rendered
     assert roster[0][1] == roster[2][1] == "succeeded"
     assert len(table(summary, "Rounds")) == len(ROUNDS)  # what the server did write is still shown
 

@@ -12,6 +12,7 @@ from bot.core.manifests import (
     ManifestError,
     diff_lines,
     find_images,
+    render,
     set_image,
     split_image,
 )
@@ -187,8 +188,27 @@ def test_stream_field_mode_edits_every_document_that_has_the_field() -> None:
 
 
 def test_quoted_key_in_field_path() -> None:
-    edit = set_image(STREAM, repository=REPO, reference="fl-server-2", field='.metadata.labels."app.kubernetes.io/name"')
-    assert edit.text == swapped(STREAM, '"app.kubernetes.io/name": fl-server ', '"app.kubernetes.io/name": fl-server-2 ')
+    text = f'kind: Pod\nmetadata:\n  annotations:\n    "flops.dev/image": {OLD}  # pinned\n'
+    edit = set_image(text, repository=REPO, reference=NEW, field='.metadata.annotations."flops.dev/image"')
+    assert edit.text == swapped(text, OLD, NEW)
+
+
+def test_field_on_a_value_that_is_not_that_image_fails_without_showing_it() -> None:
+    text = "kind: Secret\nstringData:\n  password: hunter2-do-not-leak\n  other: harbor.example.com/flops/client:v1\n"
+    for field in (".stringData.password", ".stringData.other"):
+        with pytest.raises(ManifestError, match="does not hold an image of harbor.example.com/flops/server") as exc:
+            set_image(text, repository=REPO, reference=NEW, field=field, file="prod/secret.yaml")
+        assert "hunter2" not in str(exc.value) and "client:v1" not in str(exc.value)
+        assert f"field `{field}` in prod/secret.yaml" in str(exc.value)
+        with pytest.raises(ManifestError, match="does not hold an image"):
+            find_images(text, repository=REPO, field=field)
+
+
+@pytest.mark.parametrize("empty", ["image: ", "image: ~", "image: ''"])
+def test_field_that_holds_no_image_yet_is_refused(empty: str) -> None:
+    text = f"kind: Pod\nspec:\n  containers:\n    - name: a\n      {empty}\n"
+    with pytest.raises(ManifestError, match="does not hold an image"):
+        set_image(text, repository=REPO, reference=NEW, field=".spec.containers[0].image")
 
 
 @pytest.mark.parametrize("text", [
@@ -352,8 +372,6 @@ def test_reference_of_another_repository_is_refused() -> None:
     (f"image: &img {OLD}  # pinned", f"image: &img {NEW}  # pinned"),
     (f"image: !!str '{OLD}'", f"image: !!str '{NEW}'"),
     (f'"image": "{OLD}"', f'"image": "{NEW}"'),
-    ("image: ", f"image: {NEW}"),
-    ("image: ~", f"image: {NEW}"),
     (f"image:\n        {OLD}", f"image:\n        {NEW}"),
 ])
 def test_style_is_preserved(before: str, after: str) -> None:
@@ -374,11 +392,9 @@ def test_style_is_preserved(before: str, after: str) -> None:
     ("tab\there", '"tab\\there"', '"tab\\there"', '"tab\\there"'),
 ])
 def test_rendering_keeps_the_value(value: str, plain: str, single: str, double: str) -> None:
-    for rendered, style in ((plain, ""), (single, "'x'"), (double, '"x"')):
-        text = f"a:\n  b: {style or 'x'}  # c\n"
-        edit = set_image(text, repository="r", reference=value, field=".a.b")
-        assert edit.text == f"a:\n  b: {rendered}  # c\n"
-        assert find_images(edit.text, repository="r", field=".a.b")[0].value == value
+    for rendered, style in ((plain, None), (single, "'"), (double, '"')):
+        assert render(value, style) == rendered
+        assert yaml.safe_load(f"b: {rendered}  # c\n") == {"b": value}
 
 
 def test_crlf_file_stays_crlf() -> None:
@@ -390,9 +406,9 @@ def test_crlf_file_stays_crlf() -> None:
 
 
 def test_flow_sequence_value_needing_quotes_is_quoted() -> None:
-    text = "kind: Pod\nspec: {containers: [{name: a, image: x}]}\n"
-    edit = set_image(text, repository="r", reference="a,b", field=".spec.containers[0].image")
-    assert edit.text == 'kind: Pod\nspec: {containers: [{name: a, image: "a,b"}]}\n'
+    assert render("a,b", None, flow=True) == '"a,b"'
+    assert render("a,b", None) == "a,b"
+    assert yaml.safe_load('spec: {containers: [{name: a, image: "a,b"}]}')["spec"]["containers"][0]["image"] == "a,b"
 
 
 # --- paths and references -----------------------------------------------------------------------

@@ -16,6 +16,7 @@ import pytest
 from bot.flows import regression
 from tests.conftest import INSTALLATION, NAMESPACE, Bed, BedFactory, payload, wait_for
 from tests.emulators.github import GitHubEmulator, tree_sha
+from tests.fencing import assert_fenced
 
 REPO = "Codertocat/Hello-World"
 MAIN = "master"  # the recorded payloads' default branch
@@ -210,6 +211,7 @@ async def test_approval_starts_a_valid_job_for_the_exact_pr_head(bed: Bed) -> No
         assert env[key] == {"secretKeyRef": {"name": bed.settings.s3_secret, "key": key}}
     # no git token, no registry credentials, no API token anywhere in the pod
     assert pod["automountServiceAccountToken"] is False
+    assert_fenced(job)
     assert all(v.get("secret", {}).get("secretName") != bed.settings.registry_secret for v in pod.get("volumes", []))
     body = json.dumps(job)
     assert "ghs_" not in body and bed.settings.s3.secret_key not in body

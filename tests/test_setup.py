@@ -295,7 +295,7 @@ def test_app_yml_is_the_packaged_manifest() -> None:
     assert "app.yml" in package_data["bot"]  # `pip install .` (the Dockerfile) ships it
     data = yaml.safe_load((ROOT / "app.yml").read_text())
     assert data["default_permissions"] == {"checks": "write", "contents": "write", "pull_requests": "write",
-                                           "issues": "write", "metadata": "read", "members": "read"}
+                                           "issues": "write", "metadata": "read", "merge_queues": "read"}
 
 
 # ------------------------------------------------------------------------------------------ `serve`

@@ -1,7 +1,9 @@
 """PR comment commands: a strict, sans-I/O parser.
 
-Each command stands on its own line (anywhere in the comment, several per comment); lines inside
-fenced code blocks, indented code, quotes (`> `) and HTML comments are never commands. Arguments
+Each command stands on its own line (anywhere in the comment, several per comment), a line that
+GitHub renders as plain paragraph text: the comment is read as CommonMark (`markdown-it-py`), so
+code (fenced, indented, spans), HTML blocks and inline HTML (comments opened mid-line), quotes and
+list items (and fences inside them) never hold commands. Arguments
 are validated here, before anything can reach a Job spec: integers are integers within bounds,
 names are names, shas are hex. Text echoed back from a comment never carries a backtick, so a reply
 cannot be made to mention anyone.
@@ -9,8 +11,12 @@ cannot be made to mention anyone.
 from __future__ import annotations
 
 import difflib
+import functools
 import re
 from dataclasses import dataclass
+
+from markdown_it import MarkdownIt
+from markdown_it.token import Token
 
 from bot.core.text import shown
 
@@ -67,31 +73,45 @@ class Parsed:
 
 
 def command_lines(body: str) -> list[str]:
-    """Lines that look like commands, outside code (fenced or indented), quotes and HTML comments."""
+    """Lines that look like commands where GitHub renders plain text: in top-level paragraphs of
+    the comment read as CommonMark (with GitHub's tables), not in code (fenced, indented, spans),
+    HTML (blocks, or inline such as a `<!--` opened mid-line), quotes or list items. A line is one
+    of its paragraph's lines holding nothing but text, exactly as typed (no escapes, no entities)."""
+    typed = {line.strip() for line in body.splitlines()}
     found: list[str] = []
-    fence: str | None = None  # the opening fence run (``` or ~~~, maybe longer) while inside one
-    in_html_comment = False
-    for raw in body.splitlines():
-        line = raw.strip()
-        if fence is not None:
-            if line.startswith(fence[0] * len(fence)) and not line.strip(fence[0]):
-                fence = None
+    tokens = _markdown().parse(body)
+    for opening, inline in zip(tokens, tokens[1:]):
+        if opening.type != "paragraph_open" or opening.level != 0 or inline.children is None:
             continue
-        if in_html_comment:
-            in_html_comment = "-->" not in line
-            continue
-        opening = re.match(r"(`{3,}|~{3,})", line)
-        if opening and not raw.startswith(("    ", "\t")):
-            fence = opening.group(1)
-            continue
-        if line.startswith("<!--"):
-            in_html_comment = "-->" not in line[4:]
-            continue
-        if raw.startswith(("    ", "\t")) or line.startswith(">"):
-            continue
-        if LINE.fullmatch(line):
-            found.append(line)
+        for text in _plain_lines(inline.children):
+            found += [line.strip() for line in text.splitlines()
+                      if line.strip() in typed and LINE.fullmatch(line.strip())]
     return found
+
+
+def _plain_lines(children: list[Token]) -> list[str]:
+    """The lines of a paragraph that start as plain text and hold no inline HTML (which hides what
+    follows it); a code span after the command name is kept as typed (`/build a`x``)."""
+    lines: list[str] = []
+    text, plain = "", True
+    for child in [*children, None]:
+        if child is None or child.type in ("softbreak", "hardbreak"):
+            if plain and text:
+                lines.append(text)
+            text, plain = "", True
+        elif child.type == "text":
+            text += child.content
+        elif child.type == "code_inline" and text:
+            text += child.markup + child.content + child.markup
+        else:
+            plain = False
+    return lines
+
+
+@functools.cache
+def _markdown() -> MarkdownIt:
+    """GitHub's flavour as far as it decides what is a paragraph: CommonMark plus tables."""
+    return MarkdownIt("commonmark").enable(["table", "strikethrough"])
 
 
 def addressed(body: str) -> bool:

@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from bot.core.config import Metric
+from bot.core.text import escape
 
 Value = float | Sequence[float]
 
@@ -105,7 +106,7 @@ def table(verdict: Verdict) -> str:
     lines = ["| metric | direction | baseline | PR | delta | delta % | tolerance | verdict |",
              "|---|---|---:|---:|---:|---:|---:|---|"]
     for r in verdict.rows:
-        lines.append(f"| {r.metric} | {r.direction} | {_num(r.baseline)} | {_num(r.value)} | {_num(r.delta, sign=True)} "
+        lines.append(f"| {escape(r.metric)} | {r.direction} | {_num(r.baseline)} | {_num(r.value)} | {_num(r.delta, sign=True)} "
                      f"| {_pct(r.delta_pct)} | {_tolerance(r)} | {ICONS[r.verdict]} |")
     return "\n".join(lines)
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import fnmatch
+import re
 from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Any
@@ -16,13 +16,15 @@ import gidgethub
 from gidgethub.abc import GitHubAPI
 
 from bot.core import jobs, records
-from bot.core.config import ImageConfig, RepoConfig
+from bot.core.config import ConfigError, ImageConfig, RepoConfig
+from bot.core.config.paths import tag_matches
 from bot.core.records import BuildRecord
+from bot.core.text import code_block, plain
 from bot.flows import lifecycle
 from bot.flows.deps import Deps
 from bot.flows.diagnosis import diagnose, log_tail, termination_message
 from bot.platform import checks, logs
-from bot.platform.sources import ensure_source, presigned_source
+from bot.platform.sources import PackedSource, ensure_source, presigned_source
 
 log = logs.get_logger(__name__)
 
@@ -30,6 +32,7 @@ ZERO_SHA = "0" * 40
 # The images one push builds (comma-separated), so a deploy knows which other images of a target
 # this commit will never build (path filters) and takes their latest build of the branch instead.
 PUSH_IMAGES = jobs.A + "push-images"
+DIGEST = re.compile("sha256:[0-9a-f]{64}")  # what Kaniko writes; anything else is not a digest
 # The branch head this push moved on from, when it was a fast-forward: a deploy that finds a build
 # of that commit in the manifest knows ours is newer without asking the compare API.
 PARENT = jobs.A + "fast-forward-of"
@@ -74,7 +77,28 @@ def wants_build(cfg: RepoConfig, push: Push) -> bool:
     """A configured branch (default: the default branch), or a tag matching `tags`."""
     if push.branch is not None:
         return builds_branch(cfg, push.branch, push.default_branch)
-    return push.tag_name is not None and any(fnmatch.fnmatchcase(push.tag_name, p) for p in cfg.tags)
+    return push.tag_name is not None and tag_matches(push.tag_name, cfg.tags)
+
+
+async def trusted_config(gh: GitHubAPI, repo: str, default_branch: str) -> RepoConfig | None:
+    """The default branch's flops.yml at its head: what decides which branches and tags build and
+    where their images deploy. None when absent or invalid (its own pushes report why)."""
+    try:
+        return await checks.fetch_config(gh, repo, default_branch)
+    except ConfigError as error:
+        log.warning("the default branch's flops.yml is invalid; nothing outside it builds",
+                    extra={"repo": repo, "branch": default_branch, "problems": len(error.problems)})
+        return None
+
+
+async def config_for_build(gh: GitHubAPI, trusted: RepoConfig, repo: str, sha: str) -> RepoConfig | None:
+    """`trusted` with the build-shaping keys of `sha`'s own flops.yml (`RepoConfig.shaped_by`);
+    None when that file is invalid (its failing `flops/config` check says why)."""
+    try:
+        return trusted.shaped_by(await checks.fetch_config(gh, repo, sha))
+    except ConfigError as error:
+        await checks.report_invalid_config(gh, repo, sha, sha, error)
+        return None
 
 
 def builds_branch(cfg: RepoConfig, branch: str, default_branch: str) -> bool:
@@ -126,7 +150,7 @@ async def start_for_push(gh: GitHubAPI, deps: Deps, cfg: RepoConfig, push: Push)
     work: list[Awaitable[object]] = [supersede(gh, deps, push)] if push.branch else []
     if images:  # the upload need not wait for the supersede's list, nor the other way round
         work.append(ensure_source(deps.github, deps.artifacts, push.installation_id, push.repo, push.sha))
-    await asyncio.gather(*work)
+    packed = [done for done in await asyncio.gather(*work) if isinstance(done, PackedSource)]
     if not images:
         return []
     tag = jobs.image_tag(push.branch or push.tag_name or "ref", push.commit_time, push.sha)
@@ -137,7 +161,8 @@ async def start_for_push(gh: GitHubAPI, deps: Deps, cfg: RepoConfig, push: Push)
         request = jobs.BuildRequest(source, image, cfg.registry, tag, push.commit_time,
                                     annotations={jobs.DEPLOY_TARGETS: targets_annotation(cfg),
                                                  PUSH_IMAGES: ",".join(i.name for i in images),
-                                                 **fast_forward_of(push)})
+                                                 **fast_forward_of(push),
+                                                 **checks.dropped_annotation(packed[0].dropped)})
         if await launch_build(gh, deps, request):
             started.append(image.name)
     return started
@@ -145,16 +170,19 @@ async def start_for_push(gh: GitHubAPI, deps: Deps, cfg: RepoConfig, push: Push)
 
 async def start_for_pr(gh: GitHubAPI, deps: Deps, cfg: RepoConfig, pr: Any, names: tuple[str, ...],
                        delivery_id: str = "") -> list[str]:
-    """`/build`: images of the PR head, tagged `pr-<n>-<sha7>`, never deployed."""
+    """`/build`: images of the PR head, tagged `pr-<n>-<sha7>`, never deployed. They push to the base
+    branch's `pr_registry` with the PR registry Secret, never with the branch images' credential;
+    without a `pr_registry` they are built (the Dockerfile checked) and pushed nowhere."""
     images = [cfg.image(n) for n in names] if names else list(cfg.images)
-    await ensure_source(deps.github, deps.artifacts, pr.installation_id, pr.repo, pr.head_sha)
+    packed = await ensure_source(deps.github, deps.artifacts, pr.installation_id, pr.repo, pr.head_sha)
     source = jobs.Source(pr.repo, pr.head_sha, pr.installation_id, pr=pr.number, delivery_id=delivery_id)
     started = []
     for image in images:
         if image is None:
             continue
-        request = jobs.BuildRequest(source, image, cfg.registry, jobs.pr_tag(pr.number, pr.head_sha), checks.now(),
-                                    attempt=delivery_id)
+        request = jobs.BuildRequest(source, image, cfg.pr_registry or cfg.registry, jobs.pr_tag(pr.number, pr.head_sha),
+                                    checks.now(), attempt=delivery_id, annotations=checks.dropped_annotation(packed.dropped),
+                                    pr_build=True, push=cfg.pr_registry is not None)
         if await launch_build(gh, deps, request):
             started.append(image.name)
     return started
@@ -173,7 +201,7 @@ async def launch_build(gh: GitHubAPI, deps: Deps, request: jobs.BuildRequest) ->
         return False
     check_id = await checks.create(
         gh, src.repo, src.sha, checks.build_name(request.image.name), external_id=name,
-        title=f"Building {request.destination}",
+        title=f"Building {request.destination}" + ("" if request.push else " (not pushed)"),
         summary=f"Kaniko Job `{name}` in namespace `{deps.settings.namespace}` is building "
                 f"`{request.image.dockerfile}` (context `{request.image.context}`).")
     body["metadata"]["annotations"][jobs.CHECK_RUN] = str(check_id)
@@ -201,11 +229,12 @@ async def rerun(gh: GitHubAPI, deps: Deps, cfg: RepoConfig, *, repo: str, sha: s
         return False
     commit = await gh.getitem("/repos/" + repo + "/commits/{sha}", url_vars={"sha": sha})
     when = commit["commit"]["committer"]["date"]
-    await ensure_source(deps.github, deps.artifacts, installation_id, repo, sha)
+    packed = await ensure_source(deps.github, deps.artifacts, installation_id, repo, sha)
     tag = jobs.image_tag(ref or "rerun", when, sha)
     source = jobs.Source(repo, sha, installation_id, ref=ref)
     request = jobs.BuildRequest(source, image, cfg.registry, tag, when, attempt=attempt,
-                                annotations={jobs.DEPLOY_TARGETS: targets_annotation(cfg)})
+                                annotations={jobs.DEPLOY_TARGETS: targets_annotation(cfg),
+                                             **checks.dropped_annotation(packed.dropped)})
     return await launch_build(gh, deps, request)
 
 
@@ -244,7 +273,10 @@ async def report_build(job: dict[str, Any], result: jobs.Outcome, deps: Deps) ->
     gh = deps.github.for_installation(int(ann[jobs.INSTALLATION]))
     pods = await deps.kube.job_pods(name)
     digest = termination_message(pods, "kaniko") if result.succeeded else None
-    if result.succeeded and digest and digest.startswith("sha256:"):
+    if result.succeeded and ann.get(jobs.PUSHED) == "false":
+        await checks.finish(gh, ann, "success", title="Built, not pushed", summary=NOT_PUSHED.format(ann[jobs.IMAGE]))
+        return "success"
+    if result.succeeded and digest and DIGEST.fullmatch(digest):
         record = BuildRecord(
             repo=ann[jobs.REPO], sha=ann[jobs.SHA], image=ann[jobs.IMAGE], ref=ann.get(jobs.REF, ""), tag=ann[jobs.TAG],
             destination=ann[jobs.DESTINATION], digest=digest, job=name, built_at=checks.now(),
@@ -265,10 +297,16 @@ async def report_build(job: dict[str, Any], result: jobs.Outcome, deps: Deps) ->
         why = diagnosis.reason
         text = await log_tail(deps, diagnosis.pod, diagnosis.container, pods)
     hint = _hint(why, deps)
-    await checks.finish(gh, ann, "failure", title=f"Build failed: {why}"[:200],
+    await checks.finish(gh, ann, "failure", title=f"Build failed: {plain(why)}"[:200],
                   summary=f"Building `{ann[jobs.DESTINATION]}` failed.\n\n**Reason:** {why}\n\n{hint}".rstrip(),
-                  text=f"Last lines of the build log (Job `{name}`):\n\n```\n{text.rstrip()}\n```" if text else None)
+                  text=f"Last lines of the build log (Job `{name}`):\n\n{code_block(text)}" if text else None)
     return "failure"
+
+
+NOT_PUSHED = ("Kaniko built `{}` from this pull request: the Dockerfile builds. The image was not pushed anywhere, "
+              "because the base branch's `.github/flops.yml` sets no `pr_registry` (pull-request builds never "
+              "push with the branch images' credential). Set `pr_registry` to a registry of its own, with its "
+              "push credential in the `FLOPS_PR_REGISTRY_SECRET` Secret, to keep pull-request images.")
 
 
 async def save_record(deps: Deps, record: BuildRecord) -> None:

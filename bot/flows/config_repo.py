@@ -10,7 +10,8 @@ from typing import Any
 import gidgethub
 from gidgethub.abc import GitHubAPI
 
-from bot.core.config import DeployTarget
+from bot.core.config import ConfigError, DeployTarget, decode_content
+from bot.core.config.consent import CONSENT_PATH, Consent, entry_to_add, file_to_add, parse_consent
 
 
 class DeployError(Exception):
@@ -51,6 +52,35 @@ async def write(gh: GitHubAPI, target: DeployTarget, branch: str, text: str, blo
     return await gh.put(contents_url(target), data={
         "message": message, "content": base64.b64encode(text.encode("utf-8")).decode(), "sha": blob,
         "branch": branch})
+
+
+async def read_consent(gh: GitHubAPI, target: DeployTarget, repo: str, ref: str) -> Consent:
+    """The target branch's `.github/flops-deploy.yml`; `DeployError` (with the entry a build of
+    `ref` of `repo` needs) when it is missing or invalid."""
+    where = f"`{CONSENT_PATH}` on `{target.repo}@{target.branch}`"
+    add = (f"Add it there (through that branch's review), for example:\n\n```yaml\n"
+           f"{file_to_add(repo, ref, target.file)}```\nthen retry with `/redeploy {target.name}`.")
+    try:
+        data = await gh.getitem("/repos/" + target.repo + "/contents/" + CONSENT_PATH + "{?ref}",
+                                url_vars={"ref": target.branch})
+    except gidgethub.BadRequest as exc:
+        if exc.status_code != 404:
+            raise
+        raise DeployError(f"{where} does not exist, so `{target.repo}` has not agreed to deploys from `{repo}` "
+                          f"and nothing was committed. {add}") from None
+    try:
+        return parse_consent(decode_content(data))
+    except ConfigError as error:
+        raise DeployError(f"{where} is invalid, so nothing was committed (check it locally with "
+                          f"`python -m bot check-config {CONSENT_PATH}`):\n\n{error.markdown()}") from None
+
+
+def refused(target: DeployTarget, repo: str, ref: str) -> DeployError:
+    return DeployError(
+        f"`{CONSENT_PATH}` on `{target.repo}@{target.branch}` has no `allow` entry that lets builds of `{ref}` of "
+        f"`{repo}` edit `{target.file}`, so nothing was committed. If `{target.repo}` agrees, add this entry to "
+        f"`allow` there (through that branch's review):\n\n```yaml\n{entry_to_add(repo, ref, target.file)}```\n"
+        f"then retry with `/redeploy {target.name}`.")
 
 
 def deploy_branch(target: DeployTarget) -> str:

@@ -24,6 +24,7 @@ from gidgethub.abc import GitHubAPI
 
 from bot.core import jobs, manifests
 from bot.core.config import DeployTarget, RepoConfig
+from bot.core.config.consent import TAG_REF
 from bot.core.records import BuildRecord
 from bot.flows import builds, config_repo
 from bot.flows.config_repo import DeployError
@@ -192,6 +193,7 @@ async def deploy(gh: GitHubAPI, deps: Deps, request: Request) -> Result:
                           f"({', '.join(target.images)}): drop `field`, so each image's containers are found by "
                           f"repository, or make one target per image in .github/flops.yml.")
     cfg_gh = await config_client(deps, target)
+    await require_consent(gh, cfg_gh, request)
     pull = await config_repo.open_pull(cfg_gh, target) if target.mode == "pull_request" else None
     attempts = deps.policy.attempts
     for attempt in range(1, attempts + 1):
@@ -220,6 +222,20 @@ async def deploy(gh: GitHubAPI, deps: Deps, request: Request) -> Result:
         return _deployed(request, plan, branch, url)
     raise DeployError(f"`{target.file}` kept changing under us ({attempts} conflicts in a row); retry with "
                       f"`/redeploy {target.name} {request.sha[:7]}`.")
+
+
+async def require_consent(gh: GitHubAPI, cfg_gh: GitHubAPI, request: Request) -> None:
+    """The config repository must allow this deploy (`.github/flops-deploy.yml` on the target branch):
+    every build being deployed must come from a branch or tag its `allow` entry names."""
+    target = request.target
+    refs = sorted({record.ref for record in request.records.values()})
+    consent = await config_repo.read_consent(cfg_gh, target, request.repo, refs[0] if refs else "")
+    default = ""
+    for ref in refs:
+        if not default and not ref.startswith(TAG_REF):
+            default = str((await gh.getitem("/repos/" + request.repo))["default_branch"])
+        if not consent.permits(request.repo, ref, target.file, default):
+            raise config_repo.refused(target, request.repo, ref)
 
 
 async def _plan(gh: GitHubAPI, request: Request, text: str, others: list[str]) -> Plan:

@@ -1,7 +1,7 @@
 """Why a Job failed and what it printed: the facts every reporter puts on its check run.
 
 `diagnose` reads the pods (most specific cause first), `log_tail` the last lines of the container
-that failed (secrets masked), `termination_message` what a container that exited 0 left (Kaniko's
+that failed (masked: see `masker`), `termination_message` what a container that exited 0 left (Kaniko's
 digest).
 """
 from __future__ import annotations
@@ -9,15 +9,21 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from kubernetes.client import ApiException
+
 from bot.core import jobs
+from bot.core.text import escape, shown
 from bot.flows.deps import Deps
-from bot.platform.logs import Redactor
+from bot.platform import logs
+from bot.platform.logs import Redactor, secret_values
+
+log = logs.get_logger(__name__)
 
 LOG_LINES = 50
 
 @dataclass(frozen=True)
 class Diagnosis:
-    reason: str  # one line a human reads first
+    reason: str  # one line a human reads first: markdown, Kubernetes' words escaped
     pod: str | None
     container: str | None
     exit_code: int | None = None
@@ -32,18 +38,19 @@ def diagnose(result: jobs.Outcome, pods: list[dict[str, Any]]) -> Diagnosis:
             waiting = state.get("waiting") or {}
             if waiting.get("reason") in ("ImagePullBackOff", "ErrImagePull", "InvalidImageName",
                                          "CreateContainerConfigError"):
-                return Diagnosis(f"{waiting['reason']}: {waiting.get('message', '').strip()}".rstrip(": "),
-                                 pod["metadata"]["name"], status["name"])
+                why = f"{escape(waiting['reason'])}: {escape(waiting.get('message', '').strip(), 500)}"
+                return Diagnosis(why.rstrip(": "), pod["metadata"]["name"], status["name"])
             terminated = state.get("terminated") or {}
             if terminated and terminated.get("exitCode", 0) != 0:
                 why = terminated.get("reason") or "Error"
-                text = f"container `{status['name']}` exited with code {terminated['exitCode']} ({why})"
+                text = f"container `{shown(status['name'])}` exited with code {terminated['exitCode']} ({escape(why)})"
                 if why == "OOMKilled":
                     text += ": out of memory; raise the memory limit in .github/flops.yml"
                 return Diagnosis(text, pod["metadata"]["name"], status["name"], terminated["exitCode"])
     if result.reason == "DeadlineExceeded":
         return Diagnosis("deadline exceeded: the Job ran longer than its timeout", _last_pod(pods), None)
-    return Diagnosis(f"{result.reason or 'Failed'}: {result.message}".rstrip(": "), _last_pod(pods), None)
+    why = f"{escape(result.reason or 'Failed')}: {escape(result.message, 500)}"
+    return Diagnosis(why.rstrip(": "), _last_pod(pods), None)
 
 
 def _last_pod(pods: list[dict[str, Any]]) -> str | None:
@@ -63,8 +70,25 @@ async def log_tail(deps: Deps, pod: str | None, container: str | None, pods: lis
         if container is None:
             return ""
     text = await deps.kube.pod_log(pod, container, tail_lines=LOG_LINES)
+    spec = next((p.get("spec") or {} for p in pods if p["metadata"]["name"] == pod), {})
+    return (await masker(deps, spec))(text)
+
+
+async def masker(deps: Deps, pod_spec: dict[str, Any]) -> Redactor:
+    """Masks the bot's own secrets, the values of every Secret the Pod receives (read by name) and
+    credential shapes (`logs.Redactor`). A Secret the bot may not read is masked by shape only."""
     s = deps.settings
-    return Redactor([s.private_key, *s.webhook_secrets, s.s3.secret_key, s.s3.access_key])(text)
+    values = [s.private_key, *s.webhook_secrets, s.s3.secret_key, s.s3.access_key]
+    for name, keys in sorted(jobs.secrets_received(pod_spec).items()):
+        try:
+            data = await deps.kube.secret_data(name)
+        except ApiException as exc:
+            log.warning("secret unreadable; its values are masked by shape only",
+                        extra={"secret": name, "status": exc.status})
+            continue
+        if data is not None:
+            values += secret_values({k: v for k, v in data.items() if keys is None or k in keys})
+    return Redactor(values)
 
 
 def termination_message(pods: list[dict[str, Any]], container: str | None = None) -> str | None:

@@ -20,7 +20,7 @@ from gidgethub.abc import GitHubAPI
 from bot.core import jobs
 from bot.core.config import FederatedConfig, RepoConfig, Resources
 from bot.core.records import BuildRecord
-from bot.core.text import duration
+from bot.core.text import code_block, duration, escape, link, plain
 from bot.flows import builds, lifecycle
 from bot.flows.builds import Push
 from bot.flows.deps import Deps
@@ -33,6 +33,8 @@ log = logs.get_logger(__name__)
 MODEL_LINK_TTL = timedelta(days=7)
 MODEL_LINKS = 20  # files of the model listed with a link; the rest by count
 MARKER = "<!-- flops:federated -->"
+ROUND_COLUMNS = 12  # metrics shown per round
+ROUNDS_SHOWN = 200  # the last rounds of a long run
 
 
 @dataclass(frozen=True)
@@ -101,6 +103,15 @@ def pending_key(repo: str, sha: str) -> str:
     return f"pending/{repo}/{sha}/train.json"
 
 
+async def drop_pending(deps: Deps, repo: str, sha: str) -> bool:
+    """Forget the run waiting for the images of `sha`; True if there was one."""
+    key = pending_key(repo, sha)
+    if not await deps.artifacts.exists(key):
+        return False
+    await deps.artifacts.delete(key)
+    return True
+
+
 # --- starting a run -------------------------------------------------------------------------------
 
 async def start_for_pr(gh: GitHubAPI, deps: Deps, cfg: RepoConfig, pr: PullRef, *, rounds: int | None,
@@ -120,10 +131,14 @@ async def start_for_pr(gh: GitHubAPI, deps: Deps, cfg: RepoConfig, pr: PullRef, 
         run_id = await launch(gh, deps, request, refs)
         return f"federated run `{run_id}` started ({what}) with the builds of {pr.head_sha[:7]}; " \
                f"`{checks.FEDERATED}` reports it."
-    await deps.artifacts.put_json(pending_key(request.repo, request.sha), request.to_json())
     building = await builds_in_progress(deps, request)
     missing = tuple([n for n in request.images if n not in building
                      and await builds.read_record(deps, builds.record_key(request.repo, request.sha, n)) is None])
+    if missing and cfg.pr_registry is None:
+        return (f"this run needs {', '.join(f'`{n}`' for n in missing)} built from {pr.head_sha[:7]}, and pull-request "
+                f"images are pushed only to `pr_registry`, which the base branch's `.github/flops.yml` does not set: "
+                f"`pr_registry` is required for `/train` on a pull request.")
+    await deps.artifacts.put_json(pending_key(request.repo, request.sha), request.to_json())
     if missing:
         await builds.start_for_pr(gh, deps, cfg, pr, missing, attempt)
     await try_launch(gh, deps, request)  # a build may have finished meanwhile
@@ -260,14 +275,15 @@ async def report(job: dict[str, Any], result: jobs.Outcome, deps: Deps) -> str:
             title = "The server wrote no valid metrics.json"
         else:
             diagnosis = diagnose(result, pods)
-            reason = f"{diagnosis.reason} ({result.message})" if timed_out and result.message else diagnosis.reason
+            reason = f"{diagnosis.reason} ({escape(result.message, 500)})" if timed_out and result.message \
+                else diagnosis.reason
             title = f"Federated run timed out after {duration(int(ann.get(jobs.TIMEOUT) or 0))}" if timed_out \
-                else f"Federated server failed: {diagnosis.reason}"
+                else f"Federated server failed: {plain(diagnosis.reason)}"
         if failed:
             reason += "\n\n**Failed clients:** " + ", ".join(f"{c.client} (`{c.job}`)" for c in failed)
         pod = diagnosis.pod if diagnosis else (pods[-1]["metadata"]["name"] if pods else None)
         tail = await log_tail(deps, pod, "server", pods)
-        text = f"Last lines of the server log:\n\n```\n{tail.rstrip()}\n```" if tail else (
+        text = f"Last lines of the server log:\n\n{code_block(tail)}" if tail else (
             "No server log could be read: when the bot is not running at the timeout, Kubernetes stops the run "
             f"{jobs.STOP_GRACE // 60} min later and deletes its Pods, logs included." if timed_out else None)
     summary = await summarize(deps, ann, metrics, roster, reason)
@@ -275,7 +291,7 @@ async def report(job: dict[str, Any], result: jobs.Outcome, deps: Deps) -> str:
     if ann.get(jobs.PR):
         await comments.upsert(gh, ann[jobs.REPO], int(ann[jobs.PR]), MARKER,
                               f"{MARKER}\n### {checks.FEDERATED} · `{ann[jobs.SHA][:7]}` · **{conclusion}**: "
-                              f"{title}\n\n{summary}", author=await deps.github.bot_login())
+                              f"{escape(title)}\n\n{summary}", author=await deps.github.bot_login())
     await end_run(deps, run_id, roster)
     return conclusion
 
@@ -336,7 +352,7 @@ async def summarize(deps: Deps, ann: dict[str, str], metrics: dict[str, Any] | N
     parts = [f"**Reason:** {reason}"] if reason else []
     if metrics is not None:
         parts.append("### Rounds\n\n" + rounds_table(metrics["rounds"]))
-        parts.append("### Final metrics\n\n" + (", ".join(f"**{k}** {_fmt(v)}" for k, v in
+        parts.append("### Final metrics\n\n" + (", ".join(f"**{escape(k)}** {escape(_fmt(v))}" for k, v in
                                                         sorted((metrics.get("metrics") or {}).items())) or "none"))
     if ann.get(jobs.OUTPUT):
         parts.append("### Global model\n\n" + await model_links(deps, ann[jobs.OUTPUT] + "model/"))
@@ -349,10 +365,11 @@ async def summarize(deps: Deps, ann: dict[str, str], metrics: dict[str, Any] | N
 def rounds_table(rounds: list[dict[str, Any]]) -> str:
     if not rounds:
         return "No round finished."
-    names = list(dict.fromkeys(k for r in rounds for k in r["metrics"]))
-    header = "| round | " + " | ".join(names) + " |\n|---:|" + "---:|" * len(names)
-    rows = [f"| {r.get('round', i + 1)} | " + " | ".join(_fmt(r["metrics"].get(n, "")) for n in names) + " |"
-            for i, r in enumerate(rounds)]
+    names = list(dict.fromkeys(k for r in rounds for k in r["metrics"]))[:ROUND_COLUMNS]
+    header = "| round | " + " | ".join(escape(n, 60) for n in names) + " |\n|---:|" + "---:|" * len(names)
+    rows = [f"| {escape(r.get('round', i + 1), 20)} | " + " | ".join(escape(_fmt(r["metrics"].get(n, "")), 60)
+                                                                 for n in names) + " |"
+            for i, r in enumerate(rounds)][-ROUNDS_SHOWN:]
     return header + "\n" + "\n".join(rows)
 
 
@@ -363,7 +380,7 @@ async def model_links(deps: Deps, prefix: str) -> str:
     if not keys:
         return f"No model was written under `{prefix}`."
     expires = (datetime.now(timezone.utc) + MODEL_LINK_TTL).strftime("%Y-%m-%d %H:%M UTC")
-    lines = [f"- [{key[len(prefix):]}]({await runs.presigned_get(key, MODEL_LINK_TTL)})"
+    lines = [f"- {link(key[len(prefix):], await runs.presigned_get(key, MODEL_LINK_TTL))}"
              for key in keys[:MODEL_LINKS]]
     if len(keys) > MODEL_LINKS:
         lines.append(f"- … and {len(keys) - MODEL_LINKS} more files")

@@ -63,9 +63,41 @@ def trust_key(pr: PullRef) -> str:
     return f"trust/{pr.repo}/pr-{pr.number}/{pr.head_sha}.json"
 
 
-async def grant(deps: Deps, pr: PullRef, by: str, how: str) -> None:
-    """A maintainer vouched for this exact head sha (approval or /ok-to-test)."""
-    await deps.artifacts.put_json(trust_key(pr), {"by": by, "how": how, "sha": pr.head_sha, "at": time.time()})
+async def grant(deps: Deps, pr: PullRef, by: str, how: str, review: int | None = None) -> None:
+    """A maintainer vouched for this exact head sha (approval or /ok-to-test). Each voucher is kept,
+    so dismissing one approval leaves the others standing."""
+    record = await deps.artifacts.get_json(trust_key(pr))
+    vouchers = _vouchers(record)
+    voucher = {"by": by, "how": how, "review": review, "at": time.time()}
+    if not any(v.get("by") == by and v.get("how") == how and v.get("review") == review for v in vouchers):
+        vouchers.append(voucher)
+    await deps.artifacts.put_json(trust_key(pr), {**vouchers[0], "sha": pr.head_sha, "vouchers": vouchers})
+
+
+async def revoke(deps: Deps, pr: PullRef, by: str, review: int) -> bool | None:
+    """Withdraw the grant of approval `review` by `by` for `pr.head_sha`. None: that approval granted
+    nothing; True: another voucher still trusts the sha; False: nothing trusts it any more."""
+    record = await deps.artifacts.get_json(trust_key(pr))
+    vouchers = _vouchers(record)
+    kept = [v for v in vouchers if not (v.get("how") == "approval" and v.get("by") == by
+                                        and v.get("review") in (review, None))]
+    if len(kept) == len(vouchers):
+        return None
+    if kept:
+        await deps.artifacts.put_json(trust_key(pr), {**kept[0], "sha": pr.head_sha, "vouchers": kept})
+        return True
+    await deps.artifacts.delete(trust_key(pr))
+    return False
+
+
+def _vouchers(record: object) -> list[dict[str, Any]]:
+    """The grant's vouchers; a grant written before vouchers were kept is its own single voucher."""
+    if not isinstance(record, dict):
+        return []
+    listed = record.get("vouchers")
+    if isinstance(listed, list):
+        return [v for v in listed if isinstance(v, dict)]
+    return [{k: record.get(k) for k in ("by", "how", "at")}]
 
 
 async def may_run(deps: Deps, pr: PullRef) -> bool:

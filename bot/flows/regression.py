@@ -16,7 +16,7 @@ from kubernetes.client import ApiException
 
 from bot.core import jobs, verdict
 from bot.core.config import Metric, RegressionConfig, parse_tolerance
-from bot.core.text import duration
+from bot.core.text import code_block, duration, escape, link, plain, safe_url
 from bot.flows import lifecycle
 from bot.flows.deps import Deps
 from bot.flows.diagnosis import diagnose, log_tail
@@ -30,6 +30,7 @@ MARKER = "<!-- flops:regression -->"
 ANCESTORS = 100  # how far back along the default branch a stale baseline is looked for
 WAITING = "Waiting for an approval or `/regression`"
 HISTORY = 30  # runs listed in the sticky comment
+LINKS = 20  # workload links shown
 
 
 def baseline_key(repo: str, sha: str) -> str:
@@ -54,9 +55,10 @@ def pr_source(pr: PullRef, delivery_id: str = "") -> jobs.Source:
     return jobs.Source(pr.repo, pr.head_sha, pr.installation_id, ref=pr.base_ref, pr=pr.number, delivery_id=delivery_id)
 
 
-async def source_url(deps: Deps, installation_id: int, repo: str, sha: str) -> str:
-    await ensure_source(deps.github, deps.artifacts, installation_id, repo, sha)
-    return await presigned_source(deps.artifacts, repo, sha)
+async def source_url(deps: Deps, installation_id: int, repo: str, sha: str) -> tuple[str, tuple[str, ...]]:
+    """The presigned URL of the packed source, and the links left out of it."""
+    packed = await ensure_source(deps.github, deps.artifacts, installation_id, repo, sha)
+    return await presigned_source(deps.artifacts, repo, sha), packed.dropped
 
 
 async def start(gh: GitHubAPI, deps: Deps, cfg: RegressionConfig, src: jobs.Source, *, trigger: str,
@@ -66,7 +68,7 @@ async def start(gh: GitHubAPI, deps: Deps, cfg: RegressionConfig, src: jobs.Sour
     branch (from the event's payload) is kept on the Job: the report needs no extra call for it."""
     if src.pr is not None and await _supersede_pr_runs(gh, deps, src):
         return None
-    url = await source_url(deps, src.installation_id, src.repo, src.sha)
+    url, dropped = await source_url(deps, src.installation_id, src.repo, src.sha)
     body = jobs.regression_job(src, jobs.cluster_from(deps.settings), workload(cfg), check=checks.REGRESSION, source_url=url,
                                timeout=cfg.timeout, trigger=trigger, attempt=attempt, baseline=baseline)
     name = jobs.name_of(body)
@@ -75,9 +77,10 @@ async def start(gh: GitHubAPI, deps: Deps, cfg: RegressionConfig, src: jobs.Sour
     body["metadata"]["annotations"][jobs.METRICS] = metrics_annotation(cfg)
     if default_branch:
         body["metadata"]["annotations"][jobs.DEFAULT_BRANCH] = default_branch
+    body["metadata"]["annotations"].update(checks.dropped_annotation(dropped))
     what = "baseline for the default branch" if baseline else f"PR #{src.pr}" if src.pr is not None else "merge queue"
     await _empty_output(deps, body["metadata"]["annotations"][jobs.OUTPUT])
-    check_id = await _check_for(gh, src, name, what, cfg, trigger)
+    check_id = await _check_for(gh, src, name, what, cfg, trigger, checks.dropped_note(body["metadata"]["annotations"]))
     body["metadata"]["annotations"][jobs.CHECK_RUN] = str(check_id)
     try:
         await deps.kube.create_job(body)
@@ -107,10 +110,10 @@ async def _supersede_pr_runs(gh: GitHubAPI, deps: Deps, src: jobs.Source) -> boo
 
 
 async def _check_for(gh: GitHubAPI, src: jobs.Source, name: str, what: str, cfg: RegressionConfig,
-                     trigger: str) -> int:
+                     trigger: str, note: str) -> int:
     """Reuse the head's `queued` check (left by a synchronize) or create one, now in progress."""
     summary = (f"Regression Job `{name}` ({what}, started by {trigger}) runs `{' '.join(cfg.command)}` in "
-               f"`{cfg.image}`; timeout {duration(cfg.timeout)}.")
+               f"`{cfg.image}`; timeout {duration(cfg.timeout)}.{note}")
     existing = await checks.latest(gh, src.repo, src.sha, checks.REGRESSION)
     if existing and existing["status"] == "queued":
         await checks.update(gh, src.repo, existing["id"], status="in_progress", external_id=name,
@@ -157,7 +160,7 @@ async def report(job: dict[str, Any], result: jobs.Outcome, deps: Deps) -> str:
                                     '`{"metrics": {"accuracy": 0.91}, "links": {"MLflow run": "https://..."}}` to '
                                     "`$FLOPS_OUTPUT` + `metrics.json` in `$FLOPS_S3_BUCKET`.")
         if ann.get(jobs.PR):
-            await _comment(gh, deps, ann, "failure", f"no metrics: `metrics.json` {why}", None)
+            await _comment(gh, deps, ann, "failure", plain(f"no metrics: metrics.json {why}"), None)
         return "failure"
     links = safe_links(written.get("links"))
     if ann.get(jobs.BASELINE) == "true":
@@ -166,11 +169,12 @@ async def report(job: dict[str, Any], result: jobs.Outcome, deps: Deps) -> str:
 
 
 def safe_links(value: object) -> dict[str, str]:
-    """The workload's links that are http(s) URLs (anything else would be rendered as markdown)."""
+    """The workload's links whose URL is a plain http(s) one (`text.safe_url`), at most LINKS of
+    them; the keys are escaped where they are shown."""
     if not isinstance(value, dict):
         return {}
-    return {str(k)[:100]: v for k, v in value.items()
-            if isinstance(v, str) and v.startswith(("http://", "https://")) and not any(c in v for c in " ()<>")}
+    found = ((str(k)[:100], safe_url(v)) for k, v in value.items())
+    return dict([(k, v) for k, v in found if v is not None][:LINKS])
 
 
 async def _report_failure(gh: GitHubAPI, deps: Deps, job: dict[str, Any], result: jobs.Outcome) -> str:
@@ -178,7 +182,7 @@ async def _report_failure(gh: GitHubAPI, deps: Deps, job: dict[str, Any], result
     pods = await deps.kube.job_pods(jobs.name_of(job))
     diagnosis = diagnose(result, pods)
     tail = await log_tail(deps, diagnosis.pod, diagnosis.container, pods)
-    text = f"Last lines of the log (Job `{jobs.name_of(job)}`):\n\n```\n{tail.rstrip()}\n```" if tail else None
+    text = f"Last lines of the log (Job `{jobs.name_of(job)}`):\n\n{code_block(tail)}" if tail else None
     if result.reason == "DeadlineExceeded":
         limit = ann.get(jobs.TIMEOUT) or str((job.get("spec") or {}).get("activeDeadlineSeconds") or 0)
         conclusion, title = "timed_out", "Regression Job timed out"
@@ -188,7 +192,7 @@ async def _report_failure(gh: GitHubAPI, deps: Deps, job: dict[str, Any], result
         conclusion, title, reason = "failure", "Regression Job failed", diagnosis.reason
     await checks.finish(gh, ann, conclusion, title=title, summary=f"**Reason:** {reason}", text=text)
     if ann.get(jobs.PR):
-        await _comment(gh, deps, ann, conclusion, reason, None)
+        await _comment(gh, deps, ann, conclusion, plain(reason), None)
     return conclusion
 
 
@@ -197,7 +201,7 @@ async def _report_baseline(gh: GitHubAPI, deps: Deps, ann: dict[str, str], metri
     repo, sha = ann[jobs.REPO], ann[jobs.SHA]
     await deps.artifacts.put_json(baseline_key(repo, sha), {"sha": sha, "metrics": metrics, "links": links,
                                                             "run": ann[jobs.RUN_ID], "recorded_at": checks.now()})
-    rows = "\n".join(f"| {k} | {_value(v)} |" for k, v in sorted(metrics.items()))
+    rows = "\n".join(f"| {escape(k)} | {_value(v)} |" for k, v in sorted(metrics.items()))
     await checks.finish(gh, ann, "success", title="Baseline recorded",
                         summary=f"Metrics of `{sha[:7]}`, now the baseline for pull requests based on it:\n\n"
                                 f"| metric | value |\n|---|---|\n{rows}{_links(links)}", details_url=_mlflow(links))
@@ -235,7 +239,7 @@ async def _report_pr(gh: GitHubAPI, deps: Deps, ann: dict[str, str], metrics: di
         table_text = verdict.table(result)
         staleness = (f", {stale} commit{'s' if stale != 1 else ''} older than the merge-base (the merge-base "
                      f"itself has no baseline run)") if stale else " (the merge-base)"
-        summary = f"{table_text}\n\nBaseline: `{base['sha'][:7]}`{staleness}."
+        summary = f"{table_text}\n\nBaseline: `{short_sha(base.get('sha'))}`{staleness}."
         table_text = summary
     if not gate:
         summary += "\n\nNo metric is gated: add `regression.metrics` to `.github/flops.yml`."
@@ -337,16 +341,27 @@ async def _comment(gh: GitHubAPI, deps: Deps, ann: dict[str, str], conclusion: s
     history = [h for h in history if h.get("run") != entry["run"]] + [entry]
     history = history[-HISTORY:]
     await deps.artifacts.put_json(history_key(repo, number), history)
-    lines = "\n".join(f"| {h['at']} | `{str(h['sha'])[:7]}` | {h.get('trigger', '')} | "
-                      f"[{h['conclusion']}]({h['check']}) | {h['headline']} |" for h in reversed(history))
-    body = (f"{MARKER}\n### `flops/regression` for `{sha[:7]}`: **{conclusion}** · {headline}\n\n"
+    lines = "\n".join(_history_row(h) for h in reversed(history))
+    body = (f"{MARKER}\n### `flops/regression` for `{sha[:7]}`: **{conclusion}** · {escape(headline, 300)}\n\n"
             f"{table_text or ''}\n\n<details><summary>Runs of this pull request ({len(history)})</summary>\n\n"
             f"| when (UTC) | commit | started by | result | summary |\n|---|---|---|---|---|\n{lines}\n</details>")
     await comments.upsert(gh, repo, number, MARKER, body, author=await deps.github.bot_login())
 
 
+def _history_row(h: dict[str, Any]) -> str:
+    """One run of the sticky comment's history. The history lives in S3, where workloads write
+    too: every field is escaped, the check link kept only when it is a plain http(s) URL."""
+    return (f"| {escape(h.get('at', ''), 40)} | `{short_sha(h.get('sha'))}` | {escape(h.get('trigger', ''), 40)} "
+            f"| {link(h.get('conclusion', ''), h.get('check'), 40)} | {escape(h.get('headline', ''), 300)} |")
+
+
+def short_sha(value: object) -> str:
+    """The 7-character sha of a record read from S3: hex digits only, whatever the record says."""
+    return "".join(c for c in str(value or "") if c in "0123456789abcdef")[:7] or "?"
+
+
 def _links(links: dict[str, str]) -> str:
-    return ("\n\n" + "\n".join(f"- [{k}]({v})" for k, v in links.items())) if links else ""
+    return ("\n\n" + "\n".join(f"- {link(k, v)}" for k, v in links.items())) if links else ""
 
 
 def _mlflow(links: dict[str, str]) -> str | None:

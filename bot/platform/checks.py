@@ -4,6 +4,7 @@ Check-run names are public contract (branch protection requires them by name).
 """
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from datetime import datetime, timezone
 from typing import Any
@@ -12,11 +13,14 @@ import gidgethub
 from gidgethub.abc import GitHubAPI
 
 from bot.core import config, jobs
+from bot.core.text import clip, shown
 
 CONFIG = "flops/config"
 REGRESSION = "flops/regression"
 FEDERATED = "flops/federated"
-MAX_TEXT = 65_000  # GitHub rejects output.summary / output.text over 65,535 characters
+# On a Job whose source had links left out (bot.platform.sources): {"count": n, "names": [...]}
+DROPPED_LINKS = jobs.A + "dropped-links"
+DROPPED_SHOWN = 20
 
 
 def build_name(image: str) -> str:
@@ -31,15 +35,31 @@ def now() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def clip(text: str, limit: int = MAX_TEXT) -> str:
-    if len(text) <= limit:
-        return text
-    marker = "\n\n… (truncated)"
-    return text[: limit - len(marker)] + marker
+def dropped_annotation(names: tuple[str, ...]) -> dict[str, str]:
+    """The Job annotation naming the links left out of its source (none: no annotation)."""
+    if not names:
+        return {}
+    return {DROPPED_LINKS: json.dumps({"count": len(names), "names": list(names[:DROPPED_SHOWN])})}
+
+
+def dropped_note(ann: Mapping[str, str]) -> str:
+    """The paragraph a check run ends with when links were left out of the Job's source."""
+    try:
+        data = json.loads(ann.get(DROPPED_LINKS) or "{}")
+        count, names = int(data.get("count", 0)), [str(n) for n in data.get("names", [])]
+    except (ValueError, TypeError, AttributeError):
+        return ""
+    if not count:
+        return ""
+    listed = ", ".join(f"`{shown(name, 120)}`" for name in names[:DROPPED_SHOWN])
+    more = f" and {count - len(names)} more" if count > len(names) else ""
+    return (f"\n\n**{count} symlink(s) left out of the source** (absolute, or leading out of the repository, "
+            f"which the unpack refuses): {listed}{more}. Make them relative links inside the repository if the "
+            f"run needs them.")
 
 
 def _output(title: str, summary: str, text: str | None) -> dict[str, str]:
-    output = {"title": clip(title, 1000), "summary": clip(summary)}
+    output = {"title": clip(title, 1000), "summary": clip(summary)}  # each field within GitHub's limit
     if text:
         output["text"] = clip(text)
     return output
@@ -95,7 +115,8 @@ async def update(gh: GitHubAPI, repo: str, check_id: int | str, *, title: str, s
 async def finish(gh: GitHubAPI, ann: Mapping[str, str], conclusion: str, *, title: str, summary: str,
                  text: str | None = None, details_url: str | None = None) -> None:
     """Complete the check run of a Job (named by its annotations); create it already completed when
-    the bot died before it could create it."""
+    the bot died before it could create it. Links left out of the source are named at the end."""
+    summary += dropped_note(ann)
     if ann.get(jobs.CHECK_RUN):
         await complete(gh, ann[jobs.REPO], ann[jobs.CHECK_RUN], conclusion, title=title, summary=summary, text=text,
                        details_url=details_url)
@@ -117,15 +138,19 @@ async def load_config(gh: GitHubAPI, repo: str, *, ref: str, sha: str) -> config
     try:
         return await fetch_config(gh, repo, ref)
     except config.ConfigError as error:
-        lines = "\n".join(f"- `{p.path or '(file)'}`: {p.message}" for p in error.problems)
-        await post_completed(
-            gh, repo, sha, CONFIG, "failure",
-            title=f"{len(error.problems)} problem(s) in {config.CONFIG_PATH}",
-            summary=f"`{config.CONFIG_PATH}` at `{ref[:12]}` is invalid, so flops-bot did nothing for this "
-                    f"commit. Fix these and push again (check locally with "
-                    f"`python -m bot check-config {config.CONFIG_PATH}`):\n\n{lines}",
-        )
+        await report_invalid_config(gh, repo, sha, ref, error)
         return None
+
+
+async def report_invalid_config(gh: GitHubAPI, repo: str, sha: str, ref: str, error: config.ConfigError) -> None:
+    """A failing `flops/config` check run on `sha` that names every wrong key of the file at `ref`."""
+    await post_completed(
+        gh, repo, sha, CONFIG, "failure",
+        title=f"{len(error.problems)} problem(s) in {config.CONFIG_PATH}",
+        summary=f"`{config.CONFIG_PATH}` at `{ref[:12]}` is invalid, so flops-bot did nothing for this "
+                f"commit. Fix these and push again (check locally with "
+                f"`python -m bot check-config {config.CONFIG_PATH}`):\n\n{error.markdown()}",
+    )
 
 
 async def fetch_config(gh: GitHubAPI, repo: str, ref: str) -> config.RepoConfig | None:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from gidgethub.abc import GitHubAPI
 
-from bot.platform import checks
+from bot.core.text import clip
 
 
 async def upsert(gh: GitHubAPI, repo: str, number: int, marker: str, body: str, *, author: str) -> None:
@@ -13,7 +13,7 @@ async def upsert(gh: GitHubAPI, repo: str, number: int, marker: str, body: str, 
                                     url_vars={"number": str(number), "per_page": "100"}):
         if marker in (comment.get("body") or "") and (comment.get("user") or {}).get("login") == author:
             await gh.patch("/repos/" + repo + "/issues/comments/{id}", url_vars={"id": str(comment["id"])},
-                           data={"body": checks.clip(body)})
+                           data={"body": clip(body)})
             return
     await gh.post("/repos/" + repo + "/issues/{number}/comments", url_vars={"number": str(number)},
-                  data={"body": checks.clip(body)})
+                  data={"body": clip(body)})

@@ -6,7 +6,9 @@ Only the verbs listed here are used by the bot; `deploy/base/rbac.yaml` grants e
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
+import time
 from typing import Any
 
 import kubernetes.client
@@ -15,6 +17,8 @@ from kubernetes.client import ApiException
 
 from bot.core import jobs
 from bot.platform.settings import Settings
+
+SECRET_TTL = 60.0  # seconds a Secret read for masking is reused (a rotated key is masked a minute later)
 
 
 def client_configuration(settings: Settings) -> kubernetes.client.Configuration:
@@ -27,13 +31,15 @@ def client_configuration(settings: Settings) -> kubernetes.client.Configuration:
 
 
 class Kube:
-    """Namespaced access to Jobs, Pods and Services, async on top of the official client."""
+    """Namespaced access to Jobs, Pods, Services (and, read-only, the Jobs' Secrets), async on top
+    of the official client."""
 
     def __init__(self, configuration: kubernetes.client.Configuration, namespace: str) -> None:
         self.api_client = kubernetes.client.ApiClient(configuration)
         self.batch = kubernetes.client.BatchV1Api(self.api_client)
         self.core = kubernetes.client.CoreV1Api(self.api_client)
         self.namespace = namespace
+        self._secrets: dict[str, tuple[float, dict[str, str]]] = {}
 
     def close(self) -> None:
         self.api_client.close()
@@ -118,6 +124,26 @@ class Kube:
                 return ""
             raise
         return str(text)
+
+    async def secret_data(self, name: str) -> dict[str, str] | None:
+        """The decoded data of Secret `name` (None when there is none), reused for SECRET_TTL
+        seconds once read. Only for masking what Jobs print: the Role grants `get` on exactly the Secrets the
+        bot's Jobs receive, by name (deploy/base/rbac.yaml); another name answers 403 (raised)."""
+        now = time.monotonic()
+        cached = self._secrets.get(name)
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        try:
+            response = await asyncio.to_thread(self.core.read_namespaced_secret, name, self.namespace,
+                                               _preload_content=False)
+        except ApiException as exc:
+            if exc.status == 404:  # not cached: a Secret created a moment later is used at once
+                return None
+            raise
+        raw = _json(response).get("data") or {}
+        data = {str(k): base64.b64decode(v).decode("utf-8", "replace") for k, v in raw.items()}
+        self._secrets[name] = (now + SECRET_TTL, data)
+        return data
 
 
 def _json(response: Any) -> Any:

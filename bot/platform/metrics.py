@@ -6,6 +6,8 @@ is global. The names and labels are public contract (dashboards and alerts query
 - `flops_webhook_deliveries_total{event,outcome}`, `flops_event_processing_seconds{event}`
 - `flops_github_api_calls_total{method,status}`, `flops_github_rate_limit_remaining` (once seen)
 - `flops_jobs_finished_total{kind,result}`, `flops_queue_depth`
+- `flops_delivery_errors_total{event,stage}`: a delivery that failed while it was routed
+  (`routing`), ordered (`ordering`) or processed (`processing`); it is logged with its delivery id
 
 The `event` label takes only the events the App subscribes to (`EVENTS`; anything else is `other`)
 and requests that failed the signature check are counted as `unknown`: a caller's header never
@@ -35,11 +37,17 @@ class Metrics:
                                      ("method", "status"), registry=self.registry)
         self._jobs = Counter("flops_jobs_finished", "Jobs reported, by kind and result.", ("kind", "result"),
                              registry=self.registry)
+        self._errors = Counter("flops_delivery_errors", "Deliveries that failed, by event and stage.",
+                               ("event", "stage"), registry=self.registry)
         self._queue_depth = Gauge("flops_queue_depth", "Deliveries waiting to be processed.", registry=self.registry)
         self._rate_limit: Gauge | None = None  # registered once a rate-limit header was seen
 
     def delivery(self, event: str, outcome: str) -> None:
         self._deliveries.labels(event_label(event), outcome).inc()
+
+    def delivery_error(self, event: str, stage: str) -> None:
+        """`stage`: routing, ordering or processing."""
+        self._errors.labels(event_label(event), stage).inc()
 
     def processed(self, event: str, seconds: float) -> None:
         self._processing.labels(event_label(event)).observe(seconds)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 DEFAULT_API_URL = "https://api.github.com"
 DEFAULT_KANIKO_IMAGE = "ghcr.io/osscontainertools/kaniko:v1.25.2"
-DEFAULT_FETCH_IMAGE = "python:3.12.7-slim-bookworm"  # unpacks the source into /workspace
+DEFAULT_FETCH_IMAGE = "python:3.13.5-slim-bookworm"  # unpacks the source; tarfile with the 2025 fixes
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 # The variables that make up "App credentials": with none of them set, `serve` starts the
@@ -56,6 +56,7 @@ class Settings:
     queue_size: int
     workers: int
     log_level: str = "INFO"
+    pr_registry_secret: str = "registry-credentials-pr"  # pull-request builds push with it (to pr_registry)
 
 
 def needs_setup(env: Mapping[str, str]) -> bool:
@@ -100,6 +101,7 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         kubeconfig=kubeconfig,
         s3=s3,
         registry_secret=env.get("FLOPS_REGISTRY_SECRET", "").strip() or "registry-credentials",
+        pr_registry_secret=env.get("FLOPS_PR_REGISTRY_SECRET", "").strip() or "registry-credentials-pr",
         s3_secret=env.get("FLOPS_S3_SECRET", "").strip() or "flops-s3",
         kaniko_image=env.get("FLOPS_KANIKO_IMAGE", "").strip() or DEFAULT_KANIKO_IMAGE,
         fetch_image=env.get("FLOPS_FETCH_IMAGE", "").strip() or DEFAULT_FETCH_IMAGE,

@@ -90,7 +90,15 @@ def _enqueue(dispatcher: Dispatcher, metrics: Metrics, event: sansio.Event) -> w
     if event.delivery_id and dispatcher.seen(event.delivery_id):
         metrics.delivery(event.event, "duplicate")
         return _reply(200, "duplicate delivery, already processed")
-    if not dispatcher.handles(event):
+    try:
+        handled = dispatcher.handles(event)
+    except Exception:  # a signed payload routing cannot read (an `action` that is a list ...)
+        log.warning("delivery cannot be routed", exc_info=True, extra={"event": event.event,
+                                                                       "delivery_id": event.delivery_id})
+        metrics.delivery_error(event.event, "routing")
+        metrics.delivery(event.event, "malformed")
+        return _reply(400, "malformed delivery: its fields cannot be routed")
+    if not handled:
         metrics.delivery(event.event, "ignored")
         return _reply(202, "ignored")
     if not dispatcher.submit(event):

@@ -61,6 +61,8 @@ class Dispatcher:
         self.accepting = True
 
     def handles(self, event: sansio.Event) -> bool:
+        """Whether a handler is registered for the event; raises on a payload routing cannot read
+        (e.g. an `action` that is a list): the caller logs, counts and refuses it."""
         return bool(self.router.fetch(event))
 
     def seen(self, delivery: str) -> bool:
@@ -107,7 +109,9 @@ class Dispatcher:
             try:
                 key = event_key(event)
             except Exception:  # a signed payload of unexpected shape: run it alone, never kill the worker
-                log.warning("delivery has no ordering key", extra={"event": event.event})
+                log.warning("delivery has no ordering key", exc_info=True,
+                            extra={"event": event.event, "delivery_id": event.delivery_id})
+                self.deps.metrics.delivery_error(event.event, "ordering")
                 key = f"?{event.delivery_id or id(event)}"
             if key in self._backlogs:
                 self._backlogs[key].append(event)  # the worker on this key takes it next, in order
@@ -138,10 +142,16 @@ class Dispatcher:
             await self.router.dispatch(event, gh, deps=self.deps)
             outcome = "processed"
         except Exception:
-            log.exception("event processing failed", extra={"event": event.event, "action": event.data.get("action")})
+            log.exception("event processing failed", extra={"event": event.event, "action": _action(event)})
+            self.deps.metrics.delivery_error(event.event, "processing")
             outcome = "failed"
             self._seen.pop(event.delivery_id, None)  # a redelivery of a failed event runs again
         finally:
             delivery_id.reset(token)
         self.deps.metrics.delivery(event.event, outcome)
         self.deps.metrics.processed(event.event, time.monotonic() - started)
+
+
+def _action(event: sansio.Event) -> str:
+    """The payload's `action` for a log line: short, whatever its type."""
+    return repr(event.data.get("action"))[:100]

@@ -77,6 +77,10 @@ COMMIT_EPOCH = datetime(2024, 1, 1, tzinfo=UTC)
 REPO = r"^/repos/(?P<owner>[^/]+)/(?P<name>[^/]+)"
 
 Tree = dict[str, bytes]
+
+
+class Symlink(bytes):
+    """A tree entry that is a symbolic link (git mode 120000) to its bytes; in the tarball as one."""
 AuthKind = Literal["jwt", "token", "none"]
 
 
@@ -406,6 +410,18 @@ class GitHubEmulator:
         return [run for rid, run in sorted(self.check_runs.items())
                 if self._check_repo[rid].casefold() == full_name.casefold() and run["head_sha"] == head_sha
                 and (name is None or run["name"] == name)]
+
+    def add_check_run(self, full_name: str, head_sha: str, name: str, *, conclusion: str,
+                      app_id: int | None = None) -> dict[str, Any]:
+        """A completed check run on a commit, as this App (or the App `app_id`) would have created it."""
+        repo = self._repo_or_fail(full_name)
+        run = self._check_run_json(repo, next(self._ids), head_sha, name)
+        run.update(status="completed", conclusion=conclusion, completed_at=now_iso())
+        if app_id is not None:
+            run["app"] = {**run["app"], "id": app_id, "slug": f"app-{app_id}"}
+        self.check_runs[run["id"]] = run
+        self._check_repo[run["id"]] = repo.full_name
+        return run
 
     def comments_on(self, full_name: str, number: int) -> list[dict[str, Any]]:
         key = (full_name.casefold(), number)
@@ -1058,6 +1074,10 @@ class GitHubEmulator:
                 tar.addfile(info)
             for path, data in sorted(commit.tree.items()):
                 info = tarfile.TarInfo(f"{top}/{path}")
+                if isinstance(data, Symlink):
+                    info.type, info.linkname, info.mode, info.mtime = tarfile.SYMTYPE, data.decode(), 0o777, int(mtime)
+                    tar.addfile(info)
+                    continue
                 info.size, info.mode, info.mtime = len(data), 0o664, int(mtime)
                 tar.addfile(info, io.BytesIO(data))
         return buffer.getvalue()

@@ -63,7 +63,7 @@ from aiohttp import web
 try:  # schema validation like the API server's (optional: skipped when the package is missing)
     import jsonschema
     import kubernetes_validate as _kubernetes_validate
-    import kubernetes_validate.utils
+    import kubernetes_validate.utils  # noqa: F401 (loads the submodule read as _kubernetes_validate.utils)
     import referencing
 except ImportError:  # pragma: no cover
     _kubernetes_validate = None

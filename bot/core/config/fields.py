@@ -9,7 +9,7 @@ from typing import Any
 
 from bot.core import yq
 from bot.core.config.model import Tolerance
-from bot.core.config.paths import pattern_regex
+from bot.core.config.paths import MAX_PATTERN_LENGTH, GlobError, compile_glob
 from bot.core.text import shown
 
 MAX_DURATION = 30 * 24 * 3600
@@ -194,8 +194,15 @@ def _branch(value: Any) -> str:
     return text
 
 
+def _glob_length(text: str) -> str:
+    if len(text) > MAX_PATTERN_LENGTH:
+        raise ValueError(f"`{shown(text, 40)}` is {len(text)} characters long; a pattern has at most "
+                         f"{MAX_PATTERN_LENGTH}")
+    return text
+
+
 def _tag_pattern(value: Any) -> str:
-    text = _non_empty(value)
+    text = _glob_length(_non_empty(value))
     if text.startswith("refs/"):
         raise ValueError(f"write the tag pattern without `refs/tags/`, like `{shown(text.split('/')[-1])}`")
     if re.search(r"[\x00-\x20\x7f]", text):
@@ -204,14 +211,14 @@ def _tag_pattern(value: Any) -> str:
 
 
 def _path_pattern(value: Any) -> str:
-    text = _non_empty(value)
+    text = _glob_length(_non_empty(value))
     if text.startswith("!"):
         raise ValueError("negated patterns are not supported; list the paths that should trigger a build")
     if ".." in text.split("/"):
         raise ValueError(f"`{shown(text)}` leaves the repository (`..`)")
     try:
-        pattern_regex(text)
-    except re.error as exc:
+        compile_glob(text)
+    except GlobError as exc:
         raise ValueError(f"`{shown(text)}` is not a valid glob ({exc})") from None
     return text
 

@@ -13,6 +13,9 @@ from bot.core.config.model import CONFIG_PATH, ConfigError, Problem
 from bot.core.text import shown
 
 MAX_BYTES = 256 * 1024
+# libyaml's C parser when PyYAML was built with it (the wheels are): the pure-Python one takes seconds
+# for a hostile file of MAX_BYTES; same nodes, same marks, same errors.
+_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 def decode_content(data: Any) -> str:
@@ -53,7 +56,7 @@ def load_yaml(text: str) -> dict[str, Any]:
 
 
 def _read_yaml(text: str) -> tuple[Any, list[Problem]]:
-    loader = yaml.SafeLoader(text)
+    loader = _Loader(text)
     try:
         node = loader.get_single_node()
         duplicates = _duplicate_keys(node)  # before constructing: merge keys (`<<`) rewrite the nodes

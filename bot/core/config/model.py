@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from bot.core.config.paths import path_matches
@@ -28,6 +28,10 @@ class ConfigError(Exception):
 
     def __str__(self) -> str:
         return "\n".join(str(problem) for problem in self.problems)
+
+    def markdown(self) -> str:
+        """One list item per problem, its key path in a code span (for check runs and replies)."""
+        return "\n".join(f"- `{p.path or '(file)'}`: {p.message}" for p in self.problems)
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,6 +140,26 @@ class RepoConfig:
     deploy: tuple[DeployTarget, ...] = ()
     regression: RegressionConfig | None = None
     federated: FederatedConfig | None = None
+    pr_registry: str | None = None  # where pull-request builds push; None: they build without pushing
 
     def image(self, name: str) -> ImageConfig | None:
         return next((image for image in self.images if image.name == name), None)
+
+    def shaped_by(self, commit: RepoConfig | None) -> RepoConfig:
+        """This trusted config (the default branch's), with the build-shaping keys of `commit`'s
+        file: each image keeps its name, resources and timeout and takes the commit's
+        `dockerfile`, `context`, `paths`, `build_args` and `target`. Everything that decides what
+        builds and where it goes (`registry`, `pr_registry`, `branches`, `tags`, `deploy`, which
+        images exist) stays this config's: images only the commit names are not built."""
+        if commit is None:
+            return self
+        return replace(self, images=tuple(_shaped(image, commit.image(image.name)) for image in self.images))
+
+
+BUILD_SHAPE_KEYS = ("dockerfile", "context", "paths", "build_args", "target")
+
+
+def _shaped(image: ImageConfig, pushed: ImageConfig | None) -> ImageConfig:
+    if pushed is None:
+        return image
+    return replace(image, **{key: getattr(pushed, key) for key in BUILD_SHAPE_KEYS})

@@ -91,7 +91,8 @@ def _unknown_key(key: str, keys: Collection[str]) -> str:
     return "unknown key; expected one of " + ", ".join(f"`{k}`" for k in sorted(keys))
 
 
-def _string_list(node: _Node, key: str, convert: Callable[[Any], str], *, non_empty: bool = False) -> tuple[str, ...]:
+def _string_list(node: _Node, key: str, convert: Callable[[Any], str], *, non_empty: bool = False,
+                 max_items: int | None = None) -> tuple[str, ...]:
     if not isinstance(node.value, dict) or key not in node.value:
         return ()
     child = node.child(key)
@@ -99,12 +100,18 @@ def _string_list(node: _Node, key: str, convert: Callable[[Any], str], *, non_em
         example = f"[{child.value}]" if isinstance(child.value, str) else "[main]"
         child.add(f"must be a list, like `{shown(example)}`")
         return ()
+    if max_items is not None and isinstance(child.value, list) and len(child.value) > max_items:
+        child.add(f"lists {len(child.value)} patterns; at most {max_items} are allowed (a directory pattern "
+                  f"like `server/**` covers everything below it)")
+        return ()
     values = child.strings(convert)
     if non_empty and child.value == []:
         child.add("must not be empty; remove the key to use the default")
-    for i, value in enumerate(values):
-        if value in values[:i]:
+    seen: set[str] = set()
+    for value in values:
+        if value in seen:
             child.add(f"`{shown(value)}` is listed twice")
+        seen.add(value)
     return values
 
 

@@ -50,13 +50,14 @@ from bot.core.config.model import (
     Tolerance,
     Volume,
 )
+from bot.core.config.paths import MAX_PATTERNS
 from bot.core.config.schema import _Node, _resources, _scalar_map, _string_list, _unique_names
 from bot.core.text import shown
 
 MAX_CLIENTS_LIMIT = 1000
 MAX_ROUNDS_LIMIT = 100_000
 
-_TOP = ("version", "registry", "branches", "tags", "images", "deploy", "regression", "federated")
+_TOP = ("version", "registry", "pr_registry", "branches", "tags", "images", "deploy", "regression", "federated")
 _IMAGE = ("name", "dockerfile", "context", "paths", "build_args", "target", "resources", "timeout")
 _DEPLOY = ("name", "repo", "branch", "file", "image", "images", "field", "mode")
 _REGRESSION = ("image", "command", "resources", "node_selector", "tolerations", "volumes", "env", "timeout",
@@ -69,8 +70,9 @@ def repo_config(top: _Node) -> RepoConfig:
     top.mapping(_TOP, required=("registry",))
     version = top.get("version", _version, 1)
     registry = top.get("registry", _registry, "")
+    pr_registry = top.get("pr_registry", _registry, "") or None
     branches = _string_list(top, "branches", _branch, non_empty=True) if "branches" in top.value else None
-    tags = _string_list(top, "tags", _tag_pattern)
+    tags = _string_list(top, "tags", _tag_pattern, max_items=MAX_PATTERNS)
     before = len(top.problems)
     images = _images(top.child("images")) if "images" in top.value else ()
     # With a broken `images`, references to it cannot be judged: report the cause only.
@@ -78,7 +80,7 @@ def repo_config(top: _Node) -> RepoConfig:
     deploy = _deploy_targets(top.child("deploy"), names) if "deploy" in top.value else ()
     regression = _regression(top.child("regression"), names) if "regression" in top.value else None
     federated = _federated(top.child("federated"), names) if "federated" in top.value else None
-    return RepoConfig(version, registry, branches, tags, images, deploy, regression, federated)
+    return RepoConfig(version, registry, branches, tags, images, deploy, regression, federated, pr_registry)
 
 
 def _images(node: _Node) -> tuple[ImageConfig, ...]:
@@ -96,7 +98,7 @@ def _image(node: _Node) -> ImageConfig | None:
         name=node.get("name", _name, raw_name if isinstance(raw_name, str) else ""),
         dockerfile=node.get("dockerfile", _file_path, ""),
         context=node.get("context", _relative_path, "."),
-        paths=_string_list(node, "paths", _path_pattern),
+        paths=_string_list(node, "paths", _path_pattern, max_items=MAX_PATTERNS),
         build_args=_scalar_map(node, "build_args", _build_arg_name),
         target=node.get("target", _string, "") or None,
         resources=_resources(node, Resources("1", "2Gi", 0)),

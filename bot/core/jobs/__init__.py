@@ -36,6 +36,7 @@ from bot.core.jobs.contract import (
     OUTPUT,
     PR,
     PR_LABEL,
+    PUSHED,
     REF,
     REGRESSION,
     REPO,
@@ -66,6 +67,7 @@ from bot.core.jobs.contract import (
     name_of,
     outcome,
     pr_tag,
+    secrets_received,
     source_key,
     tag_parts,
     tag_time,
@@ -91,4 +93,4 @@ from bot.core.jobs.specs import (
     workload_pod,
 )
 
-__all__ = ["A", "BASELINE", "BUILD", "BuildRequest", "CHECK_NAME", "CHECK_RUN", "CLIENTS", "CLIENT_ID", "Cluster", "DEFAULT_BRANCH", "DELIVERY", "DEPLOY_TARGETS", "DESTINATION", "FEDERATED_CLIENT", "FEDERATED_SERVER", "FETCH_SOURCE", "FederatedRun", "IMAGE", "INSTALLATION", "KANIKO_CONTEXT", "KIND", "MANAGED_BY", "MANAGED_BY_LABEL", "METRICS", "OUTPUT", "Outcome", "PR", "PR_LABEL", "REF", "REGRESSION", "REPO", "REPORTED", "REPORTED_LABEL", "ROUNDS", "RUN", "RUN_ID", "SELECTOR", "SHA", "STOP_GRACE", "Source", "TAG", "TIMEOUT", "TRIGGER", "TTL_AFTER_FINISHED", "WORKSPACE", "Workload", "annotations_of", "build_job", "cluster_from", "federated_client_job", "federated_client_name", "federated_server_job", "federated_service", "image_tag", "images_to_build", "job_body", "job_name", "kaniko_args", "kind_of", "name_of", "outcome", "output_prefix", "owner_reference", "pr_tag", "regression_job", "resources", "source_key", "tag_parts", "tag_time", "unreported", "workload_env", "workload_pod"]
+__all__ = ["A", "BASELINE", "BUILD", "BuildRequest", "CHECK_NAME", "CHECK_RUN", "CLIENTS", "CLIENT_ID", "Cluster", "DEFAULT_BRANCH", "DELIVERY", "DEPLOY_TARGETS", "DESTINATION", "FEDERATED_CLIENT", "FEDERATED_SERVER", "FETCH_SOURCE", "FederatedRun", "IMAGE", "INSTALLATION", "KANIKO_CONTEXT", "KIND", "MANAGED_BY", "MANAGED_BY_LABEL", "METRICS", "OUTPUT", "Outcome", "PR", "PR_LABEL", "PUSHED", "REF", "REGRESSION", "REPO", "REPORTED", "REPORTED_LABEL", "ROUNDS", "RUN", "RUN_ID", "SELECTOR", "SHA", "STOP_GRACE", "Source", "TAG", "TIMEOUT", "TRIGGER", "TTL_AFTER_FINISHED", "WORKSPACE", "Workload", "annotations_of", "build_job", "cluster_from", "federated_client_job", "federated_client_name", "federated_server_job", "federated_service", "image_tag", "images_to_build", "job_body", "job_name", "kaniko_args", "kind_of", "name_of", "outcome", "output_prefix", "owner_reference", "pr_tag", "regression_job", "resources", "secrets_received", "source_key", "tag_parts", "tag_time", "unreported", "workload_env", "workload_pod"]

@@ -20,7 +20,7 @@ A = "flops.dev/"
 REPO, SHA, REF, INSTALLATION, RUN_ID = A + "repo", A + "sha", A + "ref", A + "installation-id", A + "run-id"
 CHECK_RUN, CHECK_NAME, REPORTED = A + "check-run-id", A + "check-name", A + "reported"
 IMAGE, DESTINATION, TAG, PR = A + "image", A + "destination", A + "tag", A + "pr"
-DELIVERY, DEPLOY_TARGETS = A + "delivery-id", A + "deploy-targets"
+DELIVERY, DEPLOY_TARGETS, PUSHED = A + "delivery-id", A + "deploy-targets", A + "pushed"
 
 # A reported Job also carries the label flops.dev/reported=true, so lists of running work select
 # `!flops.dev/reported` and skip the finished Jobs kept for a week (ttlSecondsAfterFinished).
@@ -72,7 +72,8 @@ class Cluster:
     kaniko_image: str
     service_account: str
     github_url: str = "https://github.com"
-    fetch_image: str = "python:3.12.7-slim-bookworm"
+    fetch_image: str = "python:3.13.5-slim-bookworm"  # 3.12.11+/3.13.4+: the 2025 tarfile filter fixes
+    pr_registry_secret: str = "registry-credentials-pr"
     runs_bucket: str = ""  # where workloads write (FLOPS_S3_BUCKET in their env)
 
 
@@ -86,6 +87,14 @@ class BuildRequest:
     attempt: str = ""  # distinguishes a re-run from the first build (Job names are deterministic)
     annotations: dict[str, str] = field(default_factory=dict)
     source_url: str = ""  # presigned GET of the commit's source: the init container unpacks it for Kaniko
+    pr_build: bool = False  # a pull request's: `registry` is the pr_registry, pushed with the PR Secret
+    push: bool = True  # False: built (so the Dockerfile is checked), pushed nowhere, no credential mounted
+
+    def secret(self, cluster: Cluster) -> str | None:
+        """The registry Secret Kaniko pushes with; None when nothing is pushed."""
+        if not self.push:
+            return None
+        return cluster.pr_registry_secret if self.pr_build else cluster.registry_secret
 
     @property
     def destination(self) -> str:
@@ -177,6 +186,7 @@ def cluster_from(settings: Any) -> Cluster:
                    registry_secret=settings.registry_secret, kaniko_image=settings.kaniko_image,
                    service_account=settings.job_service_account,
                    github_url=_web_url(settings.api_url), fetch_image=settings.fetch_image,
+                   pr_registry_secret=settings.pr_registry_secret,
                    runs_bucket=settings.s3.runs_bucket or settings.s3.bucket)
 
 
@@ -191,3 +201,31 @@ def images_to_build(cfg: RepoConfig, changed: list[str] | None) -> list[ImageCon
     if changed is None:
         return list(cfg.images)
     return [image for image in cfg.images if image.matches(changed)]
+
+
+def secrets_received(pod_spec: dict[str, Any]) -> dict[str, frozenset[str] | None]:
+    """The Secrets a Pod receives, by name: the keys it reads (`secretKeyRef`, volume `items`), or
+    None for all of them (`envFrom`, a whole-Secret volume, `imagePullSecrets`). Log tails are masked
+    with exactly these values."""
+    found: dict[str, set[str] | None] = {}
+
+    def add(name: object, keys: list[str] | None) -> None:
+        if not isinstance(name, str) or not name or (name in found and found[name] is None):
+            return
+        found[name] = None if keys is None else (found.get(name) or set()) | set(keys)
+
+    for container in (pod_spec.get("containers") or []) + (pod_spec.get("initContainers") or []):
+        for var in container.get("env") or []:
+            ref = (var.get("valueFrom") or {}).get("secretKeyRef") or {}
+            add(ref.get("name"), [str(ref.get("key"))])
+        for source in container.get("envFrom") or []:
+            add((source.get("secretRef") or {}).get("name"), None)
+    for volume in pod_spec.get("volumes") or []:
+        secret = volume.get("secret") or {}
+        add(secret.get("secretName"), [i["key"] for i in secret["items"]] if secret.get("items") else None)
+        for source in (volume.get("projected") or {}).get("sources") or []:
+            projected = source.get("secret") or {}
+            add(projected.get("name"), [i["key"] for i in projected["items"]] if projected.get("items") else None)
+    for pull in pod_spec.get("imagePullSecrets") or []:
+        add(pull.get("name"), None)
+    return {name: None if keys is None else frozenset(keys) for name, keys in found.items()}

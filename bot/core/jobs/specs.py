@@ -1,6 +1,7 @@
 """Job specs: pure functions from data to `batch/v1` bodies (Kaniko builds, regression runs)."""
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +22,7 @@ from bot.core.jobs.contract import (
     OUTPUT,
     PR,
     PR_LABEL,
+    PUSHED,
     REF,
     REGRESSION,
     REPO,
@@ -40,6 +42,16 @@ from bot.core.jobs.contract import (
     job_name,
 )
 
+# Every container the bot starts: no privilege escalation (no setuid gains), the runtime's default
+# seccomp filter, no Linux capabilities. The workload images are the teams' own, so runAsNonRoot is
+# not imposed (an image without USER would not start); without capabilities, root in them is weak.
+RESTRICTED: dict[str, Any] = {"allowPrivilegeEscalation": False, "seccompProfile": {"type": "RuntimeDefault"},
+                              "capabilities": {"drop": ["ALL"]}}
+# Kaniko unpacks base images and runs RUN steps as root in its own container, so it keeps the few
+# capabilities a root build needs to set file owners, modes and users; everything else is dropped.
+KANIKO_SECURITY: dict[str, Any] = {**RESTRICTED, "capabilities": {
+    "drop": ["ALL"], "add": ["CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "SETUID", "SETGID", "SETFCAP"]}}
+
 
 def build_job(req: BuildRequest, cluster: Cluster, *, check: str) -> dict[str, Any]:
     """The Kaniko Job for one image of one commit, reported on the check run named `check`."""
@@ -48,20 +60,25 @@ def build_job(req: BuildRequest, cluster: Cluster, *, check: str) -> dict[str, A
     labels = _labels(BUILD, run=name, pr=src.pr)
     annotations = {**_annotations(src, run_id=name), IMAGE: image.name, DESTINATION: req.destination,
                    TAG: req.tag, CHECK_NAME: check, **req.annotations}
-    container = {
+    container: dict[str, Any] = {
         "name": "kaniko",
         "image": cluster.kaniko_image,
         "args": kaniko_args(req, cluster),
         "resources": resources(image.resources),
-        "volumeMounts": [{"name": "registry-credentials", "mountPath": "/kaniko/.docker", "readOnly": True},
-                         {"name": "workspace", "mountPath": KANIKO_CONTEXT}],
         "terminationMessagePolicy": "File",
+        "securityContext": KANIKO_SECURITY,
     }
-    volumes = [{"name": "registry-credentials", "secret": {
-        "secretName": cluster.registry_secret,
-        "items": [{"key": ".dockerconfigjson", "path": "config.json"}]}},
-        {"name": "workspace", "emptyDir": {}}]
     # No S3 credential in a build: the source comes through a presigned URL, unpacked by the init container.
+    mounts: list[dict[str, Any]] = [{"name": "workspace", "mountPath": KANIKO_CONTEXT}]
+    volumes: list[dict[str, Any]] = [{"name": "workspace", "emptyDir": {}}]
+    container["volumeMounts"] = mounts
+    secret = req.secret(cluster)
+    if secret is not None:  # a build that pushes nothing holds no registry credential at all
+        mounts.append({"name": "registry-credentials", "mountPath": "/kaniko/.docker", "readOnly": True})
+        volumes.append({"name": "registry-credentials", "secret": {
+            "secretName": secret, "items": [{"key": ".dockerconfigjson", "path": "config.json"}]}})
+    else:
+        annotations[PUSHED] = "false"
     return job_body(name, cluster, labels, annotations, [container], volumes=volumes,
                     init_containers=[_fetch_container(cluster, req.source_url)], deadline=image.timeout,
                     backoff_limit=1)
@@ -74,8 +91,7 @@ def kaniko_args(req: BuildRequest, cluster: Cluster) -> list[str]:
         f"--dockerfile={KANIKO_CONTEXT}/{image.dockerfile}",
         f"--destination={req.destination}",
         "--digest-file=/dev/termination-log",
-        "--cache=true",
-        f"--cache-repo={req.registry}/cache",
+        *(("--cache=true", f"--cache-repo={req.registry}/cache") if req.push else ("--no-push", "--cache=false")),
         f"--label=org.opencontainers.image.revision={src.sha}",
         f"--label=org.opencontainers.image.source={cluster.github_url}/{src.repo}",
         f"--label=org.opencontainers.image.created={req.created}",
@@ -187,11 +203,12 @@ def job_body(name: str, cluster: Cluster, labels: dict[str, str], annotations: d
         "serviceAccountName": cluster.service_account,
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
-        "containers": containers,
+        "securityContext": {"seccompProfile": {"type": "RuntimeDefault"}},
+        "containers": [_fenced(c) for c in containers],
         **(pod_spec or {}),
     }
     if init_containers:
-        spec["initContainers"] = init_containers
+        spec["initContainers"] = [_fenced(c) for c in init_containers]
     if volumes:
         spec["volumes"] = volumes
     return {
@@ -206,6 +223,11 @@ def job_body(name: str, cluster: Cluster, labels: dict[str, str], annotations: d
                          "spec": spec},
         },
     }
+
+
+def _fenced(container: dict[str, Any]) -> dict[str, Any]:
+    """The container with RESTRICTED as its securityContext unless it brings its own (Kaniko)."""
+    return {**container, "securityContext": copy.deepcopy(container.get("securityContext", RESTRICTED))}
 
 
 def resources(res: Resources) -> dict[str, dict[str, str]]:

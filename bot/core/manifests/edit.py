@@ -40,7 +40,7 @@ def set_image(text: str, *, repository: str, reference: str, field: str | None =
 def _slots(text: str, repository: str, reference: str, field: str | None, file: str,
            only: frozenset[int] | None = None) -> list[_Slot]:
     if field is not None:
-        return _field_slots(text, field, reference, file, only)
+        return _field_slots(text, field, repository, reference, file, only)
     return _auto_slots(text, repository, reference, file, only)
 
 

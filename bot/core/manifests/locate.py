@@ -22,7 +22,10 @@ from bot.core.yq import Path
 # --- locating -------------------------------------------------------------------------------
 
 
-def _field_slots(text: str, field: str, reference: str, file: str, only: frozenset[int] | None = None) -> list[_Slot]:
+def _field_slots(text: str, field: str, repository: str, reference: str, file: str,
+                 only: frozenset[int] | None = None) -> list[_Slot]:
+    """The scalars at `field`; each must already hold an image of `repository` (any tag or digest),
+    so `field` can only move an image along, never overwrite (or reveal) another value."""
     path = _field_path(field)
     documents, _ = _documents(text, _contains_all(k for k in path if isinstance(k, str)), file, only)
     slots = []
@@ -34,10 +37,19 @@ def _field_slots(text: str, field: str, reference: str, file: str, only: frozens
             kind = "mapping" if isinstance(node, yaml.MappingNode) else "list"
             raise ManifestError(f"field `{field}` in {_where(document, node, text, file)} is a {kind}, not a "
                                 f"string: point `field` in {CONFIG} at the image itself (e.g. `...containers[0].image`)")
+        if not _holds_image_of(node, repository):
+            raise ManifestError(f"field `{field}` in {_where(document, node, text, file)} does not hold an image of "
+                                f"{repository}: `field` may only point at that image's reference (its current "
+                                f"value is not shown); fix `field` in {CONFIG}")
         slots.append(_Slot(document, yq.format(path), reference, node, _flow_along(document.root, path)))
     if not slots:
         raise ManifestError(_missing_field(text, field, path, file))
     return slots
+
+
+def _holds_image_of(node: yaml.ScalarNode, repository: str) -> bool:
+    value = node.value.strip() if isinstance(node.value, str) else ""  # a block scalar's newline
+    return bool(value) and value.isprintable() and " " not in value and split_image(value)[0] == repository
 
 
 def _field_path(field: str) -> Path:
@@ -143,7 +155,7 @@ def _no_match(text: str, repository: str, file: str) -> str:
 def find_images(text: str, *, repository: str, field: str | None = None, file: str = "the manifest") -> list[Found]:
     """The current references that `set_image` with the same arguments would replace."""
     if field is not None:
-        return [_found(text, s, s.node.value if s.node else "") for s in _field_slots(text, field, "", file)]
+        return [_found(text, s, s.node.value if s.node else "") for s in _field_slots(text, field, repository, "", file)]
     documents, _ = _documents(text, _contains_all([repository]), file)
     found: list[Found] = []
     for document in documents:
