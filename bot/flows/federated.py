@@ -11,105 +11,33 @@ and reported `timed_out` with the server's log tail.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from gidgethub.abc import GitHubAPI
 
 from bot.core import jobs
-from bot.core.config import FederatedConfig, RepoConfig, Resources
+from bot.core.config import FederatedConfig, RepoConfig
 from bot.core.records import BuildRecord
 from bot.core.text import code_block, duration, escape, link, plain
 from bot.flows import builds, lifecycle
 from bot.flows.builds import Push
 from bot.flows.deps import Deps
 from bot.flows.diagnosis import diagnose, log_tail
+from bot.flows.pending import RunRequest, drop_pending, pending_key, read_pending
 from bot.flows.pulls import PullRef
 from bot.platform import checks, comments, logs
 
 log = logs.get_logger(__name__)
+
+__all__ = ["KIND", "RunRequest", "after_build", "drop_pending", "on_push", "start_for_pr"]
 
 MODEL_LINK_TTL = timedelta(days=7)
 MODEL_LINKS = 20  # files of the model listed with a link; the rest by count
 MARKER = "<!-- flops:federated -->"
 ROUND_COLUMNS = 12  # metrics shown per round
 ROUNDS_SHOWN = 200  # the last rounds of a long run
-
-
-@dataclass(frozen=True)
-class RunRequest:
-    """One asked-for run, before it has images; kept in S3 while its images build."""
-
-    repo: str
-    sha: str
-    installation_id: int
-    pr: int | None
-    rounds: int
-    clients: int
-    trigger: str
-    attempt: str
-    server_image: str
-    client_image: str
-    port: int
-    timeout: int
-    resources: Resources
-    branch: str = ""  # on_push: images this push did not rebuild come from this branch's newest build
-    fresh: tuple[str, ...] = ()  # images that must be the builds of `sha` itself
-
-    @classmethod
-    def of(cls, fed: FederatedConfig, *, repo: str, sha: str, installation_id: int, pr: int | None,
-           rounds: int, clients: int, trigger: str, attempt: str, branch: str = "",
-           fresh: tuple[str, ...] | None = None) -> RunRequest:
-        images = tuple(dict.fromkeys((fed.server_image, fed.client_image)))
-        return cls(repo=repo, sha=sha, installation_id=installation_id, pr=pr, rounds=rounds, clients=clients,
-                   trigger=trigger, attempt=attempt, server_image=fed.server_image, client_image=fed.client_image,
-                   port=fed.server_port, timeout=fed.timeout, resources=fed.resources, branch=branch,
-                   fresh=images if fresh is None else fresh)
-
-    @property
-    def images(self) -> tuple[str, ...]:
-        return tuple(dict.fromkeys((self.server_image, self.client_image)))
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_json(cls, data: object) -> RunRequest | None:
-        """The stored request, or None unless it has exactly the shape `to_json` writes (read back from
-        S3, it is checked, never trusted blindly)."""
-        if not isinstance(data, dict) or not _REQUIRED <= data.keys() <= _FIELDS:
-            return None
-        fresh, res = data.get("fresh") or [], data["resources"]
-        typed = (all(type(data[k]) is t for k, t in _TYPES.items() if k in data)
-                 and (data["pr"] is None or type(data["pr"]) is int)
-                 and isinstance(fresh, list) and all(isinstance(n, str) for n in fresh)
-                 and isinstance(res, dict) and res.keys() <= {"cpu", "memory", "gpu"}
-                 and all(res.get(k) is None or isinstance(res[k], str) for k in ("cpu", "memory"))
-                 and type(res.get("gpu", 0)) is int)
-        if not typed:
-            return None
-        return cls(**{**data, "resources": Resources(**res), "fresh": tuple(fresh)})
-
-
-_TYPES = {"repo": str, "sha": str, "installation_id": int, "rounds": int, "clients": int, "trigger": str,
-          "attempt": str, "server_image": str, "client_image": str, "port": int, "timeout": int, "branch": str}
-_FIELDS = frozenset(f.name for f in fields(RunRequest))
-_REQUIRED = _FIELDS - {"branch", "fresh"}
-
-
-def pending_key(repo: str, sha: str) -> str:
-    """A run waiting for its images to build (S3: survives restarts)."""
-    return f"pending/{repo}/{sha}/train.json"
-
-
-async def drop_pending(deps: Deps, repo: str, sha: str) -> bool:
-    """Forget the run waiting for the images of `sha`; True if there was one."""
-    key = pending_key(repo, sha)
-    if not await deps.artifacts.exists(key):
-        return False
-    await deps.artifacts.delete(key)
-    return True
 
 
 # --- starting a run -------------------------------------------------------------------------------
@@ -161,18 +89,9 @@ async def on_push(gh: GitHubAPI, deps: Deps, fed: FederatedConfig, push: Push, s
 
 async def after_build(gh: GitHubAPI, deps: Deps, record: BuildRecord) -> None:
     """After-build hook: start the commit's pending run once all of its images are built."""
-    key = pending_key(record.repo, record.sha)
-    try:
-        data = await deps.artifacts.get_json(key)
-    except ValueError:  # not JSON: not a request the bot wrote
-        data = False
-    if data is None:
-        return
-    request = RunRequest.from_json(data)
-    if request is None or (request.repo, request.sha) != (record.repo, record.sha):
-        log.warning("pending run request ignored: not the shape flops-bot writes", extra={"key": key})
-        return
-    await try_launch(gh, deps, request)
+    request = await read_pending(deps, record.repo, record.sha)
+    if request is not None:
+        await try_launch(gh, deps, request)
 
 
 async def try_launch(gh: GitHubAPI, deps: Deps, request: RunRequest) -> str | None:
