@@ -33,6 +33,10 @@ HISTORY = 30  # runs listed in the sticky comment
 LINKS = 20  # workload links shown
 
 
+# Every key below is in the bot's bucket (FLOPS_BUCKET), which no Job can write: a baseline is copied
+# there from a default-branch run's metrics.json when the run is reported, never read back from the
+# runs bucket (FLOPS_RUNS_BUCKET) that any later Job may rewrite.
+
 def baseline_key(repo: str, sha: str) -> str:
     return f"baselines/{repo}/{sha}.json"
 
@@ -42,7 +46,7 @@ def tree_key(repo: str, tree: str) -> str:
 
 
 def history_key(repo: str, number: int) -> str:
-    return f"runs/{repo}/pr-{number}/regression-history.json"
+    return f"history/{repo}/pr-{number}/regression.json"
 
 
 def workload(cfg: RegressionConfig) -> jobs.Workload:
