@@ -9,6 +9,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import kubernetes_validate
+import minio
 import pytest
 
 from tests import markdown
@@ -116,10 +117,11 @@ def env_of(job: dict[str, Any]) -> dict[str, Any]:
 
 
 def write_output(bed: Bed, server: dict[str, Any], rounds: list[dict[str, Any]] = ROUNDS,
-                 final: dict[str, Any] = FINAL, model: dict[str, bytes] = MODEL) -> None:
-    """What the server workload writes to S3 (FLOPS_OUTPUT)."""
+                 final: dict[str, Any] = FINAL, model: dict[str, bytes] = MODEL,
+                 client: minio.Minio | None = None) -> None:
+    """What the server workload writes to S3 (FLOPS_OUTPUT), with `client`'s key (default: the test bed's)."""
     prefix = env_of(server)["FLOPS_OUTPUT"]
-    client, bucket = bed.s3.client(), bed.settings.s3.runs_bucket
+    client, bucket = client or bed.s3.client(), bed.settings.s3.runs_bucket
     if not client.bucket_exists(bucket):  # the operator creates it at install (README); the bot's /readyz too
         client.make_bucket(bucket)
     data = json.dumps({"rounds": rounds, "metrics": final}).encode()

@@ -23,6 +23,8 @@ from minio.error import S3Error
 
 from bot.core import jobs
 from bot.flows import builds, deploy, federated, pulls, regression
+from tests import markdown
+from tests import test_federated as fl
 from tests.conftest import NAMESPACE, Bed, wait_for
 from tests.emulators.github import tree_sha
 from tests.emulators.s3 import S3Server
@@ -200,3 +202,22 @@ async def test_a_verdict_forged_in_the_runs_bucket_is_not_reused_for_a_merge_gro
     await bed.settle()
     assert job_for(bed, group)  # the group's own run, not a reused verdict
     assert [r for r in bed.github.check_runs_for(REPO, group, "flops/regression") if r["status"] == "completed"] == []
+
+
+async def test_a_federated_run_written_with_the_jobs_key_is_reported_with_working_model_links(bed: Bed) -> None:
+    """The bot's flows still work beside the Jobs' user: the pending /train request and the build records
+    in the bot's bucket, the server's outputs in the runs bucket, presigned model links."""
+    await bed.deps.artifacts.ping()  # /readyz: both buckets exist (the Jobs' user may not create one)
+    server = await fl.start_run(bed)
+    fl.write_output(bed, server, client=as_job(bed))
+    for job in fl.run_objects(bed, server["metadata"]["name"])[0]:
+        bed.kube.succeed_job(NAMESPACE, job["metadata"]["name"])
+    bed.kube.succeed_job(NAMESPACE, server["metadata"]["name"])
+    check = await fl.report_of(bed, fl.head_of(bed))
+    assert check["conclusion"] == "success"
+    links = markdown.links(check["output"]["summary"])
+    assert set(links) == set(fl.MODEL)
+    for name, url in links.items():
+        with urllib.request.urlopen(url) as response:
+            assert response.read() == fl.MODEL[name]
+    assert f"s3://{RUNS_BUCKET}/" in check["output"]["summary"]
