@@ -70,7 +70,10 @@ async def test_push_builds_each_image_in_a_valid_kaniko_job(bed: Bed) -> None:
     args = jobs["server"]["spec"]["template"]["spec"]["containers"][0]["args"]
     sha7 = data["after"][:7]
     assert f"--destination=harbor.example.com/flops/server:master-20261122093000-{sha7}" in args
-    assert "--context=dir:///workspace" in args and "--dockerfile=/workspace/Dockerfile.server" in args
+    assert "--context=dir:///kaniko/buildcontext" in args
+    assert "--dockerfile=/kaniko/buildcontext/Dockerfile.server" in args
+    kaniko = jobs["server"]["spec"]["template"]["spec"]["containers"][0]
+    assert {"name": "workspace", "mountPath": "/kaniko/buildcontext"} in kaniko["volumeMounts"]
     assert "--build-arg=PYTHON_VERSION=3.11" in args
     assert "--digest-file=/dev/termination-log" in args
     assert "--context-sub-path=client" in jobs["client"]["spec"]["template"]["spec"]["containers"][0]["args"]

@@ -44,7 +44,10 @@ FETCH_SOURCE = (
     "    with tarfile.open(fileobj=response, mode='r|gz') as tar:\n"
     "        tar.extractall('/workspace', filter='data')\n"
 )
-KANIKO_CONTEXT = WORKSPACE  # the unpacked source, `--context=dir://`: Kaniko needs no S3 credential
+# Where Kaniko sees the source the init container unpacked into its `workspace` volume (`--context=dir://`,
+# so Kaniko needs no S3 credential). Under /kaniko, which Kaniko never snapshots: a Dockerfile's own
+# `WORKDIR /workspace` still ends up in the image.
+KANIKO_CONTEXT = "/kaniko/buildcontext"
 TTL_AFTER_FINISHED = 7 * 24 * 3600  # long enough for a bot that was down over a weekend to report
 
 
