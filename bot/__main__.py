@@ -21,6 +21,7 @@ from bot.core.config.consent import CONSENT_PATH, parse_consent
 from bot.flows import builds, deploy, federated, regression
 from bot.platform import checks, logs
 from bot.platform.settings import Settings, SettingsError, from_env, needs_setup, setup_mode_from
+from bot.platform.sources import SOURCE_URL_TTL
 from bot.service.app import create_app
 from bot.service.setup import create_setup_app
 
@@ -86,14 +87,24 @@ def plan_push(payload_path: Path, config_path: Path) -> int:
     images = jobs.images_to_build(cfg, changed)
     tag = jobs.image_tag(push.branch or push.tag_name or "ref", push.commit_time, push.sha)
     source = jobs.Source(push.repo, push.sha, push.installation_id, ref=push.branch or push.ref)
-    cluster = jobs.cluster_from(plan_settings())
-    bodies = [jobs.build_job(jobs.BuildRequest(source, image, cfg.registry, tag, push.commit_time), cluster,
-                             check=checks.build_name(image.name))
+    settings = plan_settings()
+    cluster = jobs.cluster_from(settings)
+    fetch = planned_source_url(settings.s3.bucket, push.repo, push.sha)
+    bodies = [jobs.build_job(jobs.BuildRequest(source, image, cfg.registry, tag, push.commit_time, source_url=fetch),
+                             cluster, check=checks.build_name(image.name))
               for image in images]
     why = "all images (changed files unknown)" if changed is None else f"{len(changed)} changed file(s)"
     print(f"# {len(bodies)} Kaniko Job(s) for {push.repo}@{push.sha[:7]} ({why})")
+    if bodies:
+        print(f"# FLOPS_SOURCE_URL: when the Job is created, {fetch}")
     print(yaml.safe_dump_all(bodies, sort_keys=False) if bodies else "# no image's paths match: nothing to build")
     return 0
+
+
+def planned_source_url(bucket: str, repo: str, sha: str) -> str:
+    """What a build's init container would fetch: the bot signs the URL only when it creates the Job."""
+    return (f"a presigned GET (valid {SOURCE_URL_TTL.days} days) of s3://{bucket}/{jobs.source_key(repo, sha)}, "
+            "the commit's source the bot uploads from GitHub")
 
 
 def plan_settings() -> Settings:

@@ -14,6 +14,7 @@ import json
 import os
 import subprocess
 import sys
+import urllib.request
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -224,7 +225,7 @@ def env_of(job: dict[str, Any]) -> dict[str, str]:
 
 
 def write_output(bot: Shipped, job: dict[str, Any], document: dict[str, Any]) -> None:
-    """What the workload writes: `<FLOPS_OUTPUT>metrics.json` in the bot's bucket (the default, `flops`)."""
+    """What the workload writes: `<FLOPS_OUTPUT>metrics.json` in the runs bucket (the default, `flops-runs`)."""
     env = env_of(job)
     body = json.dumps(document).encode()
     bot.s3.client().put_object(env["FLOPS_S3_BUCKET"], env["FLOPS_OUTPUT"] + "metrics.json", io.BytesIO(body),
@@ -337,6 +338,35 @@ async def test_an_approval_runs_the_regression_gate_and_posts_the_verdict_and_co
     assert len(sticky) == 1 and "**success**" in sticky[0]["body"] and "0.905" in sticky[0]["body"]
 
 
+async def test_jobs_write_the_runs_bucket_and_a_rewritten_baseline_run_moves_no_gate(shipped: Shipped) -> None:
+    """Issue 15, finding 2: builds get their source from a presigned URL and no S3 key; workloads write
+    `flops-runs` (FLOPS_RUNS_BUCKET's default); the baseline is the bot's copy, not the run's file."""
+    repo, number = "acme/fl-forged-baseline", 8
+    code_repo(shipped, repo, IMAGES + REGRESSION)
+    data = push_payload(shipped.github, repo, {"train.py": "print('base')\n"})
+    await deliver(shipped, "push", data)
+    base = data["after"]
+    for job in (await build(shipped, base)).values():
+        pod = job["spec"]["template"]["spec"]
+        assert not [e for c in pod["containers"] for e in c.get("env", []) if e["name"].startswith("AWS_")]
+        [fetch] = pod["initContainers"]
+        with urllib.request.urlopen(fetch["env"][0]["value"]) as response:  # what the init container unpacks
+            assert response.status == 200 and response.read()
+    baseline = await finish_run(shipped, "regression", base, {"metrics": {"accuracy": 0.90}})
+    assert env_of(baseline)["FLOPS_S3_BUCKET"] == "flops-runs"
+    assert (await completed(shipped, repo, base, "flops/regression"))["output"]["title"] == "Baseline recorded"
+    write_output(shipped, baseline, {"metrics": {"accuracy": 0.1}})  # a later Job rewrites the finished run
+
+    head = open_pr(shipped, repo, number)
+    review = pr_payload(shipped, "pull_request_review.submitted", repo, number)
+    review["review"].update(state="approved", commit_id=head)
+    review["review"]["user"]["login"] = MAINTAINER
+    await deliver(shipped, "pull_request_review", review)
+    await finish_run(shipped, "regression", head, {"metrics": {"accuracy": 0.5}})
+    verdict = await completed(shipped, repo, head, "flops/regression")
+    assert verdict["conclusion"] == "failure" and "| accuracy | higher | 0.9 | 0.5 |" in verdict["output"]["summary"]
+
+
 async def test_train_builds_the_images_then_runs_server_service_and_clients(shipped: Shipped) -> None:
     repo, number = "acme/fl-train", 6
     code_repo(shipped, repo, IMAGES + FEDERATED)
@@ -428,7 +458,7 @@ async def test_a_build_printing_its_environment_and_registry_auth_publishes_no_c
     await deliver(shipped, "push", data)
     jobs = await wait_for(lambda: {j["metadata"]["annotations"]["flops.dev/image"]: j
                                    for j in jobs_of(shipped, "build", data["after"])}, timeout=20, what="build Jobs")
-    shipped.kube.fail_job(NAMESPACE, jobs["server"]["metadata"]["name"], logs=env_dump(f"auth {AUTH}"))
+    shipped.kube.fail_job(NAMESPACE, jobs["server"]["metadata"]["name"], logs=env_dump(f"auth {AUTH}", s3=False))
     check = await completed(shipped, repo, data["after"], "flops/build: server")
     assert "RuntimeError: boom" in check["output"]["text"]
     for credential in CREDENTIALS:

@@ -88,6 +88,12 @@ def test_plan_push_prints_the_kaniko_jobs(tmp_path: Path) -> None:
     assert [d["metadata"]["annotations"]["flops.dev/image"] for d in docs] == ["client"]
     args = docs[0]["spec"]["template"]["spec"]["containers"][0]["args"]
     assert "--destination=harbor.example.com/flops/client:master-20190515151925-1a2b3c4" in args
+    # the source comes through a presigned URL signed when the Job is created: the plan says what it fetches
+    source = f"s3://flops/sources/{data['repository']['full_name']}/{data['after']}.tar.gz"
+    [fetch] = docs[0]["spec"]["template"]["spec"]["initContainers"]
+    assert fetch["env"] == [{"name": "FLOPS_SOURCE_URL", "value": f"a presigned GET (valid 7 days) of {source}, "
+                                                                  "the commit's source the bot uploads from GitHub"}]
+    assert f"# FLOPS_SOURCE_URL: when the Job is created, a presigned GET (valid 7 days) of {source}" in result.stdout
 
 
 def test_setup_mode_with_a_malformed_port_exits_with_one_clear_line() -> None:

@@ -309,6 +309,23 @@ def test_the_deployment_provides_every_required_setting(deployment: dict[str, An
     assert job_accounts[0]["imagePullSecrets"] == [{"name": settings.registry_secret}]
 
 
+def test_the_jobs_s3_secret_is_the_jobs_user_and_its_policy_covers_the_runs_bucket_only(
+        deployment: dict[str, Any], overlay: list[dict[str, Any]], templates: list[dict[str, Any]]) -> None:
+    """Issue 15, finding 2: FLOPS_S3_SECRET holds the Jobs' S3 user, never the bot's keys; the MinIO
+    policies under deploy/minio name the buckets the ConfigMap sets."""
+    settings = bot_settings.from_env(pod_environment(deployment, overlay, templates))
+    jobs_secret = one(templates, "Secret", settings.s3_secret)["stringData"]
+    assert set(jobs_secret) == {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
+    [bot] = deployment["spec"]["template"]["spec"]["containers"]
+    read_from = {v["valueFrom"]["secretKeyRef"]["name"] for v in bot["env"] if "secretKeyRef" in v.get("valueFrom", {})}
+    assert settings.s3_secret not in read_from  # the bot's own S3 keys live in another Secret
+    buckets = {name: {r.removeprefix("arn:aws:s3:::").split("/")[0] for st in policy["Statement"]
+                      for r in st["Resource"]}
+               for name, policy in ((p.stem, json.loads(p.read_text())) for p in (DEPLOY / "minio").glob("*.json"))}
+    assert buckets == {"flops-jobs-policy": {settings.s3.runs_bucket},
+                       "flops-bot-policy": {settings.s3.bucket, settings.s3.runs_bucket}}
+
+
 def test_the_setup_page_env_file_names_are_the_github_secret_keys(templates: list[dict[str, Any]]) -> None:
     """`kubectl create secret generic flops-bot-github --from-env-file=.env` must fit the Deployment."""
     from bot.service.setup import env_file_text

@@ -72,7 +72,7 @@ async def test_fedavg_example_learns_and_the_bot_reports_what_it_wrote(bed: Bed,
     logs = {name: (tmp_path / f"{name}.log").read_text() for name in processes}
     assert codes == dict.fromkeys(processes, 0), logs
 
-    bucket, prefix = bed.settings.s3.bucket, env_of(server)["FLOPS_OUTPUT"]
+    bucket, prefix = bed.settings.s3.runs_bucket, env_of(server)["FLOPS_OUTPUT"]
     written = json.loads(read(bed.s3, bucket, prefix + "metrics.json"))
     rounds = written["rounds"]
     assert [r["round"] for r in rounds] == [1, 2, 3, 4]

@@ -74,7 +74,7 @@ async def run_workload(bed: Bed, job: dict[str, Any], workdir: Path) -> str:
                                                    stderr=asyncio.subprocess.PIPE)
     out, err = await asyncio.wait_for(process.communicate(), 120)
     assert process.returncode == 0, err.decode()
-    assert f"wrote s3://{bed.settings.s3.bucket}/{env['FLOPS_OUTPUT']}metrics.json" in err.decode()
+    assert f"wrote s3://{bed.settings.s3.runs_bucket}/{env['FLOPS_OUTPUT']}metrics.json" in err.decode()
     bed.kube.succeed_job(NAMESPACE, job["metadata"]["name"], logs=out.decode() + err.decode())
     return out.decode()
 
@@ -108,7 +108,7 @@ async def test_the_example_writes_metrics_the_bot_gates_on(bed: Bed, tmp_path: P
     await bed.settle()
     baseline = await gated(bed, base, tmp_path / "baseline")
     assert (baseline["conclusion"], baseline["output"]["title"]) == ("success", "Baseline recorded")
-    written = await bed.deps.artifacts.get_json(env_of(job_for_any(bed, base))["FLOPS_OUTPUT"] + "metrics.json")
+    written = await bed.deps.artifacts.runs.get_json(env_of(job_for_any(bed, base))["FLOPS_OUTPUT"] + "metrics.json")
     assert len(written["metrics"]["accuracy"]) == 5 and min(written["metrics"]["accuracy"]) > 0.8
 
     harmless = open_pr(bed, {"README.md": "# model\n\nLeakyReLU MLP on spirals.\n"})

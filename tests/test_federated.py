@@ -9,6 +9,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import kubernetes_validate
+import minio
 import pytest
 
 from tests import markdown
@@ -116,10 +117,13 @@ def env_of(job: dict[str, Any]) -> dict[str, Any]:
 
 
 def write_output(bed: Bed, server: dict[str, Any], rounds: list[dict[str, Any]] = ROUNDS,
-                 final: dict[str, Any] = FINAL, model: dict[str, bytes] = MODEL) -> None:
-    """What the server workload writes to S3 (FLOPS_OUTPUT)."""
+                 final: dict[str, Any] = FINAL, model: dict[str, bytes] = MODEL,
+                 client: minio.Minio | None = None) -> None:
+    """What the server workload writes to S3 (FLOPS_OUTPUT), with `client`'s key (default: the test bed's)."""
     prefix = env_of(server)["FLOPS_OUTPUT"]
-    client, bucket = bed.s3.client(), bed.settings.s3.bucket
+    client, bucket = client or bed.s3.client(), bed.settings.s3.runs_bucket
+    if not client.bucket_exists(bucket):  # the operator creates it at install (README); the bot's /readyz too
+        client.make_bucket(bucket)
     data = json.dumps({"rounds": rounds, "metrics": final}).encode()
     client.put_object(bucket, prefix + "metrics.json", io.BytesIO(data), len(data))
     for name, blob in model.items():
@@ -182,7 +186,7 @@ async def test_train_creates_a_valid_run_with_the_asked_rounds_and_clients(bed: 
         assert env["FL_SERVER_ADDRESS"] == server_env["FL_SERVER_ADDRESS"]
         assert (env["FLOPS_RUN_ID"], env["FLOPS_REPO"], env["FLOPS_SHA"], env["FLOPS_PR"]) == (run, REPO, head, str(PR))
         assert env["FLOPS_OUTPUT"] == f"runs/{REPO}/{run}/"
-        assert env["FLOPS_S3_BUCKET"] == bed.settings.s3.bucket
+        assert env["FLOPS_S3_BUCKET"] == bed.settings.s3.runs_bucket
         assert env["AWS_SECRET_ACCESS_KEY"] == {"secretKeyRef": {"name": bed.settings.s3_secret,
                                                                  "key": "AWS_SECRET_ACCESS_KEY"}}
         assert bed.settings.s3.secret_key not in json.dumps(job)

@@ -49,7 +49,8 @@ async def test_without_pr_registry_a_pr_build_is_checked_and_pushed_nowhere(bed:
     assert "--no-push" in args and "--cache=false" in args
     assert not any(arg.startswith("--cache-repo") for arg in args)
     assert secrets_mounted(job) == set()  # no registry credential for the PR's RUN steps to read
-    assert "volumeMounts" not in job["spec"]["template"]["spec"]["containers"][0]
+    # only the unpacked source (the init container's presigned fetch): nothing else is mounted
+    assert [m["name"] for m in job["spec"]["template"]["spec"]["containers"][0]["volumeMounts"]] == ["workspace"]
 
     bed.kube.succeed_job(NAMESPACE, job["metadata"]["name"], message="sha256:" + "ab" * 32)
     await wait_for(lambda: len(done(bed, head)) == 1, what="the build report")

@@ -203,7 +203,7 @@ async def test_approval_starts_a_valid_job_for_the_exact_pr_head(bed: Bed) -> No
     assert {"name": "data-0", "mountPath": "/data", "readOnly": True} in container["volumeMounts"]
     env = env_of(job)
     assert env["FLOPS_RUN_ID"] == meta["name"] and env["FLOPS_REPO"] == REPO and env["FLOPS_SHA"] == head
-    assert env["FLOPS_S3_BUCKET"] == bed.settings.s3.bucket
+    assert env["FLOPS_S3_BUCKET"] == bed.settings.s3.runs_bucket
     assert env["FLOPS_S3_ENDPOINT"] == f"http://{bed.settings.s3.endpoint}"
     assert env["FLOPS_OUTPUT"].endswith("/") and meta["name"] in env["FLOPS_OUTPUT"]
     assert env["LOG_LEVEL"] == "info"

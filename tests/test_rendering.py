@@ -13,6 +13,7 @@ import re
 import pytest
 
 from bot.core import text
+from bot.flows import regression
 from tests import markdown
 from tests.conftest import NAMESPACE, Bed, wait_for
 from tests.emulators.github import MAX_TEXT
@@ -117,12 +118,13 @@ async def test_hostile_metrics_json_is_shown_as_text_in_the_check_and_the_commen
 
 
 async def test_hostile_history_rows_in_s3_are_shown_as_text(bed: Bed) -> None:
-    """Workloads can write the bucket: a forged history row renders as text, its link dropped."""
+    """Defence in depth (the history lives in the bot's bucket, which workloads cannot write): a forged
+    history row renders as text, its link dropped."""
     setup_repo(bed)
     head = open_pr(bed, {"train.py": "print('pr')\n"})
     forged = [{"run": "x", "sha": "`evil`", "conclusion": FAKE_APPROVAL, "headline": "<img src=x> @acme/everyone",
                "at": "# now", "check": "javascript:alert(1)", "trigger": "[x](http://evil)"}]
-    await bed.deps.artifacts.put_json(f"runs/{REPO}/pr-2/regression-history.json", forged)
+    await bed.deps.artifacts.put_json(regression.history_key(REPO, 2), forged)
     await approve(bed)
     await finish(bed, job_for(bed, head), {"accuracy": 0.9, "loss": 0.2})
     await wait_for(lambda: completed(bed, head), what="regression report")

@@ -6,6 +6,7 @@ and `/redeploy` read it.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import re
 from collections.abc import Awaitable
 from dataclasses import dataclass
@@ -23,7 +24,7 @@ from bot.flows import lifecycle
 from bot.flows.deps import Deps
 from bot.flows.diagnosis import diagnose, log_tail, termination_message
 from bot.platform import checks, logs
-from bot.platform.sources import PackedSource, ensure_source
+from bot.platform.sources import PackedSource, ensure_source, presigned_source
 
 log = logs.get_logger(__name__)
 
@@ -189,12 +190,15 @@ async def start_for_pr(gh: GitHubAPI, deps: Deps, cfg: RepoConfig, pr: Any, name
 
 async def launch_build(gh: GitHubAPI, deps: Deps, request: jobs.BuildRequest) -> bool:
     """Check run first (its id goes on the Job), then the Job. A Job that exists already means
-    this request was handled (redelivery, restart): nothing is posted twice."""
+    this request was handled (redelivery, restart): nothing is posted twice. The source was uploaded
+    by the caller (`ensure_source`); the Job gets only its presigned URL."""
+    src = request.source
+    if not request.source_url:
+        request = dataclasses.replace(request, source_url=await presigned_source(deps.artifacts, src.repo, src.sha))
     body = jobs.build_job(request, jobs.cluster_from(deps.settings), check=checks.build_name(request.image.name))
     name = jobs.name_of(body)
     if await deps.kube.get_job(name) is not None:
         return False
-    src = request.source
     check_id = await checks.create(
         gh, src.repo, src.sha, checks.build_name(request.image.name), external_id=name,
         title=f"Building {request.destination}" + ("" if request.push else " (not pushed)"),

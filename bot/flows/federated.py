@@ -11,86 +11,33 @@ and reported `timed_out` with the server's log tail.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from gidgethub.abc import GitHubAPI
 
 from bot.core import jobs
-from bot.core.config import FederatedConfig, RepoConfig, Resources
+from bot.core.config import FederatedConfig, RepoConfig
 from bot.core.records import BuildRecord
 from bot.core.text import code_block, duration, escape, link, plain
 from bot.flows import builds, lifecycle
 from bot.flows.builds import Push
 from bot.flows.deps import Deps
 from bot.flows.diagnosis import diagnose, log_tail
+from bot.flows.pending import RunRequest, drop_pending, pending_key, read_pending
 from bot.flows.pulls import PullRef
 from bot.platform import checks, comments, logs
 
 log = logs.get_logger(__name__)
+
+__all__ = ["KIND", "RunRequest", "after_build", "drop_pending", "on_push", "start_for_pr"]
 
 MODEL_LINK_TTL = timedelta(days=7)
 MODEL_LINKS = 20  # files of the model listed with a link; the rest by count
 MARKER = "<!-- flops:federated -->"
 ROUND_COLUMNS = 12  # metrics shown per round
 ROUNDS_SHOWN = 200  # the last rounds of a long run
-
-
-@dataclass(frozen=True)
-class RunRequest:
-    """One asked-for run, before it has images; kept in S3 while its images build."""
-
-    repo: str
-    sha: str
-    installation_id: int
-    pr: int | None
-    rounds: int
-    clients: int
-    trigger: str
-    attempt: str
-    server_image: str
-    client_image: str
-    port: int
-    timeout: int
-    resources: Resources
-    branch: str = ""  # on_push: images this push did not rebuild come from this branch's newest build
-    fresh: tuple[str, ...] = ()  # images that must be the builds of `sha` itself
-
-    @classmethod
-    def of(cls, fed: FederatedConfig, *, repo: str, sha: str, installation_id: int, pr: int | None,
-           rounds: int, clients: int, trigger: str, attempt: str, branch: str = "",
-           fresh: tuple[str, ...] | None = None) -> RunRequest:
-        images = tuple(dict.fromkeys((fed.server_image, fed.client_image)))
-        return cls(repo=repo, sha=sha, installation_id=installation_id, pr=pr, rounds=rounds, clients=clients,
-                   trigger=trigger, attempt=attempt, server_image=fed.server_image, client_image=fed.client_image,
-                   port=fed.server_port, timeout=fed.timeout, resources=fed.resources, branch=branch,
-                   fresh=images if fresh is None else fresh)
-
-    @property
-    def images(self) -> tuple[str, ...]:
-        return tuple(dict.fromkeys((self.server_image, self.client_image)))
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> RunRequest:
-        return cls(**{**data, "resources": Resources(**data["resources"]), "fresh": tuple(data.get("fresh") or ())})
-
-
-def pending_key(repo: str, sha: str) -> str:
-    """A run waiting for its images to build (S3: survives restarts)."""
-    return f"pending/{repo}/{sha}/train.json"
-
-
-async def drop_pending(deps: Deps, repo: str, sha: str) -> bool:
-    """Forget the run waiting for the images of `sha`; True if there was one."""
-    key = pending_key(repo, sha)
-    if not await deps.artifacts.exists(key):
-        return False
-    await deps.artifacts.delete(key)
-    return True
 
 
 # --- starting a run -------------------------------------------------------------------------------
@@ -142,9 +89,9 @@ async def on_push(gh: GitHubAPI, deps: Deps, fed: FederatedConfig, push: Push, s
 
 async def after_build(gh: GitHubAPI, deps: Deps, record: BuildRecord) -> None:
     """After-build hook: start the commit's pending run once all of its images are built."""
-    data = await deps.artifacts.get_json(pending_key(record.repo, record.sha))
-    if isinstance(data, dict):
-        await try_launch(gh, deps, RunRequest.from_json(data))
+    request = await read_pending(deps, record.repo, record.sha)
+    if request is not None:
+        await try_launch(gh, deps, request)
 
 
 async def try_launch(gh: GitHubAPI, deps: Deps, request: RunRequest) -> str | None:
@@ -200,7 +147,7 @@ async def launch(gh: GitHubAPI, deps: Deps, request: RunRequest, refs: dict[str,
         gh, src.repo, src.sha, checks.FEDERATED, external_id=run.run_id, title="Federated training running",
         summary=f"Run `{run.run_id}` (started by {run.trigger}): {run.rounds} rounds, {run.clients} clients, "
                 f"timeout {duration(run.timeout)}.\n\n- server: `{run.server.image}` at `{run.address}`\n"
-                f"- clients: `{run.client.image}`\n- output: `s3://{cluster.bucket}/"
+                f"- clients: `{run.client.image}`\n- output: `s3://{cluster.runs_bucket}/"
                 f"{jobs.output_prefix(src.repo, run.run_id)}`")
     await deps.kube.annotate_job(run.run_id, {jobs.CHECK_RUN: str(check_id)})
     log.info("federated run started", extra={"repo": src.repo, "sha": src.sha, "run": run.run_id,
@@ -273,7 +220,7 @@ async def read_metrics(deps: Deps, output: str) -> tuple[dict[str, Any] | None, 
     """The server's metrics.json if it has the documented shape, else (None, what is wrong)."""
     key = output + "metrics.json"
     try:
-        data = await deps.artifacts.get_json(key)
+        data = await deps.artifacts.runs.get_json(key)
     except ValueError as exc:
         return None, f"`{key}` is not valid JSON ({exc})."
     expected = '`{"rounds": [{"round": 1, "metrics": {...}}, ...], "metrics": {...}}`'
@@ -349,16 +296,17 @@ def rounds_table(rounds: list[dict[str, Any]]) -> str:
 
 async def model_links(deps: Deps, prefix: str) -> str:
     """Presigned download links (they expire; the S3 path does not)."""
-    keys = sorted(await deps.artifacts.list_keys(prefix))
+    runs = deps.artifacts.runs
+    keys = sorted(await runs.list_keys(prefix))
     if not keys:
         return f"No model was written under `{prefix}`."
     expires = (datetime.now(timezone.utc) + MODEL_LINK_TTL).strftime("%Y-%m-%d %H:%M UTC")
-    lines = [f"- {link(key[len(prefix):], await deps.artifacts.presigned_get(key, MODEL_LINK_TTL))}"
+    lines = [f"- {link(key[len(prefix):], await runs.presigned_get(key, MODEL_LINK_TTL))}"
              for key in keys[:MODEL_LINKS]]
     if len(keys) > MODEL_LINKS:
         lines.append(f"- … and {len(keys) - MODEL_LINKS} more files")
     return "\n".join(lines) + (f"\n\nLinks expire {expires} ({MODEL_LINK_TTL.days} days); the files stay at "
-                               f"`s3://{deps.artifacts.bucket}/{prefix}`.")
+                               f"`s3://{runs.bucket}/{prefix}`.")
 
 
 def roster_table(roster: list[ClientOutcome]) -> str:

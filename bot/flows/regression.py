@@ -8,7 +8,6 @@
 from __future__ import annotations
 
 import json
-from datetime import timedelta
 from typing import Any
 
 import gidgethub
@@ -23,17 +22,20 @@ from bot.flows.deps import Deps
 from bot.flows.diagnosis import diagnose, log_tail
 from bot.flows.pulls import PullRef
 from bot.platform import checks, comments, logs
-from bot.platform.sources import ensure_source
+from bot.platform.sources import ensure_source, presigned_source
 
 log = logs.get_logger(__name__)
 
 MARKER = "<!-- flops:regression -->"
-SOURCE_URL_TTL = timedelta(days=7)
 ANCESTORS = 100  # how far back along the default branch a stale baseline is looked for
 WAITING = "Waiting for an approval or `/regression`"
 HISTORY = 30  # runs listed in the sticky comment
 LINKS = 20  # workload links shown
 
+
+# Every key below is in the bot's bucket (FLOPS_BUCKET), which no Job can write: a baseline is copied
+# there from a default-branch run's metrics.json when the run is reported, never read back from the
+# runs bucket (FLOPS_RUNS_BUCKET) that any later Job may rewrite.
 
 def baseline_key(repo: str, sha: str) -> str:
     return f"baselines/{repo}/{sha}.json"
@@ -44,7 +46,7 @@ def tree_key(repo: str, tree: str) -> str:
 
 
 def history_key(repo: str, number: int) -> str:
-    return f"runs/{repo}/pr-{number}/regression-history.json"
+    return f"history/{repo}/pr-{number}/regression.json"
 
 
 def workload(cfg: RegressionConfig) -> jobs.Workload:
@@ -60,7 +62,7 @@ def pr_source(pr: PullRef, delivery_id: str = "") -> jobs.Source:
 async def source_url(deps: Deps, installation_id: int, repo: str, sha: str) -> tuple[str, tuple[str, ...]]:
     """The presigned URL of the packed source, and the links left out of it."""
     packed = await ensure_source(deps.github, deps.artifacts, installation_id, repo, sha)
-    return await deps.artifacts.presigned_get(packed.key, SOURCE_URL_TTL), packed.dropped
+    return await presigned_source(deps.artifacts, repo, sha), packed.dropped
 
 
 async def start(gh: GitHubAPI, deps: Deps, cfg: RegressionConfig, src: jobs.Source, *, trigger: str,
@@ -98,8 +100,8 @@ async def start(gh: GitHubAPI, deps: Deps, cfg: RegressionConfig, src: jobs.Sour
 async def _empty_output(deps: Deps, prefix: str) -> None:
     """A run starts with nothing under its FLOPS_OUTPUT: a Job of the same name deleted earlier (a
     cancel, the TTL) must not leave a metrics.json this run would be judged by."""
-    for key in await deps.artifacts.list_keys(prefix):
-        await deps.artifacts.delete(key)
+    for key in await deps.artifacts.runs.list_keys(prefix):
+        await deps.artifacts.runs.delete(key)
 
 
 async def _supersede_pr_runs(gh: GitHubAPI, deps: Deps, src: jobs.Source) -> bool:
@@ -151,7 +153,7 @@ async def report(job: dict[str, Any], result: jobs.Outcome, deps: Deps) -> str:
         return await _report_failure(gh, deps, job, result)
     key = ann[jobs.OUTPUT] + "metrics.json"
     try:
-        written = await deps.artifacts.get_json(key)
+        written = await deps.artifacts.runs.get_json(key)
     except ValueError as exc:  # not JSON (json.JSONDecodeError, UnicodeDecodeError)
         written, why = None, f"is not valid JSON ({exc})"
     else:

@@ -1,4 +1,5 @@
-"""MinIO / S3: build contexts, metrics and models. The minio client is synchronous: threads."""
+"""MinIO / S3: the bot's state (FLOPS_BUCKET) and the Jobs' outputs (FLOPS_RUNS_BUCKET, `Artifacts.runs`).
+The minio client is synchronous: threads."""
 from __future__ import annotations
 
 import asyncio
@@ -20,19 +21,33 @@ class TooLarge(ValueError):
 
 
 class Artifacts:
-    def __init__(self, s3: S3Settings) -> None:
+    """One bucket. `Artifacts(s3)` is the bot's state; its `runs` the workload outputs, same client."""
+
+    def __init__(self, s3: S3Settings, *, bucket: str | None = None, client: minio.Minio | None = None) -> None:
         self.settings = s3
-        self.bucket = s3.bucket
-        self.client = minio.Minio(s3.endpoint, access_key=s3.access_key, secret_key=s3.secret_key, secure=s3.secure)
+        self.bucket = bucket or s3.bucket
+        self.client = client or minio.Minio(s3.endpoint, access_key=s3.access_key, secret_key=s3.secret_key,
+                                            secure=s3.secure)
         self._bucket_ready = False
+        self._runs: Artifacts | None = None
+
+    @property
+    def runs(self) -> Artifacts:
+        """The runs bucket (FLOPS_RUNS_BUCKET): what Jobs write; read by the bot, never trusted as its state."""
+        if self.bucket == self.settings.runs_bucket:
+            return self
+        if self._runs is None:
+            self._runs = Artifacts(self.settings, bucket=self.settings.runs_bucket or self.bucket, client=self.client)
+        return self._runs
 
     @property
     def endpoint_url(self) -> str:
         return ("https://" if self.settings.secure else "http://") + self.settings.endpoint
 
     async def ping(self) -> None:
-        """Readiness: S3 answers and our bucket exists (created on first success)."""
+        """Readiness: S3 answers and both buckets exist (created on first success)."""
         await self.ensure_bucket()
+        await self.runs.ensure_bucket()
 
     async def ensure_bucket(self) -> None:
         if self._bucket_ready:

@@ -5,7 +5,7 @@ The variable names are public contract (docs, deploy/ manifests, the setup page 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,7 +33,8 @@ class S3Settings:
     access_key: str = field(repr=False)
     secret_key: str = field(repr=False)
     secure: bool
-    bucket: str
+    bucket: str  # the bot's own state: only the bot's key may write (or read) it
+    runs_bucket: str = ""  # workload outputs (FLOPS_OUTPUT): the only bucket the Jobs' key may write
 
 
 @dataclass(frozen=True)
@@ -77,13 +78,7 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
     app_id = _int_setting(env, "GITHUB_APP_ID", None, problems)
     private_key = _private_key(env, problems)
     secrets = tuple(s.strip() for s in need("GITHUB_WEBHOOK_SECRET").split(",") if s.strip())
-    s3 = S3Settings(
-        endpoint=need("MINIO_ENDPOINT"),
-        access_key=need("MINIO_ACCESS_KEY"),
-        secret_key=need("MINIO_SECRET_KEY"),
-        secure=_bool_setting(env, "MINIO_SECURE", True, problems),
-        bucket=env.get("FLOPS_BUCKET", "").strip() or "flops",
-    )
+    s3 = _s3_settings(env, need, problems)
     kubeconfig = _kubeconfig(env, problems)
     port = _int_setting(env, "PORT", 8080, problems)
     settings = Settings(
@@ -109,6 +104,23 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
     if problems:
         raise SettingsError(problems)
     return settings
+
+
+def _s3_settings(env: Mapping[str, str], need: Callable[[str], str], problems: list[str]) -> S3Settings:
+    """The bot's S3 user and its two buckets: its own state (FLOPS_BUCKET) and the Jobs' outputs."""
+    bucket = env.get("FLOPS_BUCKET", "").strip() or "flops"
+    s3 = S3Settings(
+        endpoint=need("MINIO_ENDPOINT"),
+        access_key=need("MINIO_ACCESS_KEY"),
+        secret_key=need("MINIO_SECRET_KEY"),
+        secure=_bool_setting(env, "MINIO_SECURE", True, problems),
+        bucket=bucket,
+        runs_bucket=env.get("FLOPS_RUNS_BUCKET", "").strip() or f"{bucket}-runs",
+    )
+    if s3.runs_bucket == s3.bucket:
+        problems.append(f"FLOPS_RUNS_BUCKET must differ from FLOPS_BUCKET ({bucket!r}): Jobs may write the runs "
+                        "bucket, never the bot's state")
+    return s3
 
 
 def setup_mode_from(env: Mapping[str, str]) -> tuple[int, str]:

@@ -1,5 +1,8 @@
 """The exact source of a commit, in MinIO, once: what Kaniko builds from and Jobs unpack.
 
+Sources live in the bot's bucket, which no Job has a credential for: a Job gets a presigned GET
+URL of its own commit's tarball (`presigned_source`), nothing that reads another one.
+
 GitHub's tarball has one top-level folder (`owner-repo-sha7/`); it is stripped here so the
 object unpacks straight into a build context or workspace. Links that are absolute or would lead
 out of the tree are dropped (the init container's `tarfile` `filter='data'` refuses the whole
@@ -14,12 +17,14 @@ import tarfile
 import tempfile
 from collections import deque
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import BinaryIO
 
 from bot.core.jobs import source_key
 from bot.platform.artifacts import Artifacts
 from bot.platform.github import GitHubApp
 
+SOURCE_URL_TTL = timedelta(days=7)  # a Job may wait that long for a node (or a bot that was down)
 MAX_LINK_HOPS = 40  # as the kernel's symlink limit: a longer chain (or a loop) is dropped
 
 
@@ -48,6 +53,11 @@ async def ensure_source(github: GitHubApp, artifacts: Artifacts, installation_id
         await artifacts.put_stream(key, stripped, size, "application/gzip")
         await artifacts.put_json(dropped_key(key), dropped)  # last: a list means the object is complete
     return PackedSource(key, tuple(dropped))
+
+
+async def presigned_source(artifacts: Artifacts, repo: str, sha: str) -> str:
+    """The presigned GET URL of the commit's tarball (uploaded by `ensure_source`), for one Job's init container."""
+    return await artifacts.presigned_get(source_key(repo, sha), SOURCE_URL_TTL)
 
 
 def strip_top_folder(src: BinaryIO, dest: BinaryIO) -> tuple[int, list[str]]:

@@ -70,10 +70,11 @@ class S3Server:
     """SeaweedFS `weed mini` serving S3 on a free loopback port."""
 
     def __init__(self, workdir: Path, access_key: str = "flops-test",
-                 secret_key: str = "flops-test-secret-key") -> None:
+                 secret_key: str = "flops-test-secret-key", identities: tuple[dict[str, object], ...] = ()) -> None:
         self.workdir = Path(workdir)
         self.access_key = access_key
         self.secret_key = secret_key
+        self.identities = identities  # more users beside the admin one, as SeaweedFS's `-s3.config` names them
         self.port = 0
         self.endpoint = ""
         self.url = ""
@@ -96,7 +97,7 @@ class S3Server:
             "name": self.access_key,
             "credentials": [{"accessKey": self.access_key, "secretKey": self.secret_key}],
             "actions": ["Admin", "Read", "Write", "List", "Tagging"],
-        }]}))
+        }, *self.identities]}))
         (master, master_grpc, volume, volume_grpc, filer, filer_grpc, s3, s3_grpc, admin,
          admin_grpc) = _free_ports(10)
         self.port = s3

@@ -52,6 +52,9 @@ FETCH_SOURCE = (
     "    with tarfile.open(fileobj=response, mode='r|gz') as tar:\n"
     "        tar.extractall('/workspace', filter='data')\n"
 )
+# Where Kaniko sees the source the init container unpacked into its `workspace` volume (`--context=dir://`,
+# so Kaniko needs no S3 credential). Under /kaniko, which Kaniko never snapshots: a Dockerfile's own
+# `WORKDIR /workspace` still ends up in the image.
 KANIKO_CONTEXT = "/kaniko/buildcontext"
 TTL_AFTER_FINISHED = 7 * 24 * 3600  # long enough for a bot that was down over a weekend to report
 
@@ -73,7 +76,7 @@ class Cluster:
     """The deployment-wide settings Job specs need (from bot.platform.settings.Settings)."""
 
     namespace: str
-    bucket: str
+    bucket: str  # the bot's state: Jobs never get a credential for it, only presigned source URLs
     s3_endpoint_url: str
     s3_secret: str
     registry_secret: str
@@ -82,6 +85,7 @@ class Cluster:
     github_url: str = "https://github.com"
     fetch_image: str = "python:3.13.5-slim-bookworm"  # 3.12.11+/3.13.4+: the 2025 tarfile filter fixes
     pr_registry_secret: str = "registry-credentials-pr"
+    runs_bucket: str = ""  # where workloads write (FLOPS_S3_BUCKET in their env)
 
 
 @dataclass(frozen=True)
@@ -93,6 +97,7 @@ class BuildRequest:
     created: str  # RFC 3339 commit time, for the OCI label
     attempt: str = ""  # distinguishes a re-run from the first build (Job names are deterministic)
     annotations: dict[str, str] = field(default_factory=dict)
+    source_url: str = ""  # presigned GET of the commit's source: the init container unpacks it for Kaniko
     pr_build: bool = False  # a pull request's: `registry` is the pr_registry, pushed with the PR Secret
     push: bool = True  # False: built (so the Dockerfile is checked), pushed nowhere, no credential mounted
 
@@ -210,7 +215,8 @@ def cluster_from(settings: Any) -> Cluster:
                    registry_secret=settings.registry_secret, kaniko_image=settings.kaniko_image,
                    service_account=settings.job_service_account,
                    github_url=_web_url(settings.api_url), fetch_image=settings.fetch_image,
-                   pr_registry_secret=settings.pr_registry_secret)
+                   pr_registry_secret=settings.pr_registry_secret,
+                   runs_bucket=settings.s3.runs_bucket or settings.s3.bucket)
 
 
 def _web_url(api_url: str) -> str:

@@ -40,7 +40,6 @@ from bot.core.jobs.contract import (
     Source,
     job_name,
     recommended_labels,
-    source_key,
 )
 
 # Every container the bot starts: no privilege escalation (no setuid gains), the runtime's default
@@ -61,35 +60,34 @@ def build_job(req: BuildRequest, cluster: Cluster, *, check: str) -> dict[str, A
     labels = _labels(BUILD, run=name, pr=src.pr)
     annotations = {**_annotations(src, run_id=name), IMAGE: image.name, DESTINATION: req.destination,
                    TAG: req.tag, CHECK_NAME: check, **req.annotations}
-    container = {
+    container: dict[str, Any] = {
         "name": "kaniko",
         "image": cluster.kaniko_image,
         "args": kaniko_args(req, cluster),
-        "env": _s3_env(cluster) + [
-            {"name": "S3_ENDPOINT", "value": cluster.s3_endpoint_url},
-            {"name": "S3_FORCE_PATH_STYLE", "value": "true"},
-            {"name": "AWS_REGION", "value": "us-east-1"},
-        ],
         "resources": resources(image.resources),
         "terminationMessagePolicy": "File",
         "securityContext": KANIKO_SECURITY,
     }
-    volumes = []
+    # No S3 credential in a build: the source comes through a presigned URL, unpacked by the init container.
+    mounts: list[dict[str, Any]] = [{"name": "workspace", "mountPath": KANIKO_CONTEXT}]
+    volumes: list[dict[str, Any]] = [{"name": "workspace", "emptyDir": {}}]
+    container["volumeMounts"] = mounts
     secret = req.secret(cluster)
     if secret is not None:  # a build that pushes nothing holds no registry credential at all
-        container["volumeMounts"] = [{"name": "registry-credentials", "mountPath": "/kaniko/.docker", "readOnly": True}]
+        mounts.append({"name": "registry-credentials", "mountPath": "/kaniko/.docker", "readOnly": True})
         volumes.append({"name": "registry-credentials", "secret": {
             "secretName": secret, "items": [{"key": ".dockerconfigjson", "path": "config.json"}]}})
     else:
         annotations[PUSHED] = "false"
     return job_body(name, cluster, labels, annotations, [container], volumes=volumes,
-                    deadline=image.timeout, backoff_limit=1)
+                    init_containers=[_fetch_container(cluster, req.source_url)], deadline=image.timeout,
+                    backoff_limit=1)
 
 
 def kaniko_args(req: BuildRequest, cluster: Cluster) -> list[str]:
     src, image = req.source, req.image
     args = [
-        f"--context=s3://{cluster.bucket}/{source_key(src.repo, src.sha)}",
+        f"--context=dir://{KANIKO_CONTEXT}",
         f"--dockerfile={KANIKO_CONTEXT}/{image.dockerfile}",
         f"--destination={req.destination}",
         "--digest-file=/dev/termination-log",
@@ -127,7 +125,7 @@ def output_prefix(repo: str, run_id: str) -> str:
 def workload_env(src: Source, cluster: Cluster, run_id: str, extra: dict[str, str]) -> list[dict[str, Any]]:
     """The variables every workload gets; S3 credentials come from the Secret, never from the bot."""
     plain = {**extra, "FLOPS_RUN_ID": run_id, "FLOPS_REPO": src.repo, "FLOPS_SHA": src.sha,
-             "FLOPS_S3_ENDPOINT": cluster.s3_endpoint_url, "FLOPS_S3_BUCKET": cluster.bucket,
+             "FLOPS_S3_ENDPOINT": cluster.s3_endpoint_url, "FLOPS_S3_BUCKET": cluster.runs_bucket or cluster.bucket,
              "FLOPS_OUTPUT": output_prefix(src.repo, run_id), "AWS_ENDPOINT_URL": cluster.s3_endpoint_url,
              "MLFLOW_S3_ENDPOINT_URL": cluster.s3_endpoint_url}
     if src.pr is not None:
