@@ -144,7 +144,8 @@ def _own_address(request: web.Request) -> str:
     if not sockname:
         raise SetupError(500, "Connection closed", "Reload the page.")
     host, port = str(sockname[0]), int(sockname[1])
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    host = f"[{host}]" if ":" in host else host
+    return host if port == 80 else f"{host}:{port}"  # as a browser writes `Host` (no default port)
 
 
 def _own_url(request: web.Request) -> str:
