@@ -1,9 +1,10 @@
 """The aiohttp service: webhook intake, background dispatch, health, readiness, metrics.
 
-`POST /webhook` verifies the signature while the body streams in and parses nothing before,
-answers a request it will not read (no signature, no length, too large, too many unverified bytes
-in flight) at once and closes its connection, acknowledges a verified delivery at once and hands the event to the `Dispatcher`, which processes deliveries on a bounded queue with a
-bounded number of workers, one at a time per pull request / branch, and drains on shutdown.
+`POST /webhook` verifies the signature while the body streams in and parses nothing before; a
+request it will not read (no signature, no length, too large, too many unverified bytes in
+flight) is answered at once and its connection closed. A verified delivery is acknowledged at once
+and handed to the `Dispatcher`, which processes deliveries on a bounded queue with a bounded
+number of workers, one at a time per pull request / branch, and drains on shutdown.
 """
 from __future__ import annotations
 

@@ -87,7 +87,6 @@ def admit(headers: Mapping[str, str], content_length: int | None, budget: Unveri
     return content_length
 
 
-
 def parse_event(headers: Mapping[str, str], body: bytes | bytearray) -> sansio.Event:
     """A verified delivery's body and headers as a gidgethub Event; ValueError when malformed."""
     name = headers.get("X-GitHub-Event", "")
