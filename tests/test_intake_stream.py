@@ -179,3 +179,26 @@ def test_a_malformed_unverified_bytes_is_named(env: dict[str, str], raw: str) ->
         from_env({**env, "FLOPS_UNVERIFIED_BYTES": raw})
     assert error.value.problems == [f"FLOPS_UNVERIFIED_BYTES must be a positive size in bytes, optionally with KiB, "
                                     f"MiB or GiB, got {raw!r}"]
+
+
+async def test_a_body_that_does_not_arrive_in_time_gives_its_bytes_back(env: dict[str, str], github) -> None:
+    """A slow sender cannot sit on the budget: after `body_seconds` it is answered 408 and closed."""
+    from aiohttp.test_utils import TestServer
+
+    from bot.__main__ import build_app
+    from bot.platform.retry import RetryPolicy
+    from tests.conftest import RecordingSleep
+
+    app = build_app(from_env(env), policy=RetryPolicy(sleep=RecordingSleep()), body_seconds=0.5)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    try:
+        reader, writer = await asyncio.open_connection(server.host, server.port)
+        client = RawClient(reader, writer)
+        await client.head(webhook_headers(10_000, FORGED), b"{")  # then nothing more
+        answer = await client.answer()
+        assert answer.status == 408 and server.app[UNVERIFIED].held == 0
+        assert await client.closed_by_server()
+        client.close()
+    finally:
+        await server.close()

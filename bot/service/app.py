@@ -29,13 +29,12 @@ from bot.platform.metrics import Metrics
 from bot.platform.retry import RetryPolicy
 from bot.platform.settings import Settings
 from bot.service.dispatch import Dispatcher
-from bot.service.intake import Refusal, Signature, UnverifiedBytes, admit, parse_event
+from bot.service.intake import BODY_SECONDS, Refusal, Signature, UnverifiedBytes, admit, parse_event
 
 log = logs.get_logger(__name__)
 
 MAX_BODY = 25 * 1024 * 1024  # GitHub caps payloads at 25 MB
 CHUNK = 64 * 1024  # the body is read, and its signature computed, this much at a time
-BODY_SECONDS = 60.0  # an unverified body must arrive within this (it holds its reservation meanwhile)
 DRAIN_SECONDS = 25.0
 
 DEPS = web.AppKey("deps", Deps)
@@ -102,12 +101,12 @@ async def _verified_body(request: web.Request, secrets: tuple[str, ...]) -> byte
     signature = Signature(request.headers["X-Hub-Signature-256"], secrets)
     body = bytearray()
     try:
-        async with asyncio.timeout(BODY_SECONDS):
+        async with asyncio.timeout(budget.seconds):
             async for chunk in request.content.iter_chunked(CHUNK):
                 signature.update(chunk)
                 body += chunk
     except TimeoutError:
-        raise Refusal(408, "timeout", f"body not received within {BODY_SECONDS:.0f} s") from None
+        raise Refusal(408, "timeout", f"body not received within {budget.seconds:g} s") from None
     finally:
         budget.release(reserved)
     if not signature.valid():
@@ -172,12 +171,13 @@ async def metrics(request: web.Request) -> web.Response:
 
 def create_app(settings: Settings, router: routing.Router, *, kinds: Iterable[Kind],
                after_build: list[AfterBuild] | None = None, policy: RetryPolicy | None = None,
-               drain_seconds: float = DRAIN_SECONDS, watch_seconds: int = WATCH_SECONDS) -> web.Application:
+               drain_seconds: float = DRAIN_SECONDS, watch_seconds: int = WATCH_SECONDS,
+               body_seconds: float = BODY_SECONDS) -> web.Application:
     """Everything is built here, nothing at import time: the entry point passes the handlers'
     router, the kinds of work the tracker reports and the after-build hooks."""
     app = web.Application(client_max_size=MAX_BODY)
     app[METRICS] = Metrics()
-    app[UNVERIFIED] = UnverifiedBytes(settings.unverified_bytes)
+    app[UNVERIFIED] = UnverifiedBytes(settings.unverified_bytes, body_seconds)
 
     async def lifecycle(app: web.Application) -> Any:
         session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60))

@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from gidgethub import sansio
 
 SIGNATURE_PREFIX = "sha256="
+BODY_SECONDS = 60.0  # an unverified body must arrive within this (it holds its reservation meanwhile)
 
 
 class Refusal(Exception):
@@ -55,10 +56,12 @@ class Signature:
 
 class UnverifiedBytes:
     """The bytes that requests whose signature is not checked yet may hold, in total. A request
-    reserves its whole `Content-Length` before its body is read and releases it once checked."""
+    reserves its whole `Content-Length` before its body is read and releases it once checked; its
+    body must arrive within `seconds` (a slow sender cannot sit on the budget)."""
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, seconds: float = BODY_SECONDS) -> None:
         self.limit = limit
+        self.seconds = seconds
         self.held = 0
 
     def reserve(self, size: int) -> bool:
