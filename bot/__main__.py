@@ -130,11 +130,13 @@ def serve() -> int:
     return 0
 
 
-def serve_setup(port: int, log_level: str) -> int:
-    """No App credentials at all: the App-registration page (health 200, readiness failing)."""
+def serve_setup(host: str, port: int, log_level: str) -> int:
+    """No App credentials at all: the App-registration page (health 200, readiness failing), bound
+    to `FLOPS_SETUP_HOST` (default 127.0.0.1: this machine, or `kubectl port-forward`)."""
     logs.configure(logs.Redactor(), log_level)
-    print(f"flops-bot: no GitHub App credentials; open http://localhost:{port}/ to register the App", file=sys.stderr)
-    web.run_app(create_setup_app(os.environ), port=port, print=None)
+    shown = f"[{host}]" if ":" in host else host
+    print(f"flops-bot: no GitHub App credentials; open http://{shown}:{port}/ to register the App", file=sys.stderr)
+    web.run_app(create_setup_app(os.environ), host=host, port=port, print=None)
     return 0
 
 

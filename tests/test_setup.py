@@ -90,7 +90,7 @@ async def make_setup(github: GitHubEmulator, tmp_path: Path) -> AsyncIterator[An
         server = TestServer(create_setup_app({"GITHUB_API_URL": github.url, "FLOPS_PUBLIC_URL": PUBLIC_URL,
                                               "FLOPS_ENV_FILE": str(env_file), **env}), host="127.0.0.1")
         await server.start_server()
-        session = aiohttp.ClientSession()
+        session = aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True))  # a browser: cookies on an IP too
         started.append((server, session))
         return Setup(server, session, Path(env.get("FLOPS_ENV_FILE", env_file)))
 

@@ -37,6 +37,7 @@ PERMISSION_TTL = 60.0
 PERMISSION_CACHE_SIZE = 4096
 INSTALLATION_TTL = 600.0  # seconds a repository's installation id is trusted before it is looked up again
 TOKEN_REFRESH_MARGIN = 300.0  # seconds before expiry at which a cached token is renewed
+JWT_REUSE = 240.0  # seconds an App JWT (valid 9 minutes) is reused: making one parses the RSA key (~50 ms of CPU)
 
 def rate_limit_wait(status: int, headers: Mapping[str, str], now: float) -> float | None:
     """Seconds to wait before retrying a rate-limited answer, or None when it is no rate limit."""
@@ -149,10 +150,16 @@ class GitHubApp:
         self._tokens: dict[int, _Token] = {}
         self._locks: dict[int, asyncio.Lock] = {}
         self._installations: dict[str, tuple[float, int]] = {}  # repo -> (looked up at, installation id)
+        self._app_jwt: tuple[float, str] | None = None  # (made at, JWT)
         self.slug: str | None = None
 
     def jwt(self) -> str:
-        return get_jwt(app_id=str(self._app_id), private_key=self._private_key)
+        """The App's JWT, made at most every JWT_REUSE seconds: each one costs the event loop an RSA
+        key parse, and unknown installations (404) would otherwise make one per delivery."""
+        now = self._clock()
+        if self._app_jwt is None or not 0 <= now - self._app_jwt[0] < JWT_REUSE:
+            self._app_jwt = (now, get_jwt(app_id=str(self._app_id), private_key=self._private_key))
+        return self._app_jwt[1]
 
     def as_app(self) -> Client:
         return Client(self._session, base_url=self._api_url, policy=self._policy, metrics=self._metrics, jwt=self.jwt)

@@ -15,7 +15,9 @@ is global. The names and labels are public contract (dashboards and alerts query
 
 The `event` label takes only the events the App subscribes to (`EVENTS`; anything else is `other`)
 and requests that failed the signature check are counted as `unknown`: a caller's header never
-becomes a new series, so unsigned requests cannot grow `/metrics`.
+becomes a new series, so unsigned requests cannot grow `/metrics`. Requests the intake refuses
+before reading their body are `unknown` too, by outcome: `unauthorized` (401), `length_required`
+(411), `too_large` (413), `over_capacity` (503, FLOPS_UNVERIFIED_BYTES) and `timeout` (408).
 
 `render(accept)` answers in the Prometheus text format, or OpenMetrics when the scraper asks for it.
 """

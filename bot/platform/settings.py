@@ -5,6 +5,7 @@ The variable names are public contract (docs, deploy/ manifests, the setup page 
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,6 +14,10 @@ DEFAULT_API_URL = "https://api.github.com"
 DEFAULT_KANIKO_IMAGE = "ghcr.io/osscontainertools/kaniko:v1.25.2"
 DEFAULT_FETCH_IMAGE = "python:3.13.5-slim-bookworm"  # unpacks the source; tarfile with the 2025 fixes
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+DEFAULT_UNVERIFIED_BYTES = 64 * 1024 * 1024
+DEFAULT_SETUP_HOST = "127.0.0.1"  # the setup page: reached through `kubectl port-forward` or on the workstation
+SIZE = re.compile(r"(\d+)\s*(KiB|MiB|GiB)?")
+SIZE_UNITS = {None: 1, "KiB": 1024, "MiB": 1024 ** 2, "GiB": 1024 ** 3}
 
 # The variables that make up "App credentials": with none of them set, `serve` starts the
 # App-registration setup page instead of failing.
@@ -57,6 +62,7 @@ class Settings:
     workers: int
     log_level: str = "INFO"
     pr_registry_secret: str = "registry-credentials-pr"  # pull-request builds push with it (to pr_registry)
+    unverified_bytes: int = DEFAULT_UNVERIFIED_BYTES  # held in total by webhook requests not verified yet
 
 
 def needs_setup(env: Mapping[str, str]) -> bool:
@@ -100,6 +106,7 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         queue_size=_int_setting(env, "FLOPS_QUEUE_SIZE", 1000, problems) or 1000,
         workers=_int_setting(env, "FLOPS_WORKERS", 8, problems) or 8,
         log_level=_log_level(env, problems),
+        unverified_bytes=_size_setting(env, "FLOPS_UNVERIFIED_BYTES", DEFAULT_UNVERIFIED_BYTES, problems),
     )
     if problems:
         raise SettingsError(problems)
@@ -123,15 +130,16 @@ def _s3_settings(env: Mapping[str, str], need: Callable[[str], str], problems: l
     return s3
 
 
-def setup_mode_from(env: Mapping[str, str]) -> tuple[int, str]:
-    """`PORT` and `LOG_LEVEL` alone (the setup page needs nothing else), or SettingsError naming
-    what is wrong."""
+def setup_mode_from(env: Mapping[str, str]) -> tuple[str, int, str]:
+    """`FLOPS_SETUP_HOST` (default 127.0.0.1), `PORT` and `LOG_LEVEL` alone (the setup page needs
+    nothing else), or SettingsError naming what is wrong."""
     problems: list[str] = []
+    host = env.get("FLOPS_SETUP_HOST", "").strip() or DEFAULT_SETUP_HOST
     port = _int_setting(env, "PORT", 8080, problems)
     level = _log_level(env, problems)
     if problems:
         raise SettingsError(problems)
-    return port or 8080, level
+    return host, port or 8080, level
 
 
 def _log_level(env: Mapping[str, str], problems: list[str]) -> str:
@@ -154,6 +162,18 @@ def _int_setting(env: Mapping[str, str], name: str, default: int | None, problem
         problems.append(f"{name} must be a positive integer, got {raw!r}")
         return default
     return int(raw)
+
+
+def _size_setting(env: Mapping[str, str], name: str, default: int, problems: list[str]) -> int:
+    """A size in bytes: plain (`67108864`) or with a binary suffix (`512KiB`, `64MiB`, `1GiB`)."""
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    match = SIZE.fullmatch(raw)
+    if match is None or int(match[1]) <= 0:
+        problems.append(f"{name} must be a positive size in bytes, optionally with KiB, MiB or GiB, got {raw!r}")
+        return default
+    return int(match[1]) * SIZE_UNITS[match[2]]
 
 
 def _bool_setting(env: Mapping[str, str], name: str, default: bool, problems: list[str]) -> bool:

@@ -1,8 +1,10 @@
 """The aiohttp service: webhook intake, background dispatch, health, readiness, metrics.
 
-`POST /webhook` verifies the signature before it parses anything, acknowledges at once and
-hands the event to the `Dispatcher`, which processes deliveries on a bounded queue with a
-bounded number of workers, one at a time per pull request / branch, and drains on shutdown.
+`POST /webhook` verifies the signature while the body streams in and parses nothing before; a
+request it will not read (no signature, no length, too large, too many unverified bytes in
+flight) is answered at once and its connection closed. A verified delivery is acknowledged at once
+and handed to the `Dispatcher`, which processes deliveries on a bounded queue with a bounded
+number of workers, one at a time per pull request / branch, and drains on shutdown.
 """
 from __future__ import annotations
 
@@ -27,16 +29,18 @@ from bot.platform.metrics import Metrics
 from bot.platform.retry import RetryPolicy
 from bot.platform.settings import Settings
 from bot.service.dispatch import Dispatcher
-from bot.service.intake import parse_event, verify_signature
+from bot.service.intake import BODY_SECONDS, Refusal, Signature, UnverifiedBytes, admit, parse_event
 
 log = logs.get_logger(__name__)
 
 MAX_BODY = 25 * 1024 * 1024  # GitHub caps payloads at 25 MB
+CHUNK = 64 * 1024  # the body is read, and its signature computed, this much at a time
 DRAIN_SECONDS = 25.0
 
 DEPS = web.AppKey("deps", Deps)
 METRICS = web.AppKey("metrics", Metrics)
 TRACKER = web.AppKey("tracker", Tracker)
+UNVERIFIED = web.AppKey("unverified", UnverifiedBytes)
 
 
 class Readiness:
@@ -68,22 +72,60 @@ DISPATCHER = web.AppKey("dispatcher", Dispatcher)
 READINESS = web.AppKey("readiness", Readiness)
 
 
-async def webhook(request: web.Request) -> web.Response:
+async def webhook(request: web.Request) -> web.StreamResponse:
     deps = request.app[DEPS]
     dispatcher = request.app[DISPATCHER]
     if not dispatcher.accepting:
         return _reply(503, "shutting down; GitHub can redeliver this event")
-    body = await request.read()
-    if not verify_signature(body, request.headers.get("X-Hub-Signature-256"), deps.settings.webhook_secrets):
-        deps.metrics.delivery("unknown", "unauthorized")  # unverified: the caller's event name is not counted
-        log.warning("webhook signature rejected", extra={"delivery": request.headers.get("X-GitHub-Delivery")})
-        return _reply(401, "signature missing or invalid (check GITHUB_WEBHOOK_SECRET)")
+    try:
+        body = await _verified_body(request, deps.settings.webhook_secrets)
+    except Refusal as refusal:
+        deps.metrics.delivery("unknown", refusal.outcome)  # unverified: the caller's event name is not counted
+        log.warning("webhook refused", extra={"delivery": request.headers.get("X-GitHub-Delivery"),
+                                              "status": refusal.status, "outcome": refusal.outcome})
+        return await _refuse(request, refusal)
     try:
         event = parse_event(request.headers, body)
     except ValueError as exc:
         deps.metrics.delivery(request.headers.get("X-GitHub-Event") or "unknown", "malformed")
         return _reply(400, f"malformed delivery: {exc}")
+    del body  # the event holds the parsed payload; the bytes can go
     return _enqueue(dispatcher, deps.metrics, event)
+
+
+async def _verified_body(request: web.Request, secrets: tuple[str, ...]) -> bytearray:
+    """The body, read chunk by chunk into one buffer while its signature is computed, within the
+    budget of unverified bytes; a Refusal when it may not be read or does not verify."""
+    budget = request.app[UNVERIFIED]
+    reserved = admit(request.headers, request.content_length, budget, MAX_BODY)
+    signature = Signature(request.headers["X-Hub-Signature-256"], secrets)
+    body = bytearray()
+    try:
+        async with asyncio.timeout(budget.seconds):
+            async for chunk in request.content.iter_chunked(CHUNK):
+                signature.update(chunk)
+                body += chunk
+    except TimeoutError:
+        raise Refusal(408, "timeout", f"body not received within {budget.seconds:g} s") from None
+    finally:
+        budget.release(reserved)
+    if not signature.valid():
+        raise Refusal(401, "unauthorized", "signature missing or invalid (check GITHUB_WEBHOOK_SECRET)")
+    return body
+
+
+async def _refuse(request: web.Request, refusal: Refusal) -> web.StreamResponse:
+    """Answer and close the connection: a body not read yet is never read (no lingering drain)."""
+    response = _reply(refusal.status, refusal.message)
+    if refusal.retry_after is not None:
+        response.headers["Retry-After"] = str(refusal.retry_after)
+    if request.content.is_eof():
+        return response
+    response.force_close()
+    await response.prepare(request)
+    await response.write_eof()
+    request.protocol.force_close()
+    return response
 
 
 def _enqueue(dispatcher: Dispatcher, metrics: Metrics, event: sansio.Event) -> web.Response:
@@ -129,11 +171,13 @@ async def metrics(request: web.Request) -> web.Response:
 
 def create_app(settings: Settings, router: routing.Router, *, kinds: Iterable[Kind],
                after_build: list[AfterBuild] | None = None, policy: RetryPolicy | None = None,
-               drain_seconds: float = DRAIN_SECONDS, watch_seconds: int = WATCH_SECONDS) -> web.Application:
+               drain_seconds: float = DRAIN_SECONDS, watch_seconds: int = WATCH_SECONDS,
+               body_seconds: float = BODY_SECONDS) -> web.Application:
     """Everything is built here, nothing at import time: the entry point passes the handlers'
     router, the kinds of work the tracker reports and the after-build hooks."""
     app = web.Application(client_max_size=MAX_BODY)
     app[METRICS] = Metrics()
+    app[UNVERIFIED] = UnverifiedBytes(settings.unverified_bytes, body_seconds)
 
     async def lifecycle(app: web.Application) -> Any:
         session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60))

@@ -8,10 +8,16 @@ a local env file, mode 0600 from its creation, under the contract's own variable
 convention). The file is never overwritten: an existing one is the key of an App already made.
 
 Run it on your workstation (or through `kubectl port-forward`), never exposed to the internet:
-whoever completes the flow decides which App the bot will run as.
+whoever completes the flow decides which App the bot will run as. So it binds 127.0.0.1 unless
+`FLOPS_SETUP_HOST` says otherwise; `/` ties each registration's `state` to the operator's browser
+with an HttpOnly, SameSite=Strict cookie, and the callback refuses a state without it (403). Every
+URL it hands out (the manifest's webhook and redirect URLs, redirects) is built from
+`FLOPS_PUBLIC_URL` or the address the connection reached, never from the `Host` header; a request
+naming another host is sent to that address first (so the cookie lives where the callback lands).
 """
 from __future__ import annotations
 
+import hmac
 import html
 import json
 import os
@@ -38,6 +44,8 @@ ATTEMPT_SECONDS = 3600.0  # GitHub's codes are valid for an hour; so is a starte
 ATTEMPTS = 100  # registrations remembered at once (each page view starts one)
 ENV_NAMES = ("GITHUB_APP_ID", "GITHUB_PRIVATE_KEY", "GITHUB_WEBHOOK_SECRET", "GITHUB_API_URL")
 GITHUB_LOGIN = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})")
+COOKIE = "flops_setup"  # the operator's browser: each registration's state belongs to one
+TOKEN = re.compile(r"[A-Za-z0-9_-]{32,64}")
 HEADERS = {"Cache-Control": "no-store", "X-Frame-Options": "DENY", "Referrer-Policy": "no-referrer",
            "X-Content-Type-Options": "nosniff"}
 
@@ -130,26 +138,52 @@ async def webhook(request: web.Request) -> web.Response:
                              status=503)
 
 
+def _own_address(request: web.Request) -> str:
+    """`host:port` of the bound address this connection reached (the socket's, never `Host`)."""
+    sockname = request.transport.get_extra_info("sockname") if request.transport else None
+    if not sockname:
+        raise SetupError(500, "Connection closed", "Reload the page.")
+    host, port = str(sockname[0]), int(sockname[1])
+    host = f"[{host}]" if ":" in host else host
+    return host if port == 80 else f"{host}:{port}"  # as a browser writes `Host` (no default port)
+
+
 def _own_url(request: web.Request) -> str:
     """Where the operator's browser reaches this page: GitHub sends it back here."""
-    return f"{request.scheme}://{request.host}"
+    return f"http://{_own_address(request)}"
 
 
-def _start_attempt(app: web.Application) -> str:
-    attempts: OrderedDict[str, float] = app[ATTEMPTS_KEY]
+def _elsewhere(request: web.Request) -> None:
+    """A request naming another host (a typo, `localhost`, DNS rebinding) is sent to the bound address."""
+    if request.host != _own_address(request):
+        raise web.HTTPTemporaryRedirect(f"{_own_url(request)}{request.rel_url}", headers=HEADERS)
+
+
+def _start_attempt(app: web.Application, browser: str) -> str:
+    attempts: OrderedDict[str, tuple[float, str]] = app[ATTEMPTS_KEY]
     state = secrets.token_urlsafe(24)
-    attempts[state] = time.monotonic()
+    attempts[state] = (time.monotonic(), browser)
     while len(attempts) > ATTEMPTS:
         attempts.popitem(last=False)
     return state
 
 
-def _attempt_known(app: web.Application, state: str) -> bool:
+def _attempt(app: web.Application, state: str) -> str | None:
+    """The browser token a registration started here within the hour belongs to, else None."""
     started = app[ATTEMPTS_KEY].get(state)
-    return started is not None and time.monotonic() - started < ATTEMPT_SECONDS
+    if started is None or time.monotonic() - started[0] >= ATTEMPT_SECONDS:
+        return None
+    return str(started[1])
+
+
+def _browser(request: web.Request) -> str:
+    """The operator's browser token: the cookie's (several tabs, one browser) or a new one."""
+    token = request.cookies.get(COOKIE, "")
+    return token if TOKEN.fullmatch(token) else secrets.token_urlsafe(32)
 
 
 async def setup_page(request: web.Request) -> web.Response:
+    _elsewhere(request)
     config = request.app[CONFIG]
     org = request.query.get("org", "")
     if org and not GITHUB_LOGIN.fullmatch(org):
@@ -159,7 +193,8 @@ async def setup_page(request: web.Request) -> web.Response:
     body = json.dumps(manifest(hook_base, _own_url(request)))
     target = f"{web_url(config.api_url)}/organizations/{org}/settings/apps/new" if org \
         else f"{web_url(config.api_url)}/settings/apps/new"
-    state = _start_attempt(request.app)
+    browser = _browser(request)
+    state = _start_attempt(request.app, browser)
     owner = (f"for the organization <b>{html.escape(org)}</b>" if org else
              "on your personal account (open <code>/?org=NAME</code> to register it for an organization)")
     notes = []
@@ -180,24 +215,45 @@ you back here, and the App's id, private key and webhook secret are written to
 <form action="{html.escape(target)}?state={html.escape(state)}" method="post">
 <input type="hidden" name="manifest" value="{html.escape(body)}">
 <button type="submit" style="font-size:1.2em">Register the GitHub App</button></form>"""
-    return _page(200, "flops-bot setup", page)
+    response = _page(200, "flops-bot setup", page)
+    response.set_cookie(COOKIE, browser, max_age=int(ATTEMPT_SECONDS), path="/", httponly=True, samesite="Strict")
+    return response
 
 
 async def setup_callback(request: web.Request) -> web.Response:
     try:
+        _elsewhere(request)
         return await _complete_registration(request)
     except SetupError as error:
         return _error_page(error)
 
 
-async def _complete_registration(request: web.Request) -> web.Response:
-    config = request.app[CONFIG]
-    code, state = request.query.get("code", ""), request.query.get("state", "")
-    if not _attempt_known(request.app, state) or not re.fullmatch(r"[A-Za-z0-9_-]{1,200}", code):
+def _check_attempt(request: web.Request, code: str, state: str) -> None:
+    """The state is one this page started within the hour, in this very browser (its cookie)."""
+    browser = _attempt(request.app, state)
+    if browser is None or not re.fullmatch(r"[A-Za-z0-9_-]{1,200}", code):
         raise SetupError(400, "Unknown or expired registration",
                          "This page only accepts GitHub's answer to a registration started here within the "
                          "hour. Start again at <a href=\"/\">/</a>. If GitHub already created the App, delete it "
                          "in its settings (or generate a private key there and configure it by hand).")
+    if hmac.compare_digest(request.cookies.get(COOKIE, ""), browser):
+        return
+    if "again" not in request.query:  # a SameSite=Strict cookie is withheld on GitHub's cross-site redirect:
+        again = f"{request.path}?code={code}&state={state}&again=1"  # one same-site reload sends it
+        raise SetupError(403, "Registration started in another browser",
+                         f"Checking this browser's setup cookie&hellip; <a href=\"{html.escape(again)}\">continue"
+                         f"</a>.<meta http-equiv=\"refresh\" content=\"0;url={html.escape(again)}\">")
+    raise SetupError(403, "Registration started in another browser",
+                     "This registration was started from another browser (or its cookie was removed), so it is "
+                     "refused: only the browser that opened this page may complete it. Open <a href=\"/\">/</a> "
+                     "in the browser you register with and start again. If GitHub already created an App you "
+                     "did not mean, delete it in its settings.")
+
+
+async def _complete_registration(request: web.Request) -> web.Response:
+    config = request.app[CONFIG]
+    code, state = request.query.get("code", ""), request.query.get("state", "")
+    _check_attempt(request, code, state)
     if config.env_file.exists():
         raise SetupError(409, f"{config.env_file} already exists",
                          "It may hold the key of an App registered before and is never overwritten. Move it "
