@@ -6,6 +6,8 @@ is global. The names and labels are public contract (dashboards and alerts query
 - `flops_webhook_deliveries_total{event,outcome}`, `flops_event_processing_seconds{event}`
 - `flops_github_api_calls_total{method,status}`, `flops_github_rate_limit_remaining` (once seen)
 - `flops_jobs_finished_total{kind,result}`, `flops_queue_depth`
+- `flops_webhook_proxy_events_total{outcome}`: deliveries relayed through `WEBHOOK_PROXY_URL` (accepted,
+  duplicate, unauthorized, malformed, unavailable), `flops_webhook_proxy_connected` (once a proxy runs)
 - `flops_delivery_errors_total{event,stage}`: a delivery that failed while it was routed
   (`routing`), ordered (`ordering`) or processed (`processing`); it is logged with its delivery id
 
@@ -41,6 +43,9 @@ class Metrics:
                                ("event", "stage"), registry=self.registry)
         self._queue_depth = Gauge("flops_queue_depth", "Deliveries waiting to be processed.", registry=self.registry)
         self._rate_limit: Gauge | None = None  # registered once a rate-limit header was seen
+        self._proxy_events = Counter("flops_webhook_proxy_events", "Deliveries relayed by the webhook proxy, "
+                                     "by outcome.", ("outcome",), registry=self.registry)
+        self._proxy_up: Gauge | None = None  # registered once a webhook proxy runs
 
     def delivery(self, event: str, outcome: str) -> None:
         self._deliveries.labels(event_label(event), outcome).inc()
@@ -59,6 +64,15 @@ class Metrics:
                 self._rate_limit = Gauge("flops_github_rate_limit_remaining", "Last X-RateLimit-Remaining seen.",
                                          registry=self.registry)
             self._rate_limit.set(int(remaining))
+
+    def proxy_event(self, outcome: str) -> None:
+        self._proxy_events.labels(outcome).inc()
+
+    def proxy_connected(self, up: bool) -> None:
+        if self._proxy_up is None:
+            self._proxy_up = Gauge("flops_webhook_proxy_connected", "1 while the webhook proxy's stream is open.",
+                                   registry=self.registry)
+        self._proxy_up.set(1 if up else 0)
 
     def job_finished(self, kind: str, result: str) -> None:
         self._jobs.labels(kind, result).inc()

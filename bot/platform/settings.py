@@ -56,6 +56,7 @@ class Settings:
     workers: int
     log_level: str = "INFO"
     pr_registry_secret: str = "registry-credentials-pr"  # pull-request builds push with it (to pr_registry)
+    webhook_proxy_url: str | None = field(default=None, repr=False)  # a smee.io channel: who knows it reads deliveries
 
 
 def needs_setup(env: Mapping[str, str]) -> bool:
@@ -105,10 +106,22 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         queue_size=_int_setting(env, "FLOPS_QUEUE_SIZE", 1000, problems) or 1000,
         workers=_int_setting(env, "FLOPS_WORKERS", 8, problems) or 8,
         log_level=_log_level(env, problems),
+        webhook_proxy_url=_proxy_url(env, problems),
     )
     if problems:
         raise SettingsError(problems)
     return settings
+
+
+def _proxy_url(env: Mapping[str, str], problems: list[str]) -> str | None:
+    """`WEBHOOK_PROXY_URL`: a smee.io-style channel (`https://smee.io/<channel>`) to read deliveries from."""
+    raw = env.get("WEBHOOK_PROXY_URL", "").strip()
+    if not raw:
+        return None
+    if not raw.startswith(("https://", "http://")) or any(c.isspace() for c in raw):
+        problems.append("WEBHOOK_PROXY_URL must be an http(s) URL such as https://smee.io/<channel>")
+        return None
+    return raw
 
 
 def setup_mode_from(env: Mapping[str, str]) -> tuple[int, str]:

@@ -1,0 +1,135 @@
+"""#25 part 5: `WEBHOOK_PROXY_URL`, deliveries relayed through a smee.io-style channel (Server-Sent
+Events) into the same intake as `POST /webhook`. Against a smee.io stand-in (tests/emulators/smee.py)
+over real HTTP: GitHub's signed delivery is POSTed to the channel, smee relays headers and parsed
+body, the bot re-serialises it as smee-client does and verifies GitHub's signature on that."""
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import pytest
+
+from bot.service.webhook_proxy import Parser, js_stringify, relayed
+from tests.conftest import INSTALLATION, NAMESPACE, SECRET, Bed, BedFactory, sign, wait_for
+from tests.emulators.smee import SmeeChannel
+from tests.test_builds import REPO, by_image, push
+
+
+@pytest.fixture
+async def smee() -> AsyncIterator[SmeeChannel]:
+    channel = SmeeChannel()
+    await channel.start()
+    yield channel
+    await channel.stop()
+
+
+def github_bytes(data: dict[str, Any]) -> bytes:
+    """A payload as GitHub sends it: compact JSON, UTF-8, non-ASCII unescaped."""
+    return json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+async def relay(smee: SmeeChannel, event: str, data: dict[str, Any], *, secret: str | None = SECRET) -> str:
+    """GitHub's POST of a delivery to the channel's URL; returns its delivery id."""
+    body, delivery = github_bytes(data), str(uuid.uuid4())
+    headers = {"X-GitHub-Event": event, "X-GitHub-Delivery": delivery, "Content-Type": "application/json",
+               "User-Agent": "GitHub-Hookshot/test"}
+    if secret is not None:
+        headers["X-Hub-Signature-256"] = sign(body, secret)
+    async with aiohttp.ClientSession() as session, session.post(smee.url, data=body, headers=headers) as response:
+        assert response.status == 200
+    return delivery
+
+
+async def proxy_started(make_bed: BedFactory, smee: SmeeChannel) -> Bed:
+    bed = await make_bed(WEBHOOK_PROXY_URL=smee.url)
+    bed.github.add_installation(INSTALLATION, "Codertocat", [REPO])
+    return bed
+
+
+def proxied(bed: Bed, outcome: str) -> float:
+    return bed.deps.metrics.value("flops_webhook_proxy_events_total", outcome=outcome)
+
+
+async def proxy_bed(make_bed: BedFactory, smee: SmeeChannel) -> Bed:
+    bed = await proxy_started(make_bed, smee)
+    await wait_for(lambda: smee.readers, what="the bot reading the channel")
+    return bed
+
+
+async def test_a_relayed_signed_push_is_processed(make_bed: BedFactory, smee: SmeeChannel) -> None:
+    bed = await proxy_bed(make_bed, smee)
+    data = push(bed, {"server/app.py": "print('relayed ✓')\n"})
+    data["head_commit"]["message"] = "naïve café – ünïcode\tand\u2028separators"  # survives the re-serialisation
+    await relay(smee, "push", data)
+    await wait_for(lambda: proxied(bed, "accepted"), what="the relayed delivery accepted")
+    await bed.settle()
+    assert set(by_image(bed)) == {"server"}
+    assert [r["status"] for r in bed.github.check_runs_for(REPO, data["after"], "flops/build: server")] == ["in_progress"]
+    assert bed.deps.metrics.value("flops_webhook_deliveries_total", event="push", outcome="accepted") == 1
+    assert bed.deps.metrics.value("flops_webhook_proxy_connected") == 1
+
+
+async def test_forged_and_unsigned_relayed_deliveries_are_dropped_and_counted(make_bed: BedFactory,
+                                                                              smee: SmeeChannel) -> None:
+    bed = await proxy_bed(make_bed, smee)
+    data = push(bed, {"server/app.py": "print('forged')\n"})
+    await relay(smee, "push", data, secret="not-the-secret")
+    await relay(smee, "push", data, secret=None)
+    await smee.send_raw("data: {not json\n\n")  # neither is a delivery
+    await wait_for(lambda: proxied(bed, "unauthorized") == 2 and proxied(bed, "malformed") == 1,
+                   what="the forged and unsigned deliveries counted")
+    await bed.settle()
+    assert by_image(bed) == {} and bed.kube.list("jobs", NAMESPACE) == []
+    assert bed.github.check_runs_for(REPO, data["after"]) == []
+    assert bed.deps.metrics.value("flops_webhook_deliveries_total", event="unknown", outcome="unauthorized") == 2
+    assert proxied(bed, "accepted") == 0
+
+
+async def test_the_proxy_reconnects_after_the_stream_drops(make_bed: BedFactory, smee: SmeeChannel) -> None:
+    bed = await proxy_bed(make_bed, smee)
+    smee.down()  # the stream ends and the next connections are refused: backoff, then back
+    await wait_for(lambda: bed.deps.metrics.value("flops_webhook_proxy_connected") == 0, what="disconnect seen")
+    waits = len(bed.sleeps.calls)
+    await wait_for(lambda: len(bed.sleeps.calls) >= waits + 3, what="refused reconnects")
+    smee.up()
+    await wait_for(lambda: smee.connects >= 2 and smee.readers, what="reconnected")
+    refused = bed.sleeps.calls[waits + 1:waits + 3]
+    assert refused[1] == 2 * refused[0] and refused[0] >= smee.retry_ms / 1000  # type: ignore[operator]
+    assert smee.last_event_ids[-1] is not None  # the last id seen is sent back
+    data = push(bed, {"server/app.py": "print('after reconnect')\n"})
+    await relay(smee, "push", data)
+    await wait_for(lambda: by_image(bed).get("server"), what="the build of the delivery after the reconnect")
+
+
+async def test_a_down_channel_neither_blocks_start_up_nor_readiness(make_bed: BedFactory, smee: SmeeChannel) -> None:
+    smee.down()
+    bed = await proxy_started(make_bed, smee)
+    await wait_for(lambda: len(bed.sleeps.calls) >= 2, what="reconnect attempts")
+    async with bed.session.get(bed.url("/readyz")) as response:
+        assert response.status == 200, await response.text()
+    assert bed.deps.metrics.value("flops_webhook_proxy_connected") == 0
+
+
+def test_sse_parser_reads_fields_as_the_standard_says() -> None:
+    parser = Parser()
+    lines = [": keep-alive", "retry: 2500", "id: 7", "event: ping", "data: {}", "", "data: a", "data:b", "",
+             "id: 8", "", "data", ""]
+    events = [e for e in map(parser.feed, lines) if e is not None]
+    assert [(e.name, e.data, e.id) for e in events] == [("ping", "{}", "7"), ("message", "a\nb", "7"),
+                                                        ("message", "", "8")]
+    assert (parser.retry, parser.last_id) == (2.5, "8")
+
+
+def test_relayed_message_becomes_the_request_smee_client_makes() -> None:
+    body = {"a": 1.0, "b": [1.5, "é", "\u2028", "\x01"], "c": None, "d": True, "e": 10**20}
+    message = {"host": "smee.io", "x-github-event": "push", "x-hub-signature-256": "sha256=00",
+               "content-length": "999", "content-type": "application/x-www-form-urlencoded",
+               "body": body, "query": {"x": "1"}, "timestamp": 1764835200000}
+    headers, raw = relayed(json.dumps(message))
+    assert raw == '{"a":1,"b":[1.5,"é","\u2028","\\u0001"],"c":null,"d":true,"e":100000000000000000000}'.encode()
+    assert raw == js_stringify(body)
+    assert headers["X-GitHub-Event"] == "push" and headers["Content-Type"] == "application/json"
+    assert "host" not in headers and "content-length" not in headers and "timestamp" not in headers
