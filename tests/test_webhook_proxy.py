@@ -15,6 +15,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from bot.platform.settings import SettingsError, from_env
 from bot.service.webhook_proxy import Parser, js_stringify, relayed
 from tests.conftest import INSTALLATION, NAMESPACE, SECRET, Bed, BedFactory, push_payload, sign, wait_for
 from tests.emulators.github import GitHubEmulator
@@ -178,3 +179,12 @@ async def test_serve_with_webhook_proxy_url_processes_relayed_deliveries(
     assert all(isinstance(json.loads(line), dict) for line in lines)  # one JSON object per line
     assert smee.channel not in log.read_text()  # the channel's name is its secret: never logged
     assert not [line for line in lines if json.loads(line)["level"] in ("error", "critical")]
+
+
+def test_webhook_proxy_url_must_be_an_http_url(env: dict[str, str]) -> None:
+    assert from_env(env).webhook_proxy_url is None
+    assert from_env({**env, "WEBHOOK_PROXY_URL": " https://smee.io/abc "}).webhook_proxy_url == "https://smee.io/abc"
+    with pytest.raises(SettingsError) as bad:
+        from_env({**env, "WEBHOOK_PROXY_URL": "smee.io/abc"})
+    assert bad.value.problems == ["WEBHOOK_PROXY_URL must be an http(s) URL such as https://smee.io/<channel>"]
+    assert "smee.io/abc" not in repr(from_env({**env, "WEBHOOK_PROXY_URL": "https://smee.io/abc"}))
