@@ -7,7 +7,7 @@ import pytest
 
 from tests.conftest import NAMESPACE, Bed, wait_for
 from tests.test_builds import DIGEST, REPO, by_image, push
-from tests.test_regression import GOOD, PR, gate, open_pr, record_baseline, setup_repo, sticky
+from tests.test_regression import GOOD, PR, comment, gate, open_pr, record_baseline, setup_repo, sticky
 
 
 def build_runs(bed: Bed, sha: str) -> list[dict[str, object]]:
@@ -50,4 +50,14 @@ async def test_a_sticky_comment_posted_before_a_failure_is_not_posted_twice(bed:
     assert run["conclusion"] == "success"
     [comment] = sticky(bed)
     assert "**success**" in comment["body"]
+    assert len(bed.github.calls_to("POST", rf"/repos/{REPO}/issues/{PR}/comments$")) == 1
+
+
+async def test_a_command_reply_posted_before_a_failure_is_not_posted_twice(bed: Bed) -> None:
+    setup_repo(bed)
+    open_pr(bed, {"train.py": "print('pr')\n"})
+    bed.github.fail_after_applying("POST", rf"/repos/{REPO}/issues/{PR}/comments$", 502)
+    await comment(bed, "/help")
+    replies = [c for c in bed.github.comments_on(REPO, PR) if c["user"]["type"] == "Bot"]
+    assert len(replies) == 1 and "`/help`" in replies[0]["body"]
     assert len(bed.github.calls_to("POST", rf"/repos/{REPO}/issues/{PR}/comments$")) == 1

@@ -18,12 +18,17 @@ async def upsert(gh: GitHubAPI, repo: str, number: int, marker: str, body: str, 
         await gh.patch("/repos/" + repo + "/issues/comments/{id}", url_vars={"id": str(existing["id"])},
                        data={"body": clip(body)})
         return
+    await post_once(gh, repo, number, marker, clip(body), author=author)
 
+
+async def post_once(gh: GitHubAPI, repo: str, number: int, marker: str, body: str, *, author: str) -> dict[str, Any]:
+    """Post `body` (which carries `marker`) on issue/PR `number`: after a 5xx or no answer the comment
+    is looked for by its marker before the post is tried again, so at most one results."""
     async def posted() -> dict[str, Any] | None:
         return await find(gh, repo, number, marker, author=author)
 
-    await create_once(gh, "/repos/" + repo + "/issues/{number}/comments", {"body": clip(body)}, find=posted,
-                      url_vars={"number": str(number)})
+    return await create_once(gh, "/repos/" + repo + "/issues/{number}/comments", {"body": body}, find=posted,
+                             url_vars={"number": str(number)})
 
 
 async def find(gh: GitHubAPI, repo: str, number: int, marker: str, *, author: str) -> dict[str, Any] | None:
