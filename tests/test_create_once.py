@@ -3,15 +3,26 @@ GitHub applied it, is looked up before it is retried: exactly one object results
 with it. On the test bed; the GitHub emulator applies the request, then answers 502 or cuts the line."""
 from __future__ import annotations
 
+import json
+import uuid
+from pathlib import Path
+from typing import Any
+
+import aiohttp
 import pytest
 
-from tests.conftest import NAMESPACE, Bed, wait_for
-from tests.test_builds import DIGEST, REPO, by_image, push
-from tests.test_regression import GOOD, PR, comment, gate, open_pr, record_baseline, setup_repo, sticky
+from tests.conftest import INSTALLATION, NAMESPACE, Bed, payload, push_payload, sign, wait_for
+from tests.emulators.github import GitHubEmulator
+from tests.emulators.kube import KubeEmulator
+from tests.emulators.s3 import S3Server
+from tests.serving import serving
+from tests.test_builds import DIGEST, FILES, REPO, by_image, push
+from tests.test_regression import GOOD, MAINTAINER, PR, comment, gate, open_pr, record_baseline, setup_repo, sticky
 
 
-def build_runs(bed: Bed, sha: str) -> list[dict[str, object]]:
-    return bed.github.check_runs_for(REPO, sha, "flops/build: server")
+def build_runs(where: Bed | GitHubEmulator, sha: str) -> list[dict[str, Any]]:
+    github = where.github if isinstance(where, Bed) else where
+    return github.check_runs_for(REPO, sha, "flops/build: server")
 
 
 @pytest.mark.parametrize("cut", [False, True], ids=["502-after-applying", "no-answer-after-applying"])
@@ -61,3 +72,47 @@ async def test_a_command_reply_posted_before_a_failure_is_not_posted_twice(bed: 
     replies = [c for c in bed.github.comments_on(REPO, PR) if c["user"]["type"] == "Bot"]
     assert len(replies) == 1 and "`/help`" in replies[0]["body"]
     assert len(bed.github.calls_to("POST", rf"/repos/{REPO}/issues/{PR}/comments$")) == 1
+
+
+async def test_serve_creates_one_check_run_and_one_reply_through_502s(
+        tmp_path: Path, github: GitHubEmulator, kube: KubeEmulator, s3: S3Server) -> None:
+    """As shipped: `python -m bot serve`, GitHub answering 502 after it created the build's check run
+    and the command reply. Each exists once, and the build's result lands on its single run."""
+    github.add_installation(INSTALLATION, "Codertocat", [REPO])
+    github.add_repo(REPO, default_branch="master")
+    github.commit(REPO, "master", FILES)
+    github.set_permission(REPO, MAINTAINER, "write")
+    async with serving(tmp_path, github, kube, s3) as served:
+        data = push_payload(github, REPO, {"server/app.py": "print(90)\n"})
+        github.fail_after_applying("POST", rf"/repos/{REPO}/check-runs$", 502)
+        await post(served.url, "push", data)
+        [job] = await wait_for(lambda: kube.list("jobs", NAMESPACE), timeout=30, what="the build Job")
+        kube.succeed_job(NAMESPACE, job["metadata"]["name"], message=DIGEST)
+        await wait_for(lambda: build_runs(github, data["after"])[0]["status"] == "completed", timeout=30,
+                       what="the build reported")
+        [run] = build_runs(github, data["after"])
+        assert run["conclusion"] == "success"
+        github.add_pull(REPO, PR, data["after"], base_branch="master", head_ref="feature", user="octocat")
+        event = payload("issue_comment.created")
+        event["issue"].update(number=PR, pull_request={"url": f"{github.url}/repos/{REPO}/pulls/{PR}"})
+        event["comment"].update(body="/help", id=github.add_comment(REPO, PR, "/help", user=MAINTAINER)["id"])
+        event["comment"]["user"]["login"] = MAINTAINER
+        event["installation"]["id"] = INSTALLATION
+        github.fail_after_applying("POST", rf"/repos/{REPO}/issues/{PR}/comments$", 502)
+        await post(served.url, "issue_comment", event)
+        await wait_for(lambda: [c for c in github.comments_on(REPO, PR) if c["user"]["type"] == "Bot"], timeout=30,
+                       what="the reply")
+        await wait_for(lambda: github.calls_to("GET", rf"/repos/{REPO}/issues/{PR}/comments$"), timeout=30,
+                       what="the look for the reply")
+    assert len([c for c in github.comments_on(REPO, PR) if c["user"]["type"] == "Bot"]) == 1
+    assert len(github.calls_to("POST", rf"/repos/{REPO}/issues/{PR}/comments$")) == 1
+    assert len(build_runs(github, data["after"])) == 1
+
+
+async def post(url: str, event: str, data: dict[str, Any]) -> None:
+    body = json.dumps(data).encode()
+    headers = {"X-GitHub-Event": event, "X-GitHub-Delivery": str(uuid.uuid4()), "Content-Type": "application/json",
+               "X-Hub-Signature-256": sign(body)}
+    async with aiohttp.ClientSession() as session, session.post(url + "/webhook", data=body,
+                                                                headers=headers) as response:
+        assert response.status == 202, await response.text()
