@@ -5,6 +5,8 @@ body, the bot re-serialises it as smee-client does and verifies GitHub's signatu
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -15,7 +17,7 @@ import pytest
 
 from bot.platform.settings import SettingsError, from_env
 from bot.service.webhook_proxy import Parser, js_stringify, relayed
-from tests.conftest import INSTALLATION, NAMESPACE, SECRET, Bed, BedFactory, push_payload, sign, wait_for
+from tests.conftest import INSTALLATION, NAMESPACE, PAYLOADS, SECRET, Bed, BedFactory, push_payload, sign, wait_for
 from tests.emulators.github import GitHubEmulator
 from tests.emulators.kube import KubeEmulator
 from tests.emulators.s3 import S3Server
@@ -173,3 +175,18 @@ def test_webhook_proxy_url_must_be_an_http_url(env: dict[str, str]) -> None:
         from_env({**env, "WEBHOOK_PROXY_URL": "smee.io/abc"})
     assert bad.value.problems == ["WEBHOOK_PROXY_URL must be an http(s) URL such as https://smee.io/<channel>"]
     assert "smee.io/abc" not in repr(from_env({**env, "WEBHOOK_PROXY_URL": "https://smee.io/abc"}))
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="needs node (JavaScript's own JSON.stringify)")
+def test_js_stringify_gives_javascripts_bytes_for_every_recorded_payload() -> None:
+    """The bytes smee-client forwards are `JSON.stringify(JSON.parse(data))`: node says what they are."""
+    tricky = {"s": "é ✓ 😀 \u2028 \u2029 \x00\x1f\x7f \" \\ / <>&", "f": [1.0, -0.0, 0.1, 1.5e300, 2.5e-7, 1e21],
+              "i": [0, -1, 2**53, 2**53 + 1, 10**30, -(10**22)], "n": None, "b": [True, False], "o": {}, "a": [],
+              "lone": "\ud800x\udfff", "pair": "\ud83d\ude00", "keys": {"b": 1, "10": 2, "2": 3, "01": 4, "-1": 5},
+              "small": [1e-6, 1e-7, 0.000123, 123456789.125, 5e-324, 1.7976931348623157e308]}
+    samples = [json.loads(path.read_text()) for path in sorted(PAYLOADS.glob("*.json"))] + [tricky]
+    for sample in samples:
+        text = json.dumps(sample)
+        node = subprocess.run(["node", "-e", "process.stdout.write(JSON.stringify(JSON.parse(require('fs')"
+                               ".readFileSync(0, 'utf8'))))"], input=text.encode(), capture_output=True, check=True)
+        assert js_stringify(json.loads(text)) == node.stdout

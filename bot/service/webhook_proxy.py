@@ -21,8 +21,10 @@ and the log say whether it is up.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Callable, Mapping
+import re
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -38,6 +40,9 @@ log = logs.get_logger(__name__)
 READ_TIMEOUT = 95.0  # seconds without a byte (smee pings every 30 s) before the stream counts as dead
 MAX_EVENT = 26 * 1024 * 1024  # one event's data: a 25 MB delivery plus its headers
 SKIPPED = ("query", "timestamp", "body", "host", "content-length")  # not request headers to pass on
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_INDEX = re.compile("0|[1-9][0-9]*")
 
 Deliver = Callable[[Mapping[str, str], bytes], int]  # (headers, raw body) -> the intake's HTTP status
 
@@ -88,20 +93,71 @@ class Parser:
 
 
 def js_stringify(value: Any) -> bytes:
-    """`JSON.stringify(value)` as UTF-8, the bytes smee-client forwards (and GitHub signed, when its
-    payload was compact JSON). Python and JavaScript agree on strings and escapes; numbers differ
-    only for integral floats (`1.0` -> `1`), which are converted first."""
-    return json.dumps(_js_numbers(value), ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    """`JSON.stringify(value)` as UTF-8: the bytes smee-client forwards (and GitHub signed, when its
+    payload was compact JSON). Strings are escaped as both languages do (non-ASCII kept); numbers
+    are spelled as JavaScript's Number::toString spells the double JSON.parse made of them."""
+    return "".join(_js_parts(value)).encode("utf-8")
 
 
-def _js_numbers(value: Any) -> Any:
-    if isinstance(value, float) and value.is_integer() and abs(value) < 1e21:
-        return int(value)
-    if isinstance(value, dict):
-        return {key: _js_numbers(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_js_numbers(item) for item in value]
-    return value
+def _js_parts(value: Any) -> Iterator[str]:
+    if isinstance(value, str):
+        yield _js_string(value)
+    elif value is None or value is True or value is False:
+        yield "null" if value is None else "true" if value else "false"
+    elif isinstance(value, (int, float)):
+        yield js_number(value)
+    elif isinstance(value, dict):
+        yield "{"
+        for index, key in enumerate(_js_key_order(value)):
+            yield ("," if index else "") + _js_string(key) + ":"
+            yield from _js_parts(value[key])
+        yield "}"
+    elif isinstance(value, list):
+        yield "["
+        for index, item in enumerate(value):
+            if index:
+                yield ","
+            yield from _js_parts(item)
+        yield "]"
+    else:
+        raise TypeError(f"not JSON: {type(value).__name__}")
+
+
+def _js_string(text: str) -> str:
+    quoted = json.dumps(text, ensure_ascii=False)  # the same escapes as JavaScript's, non-ASCII kept
+    return _SURROGATE.sub(lambda found: f"\\u{ord(found.group()):04x}", quoted)  # lone surrogates: as JS escapes them
+
+
+def _js_key_order(data: dict[str, Any]) -> list[str]:
+    """JavaScript objects list integer-like keys ("0", "17") first, ascending, then the rest in order."""
+    indices = sorted((key for key in data if _INDEX.fullmatch(key) and int(key) < 2 ** 32 - 1), key=int)
+    if not indices:
+        return list(data)
+    chosen = set(indices)
+    return indices + [key for key in data if key not in chosen]
+
+
+def js_number(number: float) -> str:
+    """A JSON number as JavaScript prints it: integers up to 2**53 as they are, everything else
+    through the double (shortest round-trip digits, exponent outside 1e-7 .. 1e21)."""
+    if isinstance(number, int) and abs(number) <= 2 ** 53:
+        return str(number)
+    value = float(number)
+    if value != value or value in (float("inf"), float("-inf")):
+        return "null"
+    if value == 0:
+        return "0"
+    sign, digits, exponent = Decimal(repr(abs(value))).normalize().as_tuple()
+    text, point = "".join(map(str, digits)), len(digits) + int(exponent)
+    if len(text) <= point <= 21:
+        body = text + "0" * (point - len(text))
+    elif 0 < point <= 21:
+        body = text[:point] + "." + text[point:]
+    elif -6 < point <= 0:
+        body = "0." + "0" * -point + text
+    else:
+        body = text[0] + ("." + text[1:] if len(text) > 1 else "") + f"e{'+' if point > 0 else '-'}{abs(point - 1)}"
+    return ("-" if value < 0 else "") + body
 
 
 def relayed(data: str) -> tuple[CIMultiDict[str], bytes]:
