@@ -190,3 +190,14 @@ def test_js_stringify_gives_javascripts_bytes_for_every_recorded_payload() -> No
         node = subprocess.run(["node", "-e", "process.stdout.write(JSON.stringify(JSON.parse(require('fs')"
                                ".readFileSync(0, 'utf8'))))"], input=text.encode(), capture_output=True, check=True)
         assert js_stringify(json.loads(text)) == node.stdout
+
+
+async def test_a_large_relayed_delivery_arrives_whole(make_bed: BedFactory, smee: SmeeChannel) -> None:
+    """One SSE line of ~8 MB (smee sends each delivery as one `data:` line), read in chunks."""
+    bed = await proxy_bed(make_bed, smee)
+    data = push(bed, {"server/app.py": "print('big')\n"})
+    data["head_commit"]["message"] = "x" * (8 << 20)
+    await relay(smee, "push", data)
+    await wait_for(lambda: proxied(bed, "accepted"), timeout=20, what="the large relayed delivery accepted")
+    await bed.settle()
+    assert set(by_image(bed)) == {"server"}
