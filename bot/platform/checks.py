@@ -119,8 +119,8 @@ async def _created(gh: GitHubAPI, repo: str, body: Mapping[str, Any]) -> dict[st
         output = run.get("output") or {}
         if (run.get("name") == body["name"] and (run.get("external_id") or None) == body.get("external_id")
                 and run.get("status") == body["status"] and run.get("conclusion") == body.get("conclusion")
-                and output.get("title") == body["output"]["title"]
-                and output.get("summary") == body["output"]["summary"]):
+                and (output.get("title") or "").strip() == body["output"]["title"].strip()
+                and (output.get("summary") or "").strip() == body["output"]["summary"].strip()):
             return dict(run)
     return None
 
