@@ -99,14 +99,15 @@ async def test_forged_and_unsigned_relayed_deliveries_are_dropped_and_counted(ma
 
 async def test_the_proxy_reconnects_after_the_stream_drops(make_bed: BedFactory, smee: SmeeChannel) -> None:
     bed = await proxy_bed(make_bed, smee)
+    waits = len(bed.sleeps.calls)  # the proxy sits on the open stream: it sleeps no more until it ends
     smee.down()  # the stream ends and the next connections are refused: backoff, then back
-    await wait_for(lambda: bed.deps.metrics.value("flops_webhook_proxy_connected") == 0, what="disconnect seen")
-    waits = len(bed.sleeps.calls)
-    await wait_for(lambda: len(bed.sleeps.calls) >= waits + 3, what="refused reconnects")
+    await wait_for(lambda: len(bed.sleeps.calls) >= waits + 4, what="refused reconnects")
+    assert bed.deps.metrics.value("flops_webhook_proxy_connected") == 0
     smee.up()
     await wait_for(lambda: smee.connects >= 2 and smee.readers, what="reconnected")
-    refused = bed.sleeps.calls[waits + 1:waits + 3]
-    assert refused[1] == 2 * refused[0] and refused[0] >= smee.retry_ms / 1000  # type: ignore[operator]
+    retry = smee.retry_ms / 1000  # type: ignore[operator]
+    assert bed.sleeps.calls[waits:waits + 4] == [retry, retry, 2 * retry, 4 * retry]  # the server's retry: first
+    assert max(bed.sleeps.calls[waits:]) <= bed.deps.policy.max_delay  # then doubling, capped
     assert smee.last_event_ids[-1] is not None  # the last id seen is sent back
     data = push(bed, {"server/app.py": "print('after reconnect')\n"})
     await relay(smee, "push", data)
