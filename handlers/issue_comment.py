@@ -18,7 +18,7 @@ from gidgethub.abc import GitHubAPI
 
 from bot.core import commands, jobs
 from bot.core.config import RepoConfig
-from bot.core.text import clip, shown
+from bot.core.text import shown
 from bot.flows import builds, deploy, federated, lifecycle, pulls, regression
 from bot.flows.deps import Deps
 from bot.platform import checks, logs
@@ -58,20 +58,21 @@ async def run_comment_commands(event: sansio.Event, gh: GitHubAPI, *, deps: Deps
     permission = await deps.permissions.of(gh, repo, user)  # the API decides, never author_association
     if not pulls.may_command(permission):
         if commands.addressed(body):  # a `/cc` meant for another bot gets no lecture from us
-            await reply(gh, repo, number, _not_allowed(user, permission, body))
+            await pulls.reply(gh, deps, repo, number, _not_allowed(user, permission, body), to=comment["id"])
         return
     header = f"@{user}" + (f" ([your comment]({comment['html_url']}))" if comment.get("html_url") else "") + "\n"
     grammar = commands.parse(body)  # `/train` bounds need the config; this is enough to answer without it
     if not commands.addressed(body):  # only unknown commands: name the closest ones, read nothing else
-        await reply(gh, repo, number, header + "\n".join(refused(grammar)))
+        await pulls.reply(gh, deps, repo, number, header + "\n".join(refused(grammar)), to=comment["id"])
         return
     await react(gh, repo, comment["id"])  # at once, before any slow work
     if grammar == JUST_HELP:  # needs neither the PR nor its config
-        await reply(gh, repo, number, header + "- `/help`: " + help_answer(permission))
+        await pulls.reply(gh, deps, repo, number, header + "- `/help`: " + help_answer(permission),
+                          to=comment["id"])
         return
     ctx = await load_context(event, gh, deps, permission)
     lines = await run_commands(ctx, commands.parse(body, bounds_of(ctx.cfg)))
-    await reply(gh, repo, number, header + "\n".join(lines))
+    await pulls.reply(gh, deps, repo, number, header + "\n".join(lines), to=comment["id"])
 
 
 async def load_context(event: sansio.Event, gh: GitHubAPI, deps: Deps, permission: str) -> Context:
@@ -80,10 +81,11 @@ async def load_context(event: sansio.Event, gh: GitHubAPI, deps: Deps, permissio
         return await context(event, gh, deps, permission)
     except Exception:
         data = event.data
-        await reply(gh, data["repository"]["full_name"], int(data["issue"]["number"]),
-                    f"@{data['comment']['user']['login']} flops-bot could not read this pull request or its "
-                    f"`.github/flops.yml`, so nothing was run. Comment again in a minute; if it keeps failing, "
-                    f"the bot's logs for delivery `{event.delivery_id}` say why.")
+        await pulls.reply(gh, deps, data["repository"]["full_name"], int(data["issue"]["number"]),
+                          f"@{data['comment']['user']['login']} flops-bot could not read this pull request or its "
+                          f"`.github/flops.yml`, so nothing was run. Comment again in a minute; if it keeps "
+                          f"failing, the bot's logs for delivery `{event.delivery_id}` say why.",
+                          to=data["comment"]["id"])
         raise
 
 
@@ -332,9 +334,6 @@ async def react(gh: GitHubAPI, repo: str, comment_id: int) -> None:
                   data={"content": "eyes"}, accept="application/vnd.github+json")
 
 
-async def reply(gh: GitHubAPI, repo: str, number: int, body: str) -> None:
-    await gh.post("/repos/" + repo + "/issues/{number}/comments", url_vars={"number": str(number)},
-                  data={"body": clip(body)})
 
 
 def _not_allowed(user: str, permission: str, body: str) -> str:

@@ -313,6 +313,21 @@ async def test_fault_injection_is_fifo_and_recorded(gh: gidgethub.aiohttp.GitHub
     assert "secondary rate limit" in str(secondary.value)
 
 
+async def test_a_fault_after_applying_keeps_the_effect(gh: gidgethub.aiohttp.GitHubAPI,
+                                                       emulator: GitHubEmulator) -> None:
+    sha = emulator.commit(REPO, "main", {"README.md": "hi"})
+    emulator.fail_after_applying("POST", r"/check-runs$", 502)
+    with pytest.raises(gidgethub.GitHubBroken):
+        await gh.post(f"/repos/{REPO}/check-runs", data={"name": "ci", "head_sha": sha})
+    emulator.fail_after_applying("POST", r"/issues/1/comments$", cut=True)
+    with pytest.raises(aiohttp.ClientError):
+        await gh.post(f"/repos/{REPO}/issues/1/comments", data={"body": "hi"})
+    assert [r["name"] for r in emulator.check_runs_for(REPO, sha)] == ["ci"]  # created, though answered 502
+    assert [c["body"] for c in emulator.comments_on(REPO, 1)] == ["hi"]  # created, though never answered
+    listed = await gh.getitem(f"/repos/{REPO}/commits/{sha}/check-runs")
+    assert [r["name"] for r in listed["check_runs"]] == ["ci"]
+
+
 async def test_unknown_route_is_json_404(session: aiohttp.ClientSession, emulator: GitHubEmulator) -> None:
     async with session.get(f"{emulator.url}/nope") as response:
         assert response.status == 404

@@ -12,7 +12,9 @@ from typing import Any
 
 from gidgethub.abc import GitHubAPI
 
+from bot.core.text import MAX_BODY, clip
 from bot.flows.deps import Deps
+from bot.platform import comments
 from bot.platform.github import WRITE
 
 
@@ -118,3 +120,11 @@ def is_bot(user: dict[str, Any]) -> bool:
 def may_command(permission: str) -> bool:
     """Commands are for people with write access (the API's permission, never author_association)."""
     return permission in WRITE
+
+
+async def reply(gh: GitHubAPI, deps: Deps, repo: str, number: int, body: str, *, to: int) -> None:
+    """The bot's answer to comment `to` on PR/issue `number`. It ends with `<!-- flops:reply:<to> -->`,
+    so a post answered with a 5xx after GitHub applied it is found, not posted a second time."""
+    marker = f"\n\n<!-- flops:reply:{to} -->"
+    await comments.post_once(gh, repo, number, marker.strip(), clip(body, MAX_BODY - len(marker)) + marker,
+                             author=await deps.github.bot_login())

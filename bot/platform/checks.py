@@ -14,6 +14,7 @@ from gidgethub.abc import GitHubAPI
 
 from bot.core import config, jobs
 from bot.core.text import clip, shown
+from bot.platform.github import create_once
 
 CONFIG = "flops/config"
 REGRESSION = "flops/regression"
@@ -75,8 +76,7 @@ async def create(gh: GitHubAPI, repo: str, sha: str, name: str, *, title: str, s
         body["details_url"] = details_url
     if external_id:
         body["external_id"] = external_id
-    data = await gh.post("/repos/" + repo + "/check-runs", data=body)
-    return int(data["id"])
+    return await _post(gh, repo, body)
 
 
 async def complete(gh: GitHubAPI, repo: str, check_id: int | str, conclusion: str, *, title: str,
@@ -95,8 +95,34 @@ async def post_completed(gh: GitHubAPI, repo: str, sha: str, name: str, conclusi
                             "completed_at": now(), "output": _output(title, summary, text)}
     if details_url:
         body["details_url"] = details_url
-    data = await gh.post("/repos/" + repo + "/check-runs", data=body)
+    return await _post(gh, repo, body)
+
+
+async def _post(gh: GitHubAPI, repo: str, body: dict[str, Any]) -> int:
+    """Create the check run once: after a 5xx or no answer, the run this POST made (if GitHub made it)
+    is looked up on the commit and used, so a retry never leaves two."""
+    async def find() -> dict[str, Any] | None:
+        return await _created(gh, repo, body)
+
+    data = await create_once(gh, "/repos/" + repo + "/check-runs", body, find=find)
     return int(data["id"])
+
+
+async def _created(gh: GitHubAPI, repo: str, body: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The newest run on `head_sha` that this create request made: same name and `external_id`,
+    status, conclusion, title and summary (an earlier run of that name differs in one of them, or is
+    the same report already)."""
+    data = await gh.getitem("/repos/" + repo + "/commits/{sha}/check-runs{?check_name,filter,per_page}",
+                            url_vars={"sha": body["head_sha"], "check_name": body["name"], "filter": "all",
+                                      "per_page": "100"})
+    for run in sorted(data.get("check_runs", []), key=lambda r: -int(r["id"])):
+        output = run.get("output") or {}
+        if (run.get("name") == body["name"] and (run.get("external_id") or None) == body.get("external_id")
+                and run.get("status") == body["status"] and run.get("conclusion") == body.get("conclusion")
+                and (output.get("title") or "").strip() == body["output"]["title"].strip()
+                and (output.get("summary") or "").strip() == body["output"]["summary"].strip()):
+            return dict(run)
+    return None
 
 
 async def update(gh: GitHubAPI, repo: str, check_id: int | str, *, title: str, summary: str,

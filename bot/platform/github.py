@@ -7,6 +7,8 @@
   retried with exponential backoff, rate limits (primary: `X-RateLimit-Remaining: 0` until
   `X-RateLimit-Reset`; secondary: `Retry-After`) are waited out when the wait is bounded,
   and a rejected installation token is refreshed once.
+- `create_once` is the POST that creates a check run or a comment: a 5xx or no answer may come
+  after GitHub applied it, so it looks for the object before it tries again (exactly one results).
 """
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ import asyncio
 import http
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, BinaryIO
@@ -38,6 +41,16 @@ PERMISSION_CACHE_SIZE = 4096
 INSTALLATION_TTL = 600.0  # seconds a repository's installation id is trusted before it is looked up again
 TOKEN_REFRESH_MARGIN = 300.0  # seconds before expiry at which a cached token is renewed
 JWT_REUSE = 240.0  # seconds an App JWT (valid 9 minutes) is reused: making one parses the RSA key (~50 ms of CPU)
+
+# Set while `create_once` posts: the client then hands a 5xx or a missing answer back at once, since
+# GitHub may have applied the POST. Every other POST keeps the client's retries, because a repeat is
+# harmless: an installation token (a second token), a reaction (GitHub answers the existing one), a git
+# ref or a pull request (the repeat answers 422 "already exists", which bot.flows.config_repo turns into
+# moving the ref or finding the open PR); blobs and trees are content-addressed (the same object again),
+# and a ref update names its sha (idempotent). A contents PUT carries the blob sha it replaces: repeated
+# after it succeeded it answers 409, and the deploy re-reads the file and finds its edit already there.
+_CREATING: ContextVar[bool] = ContextVar("flops_github_creating", default=False)
+Find = Callable[[], Awaitable[dict[str, Any] | None]]
 
 def rate_limit_wait(status: int, headers: Mapping[str, str], now: float) -> float | None:
     """Seconds to wait before retrying a rate-limited answer, or None when it is no rate limit."""
@@ -90,13 +103,17 @@ class Client(gidgethub.aiohttp.GitHubAPI):
                 break
             except (aiohttp.ClientError, TimeoutError) as exc:  # no answer at all: back off, retry
                 self._metrics.github_call(method, "error", None)
-                if attempt == self._policy.attempts:
+                if attempt == self._policy.attempts or (method == "POST" and _CREATING.get()):
                     raise gidgethub.GitHubBroken(http.HTTPStatus.SERVICE_UNAVAILABLE,
                                                  f"GitHub unreachable at {self.base_url}: {exc!r}") from exc
                 log.warning("github unreachable; retrying", extra={"method": method, "url": url, "attempt": attempt})
                 await self._policy.pause(attempt)
         self._metrics.github_call(method, str(status), resp_headers.get("x-ratelimit-remaining"))
         return status, resp_headers, data
+
+    @property
+    def policy(self) -> RetryPolicy:
+        return self._policy
 
     async def sleep(self, seconds: float) -> None:
         await self._policy.sleep(seconds)
@@ -107,6 +124,8 @@ class Client(gidgethub.aiohttp.GitHubAPI):
         if attempt >= self._policy.attempts:
             return False
         status = int(exception.status_code)
+        if status >= 500 and method == "POST" and _CREATING.get():  # maybe applied: create_once looks first
+            return False
         if status == 401 and self._token is not None and attempt == 1:
             self._refresh_token = True
             return True
@@ -118,6 +137,33 @@ class Client(gidgethub.aiohttp.GitHubAPI):
         log.warning("github retry", extra={"status": status, "method": method, "url": url, "wait": round(wait, 2)})
         await self.sleep(wait)
         return True
+
+
+async def create_once(gh: gidgethub.abc.GitHubAPI, url: str, data: dict[str, Any], *, find: Find,
+                      url_vars: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """POST `data` to create one object. After a 5xx or no answer, `find` looks for what this POST
+    would have created (GitHub may have applied it before failing): found, it is the answer; else the
+    POST is tried again after the usual backoff. Exactly one object results."""
+    policy = gh.policy if isinstance(gh, Client) else RetryPolicy(attempts=1)
+    for attempt in range(1, max(1, policy.attempts) + 1):
+        marked = _CREATING.set(True)
+        try:
+            created: dict[str, Any] = await gh.post(url, url_vars=url_vars or {}, data=data)
+            return created
+        except gidgethub.GitHubBroken as exc:  # 5xx, or no answer (the client's own GitHubBroken)
+            failure = exc
+        finally:
+            _CREATING.reset(marked)
+        found = await find()
+        if found is not None:
+            log.info("github create failed after it was applied; using the object found",
+                     extra={"url": url, "status": int(failure.status_code), "id": found.get("id")})
+            return found
+        if attempt < policy.attempts:
+            log.warning("github create failed and nothing was created; retrying",
+                        extra={"url": url, "status": int(failure.status_code), "attempt": attempt})
+            await policy.pause(attempt)
+    raise failure
 
 
 @dataclass

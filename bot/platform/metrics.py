@@ -10,6 +10,8 @@ is global. The names and labels are public contract (dashboards and alerts query
   not started) or `running`; `flops_run_duration_seconds{kind}`: start to end of each reported Job
 - `flops_delivery_latency_seconds{event}`: from the webhook accepting a delivery to its end (queue wait
   included); `flops_regression_verdicts_total{verdict}`: the gate's `pass`, `fail` or `no_baseline`
+- `flops_webhook_proxy_events_total{outcome}`: deliveries relayed through `WEBHOOK_PROXY_URL` (accepted,
+  duplicate, unauthorized, malformed, unavailable), `flops_webhook_proxy_connected` (once a proxy runs)
 - `flops_delivery_errors_total{event,stage}`: a delivery that failed while it was routed
   (`routing`), ordered (`ordering`) or processed (`processing`); it is logged with its delivery id
 
@@ -56,6 +58,9 @@ class Metrics:
         self._verdicts = Counter("flops_regression_verdicts", "Regression gate verdicts (pass, fail, no_baseline).",
                                  ("verdict",), registry=self.registry)
         self._rate_limit: Gauge | None = None  # registered once a rate-limit header was seen
+        self._proxy_events = Counter("flops_webhook_proxy_events", "Deliveries relayed by the webhook proxy, "
+                                     "by outcome.", ("outcome",), registry=self.registry)
+        self._proxy_up: Gauge | None = None  # registered once a webhook proxy runs
 
     def delivery(self, event: str, outcome: str) -> None:
         self._deliveries.labels(event_label(event), outcome).inc()
@@ -74,6 +79,15 @@ class Metrics:
                 self._rate_limit = Gauge("flops_github_rate_limit_remaining", "Last X-RateLimit-Remaining seen.",
                                          registry=self.registry)
             self._rate_limit.set(int(remaining))
+
+    def proxy_event(self, outcome: str) -> None:
+        self._proxy_events.labels(outcome).inc()
+
+    def proxy_connected(self, up: bool) -> None:
+        if self._proxy_up is None:
+            self._proxy_up = Gauge("flops_webhook_proxy_connected", "1 while the webhook proxy's stream is open.",
+                                   registry=self.registry)
+        self._proxy_up.set(1 if up else 0)
 
     def job_finished(self, kind: str, result: str) -> None:
         self._jobs.labels(kind, result).inc()

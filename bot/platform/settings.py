@@ -63,6 +63,7 @@ class Settings:
     log_level: str = "INFO"
     pr_registry_secret: str = "registry-credentials-pr"  # pull-request builds push with it (to pr_registry)
     unverified_bytes: int = DEFAULT_UNVERIFIED_BYTES  # held in total by webhook requests not verified yet
+    webhook_proxy_url: str | None = field(default=None, repr=False)  # a smee.io channel: who knows it reads deliveries
 
 
 def needs_setup(env: Mapping[str, str]) -> bool:
@@ -107,6 +108,7 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         workers=_int_setting(env, "FLOPS_WORKERS", 8, problems) or 8,
         log_level=_log_level(env, problems),
         unverified_bytes=_size_setting(env, "FLOPS_UNVERIFIED_BYTES", DEFAULT_UNVERIFIED_BYTES, problems),
+        webhook_proxy_url=_proxy_url(env, problems),
     )
     if problems:
         raise SettingsError(problems)
@@ -128,6 +130,17 @@ def _s3_settings(env: Mapping[str, str], need: Callable[[str], str], problems: l
         problems.append(f"FLOPS_RUNS_BUCKET must differ from FLOPS_BUCKET ({bucket!r}): Jobs may write the runs "
                         "bucket, never the bot's state")
     return s3
+
+
+def _proxy_url(env: Mapping[str, str], problems: list[str]) -> str | None:
+    """`WEBHOOK_PROXY_URL`: a smee.io-style channel (`https://smee.io/<channel>`) to read deliveries from."""
+    raw = env.get("WEBHOOK_PROXY_URL", "").strip()
+    if not raw:
+        return None
+    if not raw.startswith(("https://", "http://")) or any(c.isspace() for c in raw):
+        problems.append("WEBHOOK_PROXY_URL must be an http(s) URL such as https://smee.io/<channel>")
+        return None
+    return raw
 
 
 def setup_mode_from(env: Mapping[str, str]) -> tuple[str, int, str]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
 import aiohttp
@@ -30,6 +30,7 @@ from bot.platform.retry import RetryPolicy
 from bot.platform.settings import Settings
 from bot.service.dispatch import Dispatcher
 from bot.service.intake import BODY_SECONDS, Refusal, Signature, UnverifiedBytes, admit, parse_event
+from bot.service.webhook_proxy import WebhookProxy
 
 log = logs.get_logger(__name__)
 
@@ -74,20 +75,47 @@ READINESS = web.AppKey("readiness", Readiness)
 
 async def webhook(request: web.Request) -> web.StreamResponse:
     deps = request.app[DEPS]
-    dispatcher = request.app[DISPATCHER]
-    if not dispatcher.accepting:
+    if not request.app[DISPATCHER].accepting:
         return _reply(503, "shutting down; GitHub can redeliver this event")
     try:
         body = await _verified_body(request, deps.settings.webhook_secrets)
     except Refusal as refusal:
-        deps.metrics.delivery("unknown", refusal.outcome)  # unverified: the caller's event name is not counted
-        log.warning("webhook refused", extra={"delivery": request.headers.get("X-GitHub-Delivery"),
-                                              "status": refusal.status, "outcome": refusal.outcome})
+        _refused(deps.metrics, request.headers, refusal)
         return await _refuse(request, refusal)
+    return _accept(request.app, request.headers, body)
+
+
+def intake(app: web.Application, headers: Mapping[str, str], body: bytes) -> web.Response:
+    """A delivery whose body is already read (the webhook proxy): its signature checked at once,
+    then the one path `POST /webhook` takes too. `headers` are looked up case-insensitively."""
+    deps = app[DEPS]
+    header = headers.get("X-Hub-Signature-256") or ""
+    signature = Signature(header, deps.settings.webhook_secrets)
+    signature.update(body)
+    if not Signature.present(header) or not signature.valid():
+        refusal = Refusal(401, "unauthorized", "signature missing or invalid (check GITHUB_WEBHOOK_SECRET)")
+        _refused(deps.metrics, headers, refusal)
+        return _reply(refusal.status, refusal.message)
+    return _accept(app, headers, body)
+
+
+def _refused(metrics: Metrics, headers: Mapping[str, str], refusal: Refusal) -> None:
+    metrics.delivery("unknown", refusal.outcome)  # unverified: the caller's event name is not counted
+    log.warning("webhook refused", extra={"delivery": headers.get("X-GitHub-Delivery"),
+                                          "status": refusal.status, "outcome": refusal.outcome})
+
+
+def _accept(app: web.Application, headers: Mapping[str, str], body: bytes | bytearray) -> web.Response:
+    """The one path of every verified delivery (`POST /webhook` and the webhook proxy): parsing,
+    dedupe, routing, queue."""
+    deps = app[DEPS]
+    dispatcher = app[DISPATCHER]
+    if not dispatcher.accepting:
+        return _reply(503, "shutting down; GitHub can redeliver this event")
     try:
-        event = parse_event(request.headers, body)
+        event = parse_event(headers, body)
     except ValueError as exc:
-        deps.metrics.delivery(request.headers.get("X-GitHub-Event") or "unknown", "malformed")
+        deps.metrics.delivery(headers.get("X-GitHub-Event") or "unknown", "malformed")
         return _reply(400, f"malformed delivery: {exc}")
     del body  # the event holds the parsed payload; the bytes can go
     return _enqueue(dispatcher, deps.metrics, event)
@@ -169,6 +197,18 @@ async def metrics(request: web.Request) -> web.Response:
     return web.Response(body=body, headers={"Content-Type": content_type, "X-Content-Type-Options": "nosniff"})
 
 
+def _start_proxy(app: web.Application, session: aiohttp.ClientSession, deps: Deps) -> asyncio.Task[None] | None:
+    """`WEBHOOK_PROXY_URL` set: read the channel in the background (start-up never waits for it)."""
+    if not deps.settings.webhook_proxy_url:
+        return None
+    def deliver(headers: Mapping[str, str], body: bytes) -> int:
+        return intake(app, headers, body).status
+
+    proxy = WebhookProxy(deps.settings.webhook_proxy_url, session, deliver, deps.metrics, deps.policy)
+    log.info("webhook proxy enabled", extra={"proxy": proxy.where})
+    return asyncio.create_task(proxy.run(), name="webhook-proxy")
+
+
 def create_app(settings: Settings, router: routing.Router, *, kinds: Iterable[Kind],
                after_build: list[AfterBuild] | None = None, policy: RetryPolicy | None = None,
                drain_seconds: float = DRAIN_SECONDS, watch_seconds: int = WATCH_SECONDS,
@@ -193,13 +233,16 @@ def create_app(settings: Settings, router: routing.Router, *, kinds: Iterable[Ki
         app[DISPATCHER].start()
         app[TRACKER] = Tracker(deps, kinds, watch_seconds=watch_seconds)
         tracking = asyncio.create_task(app[TRACKER].run(), name="tracker")
+        relaying = _start_proxy(app, session, deps)
         log.info("flops-bot started", extra={"app_id": settings.app_id, "namespace": settings.namespace,
                                              "api_url": settings.api_url})
         gc.freeze()  # the start-up heap (modules, clients) lives forever: keep it out of every full collection
         yield
         gc.unfreeze()
-        tracking.cancel()
-        await asyncio.gather(tracking, return_exceptions=True)
+        for task in (tracking, relaying):
+            if task is not None:
+                task.cancel()
+        await asyncio.gather(*(t for t in (tracking, relaying) if t is not None), return_exceptions=True)
         await app[TRACKER].idle()
         await session.close()
         kube.close()

@@ -28,6 +28,7 @@ Usage (pytest-asyncio)::
             await gh.post("/repos/octo/app/check-runs", data={"name": "ci", "head_sha": sha})
         assert github.check_runs_for("octo/app", sha, "ci")[0]["status"] == "queued"
         github.fail_next("GET", r"/contents/", 502, times=2)   # fault injection, FIFO per match
+        github.fail_after_applying("POST", r"/check-runs$")     # created, then answered 502 (cut=True: no answer)
         github.expire_tokens()                                  # every issued token now answers 401
         assert github.calls_to("POST", r"/check-runs$")[0].installation_id == 77
 
@@ -214,6 +215,8 @@ class Fault:
     headers: dict[str, str]
     body: dict[str, Any] | None
     times: int
+    applied: bool = False  # serve the request first (its effect stays), then answer the fault instead
+    cut: bool = False  # no answer at all: the connection is closed (a timeout, as the client sees it)
 
 
 @dataclass(frozen=True)
@@ -391,6 +394,13 @@ class GitHubEmulator:
                   body: dict[str, Any] | None = None, times: int = 1) -> None:
         self._faults.append(Fault(method.upper(), re.compile(path_regex), status, dict(headers or {}), body, times))
 
+    def fail_after_applying(self, method: str, path_regex: str, status: int = 502, times: int = 1,
+                            *, cut: bool = False) -> None:
+        """The next matching request is applied (a check run or comment is created), then answered
+        `status` (GitHub's 502 after a slow backend) or, with `cut`, not answered at all."""
+        self._faults.append(Fault(method.upper(), re.compile(path_regex), status, {}, None, times,
+                                  applied=True, cut=cut))
+
     def issued_tokens(self) -> list[str]:
         """Every installation token handed out so far (tests check none leaks into logs)."""
         return list(self._tokens)
@@ -561,7 +571,11 @@ class GitHubEmulator:
         self._run_before(request.method, request.path)
         fault = self._take_fault(request.method, request.path)
         try:
-            response = self._fault_response(fault) if fault else await self._handle(request, auth)
+            response = self._fault_response(fault) if fault and not fault.applied else await self._handle(request, auth)
+            if fault and fault.applied:  # the effect happened; the caller hears of a failure
+                response = self._fault_response(fault)
+                if fault.cut:
+                    self._cut(request)
         except ApiError as exc:
             response = web.json_response(exc.data, status=exc.status)
         except Exception as exc:  # noqa: BLE001 - an emulator bug: say so in the answer, not a bare 500
@@ -650,6 +664,12 @@ class GitHubEmulator:
                     self._faults.remove(fault)
                 return fault
         return None
+
+    @staticmethod
+    def _cut(request: web.Request) -> None:
+        """Close the connection without an answer (the client's read fails: a timeout or reset)."""
+        if request.transport is not None:
+            request.transport.close()
 
     @staticmethod
     def _fault_response(fault: Fault) -> web.Response:
