@@ -4,6 +4,7 @@ Security levels on the two namespaces that the shipped pods pass (the bot's `res
 and tests/test_as_shipped.py, with tests/conventions.py.)"""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -110,3 +111,17 @@ def test_the_checker_rejects_what_pod_security_rejects(change: dict[str, Any], l
     assert pod_security.violations({"containers": [{"name": "c", "securityContext": LOCKED}]}, "restricted") == []
     found = pod_security.violations(pod, level)
     assert any(says in line for line in found), found
+
+
+def test_the_readme_says_where_each_object_of_deploy_base_lives() -> None:
+    """README, 'What deploy/base holds': one row per object (or `A + B` of one namespace), in its namespace."""
+    text = (BASE.parent.parent / "README.md").read_text()
+    table = text[text.index("| object | namespace | what it is for |"):].split("\n\n")[0].splitlines()[2:]
+    documented = set()
+    for row in table:
+        objects, namespace = row.split(" | ")[:2]
+        for kind_name in objects.lstrip("| ").split(" + "):
+            kind, name = re.fullmatch(r"(\w+) `([^`]+)`", kind_name).groups()  # type: ignore[union-attr]
+            documented.add((kind, name, None if namespace == "—" else namespace.strip("`")))
+    shipped = {(d["kind"], d["metadata"]["name"], d["metadata"].get("namespace")) for d in compose(BASE)}
+    assert documented == shipped
