@@ -14,15 +14,19 @@ ROOT = Path(__file__).resolve().parent.parent
 RECOMMENDED = ("name", "instance", "version", "component", "part-of", "managed-by")
 # The bot's own Service: a Job's pod it selected would receive webhooks.
 BOT_SELECTOR = {"app.kubernetes.io/name": "flops-bot"}
+# deploy/base/namespace.yaml: the bot's namespace (Pod Security `restricted`) and its Jobs' (FLOPS_NAMESPACE).
+BOT_NAMESPACE = "flops-system"
+JOBS_NAMESPACE = "flops"
 
 
 def version() -> str:
     return str(tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"])
 
 
-def namespace_level(mode: str = "enforce") -> str:
-    """The Pod Security level deploy/base gives the namespace the bot starts its Jobs in."""
-    [namespace] = [d for d in yaml.safe_load_all((ROOT / "deploy/base/namespace.yaml").read_text()) if d]
+def namespace_level(mode: str = "enforce", name: str = JOBS_NAMESPACE) -> str:
+    """The Pod Security level deploy/base gives a namespace: by default the one the bot starts its Jobs in."""
+    [namespace] = [d for d in yaml.safe_load_all((ROOT / "deploy/base/namespace.yaml").read_text())
+                   if d and d["metadata"]["name"] == name]
     return pod_security.level_of(namespace, mode)
 
 
@@ -39,9 +43,11 @@ def assert_recommended_labels(obj: dict[str, Any], *, component: str, instance: 
 
 
 def assert_bot_job(job: dict[str, Any]) -> None:
-    """Labels on the Job and its pods (the tracker's too), the default container, the namespace's PSA level."""
+    """Labels on the Job and its pods (the tracker's too), the default container, the Jobs' namespace and
+    its Pod Security level."""
     kind = job["metadata"]["labels"]["flops.dev/kind"]
     name = job["metadata"]["name"]
+    assert job["metadata"]["namespace"] == JOBS_NAMESPACE, f"{name} is not in the Jobs' namespace {JOBS_NAMESPACE}"
     assert job["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "flops-bot"  # the tracker's selector
     assert job["metadata"]["labels"]["flops.dev/run"]
     template = job["spec"]["template"]

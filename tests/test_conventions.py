@@ -1,8 +1,10 @@
 """Issue 25 part 3, deploy/ side: recommended labels on every object, selectors as installed, Pod
-Security levels on the namespace that the shipped pods pass. (The Jobs the bot creates are checked
-where the flows run: tests/test_deploy_manifests.py, with tests/conventions.py.)"""
+Security levels on the two namespaces that the shipped pods pass (the bot's `restricted`, the Jobs'
+`baseline`). (The Jobs the bot creates are checked where the flows run: tests/test_deploy_manifests.py
+and tests/test_as_shipped.py, with tests/conventions.py.)"""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -47,17 +49,29 @@ def test_selectors_stay_as_installed() -> None:
     assert one(docs, "ServiceMonitor")["spec"]["selector"] == {"matchLabels": conventions.BOT_SELECTOR}
 
 
-def test_the_namespace_enforces_the_strictest_level_the_shipped_pods_pass() -> None:
-    namespace = one(installation(), "Namespace")
-    assert pod_security.level_of(namespace) == conventions.namespace_level() == "baseline"
-    assert pod_security.level_of(namespace, "warn") == pod_security.level_of(namespace, "audit") == "restricted"
-    labels = namespace["metadata"]["labels"]
-    assert labels["pod-security.kubernetes.io/enforce-version"] == "v1.30"  # the oldest Kubernetes supported
+def test_each_namespace_enforces_the_strictest_level_its_pods_pass() -> None:
+    """The bot's namespace `restricted`; the Jobs' `baseline` (Kaniko), warning and auditing at `restricted`."""
+    docs = installation()
+    namespaces = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Namespace"}
+    assert set(namespaces) == {conventions.BOT_NAMESPACE, conventions.JOBS_NAMESPACE}
+    bot, jobs = namespaces[conventions.BOT_NAMESPACE], namespaces[conventions.JOBS_NAMESPACE]
+    assert one(docs, "Deployment")["metadata"]["namespace"] == conventions.BOT_NAMESPACE
+    assert one(docs, "Role")["metadata"]["namespace"] == conventions.JOBS_NAMESPACE  # where the Jobs go
+    assert [pod_security.level_of(bot, mode) for mode in ("enforce", "warn", "audit")] == ["restricted"] * 3
+    assert pod_security.level_of(jobs) == conventions.namespace_level() == "baseline"
+    assert pod_security.level_of(jobs, "warn") == pod_security.level_of(jobs, "audit") == "restricted"
+    assert conventions.namespace_level(name=conventions.BOT_NAMESPACE) == "restricted"
+    for namespace in (bot, jobs):
+        labels = namespace["metadata"]["labels"]
+        assert labels["pod-security.kubernetes.io/enforce-version"] == "v1.30"  # the oldest Kubernetes supported
 
 
-def test_the_bots_own_pod_meets_restricted() -> None:
-    pod = one(installation(), "Deployment")["spec"]["template"]["spec"]
-    assert pod_security.violations(pod, "restricted") == []
+def test_the_bots_own_pod_passes_its_namespace_which_is_restricted() -> None:
+    docs = installation()
+    deployment = one(docs, "Deployment")
+    namespace = one(docs, "Namespace", deployment["metadata"]["namespace"])
+    assert pod_security.level_of(namespace) == "restricted"
+    assert pod_security.violations(deployment["spec"]["template"]["spec"], "restricted") == []
 
 
 def test_kaniko_is_why_the_namespace_is_not_restricted() -> None:
@@ -97,3 +111,17 @@ def test_the_checker_rejects_what_pod_security_rejects(change: dict[str, Any], l
     assert pod_security.violations({"containers": [{"name": "c", "securityContext": LOCKED}]}, "restricted") == []
     found = pod_security.violations(pod, level)
     assert any(says in line for line in found), found
+
+
+def test_the_readme_says_where_each_object_of_deploy_base_lives() -> None:
+    """README, 'What deploy/base holds': one row per object (or `A + B` of one namespace), in its namespace."""
+    text = (BASE.parent.parent / "README.md").read_text()
+    table = text[text.index("| object | namespace | what it is for |"):].split("\n\n")[0].splitlines()[2:]
+    documented = set()
+    for row in table:
+        objects, namespace = row.split(" | ")[:2]
+        for kind_name in objects.lstrip("| ").split(" + "):
+            kind, name = re.fullmatch(r"(\w+) `([^`]+)`", kind_name).groups()  # type: ignore[union-attr]
+            documented.add((kind, name, None if namespace == "—" else namespace.strip("`")))
+    shipped = {(d["kind"], d["metadata"]["name"], d["metadata"].get("namespace")) for d in compose(BASE)}
+    assert documented == shipped

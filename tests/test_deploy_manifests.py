@@ -36,6 +36,7 @@ from bot.service import app as bot_app
 from bot.service.setup import create_setup_app
 from tests import conventions
 from tests.conftest import INSTALLATION, NAMESPACE, Bed, payload, push_payload, wait_for
+from tests.conventions import BOT_NAMESPACE, JOBS_NAMESPACE
 from tests.emulators.kube import KubeEmulator
 from tests.samples import TWO_IMAGES
 
@@ -48,6 +49,16 @@ DASHBOARD = DEPLOY / "components" / "grafana-dashboard"
 VERSIONS = ("1.30.0", "1.37.0")
 # The Prometheus Operator's CRD: kubernetes-validate ships only the built-in schemas.
 CUSTOM_KINDS = {("monitoring.coreos.com/v1", "ServiceMonitor")}
+# Issue 25 part 3: where each object of deploy/ lives. The bot in its namespace (Pod Security `restricted`); the
+# Jobs, the Role the bot uses on them, their ServiceAccount, Secrets and network fence in theirs (`baseline`).
+PLACES = {BOT_NAMESPACE: {("Deployment", "flops-bot"), ("Service", "flops-bot"), ("ServiceAccount", "flops-bot"),
+                          ("ConfigMap", "flops-bot"), ("Ingress", "flops-bot"), ("NetworkPolicy", "flops-bot"),
+                          ("ServiceMonitor", "flops-bot"), ("ConfigMap", "flops-bot-dashboard"),
+                          ("Secret", "flops-bot-github"), ("Secret", "flops-bot-s3")},
+          JOBS_NAMESPACE: {("ServiceAccount", "flops-jobs"), ("Role", "flops-bot"), ("RoleBinding", "flops-bot"),
+                           ("NetworkPolicy", "flops-jobs"), ("NetworkPolicy", "flops-jobs-egress"),
+                           ("Secret", "flops-s3"), ("Secret", "registry-credentials"),
+                           ("Secret", "registry-credentials-pr")}}
 # What issue 8 allows the bot's Role at most; the flows below show what the code needs at least.
 ALLOWED = {("batch", "jobs"): {"create", "get", "list", "watch", "delete", "patch"},
            ("", "pods"): {"get", "list", "watch"}, ("", "pods/log"): {"get"},
@@ -122,7 +133,8 @@ def compose(directory: Path, extra_components: tuple[Path, ...] = ()) -> list[di
 
 def generated_config_map(directory: Path, generator: dict[str, Any]) -> dict[str, Any]:
     """A `configMapGenerator` entry of files, with a stable name (kustomize's name hash is not computed here)."""
-    assert set(generator) <= {"name", "files", "options"}, f"{directory}: generator keys {sorted(generator)}"
+    assert set(generator) <= {"name", "namespace", "files", "options"}, \
+        f"{directory}: generator keys {sorted(generator)}"
     options = generator.get("options") or {}
     assert set(options) <= {"disableNameSuffixHash", "labels", "annotations"} and options.get("disableNameSuffixHash")
     data = {}
@@ -130,7 +142,8 @@ def generated_config_map(directory: Path, generator: dict[str, Any]) -> dict[str
         key, _, file = entry_.rpartition("=")
         assert (directory / file).exists(), f"{directory}: the generator reads {file!r}, which does not exist"
         data[key or Path(file).name] = (directory / file).read_text()
-    metadata = {"name": generator["name"], **{k: dict(options[k]) for k in ("labels", "annotations") if k in options}}
+    metadata = {"name": generator["name"], **{k: generator[k] for k in ("namespace",) if k in generator},
+                **{k: dict(options[k]) for k in ("labels", "annotations") if k in options}}
     return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": metadata, "data": data}
 
 
@@ -188,7 +201,7 @@ def test_the_grafana_dashboard_component_composes_to_valid_kubernetes(version: s
     [dashboard] = compose(DASHBOARD)
     assert dashboard["kind"] == "ConfigMap" and dashboard["metadata"]["labels"]["grafana_dashboard"] == "1"
     composed = compose(OVERLAY, extra_components=(DASHBOARD,))
-    assert one(composed, "ConfigMap", "flops-bot-dashboard")["metadata"]["namespace"] == NAMESPACE
+    assert one(composed, "ConfigMap", "flops-bot-dashboard")["metadata"]["namespace"] == BOT_NAMESPACE
     for doc in composed:
         kubernetes_validate.validate(doc, version, strict=True)
 
@@ -210,10 +223,24 @@ def test_the_overlay_composes_the_whole_installation(overlay: list[dict[str, Any
     kinds = sorted({d["kind"] for d in overlay})
     assert kinds == ["ConfigMap", "Deployment", "Ingress", "Namespace", "NetworkPolicy", "Role", "RoleBinding",
                      "Service", "ServiceAccount"]
-    assert {d["metadata"].get("namespace") for d in overlay if d["kind"] != "Namespace"} == {NAMESPACE}
-    assert one(overlay, "Namespace")["metadata"]["name"] == NAMESPACE
+    assert sorted(d["metadata"]["name"] for d in by_kind(overlay, "Namespace")) == sorted(PLACES)
     assert not by_kind(overlay, "Secret"), "the overlay must not apply the Secret templates over real Secrets"
     assert [c["image"] for c in containers(one(overlay, "Deployment"))] == ["harbor.example.com/flops/flops-bot:0.1.0"]
+
+
+@pytest.mark.parametrize("component", [None, COMPONENT, DASHBOARD], ids=["overlay", "servicemonitor", "dashboard"])
+def test_every_object_names_its_namespace_the_bots_or_the_jobs(component: Path | None,
+                                                                templates: list[dict[str, Any]]) -> None:
+    """No kustomization-wide `namespace:` (it would put everything in one): each object says where it lives."""
+    docs = compose(OVERLAY, extra_components=(component,) if component else ()) + templates
+    for doc in docs:
+        if doc["kind"] in CLUSTER_SCOPED:
+            continue
+        what, namespace = (doc["kind"], doc["metadata"]["name"]), doc["metadata"].get("namespace")
+        assert namespace in PLACES, f"{what} names no namespace of deploy/base/namespace.yaml: {namespace!r}"
+        assert what in PLACES[namespace], f"{what} is in {namespace}; it belongs in the other namespace"
+    for kustomization in DEPLOY.rglob("kustomization.yaml"):
+        assert "namespace" not in yaml.safe_load(kustomization.read_text()), kustomization.relative_to(ROOT)
 
 
 def test_composition_matches_kubectl_kustomize(tmp_path: Path) -> None:
@@ -225,7 +252,7 @@ def test_composition_matches_kubectl_kustomize(tmp_path: Path) -> None:
     with_monitor = tree / "overlays" / "monitored"
     with_monitor.mkdir()
     (with_monitor / "kustomization.yaml").write_text(
-        "namespace: ml-ci\nresources: [../example]\n"
+        "resources: [../example]\n"
         "components: [../../components/servicemonitor, ../../components/grafana-dashboard]\n")
     for directory, ours in ((tree / "overlays" / "example", compose(OVERLAY)),
                             (with_monitor, compose(with_monitor))):
@@ -257,11 +284,13 @@ def known_settings() -> set[str]:
 def pod_environment(deployment: dict[str, Any], overlay: list[dict[str, Any]],
                     templates: list[dict[str, Any]]) -> dict[str, str]:
     """The environment the kubelet would give the bot, with the Secret templates as Secrets."""
-    secrets = {s["metadata"]["name"]: s["stringData"] for s in templates}
+    here = deployment["metadata"]["namespace"]  # a pod reads the Secrets and ConfigMaps of its namespace only
+    secrets = {s["metadata"]["name"]: s["stringData"] for s in templates if s["metadata"]["namespace"] == here}
     [bot] = deployment["spec"]["template"]["spec"]["containers"]
     env: dict[str, str] = {"KUBERNETES_SERVICE_HOST": "10.0.0.1"}  # in a cluster
     for source in bot.get("envFrom", []):
         config_map = one(overlay, "ConfigMap", source["configMapRef"]["name"])
+        assert config_map["metadata"]["namespace"] == here
         env.update(config_map["data"])
     for var in bot["env"]:
         if "value" in var:
@@ -271,7 +300,7 @@ def pod_environment(deployment: dict[str, Any], overlay: list[dict[str, Any]],
             env[var["name"]] = deployment["metadata"]["namespace"]
         else:
             ref = var["valueFrom"]["secretKeyRef"]
-            assert ref["name"] in secrets, f"{var['name']} reads Secret {ref['name']!r}, which has no template"
+            assert ref["name"] in secrets, f"{var['name']} reads Secret {ref['name']!r}: no template in {here}"
             if ref["key"] in secrets[ref["name"]]:
                 env[var["name"]] = secrets[ref["name"]][ref["key"]]
             else:
@@ -297,11 +326,17 @@ def test_the_deployment_provides_every_required_setting(deployment: dict[str, An
     assert not bot_settings.needs_setup(env)
     [bot] = deployment["spec"]["template"]["spec"]["containers"]
     assert settings.port == bot["ports"][0]["containerPort"]
-    assert settings.namespace == deployment["metadata"]["namespace"]
+    # FLOPS_NAMESPACE: where the Role lets the bot create Jobs, not the bot's own namespace; its default too.
+    assert settings.namespace == one(overlay, "Role", "flops-bot")["metadata"]["namespace"] == JOBS_NAMESPACE
+    assert bot_settings.from_env({**env, "FLOPS_NAMESPACE": ""}).namespace == JOBS_NAMESPACE
+    assert deployment["metadata"]["namespace"] == BOT_NAMESPACE
     assert settings.kubeconfig is None  # in-cluster config: the ServiceAccount token
     job_accounts = [sa for sa in by_kind(overlay, "ServiceAccount") if sa["metadata"]["name"] == settings.job_service_account]
     assert job_accounts, f"FLOPS_JOB_SERVICE_ACCOUNT={settings.job_service_account} is not in deploy/base"
-    secret_names = {s["metadata"]["name"]: s for s in templates}
+    assert job_accounts[0]["metadata"]["namespace"] == settings.namespace
+    # The Secrets the Jobs mount (and the bot reads through the Role, to mask them) are in the Jobs' namespace.
+    secret_names = {s["metadata"]["name"]: s for s in templates if s["metadata"]["namespace"] == settings.namespace}
+    assert {settings.s3_secret, settings.registry_secret, settings.pr_registry_secret} <= set(secret_names)
     registry = secret_names[settings.registry_secret]
     assert registry["type"] == "kubernetes.io/dockerconfigjson"
     assert json.loads(registry["stringData"][".dockerconfigjson"])["auths"]
@@ -437,8 +472,10 @@ def job_pod_labels(kind: str) -> dict[str, str]:
     return {jobs.MANAGED_BY_LABEL: jobs.MANAGED_BY, jobs.KIND: kind, jobs.RUN: "run-1", "job-name": "run-1"}
 
 
-def policies_for(docs: list[dict[str, Any]], labels: dict[str, str]) -> list[dict[str, Any]]:
-    return [d for d in by_kind(docs, "NetworkPolicy") if selects(d["spec"]["podSelector"], labels)]
+def policies_for(docs: list[dict[str, Any]], namespace: str, labels: dict[str, str]) -> list[dict[str, Any]]:
+    """The NetworkPolicies that apply to a pod: those of its namespace whose podSelector selects it."""
+    return [d for d in by_kind(docs, "NetworkPolicy")
+            if d["metadata"]["namespace"] == namespace and selects(d["spec"]["podSelector"], labels)]
 
 
 def peer_selects(peer: dict[str, Any], policy_namespace: str, namespace: str, pod_labels: dict[str, str]) -> bool:
@@ -463,7 +500,7 @@ def holes(policies: list[dict[str, Any]], bot_pod: dict[str, str]) -> list[str]:
             if not rule.get("to") or not rule.get("ports"):
                 found.append(f"{name}: egress rule without `to` or `ports` (everywhere): {rule}")
             for peer in rule.get("to") or []:
-                if peer_selects(peer, policy["metadata"]["namespace"], NAMESPACE, bot_pod):
+                if peer_selects(peer, policy["metadata"]["namespace"], BOT_NAMESPACE, bot_pod):
                     found.append(f"{name}: egress to the bot's pod through {peer}")
                 block = peer.get("ipBlock")
                 if block and METADATA_ENDPOINT in ipaddress.ip_network(block["cidr"]) and not any(
@@ -475,16 +512,17 @@ def holes(policies: list[dict[str, Any]], bot_pod: dict[str, str]) -> list[str]:
 def test_job_pods_are_fenced_no_ingress_egress_to_dns_s3_and_the_registry_only(
         overlay: list[dict[str, Any]], deployment: dict[str, Any]) -> None:
     bot_pod = deployment["spec"]["template"]["metadata"]["labels"]
-    assert policies_for(overlay, bot_pod) == [], "the fence must not select the bot's own pod"
+    assert deployment["metadata"]["namespace"] == BOT_NAMESPACE
+    assert [p["metadata"]["name"] for p in policies_for(overlay, BOT_NAMESPACE, bot_pod)] == ["flops-bot"]
     for kind in JOB_KINDS:
-        policies = policies_for(overlay, job_pod_labels(kind))
+        policies = policies_for(overlay, JOBS_NAMESPACE, job_pod_labels(kind))
         assert {p["metadata"]["name"] for p in policies} == {"flops-jobs", "flops-jobs-egress"}, kind
         assert holes(policies, bot_pod) == []
     fence = one(overlay, "NetworkPolicy", "flops-jobs")
     assert fence["spec"]["policyTypes"] == ["Ingress", "Egress"] and "ingress" not in fence["spec"]  # deny all
     [dns] = fence["spec"]["egress"]
     assert [(p["protocol"], p["port"]) for p in dns["ports"]] == [("UDP", 53), ("TCP", 53)]
-    assert peer_selects(dns["to"][0], NAMESPACE, "kube-system", {"k8s-app": "kube-dns"})
+    assert peer_selects(dns["to"][0], JOBS_NAMESPACE, "kube-system", {"k8s-app": "kube-dns"})
     egress = one(overlay, "NetworkPolicy", "flops-jobs-egress")["spec"]["egress"]
     assert [[p["port"] for p in rule["ports"]] for rule in egress] == [[9000], [443]]  # S3, the registry
 
@@ -493,12 +531,32 @@ def test_the_fence_check_finds_each_kind_of_hole(overlay: list[dict[str, Any]], 
     bot_pod = deployment["spec"]["template"]["metadata"]["labels"]
     policy = copy.deepcopy(one(overlay, "NetworkPolicy", "flops-jobs-egress"))
     wide = {"to": [{"ipBlock": {"cidr": "0.0.0.0/0", "except": ["10.0.0.0/8"]}}], "ports": [{"port": 443}]}
-    policy["spec"]["egress"] = [{"ports": [{"port": 80}]}, wide, {"to": [{"podSelector": {}}], "ports": [{"port": 8080}]}]
+    every_namespace = {"namespaceSelector": {}, "podSelector": {}}
+    policy["spec"]["egress"] = [{"ports": [{"port": 80}]}, wide, {"to": [every_namespace], "ports": [{"port": 8080}]}]
     policy["spec"]["ingress"] = [{"from": [{"podSelector": {}}]}]
     found = holes([policy], bot_pod)
     assert len(found) == 4 and "169.254.169.254" in found[2] and "bot's pod" in found[3], found
     wide["to"][0]["ipBlock"]["except"].append("169.254.169.254/32")
     assert len(holes([policy], bot_pod)) == 3
+    # The bot lives in another namespace: a peer of the Jobs' own namespace no longer reaches it, a
+    # selector of the bot's namespace does.
+    policy["spec"]["egress"] = [{"to": [{"podSelector": {}}], "ports": [{"port": 8080}]}]
+    assert len(holes([policy], bot_pod)) == 1  # the ingress rule only
+    policy["spec"]["egress"] = [{"to": [{"namespaceSelector": {"matchLabels": {
+        "kubernetes.io/metadata.name": BOT_NAMESPACE}}}], "ports": [{"port": 8080}]}]
+    assert "bot's pod" in holes([policy], bot_pod)[-1]
+
+
+def test_the_bots_pod_accepts_connections_on_its_port_only(overlay: list[dict[str, Any]],
+                                                           container: dict[str, Any]) -> None:
+    """flops-system's NetworkPolicy: ingress to the bot's `http` port (Ingress, Prometheus, probes); egress open."""
+    policy = one(overlay, "NetworkPolicy", "flops-bot")
+    assert policy["metadata"]["namespace"] == BOT_NAMESPACE
+    assert policy["spec"]["podSelector"] == {"matchLabels": conventions.BOT_SELECTOR}
+    assert policy["spec"]["policyTypes"] == ["Ingress"]
+    [rule] = policy["spec"]["ingress"]
+    assert [(p["protocol"], p["port"]) for p in rule["ports"]] == [("TCP", "http")]
+    assert "http" in {p["name"] for p in container["ports"]}
 
 
 # ---------------------------------------------------------------------------------------- RBAC
@@ -613,7 +671,11 @@ def test_the_role_grants_nothing_beyond_what_issue_8_allows() -> None:
     binding = one(docs, "RoleBinding")
     assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "flops-bot"}
     pod = one(docs, "Deployment")["spec"]["template"]["spec"]
-    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": pod["serviceAccountName"], "namespace": NAMESPACE}]
+    # The Role and its binding in the Jobs' namespace; the subject is the bot's ServiceAccount in the bot's.
+    assert binding["metadata"]["namespace"] == role["metadata"]["namespace"] == JOBS_NAMESPACE
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": pod["serviceAccountName"],
+                                    "namespace": BOT_NAMESPACE}]
+    assert one(docs, "ServiceAccount", pod["serviceAccountName"])["metadata"]["namespace"] == BOT_NAMESPACE
     jobs_account = one(docs, "ServiceAccount", defaults.job_service_account)
     assert jobs_account["automountServiceAccountToken"] is False
     bound = {s["name"] for b in by_kind(docs, "RoleBinding") + by_kind(docs, "ClusterRoleBinding")

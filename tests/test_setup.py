@@ -182,6 +182,10 @@ async def test_registration_writes_the_contract_variables_to_a_0600_file(setup: 
     assert app["manifest"]["hook_attributes"]["url"] == f"{PUBLIC_URL}/webhook"
     assert f"App id {app['id']}" in page and f"{app['html_url']}/installations/new" in page
     assert "--from-env-file" in page
+    # ... in the namespace deploy/ runs the bot in (flops-system), where its pod can read the Secret
+    templates = yaml.safe_load_all((ROOT / "deploy/overlays/example/secrets.example.yaml").read_text())
+    [github_secret] = [s for s in templates if s and s["metadata"]["name"] == "flops-bot-github"]
+    assert f"kubectl -n {github_secret['metadata']['namespace']} create secret generic flops-bot-github" in page
     assert stat.S_IMODE(setup.env_file.stat().st_mode) == 0o600
     values = env_file_values(setup.env_file)
     assert set(values) == CONTRACT

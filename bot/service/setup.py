@@ -313,7 +313,7 @@ def _success(app: Mapping[str, Any], config: SetupConfig) -> str:
 {', '.join(f'<code>{n}</code>' for n in ENV_NAMES)}.</p>
 <ol>{secret_note}
 <li><a href="{install}">Install the App</a> on your code repositories <b>and</b> your config repositories.</li>
-<li>In Kubernetes: <code>kubectl -n flops create secret generic flops-bot-github --from-env-file={env_file}</code>,
+<li>In Kubernetes: <code>kubectl -n flops-system create secret generic flops-bot-github --from-env-file={env_file}</code>,
 then <code>kubectl apply -k deploy/overlays/&lt;yours&gt;</code> (README, "Install and deploy").</li>
 <li>Or here: add the S3 and Kubernetes settings and restart:
 <code>set -a; . {env_file}; set +a; python -m bot serve</code>.</li></ol>
