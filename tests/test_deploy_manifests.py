@@ -48,7 +48,8 @@ CUSTOM_KINDS = {("monitoring.coreos.com/v1", "ServiceMonitor")}
 ALLOWED = {("batch", "jobs"): {"create", "get", "list", "watch", "delete", "patch"},
            ("", "pods"): {"get", "list", "watch"}, ("", "pods/log"): {"get"},
            ("", "services"): {"create", "delete"},
-           ("", "secrets"): {"get"}}  # issue 16: only the Jobs' Secrets, by name (masking log tails)
+           ("", "secrets"): {"get"},  # issue 16: only the Jobs' Secrets, by name (masking log tails)
+           ("kueue.x-k8s.io", "workloads"): {"get", "list", "watch"}}  # issue 25: read Kueue's reasons
 
 
 def manifest_files() -> list[Path]:
@@ -524,6 +525,7 @@ async def exercise(kube: KubeEmulator, name: str, client: Kube) -> None:
         "delete_service": lambda: client.delete_service("rbac-probe"),
         "delete_job": lambda: client.delete_job("rbac-probe"),
         "secret_data": lambda: client.secret_data("flops-s3"),
+        "workload_of": lambda: client.workload_of("0f1e2d3c-uid"),
     }
     assert name in calls, (f"Kube.{name} is not exercised by this test: add it to exercise() so the API call "
                            "it makes is checked against deploy/base/rbac.yaml")

@@ -17,8 +17,10 @@ from gidgethub.abc import GitHubAPI
 from bot.core import jobs, records
 from bot.core.config import ConfigError, ImageConfig, RepoConfig
 from bot.core.config.paths import tag_matches
+from bot.core.jobs import kueue
 from bot.core.records import BuildRecord
 from bot.core.text import code_block, plain
+from bot.flows import kueue as queueing
 from bot.flows import lifecycle
 from bot.flows.deps import Deps
 from bot.flows.diagnosis import diagnose, log_tail, termination_message
@@ -195,11 +197,15 @@ async def launch_build(gh: GitHubAPI, deps: Deps, request: jobs.BuildRequest) ->
     if await deps.kube.get_job(name) is not None:
         return False
     src = request.source
-    check_id = await checks.create(
-        gh, src.repo, src.sha, checks.build_name(request.image.name), external_id=name,
-        title=f"Building {request.destination}" + ("" if request.push else " (not pushed)"),
-        summary=f"Kaniko Job `{name}` in namespace `{deps.settings.namespace}` is building "
-                f"`{request.image.dockerfile}` (context `{request.image.context}`).")
+    queue = await queueing.queue_for(gh, deps, src.repo, jobs.BUILD)
+    title = f"Building {request.destination}" + ("" if request.push else " (not pushed)")
+    summary = (f"Kaniko Job `{name}` in namespace `{deps.settings.namespace}` is building "
+               f"`{request.image.dockerfile}` (context `{request.image.context}`).")
+    if queue:
+        kueue.enqueue(body, queue)
+        title, summary = queueing.queued_title(queue), queueing.queued_summary(name, queue, f"{title}: {summary}")
+    check_id = await checks.create(gh, src.repo, src.sha, checks.build_name(request.image.name), external_id=name,
+                                   status="queued" if queue else "in_progress", title=title, summary=summary)
     body["metadata"]["annotations"][jobs.CHECK_RUN] = str(check_id)
     created = await deps.kube.create_job(body)
     log.info("build started", extra={"repo": src.repo, "sha": src.sha, "job": name, "image": request.image.name,
@@ -295,7 +301,8 @@ async def report_build(job: dict[str, Any], result: jobs.Outcome, deps: Deps) ->
     hint = _hint(why, deps)
     await checks.finish(gh, ann, "failure", title=f"Build failed: {plain(why)}"[:200],
                   summary=f"Building `{ann[jobs.DESTINATION]}` failed.\n\n**Reason:** {why}\n\n{hint}".rstrip(),
-                  text=f"Last lines of the build log (Job `{name}`):\n\n{code_block(text)}" if text else None)
+                  text=f"Last lines of the build log (Job `{name}`):\n\n{code_block(text)}" if text else
+                  await queueing.elsewhere(deps, job, pods))
     return "failure"
 
 

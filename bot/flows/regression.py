@@ -17,7 +17,9 @@ from kubernetes.client import ApiException
 
 from bot.core import jobs, verdict
 from bot.core.config import Metric, RegressionConfig, parse_tolerance
+from bot.core.jobs import kueue
 from bot.core.text import code_block, duration, escape, link, plain, safe_url
+from bot.flows import kueue as queueing
 from bot.flows import lifecycle
 from bot.flows.deps import Deps
 from bot.flows.diagnosis import diagnose, log_tail
@@ -82,7 +84,10 @@ async def start(gh: GitHubAPI, deps: Deps, cfg: RegressionConfig, src: jobs.Sour
     body["metadata"]["annotations"].update(checks.dropped_annotation(dropped))
     what = "baseline for the default branch" if baseline else f"PR #{src.pr}" if src.pr is not None else "merge queue"
     await _empty_output(deps, body["metadata"]["annotations"][jobs.OUTPUT])
-    check_id = await _check_for(gh, src, name, what, cfg, trigger, checks.dropped_note(body["metadata"]["annotations"]))
+    queue = await queueing.queue_for(gh, deps, src.repo, jobs.REGRESSION)
+    kueue.enqueue(body, queue)
+    check_id = await _check_for(gh, src, name, what, cfg, trigger, checks.dropped_note(body["metadata"]["annotations"]),
+                                queue)
     body["metadata"]["annotations"][jobs.CHECK_RUN] = str(check_id)
     try:
         await deps.kube.create_job(body)
@@ -112,17 +117,21 @@ async def _supersede_pr_runs(gh: GitHubAPI, deps: Deps, src: jobs.Source) -> boo
 
 
 async def _check_for(gh: GitHubAPI, src: jobs.Source, name: str, what: str, cfg: RegressionConfig,
-                     trigger: str, note: str) -> int:
-    """Reuse the head's `queued` check (left by a synchronize) or create one, now in progress."""
+                     trigger: str, note: str, queue: str | None) -> int:
+    """Reuse the head's `queued` check (left by a synchronize) or create one, now in progress (or
+    `queued` in Kueue's LocalQueue `queue`)."""
     summary = (f"Regression Job `{name}` ({what}, started by {trigger}) runs `{' '.join(cfg.command)}` in "
                f"`{cfg.image}`; timeout {duration(cfg.timeout)}.{note}")
+    title, status = "Regression test running", "in_progress"
+    if queue:
+        title, status, summary = queueing.queued_title(queue), "queued", queueing.queued_summary(name, queue, summary)
     existing = await checks.latest(gh, src.repo, src.sha, checks.REGRESSION)
     if existing and existing["status"] == "queued":
-        await checks.update(gh, src.repo, existing["id"], status="in_progress", external_id=name,
-                            title="Regression test running", summary=summary)
+        await checks.update(gh, src.repo, existing["id"], status=status, external_id=name, title=title,
+                            summary=summary)
         return int(existing["id"])
-    return await checks.create(gh, src.repo, src.sha, checks.REGRESSION, external_id=name,
-                               title="Regression test running", summary=summary)
+    return await checks.create(gh, src.repo, src.sha, checks.REGRESSION, external_id=name, status=status,
+                               title=title, summary=summary)
 
 
 async def cancel_for_commit(gh: GitHubAPI, deps: Deps, repo: str, sha: str, why: str) -> int:
@@ -184,7 +193,8 @@ async def _report_failure(gh: GitHubAPI, deps: Deps, job: dict[str, Any], result
     pods = await deps.kube.job_pods(jobs.name_of(job))
     diagnosis = diagnose(result, pods)
     tail = await log_tail(deps, diagnosis.pod, diagnosis.container, pods)
-    text = f"Last lines of the log (Job `{jobs.name_of(job)}`):\n\n{code_block(tail)}" if tail else None
+    text = f"Last lines of the log (Job `{jobs.name_of(job)}`):\n\n{code_block(tail)}" if tail else \
+        await queueing.elsewhere(deps, job, pods)
     if result.reason == "DeadlineExceeded":
         limit = ann.get(jobs.TIMEOUT) or str((job.get("spec") or {}).get("activeDeadlineSeconds") or 0)
         conclusion, title = "timed_out", "Regression Job timed out"

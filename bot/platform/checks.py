@@ -153,8 +153,9 @@ async def report_invalid_config(gh: GitHubAPI, repo: str, sha: str, ref: str, er
     )
 
 
-async def fetch_config(gh: GitHubAPI, repo: str, ref: str) -> config.RepoConfig | None:
-    """The parsed config of `repo` at `ref`; None when the repository has no flops.yml."""
+async def fetch_config(gh: GitHubAPI, repo: str, ref: str | None) -> config.RepoConfig | None:
+    """The parsed config of `repo` at `ref` (None: the default branch's head); None when the repository
+    has no flops.yml."""
     try:
         data = await gh.getitem("/repos/" + repo + "/contents/" + config.CONFIG_PATH + "{?ref}", url_vars={"ref": ref})
     except gidgethub.BadRequest as exc:
