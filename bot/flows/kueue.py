@@ -24,7 +24,7 @@ from gidgethub.abc import GitHubAPI
 from bot.core import config, jobs
 from bot.core.jobs import kueue
 from bot.core.jobs.kueue import ADMITTED, PREEMPTED, QUEUE_NOTE, QUEUE_STATE, QUEUED, Admission
-from bot.core.text import escape
+from bot.core.text import escape, shown
 from bot.flows.deps import Deps
 from bot.platform import checks, logs
 
@@ -54,7 +54,7 @@ def queued_title(queue: str) -> str:
 def queued_summary(job_name: str, queue: str, what: str = "") -> str:
     """The summary of a check whose Job was just created suspended (`what`: the kind's own words)."""
     return (f"{what}\n\n" if what else "") + (
-        f"Job `{escape(job_name)}` waits in Kueue LocalQueue `{queue}` ({WAITING}); it starts, and this check "
+        f"Job `{shown(job_name, 63)}` waits in Kueue LocalQueue `{queue}` ({WAITING}); it starts, and this check "
         f"moves to in progress, when Kueue admits it. Its timeout counts from admission.")
 
 
@@ -71,11 +71,11 @@ async def follow(deps: Deps, job: dict[str, Any]) -> bool:
     seen = kueue.admission(await deps.kube.workload_of(str(job["metadata"].get("uid", ""))))
     gh = deps.github.for_installation(int(ann[jobs.INSTALLATION]))
     if not suspended:
-        where = f" and runs in cluster `{escape(seen.cluster)}` (MultiKueue)" if seen.cluster else ""
+        where = f" and runs in cluster `{shown(seen.cluster)}` (MultiKueue)" if seen.cluster else ""
         again = " again after its preemption" if state == PREEMPTED else ""
         await checks.update(gh, ann[jobs.REPO], ann[jobs.CHECK_RUN], status="in_progress",
                             title=f"Admitted by Kueue from LocalQueue `{queue}`",
-                            summary=f"Kueue admitted Job `{escape(name)}`{again}{where}; it is running. "
+                            summary=f"Kueue admitted Job `{shown(name, 63)}`{again}{where}; it is running. "
                                     f"Its timeout counts from now.")
         await deps.kube.annotate_job(name, {QUEUE_STATE: ADMITTED, QUEUE_NOTE: None})
         log.info("queued job admitted", extra={"job": name, "queue": queue, "cluster": seen.cluster})
@@ -98,7 +98,7 @@ def waiting_text(name: str, queue: str, seen: Admission, *, preempted: bool) -> 
     why = f"\n\n**Kueue:** {escape(reason, 500)}" if reason else ""
     if preempted:
         return (f"Preempted, requeued in Kueue LocalQueue `{queue}`",
-                f"Kueue preempted Job `{escape(name)}` and requeued it: it was suspended and its Pods stopped, "
+                f"Kueue preempted Job `{shown(name, 63)}` and requeued it: it was suspended and its Pods stopped, "
                 f"which is not a failure. It runs again, and this check moves on, when Kueue admits it again.{why}")
     return queued_title(queue), queued_summary(name, queue) + why
 
@@ -109,7 +109,7 @@ async def elsewhere(deps: Deps, job: dict[str, Any], pods: list[dict[str, Any]])
     if pods or kueue.queue_of(job) is None:
         return None
     seen = kueue.admission(await deps.kube.workload_of(str(job["metadata"].get("uid", ""))))
-    where = f"in worker cluster `{escape(seen.cluster)}`" if seen.cluster else "outside this cluster"
-    return (f"Job `{escape(jobs.name_of(job))}` ran {where} (Kueue MultiKueue), so its Pods and their log are "
+    where = f"in worker cluster `{shown(seen.cluster)}`" if seen.cluster else "outside this cluster"
+    return (f"Job `{shown(jobs.name_of(job), 63)}` ran {where} (Kueue MultiKueue), so its Pods and their log are "
             f"there, not here: read them with `kubectl --context <that cluster> logs job/{jobs.name_of(job)}`. "
             "Its results still come through S3.")
