@@ -217,3 +217,34 @@ async def test_a_federated_server_never_admitted_is_cancelled_saying_so(bed: Bed
                            else None, timeout=15, what="the run cancelled after its admission timeout")
     assert check["conclusion"] == "cancelled"
     assert "the server (Job" in check["output"]["summary"] and "no client was started" in check["output"]["summary"]
+
+
+async def test_the_timeout_counts_from_admission_not_from_creation(bed: Bed) -> None:
+    head, job = await approved_under_queue(bed)  # regression.timeout: 20m
+    name = job["metadata"]["name"]
+    waited = bed.kube.get("jobs", NAMESPACE, name)
+    waited["metadata"]["creationTimestamp"] = "2026-01-01T00:00:00Z"  # it waited in the queue for months
+    bed.kube.put_object(waited)
+    Kueue(bed.kube).admit(name)
+    await wait_for(lambda: regression_check(bed, head)["status"] == "in_progress", what="admission")
+    await bed.settle()
+    assert regression_check(bed, head)["status"] == "in_progress"  # not timed out: it has just started
+    assert bed.kube.get("jobs", NAMESPACE, name) is not None
+
+
+async def test_a_restart_while_queued_posts_nothing_again_and_still_follows_kueue(make_bed: Any, github: Any) -> None:
+    github.add_installation(77, "Codertocat", [rg.REPO])
+    first = await make_bed()
+    head, job = await approved_under_queue(first)
+    name = job["metadata"]["name"]
+    Kueue(first.kube).pending(name, REASON)
+    await wait_for(lambda: SHOWN in regression_check(first, head)["output"]["summary"], what="Kueue's reason")
+    await first.settle()
+    check_id = regression_check(first, head)["id"]
+    before = check_patches(first, check_id)
+    await first.server.close()  # the bot goes away while the Job waits
+    second = await make_bed()
+    await second.settle()
+    assert check_patches(second, check_id) == before  # the state is on the Job: nothing posted twice
+    Kueue(second.kube).admit(name)
+    await wait_for(lambda: regression_check(second, head)["status"] == "in_progress", what="admission after restart")
