@@ -469,3 +469,5 @@ async def test_a_regression_under_a_kueue_queue_waits_queued_until_admitted(ship
     await finish_run(shipped, "regression", head, {"metrics": {"accuracy": 0.9}})
     verdict = await completed(shipped, repo, head, "flops/regression")
     assert verdict["conclusion"] == "neutral" and verdict["output"]["title"] == "No baseline yet"
+    await wait_for(lambda: [c for c in shipped.github.comments_on(repo, number) if "<!-- flops:regression -->"
+                            in c["body"]], timeout=20, what="the sticky comment (the report's last step)")
