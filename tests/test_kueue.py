@@ -163,7 +163,21 @@ async def test_multikueue_job_that_ran_elsewhere_says_where_and_omits_the_log(be
     run = await wait_for(lambda: rg.completed(bed, head), what="the report")
     assert run["conclusion"] == "failure"
     assert "worker cluster `worker-eu-1`" in run["output"]["text"] and "kubectl --context" in run["output"]["text"]
+    assert "Ran in worker cluster `worker-eu-1`" in run["output"]["summary"]
     assert not bed.kube.errors
+
+
+async def test_multikueue_success_comes_through_s3_and_says_where_it_ran(bed: Bed) -> None:
+    head, job = await approved_under_queue(bed)
+    name, kueue = job["metadata"]["name"], Kueue(bed.kube)
+    kueue.admit(name, cluster="worker-us-2")
+    await wait_for(lambda: "worker-us-2" in regression_check(bed, head)["output"]["summary"], what="placement")
+    await bed.settle()
+    rg.write_output(bed, job, "metrics.json", b'{"metrics": {"accuracy": 0.93, "loss": 0.2}}')
+    kueue.finish_elsewhere(name, succeeded=True, cluster="worker-us-2")
+    run = await wait_for(lambda: rg.completed(bed, head), what="the report")
+    assert run["conclusion"] == "neutral" and "0.93" in run["output"]["summary"]  # no baseline: not compared
+    assert "Ran in worker cluster `worker-us-2` (Kueue MultiKueue)" in run["output"]["summary"]
 
 
 # --- federated ---------------------------------------------------------------------------------------

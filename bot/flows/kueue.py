@@ -77,7 +77,8 @@ async def follow(deps: Deps, job: dict[str, Any]) -> bool:
                             title=f"Admitted by Kueue from LocalQueue `{queue}`",
                             summary=f"Kueue admitted Job `{shown(name, 63)}`{again}{where}; it is running. "
                                     f"Its timeout counts from now.")
-        await deps.kube.annotate_job(name, {QUEUE_STATE: ADMITTED, QUEUE_NOTE: None})
+        await deps.kube.annotate_job(name, {QUEUE_STATE: ADMITTED, QUEUE_NOTE: None,
+                                            **({kueue.CLUSTER: seen.cluster} if seen.cluster else {})})
         log.info("queued job admitted", extra={"job": name, "queue": queue, "cluster": seen.cluster})
         return True
     new_state = PREEMPTED if state in (ADMITTED, PREEMPTED) else QUEUED

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +20,7 @@ JOB_UID_LABEL = "kueue.x-k8s.io/job-uid"  # on the Workload Kueue makes for a Jo
 GROUP, VERSION, WORKLOADS = "kueue.x-k8s.io", "v1beta1", "workloads"
 QUEUE_STATE = A + "queue-state"  # "queued" | "admitted" | "preempted": what the check run last said
 QUEUE_NOTE = A + "queue-note"  # a digest of the queued check's text: a new Kueue reason updates it
+CLUSTER = A + "cluster"  # MultiKueue: the worker cluster the Job was dispatched to (from its Workload)
 ADMISSION_TIMEOUT = A + "admission-timeout"  # seconds after creation by which the whole run must be admitted
 QUEUED, ADMITTED, PREEMPTED = "queued", "admitted", "preempted"
 _CLUSTER_IN_MESSAGE = re.compile(r'reservation on "([^"]+)"')
@@ -41,6 +43,15 @@ def queue_of(job: dict[str, Any]) -> str | None:
 
 def suspended(job: dict[str, Any]) -> bool:
     return bool((job.get("spec") or {}).get("suspend"))
+
+
+def placement_note(annotations: Mapping[str, str]) -> str:
+    """The sentence a check run ends with when MultiKueue ran the Job in another cluster ("" otherwise)."""
+    cluster = str(annotations.get(CLUSTER) or "")
+    if not cluster:
+        return ""
+    name = re.sub(r"[^A-Za-z0-9._-]", "", cluster)[:63]
+    return f"\n\nRan in worker cluster `{name}` (Kueue MultiKueue); its Pods and their logs are there."
 
 
 def note_digest(text: str) -> str:
