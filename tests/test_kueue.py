@@ -60,7 +60,10 @@ async def test_a_regression_under_queue_waits_suspended_then_runs_when_admitted(
 
     kueue.admit(name)
     await wait_for(lambda: regression_check(bed, head)["status"] == "in_progress", what="admission")
-    assert "Admitted by Kueue from LocalQueue `gpu`" in regression_check(bed, head)["output"]["title"]
+    admitted = regression_check(bed, head)["output"]
+    assert admitted["title"] == "Regression test running"
+    assert admitted["summary"].startswith("Admitted by Kueue from LocalQueue `gpu`; its timeout counts from now.")
+    assert "runs `python train.py --epochs 3`" in admitted["summary"]  # what the check says of the run, kept
     bed.kube.start_job(NAMESPACE, name)
     await rg.finish(bed, bed.kube.get("jobs", NAMESPACE, name), rg.GOOD)
     run = await wait_for(lambda: rg.completed(bed, head), what="the report")

@@ -17,7 +17,6 @@ from gidgethub.abc import GitHubAPI
 from bot.core import jobs, records
 from bot.core.config import ConfigError, ImageConfig, RepoConfig
 from bot.core.config.paths import tag_matches
-from bot.core.jobs import kueue
 from bot.core.records import BuildRecord
 from bot.core.text import code_block, plain
 from bot.flows import kueue as queueing
@@ -201,11 +200,9 @@ async def launch_build(gh: GitHubAPI, deps: Deps, request: jobs.BuildRequest) ->
     title = f"Building {request.destination}" + ("" if request.push else " (not pushed)")
     summary = (f"Kaniko Job `{name}` in namespace `{deps.settings.namespace}` is building "
                f"`{request.image.dockerfile}` (context `{request.image.context}`).")
-    if queue:
-        kueue.enqueue(body, queue)
-        title, summary = queueing.queued_title(queue), queueing.queued_summary(name, queue, f"{title}: {summary}")
+    status, title, summary = queueing.queued_check(body, queue, title, summary)
     check_id = await checks.create(gh, src.repo, src.sha, checks.build_name(request.image.name), external_id=name,
-                                   status="queued" if queue else "in_progress", title=title, summary=summary)
+                                   status=status, title=title, summary=summary)
     body["metadata"]["annotations"][jobs.CHECK_RUN] = str(check_id)
     created = await deps.kube.create_job(body)
     log.info("build started", extra={"repo": src.repo, "sha": src.sha, "job": name, "image": request.image.name,

@@ -19,7 +19,6 @@ from gidgethub.abc import GitHubAPI
 
 from bot.core import jobs
 from bot.core.config import FederatedConfig, RepoConfig, Resources
-from bot.core.jobs import kueue
 from bot.core.records import BuildRecord
 from bot.core.text import code_block, duration, escape, link, plain
 from bot.flows import builds, lifecycle
@@ -200,25 +199,23 @@ async def launch(gh: GitHubAPI, deps: Deps, request: RunRequest, refs: dict[str,
     run, cluster = run_of(request, refs), jobs.cluster_from(deps.settings)
     src = run.source
     queue = await queueing.queue_for(gh, deps, src.repo, jobs.FEDERATED_SERVER)
-    body = kueue.enqueue(jobs.federated_server_job(run, cluster, check=checks.FEDERATED), queue)
+    body = jobs.federated_server_job(run, cluster, check=checks.FEDERATED)
+    status, title, summary = queueing.queued_check(body, queue, "Federated training running", (
+        f"Run `{run.run_id}` (started by {run.trigger}): {run.rounds} rounds, {run.clients} clients, "
+        f"timeout {duration(run.timeout)}.\n\n- server: `{run.server.image}` at `{run.address}`\n"
+        f"- clients: `{run.client.image}`\n- output: `s3://{cluster.bucket}/{jobs.output_prefix(src.repo, run.run_id)}`"))
     if queue:
         body["metadata"]["annotations"].update(admission.pending_clients(run, request.admission_timeout))
+        summary += (f"\n\nThe clients start once Kueue admitted the server; a run not fully admitted within "
+                    f"{duration(request.admission_timeout)} (`federated.admission_timeout`) is cancelled as a whole.")
     server = await deps.kube.create_job(body)
     if server is None:
         return run.run_id
     await deps.kube.create_service(jobs.federated_service(run, cluster, server))
     if not queue:
         await admission.start_clients(deps, run, server, None)
-    title, summary = "Federated training running", (
-        f"Run `{run.run_id}` (started by {run.trigger}): {run.rounds} rounds, {run.clients} clients, "
-        f"timeout {duration(run.timeout)}.\n\n- server: `{run.server.image}` at `{run.address}`\n"
-        f"- clients: `{run.client.image}`\n- output: `s3://{cluster.bucket}/{jobs.output_prefix(src.repo, run.run_id)}`")
-    if queue:
-        title, summary = queueing.queued_title(queue), queueing.queued_summary(run.run_id, queue, summary + (
-            f"\n\nThe clients start once Kueue admitted the server; a run not fully admitted within "
-            f"{duration(request.admission_timeout)} (`federated.admission_timeout`) is cancelled as a whole."))
     check_id = await checks.create(gh, src.repo, src.sha, checks.FEDERATED, external_id=run.run_id,
-                                   status="queued" if queue else "in_progress", title=title, summary=summary)
+                                   status=status, title=title, summary=summary)
     await deps.kube.annotate_job(run.run_id, {jobs.CHECK_RUN: str(check_id)})
     log.info("federated run started", extra={"repo": src.repo, "sha": src.sha, "run": run.run_id,
                                              "clients": run.clients, "rounds": run.rounds})

@@ -17,13 +17,14 @@ restarted bot posts nothing twice. MultiKueue: a Job that ran in a worker cluste
 """
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from gidgethub.abc import GitHubAPI
 
 from bot.core import config, jobs
 from bot.core.jobs import kueue
-from bot.core.jobs.kueue import ADMITTED, PREEMPTED, QUEUE_NOTE, QUEUE_STATE, QUEUED, Admission
+from bot.core.jobs.kueue import ADMITTED, PREEMPTED, QUEUE_NOTE, QUEUE_STATE, QUEUED, RUNNING_CHECK, Admission
 from bot.core.text import escape, shown
 from bot.flows.deps import Deps
 from bot.platform import checks, logs
@@ -47,15 +48,33 @@ async def queue_for(gh: GitHubAPI, deps: Deps, repo: str, kind: str) -> str | No
     return trusted.queue_for(QUEUE_KIND[kind], default) if trusted is not None else default
 
 
+def queued_check(body: dict[str, Any], queue: str | None, title: str, summary: str) -> tuple[str, str, str]:
+    """(status, title, summary) of the check run of Job `body`, which says `title` / `summary` while it runs.
+    Under a `queue`: `body` is made suspended and labelled for Kueue, keeps that running text for its
+    admission, and the check starts `queued`. Without one: unchanged, `in_progress`."""
+    if not queue:
+        return "in_progress", title, summary
+    kueue.enqueue(body, queue)
+    body["metadata"]["annotations"][RUNNING_CHECK] = json.dumps({"title": title, "summary": summary})
+    return "queued", queued_title(queue), queued_summary(jobs.name_of(body), queue) + f"\n\n{summary}"
+
+
 def queued_title(queue: str) -> str:
     return f"Queued in Kueue LocalQueue `{queue}`"
 
 
-def queued_summary(job_name: str, queue: str, what: str = "") -> str:
-    """The summary of a check whose Job was just created suspended (`what`: the kind's own words)."""
-    return (f"{what}\n\n" if what else "") + (
-        f"Job `{shown(job_name, 63)}` waits in Kueue LocalQueue `{queue}` ({WAITING}); it starts, and this check "
-        f"moves to in progress, when Kueue admits it. Its timeout counts from admission.")
+def queued_summary(job_name: str, queue: str) -> str:
+    return (f"Job `{shown(job_name, 63)}` waits in Kueue LocalQueue `{queue}` ({WAITING}); it starts, and this "
+            f"check moves to in progress, when Kueue admits it. Its timeout counts from admission.")
+
+
+def running_check(ann: dict[str, str]) -> tuple[str, str]:
+    """The title and summary the flow gave the check for while its Job runs."""
+    try:
+        data = json.loads(ann.get(RUNNING_CHECK) or "{}")
+        return str(data.get("title") or "Running"), str(data.get("summary") or "")
+    except (ValueError, AttributeError):
+        return "Running", ""
 
 
 async def follow(deps: Deps, job: dict[str, Any]) -> bool:
@@ -73,16 +92,19 @@ async def follow(deps: Deps, job: dict[str, Any]) -> bool:
     if not suspended:
         where = f" and runs in cluster `{shown(seen.cluster)}` (MultiKueue)" if seen.cluster else ""
         again = " again after its preemption" if state == PREEMPTED else ""
-        await checks.update(gh, ann[jobs.REPO], ann[jobs.CHECK_RUN], status="in_progress",
-                            title=f"Admitted by Kueue from LocalQueue `{queue}`",
-                            summary=f"Kueue admitted Job `{shown(name, 63)}`{again}{where}; it is running. "
-                                    f"Its timeout counts from now.")
+        title, summary = running_check(ann)
+        await checks.update(gh, ann[jobs.REPO], ann[jobs.CHECK_RUN], status="in_progress", title=title,
+                            summary=f"Admitted by Kueue from LocalQueue `{queue}`{again}{where}; its timeout "
+                                    f"counts from now.\n\n{summary}".rstrip())
         await deps.kube.annotate_job(name, {QUEUE_STATE: ADMITTED, QUEUE_NOTE: None,
                                             **({kueue.CLUSTER: seen.cluster} if seen.cluster else {})})
         log.info("queued job admitted", extra={"job": name, "queue": queue, "cluster": seen.cluster})
         return True
     new_state = PREEMPTED if state in (ADMITTED, PREEMPTED) else QUEUED
+    if new_state == state == QUEUED and not (seen.reason or seen.evicted or ann.get(QUEUE_NOTE)):
+        return False  # nothing to add to what the check said when the Job was created
     title, summary = waiting_text(name, queue, seen, preempted=new_state == PREEMPTED)
+    summary = f"{summary}\n\n{running_check(ann)[1]}".rstrip()
     note = kueue.note_digest(title + summary)
     if state == new_state and ann.get(QUEUE_NOTE) == note:
         return False

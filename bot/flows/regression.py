@@ -17,7 +17,6 @@ from kubernetes.client import ApiException
 
 from bot.core import jobs, verdict
 from bot.core.config import Metric, RegressionConfig, parse_tolerance
-from bot.core.jobs import kueue
 from bot.core.text import code_block, duration, escape, link, plain, safe_url
 from bot.flows import kueue as queueing
 from bot.flows import lifecycle
@@ -85,9 +84,7 @@ async def start(gh: GitHubAPI, deps: Deps, cfg: RegressionConfig, src: jobs.Sour
     what = "baseline for the default branch" if baseline else f"PR #{src.pr}" if src.pr is not None else "merge queue"
     await _empty_output(deps, body["metadata"]["annotations"][jobs.OUTPUT])
     queue = await queueing.queue_for(gh, deps, src.repo, jobs.REGRESSION)
-    kueue.enqueue(body, queue)
-    check_id = await _check_for(gh, src, name, what, cfg, trigger, checks.dropped_note(body["metadata"]["annotations"]),
-                                queue)
+    check_id = await _check_for(gh, src, body, what, cfg, trigger, queue)
     body["metadata"]["annotations"][jobs.CHECK_RUN] = str(check_id)
     try:
         await deps.kube.create_job(body)
@@ -116,15 +113,14 @@ async def _supersede_pr_runs(gh: GitHubAPI, deps: Deps, src: jobs.Source) -> boo
     return len(others) < len(found)
 
 
-async def _check_for(gh: GitHubAPI, src: jobs.Source, name: str, what: str, cfg: RegressionConfig,
-                     trigger: str, note: str, queue: str | None) -> int:
+async def _check_for(gh: GitHubAPI, src: jobs.Source, body: dict[str, Any], what: str, cfg: RegressionConfig,
+                     trigger: str, queue: str | None) -> int:
     """Reuse the head's `queued` check (left by a synchronize) or create one, now in progress (or
-    `queued` in Kueue's LocalQueue `queue`)."""
+    `queued` in Kueue's LocalQueue `queue`, the Job `body` created suspended)."""
+    name, note = jobs.name_of(body), checks.dropped_note(body["metadata"]["annotations"])
     summary = (f"Regression Job `{name}` ({what}, started by {trigger}) runs `{' '.join(cfg.command)}` in "
                f"`{cfg.image}`; timeout {duration(cfg.timeout)}.{note}")
-    title, status = "Regression test running", "in_progress"
-    if queue:
-        title, status, summary = queueing.queued_title(queue), "queued", queueing.queued_summary(name, queue, summary)
+    status, title, summary = queueing.queued_check(body, queue, "Regression test running", summary)
     existing = await checks.latest(gh, src.repo, src.sha, checks.REGRESSION)
     if existing and existing["status"] == "queued":
         await checks.update(gh, src.repo, existing["id"], status=status, external_id=name, title=title,

@@ -19,6 +19,7 @@ QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 JOB_UID_LABEL = "kueue.x-k8s.io/job-uid"  # on the Workload Kueue makes for a Job
 GROUP, VERSION, WORKLOADS = "kueue.x-k8s.io", "v1beta1", "workloads"
 QUEUE_STATE = A + "queue-state"  # "queued" | "admitted" | "preempted": what the check run last said
+RUNNING_CHECK = A + "running-check"  # JSON {title, summary}: what the check says once Kueue admitted the Job
 QUEUE_NOTE = A + "queue-note"  # a digest of the queued check's text: a new Kueue reason updates it
 CLUSTER = A + "cluster"  # MultiKueue: the worker cluster the Job was dispatched to (from its Workload)
 ADMISSION_TIMEOUT = A + "admission-timeout"  # seconds after creation by which the whole run must be admitted
