@@ -167,6 +167,7 @@ class Tracker:
     def deleted(self, job: dict[str, Any]) -> None:
         """A Job deleted before it was reported (`kubectl delete`, a TTL): its check must not hang."""
         name = jobs.name_of(job)
+        self._again.pop(name, None)  # a queued Job's change seen while following it: moot now
         if name in self._timers:
             self._timers.pop(name).cancel()
         if jobs.kind_of(job) in self.reporters and name not in self._inflight \
