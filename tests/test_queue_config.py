@@ -79,3 +79,10 @@ def test_flops_default_queue_setting() -> None:
     with pytest.raises(settings.SettingsError) as info:
         settings.from_env({**ENV, "FLOPS_DEFAULT_QUEUE": "Team A"})
     assert "FLOPS_DEFAULT_QUEUE: `Team A` is not a LocalQueue name" in str(info.value)
+
+
+def test_a_branch_commit_cannot_pick_its_queue() -> None:
+    """Builds of other branches run with the default branch's config shaped by the commit's build keys
+    (`RepoConfig.shaped_by`): the commit's `queue` is not one of them."""
+    trusted, pushed = parsed(queue={"build": "cpu"}), parsed(queue="premium-gpu")
+    assert trusted.shaped_by(pushed).queue_for("build") == "cpu"

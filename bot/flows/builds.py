@@ -157,13 +157,14 @@ async def start_for_push(gh: GitHubAPI, deps: Deps, cfg: RepoConfig, push: Push)
     source = jobs.Source(push.repo, push.sha, push.installation_id, ref=push.branch or push.ref,
                          delivery_id=push.delivery_id)
     started = []
+    queue = await queueing.queue_for(gh, deps, push.repo, jobs.BUILD, trusted=cfg)  # a push's config is trusted
     for image in images:
         request = jobs.BuildRequest(source, image, cfg.registry, tag, push.commit_time,
                                     annotations={jobs.DEPLOY_TARGETS: targets_annotation(cfg),
                                                  PUSH_IMAGES: ",".join(i.name for i in images),
                                                  **fast_forward_of(push),
                                                  **checks.dropped_annotation(packed[0].dropped)})
-        if await launch_build(gh, deps, request):
+        if await launch_build(gh, deps, request, queue=queue):
             started.append(image.name)
     return started
 
@@ -176,6 +177,7 @@ async def start_for_pr(gh: GitHubAPI, deps: Deps, cfg: RepoConfig, pr: Any, name
     images = [cfg.image(n) for n in names] if names else list(cfg.images)
     packed = await ensure_source(deps.github, deps.artifacts, pr.installation_id, pr.repo, pr.head_sha)
     source = jobs.Source(pr.repo, pr.head_sha, pr.installation_id, pr=pr.number, delivery_id=delivery_id)
+    queue = await queueing.queue_for(gh, deps, pr.repo, jobs.BUILD)  # the base branch's config may not be trusted
     started = []
     for image in images:
         if image is None:
@@ -183,20 +185,20 @@ async def start_for_pr(gh: GitHubAPI, deps: Deps, cfg: RepoConfig, pr: Any, name
         request = jobs.BuildRequest(source, image, cfg.pr_registry or cfg.registry, jobs.pr_tag(pr.number, pr.head_sha),
                                     checks.now(), attempt=delivery_id, annotations=checks.dropped_annotation(packed.dropped),
                                     pr_build=True, push=cfg.pr_registry is not None)
-        if await launch_build(gh, deps, request):
+        if await launch_build(gh, deps, request, queue=queue):
             started.append(image.name)
     return started
 
 
-async def launch_build(gh: GitHubAPI, deps: Deps, request: jobs.BuildRequest) -> bool:
-    """Check run first (its id goes on the Job), then the Job. A Job that exists already means
-    this request was handled (redelivery, restart): nothing is posted twice."""
+async def launch_build(gh: GitHubAPI, deps: Deps, request: jobs.BuildRequest, *, queue: str | None) -> bool:
+    """Check run first (its id goes on the Job), then the Job (suspended in Kueue's LocalQueue `queue`,
+    if any). A Job that exists already means this request was handled (redelivery, restart): nothing
+    is posted twice."""
     body = jobs.build_job(request, jobs.cluster_from(deps.settings), check=checks.build_name(request.image.name))
     name = jobs.name_of(body)
     if await deps.kube.get_job(name) is not None:
         return False
     src = request.source
-    queue = await queueing.queue_for(gh, deps, src.repo, jobs.BUILD)
     title = f"Building {request.destination}" + ("" if request.push else " (not pushed)")
     summary = (f"Kaniko Job `{name}` in namespace `{deps.settings.namespace}` is building "
                f"`{request.image.dockerfile}` (context `{request.image.context}`).")
@@ -234,7 +236,7 @@ async def rerun(gh: GitHubAPI, deps: Deps, cfg: RepoConfig, *, repo: str, sha: s
     request = jobs.BuildRequest(source, image, cfg.registry, tag, when, attempt=attempt,
                                 annotations={jobs.DEPLOY_TARGETS: targets_annotation(cfg),
                                              **checks.dropped_annotation(packed.dropped)})
-    return await launch_build(gh, deps, request)
+    return await launch_build(gh, deps, request, queue=await queueing.queue_for(gh, deps, repo, jobs.BUILD))
 
 
 # --- report -----------------------------------------------------------------------------------------

@@ -37,10 +37,14 @@ QUEUE_KIND = {jobs.BUILD: "build", jobs.REGRESSION: "regression", jobs.FEDERATED
 WAITING = "waiting for Kueue admission"
 
 
-async def queue_for(gh: GitHubAPI, deps: Deps, repo: str, kind: str) -> str | None:
+async def queue_for(gh: GitHubAPI, deps: Deps, repo: str, kind: str,
+                    trusted: config.RepoConfig | None = None) -> str | None:
     """The LocalQueue of `repo`'s Jobs of `kind` (a `QUEUE_KIND` key): the default branch's `queue`,
-    else FLOPS_DEFAULT_QUEUE; None: created as today, not suspended, no Kueue needed."""
+    else FLOPS_DEFAULT_QUEUE; None: created as today, not suspended, no Kueue needed. A caller that
+    holds the default branch's config already passes it as `trusted` (no API call)."""
     default = deps.settings.default_queue
+    if trusted is not None:
+        return trusted.queue_for(QUEUE_KIND[kind], default)
     try:
         trusted = await checks.fetch_config(gh, repo, None)  # the default branch's head
     except config.ConfigError:

@@ -16,7 +16,7 @@ from gidgethub.abc import GitHubAPI
 from kubernetes.client import ApiException
 
 from bot.core import jobs, verdict
-from bot.core.config import Metric, RegressionConfig, parse_tolerance
+from bot.core.config import Metric, RegressionConfig, RepoConfig, parse_tolerance
 from bot.core.text import code_block, duration, escape, link, plain, safe_url
 from bot.flows import kueue as queueing
 from bot.flows import lifecycle
@@ -65,10 +65,12 @@ async def source_url(deps: Deps, installation_id: int, repo: str, sha: str) -> t
 
 
 async def start(gh: GitHubAPI, deps: Deps, cfg: RegressionConfig, src: jobs.Source, *, trigger: str,
-                attempt: str = "", baseline: bool = False, default_branch: str = "") -> str | None:
+                attempt: str = "", baseline: bool = False, default_branch: str = "",
+                trusted: RepoConfig | None = None) -> str | None:
     """Launch the run; None when a run of this commit is already going (redelivery, second approval,
     `/regression` while one runs). Runs of the PR's older heads are cancelled first. The default
-    branch (from the event's payload) is kept on the Job: the report needs no extra call for it."""
+    branch (from the event's payload) is kept on the Job: the report needs no extra call for it.
+    `trusted`: the default branch's config when the caller holds it (its Kueue `queue`, no API call)."""
     if src.pr is not None and await _supersede_pr_runs(gh, deps, src):
         return None
     url, dropped = await source_url(deps, src.installation_id, src.repo, src.sha)
@@ -83,7 +85,7 @@ async def start(gh: GitHubAPI, deps: Deps, cfg: RegressionConfig, src: jobs.Sour
     body["metadata"]["annotations"].update(checks.dropped_annotation(dropped))
     what = "baseline for the default branch" if baseline else f"PR #{src.pr}" if src.pr is not None else "merge queue"
     await _empty_output(deps, body["metadata"]["annotations"][jobs.OUTPUT])
-    queue = await queueing.queue_for(gh, deps, src.repo, jobs.REGRESSION)
+    queue = await queueing.queue_for(gh, deps, src.repo, jobs.REGRESSION, trusted)
     check_id = await _check_for(gh, src, body, what, cfg, trigger, queue)
     body["metadata"]["annotations"][jobs.CHECK_RUN] = str(check_id)
     try:
