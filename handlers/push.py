@@ -9,7 +9,7 @@ from gidgethub import routing, sansio
 from gidgethub.abc import GitHubAPI
 
 from bot.core import jobs
-from bot.core.config import RegressionConfig
+from bot.core.config import RegressionConfig, RepoConfig
 from bot.flows import builds, federated, regression
 from bot.flows.deps import Deps
 from bot.platform import checks
@@ -34,7 +34,7 @@ async def build_pushed_commit(event: sansio.Event, gh: GitHubAPI, *, deps: Deps)
         if cfg.federated and cfg.federated.on_push and push.branch == push.default_branch:
             await federated.on_push(gh, deps, cfg.federated, push, started)
     if cfg.regression and push.branch == push.default_branch:  # whether or not `branches` lists it
-        await refresh_baseline(gh, deps, cfg.regression, push)
+        await refresh_baseline(gh, deps, cfg.regression, push, trusted=cfg)
 
 
 async def build_other_ref(gh: GitHubAPI, deps: Deps, push: builds.Push) -> None:
@@ -48,7 +48,10 @@ async def build_other_ref(gh: GitHubAPI, deps: Deps, push: builds.Push) -> None:
         await builds.start_for_push(gh, deps, cfg, push)
 
 
-async def refresh_baseline(gh: GitHubAPI, deps: Deps, cfg: RegressionConfig, push: builds.Push) -> None:
-    """The default branch's regression run: the baseline pull requests based on this commit compare to."""
+async def refresh_baseline(gh: GitHubAPI, deps: Deps, cfg: RegressionConfig, push: builds.Push, *,
+                           trusted: RepoConfig) -> None:
+    """The default branch's regression run: the baseline pull requests based on this commit compare to
+    (`trusted`: the default branch's config at this push, its `queue` included)."""
     src = jobs.Source(push.repo, push.sha, push.installation_id, ref=push.branch or "", delivery_id=push.delivery_id)
-    await regression.start(gh, deps, cfg, src, trigger="push", baseline=True, default_branch=push.default_branch)
+    await regression.start(gh, deps, cfg, src, trigger="push", baseline=True, default_branch=push.default_branch,
+                           trusted=trusted)

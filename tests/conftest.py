@@ -216,7 +216,7 @@ async def make_bed(env: dict[str, str], github: GitHubEmulator, kube: KubeEmulat
     async def start(**overrides: str) -> Bed:
         settings = from_env({**env, **overrides})
         sleeps = RecordingSleep()
-        app = build_app(settings, policy=RetryPolicy(sleep=sleeps), drain_seconds=5, watch_seconds=30)
+        app = build_app(settings, policy=RetryPolicy(sleep=sleeps), drain_seconds=5, watch_seconds=30, queue_poll=0.2)
         server = TestServer(app, host="127.0.0.1")
         await server.start_server()
         session = aiohttp.ClientSession()

@@ -527,3 +527,30 @@ async def test_every_job_and_service_the_process_created_keeps_the_kubernetes_co
         "build", "regression", "federated-server", "federated-client"}
     for job in created:
         conventions.assert_bot_job(job)
+
+
+async def test_a_regression_under_a_kueue_queue_waits_queued_until_admitted(shipped: Shipped) -> None:
+    """Issue #25: `queue:` in the default branch's flops.yml; Kueue (tests/emulators/kueue.py) admits the Job."""
+    from tests.emulators.kueue import QUEUE_LABEL, Kueue
+
+    repo, number = "acme/fl-kueue", 9
+    code_repo(shipped, repo, IMAGES + REGRESSION + "queue: {regression: gpu}\n")
+    head = open_pr(shipped, repo, number)
+    review = pr_payload(shipped, "pull_request_review.submitted", repo, number)
+    review["review"].update(state="approved", commit_id=head)
+    review["review"]["user"]["login"] = MAINTAINER
+    await deliver(shipped, "pull_request_review", review)
+    [job] = await wait_for(lambda: jobs_of(shipped, "regression", head), timeout=20, what="the regression Job")
+    assert job["spec"]["suspend"] is True and job["metadata"]["labels"][QUEUE_LABEL] == "gpu"
+    check = await wait_for(lambda: shipped.github.check_runs_for(repo, head, "flops/regression"), timeout=20,
+                           what="its check run")
+    assert check[-1]["status"] == "queued" and "LocalQueue `gpu`" in check[-1]["output"]["title"]
+    Kueue(shipped.kube).admit(job["metadata"]["name"])
+    await wait_for(lambda: shipped.github.check_runs_for(repo, head, "flops/regression")[-1]["status"] == "in_progress",
+                   timeout=20, what="admitted")
+    shipped.kube.start_job(NAMESPACE, job["metadata"]["name"])
+    await finish_run(shipped, "regression", head, {"metrics": {"accuracy": 0.9}})
+    verdict = await completed(shipped, repo, head, "flops/regression")
+    assert verdict["conclusion"] == "neutral" and verdict["output"]["title"] == "No baseline yet"
+    await wait_for(lambda: [c for c in shipped.github.comments_on(repo, number) if "<!-- flops:regression -->"
+                            in c["body"]], timeout=20, what="the sticky comment (the report's last step)")

@@ -64,7 +64,8 @@ ALLOWED = {("batch", "jobs"): {"create", "get", "list", "watch", "delete", "patc
            ("", "pods"): {"get", "list", "watch"}, ("", "pods/log"): {"get"},
            ("", "services"): {"create", "delete"},
            ("networking.k8s.io", "networkpolicies"): {"create", "delete"},  # issue 15: a federated run's own
-           ("", "secrets"): {"get"}}  # issue 16: only the Jobs' Secrets, by name (masking log tails)
+           ("", "secrets"): {"get"},  # issue 16: only the Jobs' Secrets, by name (masking log tails)
+           ("kueue.x-k8s.io", "workloads"): {"get", "list", "watch"}}  # issue 25: read Kueue's reasons
 
 
 def manifest_files() -> list[Path]:
@@ -720,6 +721,7 @@ async def exercise(kube: KubeEmulator, name: str, client: Kube) -> None:
         "delete_network_policy": lambda: client.delete_network_policy("rbac-probe"),
         "delete_job": lambda: client.delete_job("rbac-probe"),
         "secret_data": lambda: client.secret_data("flops-s3"),
+        "workload_of": lambda: client.workload_of("0f1e2d3c-uid"),
     }
     assert name in calls, (f"Kube.{name} is not exercised by this test: add it to exercise() so the API call "
                            "it makes is checked against deploy/base/rbac.yaml")

@@ -20,6 +20,7 @@ from bot.core.config import ConfigError, ImageConfig, RepoConfig
 from bot.core.config.paths import tag_matches
 from bot.core.records import BuildRecord
 from bot.core.text import code_block, plain
+from bot.flows import kueue as queueing
 from bot.flows import lifecycle
 from bot.flows.deps import Deps
 from bot.flows.diagnosis import diagnose, log_tail, termination_message
@@ -157,13 +158,14 @@ async def start_for_push(gh: GitHubAPI, deps: Deps, cfg: RepoConfig, push: Push)
     source = jobs.Source(push.repo, push.sha, push.installation_id, ref=push.branch or push.ref,
                          delivery_id=push.delivery_id)
     started = []
+    queue = await queueing.queue_for(gh, deps, push.repo, jobs.BUILD, trusted=cfg)  # a push's config is trusted
     for image in images:
         request = jobs.BuildRequest(source, image, cfg.registry, tag, push.commit_time,
                                     annotations={jobs.DEPLOY_TARGETS: targets_annotation(cfg),
                                                  PUSH_IMAGES: ",".join(i.name for i in images),
                                                  **fast_forward_of(push),
                                                  **checks.dropped_annotation(packed[0].dropped)})
-        if await launch_build(gh, deps, request):
+        if await launch_build(gh, deps, request, queue=queue):
             started.append(image.name)
     return started
 
@@ -176,6 +178,7 @@ async def start_for_pr(gh: GitHubAPI, deps: Deps, cfg: RepoConfig, pr: Any, name
     images = [cfg.image(n) for n in names] if names else list(cfg.images)
     packed = await ensure_source(deps.github, deps.artifacts, pr.installation_id, pr.repo, pr.head_sha)
     source = jobs.Source(pr.repo, pr.head_sha, pr.installation_id, pr=pr.number, delivery_id=delivery_id)
+    queue = await queueing.queue_for(gh, deps, pr.repo, jobs.BUILD)  # the base branch's config may not be trusted
     started = []
     for image in images:
         if image is None:
@@ -183,15 +186,16 @@ async def start_for_pr(gh: GitHubAPI, deps: Deps, cfg: RepoConfig, pr: Any, name
         request = jobs.BuildRequest(source, image, cfg.pr_registry or cfg.registry, jobs.pr_tag(pr.number, pr.head_sha),
                                     checks.now(), attempt=delivery_id, annotations=checks.dropped_annotation(packed.dropped),
                                     pr_build=True, push=cfg.pr_registry is not None)
-        if await launch_build(gh, deps, request):
+        if await launch_build(gh, deps, request, queue=queue):
             started.append(image.name)
     return started
 
 
-async def launch_build(gh: GitHubAPI, deps: Deps, request: jobs.BuildRequest) -> bool:
-    """Check run first (its id goes on the Job), then the Job. A Job that exists already means
-    this request was handled (redelivery, restart): nothing is posted twice. The source was uploaded
-    by the caller (`ensure_source`); the Job gets only its presigned URL."""
+async def launch_build(gh: GitHubAPI, deps: Deps, request: jobs.BuildRequest, *, queue: str | None) -> bool:
+    """Check run first (its id goes on the Job), then the Job (suspended in Kueue's LocalQueue `queue`,
+    if any). A Job that exists already means this request was handled (redelivery, restart): nothing
+    is posted twice. The source was uploaded by the caller (`ensure_source`); the Job gets only its
+    presigned URL."""
     src = request.source
     if not request.source_url:
         request = dataclasses.replace(request, source_url=await presigned_source(deps.artifacts, src.repo, src.sha))
@@ -199,11 +203,12 @@ async def launch_build(gh: GitHubAPI, deps: Deps, request: jobs.BuildRequest) ->
     name = jobs.name_of(body)
     if await deps.kube.get_job(name) is not None:
         return False
-    check_id = await checks.create(
-        gh, src.repo, src.sha, checks.build_name(request.image.name), external_id=name,
-        title=f"Building {request.destination}" + ("" if request.push else " (not pushed)"),
-        summary=f"Kaniko Job `{name}` in namespace `{deps.settings.namespace}` is building "
-                f"`{request.image.dockerfile}` (context `{request.image.context}`).")
+    title = f"Building {request.destination}" + ("" if request.push else " (not pushed)")
+    summary = (f"Kaniko Job `{name}` in namespace `{deps.settings.namespace}` is building "
+               f"`{request.image.dockerfile}` (context `{request.image.context}`).")
+    status, title, summary = queueing.queued_check(body, queue, title, summary)
+    check_id = await checks.create(gh, src.repo, src.sha, checks.build_name(request.image.name), external_id=name,
+                                   status=status, title=title, summary=summary)
     body["metadata"]["annotations"][jobs.CHECK_RUN] = str(check_id)
     created = await deps.kube.create_job(body)
     log.info("build started", extra={"repo": src.repo, "sha": src.sha, "job": name, "image": request.image.name,
@@ -235,7 +240,7 @@ async def rerun(gh: GitHubAPI, deps: Deps, cfg: RepoConfig, *, repo: str, sha: s
     request = jobs.BuildRequest(source, image, cfg.registry, tag, when, attempt=attempt,
                                 annotations={jobs.DEPLOY_TARGETS: targets_annotation(cfg),
                                              **checks.dropped_annotation(packed.dropped)})
-    return await launch_build(gh, deps, request)
+    return await launch_build(gh, deps, request, queue=await queueing.queue_for(gh, deps, repo, jobs.BUILD))
 
 
 # --- report -----------------------------------------------------------------------------------------
@@ -299,7 +304,8 @@ async def report_build(job: dict[str, Any], result: jobs.Outcome, deps: Deps) ->
     hint = _hint(why, deps)
     await checks.finish(gh, ann, "failure", title=f"Build failed: {plain(why)}"[:200],
                   summary=f"Building `{ann[jobs.DESTINATION]}` failed.\n\n**Reason:** {why}\n\n{hint}".rstrip(),
-                  text=f"Last lines of the build log (Job `{name}`):\n\n{code_block(text)}" if text else None)
+                  text=f"Last lines of the build log (Job `{name}`):\n\n{code_block(text)}" if text else
+                  await queueing.elsewhere(deps, job, pods))
     return "failure"
 
 

@@ -22,9 +22,12 @@ from bot.core.config import FederatedConfig, RepoConfig
 from bot.core.records import BuildRecord
 from bot.core.text import code_block, duration, escape, link, plain
 from bot.flows import builds, lifecycle
+from bot.flows import federated_admission as admission
+from bot.flows import kueue as queueing
 from bot.flows.builds import Push
 from bot.flows.deps import Deps
 from bot.flows.diagnosis import diagnose, log_tail
+from bot.flows.kueue import elsewhere
 from bot.flows.pending import RunRequest, drop_pending, pending_key, read_pending
 from bot.flows.pulls import PullRef
 from bot.platform import checks, comments, logs
@@ -126,29 +129,41 @@ async def builds_in_progress(deps: Deps, request: RunRequest) -> set[str]:
     return names
 
 
-async def launch(gh: GitHubAPI, deps: Deps, request: RunRequest, refs: dict[str, str]) -> str:
-    """Server Job first (its name is the run id: a second launch gets 409 and stops), then the
-    Service and clients it owns, then the check run, whose id goes on the server Job."""
+def run_of(request: RunRequest, refs: dict[str, str]) -> jobs.FederatedRun:
     src = jobs.Source(request.repo, request.sha, request.installation_id, ref=request.branch, pr=request.pr)
-    run = jobs.FederatedRun(
+    return jobs.FederatedRun(
         source=src, port=request.port, rounds=request.rounds, clients=request.clients, timeout=request.timeout,
         trigger=request.trigger, attempt=request.attempt,
         server=jobs.Workload(image=refs[request.server_image], resources=request.resources),
         client=jobs.Workload(image=refs[request.client_image], resources=request.resources))
-    cluster = jobs.cluster_from(deps.settings)
-    server = await deps.kube.create_job(jobs.federated_server_job(run, cluster, check=checks.FEDERATED))
+
+
+async def launch(gh: GitHubAPI, deps: Deps, request: RunRequest, refs: dict[str, str]) -> str:
+    """Server Job first (its name is the run id: a second launch gets 409 and stops), then the
+    Service and clients it owns, then the check run, whose id goes on the server Job. Under a Kueue
+    queue the clients start once Kueue admitted the server (`federated_admission`)."""
+    run, cluster = run_of(request, refs), jobs.cluster_from(deps.settings)
+    src = run.source
+    queue = await queueing.queue_for(gh, deps, src.repo, jobs.FEDERATED_SERVER)
+    body = jobs.federated_server_job(run, cluster, check=checks.FEDERATED)
+    status, title, summary = queueing.queued_check(body, queue, "Federated training running", (
+        f"Run `{run.run_id}` (started by {run.trigger}): {run.rounds} rounds, {run.clients} clients, "
+        f"timeout {duration(run.timeout)}.\n\n- server: `{run.server.image}` at `{run.address}`\n"
+        f"- clients: `{run.client.image}`\n- output: `s3://{cluster.runs_bucket}/"
+        f"{jobs.output_prefix(src.repo, run.run_id)}`"))
+    if queue:
+        body["metadata"]["annotations"].update(admission.pending_clients(run, request.admission_timeout))
+        summary += (f"\n\nThe clients start once Kueue admitted the server; a run not fully admitted within "
+                    f"{duration(request.admission_timeout)} (`federated.admission_timeout`) is cancelled as a whole.")
+    server = await deps.kube.create_job(body)
     if server is None:
         return run.run_id
     await deps.kube.create_network_policy(jobs.federated_network_policy(run, cluster, server))  # before clients
     await deps.kube.create_service(jobs.federated_service(run, cluster, server))
-    for index in range(run.clients):
-        await deps.kube.create_job(jobs.federated_client_job(run, cluster, index, server))
-    check_id = await checks.create(
-        gh, src.repo, src.sha, checks.FEDERATED, external_id=run.run_id, title="Federated training running",
-        summary=f"Run `{run.run_id}` (started by {run.trigger}): {run.rounds} rounds, {run.clients} clients, "
-                f"timeout {duration(run.timeout)}.\n\n- server: `{run.server.image}` at `{run.address}`\n"
-                f"- clients: `{run.client.image}`\n- output: `s3://{cluster.runs_bucket}/"
-                f"{jobs.output_prefix(src.repo, run.run_id)}`")
+    if not queue:
+        await admission.start_clients(deps, run, server, None)
+    check_id = await checks.create(gh, src.repo, src.sha, checks.FEDERATED, external_id=run.run_id,
+                                   status=status, title=title, summary=summary)
     await deps.kube.annotate_job(run.run_id, {jobs.CHECK_RUN: str(check_id)})
     log.info("federated run started", extra={"repo": src.repo, "sha": src.sha, "run": run.run_id,
                                              "clients": run.clients, "rounds": run.rounds})
@@ -203,7 +218,7 @@ async def report(job: dict[str, Any], result: jobs.Outcome, deps: Deps) -> str:
             reason += "\n\n**Failed clients:** " + ", ".join(f"{c.client} (`{c.job}`)" for c in failed)
         pod = diagnosis.pod if diagnosis else (pods[-1]["metadata"]["name"] if pods else None)
         tail = await log_tail(deps, pod, "server", pods)
-        text = f"Last lines of the server log:\n\n{code_block(tail)}" if tail else (
+        text = f"Last lines of the server log:\n\n{code_block(tail)}" if tail else await elsewhere(deps, job, pods) or (
             "No server log could be read: when the bot is not running at the timeout, Kubernetes stops the run "
             f"{jobs.STOP_GRACE // 60} min later and deletes its Pods, logs included." if timed_out else None)
     summary = await summarize(deps, ann, metrics, roster, reason)
@@ -328,4 +343,4 @@ def _fmt(value: Any) -> str:
     return json.dumps(value) if isinstance(value, (dict, list)) else str(value)
 
 
-KIND = lifecycle.Kind(jobs.FEDERATED_SERVER, report)
+KIND = lifecycle.Kind(jobs.FEDERATED_SERVER, report, admitted=admission.admitted, waiting=admission.waiting)

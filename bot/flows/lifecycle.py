@@ -26,14 +26,21 @@ from bot.platform import checks
 
 # A reporter turns one finished Job into a GitHub report and returns the conclusion it posted.
 Reporter = Callable[[dict[str, Any], jobs.Outcome, Deps], Awaitable[str]]
+# Under Kueue: what a kind does once Kueue admitted one of its Jobs (federated: start the clients).
+Admitted = Callable[[dict[str, Any], Deps], Awaitable[None]]
+# Under Kueue, at the Job's `flops.dev/admission-timeout`: which part still waits ("" when all run).
+Waiting = Callable[[dict[str, Any], Deps], Awaitable[str]]
 
 
 @dataclass(frozen=True)
 class Kind:
-    """A kind of work: the `flops.dev/kind` label of its Jobs and what reports a finished one."""
+    """A kind of work: the `flops.dev/kind` label of its Jobs and what reports a finished one;
+    optionally what follows its admission by Kueue and what of it still waits for one."""
 
     name: str
     report: Reporter
+    admitted: Admitted | None = None
+    waiting: Waiting | None = None
 
 
 async def unreported(deps: Deps, kind: str, *, repo: str, pr: int | None = None,

@@ -31,6 +31,7 @@ class RunRequest:
     resources: Resources
     branch: str = ""  # on_push: images this push did not rebuild come from this branch's newest build
     fresh: tuple[str, ...] = ()  # images that must be the builds of `sha` itself
+    admission_timeout: int = 30 * 60  # under Kueue: the whole run admitted by then, else cancelled
 
     @classmethod
     def of(cls, fed: FederatedConfig, *, repo: str, sha: str, installation_id: int, pr: int | None,
@@ -40,7 +41,7 @@ class RunRequest:
         return cls(repo=repo, sha=sha, installation_id=installation_id, pr=pr, rounds=rounds, clients=clients,
                    trigger=trigger, attempt=attempt, server_image=fed.server_image, client_image=fed.client_image,
                    port=fed.server_port, timeout=fed.timeout, resources=fed.resources, branch=branch,
-                   fresh=images if fresh is None else fresh)
+                   fresh=images if fresh is None else fresh, admission_timeout=fed.admission_timeout)
 
     @property
     def images(self) -> tuple[str, ...]:
@@ -68,9 +69,10 @@ class RunRequest:
 
 
 _TYPES = {"repo": str, "sha": str, "installation_id": int, "rounds": int, "clients": int, "trigger": str,
-          "attempt": str, "server_image": str, "client_image": str, "port": int, "timeout": int, "branch": str}
+          "attempt": str, "server_image": str, "client_image": str, "port": int, "timeout": int, "branch": str,
+          "admission_timeout": int}
 _FIELDS = frozenset(f.name for f in fields(RunRequest))
-_REQUIRED = _FIELDS - {"branch", "fresh"}
+_REQUIRED = _FIELDS - {"branch", "fresh", "admission_timeout"}  # requests stored before those keys
 
 
 def pending_key(repo: str, sha: str) -> str:

@@ -15,8 +15,9 @@ from gidgethub.abc import GitHubAPI
 from kubernetes.client import ApiException
 
 from bot.core import jobs, verdict
-from bot.core.config import Metric, RegressionConfig, parse_tolerance
+from bot.core.config import Metric, RegressionConfig, RepoConfig, parse_tolerance
 from bot.core.text import code_block, duration, escape, link, plain, safe_url
+from bot.flows import kueue as queueing
 from bot.flows import lifecycle
 from bot.flows.deps import Deps
 from bot.flows.diagnosis import diagnose, log_tail
@@ -66,10 +67,12 @@ async def source_url(deps: Deps, installation_id: int, repo: str, sha: str) -> t
 
 
 async def start(gh: GitHubAPI, deps: Deps, cfg: RegressionConfig, src: jobs.Source, *, trigger: str,
-                attempt: str = "", baseline: bool = False, default_branch: str = "") -> str | None:
+                attempt: str = "", baseline: bool = False, default_branch: str = "",
+                trusted: RepoConfig | None = None) -> str | None:
     """Launch the run; None when a run of this commit is already going (redelivery, second approval,
     `/regression` while one runs). Runs of the PR's older heads are cancelled first. The default
-    branch (from the event's payload) is kept on the Job: the report needs no extra call for it."""
+    branch (from the event's payload) is kept on the Job: the report needs no extra call for it.
+    `trusted`: the default branch's config when the caller holds it (its Kueue `queue`, no API call)."""
     if src.pr is not None and await _supersede_pr_runs(gh, deps, src):
         return None
     url, dropped = await source_url(deps, src.installation_id, src.repo, src.sha)
@@ -84,7 +87,8 @@ async def start(gh: GitHubAPI, deps: Deps, cfg: RegressionConfig, src: jobs.Sour
     body["metadata"]["annotations"].update(checks.dropped_annotation(dropped))
     what = "baseline for the default branch" if baseline else f"PR #{src.pr}" if src.pr is not None else "merge queue"
     await _empty_output(deps, body["metadata"]["annotations"][jobs.OUTPUT])
-    check_id = await _check_for(gh, src, name, what, cfg, trigger, checks.dropped_note(body["metadata"]["annotations"]))
+    queue = await queueing.queue_for(gh, deps, src.repo, jobs.REGRESSION, trusted)
+    check_id = await _check_for(gh, src, body, what, cfg, trigger, queue)
     body["metadata"]["annotations"][jobs.CHECK_RUN] = str(check_id)
     try:
         await deps.kube.create_job(body)
@@ -113,18 +117,21 @@ async def _supersede_pr_runs(gh: GitHubAPI, deps: Deps, src: jobs.Source) -> boo
     return len(others) < len(found)
 
 
-async def _check_for(gh: GitHubAPI, src: jobs.Source, name: str, what: str, cfg: RegressionConfig,
-                     trigger: str, note: str) -> int:
-    """Reuse the head's `queued` check (left by a synchronize) or create one, now in progress."""
+async def _check_for(gh: GitHubAPI, src: jobs.Source, body: dict[str, Any], what: str, cfg: RegressionConfig,
+                     trigger: str, queue: str | None) -> int:
+    """Reuse the head's `queued` check (left by a synchronize) or create one, now in progress (or
+    `queued` in Kueue's LocalQueue `queue`, the Job `body` created suspended)."""
+    name, note = jobs.name_of(body), checks.dropped_note(body["metadata"]["annotations"])
     summary = (f"Regression Job `{name}` ({what}, started by {trigger}) runs `{' '.join(cfg.command)}` in "
                f"`{cfg.image}`; timeout {duration(cfg.timeout)}.{note}")
+    status, title, summary = queueing.queued_check(body, queue, "Regression test running", summary)
     existing = await checks.latest(gh, src.repo, src.sha, checks.REGRESSION)
     if existing and existing["status"] == "queued":
-        await checks.update(gh, src.repo, existing["id"], status="in_progress", external_id=name,
-                            title="Regression test running", summary=summary)
+        await checks.update(gh, src.repo, existing["id"], status=status, external_id=name, title=title,
+                            summary=summary)
         return int(existing["id"])
-    return await checks.create(gh, src.repo, src.sha, checks.REGRESSION, external_id=name,
-                               title="Regression test running", summary=summary)
+    return await checks.create(gh, src.repo, src.sha, checks.REGRESSION, external_id=name, status=status,
+                               title=title, summary=summary)
 
 
 async def cancel_for_commit(gh: GitHubAPI, deps: Deps, repo: str, sha: str, why: str) -> int:
@@ -186,7 +193,8 @@ async def _report_failure(gh: GitHubAPI, deps: Deps, job: dict[str, Any], result
     pods = await deps.kube.job_pods(jobs.name_of(job))
     diagnosis = diagnose(result, pods)
     tail = await log_tail(deps, diagnosis.pod, diagnosis.container, pods)
-    text = f"Last lines of the log (Job `{jobs.name_of(job)}`):\n\n{code_block(tail)}" if tail else None
+    text = f"Last lines of the log (Job `{jobs.name_of(job)}`):\n\n{code_block(tail)}" if tail else \
+        await queueing.elsewhere(deps, job, pods)
     if result.reason == "DeadlineExceeded":
         limit = ann.get(jobs.TIMEOUT) or str((job.get("spec") or {}).get("activeDeadlineSeconds") or 0)
         conclusion, title = "timed_out", "Regression Job timed out"

@@ -8,6 +8,13 @@ carrying that annotation is never reported again.
 A Job annotated `flops.dev/timeout` (seconds) is stopped by the bot once it has run that long:
 reported as `DeadlineExceeded` while its Pod (and log) still exist, then deleted. The timer is
 derived from the Job's start time, so a restarted bot re-arms it (or fires it at once).
+
+A Job queued in Kueue (`kueue.x-k8s.io/queue-name`) is followed while it is not finished: its check
+moves between `queued` and `in_progress` as Kueue admits, preempts and readmits it (`bot.flows.kueue`,
+looked at again every `queue_poll` seconds while it waits, so Kueue's reason shows). Its timeout
+counts from its admission (Kubernetes resets the start time on resumption); a suspended Job is never
+timed out. A Job annotated `flops.dev/admission-timeout` that is not fully admitted by then (its
+kind's `waiting` says what waits) is cancelled as a whole.
 """
 from __future__ import annotations
 
@@ -23,8 +30,11 @@ import kubernetes.watch
 from kubernetes.client import ApiException
 
 from bot.core import jobs
+from bot.core.jobs import kueue
+from bot.core.text import duration
+from bot.flows import kueue as queueing
 from bot.flows.deps import Deps
-from bot.flows.lifecycle import Kind
+from bot.flows.lifecycle import Kind, cancel
 from bot.platform import checks, logs
 from bot.platform.retry import RECONNECT, RetryPolicy
 
@@ -35,13 +45,20 @@ LIST_PAGE = 500  # Jobs per page when listing
 STATES = ("queued", "running")
 FINAL_CONDITIONS = ("Complete", "SuccessCriteriaMet", "Failed", "FailureTarget")
 REPORTS_AT_ONCE = 16  # a burst of finished Jobs waits its turn here instead of holding thousands of reports open
+QUEUE_POLL = 30.0  # seconds between looks at a queued Job's Workload while it waits (Kueue's reason may change)
 
 class Tracker:
     def __init__(self, deps: Deps, kinds: Iterable[Kind], *, watch_seconds: int = WATCH_SECONDS,
-                 reconnect: RetryPolicy = RECONNECT) -> None:
+                 reconnect: RetryPolicy = RECONNECT, queue_poll: float = QUEUE_POLL) -> None:
         self.deps = deps
         self.reconnect = reconnect
-        self.reporters = {kind.name: kind.report for kind in kinds}
+        self.kinds = {kind.name: kind for kind in kinds}
+        self.reporters = {kind.name: kind.report for kind in self.kinds.values()}
+        self.queue_poll = queue_poll
+        self._following: set[str] = set()  # queued Jobs whose check is being moved right now
+        self._again: dict[str, dict[str, Any]] = {}  # ... and how they changed meanwhile
+        self._polls: dict[str, asyncio.Task[None]] = {}
+        self._admission: dict[str, asyncio.Task[None]] = {}
         self.watch_seconds = watch_seconds
         self._inflight: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -69,7 +86,7 @@ class Tracker:
                 await self.watch(version)
             except asyncio.CancelledError:
                 self._stop.set()
-                for timer in self._timers.values():
+                for timer in [*self._timers.values(), *self._polls.values(), *self._admission.values()]:
                     timer.cancel()
                 raise
             except Exception:
@@ -143,13 +160,22 @@ class Tracker:
         kind = jobs.kind_of(job)
         if kind not in self.counted:
             return
+        if name in self._following:  # its queued check is being moved: looked at again right after
+            self._again[name] = job
+            return
         result = jobs.outcome(job)
         reported = jobs.REPORTED in jobs.annotations_of(job)
         self._track(name, None if result.finished or reported else (kind, _state(job)))
         if kind not in self.reporters or name in self._inflight or reported:
             return
         if not result.finished:
-            self._arm_timeout(job)
+            if kueue.queue_of(job) is not None:
+                self._follow(job)
+                self._arm_admission_timeout(job)
+            if kueue.suspended(job) and name in self._timers:
+                self._timers.pop(name).cancel()  # preempted: the timeout counts from the next admission
+            elif not kueue.suspended(job):
+                self._arm_timeout(job)
             return
         if name in self._timers:
             self._timers.pop(name).cancel()
@@ -159,6 +185,7 @@ class Tracker:
         """A Job deleted before it was reported (`kubectl delete`, a TTL): its check must not hang."""
         name = jobs.name_of(job)
         self._track(name, None)
+        self._again.pop(name, None)  # a queued Job's change seen while following it: moot now
         if name in self._timers:
             self._timers.pop(name).cancel()
         if jobs.kind_of(job) in self.reporters and name not in self._inflight \
@@ -198,9 +225,10 @@ class Tracker:
         name, seconds = jobs.name_of(job), jobs.annotations_of(job).get(jobs.TIMEOUT, "")
         if not seconds.isdigit() or name in self._timers:
             return
-        started = (job.get("status") or {}).get("startTime") or job["metadata"].get("creationTimestamp")
-        begin = datetime.fromisoformat(str(started).replace("Z", "+00:00")).timestamp() if started else time.time()
-        delay = max(0.0, begin + int(seconds) - time.time())
+        started = (job.get("status") or {}).get("startTime")
+        if started is None and kueue.queue_of(job) is not None:
+            return  # just admitted: armed when the Job controller sets the start time (counted from admission)
+        delay = max(0.0, _epoch(started or job["metadata"].get("creationTimestamp")) + int(seconds) - time.time())
         self._timers[name] = asyncio.create_task(self._stop_when_due(name, int(seconds), delay), name=f"timeout-{name}")
 
     async def _stop_when_due(self, name: str, seconds: int, delay: float) -> None:
@@ -209,7 +237,7 @@ class Tracker:
             await asyncio.sleep(delay)
             job = await self.deps.kube.get_job(name)
             if job is None or jobs.REPORTED in jobs.annotations_of(job) or jobs.outcome(job).finished \
-                    or name in self._inflight:
+                    or name in self._inflight or kueue.suspended(job):
                 return
             log.info("job timed out; stopping it", extra={"job": name, "timeout": seconds})
             self._start_report(job, jobs.Outcome(True, False, "DeadlineExceeded",
@@ -218,6 +246,78 @@ class Tracker:
             log.exception("stopping a timed-out job failed; retried on the next re-list", extra={"job": name})
         finally:
             self._timers.pop(name, None)
+
+    def _follow(self, job: dict[str, Any]) -> None:
+        name = jobs.name_of(job)
+        self._following.add(name)
+        task = asyncio.create_task(self._in_turn(self._follow_queue(job)), name=f"queue-{name}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _follow_queue(self, job: dict[str, Any]) -> None:
+        """The queued Job's check moved to what Kueue says; its kind's `admitted` once it runs. A change
+        that came meanwhile is looked at next; a Job still waiting is looked at again in `queue_poll`."""
+        name, kind = jobs.name_of(job), self.kinds[jobs.kind_of(job)]
+        failed = False
+        try:
+            if await queueing.follow(self.deps, job) and kind.admitted is not None:
+                await kind.admitted(job, self.deps)
+        except Exception:
+            failed = True
+            log.exception("following a queued job failed; tried again shortly", extra={"job": name})
+        finally:
+            self._following.discard(name)
+        again = self._again.pop(name, None)
+        if again is not None:
+            self.consider(again)
+        elif (failed or kueue.suspended(job)) and name not in self._polls and not self._stop.is_set():
+            self._polls[name] = asyncio.create_task(self._poll(name), name=f"poll-{name}")
+
+    async def _poll(self, name: str) -> None:
+        try:
+            await asyncio.sleep(self.queue_poll)
+            self._polls.pop(name, None)
+            job = await self.deps.kube.get_job(name)
+            if job is not None:
+                self.consider(job)
+        except Exception:
+            log.exception("looking at a queued job failed; it is looked at on its next change", extra={"job": name})
+        finally:
+            self._polls.pop(name, None)
+
+    def _arm_admission_timeout(self, job: dict[str, Any]) -> None:
+        name, seconds = jobs.name_of(job), jobs.annotations_of(job).get(kueue.ADMISSION_TIMEOUT, "")
+        if not seconds.isdigit() or name in self._admission:
+            return
+        delay = max(0.0, _epoch(job["metadata"].get("creationTimestamp")) + int(seconds) - time.time())
+        self._admission[name] = asyncio.create_task(self._cancel_unadmitted(name, int(seconds), delay),
+                                                    name=f"admission-{name}")
+
+    async def _cancel_unadmitted(self, name: str, seconds: int, delay: float) -> None:
+        """Not fully admitted by Kueue at its admission timeout: cancelled as a whole, saying what waited,
+        so that a half-admitted run does not hold its quota forever."""
+        try:
+            await asyncio.sleep(delay)
+            job = await self.deps.kube.get_job(name)
+            if job is None or jobs.REPORTED in jobs.annotations_of(job) or jobs.outcome(job).finished \
+                    or name in self._inflight:
+                return
+            kind, ann = self.kinds[jobs.kind_of(job)], jobs.annotations_of(job)
+            waited = await kind.waiting(job, self.deps) if kind.waiting is not None else \
+                (f"Job `{name}` waited" if kueue.suspended(job) else "")
+            if not waited:
+                return
+            why = (f"Not fully admitted by Kueue within its admission timeout of {duration(seconds)}: {waited} in "
+                   f"LocalQueue `{kueue.queue_of(job)}`. The run was cancelled as a whole, so that a part of it "
+                   "does not hold quota while waiting for the rest. Start it again when the queue has room, or "
+                   "raise the admission timeout in `.github/flops.yml`.")
+            log.info("queued job not admitted in time; cancelled", extra={"job": name, "timeout": seconds})
+            await cancel(self.deps.github.for_installation(int(ann[jobs.INSTALLATION])), self.deps, job, why)
+            self.deps.metrics.job_finished(jobs.kind_of(job), "cancelled")
+        except Exception:
+            log.exception("cancelling a job not admitted in time failed", extra={"job": name})
+        finally:
+            self._admission.pop(name, None)
 
     async def _report(self, job: dict[str, Any], result: jobs.Outcome, *, stop: bool = False) -> None:
         name, kind = jobs.name_of(job), jobs.kind_of(job)
@@ -286,12 +386,12 @@ def _duration(job: dict[str, Any]) -> float | None:
     start, end = status.get("startTime"), status.get("completionTime") or max(filter(None, ends), default=None)
     if not start:
         return None
-    finish = _when(str(end)) if end else time.time()
-    return max(0.0, finish - _when(str(start)))
+    return max(0.0, _epoch(end) - _epoch(start))
 
 
-def _when(stamp: str) -> float:
-    return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+def _epoch(stamp: object) -> float:
+    """Seconds since the epoch of an RFC 3339 time the API server wrote (now when there is none)."""
+    return datetime.fromisoformat(str(stamp).replace("Z", "+00:00")).timestamp() if stamp else time.time()
 
 
 def _identity(job: dict[str, Any]) -> dict[str, Any]:

@@ -13,6 +13,7 @@ import gidgethub
 from gidgethub.abc import GitHubAPI
 
 from bot.core import config, jobs
+from bot.core.jobs import kueue
 from bot.core.text import clip, shown
 from bot.platform.github import create_once
 
@@ -142,7 +143,7 @@ async def finish(gh: GitHubAPI, ann: Mapping[str, str], conclusion: str, *, titl
                  text: str | None = None, details_url: str | None = None) -> None:
     """Complete the check run of a Job (named by its annotations); create it already completed when
     the bot died before it could create it. Links left out of the source are named at the end."""
-    summary += dropped_note(ann)
+    summary += dropped_note(ann) + kueue.placement_note(ann)
     if ann.get(jobs.CHECK_RUN):
         await complete(gh, ann[jobs.REPO], ann[jobs.CHECK_RUN], conclusion, title=title, summary=summary, text=text,
                        details_url=details_url)
@@ -179,8 +180,9 @@ async def report_invalid_config(gh: GitHubAPI, repo: str, sha: str, ref: str, er
     )
 
 
-async def fetch_config(gh: GitHubAPI, repo: str, ref: str) -> config.RepoConfig | None:
-    """The parsed config of `repo` at `ref`; None when the repository has no flops.yml."""
+async def fetch_config(gh: GitHubAPI, repo: str, ref: str | None) -> config.RepoConfig | None:
+    """The parsed config of `repo` at `ref` (None: the default branch's head); None when the repository
+    has no flops.yml."""
     try:
         data = await gh.getitem("/repos/" + repo + "/contents/" + config.CONFIG_PATH + "{?ref}", url_vars={"ref": ref})
     except gidgethub.BadRequest as exc:

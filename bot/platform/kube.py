@@ -16,6 +16,7 @@ import kubernetes.config
 from kubernetes.client import ApiException
 
 from bot.core import jobs
+from bot.core.jobs import kueue
 from bot.platform.settings import Settings
 
 SECRET_TTL = 60.0  # seconds a Secret read for masking is reused (a rotated key is masked a minute later)
@@ -39,6 +40,7 @@ class Kube:
         self.batch = kubernetes.client.BatchV1Api(self.api_client)
         self.core = kubernetes.client.CoreV1Api(self.api_client)
         self.networking = kubernetes.client.NetworkingV1Api(self.api_client)
+        self.custom = kubernetes.client.CustomObjectsApi(self.api_client)
         self.namespace = namespace
         self._secrets: dict[str, tuple[float, dict[str, str]]] = {}
 
@@ -127,6 +129,22 @@ class Kube:
                 return ""
             raise
         return str(text)
+
+    async def workload_of(self, job_uid: str) -> dict[str, Any] | None:
+        """Kueue's Workload of the Job with `job_uid` (label `kueue.x-k8s.io/job-uid`); None when there is
+        none yet, or when Kueue's CRD is not installed or the bot may not read it (404, 403): the bot's
+        checks then say less, never fail. Read-only: the Role grants get/list/watch on workloads."""
+        try:
+            listing = await asyncio.to_thread(self.custom.list_namespaced_custom_object, kueue.GROUP, kueue.VERSION,
+                                              self.namespace, kueue.WORKLOADS,
+                                              label_selector=f"{kueue.JOB_UID_LABEL}={job_uid}",
+                                              _preload_content=False)
+        except ApiException as exc:
+            if exc.status in (403, 404):
+                return None
+            raise
+        items = _json(listing).get("items") or []
+        return items[0] if items else None  # type: ignore[no-any-return]
 
     async def secret_data(self, name: str) -> dict[str, str] | None:
         """The decoded data of Secret `name` (None when there is none), reused for SECRET_TTL

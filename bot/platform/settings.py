@@ -10,6 +10,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bot.core.config.fields import _queue_name
+
 DEFAULT_API_URL = "https://api.github.com"
 DEFAULT_KANIKO_IMAGE = "ghcr.io/osscontainertools/kaniko:v1.25.2"
 DEFAULT_FETCH_IMAGE = "python:3.13.5-slim-bookworm"  # unpacks the source; tarfile with the 2025 fixes
@@ -64,6 +66,7 @@ class Settings:
     pr_registry_secret: str = "registry-credentials-pr"  # pull-request builds push with it (to pr_registry)
     unverified_bytes: int = DEFAULT_UNVERIFIED_BYTES  # held in total by webhook requests not verified yet
     webhook_proxy_url: str | None = field(default=None, repr=False)  # a smee.io channel: who knows it reads deliveries
+    default_queue: str | None = None  # FLOPS_DEFAULT_QUEUE: the Kueue LocalQueue of Jobs whose flops.yml names none
 
 
 def needs_setup(env: Mapping[str, str]) -> bool:
@@ -109,6 +112,7 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         log_level=_log_level(env, problems),
         unverified_bytes=_size_setting(env, "FLOPS_UNVERIFIED_BYTES", DEFAULT_UNVERIFIED_BYTES, problems),
         webhook_proxy_url=_proxy_url(env, problems),
+        default_queue=_queue_setting(env, problems),
     )
     if problems:
         raise SettingsError(problems)
@@ -163,6 +167,17 @@ def _log_level(env: Mapping[str, str], problems: list[str]) -> str:
         problems.append(f"LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}, got {env['LOG_LEVEL'].strip()!r}")
         return "INFO"
     return raw
+
+
+def _queue_setting(env: Mapping[str, str], problems: list[str]) -> str | None:
+    raw = env.get("FLOPS_DEFAULT_QUEUE", "").strip()
+    if not raw:
+        return None
+    try:
+        return _queue_name(raw)
+    except ValueError as exc:
+        problems.append(f"FLOPS_DEFAULT_QUEUE: {exc}")
+        return None
 
 
 def _int_setting(env: Mapping[str, str], name: str, default: int | None, problems: list[str]) -> int | None:

@@ -20,7 +20,7 @@ from gidgethub import routing, sansio
 
 from bot.flows.deps import AfterBuild, Deps
 from bot.flows.lifecycle import Kind
-from bot.flows.tracker import WATCH_SECONDS, Tracker
+from bot.flows.tracker import QUEUE_POLL, WATCH_SECONDS, Tracker
 from bot.platform import logs
 from bot.platform.artifacts import Artifacts
 from bot.platform.github import GitHubApp
@@ -212,7 +212,7 @@ def _start_proxy(app: web.Application, session: aiohttp.ClientSession, deps: Dep
 def create_app(settings: Settings, router: routing.Router, *, kinds: Iterable[Kind],
                after_build: list[AfterBuild] | None = None, policy: RetryPolicy | None = None,
                drain_seconds: float = DRAIN_SECONDS, watch_seconds: int = WATCH_SECONDS,
-               body_seconds: float = BODY_SECONDS) -> web.Application:
+               body_seconds: float = BODY_SECONDS, queue_poll: float = QUEUE_POLL) -> web.Application:
     """Everything is built here, nothing at import time: the entry point passes the handlers'
     router, the kinds of work the tracker reports and the after-build hooks."""
     app = web.Application(client_max_size=MAX_BODY)
@@ -231,7 +231,7 @@ def create_app(settings: Settings, router: routing.Router, *, kinds: Iterable[Ki
                                     "s3": deps.artifacts.ping})
         app[DISPATCHER] = Dispatcher(router, deps, workers=settings.workers, queue_size=settings.queue_size)
         app[DISPATCHER].start()
-        app[TRACKER] = Tracker(deps, kinds, watch_seconds=watch_seconds)
+        app[TRACKER] = Tracker(deps, kinds, watch_seconds=watch_seconds, queue_poll=queue_poll)
         tracking = asyncio.create_task(app[TRACKER].run(), name="tracker")
         relaying = _start_proxy(app, session, deps)
         log.info("flops-bot started", extra={"app_id": settings.app_id, "namespace": settings.namespace,

@@ -116,6 +116,8 @@ RESOURCES: dict[str, Resource] = {r.plural: r for r in (
     Resource("configmaps", "", "v1", "ConfigMap", generation=False),
     Resource("events", "", "v1", "Event", generation=False),
     Resource("networkpolicies", "networking.k8s.io", "v1", "NetworkPolicy"),
+    # Kueue's CRD (kueue.x-k8s.io/v1beta1): created and moved on by tests/emulators/kueue.py, as Kueue would
+    Resource("workloads", "kueue.x-k8s.io", "v1beta1", "Workload", status_subresource=True),
 )}
 BY_KIND = {r.kind: r for r in RESOURCES.values()}
 GROUPS = sorted({r.group for r in RESOURCES.values() if r.group})  # the named API groups served under /apis
@@ -740,9 +742,43 @@ class KubeEmulator:
 
     # ------------------------------------------------------------------ the Job controller / kubelet
 
+    def set_suspended(self, namespace: str, name: str, suspended: bool) -> None:
+        """`spec.suspend` changed (by Kueue) and the Job controller's answer, like 1.31: suspending deletes the
+        Pods (not counted as failed), clears startTime and active, condition Suspended=True; resuming sets
+        Suspended=False and a new startTime (activeDeadlineSeconds counts from the resumption)."""
+        with self._lock:
+            job = copy.deepcopy(self._lookup(RESOURCES["jobs"], namespace, name))
+            if bool(job["spec"].get("suspend")) == suspended:
+                return
+            job["spec"]["suspend"] = suspended
+            job["metadata"]["generation"] = int(job["metadata"].get("generation", 1)) + 1
+            if suspended:
+                for key, pod in list(self._objects["pods"].items()):
+                    if any(r.get("uid") == job["metadata"]["uid"] for r in pod["metadata"].get("ownerReferences") or []):
+                        self._delete(RESOURCES["pods"], key[0], key[1], "Background")
+            stamp = now()
+            conditions = [c for c in (job.get("status") or {}).get("conditions") or [] if c.get("type") != "Suspended"]
+            conditions.append({"type": "Suspended", "status": "True" if suspended else "False",
+                               "reason": "JobSuspended" if suspended else "JobResumed",
+                               "message": "Job suspended" if suspended else "Job resumed",
+                               "lastProbeTime": stamp, "lastTransitionTime": stamp})
+            status = dict(job.get("status") or {})
+            status.pop("startTime", None)
+            status.pop("active", None)
+            if not suspended:
+                status["startTime"] = stamp
+            job["status"] = {**status, "conditions": conditions, "ready": 0}
+            self._save("jobs", job)
+
+    def _refuse_suspended(self, namespace: str, name: str) -> None:
+        job = self._objects["jobs"].get((namespace, name))
+        if job is not None and (job.get("spec") or {}).get("suspend"):
+            raise ValueError(f"job {namespace}/{name} is suspended: a suspended Job starts no Pods (admit it first)")
+
     def start_job(self, namespace: str, name: str) -> None:
         """A running Pod for the Job; status.active=1, ready=1, startTime."""
         with self._lock:
+            self._refuse_suspended(namespace, name)
             job, pod = self._job_and_pod(namespace, name)
             stamp = now()
             pod["status"] = self._pod_status(job, "Running", {
@@ -754,6 +790,7 @@ class KubeEmulator:
                         message: str = 'Back-off pulling image "example": ErrImagePull') -> None:
         """The Job's Pod is Pending with every container waiting (`reason`, `message`); status.active=1."""
         with self._lock:
+            self._refuse_suspended(namespace, job_name)
             job, pod = self._job_and_pod(namespace, job_name)
             pod["status"] = self._pod_status(job, "Pending", {
                 c["name"]: ({"waiting": {"reason": reason, "message": message}}, False) for c in self._containers(job)})
@@ -783,6 +820,7 @@ class KubeEmulator:
                 container: str | None, exit_code: int, terminated_reason: str, reason: str,
                 condition_message: str) -> None:
         with self._lock:
+            self._refuse_suspended(namespace, name)
             job, pod = self._job_and_pod(namespace, name, mark_active=False)
             containers = [c["name"] for c in self._containers(job)]
             target = container or containers[0]
@@ -1213,8 +1251,8 @@ class KubeEmulator:
                          for n in names]
                 return web.json_response({"kind": "NamespaceList", "apiVersion": "v1",
                                           "metadata": {"resourceVersion": str(self._rv)}, "items": items})
-        m = re.fullmatch(r"(/api/v1|/apis/[^/]+/v1)/namespaces/([^/]+)/([^/]+)(?:/([^/]+)(?:/([^/]+))?)?", path)
-        all_namespaces = re.fullmatch(r"(/api/v1|/apis/[^/]+/v1)/([^/]+)", path)
+        m = re.fullmatch(r"(/api/v1|/apis/[^/]+/[^/]+)/namespaces/([^/]+)/([^/]+)(?:/([^/]+)(?:/([^/]+))?)?", path)
+        all_namespaces = re.fullmatch(r"(/api/v1|/apis/[^/]+/[^/]+)/([^/]+)", path)
         if m:
             prefix, namespace, plural, name, sub = m.groups()
         elif all_namespaces:

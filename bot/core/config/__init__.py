@@ -15,6 +15,7 @@ from bot.core.config.fields import parse_duration, parse_tolerance, yq_path
 from bot.core.config.loading import MAX_BYTES, decode_content, load_yaml
 from bot.core.config.model import (
     CONFIG_PATH,
+    QUEUE_KINDS,
     ConfigError,
     DeployTarget,
     FederatedConfig,
@@ -31,7 +32,7 @@ from bot.core.config.paths import path_matches
 from bot.core.config.schema import _Node
 from bot.core.config.sections import repo_config
 
-__all__ = ["CONFIG_PATH", "MAX_BYTES", "ConfigError", "DeployTarget", "FederatedConfig", "ImageConfig", "Metric",
+__all__ = ["CONFIG_PATH", "MAX_BYTES", "QUEUE_KINDS", "ConfigError", "DeployTarget", "FederatedConfig", "ImageConfig", "Metric",
            "Problem", "RegressionConfig", "RepoConfig", "Resources", "Tolerance", "Volume", "decode_content",
            "parse", "parse_duration", "parse_tolerance", "path_matches", "yq_path"]
 

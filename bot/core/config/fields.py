@@ -15,6 +15,7 @@ from bot.core.text import shown
 MAX_DURATION = 30 * 24 * 3600
 
 
+_QUEUE = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 _DURATION = re.compile(r"(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?")
 
 
@@ -359,6 +360,16 @@ def _label_value(value: Any) -> str:
     if not _LABEL_VALUE.fullmatch(text):
         raise ValueError(f"`{shown(text)}` is not a Kubernetes label value (at most 63 letters, digits, `-_.`)")
     return text
+
+
+def _queue_name(value: Any) -> str:
+    """A Kueue LocalQueue's name: it goes on the label `kueue.x-k8s.io/queue-name`."""
+    if not isinstance(value, str):
+        raise ValueError(f"must be the name of a Kueue LocalQueue, like `gpu`, got {_kind(value)}")
+    if not _QUEUE.fullmatch(value):
+        raise ValueError(f"`{shown(value)}` is not a LocalQueue name: at most 63 lowercase letters, digits and `-`, "
+                         "starting and ending with a letter or digit (`kubectl get localqueues` lists them)")
+    return value
 
 
 def _toleration_key(value: Any) -> str:

@@ -8,6 +8,8 @@ from typing import Any
 from bot.core.config.paths import path_matches
 
 CONFIG_PATH = ".github/flops.yml"
+# The kinds of work `queue:` maps to a Kueue LocalQueue (`tests` is for the test Jobs to come).
+QUEUE_KINDS = ("build", "regression", "federated", "tests")
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +130,7 @@ class FederatedConfig:
     max_rounds: int = 100
     on_push: bool = False
     resources: Resources = Resources()
+    admission_timeout: int = 30 * 60  # under a Kueue queue: the whole run admitted by then, or cancelled
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,6 +144,12 @@ class RepoConfig:
     regression: RegressionConfig | None = None
     federated: FederatedConfig | None = None
     pr_registry: str | None = None  # where pull-request builds push; None: they build without pushing
+    queue: Mapping[str, str] = field(default_factory=dict)  # QUEUE_KINDS -> Kueue LocalQueue (trusted)
+
+    def queue_for(self, kind: str, default: str | None = None) -> str | None:
+        """The Kueue LocalQueue the Jobs of `kind` (one of QUEUE_KINDS) go to: this config's `queue`,
+        else `default` (FLOPS_DEFAULT_QUEUE); None: not queued (no Kueue involved)."""
+        return self.queue.get(kind) or default or None
 
     def image(self, name: str) -> ImageConfig | None:
         return next((image for image in self.images if image.name == name), None)

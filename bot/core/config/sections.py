@@ -28,6 +28,7 @@ from bot.core.config.fields import (
     _non_empty,
     _one_of,
     _path_pattern,
+    _queue_name,
     _registry,
     _relative_path,
     _string,
@@ -40,6 +41,7 @@ from bot.core.config.fields import (
     parse_tolerance,
 )
 from bot.core.config.model import (
+    QUEUE_KINDS,
     DeployTarget,
     FederatedConfig,
     ImageConfig,
@@ -57,13 +59,14 @@ from bot.core.text import shown
 MAX_CLIENTS_LIMIT = 1000
 MAX_ROUNDS_LIMIT = 100_000
 
-_TOP = ("version", "registry", "pr_registry", "branches", "tags", "images", "deploy", "regression", "federated")
+_TOP = ("version", "registry", "pr_registry", "branches", "tags", "images", "deploy", "regression", "federated",
+        "queue")
 _IMAGE = ("name", "dockerfile", "context", "paths", "build_args", "target", "resources", "timeout")
 _DEPLOY = ("name", "repo", "branch", "file", "image", "images", "field", "mode")
 _REGRESSION = ("image", "command", "resources", "node_selector", "tolerations", "volumes", "env", "timeout",
                "metrics")
 _FEDERATED = ("server", "client", "clients", "rounds", "timeout", "max_clients", "max_rounds", "on_push",
-              "resources")
+              "resources", "admission_timeout")
 
 
 def repo_config(top: _Node) -> RepoConfig:
@@ -80,7 +83,21 @@ def repo_config(top: _Node) -> RepoConfig:
     deploy = _deploy_targets(top.child("deploy"), names) if "deploy" in top.value else ()
     regression = _regression(top.child("regression"), names) if "regression" in top.value else None
     federated = _federated(top.child("federated"), names) if "federated" in top.value else None
-    return RepoConfig(version, registry, branches, tags, images, deploy, regression, federated, pr_registry)
+    queue = _queue(top.child("queue")) if "queue" in top.value else {}
+    return RepoConfig(version, registry, branches, tags, images, deploy, regression, federated, pr_registry,
+                      queue=queue)
+
+
+def _queue(node: _Node) -> dict[str, str]:
+    """`queue: gpu` (every kind) or `queue: {build: cpu, regression: gpu}` (kinds not named: not queued,
+    or FLOPS_DEFAULT_QUEUE): Kueue LocalQueue names in the Jobs' namespace."""
+    if isinstance(node.value, str) or node.value is None:
+        name = node.convert(_queue_name, "")
+        return dict.fromkeys(QUEUE_KINDS, name) if name else {}
+    if not node.mapping(QUEUE_KINDS, hint=" of kinds to LocalQueues like `{build: cpu, regression: gpu}`, or one "
+                                          "LocalQueue name for every kind"):
+        return {}
+    return {kind: name for kind in QUEUE_KINDS if (name := node.get(kind, _queue_name, ""))}
 
 
 def _images(node: _Node) -> tuple[ImageConfig, ...]:
@@ -279,4 +296,5 @@ def _federated(node: _Node, images: Collection[str] | None) -> FederatedConfig:
         max_rounds=max_rounds,
         on_push=node.get("on_push", _bool, False),
         resources=_resources(node, Resources()),
+        admission_timeout=node.get("admission_timeout", parse_duration, 30 * 60),
     )
