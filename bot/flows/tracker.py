@@ -5,9 +5,8 @@ tracker lists the bot's Jobs, so a Job that finished while the bot was down is r
 comes back. A Job is marked `flops.dev/reported` only after GitHub accepted its report; a Job
 carrying that annotation is never reported again.
 
-A Job annotated `flops.dev/timeout` (seconds) is stopped by the bot once it has run that long: reported
-as `DeadlineExceeded` while its Pod (and log) still exist, then deleted. The timer is derived from the
-Job's start time, so a restarted bot re-arms it (or fires it at once).
+A Job annotated `flops.dev/timeout` (seconds) is stopped once it has run that long: reported as
+`DeadlineExceeded` while its Pod and log exist, then deleted; a restarted bot re-arms the timer.
 
 A Job queued in Kueue (`kueue.x-k8s.io/queue-name`) is followed while it is not finished: its check
 moves between `queued` and `in_progress` as Kueue admits, preempts and readmits it (`bot.flows.kueue`,
