@@ -91,7 +91,7 @@ def kaniko_args(req: BuildRequest, cluster: Cluster) -> list[str]:
     args = [
         f"--context=s3://{cluster.bucket}/{source_key(src.repo, src.sha)}",
         f"--dockerfile={KANIKO_CONTEXT}/{image.dockerfile}",
-        f"--destination={req.destination}",
+        *(f"--destination={destination}" for destination in req.destinations),
         "--digest-file=/dev/termination-log",
         *(("--cache=true", f"--cache-repo={req.registry}/cache") if req.push else ("--no-push", "--cache=false")),
         f"--label=org.opencontainers.image.revision={src.sha}",
