@@ -1,0 +1,143 @@
+"""Content-addressed images (`images[].inputs`): unchanged inputs reuse the earlier build with no Job.
+
+On the test bed, over real HTTP: the GitHub emulator lists the commit's tree (git blob ids, as the
+trees API does), the build records live in the real S3 server, the deploy bumps the config repo.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from bot.core.inputs import inputs_key
+from tests.conftest import NAMESPACE, Bed
+from tests.emulators.github import blob_sha
+from tests.test_deploy_flow import (
+    CODE_FILES,
+    CRONJOB,
+    DIGEST,
+    DIGEST2,
+    FIELD,
+    REGISTRY,
+    REPO,
+    build,
+    config_file,
+    deploy_check,
+    push,
+    set_up,
+    tag,
+    target,
+)
+
+REQUIREMENTS = "numpy==1.26.4\ntorch==2.3.0\n"
+CONFIG = f"""\
+registry: {REGISTRY}
+branches: [master]
+images:
+  - name: server
+    dockerfile: Dockerfile.server
+    inputs: ["requirements*.txt", "Dockerfile.server"]
+deploy:
+{target(field=FIELD)}"""
+FILES = {**CODE_FILES, "requirements.txt": REQUIREMENTS}
+
+
+def inputs_hash(files: dict[str, str]) -> str:
+    """The documented hash: sha256 of the sorted `path NUL blob-id LF` lines of the matching files."""
+    body = "".join(f"{path}\0{blob_sha(text.encode())}\n" for path, text in sorted(files.items()))
+    return hashlib.sha256(body.encode()).hexdigest()
+
+
+def build_jobs_of(bed: Bed, sha: str) -> list[dict[str, Any]]:
+    return [j for j in bed.kube.list("jobs", NAMESPACE, labels={"flops.dev/kind": "build"})
+            if j["metadata"]["annotations"]["flops.dev/sha"] == sha]
+
+
+def build_check(bed: Bed, sha: str) -> dict[str, Any]:
+    (run,) = bed.github.check_runs_for(REPO, sha, "flops/build: server")
+    return run
+
+
+async def pushed(bed: Bed, files: dict[str, str], when: str) -> dict[str, Any]:
+    data = push(bed, files, when=when)
+    await bed.deliver("push", data)
+    await bed.settle()
+    return data
+
+
+def record(bed: Bed, sha: str) -> Any:
+    raw = bed.s3.client().get_object(bed.settings.s3.bucket, f"builds/{REPO}/{sha}/server.json").read()
+    return json.loads(raw)
+
+
+async def test_unchanged_inputs_reuse_the_build_and_deploy_it_while_a_requirements_change_builds(bed: Bed) -> None:
+    set_up(bed, CONFIG, {"dev/cronjob.yaml": CRONJOB})
+    bed.github.commit(REPO, "master", {"requirements.txt": REQUIREMENTS})
+    first = await pushed(bed, {"server/app.py": "print(3)\n"}, "2026-11-22T09:30:00Z")
+    (job,) = build_jobs_of(bed, first["after"])
+    digest = inputs_hash({"requirements.txt": REQUIREMENTS, "Dockerfile.server": FILES["Dockerfile.server"]})
+    args = job["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert f"--destination={REGISTRY}/server:{tag(first)}" in args  # the usual tag first, what deploys pin
+    assert f"--destination={REGISTRY}/server:in-{digest[:12]}" in args
+    await build(bed, first, "server", DIGEST)
+    first_ref = f"{REGISTRY}/server:{tag(first)}@{DIGEST}"
+    assert first_ref in config_file(bed, "dev/cronjob.yaml")
+
+    # Only application code changed: no Job, the build check says whose build it took.
+    second = await pushed(bed, {"server/app.py": "print(4)\n"}, "2026-11-22T10:30:00Z")
+    assert build_jobs_of(bed, second["after"]) == []
+    run = build_check(bed, second["after"])
+    assert (run["status"], run["conclusion"]) == ("completed", "success")
+    assert run["output"]["title"] == f"reused, inputs unchanged since {first['after'][:7]}"
+    assert run["output"]["summary"].startswith(f"reused, inputs unchanged since {first['after'][:7]}")
+    assert DIGEST in run["output"]["summary"]
+    assert record(bed, second["after"])["reference"] == first_ref
+    assert record(bed, second["after"])["reused_from"] == first["after"]
+    assert deploy_check(bed, second["after"])["conclusion"] == "neutral"  # the manifest has that image already
+
+    # requirements.txt changed: a build, a new digest deployed.
+    third = await pushed(bed, {"requirements.txt": REQUIREMENTS + "pandas==2.2.2\n"}, "2026-11-22T11:30:00Z")
+    (job,) = build_jobs_of(bed, third["after"])
+    await build(bed, third, "server", DIGEST2)
+    assert f"{REGISTRY}/server:{tag(third)}@{DIGEST2}" in config_file(bed, "dev/cronjob.yaml")
+
+    # Reverted: the inputs of the first commit again, its image reused and deployed with no Job.
+    fourth = await pushed(bed, {"requirements.txt": REQUIREMENTS}, "2026-11-22T12:30:00Z")
+    assert build_jobs_of(bed, fourth["after"]) == []
+    assert build_check(bed, fourth["after"])["output"]["title"] == \
+        f"reused, inputs unchanged since {first['after'][:7]}"
+    assert deploy_check(bed, fourth["after"])["conclusion"] == "success"
+    manifest = config_file(bed, "dev/cronjob.yaml")
+    assert first_ref in manifest and DIGEST2 not in manifest
+
+
+async def test_a_truncated_tree_builds_and_the_check_says_why(bed: Bed) -> None:
+    set_up(bed, CONFIG, {"dev/cronjob.yaml": CRONJOB})
+    first = await pushed(bed, {"requirements.txt": REQUIREMENTS}, "2026-11-22T09:30:00Z")
+    await build(bed, first, "server", DIGEST)
+    bed.github.tree_entry_limit = 3  # the trees API answers `truncated: true` past it
+    second = await pushed(bed, {"server/app.py": "print(5)\n"}, "2026-11-22T10:30:00Z")
+    (job,) = build_jobs_of(bed, second["after"])
+    args = job["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert not any(":in-" in arg for arg in args)  # not hashed: not tagged by its inputs
+    run = build_check(bed, second["after"])
+    assert run["status"] == "in_progress"
+    assert "truncated" in run["output"]["summary"] and "`inputs` could not be hashed" in run["output"]["summary"]
+
+
+async def test_no_file_matching_the_inputs_builds_every_time(bed: Bed) -> None:
+    set_up(bed, CONFIG.replace('"requirements*.txt", "Dockerfile.server"', '"requirement.txt"'),
+           {"dev/cronjob.yaml": CRONJOB})
+    first = await pushed(bed, {"server/app.py": "print(6)\n"}, "2026-11-22T09:30:00Z")
+    await build(bed, first, "server", DIGEST)
+    second = await pushed(bed, {"server/app.py": "print(7)\n"}, "2026-11-22T10:30:00Z")
+    assert len(build_jobs_of(bed, second["after"])) == 1
+    assert "No file of this commit matches `inputs` (`requirement.txt`)" in \
+        build_check(bed, second["after"])["output"]["summary"]
+
+
+def test_pull_request_and_branch_builds_never_share_an_inputs_record() -> None:
+    digest = "0" * 64
+    branch = inputs_key(REPO, REGISTRY, "server", digest, pr=False)
+    assert inputs_key(REPO, REGISTRY, "server", digest, pr=True) != branch  # even with one registry for both
+    assert inputs_key(REPO, REGISTRY + "-pr", "server", digest, pr=False) != branch
