@@ -6,12 +6,19 @@ trees API does), the build records live in the real S3 server, the deploy bumps 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
+import uuid
+from pathlib import Path
 from typing import Any
 
+import yaml
+
 from bot.core.inputs import inputs_key
-from tests.conftest import NAMESPACE, Bed
+from tests.conftest import NAMESPACE, Bed, payload
 from tests.emulators.github import blob_sha
+from tests.emulators.s3 import S3Server
+from tests.test_cli import run
 from tests.test_deploy_flow import (
     CODE_FILES,
     CRONJOB,
@@ -141,3 +148,37 @@ def test_pull_request_and_branch_builds_never_share_an_inputs_record() -> None:
     branch = inputs_key(REPO, REGISTRY, "server", digest, pr=False)
     assert inputs_key(REPO, REGISTRY, "server", digest, pr=True) != branch  # even with one registry for both
     assert inputs_key(REPO, REGISTRY + "-pr", "server", digest, pr=False) != branch
+
+
+def test_plan_push_shows_the_reuse_or_the_build(tmp_path: Path, s3: S3Server) -> None:
+    data = payload("push")
+    data.update(ref="refs/heads/master", after="1a2b3c4d5e6f7a8b9c0d1e2f3a4b5c6d7e8f9a0b")
+    data["commits"][0]["modified"] = ["server/app.py"]
+    files = {"requirements.txt": REQUIREMENTS, "Dockerfile.server": FILES["Dockerfile.server"]}
+    tree = {"sha": "f" * 40, "truncated": False, "tree": [
+        {"path": path, "mode": "100644", "type": "blob", "sha": blob_sha(text.encode())} for path, text in files.items()
+    ] + [{"path": "server", "mode": "040000", "type": "tree", "sha": "e" * 40}]}
+    for name, content in (("push.json", data), ("tree.json", tree)):
+        (tmp_path / name).write_text(json.dumps(content))
+    (tmp_path / "flops.yml").write_text(CONFIG)
+    args = ("plan", "push", str(tmp_path / "push.json"), "--config", str(tmp_path / "flops.yml"),
+            "--tree", str(tmp_path / "tree.json"))
+    bucket = "t-" + uuid.uuid4().hex[:12]
+    env = {"MINIO_ENDPOINT": s3.endpoint, "MINIO_ACCESS_KEY": s3.access_key, "MINIO_SECRET_KEY": s3.secret_key,
+           "MINIO_SECURE": "false", "FLOPS_BUCKET": bucket}
+    built = run(*args, env=env)
+    assert built.returncode == 0, built.stderr
+    digest = inputs_hash(files)
+    assert f"# server: build, tagged in-{digest[:12]} (no build with these inputs yet)" in built.stdout
+    (job,) = [d for d in yaml.safe_load_all(built.stdout) if d]
+    assert f"--destination={REGISTRY}/server:in-{digest[:12]}" in job["spec"]["template"]["spec"]["containers"][0]["args"]
+
+    earlier = "0badc0de" + "0" * 32
+    record = {"repo": REPO, "sha": earlier, "image": "server", "ref": "master", "tag": f"master-20261101120000-{earlier[:7]}",
+              "destination": f"{REGISTRY}/server:master-20261101120000-{earlier[:7]}", "digest": DIGEST, "job": "flops-build-x"}
+    body = json.dumps(record).encode()
+    s3.client().put_object(bucket, inputs_key(REPO, REGISTRY, "server", digest, pr=False), io.BytesIO(body), len(body))
+    reused = run(*args, env=env)
+    assert reused.returncode == 0, reused.stderr
+    assert f"# server: reuse {DIGEST} (inputs unchanged since {earlier[:7]})" in reused.stdout
+    assert "# 0 Kaniko Job(s)" in reused.stdout and "kind: Job" not in reused.stdout

@@ -20,6 +20,7 @@ from bot.core.inputs import Inputs, Unhashed, inputs_key, inputs_of
 from bot.core.records import BuildRecord
 from bot.flows.deps import Deps
 from bot.platform import checks, logs
+from bot.platform.artifacts import Artifacts
 
 log = logs.get_logger(__name__)
 
@@ -74,17 +75,54 @@ async def _lookup(deps: Deps, request: jobs.BuildRequest, found: Inputs) -> Deci
     key = inputs_key(src.repo, request.registry, request.image.name, found.digest, pr=request.pr_build)
     tagged = replace(request, also_tags=(*request.also_tags, found.tag),
                      annotations={**request.annotations, INPUTS: found.digest, INPUTS_RECORD: key})
-    data = await deps.artifacts.get_json(key)
-    if data is None:
-        return Decision(tagged)
-    try:
-        earlier = BuildRecord.from_json(data)
-    except records.RecordError as exc:
-        log.warning("inputs record unreadable; building", extra={"key": key, "error": str(exc)})
+    earlier = await find_build(deps.artifacts, key)
+    if earlier is None:
         return Decision(tagged)
     log.info("inputs unchanged; reusing the build", extra={"repo": src.repo, "sha": src.sha, "image": earlier.image,
                                                            "reused_from": earlier.sha})
     return Decision(tagged, reuse=earlier)
+
+
+async def find_build(artifacts: Artifacts, key: str) -> BuildRecord | None:
+    """The successful build recorded under an inputs key; None when absent or unreadable (builds)."""
+    data = await artifacts.get_json(key)
+    if data is None:
+        return None
+    try:
+        return BuildRecord.from_json(data)
+    except records.RecordError as exc:
+        log.warning("inputs record unreadable; building", extra={"key": key, "error": str(exc)})
+        return None
+
+
+async def plan(artifacts: Artifacts | None, requests: list[jobs.BuildRequest],
+               tree: dict[str, Any] | None) -> tuple[list[str], list[jobs.BuildRequest]]:
+    """`python -m bot plan push`: a line per content-addressed image (reused, or why it builds),
+    and the requests still to build. Without `artifacts` nothing is looked up: each one builds."""
+    notes, todo = [], []
+    for request in requests:
+        name, patterns = request.image.name, request.image.inputs
+        found = inputs_of(tree, patterns) if patterns and tree is not None else None
+        if not patterns or found is None:
+            notes += [f"# {name}: content-addressed (`inputs`); pass --tree (the commit's trees API answer) "
+                      "to hash its inputs"] if patterns else []
+            todo.append(request)
+            continue
+        if isinstance(found, Unhashed):
+            notes.append(f"# {name}: build: {found.reason}")
+            todo.append(request)
+            continue
+        src = request.source
+        key = inputs_key(src.repo, request.registry, name, found.digest, pr=request.pr_build)
+        earlier = await find_build(artifacts, key) if artifacts is not None else None
+        if earlier is not None:
+            notes.append(f"# {name}: reuse {earlier.digest} (inputs unchanged since {earlier.sha[:7]})")
+            continue
+        where = "no build with these inputs yet" if artifacts is not None else \
+            "MINIO_ENDPOINT is not set, so the bot's build records were not looked at"
+        notes.append(f"# {name}: build, tagged {found.tag} ({where})")
+        todo.append(replace(request, also_tags=(*request.also_tags, found.tag)))
+    return notes, todo
 
 
 async def remember(deps: Deps, annotations: dict[str, str], record: BuildRecord) -> None:
