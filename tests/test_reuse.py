@@ -171,11 +171,13 @@ def test_plan_push_shows_the_reuse_or_the_build(tmp_path: Path, s3: S3Server) ->
     digest = inputs_hash(files)
     assert f"# server: build, tagged in-{digest[:12]} (no build with these inputs yet)" in built.stdout
     (job,) = [d for d in yaml.safe_load_all(built.stdout) if d]
-    assert f"--destination={REGISTRY}/server:in-{digest[:12]}" in job["spec"]["template"]["spec"]["containers"][0]["args"]
+    kaniko = job["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert f"--destination={REGISTRY}/server:in-{digest[:12]}" in kaniko
 
     earlier = "0badc0de" + "0" * 32
-    record = {"repo": REPO, "sha": earlier, "image": "server", "ref": "master", "tag": f"master-20261101120000-{earlier[:7]}",
-              "destination": f"{REGISTRY}/server:master-20261101120000-{earlier[:7]}", "digest": DIGEST, "job": "flops-build-x"}
+    old_tag = f"master-20261101120000-{earlier[:7]}"
+    record = {"repo": REPO, "sha": earlier, "image": "server", "ref": "master", "tag": old_tag,
+              "destination": f"{REGISTRY}/server:{old_tag}", "digest": DIGEST, "job": "flops-build-x"}
     body = json.dumps(record).encode()
     s3.client().put_object(bucket, inputs_key(REPO, REGISTRY, "server", digest, pr=False), io.BytesIO(body), len(body))
     reused = run(*args, env=env)

@@ -53,7 +53,8 @@ async def decide(gh: GitHubAPI, deps: Deps, requests: list[jobs.BuildRequest]) -
             continue
         found = inputs_of(tree, request.image.inputs) if isinstance(tree, dict) else Unhashed(NO_TREE.format(tree))
         if isinstance(found, Unhashed):
-            log.info("inputs not hashed; building", extra={"repo": src.repo, "sha": src.sha, "image": request.image.name})
+            log.info("inputs not hashed; building",
+                     extra={"repo": src.repo, "sha": src.sha, "image": request.image.name})
             decisions.append(Decision(request, note=found.reason))
             continue
         decisions.append(await _lookup(deps, request, found))
