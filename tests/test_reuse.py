@@ -15,10 +15,13 @@ from typing import Any
 import yaml
 
 from bot.core.inputs import inputs_key
-from tests.conftest import NAMESPACE, Bed, payload
+from tests.conftest import NAMESPACE, Bed, payload, wait_for
 from tests.emulators.github import blob_sha
 from tests.emulators.s3 import S3Server
 from tests.test_cli import run
+from tests.test_comment_commands import CONFIG as PR_CONFIG
+from tests.test_comment_commands import FILES as PR_FILES
+from tests.test_comment_commands import allow, builds_by_image, done, jobs_of, open_pr, push_to_pr, say
 from tests.test_deploy_flow import (
     CODE_FILES,
     CRONJOB,
@@ -184,3 +187,30 @@ def test_plan_push_shows_the_reuse_or_the_build(tmp_path: Path, s3: S3Server) ->
     assert reused.returncode == 0, reused.stderr
     assert f"# server: reuse {DIGEST} (inputs unchanged since {earlier[:7]})" in reused.stdout
     assert "# 0 Kaniko Job(s)" in reused.stdout and "kind: Job" not in reused.stdout
+
+
+async def test_pull_request_builds_reuse_only_pull_request_builds(bed: Bed) -> None:
+    config = PR_CONFIG.replace("    dockerfile: Dockerfile.server\n",
+                               "    dockerfile: Dockerfile.server\n    inputs: [Dockerfile.server]\n", 1)
+    head = open_pr(bed, config=config)
+    allow(bed)
+    digest = inputs_hash({"Dockerfile.server": PR_FILES["Dockerfile.server"]})
+    branch_build = {"repo": REPO, "sha": "c" * 40, "image": "server", "ref": "master", "tag": "master-x",
+                    "destination": "harbor.example.com/flops/server:master-x", "digest": DIGEST, "job": "j"}
+    await bed.deps.artifacts.put_json(inputs_key(REPO, "harbor.example.com/flops", "server", digest, pr=False),
+                                      branch_build)
+    await say(bed, "/build server")  # the branch's build of these inputs is in another registry: built
+    [job] = builds_by_image(bed).values()
+    assert f"--destination=harbor.example.com/flops-pr/server:in-{digest[:12]}" in \
+        job["spec"]["template"]["spec"]["containers"][0]["args"]
+    bed.kube.succeed_job(NAMESPACE, job["metadata"]["name"], message=DIGEST2)
+    await wait_for(lambda: len(done(bed, head)) == 1, what="the build report")
+
+    second = push_to_pr(bed, fork=False)  # application code only
+    [reply] = await say(bed, "/build server")
+    assert reply["body"].endswith(f"reused `server`: inputs unchanged since {head[:7]}.")
+    assert [j["metadata"]["annotations"]["flops.dev/sha"] for j in jobs_of(bed, "build")] == [head]  # no new Job
+    [check] = done(bed, second)
+    assert check["output"]["title"] == f"reused, inputs unchanged since {head[:7]}"
+    reused = await bed.deps.artifacts.get_json(f"builds/{REPO}/{second}/server.json")
+    assert reused["reference"] == f"harbor.example.com/flops-pr/server:pr-1-{head[:7]}@{DIGEST2}"

@@ -205,6 +205,12 @@ async def take_reused(gh: GitHubAPI, deps: Deps, request: jobs.BuildRequest, ear
         await hook(gh, deps, record)
 
 
+async def reused_from(deps: Deps, repo: str, sha: str, image: str) -> str:
+    """The commit whose build `image` of `sha` reuses (inputs unchanged); "" when built or not yet."""
+    record = await read_record(deps, record_key(repo, sha, image))
+    return record.reused_from if record is not None else ""
+
+
 async def launch_build(gh: GitHubAPI, deps: Deps, request: jobs.BuildRequest, note: str = "") -> bool:
     """Check run first (its id goes on the Job), then the Job. A Job that exists already means
     this request was handled (redelivery, restart): nothing is posted twice."""
