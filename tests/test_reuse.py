@@ -34,6 +34,7 @@ from tests.test_deploy_flow import (
     config_file,
     deploy_check,
     push,
+    rerun_build,
     set_up,
     tag,
     target,
@@ -119,6 +120,22 @@ async def test_unchanged_inputs_reuse_the_build_and_deploy_it_while_a_requiremen
     assert deploy_check(bed, fourth["after"])["conclusion"] == "success"
     manifest = config_file(bed, "dev/cronjob.yaml")
     assert first_ref in manifest and DIGEST2 not in manifest
+
+
+async def test_the_re_run_button_on_a_reused_check_builds_the_image(bed: Bed) -> None:
+    set_up(bed, CONFIG, {"dev/cronjob.yaml": CRONJOB})
+    first = await pushed(bed, {"requirements.txt": REQUIREMENTS}, "2026-11-22T09:30:00Z")
+    await build(bed, first, "server", DIGEST)
+    second = await pushed(bed, {"server/app.py": "print(8)\n"}, "2026-11-22T10:30:00Z")
+    assert build_jobs_of(bed, second["after"]) == []
+    await rerun_build(bed, second, "server")
+    (job,) = build_jobs_of(bed, second["after"])
+    assert any(":in-" in arg for arg in job["spec"]["template"]["spec"]["containers"][0]["args"])
+    await build(bed, second, "server", DIGEST2)
+    assert record(bed, second["after"])["digest"] == DIGEST2 and record(bed, second["after"])["reused_from"] == ""
+    third = await pushed(bed, {"server/app.py": "print(9)\n"}, "2026-11-22T11:30:00Z")
+    assert build_check(bed, third["after"])["output"]["title"] == \
+        f"reused, inputs unchanged since {second['after'][:7]}"  # the newest build of these inputs
 
 
 async def test_a_truncated_tree_builds_and_the_check_says_why(bed: Bed) -> None:

@@ -164,7 +164,7 @@ async def start_for_push(gh: GitHubAPI, deps: Deps, cfg: RepoConfig, push: Push)
 
 
 async def start_for_pr(gh: GitHubAPI, deps: Deps, cfg: RepoConfig, pr: Any, names: tuple[str, ...],
-                       delivery_id: str = "") -> list[str]:
+                       delivery_id: str = "", *, reuse_builds: bool = True) -> list[str]:
     """`/build`: images of the PR head, tagged `pr-<n>-<sha7>`, never deployed. They push to the base
     branch's `pr_registry` with the PR registry Secret, never with the branch images' credential;
     without a `pr_registry` they are built (the Dockerfile checked) and pushed nowhere."""
@@ -175,15 +175,16 @@ async def start_for_pr(gh: GitHubAPI, deps: Deps, cfg: RepoConfig, pr: Any, name
         jobs.BuildRequest(source, image, cfg.pr_registry or cfg.registry, jobs.pr_tag(pr.number, pr.head_sha),
                           checks.now(), attempt=delivery_id, annotations=checks.dropped_annotation(packed.dropped),
                           pr_build=True, push=cfg.pr_registry is not None)
-        for image in images if image is not None])
+        for image in images if image is not None], reuse_builds=reuse_builds)
 
 
-async def build_or_reuse(gh: GitHubAPI, deps: Deps, requests: list[jobs.BuildRequest]) -> list[str]:
+async def build_or_reuse(gh: GitHubAPI, deps: Deps, requests: list[jobs.BuildRequest], *,
+                         reuse_builds: bool = True) -> list[str]:
     """Launch each build, or reuse the earlier build of a content-addressed image whose inputs are
-    unchanged (`bot.flows.reuse`). The names of the images whose Job started."""
+    unchanged (`bot.flows.reuse`; not for a Re-run, which builds). The images whose Job started."""
     started = []
     for decision in await reuse.decide(gh, deps, requests) if requests else []:
-        if decision.reuse is not None:
+        if decision.reuse is not None and reuse_builds:
             await take_reused(gh, deps, decision.request, decision.reuse)
         elif await launch_build(gh, deps, decision.request, note=decision.note):
             started.append(decision.request.image.name)
@@ -255,7 +256,7 @@ async def rerun(gh: GitHubAPI, deps: Deps, cfg: RepoConfig, *, repo: str, sha: s
     request = jobs.BuildRequest(source, image, cfg.registry, tag, when, attempt=attempt,
                                 annotations={jobs.DEPLOY_TARGETS: targets_annotation(cfg),
                                              **checks.dropped_annotation(packed.dropped)})
-    return await launch_build(gh, deps, request)
+    return bool(await build_or_reuse(gh, deps, [request], reuse_builds=False))
 
 
 # --- report -----------------------------------------------------------------------------------------
