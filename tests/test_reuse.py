@@ -231,3 +231,25 @@ async def test_pull_request_builds_reuse_only_pull_request_builds(bed: Bed) -> N
     assert check["output"]["title"] == f"reused, inputs unchanged since {head[:7]}"
     reused = await bed.deps.artifacts.get_json(f"builds/{REPO}/{second}/server.json")
     assert reused["reference"] == f"harbor.example.com/flops-pr/server:pr-1-{head[:7]}@{DIGEST2}"
+
+
+async def test_train_runs_at_once_with_images_reused_for_the_new_head(bed: Bed) -> None:
+    config = PR_CONFIG
+    for image in ("server", "client"):
+        config = config.replace(f"    dockerfile: Dockerfile.{image}\n",
+                                f"    dockerfile: Dockerfile.{image}\n    inputs: [Dockerfile.{image}]\n", 1)
+    head = open_pr(bed, config=config)
+    allow(bed)
+    await say(bed, "/build")
+    for job in builds_by_image(bed).values():
+        bed.kube.succeed_job(NAMESPACE, job["metadata"]["name"], message=DIGEST)
+    await wait_for(lambda: len(done(bed, head)) == 2, what="both build reports")
+
+    second = push_to_pr(bed, fork=False)
+    [reply] = await say(bed, "/train")
+    assert "federated run `" in reply["body"] and "started" in reply["body"], reply["body"]
+    assert {j["metadata"]["annotations"]["flops.dev/sha"] for j in jobs_of(bed, "build")} == {head}  # no new build
+    [server] = jobs_of(bed, "federated-server")
+    assert server["metadata"]["annotations"]["flops.dev/sha"] == second
+    image = server["spec"]["template"]["spec"]["containers"][0]["image"]
+    assert image == f"harbor.example.com/flops-pr/server:pr-1-{head[:7]}@{DIGEST}"
