@@ -218,7 +218,8 @@ async def test_trees_list_blob_ids_as_git_does_and_truncate_past_the_limit(gh: g
     assert tree["truncated"] is False and tree["sha"] == commit["commit"]["tree"]["sha"]
     entries = {e["path"]: (e["type"], e["mode"], e["sha"]) for e in tree["tree"]}
     assert entries["requirements.txt"] == ("blob", "100644", blob_sha(b"numpy\n"))
-    assert entries["src/app/main.py"][0] == "blob" and entries["src"][:2] == entries["src/app"][:2] == ("tree", "040000")
+    assert entries["src/app/main.py"][0] == "blob"
+    assert entries["src"][:2] == entries["src/app"][:2] == ("tree", "040000")
     top = await gh.getitem(f"/repos/{REPO}/git/trees/main")  # a branch names its head's tree; not recursive
     assert sorted(e["path"] for e in top["tree"]) == ["requirements.txt", "src"]
     assert (await gh.getitem(f"/repos/{REPO}/git/trees/{tree['sha']}"))["sha"] == tree["sha"]  # by the tree's own id

@@ -12,9 +12,11 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
-from bot.core.inputs import inputs_key
+from bot.core.config import ConfigError, parse
+from bot.core.inputs import Inputs, Unhashed, inputs_key, inputs_of
 from tests.conftest import NAMESPACE, Bed, payload, wait_for
 from tests.emulators.github import blob_sha
 from tests.emulators.s3 import S3Server
@@ -253,3 +255,33 @@ async def test_train_runs_at_once_with_images_reused_for_the_new_head(bed: Bed) 
     assert server["metadata"]["annotations"]["flops.dev/sha"] == second
     image = server["spec"]["template"]["spec"]["containers"][0]["image"]
     assert image == f"harbor.example.com/flops-pr/server:pr-1-{head[:7]}@{DIGEST}"
+
+
+def test_inputs_take_the_paths_rules_and_limits() -> None:
+    base = "registry: r.example.com/x\nimages:\n  - name: runtime\n    dockerfile: Dockerfile\n    inputs: "
+    assert parse(base + '["requirements*.txt", "docker/**"]\n').images[0].inputs == ("requirements*.txt", "docker/**")
+    for bad, message in (('["!requirements.txt"]', "negated patterns are not supported"),
+                         ('["../secrets"]', "leaves the repository"),
+                         ('["[z-a]"]', "is not a valid glob"),
+                         (json.dumps(["f%d" % i for i in range(101)]), "at most 100"),
+                         (json.dumps(["a" * 257]), "256")):
+        with pytest.raises(ConfigError) as error:
+            parse(base + bad + "\n")
+        assert [p.path for p in error.value.problems][0].startswith("images[0].inputs"), bad
+        assert message in str(error.value), (bad, str(error.value))
+
+
+def test_the_hash_covers_the_matching_blobs_only() -> None:
+    tree = {"truncated": False, "tree": [
+        {"path": "requirements.txt", "type": "blob", "sha": "1" * 40},
+        {"path": "requirements-dev.txt", "type": "blob", "sha": "2" * 40},
+        {"path": "vendor/lib", "type": "commit", "sha": "3" * 40},  # a submodule: its pinned commit counts
+        {"path": "src", "type": "tree", "sha": "4" * 40},
+        {"path": "src/app.py", "type": "blob", "sha": "5" * 40}]}
+    found = inputs_of(tree, ("requirements*.txt", "vendor/**"))
+    assert isinstance(found, Inputs)
+    assert [path for path, _ in found.files] == ["requirements-dev.txt", "requirements.txt", "vendor/lib"]
+    assert found.tag == "in-" + found.digest[:12] and len(found.digest) == 64
+    moved = {**tree, "tree": [*tree["tree"][:4], {"path": "src/app.py", "type": "blob", "sha": "6" * 40}]}
+    assert inputs_of(moved, ("requirements*.txt", "vendor/**")) == found  # application code is not an input
+    assert isinstance(inputs_of({**tree, "truncated": True}, ("requirements*.txt",)), Unhashed)
