@@ -17,7 +17,7 @@ import yaml
 
 from bot.core.config import ConfigError, parse
 from bot.core.inputs import Inputs, Unhashed, inputs_key, inputs_of
-from tests.conftest import NAMESPACE, Bed, payload, wait_for
+from tests.conftest import NAMESPACE, Bed, payload, push_payload, wait_for
 from tests.emulators.github import blob_sha
 from tests.emulators.s3 import S3Server
 from tests.test_cli import run
@@ -165,11 +165,30 @@ async def test_no_file_matching_the_inputs_builds_every_time(bed: Bed) -> None:
         build_check(bed, second["after"])["output"]["summary"]
 
 
-def test_pull_request_and_branch_builds_never_share_an_inputs_record() -> None:
+def test_inputs_records_are_kept_per_registry_and_per_branch_or_pull_request() -> None:
     digest = "0" * 64
-    branch = inputs_key(REPO, REGISTRY, "server", digest, pr=False)
-    assert inputs_key(REPO, REGISTRY, "server", digest, pr=True) != branch  # even with one registry for both
-    assert inputs_key(REPO, REGISTRY + "-pr", "server", digest, pr=False) != branch
+    master = inputs_key(REPO, REGISTRY, "server", digest, ref="master")
+    assert inputs_key(REPO, REGISTRY, "server", digest, ref="master", pr=1) != master  # even with one registry
+    assert inputs_key(REPO, REGISTRY + "-pr", "server", digest, ref="master") != master
+    assert inputs_key(REPO, REGISTRY, "server", digest, ref="dev") != master
+    assert inputs_key(REPO, REGISTRY, "server", digest, pr=2) != inputs_key(REPO, REGISTRY, "server", digest, pr=1)
+
+
+async def test_a_build_of_another_branch_is_never_reused_on_this_one(bed: Bed) -> None:
+    """Whoever may push `dev` builds it, but must not put an image on `master`'s deploys: `dev`'s
+    build, with the very inputs of master (its changes are elsewhere), is no stand-in for `master`'s."""
+    set_up(bed, CONFIG.replace("branches: [master]", "branches: [master, dev]"), {"dev/cronjob.yaml": CRONJOB})
+    base = bed.github.commit(REPO, "master", {"requirements.txt": REQUIREMENTS})
+    bed.github.commit(REPO, "dev", {"README.md": "dev\n"}, parents=[base])
+    dev = push_payload(bed.github, REPO, {"server/app.py": "print('evil')\n"}, branch="dev")
+    await bed.deliver("push", dev)
+    await bed.settle()
+    await build(bed, dev, "server", DIGEST2)
+    digest = inputs_hash({"requirements.txt": REQUIREMENTS, "Dockerfile.server": FILES["Dockerfile.server"]})
+    assert await bed.deps.artifacts.list_keys(f"builds/{REPO}/inputs/ref/dev/") == \
+        [inputs_key(REPO, REGISTRY, "server", digest, ref="dev")]  # dev's build, with master's inputs
+    main = await pushed(bed, {"server/app.py": "print(10)\n"}, "2026-11-22T10:30:00Z")
+    assert len(build_jobs_of(bed, main["after"])) == 1  # built from master's own files
 
 
 def test_plan_push_shows_the_reuse_or_the_build(tmp_path: Path, s3: S3Server) -> None:
@@ -201,7 +220,8 @@ def test_plan_push_shows_the_reuse_or_the_build(tmp_path: Path, s3: S3Server) ->
     record = {"repo": REPO, "sha": earlier, "image": "server", "ref": "master", "tag": old_tag,
               "destination": f"{REGISTRY}/server:{old_tag}", "digest": DIGEST, "job": "flops-build-x"}
     body = json.dumps(record).encode()
-    s3.client().put_object(bucket, inputs_key(REPO, REGISTRY, "server", digest, pr=False), io.BytesIO(body), len(body))
+    s3.client().put_object(bucket, inputs_key(REPO, REGISTRY, "server", digest, ref="master"), io.BytesIO(body),
+                           len(body))
     reused = run(*args, env=env)
     assert reused.returncode == 0, reused.stderr
     assert f"# server: reuse {DIGEST} (inputs unchanged since {earlier[:7]})" in reused.stdout
@@ -216,7 +236,7 @@ async def test_pull_request_builds_reuse_only_pull_request_builds(bed: Bed) -> N
     digest = inputs_hash({"Dockerfile.server": PR_FILES["Dockerfile.server"]})
     branch_build = {"repo": REPO, "sha": "c" * 40, "image": "server", "ref": "master", "tag": "master-x",
                     "destination": "harbor.example.com/flops/server:master-x", "digest": DIGEST, "job": "j"}
-    await bed.deps.artifacts.put_json(inputs_key(REPO, "harbor.example.com/flops", "server", digest, pr=False),
+    await bed.deps.artifacts.put_json(inputs_key(REPO, "harbor.example.com/flops", "server", digest, ref="master"),
                                       branch_build)
     await say(bed, "/build server")  # the branch's build of these inputs is in another registry: built
     [job] = builds_by_image(bed).values()

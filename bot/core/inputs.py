@@ -63,8 +63,10 @@ def inputs_of(tree: dict[str, Any], patterns: tuple[str, ...]) -> Inputs | Unhas
     return hash_files(matched)
 
 
-def inputs_key(repo: str, registry: str, image: str, digest: str, *, pr: bool) -> str:
-    """Where the successful build of `image` with these inputs is recorded, per registry: a
-    pull-request build's (pushed to `pr_registry`) never stands in for a branch build's."""
-    kind = "pr" if pr else "branch"
-    return f"builds/{repo}/inputs/{kind}/{quote(registry, safe='')}/{image}/{digest}.json"
+def inputs_key(repo: str, registry: str, image: str, digest: str, *, ref: str = "", pr: int | None = None) -> str:
+    """Where the successful build of `image` with these inputs is recorded: per registry, and per
+    branch (or tag) or pull request, so a build reuses only builds its own ref made. A pull-request
+    build (pushed to `pr_registry`) never stands in for a branch build, nor a `dev` build for a
+    `main` one: whoever may push `dev` may not put an image on `main`'s deploys."""
+    scope = f"pr/{pr}" if pr is not None else "ref/" + quote(ref, safe="")
+    return f"builds/{repo}/inputs/{scope}/{quote(registry, safe='')}/{image}/{digest}.json"

@@ -2,7 +2,7 @@
 
 For each image with `inputs`, one trees API call per commit lists the blob ids (nothing is
 downloaded); `bot.core.inputs` hashes the matching ones. A build with that hash, recorded by the
-bot in its own bucket under `builds/<repo>/inputs/<kind>/<registry>/<image>/<hash>.json` when it
+bot in its own bucket under `builds/<repo>/inputs/<ref or pr>/<registry>/<image>/<hash>.json` when it
 succeeded, stands in for a new one: no Job, a `success` check "reused, inputs unchanged since
 <sha7>", and a build record of this commit pointing at that digest (so deploys and `/train` take it
 like a built one). Otherwise the image is built, tagged `in-<hash12>` too, and recorded on success.
@@ -73,7 +73,7 @@ async def commit_tree(gh: GitHubAPI, repo: str, sha: str) -> dict[str, Any] | st
 
 async def _lookup(deps: Deps, request: jobs.BuildRequest, found: Inputs) -> Decision:
     src = request.source
-    key = inputs_key(src.repo, request.registry, request.image.name, found.digest, pr=request.pr_build)
+    key = _key(request, found)
     tagged = replace(request, also_tags=(*request.also_tags, found.tag),
                      annotations={**request.annotations, INPUTS: found.digest, INPUTS_RECORD: key})
     earlier = await find_build(deps.artifacts, key)
@@ -82,6 +82,12 @@ async def _lookup(deps: Deps, request: jobs.BuildRequest, found: Inputs) -> Deci
     log.info("inputs unchanged; reusing the build", extra={"repo": src.repo, "sha": src.sha, "image": earlier.image,
                                                            "reused_from": earlier.sha})
     return Decision(tagged, reuse=earlier)
+
+
+def _key(request: jobs.BuildRequest, found: Inputs) -> str:
+    src = request.source
+    return inputs_key(src.repo, request.registry, request.image.name, found.digest, ref=src.ref,
+                      pr=src.pr if request.pr_build else None)
 
 
 async def find_build(artifacts: Artifacts, key: str) -> BuildRecord | None:
@@ -113,8 +119,7 @@ async def plan(artifacts: Artifacts | None, requests: list[jobs.BuildRequest],
             notes.append(f"# {name}: build: {found.reason}")
             todo.append(request)
             continue
-        src = request.source
-        key = inputs_key(src.repo, request.registry, name, found.digest, pr=request.pr_build)
+        key = _key(request, found)
         earlier = await find_build(artifacts, key) if artifacts is not None else None
         if earlier is not None:
             notes.append(f"# {name}: reuse {earlier.digest} (inputs unchanged since {earlier.sha[:7]})")
