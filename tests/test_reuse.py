@@ -140,6 +140,17 @@ async def test_the_re_run_button_on_a_reused_check_builds_the_image(bed: Bed) ->
         f"reused, inputs unchanged since {second['after'][:7]}"  # the newest build of these inputs
 
 
+async def test_a_redelivered_push_reports_the_reuse_once(bed: Bed) -> None:
+    set_up(bed, CONFIG, {"dev/cronjob.yaml": CRONJOB})
+    first = await pushed(bed, {"requirements.txt": REQUIREMENTS}, "2026-11-22T09:30:00Z")
+    await build(bed, first, "server", DIGEST)
+    second = await pushed(bed, {"server/app.py": "print(11)\n"}, "2026-11-22T10:30:00Z")
+    await bed.deliver("push", second)  # GitHub's redelivery, or a restart replaying it
+    await bed.settle()
+    assert build_check(bed, second["after"])["output"]["title"].startswith("reused")  # exactly one check
+    deploy_check(bed, second["after"])  # and one deploy report
+
+
 async def test_a_truncated_tree_builds_and_the_check_says_why(bed: Bed) -> None:
     set_up(bed, CONFIG, {"dev/cronjob.yaml": CRONJOB})
     first = await pushed(bed, {"requirements.txt": REQUIREMENTS}, "2026-11-22T09:30:00Z")
