@@ -5,6 +5,7 @@ The only place that imports `handlers` and composes their routers.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import sys
@@ -18,8 +19,9 @@ from aiohttp import web
 import handlers
 from bot.core import config, jobs
 from bot.core.config.consent import CONSENT_PATH, parse_consent
-from bot.flows import builds, deploy, federated, regression
+from bot.flows import builds, deploy, federated, regression, reuse
 from bot.platform import checks, logs
+from bot.platform.artifacts import Artifacts
 from bot.platform.settings import Settings, SettingsError, from_env, needs_setup, setup_mode_from
 from bot.platform.sources import SOURCE_URL_TTL
 from bot.service.app import create_app
@@ -37,11 +39,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     plan.add_argument("event", choices=["push"])
     plan.add_argument("payload", type=Path, help="a push webhook payload (JSON)")
     plan.add_argument("--config", type=Path, required=True, help="the repository's .github/flops.yml")
+    plan.add_argument("--tree", type=Path, help="the commit's `git/trees/<sha>?recursive=1` answer (JSON): "
+                                                "hashes the `inputs` of content-addressed images")
     args = parser.parse_args(argv)
     if args.command == "check-config":
         return check_config(args.path)
     if args.command == "plan":
-        return plan_push(args.payload, args.config)
+        return plan_push(args.payload, args.config, args.tree)
     return serve()
 
 
@@ -66,11 +70,15 @@ def check_config(path: Path) -> int:
     return 0
 
 
-def plan_push(payload_path: Path, config_path: Path) -> int:
-    """What a push would build: the Kaniko Jobs as YAML, from the payload's file list."""
+def plan_push(payload_path: Path, config_path: Path, tree_path: Path | None = None) -> int:
+    """What a push would build: the Kaniko Jobs as YAML, from the payload's file list; with the
+    commit's tree, which content-addressed images reuse a build (the bucket is read when configured)."""
     try:
         payload = json.loads(payload_path.read_text())
         cfg = config.parse(config_path.read_text())
+        tree = json.loads(tree_path.read_text()) if tree_path is not None else None
+        if tree is not None and not isinstance(tree, dict):
+            raise ValueError(f"{tree_path} is not a trees API answer (a JSON object with `tree`)")
     except (OSError, ValueError) as exc:
         print(f"flops-bot plan: {exc}", file=sys.stderr)
         return 1
@@ -88,16 +96,26 @@ def plan_push(payload_path: Path, config_path: Path) -> int:
     tag = jobs.image_tag(push.branch or push.tag_name or "ref", push.commit_time, push.sha)
     source = jobs.Source(push.repo, push.sha, push.installation_id, ref=push.branch or push.ref)
     settings = plan_settings()
-    cluster = jobs.cluster_from(settings)
+    store = Artifacts(settings.s3) if os.environ.get("MINIO_ENDPOINT") else None
     fetch = planned_source_url(settings.s3.bucket, push.repo, push.sha)
-    bodies = [jobs.build_job(jobs.BuildRequest(source, image, cfg.registry, tag, push.commit_time, source_url=fetch),
-                             cluster, check=checks.build_name(image.name))
-              for image in images]
+    requests = [jobs.BuildRequest(source, image, cfg.registry, tag, push.commit_time, source_url=fetch)
+                for image in images]
+    try:
+        notes, todo = asyncio.run(reuse.plan(store, requests, tree))
+    except Exception as exc:  # noqa: BLE001 - the bucket unreachable or refusing: say so, no traceback
+        print(f"flops-bot plan: reading the build records in bucket {settings.s3.bucket!r} failed: {exc}",
+              file=sys.stderr)
+        return 1
+    cluster = jobs.cluster_from(settings)
+    bodies = [jobs.build_job(request, cluster, check=checks.build_name(request.image.name)) for request in todo]
     why = "all images (changed files unknown)" if changed is None else f"{len(changed)} changed file(s)"
     print(f"# {len(bodies)} Kaniko Job(s) for {push.repo}@{push.sha[:7]} ({why})")
+    if notes:
+        print("\n".join(notes))
     if bodies:
         print(f"# FLOPS_SOURCE_URL: when the Job is created, {fetch}")
-    print(yaml.safe_dump_all(bodies, sort_keys=False) if bodies else "# no image's paths match: nothing to build")
+    print(yaml.safe_dump_all(bodies, sort_keys=False) if bodies else
+          "# nothing to build" if images else "# no image's paths match: nothing to build")
     return 0
 
 

@@ -214,6 +214,9 @@ async def run_build(ctx: Context, command: commands.Command) -> str:
     tag = jobs.pr_tag(ctx.pr.number, ctx.pr.head_sha)
     where = f"pushed to `{ctx.cfg.pr_registry}`" if ctx.cfg.pr_registry else "not pushed: no `pr_registry` is set"
     text = f"building {', '.join(f'`{n}`' for n in started)} as `{tag}` ({where}; never deployed)." if started else ""
+    for name in todo:
+        earlier = await builds.reused_from(ctx.deps, ctx.pr.repo, ctx.pr.head_sha, name) if name not in started else ""
+        text += f"{' ' if text else ''}reused `{name}`: inputs unchanged since {earlier[:7]}." if earlier else ""
     already = [n for n in wanted if n in busy]
     if already:
         text += (" " if text else "") + f"Already building for {ctx.pr.head_sha[:7]}: " + \

@@ -417,6 +417,33 @@ async def test_redeploy_puts_an_older_build_back_on_the_config_repo(shipped: Shi
     assert (await wait_for(rollback_check, timeout=20, what="the /redeploy check"))["conclusion"] == "success"
 
 
+async def test_an_image_whose_inputs_are_unchanged_is_reused_with_no_job_and_deployed(shipped: Shipped) -> None:
+    repo, file = "acme/fl-inputs", "dev/inputs.yaml"
+    config_repo(shipped, file, repo)
+    inputs = '    inputs: ["Dockerfile.server", "requirements*.txt"]\n'
+    config = IMAGES.replace("    dockerfile: Dockerfile.server\n", "    dockerfile: Dockerfile.server\n" + inputs)
+    code_repo(shipped, repo, config + DEPLOY.replace("FILE", file))
+    shas = []
+    both = ("server", "client")
+    for files, when, images in (({"fl/server.py": "print('v1')\n"}, "2026-11-22T09:30:00Z", both),
+                                ({"Dockerfile.server": "FROM python:3.12\n"}, "2026-11-22T10:30:00Z", both),
+                                ({"Dockerfile.server": CODE["Dockerfile.server"], "fl/client.py": "print(3)\n"},
+                                 "2026-11-22T11:30:00Z", ("client",))):
+        data = push_payload(shipped.github, repo, files, when=when)
+        await deliver(shipped, "push", data)
+        await build(shipped, data["after"], images)  # the third builds only the client
+        shas.append(data["after"])
+    reused = await completed(shipped, repo, shas[2], "flops/build: server")
+    assert (reused["conclusion"], reused["output"]["title"]) == \
+        ("success", f"reused, inputs unchanged since {shas[0][:7]}")  # the Dockerfile is back to the first one
+    assert [j["metadata"]["annotations"]["flops.dev/image"] for j in jobs_of(shipped, "build", shas[2])] == ["client"]
+    assert (await completed(shipped, repo, shas[2], "flops/deploy: dev"))["conclusion"] == "success"
+    [first] = [j for j in jobs_of(shipped, "build", shas[0])
+               if j["metadata"]["annotations"]["flops.dev/image"] == "server"]
+    tag = first["metadata"]["annotations"]["flops.dev/tag"]
+    assert f"image: {REGISTRY}/server:{tag}@{digest('server', shas[0])}" in deployed(shipped, file)  # bumped back
+
+
 async def test_hostile_globs_links_and_hidden_commands_change_nothing_users_rely_on(shipped: Shipped) -> None:
     """Issue #16, findings 4, 9, 10: a glob that backtracked for days still picks the right image at
     once, a symlink out of the tree is left out of the source and named on the build check, and a

@@ -210,6 +210,26 @@ async def test_compare_follows_real_ancestry(gh: gidgethub.aiohttp.GitHubAPI, em
 
 # ---------------------------------------------------------------------------------------- tarball
 
+async def test_trees_list_blob_ids_as_git_does_and_truncate_past_the_limit(gh: gidgethub.aiohttp.GitHubAPI,
+                                                                          emulator: GitHubEmulator) -> None:
+    sha = emulator.commit(REPO, "main", {"requirements.txt": "numpy\n", "src/app/main.py": "print(1)\n"})
+    tree = await gh.getitem(f"/repos/{REPO}/git/trees/{sha}?recursive=1")
+    commit = await gh.getitem(f"/repos/{REPO}/commits/{sha}")
+    assert tree["truncated"] is False and tree["sha"] == commit["commit"]["tree"]["sha"]
+    entries = {e["path"]: (e["type"], e["mode"], e["sha"]) for e in tree["tree"]}
+    assert entries["requirements.txt"] == ("blob", "100644", blob_sha(b"numpy\n"))
+    assert entries["src/app/main.py"][0] == "blob"
+    assert entries["src"][:2] == entries["src/app"][:2] == ("tree", "040000")
+    top = await gh.getitem(f"/repos/{REPO}/git/trees/main")  # a branch names its head's tree; not recursive
+    assert sorted(e["path"] for e in top["tree"]) == ["requirements.txt", "src"]
+    assert (await gh.getitem(f"/repos/{REPO}/git/trees/{tree['sha']}"))["sha"] == tree["sha"]  # by the tree's own id
+    emulator.tree_entry_limit = 2
+    cut = await gh.getitem(f"/repos/{REPO}/git/trees/{sha}?recursive=1")
+    assert cut["truncated"] is True and len(cut["tree"]) == 2
+    with pytest.raises(gidgethub.BadRequest):
+        await gh.getitem(f"/repos/{REPO}/git/trees/{'0' * 40}")
+
+
 async def test_tarball_redirects_to_a_real_tarball(session: aiohttp.ClientSession, emulator: GitHubEmulator,
                                                   gh: gidgethub.aiohttp.GitHubAPI) -> None:
     sha = emulator.commit(REPO, "main", {"Dockerfile": "FROM python\n", "src/pkg/m.py": b"print(1)\n"})

@@ -1,7 +1,8 @@
 """The records the bot keeps in its bucket, typed: raw JSON only at the S3 edge.
 
 A `BuildRecord` is written when an image built (`builds/<owner>/<repo>/<sha>/<image>.json`, and the
-branch's `latest` pointer) and read by deploys, `/redeploy` and federated runs. Its JSON keys are a
+branch's `latest` pointer), or when a content-addressed image reused an earlier build with the same
+inputs (`reused_from`), and read by deploys, `/redeploy` and federated runs. Its JSON keys are a
 stored format: records written by earlier versions read back unchanged.
 """
 from __future__ import annotations
@@ -31,6 +32,8 @@ class BuildRecord:
     deploy_targets: tuple[DeployTarget, ...] = ()  # of the config the build ran with
     push_images: tuple[str, ...] = ()  # every image the push built (a deploy waits for all of them)
     fast_forward_of: str = ""  # the branch head this push fast-forwarded from
+    inputs: str = ""  # a content-addressed image's inputs hash (sha256 hex); "" without `inputs`
+    reused_from: str = ""  # the commit whose build this one reuses (inputs unchanged); "" when built
 
     @property
     def reference(self) -> str:
@@ -41,7 +44,8 @@ class BuildRecord:
         return {"repo": self.repo, "sha": self.sha, "image": self.image, "ref": self.ref, "tag": self.tag,
                 "destination": self.destination, "digest": self.digest, "reference": self.reference,
                 "job": self.job, "built_at": self.built_at, "deploy_targets": targets_json(self.deploy_targets),
-                "push_images": ",".join(self.push_images), "fast_forward_of": self.fast_forward_of}
+                "push_images": ",".join(self.push_images), "fast_forward_of": self.fast_forward_of,
+                "inputs": self.inputs, "reused_from": self.reused_from}
 
     @classmethod
     def from_json(cls, data: object) -> BuildRecord:
@@ -52,7 +56,8 @@ class BuildRecord:
                        ref=_text(data, "ref", ""), built_at=_text(data, "built_at", ""),
                        deploy_targets=targets_from_json(_text(data, "deploy_targets", "[]")),
                        push_images=tuple(n for n in _text(data, "push_images", "").split(",") if n),
-                       fast_forward_of=_text(data, "fast_forward_of", ""))
+                       fast_forward_of=_text(data, "fast_forward_of", ""), inputs=_text(data, "inputs", ""),
+                       reused_from=_text(data, "reused_from", ""))
         except (KeyError, TypeError, ValueError) as exc:
             raise RecordError(f"not a build record: {exc}") from None
 

@@ -9,7 +9,7 @@ import asyncio
 import dataclasses
 import re
 from collections.abc import Awaitable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import gidgethub
@@ -21,7 +21,7 @@ from bot.core.config.paths import tag_matches
 from bot.core.records import BuildRecord
 from bot.core.text import code_block, plain
 from bot.flows import kueue as queueing
-from bot.flows import lifecycle
+from bot.flows import lifecycle, reuse
 from bot.flows.deps import Deps
 from bot.flows.diagnosis import diagnose, log_tail, termination_message
 from bot.platform import checks, logs
@@ -157,21 +157,17 @@ async def start_for_push(gh: GitHubAPI, deps: Deps, cfg: RepoConfig, push: Push)
     tag = jobs.image_tag(push.branch or push.tag_name or "ref", push.commit_time, push.sha)
     source = jobs.Source(push.repo, push.sha, push.installation_id, ref=push.branch or push.ref,
                          delivery_id=push.delivery_id)
-    started = []
     queue = await queueing.queue_for(gh, deps, push.repo, jobs.BUILD, trusted=cfg)  # a push's config is trusted
-    for image in images:
-        request = jobs.BuildRequest(source, image, cfg.registry, tag, push.commit_time,
-                                    annotations={jobs.DEPLOY_TARGETS: targets_annotation(cfg),
-                                                 PUSH_IMAGES: ",".join(i.name for i in images),
-                                                 **fast_forward_of(push),
-                                                 **checks.dropped_annotation(packed[0].dropped)})
-        if await launch_build(gh, deps, request, queue=queue):
-            started.append(image.name)
-    return started
+    return await build_or_reuse(gh, deps, [
+        jobs.BuildRequest(source, image, cfg.registry, tag, push.commit_time,
+                          annotations={jobs.DEPLOY_TARGETS: targets_annotation(cfg),
+                                       PUSH_IMAGES: ",".join(i.name for i in images), **fast_forward_of(push),
+                                       **checks.dropped_annotation(packed[0].dropped)})
+        for image in images], queue=queue)
 
 
 async def start_for_pr(gh: GitHubAPI, deps: Deps, cfg: RepoConfig, pr: Any, names: tuple[str, ...],
-                       delivery_id: str = "") -> list[str]:
+                       delivery_id: str = "", *, reuse_builds: bool = True) -> list[str]:
     """`/build`: images of the PR head, tagged `pr-<n>-<sha7>`, never deployed. They push to the base
     branch's `pr_registry` with the PR registry Secret, never with the branch images' credential;
     without a `pr_registry` they are built (the Dockerfile checked) and pushed nowhere."""
@@ -179,19 +175,50 @@ async def start_for_pr(gh: GitHubAPI, deps: Deps, cfg: RepoConfig, pr: Any, name
     packed = await ensure_source(deps.github, deps.artifacts, pr.installation_id, pr.repo, pr.head_sha)
     source = jobs.Source(pr.repo, pr.head_sha, pr.installation_id, pr=pr.number, delivery_id=delivery_id)
     queue = await queueing.queue_for(gh, deps, pr.repo, jobs.BUILD)  # the base branch's config may not be trusted
+    return await build_or_reuse(gh, deps, [
+        jobs.BuildRequest(source, image, cfg.pr_registry or cfg.registry, jobs.pr_tag(pr.number, pr.head_sha),
+                          checks.now(), attempt=delivery_id, annotations=checks.dropped_annotation(packed.dropped),
+                          pr_build=True, push=cfg.pr_registry is not None)
+        for image in images if image is not None], reuse_builds=reuse_builds, queue=queue)
+
+
+async def build_or_reuse(gh: GitHubAPI, deps: Deps, requests: list[jobs.BuildRequest], *,
+                         reuse_builds: bool = True, queue: str | None = None) -> list[str]:
+    """Launch each build (in Kueue's LocalQueue `queue`, if any), or reuse the earlier build of a
+    content-addressed image whose inputs are unchanged (`bot.flows.reuse`; not for a Re-run, which
+    builds). The images whose Job started."""
     started = []
-    for image in images:
-        if image is None:
-            continue
-        request = jobs.BuildRequest(source, image, cfg.pr_registry or cfg.registry, jobs.pr_tag(pr.number, pr.head_sha),
-                                    checks.now(), attempt=delivery_id, annotations=checks.dropped_annotation(packed.dropped),
-                                    pr_build=True, push=cfg.pr_registry is not None)
-        if await launch_build(gh, deps, request, queue=queue):
-            started.append(image.name)
+    for decision in await reuse.decide(gh, deps, requests) if requests else []:
+        if decision.reuse is not None and reuse_builds:
+            await take_reused(gh, deps, decision.request, decision.reuse)
+        elif await launch_build(gh, deps, decision.request, queue=queue, note=decision.note):
+            started.append(decision.request.image.name)
     return started
 
 
-async def launch_build(gh: GitHubAPI, deps: Deps, request: jobs.BuildRequest, *, queue: str | None) -> bool:
+async def take_reused(gh: GitHubAPI, deps: Deps, request: jobs.BuildRequest, earlier: BuildRecord) -> None:
+    """No Job: this commit's build record points at `earlier`'s image, its check says so, and the
+    after-build hooks (deploys, pending `/train` runs) run as after a build. Once per commit."""
+    src = request.source
+    if await read_record(deps, record_key(src.repo, src.sha, request.image.name)) is not None:
+        return  # a redelivery, or built already: reported once
+    ann = jobs.annotations_of(jobs.build_job(request, jobs.cluster_from(deps.settings), check=""))
+    record = replace(record_from(ann, earlier.job, earlier.digest), destination=earlier.destination,
+                     reused_from=earlier.sha)
+    await reuse.report_reused(gh, record, earlier)
+    await save_record(deps, record)
+    for hook in deps.after_build:
+        await hook(gh, deps, record)
+
+
+async def reused_from(deps: Deps, repo: str, sha: str, image: str) -> str:
+    """The commit whose build `image` of `sha` reuses (inputs unchanged); "" when built or not yet."""
+    record = await read_record(deps, record_key(repo, sha, image))
+    return record.reused_from if record is not None else ""
+
+
+async def launch_build(gh: GitHubAPI, deps: Deps, request: jobs.BuildRequest, *, queue: str | None,
+                       note: str = "") -> bool:
     """Check run first (its id goes on the Job), then the Job (suspended in Kueue's LocalQueue `queue`,
     if any). A Job that exists already means this request was handled (redelivery, restart): nothing
     is posted twice. The source was uploaded by the caller (`ensure_source`); the Job gets only its
@@ -205,7 +232,7 @@ async def launch_build(gh: GitHubAPI, deps: Deps, request: jobs.BuildRequest, *,
         return False
     title = f"Building {request.destination}" + ("" if request.push else " (not pushed)")
     summary = (f"Kaniko Job `{name}` in namespace `{deps.settings.namespace}` is building "
-               f"`{request.image.dockerfile}` (context `{request.image.context}`).")
+               f"`{request.image.dockerfile}` (context `{request.image.context}`)." + (f"\n\n{note}" if note else ""))
     status, title, summary = queueing.queued_check(body, queue, title, summary)
     check_id = await checks.create(gh, src.repo, src.sha, checks.build_name(request.image.name), external_id=name,
                                    status=status, title=title, summary=summary)
@@ -240,7 +267,8 @@ async def rerun(gh: GitHubAPI, deps: Deps, cfg: RepoConfig, *, repo: str, sha: s
     request = jobs.BuildRequest(source, image, cfg.registry, tag, when, attempt=attempt,
                                 annotations={jobs.DEPLOY_TARGETS: targets_annotation(cfg),
                                              **checks.dropped_annotation(packed.dropped)})
-    return await launch_build(gh, deps, request, queue=await queueing.queue_for(gh, deps, repo, jobs.BUILD))
+    return bool(await build_or_reuse(gh, deps, [request], reuse_builds=False,
+                                     queue=await queueing.queue_for(gh, deps, repo, jobs.BUILD)))
 
 
 # --- report -----------------------------------------------------------------------------------------
@@ -282,12 +310,9 @@ async def report_build(job: dict[str, Any], result: jobs.Outcome, deps: Deps) ->
         await checks.finish(gh, ann, "success", title="Built, not pushed", summary=NOT_PUSHED.format(ann[jobs.IMAGE]))
         return "success"
     if result.succeeded and digest and DIGEST.fullmatch(digest):
-        record = BuildRecord(
-            repo=ann[jobs.REPO], sha=ann[jobs.SHA], image=ann[jobs.IMAGE], ref=ann.get(jobs.REF, ""), tag=ann[jobs.TAG],
-            destination=ann[jobs.DESTINATION], digest=digest, job=name, built_at=checks.now(),
-            deploy_targets=records.targets_from_json(ann.get(jobs.DEPLOY_TARGETS, "[]")),
-            push_images=tuple(n for n in ann.get(PUSH_IMAGES, "").split(",") if n), fast_forward_of=ann.get(PARENT, ""))
+        record = record_from(ann, name, digest)
         await save_record(deps, record)
+        await reuse.remember(deps, ann, record)
         await checks.finish(gh, ann, "success", title=f"Built {ann[jobs.DESTINATION]}",
                       summary=f"**Image:** `{ann[jobs.DESTINATION]}`\n**Digest:** `{digest}`\n\n"
                               f"Pull by digest: `{record.reference}`")
@@ -307,6 +332,16 @@ async def report_build(job: dict[str, Any], result: jobs.Outcome, deps: Deps) ->
                   text=f"Last lines of the build log (Job `{name}`):\n\n{code_block(text)}" if text else
                   await queueing.elsewhere(deps, job, pods))
     return "failure"
+
+
+def record_from(ann: dict[str, str], job: str, digest: str) -> BuildRecord:
+    """The build record of a build Job's annotations, for the image `digest` that Job built."""
+    return BuildRecord(
+        repo=ann[jobs.REPO], sha=ann[jobs.SHA], image=ann[jobs.IMAGE], ref=ann.get(jobs.REF, ""), tag=ann[jobs.TAG],
+        destination=ann[jobs.DESTINATION], digest=digest, job=job, built_at=checks.now(),
+        deploy_targets=records.targets_from_json(ann.get(jobs.DEPLOY_TARGETS, "[]")),
+        push_images=tuple(n for n in ann.get(PUSH_IMAGES, "").split(",") if n), fast_forward_of=ann.get(PARENT, ""),
+        inputs=ann.get(reuse.INPUTS, ""))
 
 
 NOT_PUSHED = ("Kaniko built `{}` from this pull request: the Dockerfile builds. The image was not pushed anywhere, "

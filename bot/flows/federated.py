@@ -72,7 +72,10 @@ async def start_for_pr(gh: GitHubAPI, deps: Deps, cfg: RepoConfig, pr: PullRef, 
     await deps.artifacts.put_json(pending_key(request.repo, request.sha), request.to_json())
     if missing:
         await builds.start_for_pr(gh, deps, cfg, pr, missing, attempt)
-    await try_launch(gh, deps, request)  # a build may have finished meanwhile
+    launched = await try_launch(gh, deps, request)  # a build finished meanwhile, or was reused (inputs unchanged)
+    if launched is not None:
+        return f"federated run `{launched}` started ({what}) with the builds of {pr.head_sha[:7]}; " \
+               f"`{checks.FEDERATED}` reports it."
     names = ", ".join(f"`{n}`" for n in sorted(set(missing) | building))
     return f"building {names} for {pr.head_sha[:7]} first; the federated run ({what}) starts when the images are built."
 

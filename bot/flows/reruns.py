@@ -64,7 +64,7 @@ async def rebuild_for_pull_request(gh: GitHubAPI, deps: Deps, rerun: Rerun) -> N
         return
     cfg = await checks.load_config(gh, rerun.repo, ref=pr.base_sha, sha=pr.head_sha)
     if cfg is not None and cfg.image(rerun.image) is not None:
-        await builds.start_for_pr(gh, deps, cfg, pr, (rerun.image,), rerun.attempt)
+        await builds.start_for_pr(gh, deps, cfg, pr, (rerun.image,), rerun.attempt, reuse_builds=False)
 
 
 async def suite_builds(gh: GitHubAPI, deps: Deps, repo: str, sha: str) -> list[dict[str, Any]]:

@@ -294,6 +294,7 @@ class GitHubEmulator:
         self.users: set[str] = set()
         self.app_manifests: dict[str, dict[str, Any]] = {}  # App-manifest flow: pending code -> manifest
         self.registered_apps: list[dict[str, Any]] = []  # Apps created from a manifest (conversion answers)
+        self.tree_entry_limit = 100_000  # GitHub's: a recursive tree past it answers `truncated: true`
         self._tokens: dict[str, Token] = {}
         self._faults: list[Fault] = []
         self._before: list[tuple[str, re.Pattern[str], Callable[[], object]]] = []
@@ -546,6 +547,7 @@ class GitHubEmulator:
             ("GET", REPO + r"/git/matching-refs/heads/(?P<prefix>.*)$", self._matching_refs, "token"),
             ("POST", REPO + r"/git/refs$", self._create_ref, "token"),
             ("PATCH", REPO + r"/git/refs/heads/(?P<branch>.+)$", self._update_ref, "token"),
+            ("GET", REPO + r"/git/trees/(?P<ref>.+)$", self._get_tree, "token"),
             ("GET", REPO + r"/tarball(?:/(?P<ref>.+))?$", self._tarball, "token"),
             ("GET", r"^/_codeload/(?P<owner>[^/]+)/(?P<name>[^/]+)/legacy\.tar\.gz/(?P<ref>.+)$", self._codeload,
              "none"),
@@ -1073,6 +1075,33 @@ class GitHubEmulator:
         return Reply(200, self._ref_json(repo, branch))
 
     # ------------------------------------------------------------------ tarball
+
+    def _get_tree(self, req: Req) -> Reply:
+        """GET /repos/{o}/{r}/git/trees/{tree_sha}: a tree by its id, or a commit's or branch's tree;
+        `recursive` lists every blob and subtree (paths from the root), truncated past the limit."""
+        repo, ref = self._repo(req), req.args["ref"]
+        sha = self._resolve(repo, ref)
+        files = repo.commits[sha].tree if sha else next(
+            (c.tree for c in repo.commits.values() if tree_sha(c.tree) == ref), None)
+        if files is None:
+            raise not_found()
+        entries: dict[str, dict[str, Any]] = {}
+        for path, data in sorted(files.items()):
+            parts = path.split("/")
+            for depth in range(1, len(parts)):
+                folder = "/".join(parts[:depth])
+                sub = {p[len(folder) + 1:]: d for p, d in files.items() if p.startswith(folder + "/")}
+                entries.setdefault(folder, {"path": folder, "mode": "040000", "type": "tree", "sha": tree_sha(sub)})
+            entries[path] = {"path": path, "mode": "120000" if isinstance(data, Symlink) else "100644",
+                             "type": "blob", "sha": blob_sha(data), "size": len(data)}
+        listed = [e for p, e in sorted(entries.items()) if req.query.get("recursive") or "/" not in p]
+        for entry in listed:
+            kind = "trees" if entry["type"] == "tree" else "blobs"
+            entry["url"] = f"{self.url}/repos/{repo.full_name}/git/{kind}/{entry['sha']}"
+        truncated = len(listed) > self.tree_entry_limit
+        root = tree_sha(files)
+        return Reply(200, {"sha": root, "url": f"{self.url}/repos/{repo.full_name}/git/trees/{root}",
+                           "tree": listed[:self.tree_entry_limit], "truncated": truncated})
 
     def _tarball(self, req: Req) -> web.StreamResponse:
         repo = self._repo(req)

@@ -73,6 +73,7 @@ class ImageConfig:
     target: str | None = None
     resources: Resources = Resources("1", "2Gi", 0)
     timeout: int = 30 * 60
+    inputs: tuple[str, ...] = ()  # globs of the files the image is made of: set, it is content-addressed
 
     def matches(self, changed_paths: Iterable[str] | None) -> bool:
         """Whether a change to `changed_paths` needs this image rebuilt (always, without `paths`)."""
@@ -157,7 +158,7 @@ class RepoConfig:
     def shaped_by(self, commit: RepoConfig | None) -> RepoConfig:
         """This trusted config (the default branch's), with the build-shaping keys of `commit`'s
         file: each image keeps its name, resources and timeout and takes the commit's
-        `dockerfile`, `context`, `paths`, `build_args` and `target`. Everything that decides what
+        `dockerfile`, `context`, `paths`, `inputs`, `build_args` and `target`. Everything that decides what
         builds and where it goes (`registry`, `pr_registry`, `branches`, `tags`, `deploy`, which
         images exist) stays this config's: images only the commit names are not built."""
         if commit is None:
@@ -165,7 +166,7 @@ class RepoConfig:
         return replace(self, images=tuple(_shaped(image, commit.image(image.name)) for image in self.images))
 
 
-BUILD_SHAPE_KEYS = ("dockerfile", "context", "paths", "build_args", "target")
+BUILD_SHAPE_KEYS = ("dockerfile", "context", "paths", "inputs", "build_args", "target")
 
 
 def _shaped(image: ImageConfig, pushed: ImageConfig | None) -> ImageConfig:

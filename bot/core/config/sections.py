@@ -61,7 +61,7 @@ MAX_ROUNDS_LIMIT = 100_000
 
 _TOP = ("version", "registry", "pr_registry", "branches", "tags", "images", "deploy", "regression", "federated",
         "queue")
-_IMAGE = ("name", "dockerfile", "context", "paths", "build_args", "target", "resources", "timeout")
+_IMAGE = ("name", "dockerfile", "context", "paths", "inputs", "build_args", "target", "resources", "timeout")
 _DEPLOY = ("name", "repo", "branch", "file", "image", "images", "field", "mode")
 _REGRESSION = ("image", "command", "resources", "node_selector", "tolerations", "volumes", "env", "timeout",
                "metrics")
@@ -116,6 +116,7 @@ def _image(node: _Node) -> ImageConfig | None:
         dockerfile=node.get("dockerfile", _file_path, ""),
         context=node.get("context", _relative_path, "."),
         paths=_string_list(node, "paths", _path_pattern, max_items=MAX_PATTERNS),
+        inputs=_string_list(node, "inputs", _path_pattern, max_items=MAX_PATTERNS),
         build_args=_scalar_map(node, "build_args", _build_arg_name),
         target=node.get("target", _string, "") or None,
         resources=_resources(node, Resources("1", "2Gi", 0)),

@@ -100,6 +100,7 @@ class BuildRequest:
     source_url: str = ""  # presigned GET of the commit's source: the init container unpacks it for Kaniko
     pr_build: bool = False  # a pull request's: `registry` is the pr_registry, pushed with the PR Secret
     push: bool = True  # False: built (so the Dockerfile is checked), pushed nowhere, no credential mounted
+    also_tags: tuple[str, ...] = ()  # more tags of the same image (`in-<hash12>` of a content-addressed one)
 
     def secret(self, cluster: Cluster) -> str | None:
         """The registry Secret Kaniko pushes with; None when nothing is pushed."""
@@ -110,6 +111,11 @@ class BuildRequest:
     @property
     def destination(self) -> str:
         return f"{self.registry}/{self.image.name}:{self.tag}"
+
+    @property
+    def destinations(self) -> tuple[str, ...]:
+        """Every reference Kaniko pushes: `destination` first, then one per `also_tags`."""
+        return (self.destination, *(f"{self.registry}/{self.image.name}:{tag}" for tag in self.also_tags))
 
 
 def recommended_labels(kind: str, instance: str) -> dict[str, str]:

@@ -89,7 +89,7 @@ def kaniko_args(req: BuildRequest, cluster: Cluster) -> list[str]:
     args = [
         f"--context=dir://{KANIKO_CONTEXT}",
         f"--dockerfile={KANIKO_CONTEXT}/{image.dockerfile}",
-        f"--destination={req.destination}",
+        *(f"--destination={destination}" for destination in req.destinations),
         "--digest-file=/dev/termination-log",
         *(("--cache=true", f"--cache-repo={req.registry}/cache") if req.push else ("--no-push", "--cache=false")),
         f"--label=org.opencontainers.image.revision={src.sha}",
