@@ -258,7 +258,7 @@ async def test_pull_request_builds_reuse_only_pull_request_builds(bed: Bed) -> N
 
     second = push_to_pr(bed, fork=False)  # application code only
     [reply] = await say(bed, "/build server")
-    assert reply["body"].endswith(f"reused `server`: inputs unchanged since {head[:7]}.")
+    assert f"- `/build server`: reused `server`: inputs unchanged since {head[:7]}.\n" in reply["body"]
     assert [j["metadata"]["annotations"]["flops.dev/sha"] for j in jobs_of(bed, "build")] == [head]  # no new Job
     [check] = done(bed, second)
     assert check["output"]["title"] == f"reused, inputs unchanged since {head[:7]}"
