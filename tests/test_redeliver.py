@@ -92,6 +92,10 @@ async def test_serve_redelivers_what_failed_while_it_was_down_and_its_cursor_sur
     assert len(github.calls_to("POST", ATTEMPTS)) == 3
     assert redelivered(github, live.guid) == [] and len(redelivered(github, later.guid)) == 1
     assert len(redelivered(github, refused.guid)) == 1 and len(redelivered(github, unavailable.guid)) == 1
+    logged = [json.loads(line) for line in (tmp_path / "bot.log").read_text().splitlines()]
+    asked = [entry for entry in logged if entry["message"] == "redelivery requested"]
+    assert [(e["guid"], e["event"]) for e in asked] == [(d.guid, "push") for d in (refused, unavailable, later)]
+    assert [e["delivery"] for e in asked] == [refused.id, unavailable.id, later.id]
 
 
 def cursor(s3: S3Server, bucket: str) -> int:
