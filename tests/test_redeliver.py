@@ -5,6 +5,7 @@ The GitHub emulator sends the webhooks itself and lists every attempt as GitHub 
 as shipped (`python -m bot serve`, stopped and restarted) and in process (one pass at a time)."""
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 import uuid
@@ -171,6 +172,47 @@ async def test_a_secondary_rate_limit_ends_the_pass_and_the_next_one_goes_on(mak
     assert (first.outcomes, first.retry_after) == ({"deferred": 3}, 900)
     assert (await loop.one_pass()).outcomes == {"requested": 3}
     await wait_for(lambda: all(redelivered(github, d.guid) for d in failed), what="three redeliveries")
+
+
+async def test_the_loop_waits_the_interval_and_longer_when_github_asks(make_bed: BedFactory,
+                                                                       github: GitHubEmulator) -> None:
+    code_repo(github)
+    bed = await make_bed(FLOPS_REDELIVER_INTERVAL="0")
+    github.hooks.url, github.hooks.secret = f"http://127.0.0.1:{free_port()}/webhook", SECRET
+    await github.deliver("push", a_push(github, 40))
+    github.fail_next("POST", ATTEMPTS, 429, headers={"Retry-After": "700"})
+    waits: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        waits.append(seconds)
+        if len(waits) == 2:
+            raise asyncio.CancelledError
+
+    loop = Redeliverer(bed.deps, bed.server.app[DISPATCHER], sleep=sleep)
+    loop.interval = 300
+    with pytest.raises(asyncio.CancelledError):
+        await loop.run()
+    assert waits == [700, 300]  # rate limited: GitHub's wait; then the interval
+    assert len(github.calls_to("POST", ATTEMPTS)) == 2
+
+
+async def test_a_delivery_refused_for_good_is_asked_for_three_times_in_all(make_bed: BedFactory,
+                                                                          github: GitHubEmulator) -> None:
+    code_repo(github)
+    bed = await make_bed(FLOPS_REDELIVER_INTERVAL="0")
+    github.hooks.url, github.hooks.secret = f"http://127.0.0.1:{free_port()}/webhook", SECRET
+    lost = await github.deliver("push", a_push(github, 50))
+    github.fail_next("POST", ATTEMPTS, 404)
+    loop = Redeliverer(bed.deps, bed.server.app[DISPATCHER])
+    outcomes = [(await loop.one_pass()).outcomes]  # GitHub refused the request: asked again next pass
+    for n in (1, 2):
+        outcomes.append((await loop.one_pass()).outcomes)
+        await wait_for(lambda n=n: len(redelivered(github, lost.guid)) == n, what=f"redelivery {n} refused")
+    outcomes.append((await loop.one_pass()).outcomes)
+    assert outcomes == [{"failed": 1}, {"requested": 1}, {"requested": 1}, {"skipped": 1}]
+    assert len(github.calls_to("POST", ATTEMPTS)) == 3
+    assert all(d.status_code == 0 for d in github.hooks.of(lost.guid))
+    assert bed.deps.metrics.value("flops_redeliveries_total", outcome="failed") == 1
 
 
 async def test_events_the_bot_does_not_subscribe_to_are_left_alone(make_bed: BedFactory,

@@ -27,6 +27,7 @@ from gidgethub import sansio
 from bot.flows.deps import Deps
 from bot.platform import logs
 from bot.platform.github import rate_limit_wait
+from bot.platform.retry import Sleep
 from bot.service.dispatch import Dispatcher
 
 log = logs.get_logger(__name__)
@@ -71,12 +72,14 @@ class _Guid:
 
 
 class Redeliverer:
-    def __init__(self, deps: Deps, dispatcher: Dispatcher, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, deps: Deps, dispatcher: Dispatcher, *, clock: Callable[[], float] = time.time,
+                 sleep: Sleep = asyncio.sleep) -> None:
         self.deps = deps
         self.dispatcher = dispatcher
         self.interval = deps.settings.redeliver_interval
         self.max_per_pass = deps.settings.redeliver_max
         self._clock = clock
+        self._sleep = sleep  # injected: tests record the waits instead of waiting
 
     async def run(self) -> None:
         """One pass now, then one every interval (longer when GitHub asked to wait); never raises."""
@@ -87,7 +90,7 @@ class Redeliverer:
                 wait = max(wait, done.retry_after)
             except Exception:  # GitHub or S3 unreachable: the next pass tries again
                 log.warning("redelivery pass failed", exc_info=True)
-            await asyncio.sleep(wait)
+            await self._sleep(wait)
 
     async def one_pass(self) -> Pass:
         state = await self.deps.artifacts.get_json(STATE_KEY) or {}
@@ -146,41 +149,45 @@ class Redeliverer:
             return False
 
     async def _redeliver(self, failed: list[_Guid], requested: dict[str, int], done: Pass) -> int | None:
-        """Ask for each redelivery in turn; the oldest attempt id of the first GUID left for the
-        next pass (cap or rate limit), None when every GUID was dealt with."""
+        """Ask for each redelivery in turn. Returns the oldest attempt id the cursor must stay
+        before: of the first GUID left for the next pass (cap or rate limit) or of a GUID whose
+        request GitHub refused (asked again next pass, `ATTEMPTS` times in all); None: all done."""
         gh = self.deps.github.as_app()
         asked = 0
+        held: list[int] = []
         for index, item in enumerate(failed):
             if self.dispatcher.seen(item.guid) or requested.get(item.guid, 0) >= ATTEMPTS:
-                done.count("skipped")
-                self.deps.metrics.redelivery("skipped")
+                self._count(done, "skipped")
                 continue
             if asked >= self.max_per_pass:
-                return self._defer(failed[index:], done)
+                return min(held + [self._defer(failed[index:], done)])
             entry = item.newest
+            requested[item.guid] = requested.pop(item.guid, 0) + 1
             try:
                 await gh.post("/app/hook/deliveries/{id}/attempts", url_vars={"id": str(entry["id"])}, data={})
             except gidgethub.HTTPException as exc:
                 wait = rate_limit_wait(int(exc.status_code), exc.headers, self._clock())
                 if wait is not None:
+                    requested[item.guid] -= 1  # not GitHub's verdict on this delivery: it does not count
                     log.warning("redelivery rate limited; the next pass goes on", extra={"wait": wait})
                     done.retry_after = wait
-                    return self._defer(failed[index:], done)
+                    return min(held + [self._defer(failed[index:], done)])
                 log.warning("redelivery request failed", extra=_fields(entry, status=int(exc.status_code)))
-                done.count("failed")
-                self.deps.metrics.redelivery("failed")
+                self._count(done, "failed")
+                held.append(item.oldest)
                 continue
             asked += 1
-            requested[item.guid] = requested.pop(item.guid, 0) + 1
             log.info("redelivery requested", extra=_fields(entry, attempt=requested[item.guid]))
-            done.count("requested")
-            self.deps.metrics.redelivery("requested")
-        return None
+            self._count(done, "requested")
+        return min(held, default=None)
+
+    def _count(self, done: Pass, outcome: str) -> None:
+        done.count(outcome)
+        self.deps.metrics.redelivery(outcome)
 
     def _defer(self, left: list[_Guid], done: Pass) -> int:
         for _ in left:
-            done.count("deferred")
-            self.deps.metrics.redelivery("deferred")
+            self._count(done, "deferred")
         return min(item.oldest for item in left)
 
 
