@@ -13,9 +13,9 @@ is global. The names and labels are public contract (dashboards and alerts query
 - `flops_webhook_proxy_events_total{outcome}`: deliveries relayed through `WEBHOOK_PROXY_URL` (accepted,
   duplicate, unauthorized, malformed, unavailable), `flops_webhook_proxy_connected` (once a proxy runs)
 - `flops_redeliveries_total{outcome}`: the redelivery loop's verdict on each failed delivery it found:
-  `requested` (GitHub asked to redeliver), `failed` (that request failed), `skipped` (its GUID was
-  already processed here, or it was redelivered `ATTEMPTS` times already), `deferred` (over
-  FLOPS_REDELIVER_MAX or a rate limit: the next pass takes it)
+  `requested` (GitHub asked to redeliver), `failed` (GitHub refused that request: asked again next
+  pass), `skipped` (its GUID was already processed here, or asked for 3 times already), `deferred`
+  (over FLOPS_REDELIVER_MAX or a rate limit: the next pass takes it)
 - `flops_delivery_errors_total{event,stage}`: a delivery that failed while it was routed
   (`routing`), ordered (`ordering`) or processed (`processing`); it is logged with its delivery id
 
