@@ -214,7 +214,9 @@ async def make_bed(env: dict[str, str], github: GitHubEmulator, kube: KubeEmulat
     started: list[tuple[TestServer, aiohttp.ClientSession]] = []
 
     async def start(**overrides: str) -> Bed:
-        settings = from_env({**env, **overrides})
+        # the redelivery loop's pass on start would race the calls a test counts: tests run its passes
+        # themselves (tests/test_redeliver.py); `python -m bot serve` in tests runs it as shipped
+        settings = from_env({**env, "FLOPS_REDELIVER_INTERVAL": "0", **overrides})
         sleeps = RecordingSleep()
         app = build_app(settings, policy=RetryPolicy(sleep=sleeps), drain_seconds=5, watch_seconds=30, queue_poll=0.2)
         server = TestServer(app, host="127.0.0.1")

@@ -31,11 +31,13 @@ class Served:
 async def serving(tmp: Path, github: GitHubEmulator, kube: KubeEmulator, s3: S3Server,
                   **extra: str) -> AsyncIterator[Served]:
     """Start serve, wait for /readyz, yield; on the way out stop it and check every log line is one
-    JSON object and none is an error or carries the webhook secret."""
-    port = free_port()
+    JSON object and none is an error or carries the webhook secret. `PORT` and `FLOPS_BUCKET` may
+    be given (a restart on the same address, with the same state)."""
+    port = int(extra.get("PORT") or free_port())
     env = {**readme_environment(tmp, github, kube, s3, port), "FLOPS_BUCKET": "t-" + uuid.uuid4().hex[:12], **extra}
     log = tmp / "bot.log"
-    with open(log, "wb") as sink:
+    with open(log, "ab") as sink:  # a restart appends: the log checked at the end is this run's part
+        start = log.stat().st_size if log.exists() else 0
         process = subprocess.Popen([sys.executable, "-m", "bot", "serve"], cwd=tmp, stdin=subprocess.DEVNULL,
                                    stdout=sink, stderr=subprocess.STDOUT, env=env)
     served = Served(f"http://127.0.0.1:{port}", log, process)
@@ -54,7 +56,7 @@ async def serving(tmp: Path, github: GitHubEmulator, kube: KubeEmulator, s3: S3S
     finally:
         process.terminate()
         process.wait(timeout=40)
-    lines = log.read_text().splitlines()
+    lines = log.read_bytes()[start:].decode().splitlines()
     entries = [json.loads(line) for line in lines]  # a line that is not JSON fails here
     assert all(isinstance(entry, dict) for entry in entries)
     assert not [entry for entry in entries if entry["level"] in ("error", "critical")]

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 import io
 import json
 import tarfile
@@ -12,10 +14,13 @@ import aiohttp
 import gidgethub
 import gidgethub.aiohttp
 import pytest
+from aiohttp import web
 from gidgethub.apps import get_installation_access_token, get_jwt
 from jwt.api_jws import PyJWS
 
+from tests.conftest import wait_for
 from tests.emulators.github import GitHubEmulator, blob_sha, make_app_key
+from tests.emulators.s3 import free_port
 
 APP_ID = 4242
 INSTALLATION = 77
@@ -361,3 +366,52 @@ def _other_private_key() -> bytes:
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                              serialization.NoEncryption())
+
+
+# ---------------------------------------------------------------------------------------- webhook deliveries
+
+async def test_webhook_deliveries_are_sent_signed_listed_and_redelivered(session: aiohttp.ClientSession,
+                                                                         emulator: GitHubEmulator) -> None:
+    """GitHub's documented shapes: newest first, cursor pagination, one entry per attempt (a
+    redelivery has a new id, the same guid), status_code 0 when nothing answered; App JWT only."""
+    got: list[tuple[str, str, bytes]] = []
+
+    async def hook(request: web.Request) -> web.Response:
+        got.append((request.headers["X-GitHub-Delivery"], request.headers["X-Hub-Signature-256"], await request.read()))
+        return web.json_response({}, status=202)
+
+    app = web.Application()
+    app.router.add_post("/webhook", hook)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    emulator.hooks.url, emulator.hooks.secret = f"http://127.0.0.1:{port}/webhook", "s3cret"
+    first = await emulator.deliver("push", {"ref": "refs/heads/main", "installation": {"id": INSTALLATION},
+                                            "repository": {"id": 5, "full_name": REPO}})
+    await runner.cleanup()
+    second = await emulator.deliver("pull_request", {"action": "opened", "installation": {"id": INSTALLATION}})
+    assert (first.status, first.status_code, second.status_code) == ("OK", 202, 0)
+    [(guid, signature, body)] = got
+    assert guid == first.guid and signature == "sha256=" + hmac.new(b"s3cret", body, hashlib.sha256).hexdigest()
+    jwt = get_jwt(app_id=str(APP_ID), private_key=make_app_key()[0])
+    app_gh = app_client(session, emulator)
+    page, more, _ = await app_gh._make_request("GET", "/app/hook/deliveries?per_page=1", {}, b"",
+                                               "application/vnd.github+json", jwt=jwt)
+    assert [d["id"] for d in page] == [second.id] and more is not None and "cursor=v1_" in more
+    listed = [d async for d in app_gh.getiter("/app/hook/deliveries?per_page=1", jwt=jwt)]
+    assert [d["guid"] for d in listed] == [second.guid, first.guid]
+    assert set(listed[1]) >= {"id", "guid", "delivered_at", "redelivery", "duration", "status", "status_code",
+                              "event", "action", "installation_id", "repository_id"}
+    assert (listed[1]["event"], listed[1]["action"], listed[1]["installation_id"], listed[1]["repository_id"]) == \
+        ("push", None, INSTALLATION, 5)
+    detail = await app_gh.getitem(f"/app/hook/deliveries/{first.id}", jwt=jwt)
+    assert detail["request"]["headers"]["X-GitHub-Event"] == "push" and detail["response"]["payload"] == "{}"
+    assert await app_gh.post(f"/app/hook/deliveries/{second.id}/attempts", data={}, jwt=jwt) == {}
+    await wait_for(lambda: len(emulator.hooks.of(second.guid)) == 2, what="the redelivery attempt")
+    again = emulator.hooks.of(second.guid)[1]
+    assert again.redelivery and again.id > second.id and again.status_code == 0  # still nobody there
+    gh = await installation_client(session, emulator)
+    with pytest.raises(gidgethub.BadRequest) as caught:
+        await gh.getitem("/app/hook/deliveries")
+    assert caught.value.status_code == 401

@@ -12,6 +12,10 @@ is global. The names and labels are public contract (dashboards and alerts query
   included); `flops_regression_verdicts_total{verdict}`: the gate's `pass`, `fail` or `no_baseline`
 - `flops_webhook_proxy_events_total{outcome}`: deliveries relayed through `WEBHOOK_PROXY_URL` (accepted,
   duplicate, unauthorized, malformed, unavailable), `flops_webhook_proxy_connected` (once a proxy runs)
+- `flops_redeliveries_total{outcome}`: the redelivery loop's verdict on each failed delivery it found:
+  `requested` (GitHub asked to redeliver), `failed` (GitHub refused that request: asked again next
+  pass), `skipped` (its GUID was already processed here, or asked for 3 times already), `deferred`
+  (over FLOPS_REDELIVER_MAX or a rate limit: the next pass takes it)
 - `flops_delivery_errors_total{event,stage}`: a delivery that failed while it was routed
   (`routing`), ordered (`ordering`) or processed (`processing`); it is logged with its delivery id
 
@@ -61,6 +65,8 @@ class Metrics:
         self._proxy_events = Counter("flops_webhook_proxy_events", "Deliveries relayed by the webhook proxy, "
                                      "by outcome.", ("outcome",), registry=self.registry)
         self._proxy_up: Gauge | None = None  # registered once a webhook proxy runs
+        self._redeliveries = Counter("flops_redeliveries", "Failed deliveries the redelivery loop handled, "
+                                     "by outcome.", ("outcome",), registry=self.registry)
 
     def delivery(self, event: str, outcome: str) -> None:
         self._deliveries.labels(event_label(event), outcome).inc()
@@ -88,6 +94,10 @@ class Metrics:
             self._proxy_up = Gauge("flops_webhook_proxy_connected", "1 while the webhook proxy's stream is open.",
                                    registry=self.registry)
         self._proxy_up.set(1 if up else 0)
+
+    def redelivery(self, outcome: str) -> None:
+        """`outcome`: requested, failed, skipped or deferred."""
+        self._redeliveries.labels(outcome).inc()
 
     def job_finished(self, kind: str, result: str) -> None:
         self._jobs.labels(kind, result).inc()

@@ -10,13 +10,15 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bot.core.config.fields import _queue_name
+from bot.core.config.fields import _queue_name, parse_duration
 
 DEFAULT_API_URL = "https://api.github.com"
 DEFAULT_KANIKO_IMAGE = "ghcr.io/osscontainertools/kaniko:v1.25.2"
 DEFAULT_FETCH_IMAGE = "python:3.13.5-slim-bookworm"  # unpacks the source; tarfile with the 2025 fixes
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 DEFAULT_UNVERIFIED_BYTES = 64 * 1024 * 1024
+DEFAULT_REDELIVER_INTERVAL = 300  # FLOPS_REDELIVER_INTERVAL: seconds between passes of the redelivery loop
+DEFAULT_REDELIVER_MAX = 100  # FLOPS_REDELIVER_MAX: redeliveries requested per pass at most
 DEFAULT_SETUP_HOST = "127.0.0.1"  # the setup page: reached through `kubectl port-forward` or on the workstation
 SIZE = re.compile(r"(\d+)\s*(KiB|MiB|GiB)?")
 SIZE_UNITS = {None: 1, "KiB": 1024, "MiB": 1024 ** 2, "GiB": 1024 ** 3}
@@ -67,6 +69,8 @@ class Settings:
     unverified_bytes: int = DEFAULT_UNVERIFIED_BYTES  # held in total by webhook requests not verified yet
     webhook_proxy_url: str | None = field(default=None, repr=False)  # a smee.io channel: who knows it reads deliveries
     default_queue: str | None = None  # FLOPS_DEFAULT_QUEUE: the Kueue LocalQueue of Jobs whose flops.yml names none
+    redeliver_interval: int = DEFAULT_REDELIVER_INTERVAL  # seconds; 0: failed deliveries are not redelivered
+    redeliver_max: int = DEFAULT_REDELIVER_MAX
 
 
 def needs_setup(env: Mapping[str, str]) -> bool:
@@ -113,6 +117,8 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         unverified_bytes=_size_setting(env, "FLOPS_UNVERIFIED_BYTES", DEFAULT_UNVERIFIED_BYTES, problems),
         webhook_proxy_url=_proxy_url(env, problems),
         default_queue=_queue_setting(env, problems),
+        redeliver_interval=_interval_setting(env, "FLOPS_REDELIVER_INTERVAL", DEFAULT_REDELIVER_INTERVAL, problems),
+        redeliver_max=_int_setting(env, "FLOPS_REDELIVER_MAX", DEFAULT_REDELIVER_MAX, problems) or DEFAULT_REDELIVER_MAX,
     )
     if problems:
         raise SettingsError(problems)
@@ -190,6 +196,20 @@ def _int_setting(env: Mapping[str, str], name: str, default: int | None, problem
         problems.append(f"{name} must be a positive integer, got {raw!r}")
         return default
     return int(raw)
+
+
+def _interval_setting(env: Mapping[str, str], name: str, default: int, problems: list[str]) -> int:
+    """Seconds as `90s`, `5m`, `1h` or a bare number; `0` turns the loop off."""
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    if raw == "0":
+        return 0
+    try:
+        return parse_duration(raw)
+    except ValueError as exc:
+        problems.append(f"{name} must be a duration like 30s, 5m or 1h (0 turns it off): {exc}")
+        return default
 
 
 def _size_setting(env: Mapping[str, str], name: str, default: int, problems: list[str]) -> int:

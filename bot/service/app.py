@@ -30,6 +30,7 @@ from bot.platform.retry import RetryPolicy
 from bot.platform.settings import Settings
 from bot.service.dispatch import Dispatcher
 from bot.service.intake import BODY_SECONDS, Refusal, Signature, UnverifiedBytes, admit, parse_event
+from bot.service.redeliver import Redeliverer
 from bot.service.webhook_proxy import WebhookProxy
 
 log = logs.get_logger(__name__)
@@ -209,6 +210,14 @@ def _start_proxy(app: web.Application, session: aiohttp.ClientSession, deps: Dep
     return asyncio.create_task(proxy.run(), name="webhook-proxy")
 
 
+def _start_redelivery(deps: Deps, dispatcher: Dispatcher) -> asyncio.Task[None] | None:
+    """The loop that asks GitHub to redeliver what failed (FLOPS_REDELIVER_INTERVAL=0: off)."""
+    if not deps.settings.redeliver_interval:
+        log.info("redelivery of failed deliveries disabled (FLOPS_REDELIVER_INTERVAL=0)")
+        return None
+    return asyncio.create_task(Redeliverer(deps, dispatcher).run(), name="redeliver")
+
+
 def create_app(settings: Settings, router: routing.Router, *, kinds: Iterable[Kind],
                after_build: list[AfterBuild] | None = None, policy: RetryPolicy | None = None,
                drain_seconds: float = DRAIN_SECONDS, watch_seconds: int = WATCH_SECONDS,
@@ -234,15 +243,16 @@ def create_app(settings: Settings, router: routing.Router, *, kinds: Iterable[Ki
         app[TRACKER] = Tracker(deps, kinds, watch_seconds=watch_seconds, queue_poll=queue_poll)
         tracking = asyncio.create_task(app[TRACKER].run(), name="tracker")
         relaying = _start_proxy(app, session, deps)
+        redelivering = _start_redelivery(deps, app[DISPATCHER])
         log.info("flops-bot started", extra={"app_id": settings.app_id, "namespace": settings.namespace,
                                              "api_url": settings.api_url})
         gc.freeze()  # the start-up heap (modules, clients) lives forever: keep it out of every full collection
         yield
         gc.unfreeze()
-        for task in (tracking, relaying):
-            if task is not None:
-                task.cancel()
-        await asyncio.gather(*(t for t in (tracking, relaying) if t is not None), return_exceptions=True)
+        background = [task for task in (tracking, relaying, redelivering) if task is not None]
+        for task in background:
+            task.cancel()
+        await asyncio.gather(*background, return_exceptions=True)
         await app[TRACKER].idle()
         await session.close()
         kube.close()

@@ -63,6 +63,8 @@ from aiohttp import web
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from tests.emulators.deliveries import Delivery, DeliveryLog
+
 DOCS = "https://docs.github.com/rest"
 RATE_LIMIT = 5000
 JWT_ERROR = "A JSON web token could not be decoded"
@@ -305,6 +307,7 @@ class GitHubEmulator:
         self._commit_seq = itertools.count(1)
         self._reset = int(time.time()) + 3600
         self._runner: web.AppRunner | None = None
+        self.hooks = DeliveryLog()  # webhook deliveries: set `hooks.url` and `hooks.secret`, then `deliver`
         self._routes = self._build_routes()
 
     @property
@@ -533,6 +536,9 @@ class GitHubEmulator:
             ("GET", r"^/app/installations$", self._list_installations, "jwt"),
             ("GET", r"^/app/installations/(?P<id>\d+)$", self._get_installation, "jwt"),
             ("POST", r"^/app/installations/(?P<id>\d+)/access_tokens$", self._create_token, "jwt"),
+            ("GET", r"^/app/hook/deliveries$", self._list_deliveries, "jwt"),
+            ("GET", r"^/app/hook/deliveries/(?P<id>\d+)$", self._get_delivery, "jwt"),
+            ("POST", r"^/app/hook/deliveries/(?P<id>\d+)/attempts$", self._redeliver, "jwt"),
             ("POST", r"^/app-manifests/(?P<code>[^/]+)/conversions$", self._convert_manifest, "none"),
             ("GET", REPO + r"/installation$", self._repo_installation, "jwt"),
             ("GET", r"^/(?:orgs|users)/(?P<account>[^/]+)/installation$", self._account_installation, "jwt"),
@@ -861,6 +867,33 @@ class GitHubEmulator:
                   "created_at": now_iso(), "updated_at": now_iso()}
         self.registered_apps.append({**answer, "manifest": manifest})
         return Reply(201, answer)
+
+    async def deliver(self, event: str, data: dict[str, Any], *, guid: str | None = None) -> Delivery:
+        """GitHub sends `event` to the App's webhook (`hooks.url`) and records the attempt."""
+        return await self.hooks.send(event, data, guid=guid)
+
+    def _list_deliveries(self, req: Req) -> Reply:
+        try:
+            per_page = min(100, max(1, int(req.query.get("per_page", 30))))
+        except ValueError:
+            raise invalid("Invalid pagination parameters") from None
+        chunk, cursor = self.hooks.page(per_page, req.query.get("cursor"))
+        headers = {"Link": f'<{self.url}{req.path}?{urlencode({"per_page": per_page, "cursor": cursor})}>; '
+                           'rel="next"'} if cursor else {}
+        return Reply(200, [d.summary() for d in chunk], headers)
+
+    def _delivery(self, req: Req) -> Delivery:
+        found = self.hooks.get(int(req.args["id"]))
+        if found is None:
+            raise not_found()
+        return found
+
+    def _get_delivery(self, req: Req) -> Reply:
+        return Reply(200, self._delivery(req).detail(self.hooks.url))
+
+    def _redeliver(self, req: Req) -> Reply:
+        self.hooks.redeliver(self._delivery(req))
+        return Reply(202, {})
 
     def _list_installations(self, req: Req) -> Reply:
         return self._page(req, [self._installation_json(i) for _, i in sorted(self.installations.items())])

@@ -1,0 +1,203 @@
+"""Recovery of missed deliveries: GitHub never retries a failed webhook delivery by itself.
+
+On start and every FLOPS_REDELIVER_INTERVAL, `one_pass` lists the App's deliveries
+(`GET /app/hook/deliveries`, App JWT, newest first, cursor pagination) back to the newest one an
+earlier pass examined (remembered in the state bucket; on first start at most `FIRST_LOOKBACK`
+back, never past GitHub's `WINDOW`). GitHub lists every attempt as its own entry with the same
+`guid`: a GUID none of whose attempts answered 2xx (0 is no answer at all), of an event the
+router handles, is redelivered (`POST /app/hook/deliveries/{id}/attempts`), oldest first, at
+most FLOPS_REDELIVER_MAX per pass and `ATTEMPTS` times in all. A GUID this process already
+took (the dispatcher's dedupe) is never redelivered. A rate limit (403/429) ends the pass; the
+cursor then stays before what was left, so the next pass takes it.
+
+`run()` is the loop the app lifecycle starts; `one_pass()` is one look (tests, a leader gate).
+"""
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import gidgethub
+from gidgethub import sansio
+
+from bot.flows.deps import Deps
+from bot.platform import logs
+from bot.platform.github import rate_limit_wait
+from bot.platform.retry import Sleep
+from bot.service.dispatch import Dispatcher
+
+log = logs.get_logger(__name__)
+
+STATE_KEY = "redeliver/cursor.json"
+FIRST_LOOKBACK = 3600.0  # first start: deliveries of the last hour only
+WINDOW = 3 * 24 * 3600.0  # GitHub keeps deliveries (and redelivers them) for 3 days
+ATTEMPTS = 3  # redeliveries requested per GUID at most: a delivery the bot refuses for good stops here
+REMEMBERED = 2000  # GUIDs whose redelivery count the state keeps
+
+
+@dataclass
+class Pass:
+    """What one pass did: outcome -> count, and how long GitHub asked to wait (rate limit)."""
+
+    outcomes: dict[str, int] = field(default_factory=dict)
+    examined: int = 0
+    retry_after: float = 0.0
+
+    def count(self, outcome: str) -> None:
+        self.outcomes[outcome] = self.outcomes.get(outcome, 0) + 1
+
+
+@dataclass
+class _Guid:
+    """One delivery's attempts as the listing shows them (newest first)."""
+
+    guid: str
+    attempts: list[dict[str, Any]]
+
+    @property
+    def oldest(self) -> int:
+        return min(int(a["id"]) for a in self.attempts)
+
+    @property
+    def newest(self) -> dict[str, Any]:
+        return max(self.attempts, key=lambda a: int(a["id"]))
+
+    @property
+    def succeeded(self) -> bool:
+        return any(200 <= int(a.get("status_code") or 0) < 300 for a in self.attempts)
+
+
+class Redeliverer:
+    def __init__(self, deps: Deps, dispatcher: Dispatcher, *, clock: Callable[[], float] = time.time,
+                 sleep: Sleep = asyncio.sleep) -> None:
+        self.deps = deps
+        self.dispatcher = dispatcher
+        self.interval = deps.settings.redeliver_interval
+        self.max_per_pass = deps.settings.redeliver_max
+        self._clock = clock
+        self._sleep = sleep  # injected: tests record the waits instead of waiting
+
+    async def run(self) -> None:
+        """One pass now, then one every interval (longer when GitHub asked to wait); never raises."""
+        while True:
+            wait = float(self.interval)
+            try:
+                done = await self.one_pass()
+                wait = max(wait, done.retry_after)
+            except Exception:  # GitHub or S3 unreachable: the next pass tries again
+                log.warning("redelivery pass failed", exc_info=True)
+            await self._sleep(wait)
+
+    async def one_pass(self) -> Pass:
+        state = await self.deps.artifacts.get_json(STATE_KEY) or {}
+        now = self._clock()
+        last_id = state.get("last_id")
+        floor = max(float(state.get("since") or now - FIRST_LOOKBACK), now - WINDOW)
+        try:
+            entries = await self._list(last_id, floor)
+        except gidgethub.HTTPException as exc:
+            wait = rate_limit_wait(int(exc.status_code), exc.headers, now)
+            if wait is None:
+                raise
+            log.warning("redelivery listing rate limited", extra={"wait": wait})
+            return Pass(retry_after=wait)
+        done = Pass(examined=len(entries))
+        requested: dict[str, int] = dict(state.get("requested") or {})
+        stopped_at = await self._redeliver(self._failed(entries), requested, done)
+        newest = max((int(e["id"]) for e in entries), default=last_id)
+        cursor = newest if stopped_at is None else stopped_at - 1
+        if last_id is not None and cursor is not None:
+            cursor = max(cursor, int(last_id))
+        await self.deps.artifacts.put_json(STATE_KEY, {
+            "last_id": cursor, "since": floor if cursor is None else now - WINDOW,
+            "requested": dict(list(requested.items())[-REMEMBERED:])})
+        if done.outcomes:
+            log.info("redelivery pass", extra={"examined": done.examined, **done.outcomes})
+        return done
+
+    async def _list(self, last_id: int | None, floor: float) -> list[dict[str, Any]]:
+        """The deliveries newer than `last_id` and than `floor`, newest first."""
+        found: list[dict[str, Any]] = []
+        async for entry in self.deps.github.as_app().getiter("/app/hook/deliveries?per_page=100"):
+            if last_id is not None and int(entry["id"]) <= int(last_id):
+                break
+            if _timestamp(entry.get("delivered_at")) < floor:
+                break
+            found.append(entry)
+        return found
+
+    def _failed(self, entries: Iterable[dict[str, Any]]) -> list[_Guid]:
+        """GUIDs of subscribed events none of whose attempts succeeded, oldest first."""
+        by_guid: dict[str, _Guid] = {}
+        for entry in entries:
+            guid = str(entry.get("guid") or entry["id"])
+            by_guid.setdefault(guid, _Guid(guid, [])).attempts.append(entry)
+        failed = [g for g in by_guid.values() if not g.succeeded and self._subscribed(g.newest)]
+        return sorted(failed, key=lambda g: g.oldest)
+
+    def _subscribed(self, entry: dict[str, Any]) -> bool:
+        action = entry.get("action")
+        event = sansio.Event({"action": action} if action else {}, event=str(entry.get("event")),
+                             delivery_id=str(entry.get("guid")))
+        try:
+            return self.dispatcher.handles(event)
+        except Exception:  # an action routing cannot compare: not one of ours
+            return False
+
+    async def _redeliver(self, failed: list[_Guid], requested: dict[str, int], done: Pass) -> int | None:
+        """Ask for each redelivery in turn. Returns the oldest attempt id the cursor must stay
+        before: of the first GUID left for the next pass (cap or rate limit) or of a GUID whose
+        request GitHub refused (asked again next pass, `ATTEMPTS` times in all); None: all done."""
+        gh = self.deps.github.as_app()
+        asked = 0
+        held: list[int] = []
+        for index, item in enumerate(failed):
+            if self.dispatcher.seen(item.guid) or requested.get(item.guid, 0) >= ATTEMPTS:
+                self._count(done, "skipped")
+                continue
+            if asked >= self.max_per_pass:
+                return min(held + [self._defer(failed[index:], done)])
+            entry = item.newest
+            requested[item.guid] = requested.pop(item.guid, 0) + 1
+            try:
+                await gh.post("/app/hook/deliveries/{id}/attempts", url_vars={"id": str(entry["id"])}, data={})
+            except gidgethub.HTTPException as exc:
+                wait = rate_limit_wait(int(exc.status_code), exc.headers, self._clock())
+                if wait is not None:
+                    requested[item.guid] -= 1  # not GitHub's verdict on this delivery: it does not count
+                    log.warning("redelivery rate limited; the next pass goes on", extra={"wait": wait})
+                    done.retry_after = wait
+                    return min(held + [self._defer(failed[index:], done)])
+                log.warning("redelivery request failed", extra=_fields(entry, status=int(exc.status_code)))
+                self._count(done, "failed")
+                held.append(item.oldest)
+                continue
+            asked += 1
+            log.info("redelivery requested", extra=_fields(entry, attempt=requested[item.guid]))
+            self._count(done, "requested")
+        return min(held, default=None)
+
+    def _count(self, done: Pass, outcome: str) -> None:
+        done.count(outcome)
+        self.deps.metrics.redelivery(outcome)
+
+    def _defer(self, left: list[_Guid], done: Pass) -> int:
+        for _ in left:
+            self._count(done, "deferred")
+        return min(item.oldest for item in left)
+
+
+def _fields(entry: dict[str, Any], **more: Any) -> dict[str, Any]:
+    """A redelivery's log fields: the delivery, never a credential."""
+    return {"delivery": entry.get("id"), "guid": entry.get("guid"), "event": entry.get("event"),
+            "action": entry.get("action"), "status_code": entry.get("status_code"), **more}
+
+
+def _timestamp(text: Any) -> float:
+    if not isinstance(text, str) or not text:
+        return 0.0
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
