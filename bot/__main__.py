@@ -18,7 +18,7 @@ from aiohttp import web
 import handlers
 from bot.core import config, jobs
 from bot.core.config.consent import CONSENT_PATH, parse_consent
-from bot.flows import builds, deploy, federated, regression
+from bot.flows import builds, deploy, federated, regression, results
 from bot.platform import checks, logs
 from bot.platform.settings import Settings, SettingsError, from_env, needs_setup, setup_mode_from
 from bot.service.app import create_app
@@ -141,7 +141,7 @@ def configure_logging(settings: Settings, stream: TextIO | None = None) -> None:
 
 def build_app(settings: Settings, **options: Any) -> web.Application:
     """The whole bot: handlers' routers, the kinds of work the tracker reports, the after-build hooks."""
-    return create_app(settings, handlers.router(), kinds=[builds.KIND, regression.KIND, federated.KIND],
+    return create_app(settings, handlers.router(), kinds=[builds.KIND, regression.KIND, federated.KIND, results.KIND],
                       after_build=[deploy.Deployer().after_build, federated.after_build], **options)
 
 
