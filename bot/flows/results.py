@@ -107,10 +107,10 @@ def _headline(ann: dict[str, str], result: jobs.Outcome, parsed: junit.Report | 
                      f"legitimately slow.")
     elif result.succeeded:
         title = parsed.title if parsed else "Passed (no JUnit file)"
-        lines.append("The command exited 0." + ("" if parsed else f" {_NO_JUNIT}"))
+        lines.append("The command exited 0." + ("" if parsed or problem else f" {_NO_JUNIT}"))
     else:
-        title = parsed.title if parsed else "Failed (no JUnit file)"
-        lines.append(f"**Failed:** {reason}." + ("" if parsed else f" {_NO_JUNIT}"))
+        title = parsed.title if parsed else "Failed (results not read)" if problem else "Failed (no JUnit file)"
+        lines.append(f"**Failed:** {reason}." + ("" if parsed or problem else f" {_NO_JUNIT}"))
     if problem:
         lines.append(f"**Results not read:** {escape(problem, 500)}")
         title = "Results not read" if parsed is None and result.succeeded else title

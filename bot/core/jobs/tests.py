@@ -33,10 +33,11 @@ RESULTS = "/flops/results"
 RESULTS_PREFIX = "results/"  # under FLOPS_OUTPUT
 UPLOAD_LIMIT = 50 * 1024 * 1024
 UPLOAD_GRACE = 120  # seconds the sidecar has, after the command exits, to upload
-# The sidecar: waits for SIGTERM (sent once the test container terminated), then uploads every
-# regular file under FLOPS_RESULTS with the presigned POST policy. `python -c`, an argv list.
+# The sidecar: blocks SIGTERM and waits for it (sent once the test container terminated: no handler,
+# so no race), then uploads every regular file under FLOPS_RESULTS with the presigned POST policy.
+# `python -c`, an argv list.
 UPLOAD_RESULTS = (
-    "import json, os, signal, sys, urllib.request, uuid\n"
+    "import json, os, signal, urllib.request, uuid\n"
     "post = json.loads(os.environ['FLOPS_RESULTS_POST'])\n"
     "root, limit = os.environ['FLOPS_RESULTS'], int(os.environ['FLOPS_RESULTS_LIMIT'])\n"
     "def part(boundary, name, value, filename=None):\n"
@@ -52,7 +53,7 @@ UPLOAD_RESULTS = (
     " headers={'Content-Type': 'multipart/form-data; boundary=' + boundary})\n"
     "    with urllib.request.urlopen(request, timeout=60) as response:\n"
     "        response.read()\n"
-    "def upload(*_):\n"
+    "def upload():\n"
     "    sent = 0\n"
     "    for folder, _, names in sorted(os.walk(root)):\n"
     "        for name in sorted(names):\n"
@@ -67,11 +68,10 @@ UPLOAD_RESULTS = (
     "                send(post['prefix'] + os.path.relpath(path, root), handle.read())\n"
     "            sent += size\n"
     "    print('results uploaded:', sent, 'bytes', flush=True)\n"
-    "    sys.exit(0)\n"
-    "signal.signal(signal.SIGTERM, upload)\n"
+    "signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})\n"
     "print('waiting for the test command to exit', flush=True)\n"
-    "while True:\n"
-    "    signal.pause()\n"
+    "signal.sigwait({signal.SIGTERM})\n"
+    "upload()\n"
 )
 
 
