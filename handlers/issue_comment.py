@@ -266,7 +266,7 @@ async def retest(ctx: Context, command: commands.Command) -> str:
         done += [f"`{checks.build_name(i)}`" for i in started]
     names = tuple(test for name in failed if (test := tests.test_of(name)) and ctx.cfg.test(test) is not None)
     if names:
-        await run_tests(ctx, commands.Command("test", command.line, images=names))
+        await run_tests(ctx, commands.Command("test", command.line, tests=names))
         done += [f"`{jobs.check_name(n)}`" for n in names]
     if checks.REGRESSION in failed and ctx.cfg.regression is not None:
         done.append(f"`{checks.REGRESSION}` ({await run_regression(ctx, command)})")
@@ -334,12 +334,12 @@ Runner = Callable[[Context, commands.Command], Awaitable[str]]
 async def run_tests(ctx: Context, command: commands.Command) -> str:
     """`/test [name ...]`: the named tests (all without names) on the PR head, `paths` aside."""
     assert ctx.pr is not None and ctx.cfg is not None
-    unknown = [n for n in command.images if ctx.cfg.test(n) is None]
+    unknown = [n for n in command.tests if ctx.cfg.test(n) is None]
     if unknown or not ctx.cfg.tests:
         known = ", ".join(f"`{t.name}`" for t in ctx.cfg.tests) or "none are configured"
         return f"no test {', '.join(f'`{n}`' for n in unknown)} in `.github/flops.yml` (known: {known})." \
             if unknown else "no `tests:` in `.github/flops.yml`."
-    names = command.images or tuple(t.name for t in ctx.cfg.tests)
+    names = command.tests or tuple(t.name for t in ctx.cfg.tests)
     started = await tests.for_pull_request(ctx.gh, ctx.deps, ctx.cfg, ctx.pr, trigger=f"/test by @{ctx.user}",
                                            names=names, attempt=ctx.attempt, delivery_id=ctx.delivery_id)
     return f"started {len(started)} test Job{'s' if len(started) != 1 else ''} on {ctx.pr.head_sha[:7]}." \

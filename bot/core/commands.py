@@ -56,6 +56,7 @@ class Command:
     target: str | None = None
     sha: str | None = None
     kind: str | None = None
+    tests: tuple[str, ...] = ()  # `/test`'s names
 
 
 @dataclass(frozen=True)
@@ -201,6 +202,8 @@ def _build(name: str, line: str, args: list[str], bounds: Bounds) -> Command:
             raise ValueError(f"`{shown(image)}` is not {what} (at most {NAME_MAX} lowercase letters, "
                              f"digits and dashes, as in `{'tests' if name == 'test' else 'images'}:` of "
                              f"`.github/flops.yml`).")
+    if name == "test":
+        return Command(name, line, tests=tuple(dict.fromkeys(args)))
     return Command(name, line, images=tuple(dict.fromkeys(args)))
 
 
