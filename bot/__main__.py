@@ -18,7 +18,7 @@ from aiohttp import web
 import handlers
 from bot.core import config, jobs
 from bot.core.config.consent import CONSENT_PATH, parse_consent
-from bot.flows import builds, deploy, federated, regression, results
+from bot.flows import builds, deploy, federated, pulls, regression, results, tests
 from bot.platform import checks, logs
 from bot.platform.settings import Settings, SettingsError, from_env, needs_setup, setup_mode_from
 from bot.service.app import create_app
@@ -33,14 +33,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                                                 "repository's flops-deploy.yml); exit 1 when invalid")
     check.add_argument("path", type=Path)
     plan = sub.add_parser("plan", help="print the Jobs an event would create, as YAML (no cluster needed)")
-    plan.add_argument("event", choices=["push"])
-    plan.add_argument("payload", type=Path, help="a push webhook payload (JSON)")
+    plan.add_argument("event", choices=["push", "pull_request"])
+    plan.add_argument("payload", type=Path, help="a push or pull_request webhook payload (JSON)")
     plan.add_argument("--config", type=Path, required=True, help="the repository's .github/flops.yml")
     args = parser.parse_args(argv)
     if args.command == "check-config":
         return check_config(args.path)
     if args.command == "plan":
-        return plan_push(args.payload, args.config)
+        return plan_push(args.payload, args.config) if args.event == "push" else \
+            plan_pull_request(args.payload, args.config)
     return serve()
 
 
@@ -61,23 +62,56 @@ def check_config(path: Path) -> int:
             print(f"{path}: {problem.path or '(file)'}: {problem.message}", file=sys.stderr)
         return 1
     print(f"{path}: ok ({len(parsed.images)} image(s), {len(parsed.deploy)} deploy target(s), "
-          f"regression {'on' if parsed.regression else 'off'}, federated {'on' if parsed.federated else 'off'})")
+          f"regression {'on' if parsed.regression else 'off'}, federated {'on' if parsed.federated else 'off'}, "
+          f"{len(parsed.tests)} test(s))")
     return 0
 
 
-def plan_push(payload_path: Path, config_path: Path) -> int:
-    """What a push would build: the Kaniko Jobs as YAML, from the payload's file list."""
+def read_plan_inputs(payload_path: Path, config_path: Path) -> tuple[dict[str, Any], config.RepoConfig] | None:
     try:
         payload = json.loads(payload_path.read_text())
         cfg = config.parse(config_path.read_text())
     except (OSError, ValueError) as exc:
         print(f"flops-bot plan: {exc}", file=sys.stderr)
-        return 1
+        return None
     except config.ConfigError as error:
         for problem in error.problems:
             print(f"{config_path}: {problem.path or '(file)'}: {problem.message}", file=sys.stderr)
-        return 1
+        return None
     payload.setdefault("installation", {"id": 0})
+    return payload, cfg
+
+
+def plan_pull_request(payload_path: Path, config_path: Path) -> int:
+    """The test Jobs a pull request's head would start, as YAML (`paths` not applied: the changed
+    files of a PR are not in its payload). A fork's start only after a maintainer's grant."""
+    inputs = read_plan_inputs(payload_path, config_path)
+    if inputs is None:
+        return 1
+    payload, cfg = inputs
+    pr = pulls.PullRef.from_api(payload["pull_request"], int(payload["installation"]["id"]))
+    src = jobs.Source(pr.repo, pr.head_sha, pr.installation_id, ref=pr.base_ref, pr=pr.number)
+    cluster = jobs.cluster_from(plan_settings())
+    chosen = [t for t in cfg.tests if "pull_request" in t.on]
+    bodies = []
+    for test in chosen:
+        name = jobs.name_of_test(src, test.name)
+        upload = {"url": "<presigned POST policy URL>", "fields": {}, "prefix": jobs.results_prefix(pr.repo, name)}
+        bodies.append(jobs.job_of_test(src, cluster, tests.workload(test), test=test.name,
+                                       source_url="<presigned URL of the source>", timeout=test.timeout,
+                                       trigger="pull request", upload=upload))
+    fork = " (a fork: only after an approval or /ok-to-test of this head)" if pr.fork else ""
+    print(f"# {len(bodies)} test Job(s) for {pr.repo}#{pr.number}@{pr.head_sha[:7]}{fork}; `paths` not applied")
+    print(yaml.safe_dump_all(bodies, sort_keys=False) if bodies else "# no test runs on pull requests")
+    return 0
+
+
+def plan_push(payload_path: Path, config_path: Path) -> int:
+    """What a push would build: the Kaniko Jobs as YAML, from the payload's file list."""
+    inputs = read_plan_inputs(payload_path, config_path)
+    if inputs is None:
+        return 1
+    payload, cfg = inputs
     push = builds.Push.from_payload(payload)
     if not builds.wants_build(cfg, push):
         print(f"# {push.ref} is not a configured branch or tag: nothing would be built")
