@@ -176,7 +176,7 @@ def configure_logging(settings: Settings, stream: TextIO | None = None) -> None:
 def build_app(settings: Settings, **options: Any) -> web.Application:
     """The whole bot: handlers' routers, the kinds of work the tracker reports, the after-build hooks."""
     return create_app(settings, handlers.router(), kinds=[builds.KIND, regression.KIND, federated.KIND, results.KIND],
-                      after_build=[deploy.Deployer().after_build, federated.after_build], **options)
+                      after_build=[deploy.Deployer().after_build, federated.after_build, tests.after_build], **options)
 
 
 if __name__ == "__main__":

@@ -298,3 +298,44 @@ async def test_retest_runs_a_failed_test_again(bed: Bed, tmp_path: Path) -> None
     assert again["metadata"]["name"] != job["metadata"]["name"]
     assert check(bed, head)["status"] == "in_progress"  # type: ignore[index]
 
+
+
+# --- a test in an image the commit builds --------------------------------------------------------------
+
+IMAGE_CONFIG = """\
+registry: harbor.example.com/flops
+pr_registry: harbor.example.com/flops-pr
+images:
+  - {name: runtime, dockerfile: Dockerfile.runtime}
+tests:
+  - {name: unit, image: runtime, command: ["pytest", "-q"]}
+"""
+
+
+async def test_a_test_in_an_images_entry_waits_for_the_heads_build_then_runs_in_it(bed: Bed) -> None:
+    bed.github.add_repo(REPO, default_branch=MAIN)
+    bed.github.commit(REPO, MAIN, {".github/flops.yml": IMAGE_CONFIG, "Dockerfile.runtime": "FROM python:3.11\n"})
+    head = await open_pr(bed, {"src/model.py": "x = 2\n"})
+    assert not jobs_of(bed, head)
+    waiting = check(bed, head)
+    assert waiting is not None and (waiting["status"], waiting["output"]["title"]) == (
+        "queued", "Waiting for image `runtime`")
+    [build] = [j for j in bed.kube.list("jobs", NAMESPACE, labels={"flops.dev/kind": "build"})
+               if j["metadata"]["annotations"]["flops.dev/sha"] == head]
+    destination = build["metadata"]["annotations"]["flops.dev/destination"]
+    assert destination == f"harbor.example.com/flops-pr/runtime:pr-{PR}-{head[:7]}"
+    digest = "sha256:" + "ab" * 32
+    bed.kube.succeed_job(NAMESPACE, build["metadata"]["name"], message=digest)
+    [job] = await wait_for(lambda: jobs_of(bed, head), what="the test Job after the build")
+    assert pod(job)["containers"][0]["image"] == f"{destination}@{digest}"
+    assert check(bed, head)["id"] == waiting["id"] and check(bed, head)["status"] == "in_progress"  # type: ignore[index]
+
+
+async def test_a_test_in_an_images_entry_needs_pr_registry_on_a_pull_request(bed: Bed) -> None:
+    bed.github.add_repo(REPO, default_branch=MAIN)
+    bed.github.commit(REPO, MAIN, {".github/flops.yml": IMAGE_CONFIG.replace("pr_registry: harbor.example.com/flops-pr\n",
+                                                                              ""), "Dockerfile.runtime": "FROM x\n"})
+    head = await open_pr(bed, {"src/model.py": "x = 2\n"})
+    run = completed(bed, head)
+    assert run is not None and run["conclusion"] == "failure" and "`pr_registry`" in run["output"]["summary"]
+    assert not jobs_of(bed, head) and not bed.kube.list("jobs", NAMESPACE, labels={"flops.dev/kind": "build"})

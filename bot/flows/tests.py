@@ -24,8 +24,9 @@ from kubernetes.client import ApiException
 
 from bot.core import jobs
 from bot.core.config import RepoConfig, TestConfig
+from bot.core.records import BuildRecord
 from bot.core.text import duration, escape, shown
-from bot.flows import builds, lifecycle, merge_queue, pulls, regression
+from bot.flows import builds, images_for_tests, lifecycle, merge_queue, pulls, regression
 from bot.flows.deps import Deps
 from bot.platform import checks, logs
 
@@ -47,18 +48,23 @@ def workload(test: TestConfig) -> jobs.Workload:
 
 
 async def start(gh: GitHubAPI, deps: Deps, test: TestConfig, src: jobs.Source, *, trigger: str, base: str = "",
-                attempt: str = "", label: str = "") -> str | None:
-    """Launch `test` on `src.sha`; None when its Job exists already (a redelivery). `base`: the
-    branch whose latest run marks failures "also failing on <base>"."""
+                attempt: str = "", label: str = "", pr: pulls.PullRef | None = None,
+                cfg: RepoConfig | None = None) -> str | None:
+    """Launch `test` on `src.sha`; None when its Job exists already (a redelivery) or it waits for
+    its image (`images_for_tests`). `base`: the branch whose latest run marks failures "also
+    failing on <base>"."""
     name = jobs.name_of_test(src, test.name, attempt, label)
     if await deps.kube.get_job(name) is not None:
         return None
     if test.build:
-        await checks.post_completed(
-            gh, src.repo, src.sha, jobs.check_name(test.name), "neutral", title="Not run: image not supported yet",
-            summary=f"`image: {shown(test.image)}` names an `images` entry; this flops-bot version runs tests in a "
-                    f"full image reference only (like `registry.example.com/team/runtime:tag`).")
-        return None
+        pr_registry = cfg.pr_registry if cfg is not None else None
+        ref = await images_for_tests.built_image(gh, deps, test, src, name, pr=pr, pr_registry=pr_registry, start={
+            "trigger": trigger, "base": base, "attempt": attempt, "label": label})
+        if ref is None:
+            if pr is not None and cfg is not None and pr_registry is not None:
+                await images_for_tests.start_build(gh, deps, cfg, pr, test.image, attempt)
+            return None
+        test = replace(test, image=ref, build=False)
     url, dropped = await regression.source_url(deps, src.installation_id, src.repo, src.sha)
     prefix = jobs.results_prefix(src.repo, name)
     upload = await deps.artifacts.presigned_post(prefix, timedelta(seconds=test.timeout + jobs.STOP_GRACE)
@@ -138,7 +144,8 @@ async def for_pull_request(gh: GitHubAPI, deps: Deps, cfg: RepoConfig, pr: pulls
     for test in tests:
         if not test.matches(changed):
             await skip(gh, pr.repo, pr.head_sha, test, f"pull request #{pr.number}")
-        elif (name := await start(gh, deps, test, src, trigger=trigger, base=pr.base_ref, attempt=attempt)):
+        elif (name := await start(gh, deps, test, src, trigger=trigger, base=pr.base_ref, attempt=attempt, pr=pr,
+                                  cfg=cfg)):
             started.append(name)
     return started
 
@@ -149,7 +156,7 @@ async def for_push(gh: GitHubAPI, deps: Deps, cfg: RepoConfig, src: jobs.Source,
         if not test.matches(changed):
             await skip(gh, src.repo, src.sha, test, f"the push to `{src.ref}`")
         else:
-            await start(gh, deps, test, src, trigger="push", label="push")
+            await start(gh, deps, test, src, trigger="push", label="push", cfg=cfg)
 
 
 async def for_merge_group(gh: GitHubAPI, deps: Deps, cfg: RepoConfig, group: dict[str, Any], src: jobs.Source) -> None:
@@ -193,4 +200,13 @@ async def rerun(gh: GitHubAPI, deps: Deps, data: dict[str, Any], run: dict[str, 
     if found is None:
         return False
     src = jobs.Source(repo, sha, installation, ref=branch)
-    return await start(gh, deps, found, src, trigger="Re-run", attempt=attempt, label="push") is not None
+    return await start(gh, deps, found, src, trigger="Re-run", attempt=attempt, label="push", cfg=cfg) is not None
+
+
+async def after_build(gh: GitHubAPI, deps: Deps, record: BuildRecord) -> None:
+    """After-build hook: the tests of that commit that waited for this image start in it."""
+    for key, data in await images_for_tests.waiting(deps, record.repo, record.sha, record.image):
+        test, src, start_args = images_for_tests.from_json(data)
+        await deps.artifacts.delete(key)
+        await start(gh, deps, replace(test, image=record.reference, build=False), src, trigger=start_args["trigger"],
+                    base=start_args["base"], attempt=start_args["attempt"], label=start_args["label"])
