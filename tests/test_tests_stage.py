@@ -20,7 +20,8 @@ from typing import Any
 
 import kubernetes_validate
 
-from tests.conftest import NAMESPACE, Bed, payload, wait_for
+from tests.conftest import INSTALLATION, NAMESPACE, Bed, payload, wait_for
+from tests.emulators.github import tree_sha
 from tests.fencing import assert_fenced
 from tests.test_junit import PYTEST
 from tests.test_regression import MAIN, MAINTAINER, PR, REPO, comment, pull_json, push_payload, synchronize
@@ -339,3 +340,59 @@ async def test_a_test_in_an_images_entry_needs_pr_registry_on_a_pull_request(bed
     run = completed(bed, head)
     assert run is not None and run["conclusion"] == "failure" and "`pr_registry`" in run["output"]["summary"]
     assert not jobs_of(bed, head) and not bed.kube.list("jobs", NAMESPACE, labels={"flops.dev/kind": "build"})
+
+
+# --- timeouts, Re-run, merge queue -------------------------------------------------------------------
+
+async def test_a_test_past_its_timeout_is_timed_out_with_the_results_it_wrote(bed: Bed, tmp_path: Path) -> None:
+    setup_repo(bed)
+    head = await open_pr(bed, {"src/model.py": "x = 2\n"})
+    [job] = jobs_of(bed, head)
+    partial = b'<testsuite time="1200"><testcase classname="t" name="fast" time="1"/></testsuite>'
+    await run_pod(bed, job, tmp_path, {"junit.xml": partial}, exit_code=137)
+    run = await wait_for(lambda: completed(bed, head), what="report")
+    assert run["conclusion"] == "failure"  # killed (137) but not by the deadline: a plain failure
+    again = await open_pr(bed, {"src/model.py": "x = 5\n"}, action="synchronize")
+    [slow] = jobs_of(bed, again)
+    bed.kube.fail_job(NAMESPACE, slow["metadata"]["name"], reason="DeadlineExceeded", container="test",
+                      message="Job was active longer than specified deadline", exit_code=143)
+    run = await wait_for(lambda: completed(bed, again), what="timed-out report")
+    assert (run["conclusion"], run["output"]["title"]) == ("timed_out", "Timed out after 20m")
+
+
+async def test_the_re_run_button_runs_that_test_of_that_commit_again(bed: Bed, tmp_path: Path) -> None:
+    setup_repo(bed)
+    head = await open_pr(bed, {"src/model.py": "x = 2\n"})
+    [job] = jobs_of(bed, head)
+    await run_pod(bed, job, tmp_path, {"junit.xml": PYTEST}, exit_code=1)
+    run = await wait_for(lambda: completed(bed, head), what="report")
+    data = payload("check_run.rerequested")
+    data["check_run"].update(id=run["id"], name="flops/test: unit", head_sha=head, pull_requests=[{"number": PR}])
+    data["check_run"]["check_suite"]["head_branch"] = "feature"
+    data["installation"]["id"] = INSTALLATION
+    data["repository"].update(full_name=REPO, default_branch=MAIN)
+    await bed.deliver("check_run", data)
+    await bed.settle()
+    [again] = jobs_of(bed, head)
+    assert again["metadata"]["name"] != job["metadata"]["name"] and not jobs_of(bed, head, "lint")[1:]
+    assert check(bed, head)["status"] == "in_progress"  # type: ignore[index]
+
+
+async def test_a_merge_group_runs_its_tests_once_every_pr_in_it_may_run(bed: Bed) -> None:
+    setup_repo(bed)
+    base = bed.github.branch_sha(REPO, MAIN)
+    head = await open_pr(bed, {"src/model.py": "x = 2\n"})
+    group = bed.github.commit(REPO, f"gh-readonly-queue/{MAIN}/pr-{PR}-{head}", {"merged": "1\n"},
+                              parents=[base, head], message=f"Merge pull request #{PR}")
+    data = payload("merge_group.checks_requested")
+    data["merge_group"].update(head_sha=group, base_sha=base, base_ref=f"refs/heads/{MAIN}",
+                               head_ref=f"refs/heads/gh-readonly-queue/{MAIN}/pr-{PR}-{head}")
+    data["merge_group"]["head_commit"].update(id=group, tree_id=tree_sha(bed.github.repos[REPO].commits[group].tree))
+    data["repository"].update(full_name=REPO, default_branch=MAIN)
+    data["installation"]["id"] = INSTALLATION
+    await bed.deliver("merge_group", data)
+    await bed.settle()
+    [job] = jobs_of(bed, group)
+    assert "flops.dev/pr" not in job["metadata"]["annotations"]
+    assert job["metadata"]["annotations"]["flops.dev/default-branch"] == MAIN
+    assert check(bed, group)["status"] == "in_progress" and jobs_of(bed, group, "lint")  # type: ignore[index]
