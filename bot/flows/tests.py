@@ -6,11 +6,9 @@ merge group, reported as `flops/test: <name>` with its JUnit results.
   grant for that sha: `pulls.may_run`), `for_push` a configured branch's, `for_merge_group` a
   group's once `merge_queue.refusal` lets it; `paths` skips a test no changed file matches
   (`skipped`, which branch protection counts as passing).
-- Reporting (`report`, the tracker's reporter for `flops.dev/kind: test`): JUnit files the Job's
-  sidecar uploaded to `<FLOPS_OUTPUT>results/` (`bot.core.junit`); tests that also failed in the
-  base branch's latest run are marked; failed annotations are sent 50 per request.
-- State: a push run's failed test ids are kept at `tests/<repo>/branch/<branch>/<test>.json`
-  in the bot's bucket (written by the bot from what it read, never by a workload).
+- A test in an `images` entry waits for that commit's build (`images_for_tests`); `after_build`
+  starts it in the built image.
+- Reporting is `bot.flows.results` (the tracker's reporter for `flops.dev/kind: test`).
 """
 from __future__ import annotations
 
