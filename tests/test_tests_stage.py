@@ -20,8 +20,8 @@ from typing import Any
 
 import kubernetes_validate
 
-from tests.conftest import INSTALLATION, NAMESPACE, Bed, payload, wait_for
-from tests.emulators.github import tree_sha
+from tests.conftest import INSTALLATION, NAMESPACE, Bed, BedFactory, payload, wait_for
+from tests.emulators.github import GitHubEmulator, tree_sha
 from tests.fencing import assert_fenced
 from tests.test_junit import PYTEST
 from tests.test_regression import MAIN, MAINTAINER, PR, REPO, comment, pull_json, push_payload, synchronize
@@ -396,3 +396,31 @@ async def test_a_merge_group_runs_its_tests_once_every_pr_in_it_may_run(bed: Bed
     assert "flops.dev/pr" not in job["metadata"]["annotations"]
     assert job["metadata"]["annotations"]["flops.dev/default-branch"] == MAIN
     assert check(bed, group)["status"] == "in_progress" and jobs_of(bed, group, "lint")  # type: ignore[index]
+
+
+async def test_an_approval_of_a_fork_head_runs_its_tests(bed: Bed) -> None:
+    setup_repo(bed)
+    head = await open_pr(bed, {"src/model.py": "x = 2\n"}, fork=True)
+    assert not jobs_of(bed, head)
+    data = payload("pull_request_review.submitted")
+    pull_json(bed, data)
+    data["pull_request"]["head"]["repo"]["full_name"] = FORK
+    data["review"].update(state="approved", commit_id=head)
+    data["review"]["user"]["login"] = MAINTAINER
+    await bed.deliver("pull_request_review", data)
+    await bed.settle()
+    assert len(jobs_of(bed, head)) == 1 and len(jobs_of(bed, head, "lint")) == 1
+
+
+async def test_a_test_waiting_for_its_image_starts_after_a_restart(make_bed: BedFactory, github: GitHubEmulator) -> None:
+    github.add_installation(INSTALLATION, "Codertocat", [REPO])
+    bed = await make_bed()
+    bed.github.add_repo(REPO, default_branch=MAIN)
+    bed.github.commit(REPO, MAIN, {".github/flops.yml": IMAGE_CONFIG, "Dockerfile.runtime": "FROM python:3.11\n"})
+    head = await open_pr(bed, {"src/model.py": "x = 2\n"})
+    [build] = bed.kube.list("jobs", NAMESPACE, labels={"flops.dev/kind": "build"})
+    await bed.server.close()  # the bot goes away while the build runs; what the test waits for is in S3
+    bed.kube.succeed_job(NAMESPACE, build["metadata"]["name"], message="sha256:" + "cd" * 32)
+    restarted = await make_bed()
+    [job] = await wait_for(lambda: jobs_of(restarted, head), what="the test Job after the restart")
+    assert pod(job)["containers"][0]["image"].endswith("@sha256:" + "cd" * 32)
