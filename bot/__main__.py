@@ -5,6 +5,7 @@ The only place that imports `handlers` and composes their routers.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -96,6 +97,9 @@ def plan_pull_request(payload_path: Path, config_path: Path) -> int:
     bodies = []
     for test in chosen:
         name = jobs.name_of_test(src, test.name)
+        if test.build:  # the PR build it would wait for (pinned by digest once built)
+            test = dataclasses.replace(test, image=f"{cfg.pr_registry or cfg.registry}/{test.image}:"
+                                                   f"{jobs.pr_tag(pr.number, pr.head_sha)}", build=False)
         upload = {"url": "<presigned POST policy URL>", "fields": {}, "prefix": jobs.results_prefix(pr.repo, name)}
         bodies.append(jobs.job_of_test(src, cluster, tests.workload(test), test=test.name,
                                        source_url="<presigned URL of the source>", timeout=test.timeout,

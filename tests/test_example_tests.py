@@ -61,3 +61,18 @@ def test_the_shipped_project_passes_and_a_broken_extraction_is_caught(tmp_path: 
     [note] = report.annotations()
     source = (broken / note["path"]).read_text().splitlines()
     assert note["path"] == "tests/test_features.py" and "isnan" in source[note["start_line"] - 1]
+
+
+def test_plan_pull_request_names_the_pr_build_a_test_in_an_images_entry_runs_in(tmp_path: Path) -> None:
+    event, cfg = tmp_path / "pr.json", tmp_path / "flops.yml"
+    data = payload("pull_request.opened")
+    event.write_text(json.dumps(data))
+    cfg.write_text("registry: r.example.com/t\npr_registry: r.example.com/t-pr\nimages: [{name: runtime, dockerfile: D}]\n"
+                   "tests: [{name: unit, image: runtime, command: [pytest]}, {name: x, image: a/b, command: [x], "
+                   "on: [push]}]\n")
+    result = run("plan", "pull_request", str(event), "--config", str(cfg))
+    assert result.returncode == 0, result.stderr
+    [doc] = [d for d in yaml.safe_load_all(result.stdout) if d]  # `x` runs on pushes only
+    head = data["pull_request"]["head"]["sha"]
+    assert doc["spec"]["template"]["spec"]["containers"][0]["image"] == \
+        f"r.example.com/t-pr/runtime:pr-{data['pull_request']['number']}-{head[:7]}"
