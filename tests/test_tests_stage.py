@@ -424,3 +424,20 @@ async def test_a_test_waiting_for_its_image_starts_after_a_restart(make_bed: Bed
     restarted = await make_bed()
     [job] = await wait_for(lambda: jobs_of(restarted, head), what="the test Job after the restart")
     assert pod(job)["containers"][0]["image"].endswith("@sha256:" + "cd" * 32)
+
+
+async def test_re_run_failed_checks_on_the_suite_runs_the_failed_test_again(bed: Bed, tmp_path: Path) -> None:
+    setup_repo(bed)
+    head = await open_pr(bed, {"src/model.py": "x = 2\n"})
+    [job] = jobs_of(bed, head)
+    await run_pod(bed, job, tmp_path, {"junit.xml": PYTEST}, exit_code=1)
+    await wait_for(lambda: completed(bed, head), what="report")
+    data = payload("check_suite.rerequested")
+    data["check_suite"].update(head_sha=head, head_branch="feature", pull_requests=[{"number": PR}])
+    data["installation"]["id"] = INSTALLATION
+    data["repository"].update(full_name=REPO, default_branch=MAIN)
+    await bed.deliver("check_suite", data)
+    await bed.settle()
+    [again] = jobs_of(bed, head)
+    assert again["metadata"]["name"] != job["metadata"]["name"]
+    assert len(jobs_of(bed, head, "lint", unreported=False)) == 1  # still running, not failed: not re-run

@@ -24,7 +24,7 @@ from bot.core import jobs
 from bot.core.config import RepoConfig, TestConfig
 from bot.core.records import BuildRecord
 from bot.core.text import duration, escape, shown
-from bot.flows import builds, images_for_tests, lifecycle, merge_queue, pulls, regression
+from bot.flows import builds, images_for_tests, lifecycle, merge_queue, pulls, regression, reruns
 from bot.flows.deps import Deps
 from bot.platform import checks, logs
 
@@ -208,3 +208,11 @@ async def after_build(gh: GitHubAPI, deps: Deps, record: BuildRecord) -> None:
         await deps.artifacts.delete(key)
         await start(gh, deps, replace(test, image=record.reference, build=False), src, trigger=start_args["trigger"],
                     base=start_args["base"], attempt=start_args["attempt"], label=start_args["label"])
+
+
+async def failed_checks(gh: GitHubAPI, deps: Deps, repo: str, sha: str) -> list[dict[str, Any]]:
+    """The bot's latest `flops/test: <name>` checks on `sha` that did not pass."""
+    data = await gh.getitem("/repos/" + repo + "/commits/{sha}/check-runs{?filter,per_page}",
+                            url_vars={"sha": sha, "filter": "latest", "per_page": "100"})
+    return [run for run in data.get("check_runs", []) if (run.get("app") or {}).get("id") == deps.settings.app_id
+            and test_of(str(run.get("name", ""))) and run.get("conclusion") in reruns.NOT_PASSED]
