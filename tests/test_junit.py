@@ -142,3 +142,8 @@ def test_ten_thousand_cases_parse_within_a_second() -> None:
     report.table(), report.annotations(), report.title
     assert time.perf_counter() - start < 1.0
     assert report.count(junit.FAILED) == 200
+
+
+def test_bare_jvm_and_go_file_names_are_located_only_with_the_file_list() -> None:
+    report = junit.parse([("b.xml", SUREFIRE), ("c.xml", GO)])
+    assert report.annotations() == [] and len(report.broken) == 2  # in the table, not at a guessed path

@@ -34,13 +34,16 @@ FAILED, ERROR, SKIPPED, PASSED = "failed", "error", "skipped", "passed"
 
 # `tests/test_x.py:14: AssertionError` (pytest), `File "/workspace/tests/x.py", line 14` (Python),
 # `at com.x.FooTest.testA(FooTest.java:12)` (JVM), `    foo_test.go:12: want 1` (Go).
+# Each with whether its file is a path from the repository root (Python, pytest) or a bare file
+# name (JVM, Go), which is located only when the repository's file list is known.
 _FRAMES = (
-    re.compile(r'File "(?P<file>[^"\n]+)", line (?P<line>\d+)'),
-    re.compile(r"^(?P<file>[^\s:()\"']+\.[A-Za-z0-9]+):(?P<line>\d+):", re.M),
-    re.compile(r"\((?P<file>[^\s:()]+\.(?:java|kt|scala|groovy)):(?P<line>\d+)\)"),
-    re.compile(r"^\s+(?P<file>[^\s:()]+_test\.go):(?P<line>\d+):", re.M),
+    (re.compile(r'File "(?P<file>[^"\n]+)", line (?P<line>\d+)'), True),
+    (re.compile(r"^(?P<file>[^\s:()\"']+\.[A-Za-z0-9]+):(?P<line>\d+):", re.M), True),
+    (re.compile(r"\((?P<file>[^\s:()]+\.(?:java|kt|scala|groovy)):(?P<line>\d+)\)"), False),
+    (re.compile(r"^\s+(?P<file>[^\s:()]+_test\.go):(?P<line>\d+):", re.M), False),
 )
 _WORKSPACE = ("/workspace/", "./")
+_BARE = (".go", ".java", ".kt", ".scala", ".groovy")
 
 
 class JUnitError(ValueError):
@@ -190,7 +193,9 @@ def _first_line(text: str) -> str:
 def _location(el: ET.Element, classname: str, detail: str,
               repo_files: Collection[str] | None) -> tuple[str | None, int | None]:
     """The traceback's last frame inside the repository, else the testcase's `file`/`line`."""
-    for pattern in _FRAMES:
+    for pattern, rooted in _FRAMES:
+        if not rooted and repo_files is None:
+            continue
         frames = [(m.group("file"), int(m.group("line"))) for m in pattern.finditer(detail)]
         for file, line in reversed(frames):
             path = _in_repo(file, classname, repo_files)
@@ -210,8 +215,8 @@ def _in_repo(file: str, classname: str, repo_files: Collection[str] | None) -> s
         path = path.removeprefix(prefix)
     if path.startswith("/") or ".." in path.split("/") or "\\" in path or not path:
         return None
-    if repo_files is None:
-        return path
+    if repo_files is None:  # a bare JVM or Go file name is no path from the repository root
+        return None if "/" not in path and path.endswith(_BARE) else path
     if path in repo_files:
         return path
     if "/" in path:
