@@ -441,3 +441,23 @@ async def test_re_run_failed_checks_on_the_suite_runs_the_failed_test_again(bed:
     [again] = jobs_of(bed, head)
     assert again["metadata"]["name"] != job["metadata"]["name"]
     assert len(jobs_of(bed, head, "lint", unreported=False)) == 1  # still running, not failed: not re-run
+
+
+async def test_the_sidecar_uploads_regular_files_only_never_what_a_symlink_points_at(bed: Bed, tmp_path: Path) -> None:
+    setup_repo(bed)
+    head = await open_pr(bed, {"src/model.py": "x = 2\n"})
+    [job] = jobs_of(bed, head, "lint")
+    secret = tmp_path / "outside.txt"
+    secret.write_text("the sidecar's own files\n")
+    folder = tmp_path / job["metadata"]["name"]
+    folder.mkdir()
+    (folder / "leak.xml").symlink_to(secret)
+    (folder / "linked-dir").symlink_to(tmp_path, target_is_directory=True)
+    clean = b'<testsuite><testcase classname="lint" name="ruff" time="1"/></testsuite>'
+    await run_pod(bed, job, tmp_path, {"nested/deeper/lint.xml": clean})
+    prefix = job["metadata"]["annotations"]["flops.dev/output"] + "results/"
+    keys = sorted(o.object_name for o in bed.s3.client().list_objects(bed.settings.s3.bucket, prefix=prefix,
+                                                                          recursive=True))
+    assert keys == [prefix + "nested/deeper/lint.xml"]
+    run = await wait_for(lambda: completed(bed, head, "lint"), what="report")
+    assert run["conclusion"] == "success"
