@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import os
 import sys
@@ -19,7 +20,7 @@ from aiohttp import web
 import handlers
 from bot.core import config, jobs
 from bot.core.config.consent import CONSENT_PATH, parse_consent
-from bot.flows import builds, deploy, federated, regression, reuse
+from bot.flows import builds, deploy, federated, pulls, regression, results, reuse, tests
 from bot.platform import checks, logs
 from bot.platform.artifacts import Artifacts
 from bot.platform.settings import Settings, SettingsError, from_env, needs_setup, setup_mode_from
@@ -36,8 +37,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                                                 "repository's flops-deploy.yml); exit 1 when invalid")
     check.add_argument("path", type=Path)
     plan = sub.add_parser("plan", help="print the Jobs an event would create, as YAML (no cluster needed)")
-    plan.add_argument("event", choices=["push"])
-    plan.add_argument("payload", type=Path, help="a push webhook payload (JSON)")
+    plan.add_argument("event", choices=["push", "pull_request"])
+    plan.add_argument("payload", type=Path, help="a push or pull_request webhook payload (JSON)")
     plan.add_argument("--config", type=Path, required=True, help="the repository's .github/flops.yml")
     plan.add_argument("--tree", type=Path, help="the commit's `git/trees/<sha>?recursive=1` answer (JSON): "
                                                 "hashes the `inputs` of content-addressed images")
@@ -45,7 +46,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "check-config":
         return check_config(args.path)
     if args.command == "plan":
-        return plan_push(args.payload, args.config, args.tree)
+        return plan_push(args.payload, args.config, args.tree) if args.event == "push" else \
+            plan_pull_request(args.payload, args.config)
     return serve()
 
 
@@ -66,13 +68,15 @@ def check_config(path: Path) -> int:
             print(f"{path}: {problem.path or '(file)'}: {problem.message}", file=sys.stderr)
         return 1
     print(f"{path}: ok ({len(parsed.images)} image(s), {len(parsed.deploy)} deploy target(s), "
-          f"regression {'on' if parsed.regression else 'off'}, federated {'on' if parsed.federated else 'off'})")
+          f"regression {'on' if parsed.regression else 'off'}, federated {'on' if parsed.federated else 'off'}, "
+          f"{len(parsed.tests)} test(s))")
     return 0
 
 
-def plan_push(payload_path: Path, config_path: Path, tree_path: Path | None = None) -> int:
-    """What a push would build: the Kaniko Jobs as YAML, from the payload's file list; with the
-    commit's tree, which content-addressed images reuse a build (the bucket is read when configured)."""
+def read_plan_inputs(payload_path: Path, config_path: Path, tree_path: Path | None = None
+                     ) -> tuple[dict[str, Any], config.RepoConfig, dict[str, Any] | None] | None:
+    """The payload, the config and (for `--tree`) the commit's trees API answer; None once the
+    problem is printed."""
     try:
         payload = json.loads(payload_path.read_text())
         cfg = config.parse(config_path.read_text())
@@ -81,12 +85,49 @@ def plan_push(payload_path: Path, config_path: Path, tree_path: Path | None = No
             raise ValueError(f"{tree_path} is not a trees API answer (a JSON object with `tree`)")
     except (OSError, ValueError) as exc:
         print(f"flops-bot plan: {exc}", file=sys.stderr)
-        return 1
+        return None
     except config.ConfigError as error:
         for problem in error.problems:
             print(f"{config_path}: {problem.path or '(file)'}: {problem.message}", file=sys.stderr)
-        return 1
+        return None
     payload.setdefault("installation", {"id": 0})
+    return payload, cfg, tree
+
+
+def plan_pull_request(payload_path: Path, config_path: Path) -> int:
+    """The test Jobs a pull request's head would start, as YAML (`paths` not applied: the changed
+    files of a PR are not in its payload). A fork's start only after a maintainer's grant."""
+    inputs = read_plan_inputs(payload_path, config_path)
+    if inputs is None:
+        return 1
+    payload, cfg, _ = inputs
+    pr = pulls.PullRef.from_api(payload["pull_request"], int(payload["installation"]["id"]))
+    src = jobs.Source(pr.repo, pr.head_sha, pr.installation_id, ref=pr.base_ref, pr=pr.number)
+    cluster = jobs.cluster_from(plan_settings())
+    chosen = [t for t in cfg.tests if "pull_request" in t.on]
+    bodies = []
+    for test in chosen:
+        name = jobs.name_of_test(src, test.name)
+        if test.build:  # the PR build it would wait for (pinned by digest once built)
+            test = dataclasses.replace(test, image=f"{cfg.pr_registry or cfg.registry}/{test.image}:"
+                                                   f"{jobs.pr_tag(pr.number, pr.head_sha)}", build=False)
+        upload = {"url": "<presigned POST policy URL>", "fields": {}, "prefix": jobs.results_prefix(pr.repo, name)}
+        bodies.append(jobs.job_of_test(src, cluster, tests.workload(test), test=test.name,
+                                       source_url="<presigned URL of the source>", timeout=test.timeout,
+                                       trigger="pull request", upload=upload))
+    fork = " (a fork: only after an approval or /ok-to-test of this head)" if pr.fork else ""
+    print(f"# {len(bodies)} test Job(s) for {pr.repo}#{pr.number}@{pr.head_sha[:7]}{fork}; `paths` not applied")
+    print(yaml.safe_dump_all(bodies, sort_keys=False) if bodies else "# no test runs on pull requests")
+    return 0
+
+
+def plan_push(payload_path: Path, config_path: Path, tree_path: Path | None = None) -> int:
+    """What a push would build: the Kaniko Jobs as YAML, from the payload's file list; with the
+    commit's tree, which content-addressed images reuse a build (the bucket is read when configured)."""
+    inputs = read_plan_inputs(payload_path, config_path, tree_path)
+    if inputs is None:
+        return 1
+    payload, cfg, tree = inputs
     push = builds.Push.from_payload(payload)
     if not builds.wants_build(cfg, push):
         print(f"# {push.ref} is not a configured branch or tag: nothing would be built")
@@ -172,8 +213,8 @@ def configure_logging(settings: Settings, stream: TextIO | None = None) -> None:
 
 def build_app(settings: Settings, **options: Any) -> web.Application:
     """The whole bot: handlers' routers, the kinds of work the tracker reports, the after-build hooks."""
-    return create_app(settings, handlers.router(), kinds=[builds.KIND, regression.KIND, federated.KIND],
-                      after_build=[deploy.Deployer().after_build, federated.after_build], **options)
+    return create_app(settings, handlers.router(), kinds=[builds.KIND, regression.KIND, federated.KIND, results.KIND],
+                      after_build=[deploy.Deployer().after_build, federated.after_build, tests.after_build], **options)
 
 
 if __name__ == "__main__":

@@ -1,13 +1,14 @@
 """check_suite: "Re-run all checks" / "Re-run failed checks" on the bot's suite. GitHub sends the
 same `rerequested` event for both, so the suite's failed build checks are re-run, or all of its
 build checks when none failed; each exactly as its own Re-run button would (`bot.flows.reruns`).
+Its failed `flops/test: <name>` checks are run again too (`bot.flows.tests.rerun`).
 `requested` and `completed` need nothing: the bot creates its check runs itself."""
 from __future__ import annotations
 
 from gidgethub import routing, sansio
 from gidgethub.abc import GitHubAPI
 
-from bot.flows import reruns
+from bot.flows import reruns, tests
 from bot.flows.deps import Deps
 from bot.platform import logs
 
@@ -25,3 +26,7 @@ async def rerun_suite(event: sansio.Event, gh: GitHubAPI, *, deps: Deps) -> None
         rerun = reruns.payload_rerun(data, sha, reruns.image_of(run["name"]) or "", suite.get("head_branch"),
                                      suite.get("pull_requests"), attempt=f"rerun-{run['id']}-{event.delivery_id}")
         await reruns.rerun_build(gh, deps, rerun)
+    for run in await tests.failed_checks(gh, deps, repo, sha):
+        run = {**run, "check_suite": {"head_branch": suite.get("head_branch")}, "pull_requests": suite.get("pull_requests")}
+        await tests.rerun(gh, deps, data, run, tests.test_of(run["name"]) or "",
+                          attempt=f"rerun-{run['id']}-{event.delivery_id}")

@@ -19,13 +19,13 @@ from gidgethub.abc import GitHubAPI
 from bot.core import commands, jobs
 from bot.core.config import RepoConfig
 from bot.core.text import shown
-from bot.flows import builds, deploy, federated, lifecycle, pulls, regression
+from bot.flows import builds, deploy, federated, lifecycle, pulls, regression, tests
 from bot.flows.deps import Deps
 from bot.platform import checks, logs
 
 log = logs.get_logger(__name__)
 router = routing.Router()
-RUNS_CODE = ("regression", "build", "train", "retest")
+RUNS_CODE = ("regression", "build", "train", "retest", "test")
 JUST_HELP = commands.Parsed((commands.Command("help", "/help"),))
 NO_CONFIG = ("this repository has no valid `.github/flops.yml` on the base branch, so there is nothing to run "
              "(the `flops/config` check says what is wrong).")
@@ -185,7 +185,10 @@ async def ok_to_test(ctx: Context, command: commands.Command) -> str:
         return (f"nothing allowed: the head is now {head[:7]}, not {command.sha[:7]}. Review {head[:7]}, "
                 f"then comment `/ok-to-test {head}`.")
     await pulls.grant(ctx.deps, ctx.pr, ctx.user, "/ok-to-test")
-    return f"jobs may now run for {head[:7]} (a later push needs a new `/ok-to-test`)."
+    started = await tests.for_pull_request(ctx.gh, ctx.deps, ctx.cfg, ctx.pr, trigger=f"/ok-to-test by @{ctx.user}",
+                                           delivery_id=ctx.delivery_id) if ctx.cfg is not None else []
+    ran = f"; {len(started)} test Job{'s' if len(started) != 1 else ''} started" if started else ""
+    return f"jobs may now run for {head[:7]} (a later push needs a new `/ok-to-test`){ran}."
 
 
 async def run_regression(ctx: Context, command: commands.Command) -> str:
@@ -266,6 +269,10 @@ async def retest(ctx: Context, command: commands.Command) -> str:
     if images:
         started = await builds.start_for_pr(ctx.gh, ctx.deps, ctx.cfg, ctx.pr, images, ctx.attempt)
         done += [f"`{checks.build_name(i)}`" for i in started]
+    names = tuple(test for name in failed if (test := tests.test_of(name)) and ctx.cfg.test(test) is not None)
+    if names:
+        await run_tests(ctx, commands.Command("test", command.line, tests=names))
+        done += [f"`{jobs.check_name(n)}`" for n in names]
     if checks.REGRESSION in failed and ctx.cfg.regression is not None:
         done.append(f"`{checks.REGRESSION}` ({await run_regression(ctx, command)})")
     if checks.FEDERATED in failed and ctx.cfg.federated is not None:
@@ -313,7 +320,7 @@ async def cancel(ctx: Context, command: commands.Command) -> str:
     """Stop this PR's unfinished Jobs of that kind (checks -> `cancelled`), and a `/train` waiting for images."""
     assert ctx.pr is not None
     kinds = {"build": (jobs.BUILD,), "regression": (jobs.REGRESSION,), "train": (jobs.FEDERATED_SERVER,),
-             None: (jobs.BUILD, jobs.REGRESSION, jobs.FEDERATED_SERVER)}[command.kind]
+             "test": (jobs.TEST,), None: (jobs.BUILD, jobs.REGRESSION, jobs.FEDERATED_SERVER, jobs.TEST)}[command.kind]
     count = await lifecycle.cancel_for_pr(ctx.gh, ctx.deps, ctx.repo, ctx.pr.number,
                                           f"Cancelled by @{ctx.user} with `/cancel`.", kinds=kinds)
     waiting = command.kind in (None, "train") and await _drop_pending_train(ctx)
@@ -329,7 +336,23 @@ async def _drop_pending_train(ctx: Context) -> bool:
 
 
 Runner = Callable[[Context, commands.Command], Awaitable[str]]
-RUNNERS: dict[str, Runner] = {"regression": run_regression, "build": run_build, "train": run_train, "retest": retest}
+async def run_tests(ctx: Context, command: commands.Command) -> str:
+    """`/test [name ...]`: the named tests (all without names) on the PR head, `paths` aside."""
+    assert ctx.pr is not None and ctx.cfg is not None
+    unknown = [n for n in command.tests if ctx.cfg.test(n) is None]
+    if unknown or not ctx.cfg.tests:
+        known = ", ".join(f"`{t.name}`" for t in ctx.cfg.tests) or "none are configured"
+        return f"no test {', '.join(f'`{n}`' for n in unknown)} in `.github/flops.yml` (known: {known})." \
+            if unknown else "no `tests:` in `.github/flops.yml`."
+    names = command.tests or tuple(t.name for t in ctx.cfg.tests)
+    started = await tests.for_pull_request(ctx.gh, ctx.deps, ctx.cfg, ctx.pr, trigger=f"/test by @{ctx.user}",
+                                           names=names, attempt=ctx.attempt, delivery_id=ctx.delivery_id)
+    return f"started {len(started)} test Job{'s' if len(started) != 1 else ''} on {ctx.pr.head_sha[:7]}." \
+        if started else "those tests are already running for this commit."
+
+
+RUNNERS: dict[str, Runner] = {"regression": run_regression, "build": run_build, "train": run_train, "retest": retest,
+                              "test": run_tests}
 
 
 async def react(gh: GitHubAPI, repo: str, comment_id: int) -> None:

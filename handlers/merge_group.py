@@ -12,7 +12,7 @@ from gidgethub import routing, sansio
 from gidgethub.abc import GitHubAPI
 
 from bot.core import jobs
-from bot.flows import merge_queue, regression
+from bot.flows import merge_queue, regression, tests
 from bot.flows.deps import Deps
 from bot.platform import checks
 
@@ -24,6 +24,9 @@ async def gate_merge_group(event: sansio.Event, gh: GitHubAPI, *, deps: Deps) ->
     group, repo = event.data["merge_group"], event.data["repository"]["full_name"]
     installation = int(event.data["installation"]["id"])
     cfg = await checks.load_config(gh, repo, ref=group["base_sha"], sha=group["head_sha"])
+    if cfg is not None and cfg.tests:
+        await tests.for_merge_group(gh, deps, cfg, group, jobs.Source(
+            repo, group["head_sha"], installation, ref=group.get("base_ref", ""), delivery_id=event.delivery_id))
     if cfg is None or cfg.regression is None:
         return
     if not await merge_queue.gate(gh, deps, repo, installation, group):
@@ -42,5 +45,6 @@ async def stop_run_of_dequeued_group(event: sansio.Event, gh: GitHubAPI, *, deps
     if event.data.get("reason") == "merged":
         return  # its commit lands on the default branch; the result still documents it
     group, repo = event.data["merge_group"], event.data["repository"]["full_name"]
-    await regression.cancel_for_commit(gh, deps, repo, group["head_sha"],
-                                       f"Cancelled: the merge group left the queue ({event.data.get('reason')}).")
+    why = f"Cancelled: the merge group left the queue ({event.data.get('reason')})."
+    await regression.cancel_for_commit(gh, deps, repo, group["head_sha"], why)
+    await tests.cancel_for_commit(gh, deps, repo, group["head_sha"], why)

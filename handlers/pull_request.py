@@ -1,18 +1,18 @@
 """pull_request: a new head makes the old head's work stale (its builds, regression and federated
 runs are cancelled, and `flops/regression` goes back to `queued`, so a required check blocks the
-merge until it runs again); a closed PR stops its Jobs."""
+merge until it runs again) and the new head's `tests:` run; a closed PR stops its Jobs."""
 from __future__ import annotations
 
 from gidgethub import routing, sansio
 from gidgethub.abc import GitHubAPI
 
 from bot.core import jobs
-from bot.flows import lifecycle, pulls, regression
+from bot.flows import lifecycle, pulls, regression, tests
 from bot.flows.deps import Deps
 from bot.platform import checks
 
 router = routing.Router()
-PR_KINDS = (jobs.BUILD, jobs.REGRESSION, jobs.FEDERATED_SERVER)  # what a PR can have running
+PR_KINDS = (jobs.BUILD, jobs.REGRESSION, jobs.FEDERATED_SERVER, jobs.TEST)  # what a PR can have running
 
 
 @router.register("pull_request", action="synchronize")
@@ -26,6 +26,9 @@ async def queue_regression_for_new_head(event: sansio.Event, gh: GitHubAPI, *, d
                                   kinds=PR_KINDS)
     if cfg is not None and cfg.regression is not None:
         await regression.mark_waiting(gh, pr.repo, pr.head_sha)
+    if cfg is not None and cfg.tests:
+        await tests.for_pull_request(gh, deps, cfg, pr, trigger=f"pull request {event.data['action']}",
+                                     delivery_id=event.delivery_id)
 
 
 @router.register("pull_request", action="closed")

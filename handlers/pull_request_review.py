@@ -12,13 +12,13 @@ from gidgethub import routing, sansio
 from gidgethub.abc import GitHubAPI
 
 from bot.core import jobs
-from bot.flows import federated, lifecycle, pulls, regression
+from bot.flows import federated, lifecycle, pulls, regression, tests
 from bot.flows.deps import Deps
 from bot.platform import checks, logs
 
 log = logs.get_logger(__name__)
 router = routing.Router()
-FORK_KINDS = (jobs.BUILD, jobs.REGRESSION, jobs.FEDERATED_SERVER)  # what fork code may have running
+FORK_KINDS = (jobs.BUILD, jobs.REGRESSION, jobs.FEDERATED_SERVER, jobs.TEST)  # what fork code may have running
 
 
 @router.register("pull_request_review", action="submitted")
@@ -34,6 +34,8 @@ async def start_regression_on_approval(event: sansio.Event, gh: GitHubAPI, *, de
         return  # an approval of an older commit, or by someone without write access: not a trust signal
     await pulls.grant(deps, pr, reviewer, "approval", review=int(review["id"]))
     cfg = await checks.load_config(gh, pr.repo, ref=pr.base_sha, sha=pr.head_sha)
+    if cfg is not None and cfg.tests and pr.fork:  # the grant lets the fork head's tests run now
+        await tests.for_pull_request(gh, deps, cfg, pr, trigger="approval", delivery_id=event.delivery_id)
     if cfg is None or cfg.regression is None:
         return
     await regression.start(gh, deps, cfg.regression, regression.pr_source(pr, event.delivery_id), trigger="approval",

@@ -10,7 +10,7 @@ from gidgethub.abc import GitHubAPI
 
 from bot.core import jobs
 from bot.core.config import RegressionConfig, RepoConfig
-from bot.flows import builds, federated, regression
+from bot.flows import builds, federated, regression, tests
 from bot.flows.deps import Deps
 from bot.platform import checks
 
@@ -35,6 +35,7 @@ async def build_pushed_commit(event: sansio.Event, gh: GitHubAPI, *, deps: Deps)
             await federated.on_push(gh, deps, cfg.federated, push, started)
     if cfg.regression and push.branch == push.default_branch:  # whether or not `branches` lists it
         await refresh_baseline(gh, deps, cfg.regression, push, trusted=cfg)
+    await run_tests(gh, deps, cfg, push)
 
 
 async def build_other_ref(gh: GitHubAPI, deps: Deps, push: builds.Push) -> None:
@@ -46,6 +47,16 @@ async def build_other_ref(gh: GitHubAPI, deps: Deps, push: builds.Push) -> None:
     cfg = await builds.config_for_build(gh, trusted, push.repo, push.sha)
     if cfg is not None and cfg.images:
         await builds.start_for_push(gh, deps, cfg, push)
+    await run_tests(gh, deps, trusted, push)
+
+
+async def run_tests(gh: GitHubAPI, deps: Deps, cfg: RepoConfig, push: builds.Push) -> None:
+    """`tests:` with `on: push` for a configured branch (never a tag), with the config given: the
+    default branch's own for its pushes, the default branch's for any other branch."""
+    if not cfg.tests or push.branch is None or not builds.builds_branch(cfg, push.branch, push.default_branch):
+        return
+    src = jobs.Source(push.repo, push.sha, push.installation_id, ref=push.branch, delivery_id=push.delivery_id)
+    await tests.for_push(gh, deps, cfg, src, await builds.changed_files(gh, push))
 
 
 async def refresh_baseline(gh: GitHubAPI, deps: Deps, cfg: RegressionConfig, push: builds.Push, *,

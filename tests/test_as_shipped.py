@@ -30,6 +30,7 @@ from tests.conftest import APP_ID, INSTALLATION, NAMESPACE, SECRET, payload, pus
 from tests.emulators.github import GitHubEmulator, Symlink, make_app_key
 from tests.emulators.kube import KubeEmulator
 from tests.emulators.s3 import S3Server, free_port
+from tests.test_junit import PYTEST
 from tests.test_masking import AUTH, CREDENTIALS, DOCKERCONFIG, JOB_KEY_ID, JOB_SECRET, env_dump
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -86,6 +87,12 @@ federated:
   client: {image: client}
   clients: 2
   rounds: 2
+"""
+TESTS = f"""\
+tests:
+  - name: unit
+    image: {REGISTRY}/runtime:py311
+    command: ["pytest", "-q", "--junitxml=/flops/results/junit.xml"]
 """
 CODE = {"Dockerfile.server": "FROM python:3.11\n", "Dockerfile.client": "FROM python:3.11\n",
         "fl/server.py": "print('server')\n", "fl/client.py": "print('client')\n"}
@@ -529,6 +536,23 @@ async def test_a_merge_group_holding_an_unapproved_fork_pr_runs_nothing(shipped:
     assert jobs_of(shipped, "regression", group) == []
 
 
+async def test_a_pull_request_runs_its_tests_and_gets_the_junit_report_on_its_check(shipped: Shipped) -> None:
+    repo, number = "acme/fl-tests", 9
+    code_repo(shipped, repo, IMAGES + TESTS)
+    head = open_pr(shipped, repo, number)
+    await deliver(shipped, "pull_request", pr_payload(shipped, "pull_request.opened", repo, number))
+    [job] = await wait_for(lambda: jobs_of(shipped, "test", head), timeout=20, what="the test Job")
+    await wait_for(lambda: "flops.dev/check-run-id" in shipped.kube.get("jobs", NAMESPACE, job["metadata"]["name"])
+                   ["metadata"]["annotations"], timeout=20, what="its check run")
+    # what the Job's sidecar uploads once pytest exited: $FLOPS_RESULTS -> <FLOPS_OUTPUT>results/
+    results = job["metadata"]["annotations"]["flops.dev/output"] + "results/junit.xml"
+    shipped.s3.client().put_object("flops", results, io.BytesIO(PYTEST), len(PYTEST))
+    shipped.kube.fail_job(NAMESPACE, job["metadata"]["name"], exit_code=1, container="test")
+    run = await completed(shipped, repo, head, "flops/test: unit")
+    assert (run["conclusion"], run["output"]["title"]) == ("failure", "2 failed, 2 passed, 1 skipped in 3m12s")
+    assert run["output"]["annotations_count"] == 2 and "test\\_converges" in run["output"]["summary"]
+
+
 async def test_the_grafana_dashboard_queries_only_metrics_the_running_bot_exports(shipped: Shipped) -> None:
     """Issue 25 part 4: every PromQL expression of deploy/components/grafana-dashboard parses and names
     a series this process serves on /metrics, after the flows above ran (a renamed metric fails here)."""
@@ -551,7 +575,7 @@ async def test_every_job_and_service_the_process_created_keeps_the_kubernetes_co
     the default container, and the Pod Security level deploy/ gives the namespace."""
     created = shipped.kube.list("jobs", NAMESPACE)
     assert {job["metadata"]["labels"]["flops.dev/kind"] for job in created} >= {
-        "build", "regression", "federated-server", "federated-client"}
+        "build", "regression", "federated-server", "federated-client", "test"}
     for job in created:
         conventions.assert_bot_job(job)
 

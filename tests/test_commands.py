@@ -79,9 +79,9 @@ def assert_valid(command: Command, bounds: Bounds) -> None:
     if command.sha is not None:
         assert SHA_RULE.fullmatch(command.sha), command.sha
     assert command.kind is None or command.kind in CANCEL_KINDS
-    expected = {"build": {"images"}, "train": {"rounds", "clients"}, "redeploy": {"target", "sha"},
+    expected = {"build": {"images"}, "test": {"tests"}, "train": {"rounds", "clients"}, "redeploy": {"target", "sha"},
                 "ok-to-test": {"sha"}, "cancel": {"kind"}}.get(command.name, set())
-    set_fields = {f for f in ("images", "rounds", "clients", "target", "sha", "kind") if getattr(command, f)}
+    set_fields = {f for f in ("images", "rounds", "clients", "target", "sha", "kind", "tests") if getattr(command, f)}
     assert set_fields <= expected, (command.name, set_fields)
     if command.name == "redeploy":
         assert command.target is not None
@@ -165,6 +165,9 @@ ACCEPTED = [
     ("/cancel build", Command("cancel", "/cancel build", kind="build")),
     ("/cancel regression", Command("cancel", "/cancel regression", kind="regression")),
     ("/cancel train", Command("cancel", "/cancel train", kind="train")),
+    ("/cancel test", Command("cancel", "/cancel test", kind="test")),
+    ("/test", Command("test", "/test")),
+    ("/test unit gpu-smoke unit", Command("test", "/test unit gpu-smoke unit", tests=("unit", "gpu-smoke"))),
     ("  /build\tserver  ", Command("build", "/build\tserver", images=("server",))),
 ]
 
@@ -176,7 +179,7 @@ def test_each_command_parses(text: str, expected: Command) -> None:
 
 def test_every_command_of_the_contract_is_in_the_table_and_in_help() -> None:
     assert {c.name for _, c in ACCEPTED} == set(COMMANDS) == {
-        "regression", "build", "train", "redeploy", "retest", "cancel", "ok-to-test", "help"}
+        "regression", "build", "train", "redeploy", "test", "retest", "cancel", "ok-to-test", "help"}
 
 
 REFUSED = [
@@ -210,8 +213,8 @@ REFUSED = [
     ("/redeploy dev 1a2b3c", "`1a2b3c` is not a commit sha (7 to 40 hex characters)."),
     ("/redeploy dev " + "a" * 41, "is not a commit sha"),
     ("/redeploy dev main", "`main` is not a commit sha"),
-    ("/cancel deploy", "usage: `/cancel [build|regression|train]`."),
-    ("/cancel build train", "usage: `/cancel [build|regression|train]`."),
+    ("/cancel deploy", "usage: `/cancel [build|regression|train|test]`."),
+    ("/cancel build train", "usage: `/cancel [build|regression|train|test]`."),
     ("/bulid", "`/bulid` is not a flops-bot command. Did you mean `/build`?"),
     ("/Build server", "`/Build` is not a flops-bot command. Did you mean `/build`?"),
     ("/regresion", "Did you mean `/regression`?"),
@@ -221,7 +224,7 @@ REFUSED = [
     ("/deploy dev", "Did you mean `/redeploy`?"),
     ("/cancle", "Did you mean `/cancel`?"),
     ("/xyzzy", "`/xyzzy` is not a flops-bot command. The commands are `/regression`, `/build`, `/train`, "
-               "`/redeploy`, `/retest`, `/cancel`, `/ok-to-test`, `/help`."),
+               "`/redeploy`, `/test`, `/retest`, `/cancel`, `/ok-to-test`, `/help`."),
 ]
 
 

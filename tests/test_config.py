@@ -22,6 +22,7 @@ from bot.core.config import (
     RegressionConfig,
     RepoConfig,
     Resources,
+    TestConfig,
     Tolerance,
     Volume,
     parse,
@@ -110,6 +111,9 @@ def test_the_documented_example_parses_to_the_expected_dataclasses() -> None:
         federated=FederatedConfig(server_image="server", server_port=8080, client_image="client", clients=2,
                                   rounds=3, timeout=3600, max_clients=16, max_rounds=100, on_push=False,
                                   resources=Resources("1", "1Gi", 0)),
+        tests=(TestConfig(name="unit", image="harbor.example.com/flops/runtime:py311",
+                          command=("pytest", "-q", "--junitxml=/flops/results/junit.xml"),
+                          paths=("server/**", "tests/**"), resources=Resources("2", "4Gi", 0), timeout=1200),),
     )
     assert cfg.image("client") == cfg.images[1]
     assert cfg.image("nope") is None

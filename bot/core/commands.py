@@ -25,12 +25,13 @@ COMMANDS = {
     "build": "build images for the PR head, tagged pr-<n>-<sha7> (never deployed): `/build [image ...]`",
     "train": "federated training run on the PR head: `/train [rounds=N] [clients=N]`",
     "redeploy": "point a deploy target at the build of a commit: `/redeploy <target> [<sha>]`",
+    "test": "run the `tests:` of `.github/flops.yml` on the PR head (whatever `paths` say): `/test [name ...]`",
     "retest": "re-run the failed or cancelled flops checks of the head commit",
-    "cancel": "stop this PR's running Jobs: `/cancel [build|regression|train]`",
+    "cancel": "stop this PR's running Jobs: `/cancel [build|regression|train|test]`",
     "ok-to-test": "(maintainers) allow jobs for this fork PR's current head commit: `/ok-to-test [<sha>]`",
     "help": "list the commands and your permission",
 }
-CANCEL_KINDS = ("build", "regression", "train")
+CANCEL_KINDS = ("build", "regression", "train", "test")
 NAME = re.compile(r"[a-z0-9](?:[-a-z0-9]*[a-z0-9])?")  # image and deploy target names, as in flops.yml
 NAME_MAX = 40
 SHA = re.compile(r"[0-9a-f]{7,40}")
@@ -55,6 +56,7 @@ class Command:
     target: str | None = None
     sha: str | None = None
     kind: str | None = None
+    tests: tuple[str, ...] = ()  # `/test`'s names
 
 
 @dataclass(frozen=True)
@@ -194,10 +196,14 @@ def _is_name(text: str) -> bool:
 
 
 def _build(name: str, line: str, args: list[str], bounds: Bounds) -> Command:
+    what = "a test name" if name == "test" else "an image name"
     for image in args:
         if not _is_name(image):
-            raise ValueError(f"`{shown(image)}` is not an image name (at most {NAME_MAX} lowercase letters, "
-                             f"digits and dashes, as in `images:` of `.github/flops.yml`).")
+            raise ValueError(f"`{shown(image)}` is not {what} (at most {NAME_MAX} lowercase letters, "
+                             f"digits and dashes, as in `{'tests' if name == 'test' else 'images'}:` of "
+                             f"`.github/flops.yml`).")
+    if name == "test":
+        return Command(name, line, tests=tuple(dict.fromkeys(args)))
     return Command(name, line, images=tuple(dict.fromkeys(args)))
 
 
@@ -254,7 +260,7 @@ def _cancel(name: str, line: str, args: list[str], bounds: Bounds) -> Command:
 
 _PARSERS = {
     "regression": _no_args, "retest": _no_args, "ok-to-test": _ok_to_test, "help": _no_args,
-    "build": _build, "train": _train, "redeploy": _redeploy, "cancel": _cancel,
+    "build": _build, "test": _build, "train": _train, "redeploy": _redeploy, "cancel": _cancel,
 }
 
 

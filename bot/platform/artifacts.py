@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 import io
 import json
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any, BinaryIO
 
 import minio
+from minio.datatypes import PostPolicy
 from minio.error import S3Error
 
 from bot.platform.settings import S3Settings
@@ -125,3 +126,13 @@ class Artifacts:
 
     async def presigned_get(self, key: str, expires: timedelta) -> str:
         return await asyncio.to_thread(self.client.presigned_get_object, self.bucket, key, expires)
+
+    async def presigned_post(self, prefix: str, expires: timedelta, max_bytes: int) -> dict[str, Any]:
+        """A browser-style POST policy that admits objects under `prefix` only, each at most
+        `max_bytes`: `{"url", "fields", "prefix"}` (the form fields, then `key` and `file`)."""
+        await self.ensure_bucket()
+        policy = PostPolicy(self.bucket, datetime.now(timezone.utc) + expires)
+        policy.add_starts_with_condition("key", prefix)
+        policy.add_content_length_range_condition(0, max_bytes)
+        fields = await asyncio.to_thread(self.client.presigned_post_policy, policy)
+        return {"url": f"{self.endpoint_url}/{self.bucket}", "fields": dict(fields), "prefix": prefix}

@@ -290,6 +290,7 @@ class GitHubEmulator:
         self.repos: dict[str, Repo] = {}
         self.installations: dict[int, Installation] = {}
         self.check_runs: dict[int, dict[str, Any]] = {}
+        self.annotations: dict[int, list[dict[str, Any]]] = {}  # check run id -> every annotation posted
         self.comments: dict[int, dict[str, Any]] = {}
         self.reactions: list[dict[str, Any]] = []
         self.pulls: dict[tuple[str, int], dict[str, Any]] = {}
@@ -1227,6 +1228,7 @@ class GitHubEmulator:
             run["completed_at"] = now_iso()
         if body.get("output") is not None:
             self._apply_output(run["output"], body["output"])
+            self.annotations.setdefault(run["id"], []).extend(copy.deepcopy(body["output"].get("annotations") or []))
 
     @staticmethod
     def _apply_output(output: dict[str, Any], given: dict[str, Any]) -> None:
@@ -1239,6 +1241,10 @@ class GitHubEmulator:
         annotations = given.get("annotations") or []
         if len(annotations) > 50:
             raise invalid("Invalid request.\n\nAt most 50 annotations are allowed per request.")
+        for note in annotations:
+            missing = [k for k in ("path", "start_line", "end_line", "annotation_level", "message") if k not in note]
+            if missing or note["annotation_level"] not in ("notice", "warning", "failure"):
+                raise invalid(f"Invalid request.\n\nAn annotation lacks {missing} or has a bad annotation_level.")
         output.update(title=given["title"], summary=given["summary"], text=given.get("text"),
                       annotations_count=output["annotations_count"] + len(annotations))
 

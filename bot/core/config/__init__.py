@@ -25,6 +25,7 @@ from bot.core.config.model import (
     RegressionConfig,
     RepoConfig,
     Resources,
+    TestConfig,
     Tolerance,
     Volume,
 )
@@ -33,7 +34,7 @@ from bot.core.config.schema import _Node
 from bot.core.config.sections import repo_config
 
 __all__ = ["CONFIG_PATH", "MAX_BYTES", "QUEUE_KINDS", "ConfigError", "DeployTarget", "FederatedConfig", "ImageConfig", "Metric",
-           "Problem", "RegressionConfig", "RepoConfig", "Resources", "Tolerance", "Volume", "decode_content",
+           "Problem", "RegressionConfig", "RepoConfig", "Resources", "TestConfig", "Tolerance", "Volume", "decode_content",
            "parse", "parse_duration", "parse_tolerance", "path_matches", "yq_path"]
 
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, ClassVar
 
 from bot.core.config.paths import path_matches
 
@@ -119,6 +119,35 @@ class RegressionConfig:
     metrics: tuple[Metric, ...] = ()
 
 
+TEST_EVENTS = ("pull_request", "push")
+
+
+@dataclass(frozen=True, slots=True)
+class TestConfig:
+    """One entry of `tests:`: a command run in `image` on every PR head / push, JUnit on its check."""
+
+    __test__: ClassVar[bool] = False  # not a pytest test class
+
+    name: str
+    image: str  # a full reference, or (with `build`) the name of an `images` entry
+    command: tuple[str, ...]
+    build: bool = False  # True: `image` names an `images` entry built for the commit first
+    paths: tuple[str, ...] = ()
+    resources: Resources = Resources()
+    node_selector: Mapping[str, str] = field(default_factory=dict)
+    tolerations: tuple[dict[str, Any], ...] = ()
+    volumes: tuple[Volume, ...] = ()
+    env: Mapping[str, str] = field(default_factory=dict)
+    timeout: int = 30 * 60
+    on: tuple[str, ...] = TEST_EVENTS
+
+    def matches(self, changed_paths: Iterable[str] | None) -> bool:
+        """Whether a change to `changed_paths` runs this test (always without `paths`, or unknown changes)."""
+        if not self.paths or changed_paths is None:
+            return True
+        return any(path_matches(pattern, path) for path in changed_paths for pattern in self.paths)
+
+
 @dataclass(frozen=True, slots=True)
 class FederatedConfig:
     server_image: str
@@ -146,11 +175,15 @@ class RepoConfig:
     federated: FederatedConfig | None = None
     pr_registry: str | None = None  # where pull-request builds push; None: they build without pushing
     queue: Mapping[str, str] = field(default_factory=dict)  # QUEUE_KINDS -> Kueue LocalQueue (trusted)
+    tests: tuple[TestConfig, ...] = ()
 
     def queue_for(self, kind: str, default: str | None = None) -> str | None:
         """The Kueue LocalQueue the Jobs of `kind` (one of QUEUE_KINDS) go to: this config's `queue`,
         else `default` (FLOPS_DEFAULT_QUEUE); None: not queued (no Kueue involved)."""
         return self.queue.get(kind) or default or None
+
+    def test(self, name: str) -> TestConfig | None:
+        return next((test for test in self.tests if test.name == name), None)
 
     def image(self, name: str) -> ImageConfig | None:
         return next((image for image in self.images if image.name == name), None)

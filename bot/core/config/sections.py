@@ -11,29 +11,23 @@ from bot.core.config.fields import (
     _bool,
     _branch,
     _build_arg_name,
-    _claim,
-    _command_list,
     _direction,
     _env_name,
     _file_path,
     _github_repo,
-    _gpu,
     _image_reference,
     _kind,
     _label_key,
     _label_value,
     _mode,
-    _mount_path,
     _name,
     _non_empty,
-    _one_of,
     _path_pattern,
     _queue_name,
     _registry,
     _relative_path,
     _string,
     _tag_pattern,
-    _toleration_key,
     _version,
     _within_max,
     _yq_field,
@@ -50,17 +44,17 @@ from bot.core.config.model import (
     RepoConfig,
     Resources,
     Tolerance,
-    Volume,
 )
 from bot.core.config.paths import MAX_PATTERNS
 from bot.core.config.schema import _Node, _resources, _scalar_map, _string_list, _unique_names
+from bot.core.config.workloads import _command, _tolerations, _volumes, tests_section
 from bot.core.text import shown
 
 MAX_CLIENTS_LIMIT = 1000
 MAX_ROUNDS_LIMIT = 100_000
 
 _TOP = ("version", "registry", "pr_registry", "branches", "tags", "images", "deploy", "regression", "federated",
-        "queue")
+        "queue", "tests")
 _IMAGE = ("name", "dockerfile", "context", "paths", "inputs", "build_args", "target", "resources", "timeout")
 _DEPLOY = ("name", "repo", "branch", "file", "image", "images", "field", "mode")
 _REGRESSION = ("image", "command", "resources", "node_selector", "tolerations", "volumes", "env", "timeout",
@@ -84,8 +78,9 @@ def repo_config(top: _Node) -> RepoConfig:
     regression = _regression(top.child("regression"), names) if "regression" in top.value else None
     federated = _federated(top.child("federated"), names) if "federated" in top.value else None
     queue = _queue(top.child("queue")) if "queue" in top.value else {}
+    tests = tests_section(top.child("tests"), names) if "tests" in top.value else ()
     return RepoConfig(version, registry, branches, tags, images, deploy, regression, federated, pr_registry,
-                      queue=queue)
+                      queue=queue, tests=tests)
 
 
 def _queue(node: _Node) -> dict[str, str]:
@@ -191,63 +186,6 @@ def _regression(node: _Node, images: Collection[str] | None) -> RegressionConfig
         timeout=node.get("timeout", parse_duration, 3600),
         metrics=_metrics(node),
     )
-
-
-def _command(node: _Node) -> tuple[str, ...]:
-    if not isinstance(node.value, dict) or "command" not in node.value:
-        return ()
-    child = node.child("command")
-    if child.convert(_command_list, None) is None:
-        return ()
-    command = child.strings(_string)
-    if command and not command[0].strip():
-        child.child(0).add("the program must not be empty")
-    return command
-
-
-def _tolerations(node: _Node) -> tuple[dict[str, Any], ...]:
-    if not isinstance(node.value, dict) or "tolerations" not in node.value:
-        return ()
-    return tuple(t for t in (_toleration(entry) for entry in node.child("tolerations").items()) if t is not None)
-
-
-def _toleration(node: _Node) -> dict[str, Any] | None:
-    keys = ("key", "operator", "value", "effect", "tolerationSeconds")
-    if not node.mapping(keys, hint=" like `{key: nvidia.com/gpu, operator: Exists, effect: NoSchedule}`"):
-        return None
-    key = node.get("key", _toleration_key, "")
-    operator = node.get("operator", _one_of("Exists", "Equal"), "Equal")
-    value = node.get("value", _label_value, "")
-    effect = node.get("effect", _one_of("NoSchedule", "PreferNoSchedule", "NoExecute"), "")
-    seconds = node.get("tolerationSeconds", _gpu, None)
-    if operator == "Exists" and value:
-        node.add("must be empty with `operator: Exists`", "value")
-    if not key and operator != "Exists":
-        node.add("required unless `operator: Exists` (which tolerates every taint)", "key")
-    if seconds is not None and effect != "NoExecute":
-        node.add("only applies with `effect: NoExecute`", "tolerationSeconds")
-    out: dict[str, Any] = {"operator": operator}
-    out.update({k: v for k, v in (("key", key), ("value", value), ("effect", effect)) if v})
-    if seconds is not None:
-        out["tolerationSeconds"] = seconds
-    return out
-
-
-def _volumes(node: _Node) -> tuple[Volume, ...]:
-    if not isinstance(node.value, dict) or "volumes" not in node.value:
-        return ()
-    volumes: list[Volume] = []
-    for entry in node.child("volumes").items():
-        if not entry.mapping(("claim", "mount_path", "read_only"), required=("claim", "mount_path"),
-                             hint=" like `{claim: datasets, mount_path: /data, read_only: true}`"):
-            continue
-        volume = Volume(entry.get("claim", _claim, ""), entry.get("mount_path", _mount_path, ""),
-                        entry.get("read_only", _bool, False))
-        clash = [v for v in volumes if v.mount_path and v.mount_path.rstrip("/") == volume.mount_path.rstrip("/")]
-        if clash:
-            entry.add(f"`{volume.mount_path}` is mounted twice", "mount_path")
-        volumes.append(volume)
-    return tuple(volumes)
 
 
 def _metrics(node: _Node) -> tuple[Metric, ...]:
