@@ -546,7 +546,7 @@ async def test_a_pull_request_runs_its_tests_and_gets_the_junit_report_on_its_ch
                    ["metadata"]["annotations"], timeout=20, what="its check run")
     # what the Job's sidecar uploads once pytest exited: $FLOPS_RESULTS -> <FLOPS_OUTPUT>results/
     results = job["metadata"]["annotations"]["flops.dev/output"] + "results/junit.xml"
-    shipped.s3.client().put_object("flops", results, io.BytesIO(PYTEST), len(PYTEST))
+    shipped.s3.client().put_object("flops-runs", results, io.BytesIO(PYTEST), len(PYTEST))
     shipped.kube.fail_job(NAMESPACE, job["metadata"]["name"], exit_code=1, container="test")
     run = await completed(shipped, repo, head, "flops/test: unit")
     assert (run["conclusion"], run["output"]["title"]) == ("failure", "2 failed, 2 passed, 1 skipped in 3m12s")

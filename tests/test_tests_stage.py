@@ -181,8 +181,9 @@ async def test_the_sidecar_can_write_only_its_own_results_prefix(bed: Bed) -> No
             return exc.code
 
     assert send(prefix + "junit.xml") in (200, 201, 204)
-    assert send("baselines/" + REPO + "/x.json") == 403  # the bot's state is out of its reach
-    keys = [o.object_name for o in bed.s3.client().list_objects(bed.settings.s3.bucket, recursive=True)]
+    assert send("baselines/" + REPO + "/x.json") == 403  # nothing outside its own results/
+    assert post["url"].endswith("/" + bed.settings.s3.runs_bucket)  # and never the bot's own bucket
+    keys = [o.object_name for o in bed.s3.client().list_objects(bed.settings.s3.runs_bucket, recursive=True)]
     assert prefix + "junit.xml" in keys and not any(k.startswith("baselines/") for k in keys)
 
 
@@ -456,7 +457,7 @@ async def test_the_sidecar_uploads_regular_files_only_never_what_a_symlink_point
     clean = b'<testsuite><testcase classname="lint" name="ruff" time="1"/></testsuite>'
     await run_pod(bed, job, tmp_path, {"nested/deeper/lint.xml": clean})
     prefix = job["metadata"]["annotations"]["flops.dev/output"] + "results/"
-    keys = sorted(o.object_name for o in bed.s3.client().list_objects(bed.settings.s3.bucket, prefix=prefix,
+    keys = sorted(o.object_name for o in bed.s3.client().list_objects(bed.settings.s3.runs_bucket, prefix=prefix,
                                                                           recursive=True))
     assert keys == [prefix + "nested/deeper/lint.xml"]
     run = await wait_for(lambda: completed(bed, head, "lint"), what="report")
