@@ -24,7 +24,9 @@ def test_a_stored_record_reads_typed_and_writes_back_the_same_json() -> None:
     assert record.deploy_targets == (DeployTarget("dev", "acme/cfg", "main", "dev.yaml", ("server",)),)
     assert record.push_images == ("server", "client")
     assert record.reference == STORED["reference"]
-    assert record.to_json() == STORED
+    assert record.to_json() == {**STORED, "inputs": "", "reused_from": ""}  # the keys content addressing added
+    reused = {**STORED, "inputs": "in-" + "c" * 12, "reused_from": "d" * 40}
+    assert BuildRecord.from_json(reused).to_json() == reused
 
 
 def test_a_record_of_an_older_version_without_optional_keys_reads() -> None:

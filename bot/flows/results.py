@@ -86,10 +86,13 @@ async def report(job: dict[str, Any], result: jobs.Outcome, deps: Deps) -> str:
     if diagnosis is not None and not broken:
         tail = await log_tail(deps, diagnosis.pod, "test", pods)
         text = f"Last lines of the log (Job `{jobs.name_of(job)}`):\n\n{code_block(tail)}" if tail else None
-    check_id = await _finish(gh, ann, conclusion, title, "\n\n".join(lines), text)
+    summary, notes = "\n\n".join(lines), parsed.annotations() if parsed is not None else []
+    if notes and ann.get(jobs.CHECK_RUN):  # annotated before it completes: nobody sees it finished without them
+        await annotate(gh, ann[jobs.REPO], ann[jobs.CHECK_RUN], title, summary + checks.dropped_note(ann), text, notes)
+    check_id = await _finish(gh, ann, conclusion, title, summary, text)
+    if notes and not ann.get(jobs.CHECK_RUN):  # the check was created completed just now
+        await annotate(gh, ann[jobs.REPO], check_id, title, summary + checks.dropped_note(ann), text, notes)
     if parsed is not None:
-        await annotate(gh, ann[jobs.REPO], check_id, title, "\n\n".join(lines) + checks.dropped_note(ann), text,
-                       parsed.annotations())
         if ann.get(jobs.REF) and jobs.PR not in ann:  # a configured branch's push: its latest run
             await deps.artifacts.put_json(state_key(ann[jobs.REPO], ann[jobs.REF], test), {
                 "sha": ann[jobs.SHA], "run": ann[jobs.RUN_ID], "failed": [c.id for c in parsed.broken]})
