@@ -279,6 +279,14 @@ def open_pr(bot: Shipped, repo: str, number: int) -> str:
     return head
 
 
+async def approve(bot: Shipped, repo: str, number: int, head: str) -> None:
+    """A maintainer approves the PR's head: what runs the regression gate."""
+    review = pr_payload(bot, "pull_request_review.submitted", repo, number)
+    review["review"].update(state="approved", commit_id=head)
+    review["review"]["user"]["login"] = MAINTAINER
+    await deliver(bot, "pull_request_review", review)
+
+
 def deployed(bot: Shipped, file: str) -> str:
     return (bot.github.file_at(CONFIG_REPO, "main", file) or b"").decode()
 
@@ -331,10 +339,7 @@ async def test_an_approval_runs_the_regression_gate_and_posts_the_verdict_and_co
     assert (await completed(shipped, repo, base, "flops/regression"))["output"]["title"] == "Baseline recorded"
 
     head = open_pr(shipped, repo, number)
-    review = pr_payload(shipped, "pull_request_review.submitted", repo, number)
-    review["review"].update(state="approved", commit_id=head)
-    review["review"]["user"]["login"] = MAINTAINER
-    await deliver(shipped, "pull_request_review", review)
+    await approve(shipped, repo, number, head)
     await finish_run(shipped, "regression", head, {"metrics": {"accuracy": 0.905}})
 
     verdict = await completed(shipped, repo, head, "flops/regression")
@@ -365,10 +370,7 @@ async def test_jobs_write_the_runs_bucket_and_a_rewritten_baseline_run_moves_no_
     write_output(shipped, baseline, {"metrics": {"accuracy": 0.1}})  # a later Job rewrites the finished run
 
     head = open_pr(shipped, repo, number)
-    review = pr_payload(shipped, "pull_request_review.submitted", repo, number)
-    review["review"].update(state="approved", commit_id=head)
-    review["review"]["user"]["login"] = MAINTAINER
-    await deliver(shipped, "pull_request_review", review)
+    await approve(shipped, repo, number, head)
     await finish_run(shipped, "regression", head, {"metrics": {"accuracy": 0.5}})
     verdict = await completed(shipped, repo, head, "flops/regression")
     assert verdict["conclusion"] == "failure" and "| accuracy | higher | 0.9 | 0.5 |" in verdict["output"]["summary"]
@@ -587,10 +589,7 @@ async def test_a_regression_under_a_kueue_queue_waits_queued_until_admitted(ship
     repo, number = "acme/fl-kueue", 9
     code_repo(shipped, repo, IMAGES + REGRESSION + "queue: {regression: gpu}\n")
     head = open_pr(shipped, repo, number)
-    review = pr_payload(shipped, "pull_request_review.submitted", repo, number)
-    review["review"].update(state="approved", commit_id=head)
-    review["review"]["user"]["login"] = MAINTAINER
-    await deliver(shipped, "pull_request_review", review)
+    await approve(shipped, repo, number, head)
     [job] = await wait_for(lambda: jobs_of(shipped, "regression", head), timeout=20, what="the regression Job")
     assert job["spec"]["suspend"] is True and job["metadata"]["labels"][QUEUE_LABEL] == "gpu"
     check = await wait_for(lambda: shipped.github.check_runs_for(repo, head, "flops/regression"), timeout=20,
