@@ -5,8 +5,11 @@ The bot (`ingest_servers.py bot-processing`, pinned to CPU 0) runs against the t
 Kubernetes emulators in this process, SeaweedFS in its own); `wrk` (CPU 1) sends signed deliveries
 at 100 connections for `--seconds`, then the run waits until the bot has worked off its queue:
 - push: pushes to BRANCHES branches of a repo building two images (flops.yml read, two check runs,
-  the source tarball uploaded to S3, two Kaniko Jobs created, earlier builds superseded);
-- pull_request: `opened` for BRANCHES pull requests (the same, with the PR registry).
+  the source tarball uploaded to S3, two Kaniko Jobs created, earlier builds superseded); the same
+  BRANCHES commits again and again, so after the first round the bot finds their builds and does
+  not create them twice (what GitHub's redeliveries look like);
+- pull_request: `opened` for BRANCHES pull requests (flops.yml read at the base, the pull request's
+  earlier Jobs listed and cancelled; its builds come from the push of its branch).
 Deliveries rotate over the branches / pull requests, so the bot's per-key ordering lets its workers
 run in parallel. What the queue (FLOPS_QUEUE_SIZE) cannot take is answered 503.
 """
