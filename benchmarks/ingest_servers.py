@@ -41,6 +41,9 @@ def serve_bot(port: int, processing: bool) -> None:
 
     if os.environ.get("BENCH_GC_TRACE"):
         app.on_startup.append(trace_gc_pauses(Path(os.environ["BENCH_GC_TRACE"])))
+    if os.environ.get("BENCH_GC_THRESHOLD"):  # experiments only: gen0's threshold (CPython's default 700)
+        import gc
+        gc.set_threshold(int(os.environ["BENCH_GC_THRESHOLD"]), 10, 10)
     if not processing:
         app.on_startup.append(processing_off)  # runs after build_app's own start-up (cleanup_ctx is first)
     web.run_app(app, host="127.0.0.1", port=port, print=None, shutdown_timeout=5)
