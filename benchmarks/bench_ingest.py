@@ -18,7 +18,8 @@ each server (pinned to CPU 0; `ingest_servers.py` says what each one is):
   background step after the queue is replaced by a no-op (workers still take, lock and finish every
   event), so the GitHub calls a push makes later do not share the core with the intake being measured.
 - bare aiohttp: a POST handler that returns 200 without reading the body; aiohttp + HMAC: reads the
-  body and checks its signature, then 200.
+  body and checks its signature, then 200; each on asyncio's own loop and on uvloop (the loop
+  `serve` runs the bot on).
 - Probot 14: `probot run app.js` (verifies the same signature, routes `push` to an empty handler),
   LOG_LEVEL=warn so neither side logs per request.
 `--with-processing` (ingest_processing.py) measures instead what the bot works off with processing
@@ -49,8 +50,9 @@ SERVERS_PY = HERE / "ingest_servers.py"
 SERVER_CPU, LOAD_CPU = 0, 1
 CONNECTIONS = (1, 100)
 EVENTS = ("ping", "push")
-SERVERS = ("bare", "hmac", "probot", "bot")
-LABELS = {"bare": "aiohttp", "hmac": "aio+hmac", "probot": "probot", "bot": "flops"}
+SERVERS = ("bare", "bare-uvloop", "hmac", "hmac-uvloop", "probot", "bot")
+LABELS = {"bare": "aiohttp", "bare-uvloop": "aio/uv", "hmac": "aio+hmac", "hmac-uvloop": "aio+h/uv", "probot": "probot",
+          "bot": "flops"}
 TARGET_VS_BARE = 0.7
 TARGET_VS_PROBOT = 1.5
 TARGET_P99_MS = 10.0
@@ -298,7 +300,8 @@ def ratios(summary: dict[tuple[str, str, int], dict[str, float]]) -> None:
         for connections in CONNECTIONS:
             bot = summary[(event, "bot", connections)]["rps"]
             parts = [f"{event:<4} {connections:>3} conn"]
-            for peer, target in (("bare", TARGET_VS_BARE), ("hmac", TARGET_VS_BARE), ("probot", TARGET_VS_PROBOT)):
+            for peer in SERVERS[:-1]:
+                target = TARGET_VS_PROBOT if peer == "probot" else TARGET_VS_BARE
                 if (event, peer, connections) not in summary:
                     continue
                 ratio = bot / summary[(event, peer, connections)]["rps"]
@@ -306,7 +309,7 @@ def ratios(summary: dict[tuple[str, str, int], dict[str, float]]) -> None:
                 verdict = f" (target >= {target}x: {harness.verdict(ratio >= target)})" if judged else ""
                 per_cpu = summary[(event, "bot", connections)]["per_cpu"] / summary[(event, peer, connections)]["per_cpu"]
                 parts.append(f"flops/{LABELS[peer]} {ratio:.2f}x{verdict} [per CPU-s {per_cpu:.2f}x]")
-            print("  " + ", ".join(parts))
+            print("  " + ",\n      ".join(parts))
     for event in EVENTS:
         p99 = summary[(event, "bot", 100)]["p99"]
         print(f"  flops p99 {event} at 100 conn: {p99:.2f} ms (target < {TARGET_P99_MS:.0f} ms: "

@@ -1,12 +1,13 @@
 """The servers `bench_ingest.py` runs, each in a process of its own pinned to one core:
-`python benchmarks/ingest_servers.py {bot,bot-processing,bare,hmac} PORT`.
+`python benchmarks/ingest_servers.py {bot,bot-processing,bare,hmac}[-uvloop] PORT`.
 
 - bot: flops-bot as `python -m bot serve` runs it (settings from the environment, JSON logs at
   LOG_LEVEL, default INFO), the background step after the queue replaced by a no-op.
 - bot-processing: the same, processing included (the GitHub calls, Jobs and uploads a delivery makes).
-- bare: an aiohttp POST handler answering 200 without reading the body (the stack's ceiling).
-- hmac: an aiohttp handler that reads the body and checks its HMAC SHA-256 signature, then answers
-  200 (the fairer ceiling: the work no verified intake can skip).
+- bare: an aiohttp POST handler answering 200 without reading the body (the stack's ceiling), on
+  asyncio's own loop; bare-uvloop: the same on uvloop, the loop `serve` runs on.
+- hmac, hmac-uvloop: an aiohttp handler that reads the body and checks its HMAC SHA-256 signature,
+  then answers 200 (the fairer ceiling: the work no verified intake can skip).
 """
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ sys.path.insert(0, str(ROOT))
 def serve_bot(port: int, processing: bool) -> None:
     from aiohttp import web
 
-    from bot.__main__ import build_app, configure_logging
+    from bot.__main__ import build_app, configure_logging, event_loop
     from bot.platform.settings import from_env
     from bot.service.app import DISPATCHER
 
@@ -46,7 +47,7 @@ def serve_bot(port: int, processing: bool) -> None:
         gc.set_threshold(int(os.environ["BENCH_GC_THRESHOLD"]), 10, 10)
     if not processing:
         app.on_startup.append(processing_off)  # runs after build_app's own start-up (cleanup_ctx is first)
-    web.run_app(app, host="127.0.0.1", port=port, print=None, shutdown_timeout=5)
+    web.run_app(app, host="127.0.0.1", port=port, print=None, shutdown_timeout=5, loop=event_loop())  # as `run`
 
 
 def trace_gc_pauses(out: Path) -> Any:
@@ -73,7 +74,7 @@ def trace_gc_pauses(out: Path) -> Any:
     return start
 
 
-def serve_bare(port: int, verify: bool) -> None:
+def serve_bare(port: int, verify: bool, uvloop: bool) -> None:
     from aiohttp import web
 
     secret = os.environ.get("GITHUB_WEBHOOK_SECRET", "").encode()
@@ -91,7 +92,11 @@ def serve_bare(port: int, verify: bool) -> None:
 
     app = web.Application(client_max_size=25 * 1024 * 1024)
     app.router.add_post("/webhook", verified if verify else ok)
-    web.run_app(app, host="127.0.0.1", port=port, print=None, shutdown_timeout=5)
+    loop = None
+    if uvloop:  # the same loop as flops-bot's `serve`
+        import uvloop as uv
+        loop = uv.new_event_loop()
+    web.run_app(app, host="127.0.0.1", port=port, print=None, shutdown_timeout=5, loop=loop)
 
 
 if __name__ == "__main__":
@@ -99,4 +104,4 @@ if __name__ == "__main__":
     if name in ("bot", "bot-processing"):
         serve_bot(int(port_text), processing=name == "bot-processing")
     else:
-        serve_bare(int(port_text), verify=name == "hmac")
+        serve_bare(int(port_text), verify=name.startswith("hmac"), uvloop=name.endswith("-uvloop"))
