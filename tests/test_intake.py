@@ -50,6 +50,15 @@ async def test_malformed_signed_body_is_400(bed: Bed) -> None:
     assert not_object.status == 400
 
 
+async def test_signed_bodies_no_parser_can_take_are_400_and_the_bot_goes_on(bed: Bed) -> None:
+    """Nesting 100,000 deep (json.loads raised RecursionError: a 500) and bytes that are not UTF-8."""
+    for body in (b"[" * 100_000 + b"]" * 100_000, b'{"ref": "\xff\xfe"}', b'{"a": "\xc3\x28"}'):
+        response = await bed.deliver("push", body)
+        assert response.status == 400, body[:20]
+        assert (await response.json())["message"].startswith("malformed delivery: body is not JSON")
+    assert (await bed.deliver("push", push_to(bed))).status == 202
+
+
 async def test_unknown_event_is_ignored_with_202(bed: Bed) -> None:
     response = await bed.deliver("star", {"action": "created", "repository": {"full_name": REPO}})
     assert response.status == 202

@@ -29,6 +29,9 @@ before reading their body are `unknown` too, by outcome: `unauthorized` (401), `
 """
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import choose_encoder
 
@@ -44,6 +47,7 @@ class Metrics:
         self.registry = CollectorRegistry(auto_describe=False)
         self._deliveries = Counter("flops_webhook_deliveries", "Webhook deliveries by event and outcome.",
                                    ("event", "outcome"), registry=self.registry)
+        self._delivery_children: dict[tuple[str, str], Any] = {}
         self._processing = Histogram("flops_event_processing_seconds", "Time to process one delivery, by event.",
                                      ("event",), buckets=LATENCY_BUCKETS, registry=self.registry)
         self._github_calls = Counter("flops_github_api_calls", "GitHub API calls by method and HTTP status.",
@@ -69,7 +73,12 @@ class Metrics:
                                      "by outcome.", ("outcome",), registry=self.registry)
 
     def delivery(self, event: str, outcome: str) -> None:
-        self._deliveries.labels(event_label(event), outcome).inc()
+        child = self._delivery_children.get((event, outcome))
+        if child is None:  # once per (event, outcome): labels() validates and locks on every call
+            child = self._deliveries.labels(event_label(event), outcome)
+            if len(self._delivery_children) < 256:  # event names are the caller's: bound the cache
+                self._delivery_children[(event, outcome)] = child
+        child.inc()
 
     def delivery_error(self, event: str, stage: str) -> None:
         """`stage`: routing, ordering or processing."""
@@ -102,8 +111,9 @@ class Metrics:
     def job_finished(self, kind: str, result: str) -> None:
         self._jobs.labels(kind, result).inc()
 
-    def set_queue_depth(self, depth: int) -> None:
-        self._queue_depth.set(depth)
+    def count_queue_depth(self, depth: Callable[[], int]) -> None:
+        """`flops_queue_depth` read from `depth` when scraped (nothing to update per delivery)."""
+        self._queue_depth.set_function(depth)
 
     def delivered(self, event: str, seconds: float) -> None:
         """A delivery accepted `seconds` ago is done (processed or failed)."""

@@ -9,12 +9,14 @@ number of workers, one at a time per pull request / branch, and drains on shutdo
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
 import aiohttp
+import orjson
 from aiohttp import web
 from gidgethub import routing, sansio
 
@@ -122,25 +124,36 @@ def _accept(app: web.Application, headers: Mapping[str, str], body: bytes | byte
     return _enqueue(dispatcher, deps.metrics, event)
 
 
-async def _verified_body(request: web.Request, secrets: tuple[str, ...]) -> bytearray:
-    """The body, read chunk by chunk into one buffer while its signature is computed, within the
+async def _verified_body(request: web.Request, secrets: tuple[str, ...]) -> bytes:
+    """The body, read chunk by chunk while its signature is computed (joined once at the end), within the
     budget of unverified bytes; a Refusal when it may not be read or does not verify."""
     budget = request.app[UNVERIFIED]
     reserved = admit(request.headers, request.content_length, budget, MAX_BODY)
     signature = Signature(request.headers["X-Hub-Signature-256"], secrets)
-    body = bytearray()
     try:
-        async with asyncio.timeout(budget.seconds):
-            async for chunk in request.content.iter_chunked(CHUNK):
-                signature.update(chunk)
-                body += chunk
-    except TimeoutError:
-        raise Refusal(408, "timeout", f"body not received within {budget.seconds:g} s") from None
+        if request.content.is_eof():  # the whole body came with the headers (most deliveries): no wait, no timer
+            body = request.content.read_nowait()
+            signature.update(body)
+        else:
+            body = await _streamed(request, signature, budget.seconds)
     finally:
         budget.release(reserved)
     if not signature.valid():
         raise Refusal(401, "unauthorized", "signature missing or invalid (check GITHUB_WEBHOOK_SECRET)")
     return body
+
+
+async def _streamed(request: web.Request, signature: Signature, seconds: float) -> bytes:
+    """The body as it arrives, CHUNK at a time into the signature, within `seconds`; joined once."""
+    chunks: list[bytes] = []
+    try:
+        async with asyncio.timeout(seconds):
+            async for chunk in request.content.iter_chunked(CHUNK):
+                signature.update(chunk)
+                chunks.append(chunk)
+    except TimeoutError:
+        raise Refusal(408, "timeout", f"body not received within {seconds:g} s") from None
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 async def _refuse(request: web.Request, refusal: Refusal) -> web.StreamResponse:
@@ -180,7 +193,13 @@ def _enqueue(dispatcher: Dispatcher, metrics: Metrics, event: sansio.Event) -> w
 
 
 def _reply(status: int, message: str) -> web.Response:
-    return web.json_response({"message": message}, status=status)
+    return web.Response(body=_message(message), status=status, content_type="application/json", charset="utf-8")
+
+
+@functools.lru_cache(maxsize=64)
+def _message(message: str) -> bytes:
+    """The JSON body of a reply: the same few messages every time, each serialised once."""
+    return orjson.dumps({"message": message})
 
 
 async def healthz(request: web.Request) -> web.Response:

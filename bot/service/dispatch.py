@@ -60,6 +60,7 @@ class Dispatcher:
         self._done = asyncio.Event()
         self._done.set()
         self.accepting = True
+        deps.metrics.count_queue_depth(lambda: self._pending)
 
     def handles(self, event: sansio.Event) -> bool:
         """Whether a handler is registered for the event; raises on a payload routing cannot read
@@ -81,7 +82,6 @@ class Dispatcher:
             self._seen[event.delivery_id] = None
             while len(self._seen) > SEEN_DELIVERIES:
                 self._seen.popitem(last=False)
-        self.deps.metrics.set_queue_depth(self._pending)
         return True
 
     def start(self) -> None:
@@ -131,7 +131,6 @@ class Dispatcher:
 
     def _finished(self) -> None:
         self._pending -= 1
-        self.deps.metrics.set_queue_depth(self._pending)
         if self._pending == 0:
             self._done.set()
 
