@@ -34,18 +34,21 @@ WATCH_SECONDS = 300
 LIST_PAGE = 500  # Jobs per page when listing
 STATES = ("queued", "running")
 FINAL_CONDITIONS = ("Complete", "SuccessCriteriaMet", "Failed", "FailureTarget")
+CLAIM_ATTEMPTS = 5  # optimistic updates of a Job that keeps changing before a report gives up until the re-list
 REPORTS_AT_ONCE = 16  # a burst of finished Jobs waits its turn here instead of holding thousands of reports open
 
 class Tracker:
     def __init__(self, deps: Deps, kinds: Iterable[Kind], *, watch_seconds: int = WATCH_SECONDS,
-                 reconnect: RetryPolicy = RECONNECT) -> None:
+                 reconnect: RetryPolicy = RECONNECT, identity: str = "flops-bot") -> None:
         self.deps = deps
+        self.identity = identity  # who claims a report (flops.dev/reporting): the Lease holder's identity
         self.reconnect = reconnect
         self.reporters = {kind.name: kind.report for kind in kinds}
         self.watch_seconds = watch_seconds
         self._inflight: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._timers: dict[str, asyncio.Task[None]] = {}
+        self._rechecks: set[asyncio.Task[None]] = set()
         self._slots = asyncio.Semaphore(REPORTS_AT_ONCE)
         self._listed = asyncio.Event()  # the first listing is over (done or failed): reports may start
         self._stop = threading.Event()
@@ -62,20 +65,31 @@ class Tracker:
         """List, report what is finished, watch from there; forever (until cancelled). A failed
         cycle is tried again after the reconnect policy's backoff (growing while failures last)."""
         failures = 0
+        self._stop.clear()  # run again after a stop: this replica holds the Lease again
         while not self._stop.is_set():
             try:
                 version = await self.resync()
                 failures = 0
                 await self.watch(version)
             except asyncio.CancelledError:
-                self._stop.set()
-                for timer in self._timers.values():
-                    timer.cancel()
+                await self._stand_down()
                 raise
             except Exception:
                 failures += 1
                 log.exception("tracker cycle failed; retrying", extra={"failures": failures})
                 await self.reconnect.pause(failures)
+
+    async def _stand_down(self) -> None:
+        """Cancelled (shutdown, or the Lease lost): timers stop, reports in flight finish under their claim;
+        the new holder's tracker re-lists and takes over the rest."""
+        self._stop.set()
+        pending = [*self._timers.values(), *self._rechecks]
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        self._timers.clear()
+        for name in list(self._active):  # flops_jobs_active counts the holder's view only
+            self._track(name, None)
 
     async def resync(self) -> str:
         """List every bot Job, a page at a time (thousands of whole Jobs at once cost a lot of memory)."""
@@ -226,10 +240,12 @@ class Tracker:
             if current is None:
                 await self._close_check_of_deleted(job)
                 return
-            if jobs.REPORTED in jobs.annotations_of(current):
+            current = await self._claim(current)
+            if current is None:
                 return
             conclusion = await self.reporters[kind](current, result, self.deps)
-            await self.deps.kube.annotate_job(name, {jobs.REPORTED: conclusion}, labels=jobs.REPORTED_LABEL)
+            await self.deps.kube.annotate_job(name, {jobs.REPORTED: conclusion, jobs.REPORTING: None},
+                                              labels=jobs.REPORTED_LABEL)
             if stop:
                 await self.deps.kube.delete_job(name)
             self.deps.metrics.job_finished(kind, conclusion)
@@ -241,6 +257,41 @@ class Tracker:
             log.exception("reporting a job failed; it will be retried on the next re-list", extra={"job": name})
         finally:
             self._inflight.discard(name)
+
+    async def _claim(self, job: dict[str, Any] | None) -> dict[str, Any] | None:
+        """Claim the report of `job` by an update carrying the resourceVersion it was read at: of two
+        replicas only one gets through (the other gets a 409). The Job as claimed, or None when it is
+        reported, gone, or claimed by another replica within the lease duration."""
+        for _ in range(CLAIM_ATTEMPTS):
+            if job is None or jobs.REPORTED in jobs.annotations_of(job):
+                return None
+            name, claim = jobs.name_of(job), jobs.annotations_of(job).get(jobs.REPORTING, "")
+            holder, _, since = claim.partition(" ")
+            if holder and holder != self.identity and since.isdigit() \
+                    and time.time() - int(since) < self.deps.settings.lease.duration:
+                log.info("job claimed by another replica", extra={"job": name, "holder": holder})
+                self._recheck(name, int(since) + self.deps.settings.lease.duration - time.time())
+                return None
+            stamp = f"{self.identity} {int(time.time())}"
+            if await self.deps.kube.claim_job(name, str(job["metadata"]["resourceVersion"]), {jobs.REPORTING: stamp}):
+                return await self.deps.kube.get_job(name)
+            job = await self.deps.kube.get_job(name)  # changed since read (a status update, a claim): look again
+        return None
+
+    def _recheck(self, name: str, delay: float) -> None:
+        """Look at the Job again once another replica's claim is stale (that replica may have died)."""
+        async def later() -> None:
+            await asyncio.sleep(max(0.0, delay) + 1)
+            try:
+                if (job := await self.deps.kube.get_job(name)) is not None:
+                    self.consider(job)
+            except Exception as exc:
+                log.warning("looking at a claimed job again failed; the next re-list does",
+                            extra={"job": name, "error": repr(exc)})
+
+        task = asyncio.create_task(later(), name=f"recheck-{name}")
+        self._rechecks.add(task)
+        task.add_done_callback(self._rechecks.discard)
 
     async def _report_deleted(self, job: dict[str, Any]) -> None:
         try:

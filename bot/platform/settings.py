@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -64,6 +65,18 @@ class Settings:
     pr_registry_secret: str = "registry-credentials-pr"  # pull-request builds push with it (to pr_registry)
     unverified_bytes: int = DEFAULT_UNVERIFIED_BYTES  # held in total by webhook requests not verified yet
     webhook_proxy_url: str | None = field(default=None, repr=False)  # a smee.io channel: who knows it reads deliveries
+    lease: LeaseSettings = field(default_factory=lambda: LeaseSettings())
+
+
+@dataclass(frozen=True)
+class LeaseSettings:
+    """The Lease `flops-bot-leader` that elects the one replica reporting Jobs (bot/platform/leader.py)."""
+
+    namespace: str = "flops-system"  # the bot's own namespace (POD_NAMESPACE), not the Jobs'
+    pod_name: str = ""  # POD_NAME (downward API); the holder identity is this plus a random suffix
+    duration: int = 15  # seconds a holder that stopped renewing keeps the lease
+    renew: int = 10  # seconds between a holder's renewals
+    retry: int = 2  # seconds between a follower's looks at the lease
 
 
 def needs_setup(env: Mapping[str, str]) -> bool:
@@ -109,6 +122,7 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         log_level=_log_level(env, problems),
         unverified_bytes=_size_setting(env, "FLOPS_UNVERIFIED_BYTES", DEFAULT_UNVERIFIED_BYTES, problems),
         webhook_proxy_url=_proxy_url(env, problems),
+        lease=_lease_settings(env, problems),
     )
     if problems:
         raise SettingsError(problems)
@@ -130,6 +144,18 @@ def _s3_settings(env: Mapping[str, str], need: Callable[[str], str], problems: l
         problems.append(f"FLOPS_RUNS_BUCKET must differ from FLOPS_BUCKET ({bucket!r}): Jobs may write the runs "
                         "bucket, never the bot's state")
     return s3
+
+
+def _lease_settings(env: Mapping[str, str], problems: list[str]) -> LeaseSettings:
+    lease = LeaseSettings(namespace=env.get("POD_NAMESPACE", "").strip() or "flops-system",
+                          pod_name=env.get("POD_NAME", "").strip() or socket.gethostname(),
+                          duration=_int_setting(env, "FLOPS_LEASE_DURATION", 15, problems) or 15,
+                          renew=_int_setting(env, "FLOPS_LEASE_RENEW", 10, problems) or 10,
+                          retry=_int_setting(env, "FLOPS_LEASE_RETRY", 2, problems) or 2)
+    if not lease.retry <= lease.renew < lease.duration:
+        problems.append("the lease needs FLOPS_LEASE_RETRY <= FLOPS_LEASE_RENEW < FLOPS_LEASE_DURATION, got "
+                        f"{lease.retry}, {lease.renew}, {lease.duration}")
+    return lease
 
 
 def _proxy_url(env: Mapping[str, str], problems: list[str]) -> str | None:

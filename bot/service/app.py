@@ -25,6 +25,7 @@ from bot.platform import logs
 from bot.platform.artifacts import Artifacts
 from bot.platform.github import GitHubApp
 from bot.platform.kube import Kube, client_configuration
+from bot.platform.leader import Leadership
 from bot.platform.metrics import Metrics
 from bot.platform.retry import RetryPolicy
 from bot.platform.settings import Settings
@@ -41,6 +42,7 @@ DRAIN_SECONDS = 25.0
 DEPS = web.AppKey("deps", Deps)
 METRICS = web.AppKey("metrics", Metrics)
 TRACKER = web.AppKey("tracker", Tracker)
+LEADERSHIP = web.AppKey("leadership", Leadership)
 UNVERIFIED = web.AppKey("unverified", UnverifiedBytes)
 
 
@@ -231,11 +233,14 @@ def create_app(settings: Settings, router: routing.Router, *, kinds: Iterable[Ki
                                     "s3": deps.artifacts.ping})
         app[DISPATCHER] = Dispatcher(router, deps, workers=settings.workers, queue_size=settings.queue_size)
         app[DISPATCHER].start()
-        app[TRACKER] = Tracker(deps, kinds, watch_seconds=watch_seconds)
-        tracking = asyncio.create_task(app[TRACKER].run(), name="tracker")
+        # Every replica serves webhooks; only the Lease holder reports Jobs (and enforces their timeouts).
+        app[LEADERSHIP] = leadership = Leadership(kube, settings.lease)
+        app[TRACKER] = Tracker(deps, kinds, watch_seconds=watch_seconds, identity=leadership.identity)
+        leadership.while_leader("tracker", app[TRACKER].run)
+        tracking = asyncio.create_task(leadership.run(), name="leadership")
         relaying = _start_proxy(app, session, deps)
         log.info("flops-bot started", extra={"app_id": settings.app_id, "namespace": settings.namespace,
-                                             "api_url": settings.api_url})
+                                             "api_url": settings.api_url, "holder": leadership.identity})
         gc.freeze()  # the start-up heap (modules, clients) lives forever: keep it out of every full collection
         yield
         gc.unfreeze()

@@ -116,6 +116,7 @@ RESOURCES: dict[str, Resource] = {r.plural: r for r in (
     Resource("configmaps", "", "v1", "ConfigMap", generation=False),
     Resource("events", "", "v1", "Event", generation=False),
     Resource("networkpolicies", "networking.k8s.io", "v1", "NetworkPolicy"),
+    Resource("leases", "coordination.k8s.io", "v1", "Lease", generation=False),
 )}
 BY_KIND = {r.kind: r for r in RESOURCES.values()}
 GROUPS = sorted({r.group for r in RESOURCES.values() if r.group})  # the named API groups served under /apis
