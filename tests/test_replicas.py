@@ -1,0 +1,157 @@
+"""Issue 21: two `python -m bot serve` replicas against one test bed, as deploy/base runs them.
+
+Both serve webhooks and process events; exactly one holds the Lease `flops-bot-leader` and reports Jobs.
+Killed with SIGKILL, the holder's Lease expires and the other replica reports what finished meanwhile,
+once. Pushes (and pull-request updates) delivered alternately to both end as one replica would leave them.
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from tests.conftest import NAMESPACE, push_payload, wait_for
+from tests.emulators.github import GitHubEmulator
+from tests.emulators.kube import KubeEmulator
+from tests.emulators.s3 import S3Server
+from tests.serving import serving
+from tests.test_as_shipped import (
+    CONFIG_REPO,
+    DEPLOY,
+    IMAGES,
+    REGISTRY,
+    Shipped,
+    code_repo,
+    config_repo,
+    deliver,
+    deployed,
+    digest,
+    jobs_of,
+)
+
+BOT_NAMESPACE, LEASE = "flops-system", "flops-bot-leader"
+DURATION, RETRY = 15, 2  # the documented defaults (FLOPS_LEASE_DURATION, FLOPS_LEASE_RETRY): nothing set
+
+
+@asynccontextmanager
+async def two_replicas(tmp: Path, github: GitHubEmulator, kube: KubeEmulator,
+                       s3: S3Server) -> AsyncIterator[tuple[Shipped, Shipped]]:
+    """Replicas flops-bot-a and flops-bot-b: one bucket, one cluster, one App, as two pods of the Deployment."""
+    bucket = "t-" + tmp.name[-12:].lower().replace("_", "-").strip("-") + "x"
+    async with AsyncExitStack() as stack:
+        bots = []
+        for pod in ("flops-bot-a", "flops-bot-b"):
+            (tmp / pod).mkdir()
+            served = await stack.enter_async_context(serving(tmp / pod, github, kube, s3, FLOPS_BUCKET=bucket,
+                                                             POD_NAME=pod, POD_NAMESPACE=BOT_NAMESPACE))
+            bots.append(Shipped(github, kube, s3, served.url, served.log, served.process))
+        yield bots[0], bots[1]
+
+
+def holder(kube: KubeEmulator) -> str:
+    lease = kube.get("leases", BOT_NAMESPACE, LEASE) or {}
+    return str((lease.get("spec") or {}).get("holderIdentity") or "")
+
+
+async def leader_and_follower(kube: KubeEmulator, a: Shipped, b: Shipped) -> tuple[Shipped, Shipped]:
+    name = await wait_for(lambda: holder(kube), timeout=20, what="a holder of the Lease")
+    assert name.startswith(("flops-bot-a-", "flops-bot-b-")), name
+    return (a, b) if name.startswith("flops-bot-a-") else (b, a)
+
+
+def setup_repos(bot: Shipped, repo: str, file: str) -> None:
+    config_repo(bot, file, repo)
+    code_repo(bot, repo, IMAGES + DEPLOY.replace("FILE", file))
+
+
+def completed_runs(github: GitHubEmulator, repo: str, sha: str, name: str) -> list[dict[str, Any]]:
+    return [r for r in github.check_runs_for(repo, sha, name) if r["status"] == "completed"]
+
+
+def completions(github: GitHubEmulator, repo: str, run_id: int) -> int:
+    """How often a check run was updated (a build's is, once: its result): a report posted twice shows here."""
+    return len(github.calls_to("PATCH", rf"/repos/{repo}/check-runs/{run_id}$"))
+
+
+async def test_one_replica_holds_the_lease_and_the_other_takes_over_a_kill_reporting_once(
+        tmp_path: Path, github: GitHubEmulator, kube: KubeEmulator, s3: S3Server) -> None:
+    repo, file = "acme/fl-ha", "dev/ha.yaml"
+    async with two_replicas(tmp_path, github, kube, s3) as (a, b):
+        leader, follower = await leader_and_follower(kube, a, b)
+        setup_repos(leader, repo, file)
+        data = push_payload(github, repo, {"fl/server.py": "print('ha')\n"})
+        sha = data["after"]
+        await deliver(follower, "push", data)  # the follower processes events too
+        found = await wait_for(lambda: (js := {j["metadata"]["annotations"]["flops.dev/image"]: j
+                                               for j in jobs_of(follower, "build", sha)}) and len(js) == 2 and js,
+                               timeout=30, what="both build Jobs")
+        leader.process.kill()  # SIGKILL: no release of the Lease, no goodbye
+        killed = time.monotonic()
+        for image, job in found.items():  # the builds finish while nobody reports
+            kube.succeed_job(NAMESPACE, job["metadata"]["name"], message=digest(image, sha))
+        for image in found:
+            await wait_for(lambda i=image: completed_runs(github, repo, sha, f"flops/build: {i}"),  # type: ignore[misc]
+                           timeout=DURATION + RETRY + 20, what=f"build {image} reported by the new holder")
+        took = time.monotonic() - killed
+        assert took <= DURATION + RETRY + 8, f"takeover and report took {took:.1f}s"
+        assert holder(kube).startswith(follower.log.parent.name + "-")
+        deploy = await wait_for(lambda: completed_runs(github, repo, sha, "flops/deploy: dev"), timeout=30,
+                                what="the deploy")
+        assert deploy[0]["conclusion"] == "success"
+        tag = found["server"]["metadata"]["annotations"]["flops.dev/tag"]
+        assert f"image: {REGISTRY}/server:{tag}@{digest('server', sha)}" in deployed(follower, file)
+        for image in found:
+            [run] = github.check_runs_for(repo, sha, f"flops/build: {image}")
+            assert completions(github, repo, run["id"]) == 1
+        await wait_for(lambda: all(j["metadata"]["annotations"].get("flops.dev/reported") == "success"
+                                   for j in kube.list("jobs", NAMESPACE, labels={"flops.dev/kind": "build"})),
+                       timeout=10, what="both Jobs marked reported")
+        leader.process.wait(timeout=10)
+
+
+async def test_twenty_pushes_alternating_between_replicas_end_at_the_newest_build_reported_once(
+        tmp_path: Path, github: GitHubEmulator, kube: KubeEmulator, s3: S3Server) -> None:
+    repo, file = "acme/fl-race", "dev/race.yaml"
+    async with two_replicas(tmp_path, github, kube, s3) as (a, b):
+        setup_repos(a, repo, file)
+        shas = []
+        for i in range(20):
+            data = push_payload(github, repo, {"fl/server.py": f"print({i})\n"}, when=f"2026-11-22T09:{i:02d}:00Z")
+            shas.append(data["after"])
+            await deliver((a, b)[i % 2], "push", data)
+        newest, older = shas[-1], shas[:-1]
+        images = ("server", "client")
+
+        def settled() -> bool:
+            """Every push has its two build checks; every older push's are closed (superseded)."""
+            for sha in shas:
+                runs = {r["name"]: r for r in github.check_runs_for(repo, sha)}
+                if not all(f"flops/build: {i}" in runs for i in images):
+                    return False
+                if sha in older and any(runs[f"flops/build: {i}"]["status"] != "completed" for i in images):
+                    return False
+            return len(jobs_of(a, "build", newest)) == 2
+
+        await wait_for(settled, timeout=45, what="20 pushes processed, the older builds superseded")
+        running = [j["metadata"]["name"] for sha in older for j in jobs_of(a, "build", sha)
+                   if not (j.get("status") or {}).get("conditions") and not j["metadata"].get("deletionTimestamp")
+                   and "flops.dev/reported" not in j["metadata"]["annotations"]]
+        assert not running, f"superseded builds left running: {running}"
+        for job in jobs_of(a, "build", newest):
+            image = job["metadata"]["annotations"]["flops.dev/image"]
+            kube.succeed_job(NAMESPACE, job["metadata"]["name"], message=digest(image, newest))
+        deploy = await wait_for(lambda: completed_runs(github, repo, newest, "flops/deploy: dev"), timeout=30,
+                                what="the newest build deployed")
+        assert deploy[0]["conclusion"] == "success"
+        tag = jobs_of(a, "build", newest)[0]["metadata"]["annotations"]["flops.dev/tag"]
+        assert f"{REGISTRY}/server:{tag}@{digest('server', newest)}" in deployed(a, file)
+        for sha in shas:
+            for image in images:
+                runs = github.check_runs_for(repo, sha, f"flops/build: {image}")
+                assert len(runs) == 1, (sha, image, len(runs))
+                assert completions(github, repo, runs[0]["id"]) == 1, (sha, image)
+                wanted = "success" if sha == newest else "cancelled"
+                assert runs[0]["conclusion"] == wanted, (sha[:7], image, runs[0]["conclusion"])
+        assert len(github.calls_to("PUT", rf"^/repos/{CONFIG_REPO}/contents/")) == 1  # only the newest deployed
