@@ -134,7 +134,12 @@ async def test_twenty_pushes_alternating_between_replicas_end_at_the_newest_buil
                     return False
             return len(jobs_of(a, "build", newest)) == 2
 
-        await wait_for(settled, timeout=45, what="20 pushes processed, the older builds superseded")
+        try:
+            await wait_for(settled, timeout=45, what="20 pushes processed, the older builds superseded")
+        except AssertionError as exc:
+            seen = {sha[:7]: sorted((r["name"][13:], r["status"], r.get("conclusion")) for r in
+                                    github.check_runs_for(repo, sha)) for sha in shas}
+            raise AssertionError(f"{exc}: {seen}") from None
         running = [j["metadata"]["name"] for sha in older for j in jobs_of(a, "build", sha)
                    if not (j.get("status") or {}).get("conditions") and not j["metadata"].get("deletionTimestamp")
                    and "flops.dev/reported" not in j["metadata"]["annotations"]]

@@ -24,7 +24,7 @@ from kubernetes.client import ApiException
 
 from bot.core import jobs
 from bot.flows.deps import Deps
-from bot.flows.lifecycle import Kind
+from bot.flows.lifecycle import CLAIM_ATTEMPTS, Kind
 from bot.platform import checks, logs
 from bot.platform.retry import RECONNECT, RetryPolicy
 
@@ -34,7 +34,6 @@ WATCH_SECONDS = 300
 LIST_PAGE = 500  # Jobs per page when listing
 STATES = ("queued", "running")
 FINAL_CONDITIONS = ("Complete", "SuccessCriteriaMet", "Failed", "FailureTarget")
-CLAIM_ATTEMPTS = 5  # optimistic updates of a Job that keeps changing before a report gives up until the re-list
 REPORTS_AT_ONCE = 16  # a burst of finished Jobs waits its turn here instead of holding thousands of reports open
 
 class Tracker:

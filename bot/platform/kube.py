@@ -97,14 +97,17 @@ class Kube:
             body["metadata"]["labels"] = labels
         await asyncio.to_thread(self.batch.patch_namespaced_job, name, self.namespace, body)
 
-    async def claim_job(self, name: str, resource_version: str, annotations: dict[str, str | None]) -> bool:
+    async def claim_job(self, name: str, resource_version: str, annotations: dict[str, str | None],
+                        labels: dict[str, str] | None = None) -> bool:
         """Annotate the Job only if it is still at `resource_version` (an optimistic update): False when
-        it changed since it was read (409), so of two replicas claiming one Job only one succeeds."""
-        body = {"metadata": {"resourceVersion": resource_version, "annotations": annotations}}
+        it changed since it was read (409) or is gone (404), so of two replicas claiming one Job only one succeeds."""
+        body: dict[str, Any] = {"metadata": {"resourceVersion": resource_version, "annotations": annotations}}
+        if labels:
+            body["metadata"]["labels"] = labels
         try:
             await asyncio.to_thread(self.batch.patch_namespaced_job, name, self.namespace, body)
         except ApiException as exc:
-            if exc.status == 409:
+            if exc.status in (404, 409):
                 return False
             raise
         return True
