@@ -6,6 +6,7 @@ once. Pushes (and pull-request updates) delivered alternately to both end as one
 """
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -116,11 +117,11 @@ async def test_twenty_pushes_alternating_between_replicas_end_at_the_newest_buil
     repo, file = "acme/fl-race", "dev/race.yaml"
     async with two_replicas(tmp_path, github, kube, s3) as (a, b):
         setup_repos(a, repo, file)
-        shas = []
-        for i in range(20):
-            data = push_payload(github, repo, {"fl/server.py": f"print({i})\n"}, when=f"2026-11-22T09:{i:02d}:00Z")
-            shas.append(data["after"])
-            await deliver((a, b)[i % 2], "push", data)
+        pushes = [push_payload(github, repo, {"fl/server.py": f"print({i})\n"}, when=f"2026-11-22T09:{i:02d}:00Z")
+                  for i in range(20)]
+        shas = [data["after"] for data in pushes]
+        # All at once, alternately: each replica takes its pushes in order, but the two race each other.
+        await asyncio.gather(*(deliver((a, b)[i % 2], "push", data) for i, data in enumerate(pushes)))
         newest, older = shas[-1], shas[:-1]
         images = ("server", "client")
 
