@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import urllib.request
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
@@ -23,13 +24,17 @@ from tests.test_as_shipped import (
     DEPLOY,
     IMAGES,
     REGISTRY,
+    REGRESSION,
     Shipped,
     code_repo,
+    comment_payload,
     config_repo,
     deliver,
     deployed,
     digest,
     jobs_of,
+    open_pr,
+    pr_payload,
 )
 
 BOT_NAMESPACE, LEASE = "flops-system", "flops-bot-leader"
@@ -161,3 +166,50 @@ async def test_twenty_pushes_alternating_between_replicas_end_at_the_newest_buil
                 wanted = "success" if sha == newest else "cancelled"
                 assert runs[0]["conclusion"] == wanted, (sha[:7], image, runs[0]["conclusion"])
         assert len(github.calls_to("PUT", rf"^/repos/{CONFIG_REPO}/contents/")) == 1  # only the newest deployed
+
+
+def processed(bot: Shipped) -> int:
+    """Deliveries the process has finished handling (flops_event_processing_seconds' count)."""
+    with urllib.request.urlopen(bot.url + "/metrics") as response:
+        text = response.read().decode()
+    return sum(int(float(line.rsplit(" ", 1)[1])) for line in text.splitlines()
+               if line.startswith("flops_event_processing_seconds_count"))
+
+
+async def test_synchronize_events_alternating_between_replicas_leave_only_the_newest_heads_regression(
+        tmp_path: Path, github: GitHubEmulator, kube: KubeEmulator, s3: S3Server) -> None:
+    """Each new head: its `synchronize` to one replica, a `/regression` for it to the other, the next head
+    pushed while they are processed. Only the newest head's regression may remain."""
+    repo, number = "acme/fl-pr-race", 12
+    async with two_replicas(tmp_path, github, kube, s3) as (a, b):
+        code_repo(a, repo, IMAGES + REGRESSION)
+        heads = [open_pr(a, repo, number)]
+        before = processed(a) + processed(b)
+        for i in range(10):
+            heads.append(github.commit(repo, "feature", {"fl/server.py": f"print('head {i}')\n"}))  # the PR moves
+            sync = pr_payload(a, "pull_request.synchronize", repo, number)
+            sync.update(before=heads[-2], after=heads[-1])
+            ask = comment_payload(a, repo, number, "/regression")
+            await asyncio.gather(deliver((a, b)[i % 2], "pull_request", sync),
+                                 deliver((b, a)[i % 2], "issue_comment", ask))
+        await wait_for(lambda: processed(a) + processed(b) - before >= 20, timeout=45, what="the 20 deliveries processed")
+        newest = heads[-1]
+
+        def runs() -> dict[str, list[dict[str, Any]]]:
+            found: dict[str, list[dict[str, Any]]] = {}
+            for job in kube.list("jobs", NAMESPACE, labels={"flops.dev/kind": "regression"}):
+                found.setdefault(job["metadata"]["annotations"]["flops.dev/sha"], []).append(job)
+            return found
+
+        def alive(job: dict[str, Any]) -> bool:
+            return "flops.dev/reported" not in job["metadata"]["annotations"] \
+                and not (job.get("status") or {}).get("conditions")
+
+        await wait_for(lambda: not [j for sha, js in runs().items() if sha != newest for j in js if alive(j)],
+                       timeout=20, what="every older head's regression stopped")
+        assert [alive(j) for j in runs().get(newest, [])] == [True], "the newest head's regression runs, once"
+        for sha in heads[:-1]:
+            for run in github.check_runs_for(repo, sha, "flops/regression"):
+                assert run["status"] == "completed" and run["conclusion"] == "cancelled", (sha[:7], run["status"])
+        [current] = [r for r in github.check_runs_for(repo, newest, "flops/regression") if r["status"] != "queued"]
+        assert current["status"] == "in_progress"
