@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from bot.platform import settings
 from bot.platform.kube import Kube
 from bot.platform.leader import LEASE_NAME, Leadership
 from bot.platform.settings import LeaseSettings
@@ -150,3 +151,18 @@ async def test_of_two_claims_of_one_job_report_only_one_succeeds(kube: KubeEmula
     finally:
         for c in clients:
             c.close()
+
+
+def test_lease_settings_default_to_the_documented_values_and_name_bad_ones() -> None:
+    base = {"GITHUB_APP_ID": "1", "GITHUB_PRIVATE_KEY": "k", "GITHUB_WEBHOOK_SECRET": "s", "MINIO_ENDPOINT": "m:1",
+            "MINIO_ACCESS_KEY": "a", "MINIO_SECRET_KEY": "b", "KUBERNETES_SERVICE_HOST": "x"}
+    lease = settings.from_env(base).lease
+    assert (lease.namespace, lease.duration, lease.renew, lease.retry) == ("flops-system", 15, 10, 2)
+    assert lease.pod_name  # the host name when POD_NAME is unset
+    lease = settings.from_env({**base, "POD_NAME": "flops-bot-7d9-x2", "POD_NAMESPACE": "ops"}).lease
+    assert (lease.pod_name, lease.namespace) == ("flops-bot-7d9-x2", "ops")
+    with pytest.raises(settings.SettingsError) as raised:
+        settings.from_env({**base, "FLOPS_LEASE_DURATION": "10", "FLOPS_LEASE_RENEW": "10"})
+    assert "FLOPS_LEASE_RENEW < FLOPS_LEASE_DURATION" in str(raised.value)
+    with pytest.raises(settings.SettingsError, match="FLOPS_LEASE_RETRY must be a positive integer"):
+        settings.from_env({**base, "FLOPS_LEASE_RETRY": "0.5"})

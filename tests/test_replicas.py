@@ -93,6 +93,8 @@ async def test_one_replica_holds_the_lease_and_the_other_takes_over_a_kill_repor
         found = await wait_for(lambda: (js := {j["metadata"]["annotations"]["flops.dev/image"]: j
                                                for j in jobs_of(follower, "build", sha)}) and len(js) == 2 and js,
                                timeout=30, what="both build Jobs")
+        with urllib.request.urlopen(follower.url + "/readyz") as response:  # a follower is Ready: it serves
+            assert response.status == 200
         leader.process.kill()  # SIGKILL: no release of the Lease, no goodbye
         killed = time.monotonic()
         for image, job in found.items():  # the builds finish while nobody reports
