@@ -211,6 +211,14 @@ def _start_proxy(app: web.Application, session: aiohttp.ClientSession, deps: Dep
     return asyncio.create_task(proxy.run(), name="webhook-proxy")
 
 
+def _start_leadership(app: web.Application, deps: Deps, kinds: Iterable[Kind], watch_seconds: int) -> asyncio.Task[None]:
+    """Every replica serves webhooks; only the Lease holder runs the tracker (reports, timeouts)."""
+    app[LEADERSHIP] = leadership = Leadership(deps.kube, deps.settings.lease)
+    app[TRACKER] = Tracker(deps, kinds, watch_seconds=watch_seconds, identity=leadership.identity)
+    leadership.while_leader("tracker", app[TRACKER].run)
+    return asyncio.create_task(leadership.run(), name="leadership")
+
+
 def create_app(settings: Settings, router: routing.Router, *, kinds: Iterable[Kind],
                after_build: list[AfterBuild] | None = None, policy: RetryPolicy | None = None,
                drain_seconds: float = DRAIN_SECONDS, watch_seconds: int = WATCH_SECONDS,
@@ -233,14 +241,10 @@ def create_app(settings: Settings, router: routing.Router, *, kinds: Iterable[Ki
                                     "s3": deps.artifacts.ping})
         app[DISPATCHER] = Dispatcher(router, deps, workers=settings.workers, queue_size=settings.queue_size)
         app[DISPATCHER].start()
-        # Every replica serves webhooks; only the Lease holder reports Jobs (and enforces their timeouts).
-        app[LEADERSHIP] = leadership = Leadership(kube, settings.lease)
-        app[TRACKER] = Tracker(deps, kinds, watch_seconds=watch_seconds, identity=leadership.identity)
-        leadership.while_leader("tracker", app[TRACKER].run)
-        tracking = asyncio.create_task(leadership.run(), name="leadership")
+        tracking = _start_leadership(app, deps, kinds, watch_seconds)
         relaying = _start_proxy(app, session, deps)
         log.info("flops-bot started", extra={"app_id": settings.app_id, "namespace": settings.namespace,
-                                             "api_url": settings.api_url, "holder": leadership.identity})
+                                             "api_url": settings.api_url, "holder": app[LEADERSHIP].identity})
         gc.freeze()  # the start-up heap (modules, clients) lives forever: keep it out of every full collection
         yield
         gc.unfreeze()
