@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 import urllib.error
 import urllib.request
 from datetime import datetime
@@ -19,8 +20,10 @@ from bot.platform import settings
 from bot.platform.kube import Kube
 from bot.platform.leader import LEASE_NAME, Leadership
 from bot.platform.settings import LeaseSettings
-from tests.conftest import wait_for
+from tests.conftest import INSTALLATION, NAMESPACE, BedFactory, wait_for
+from tests.emulators.github import GitHubEmulator
 from tests.emulators.kube import KubeEmulator
+from tests.test_builds import DIGEST, REPO, _completed, by_image, push
 
 BOT_NAMESPACE = "flops-system"
 FAST = LeaseSettings(namespace=BOT_NAMESPACE, pod_name="flops-bot-0", duration=3, renew=1, retry=1)
@@ -101,8 +104,8 @@ async def test_one_of_two_replicas_holds_the_lease_and_a_clean_stop_hands_it_ove
         assert not other.leadership.is_leader and other.started == 0
         await first.stop()  # released: the other takes over at its next look, not after the expiry
         assert first.stopped == 1
-        await wait_for(lambda: other.leadership.is_leader, timeout=2.5, what="the other replica took over")
-        assert other.started == 1 and holder(kube) == other.leadership.identity
+        await wait_for(lambda: other.started == 1, timeout=FAST.retry + 2, what="the other replica took over")
+        assert other.leadership.is_leader and holder(kube) == other.leadership.identity
         assert kube.get("leases", BOT_NAMESPACE, LEASE_NAME)["spec"]["leaseTransitions"] == 1
     finally:
         await a.stop()
@@ -166,3 +169,29 @@ def test_lease_settings_default_to_the_documented_values_and_name_bad_ones() -> 
     assert "FLOPS_LEASE_RENEW < FLOPS_LEASE_DURATION" in str(raised.value)
     with pytest.raises(settings.SettingsError, match="FLOPS_LEASE_RETRY must be a positive integer"):
         settings.from_env({**base, "FLOPS_LEASE_RETRY": "0.5"})
+
+
+async def test_a_report_claimed_by_a_dead_replica_is_taken_over_once_its_claim_is_stale(
+        make_bed: BedFactory, github: GitHubEmulator) -> None:
+    """A replica claimed a finished Job's report and died before reporting: the holder leaves the claim alone
+    while it is younger than the lease duration, then reports the Job itself, once."""
+    github.add_installation(INSTALLATION, "Codertocat", [REPO])
+    bed = await make_bed(FLOPS_LEASE_DURATION="3", FLOPS_LEASE_RENEW="2", FLOPS_LEASE_RETRY="1")
+    data = push(bed, {"server/app.py": "print('claimed')\n"})
+    await bed.deliver("push", data)
+    await bed.settle()
+    name = by_image(bed)["server"]["metadata"]["name"]
+    job = bed.kube.get("jobs", NAMESPACE, name)
+    job["metadata"]["annotations"]["flops.dev/reporting"] = f"flops-bot-dead-abc123 {int(time.time())}"
+    bed.kube.put_object(job)
+    claimed = time.monotonic()
+    bed.kube.succeed_job(NAMESPACE, name, message=DIGEST)
+    run = await wait_for(lambda: _completed(bed, data["after"], "flops/build: server"), timeout=15,
+                         what="the stale claim taken over")
+    assert time.monotonic() - claimed >= 2, "reported while another replica's claim was fresh"
+    assert run["conclusion"] == "success"
+    await wait_for(lambda: "flops.dev/reported" in bed.kube.get("jobs", NAMESPACE, name)["metadata"]["annotations"],
+                   what="marked reported")
+    annotations = bed.kube.get("jobs", NAMESPACE, name)["metadata"]["annotations"]
+    assert "flops.dev/reporting" not in annotations  # the claim is gone with the report
+    assert len(github.calls_to("PATCH", rf"/repos/{REPO}/check-runs/{run['id']}$")) == 1
