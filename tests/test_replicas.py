@@ -105,6 +105,8 @@ async def test_one_replica_holds_the_lease_and_the_other_takes_over_a_kill_repor
         took = time.monotonic() - killed
         assert took <= DURATION + RETRY + 8, f"takeover and report took {took:.1f}s"
         assert holder(kube).startswith(follower.log.parent.name + "-")
+        with urllib.request.urlopen(follower.url + "/metrics") as response:
+            assert "\nflops_leader 1.0\n" in response.read().decode()
         deploy = await wait_for(lambda: completed_runs(github, repo, sha, "flops/deploy: dev"), timeout=30,
                                 what="the deploy")
         assert deploy[0]["conclusion"] == "success"

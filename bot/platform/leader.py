@@ -26,6 +26,7 @@ from typing import Any
 
 from bot.platform import logs
 from bot.platform.kube import Kube
+from bot.platform.metrics import Metrics
 from bot.platform.settings import LeaseSettings
 
 log = logs.get_logger(__name__)
@@ -49,8 +50,9 @@ class Leadership:
     """Hold (or wait for) the Lease; run the gated work only while holding it."""
 
     def __init__(self, kube: Kube, settings: LeaseSettings, *, name: str = LEASE_NAME,
-                 identity: str | None = None) -> None:
+                 identity: str | None = None, metrics: Metrics | None = None) -> None:
         self.kube = kube
+        self.metrics = metrics
         self.settings = settings
         self.name = name
         self.identity = identity or identity_for(settings.pod_name)
@@ -98,6 +100,8 @@ class Leadership:
 
     def _elect(self) -> None:
         self.elected.set()
+        if self.metrics is not None:
+            self.metrics.set_leader(True)
         log.info("lease acquired: this replica reports jobs", extra={"lease": self.name, "holder": self.identity})
         for name, start in self._work.items():
             self._running[name] = asyncio.create_task(start(), name=name)
@@ -106,6 +110,8 @@ class Leadership:
         if not self.is_leader:
             return
         self.elected.clear()
+        if self.metrics is not None:
+            self.metrics.set_leader(False)
         log.info("lease lost: this replica stops reporting", extra={"lease": self.name, "holder": self.identity,
                                                                     "reason": why})
         tasks = list(self._running.values())

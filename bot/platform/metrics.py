@@ -12,6 +12,7 @@ is global. The names and labels are public contract (dashboards and alerts query
   included); `flops_regression_verdicts_total{verdict}`: the gate's `pass`, `fail` or `no_baseline`
 - `flops_webhook_proxy_events_total{outcome}`: deliveries relayed through `WEBHOOK_PROXY_URL` (accepted,
   duplicate, unauthorized, malformed, unavailable), `flops_webhook_proxy_connected` (once a proxy runs)
+- `flops_leader`: 1 while this replica holds the Lease `flops-bot-leader` (it reports Jobs), else 0
 - `flops_delivery_errors_total{event,stage}`: a delivery that failed while it was routed
   (`routing`), ordered (`ordering`) or processed (`processing`); it is logged with its delivery id
 
@@ -61,6 +62,8 @@ class Metrics:
         self._proxy_events = Counter("flops_webhook_proxy_events", "Deliveries relayed by the webhook proxy, "
                                      "by outcome.", ("outcome",), registry=self.registry)
         self._proxy_up: Gauge | None = None  # registered once a webhook proxy runs
+        self._leader = Gauge("flops_leader", "1 while this replica holds the Lease flops-bot-leader.",
+                             registry=self.registry)
 
     def delivery(self, event: str, outcome: str) -> None:
         self._deliveries.labels(event_label(event), outcome).inc()
@@ -88,6 +91,9 @@ class Metrics:
             self._proxy_up = Gauge("flops_webhook_proxy_connected", "1 while the webhook proxy's stream is open.",
                                    registry=self.registry)
         self._proxy_up.set(1 if up else 0)
+
+    def set_leader(self, holding: bool) -> None:
+        self._leader.set(1 if holding else 0)
 
     def job_finished(self, kind: str, result: str) -> None:
         self._jobs.labels(kind, result).inc()

@@ -213,7 +213,7 @@ def _start_proxy(app: web.Application, session: aiohttp.ClientSession, deps: Dep
 
 def _start_leadership(app: web.Application, deps: Deps, kinds: Iterable[Kind], watch_seconds: int) -> asyncio.Task[None]:
     """Every replica serves webhooks; only the Lease holder runs the tracker (reports, timeouts)."""
-    app[LEADERSHIP] = leadership = Leadership(deps.kube, deps.settings.lease)
+    app[LEADERSHIP] = leadership = Leadership(deps.kube, deps.settings.lease, metrics=deps.metrics)
     app[TRACKER] = Tracker(deps, kinds, watch_seconds=watch_seconds, identity=leadership.identity)
     leadership.while_leader("tracker", app[TRACKER].run)
     return asyncio.create_task(leadership.run(), name="leadership")
