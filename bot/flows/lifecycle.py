@@ -65,8 +65,9 @@ async def cancel(gh: GitHubAPI, deps: Deps, job: dict[str, Any], why: str) -> bo
     for _ in range(CLAIM_ATTEMPTS):
         if current is None or {jobs.REPORTED, jobs.REPORTING} & set(jobs.annotations_of(current)):
             return False
-        if await deps.kube.claim_job(name, str(current["metadata"]["resourceVersion"]), {jobs.REPORTED: "cancelled"},
-                                     labels=jobs.REPORTED_LABEL):
+        marked = await deps.kube.claim_job(name, str(current["metadata"]["resourceVersion"]),
+                                           {jobs.REPORTED: "cancelled"}, labels=jobs.REPORTED_LABEL)
+        if marked is not None:
             break
         current = await deps.kube.get_job(name)  # changed since listed: look again
     else:

@@ -272,8 +272,10 @@ class Tracker:
                 self._recheck(name, int(since) + self.deps.settings.lease.duration - time.time())
                 return None
             stamp = f"{self.identity} {int(time.time())}"
-            if await self.deps.kube.claim_job(name, str(job["metadata"]["resourceVersion"]), {jobs.REPORTING: stamp}):
-                return await self.deps.kube.get_job(name)
+            claimed = await self.deps.kube.claim_job(name, str(job["metadata"]["resourceVersion"]),
+                                                     {jobs.REPORTING: stamp})
+            if claimed is not None:
+                return claimed
             job = await self.deps.kube.get_job(name)  # changed since read (a status update, a claim): look again
         return None
 

@@ -98,19 +98,21 @@ class Kube:
         await asyncio.to_thread(self.batch.patch_namespaced_job, name, self.namespace, body)
 
     async def claim_job(self, name: str, resource_version: str, annotations: dict[str, str | None],
-                        labels: dict[str, str] | None = None) -> bool:
-        """Annotate the Job only if it is still at `resource_version` (an optimistic update): False when
-        it changed since it was read (409) or is gone (404), so of two replicas claiming one Job only one succeeds."""
+                        labels: dict[str, str] | None = None) -> dict[str, Any] | None:
+        """Annotate the Job only if it is still at `resource_version` (an optimistic update); the Job as
+        written, or None when it changed since it was read (409) or is gone (404): of two replicas claiming
+        one Job only one succeeds."""
         body: dict[str, Any] = {"metadata": {"resourceVersion": resource_version, "annotations": annotations}}
         if labels:
             body["metadata"]["labels"] = labels
         try:
-            await asyncio.to_thread(self.batch.patch_namespaced_job, name, self.namespace, body)
+            job = await asyncio.to_thread(self.batch.patch_namespaced_job, name, self.namespace, body,
+                                          _preload_content=False)
         except ApiException as exc:
             if exc.status in (404, 409):
-                return False
+                return None
             raise
-        return True
+        return _json(job)  # type: ignore[no-any-return]
 
     async def get_lease(self, namespace: str, name: str) -> dict[str, Any] | None:
         """A coordination.k8s.io/v1 Lease (in the bot's own namespace, not the Jobs'); None when there is none."""
