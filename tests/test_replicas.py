@@ -212,8 +212,8 @@ async def test_synchronize_events_alternating_between_replicas_leave_only_the_ne
         await wait_for(lambda: not [j for sha, js in runs().items() if sha != newest for j in js if alive(j)],
                        timeout=20, what="every older head's regression stopped")
         assert [alive(j) for j in runs().get(newest, [])] == [True], "the newest head's regression runs, once"
-        for sha in heads[:-1]:
+        for sha in heads[:-1]:  # a run started is cancelled; a head that never ran keeps its `queued` (one replica too)
             for run in github.check_runs_for(repo, sha, "flops/regression"):
-                assert run["status"] == "completed" and run["conclusion"] == "cancelled", (sha[:7], run["status"])
+                assert run["status"] == "queued" or run["conclusion"] == "cancelled", (sha[:7], run["status"])
         [current] = [r for r in github.check_runs_for(repo, newest, "flops/regression") if r["status"] != "queued"]
         assert current["status"] == "in_progress"
