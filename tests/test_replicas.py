@@ -103,6 +103,7 @@ async def test_one_replica_holds_the_lease_and_the_other_takes_over_a_kill_repor
             await wait_for(lambda i=image: completed_runs(github, repo, sha, f"flops/build: {i}"),  # type: ignore[misc]
                            timeout=DURATION + RETRY + 20, what=f"build {image} reported by the new holder")
         took = time.monotonic() - killed
+        print(f"SIGKILL of the holder to both builds reported by the other replica: {took:.1f} s")
         assert took <= DURATION + RETRY + 8, f"takeover and report took {took:.1f}s"
         assert holder(kube).startswith(follower.log.parent.name + "-")
         with urllib.request.urlopen(follower.url + "/metrics") as response:
