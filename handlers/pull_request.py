@@ -20,11 +20,13 @@ PR_KINDS = (jobs.BUILD, jobs.REGRESSION, jobs.FEDERATED_SERVER, jobs.TEST)  # wh
 @router.register("pull_request", action="reopened")
 async def queue_regression_for_new_head(event: sansio.Event, gh: GitHubAPI, *, deps: Deps) -> None:
     pr = pulls.PullRef.from_api(event.data["pull_request"], int(event.data["installation"]["id"]))
+    # The head now, not the event's: a late event (another replica took the newer one first) must keep the
+    # newest head's runs, not cancel them.
+    head = (await pulls.fetch(gh, pr.repo, pr.number, pr.installation_id)).head_sha
     cfg = await checks.load_config(gh, pr.repo, ref=pr.base_sha, sha=pr.head_sha)
     await lifecycle.cancel_for_pr(gh, deps, pr.repo, pr.number,
-                                  f"Cancelled: the pull request moved to {pr.head_sha[:7]}.", keep_sha=pr.head_sha,
-                                  kinds=PR_KINDS)
-    if cfg is not None and cfg.regression is not None:
+                                  f"Cancelled: the pull request moved to {head[:7]}.", keep_sha=head, kinds=PR_KINDS)
+    if cfg is not None and cfg.regression is not None and head == pr.head_sha:
         await regression.mark_waiting(gh, pr.repo, pr.head_sha)
     if cfg is not None and cfg.tests:
         await tests.for_pull_request(gh, deps, cfg, pr, trigger=f"pull request {event.data['action']}",

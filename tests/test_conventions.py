@@ -56,7 +56,7 @@ def test_each_namespace_enforces_the_strictest_level_its_pods_pass() -> None:
     assert set(namespaces) == {conventions.BOT_NAMESPACE, conventions.JOBS_NAMESPACE}
     bot, jobs = namespaces[conventions.BOT_NAMESPACE], namespaces[conventions.JOBS_NAMESPACE]
     assert one(docs, "Deployment")["metadata"]["namespace"] == conventions.BOT_NAMESPACE
-    assert one(docs, "Role")["metadata"]["namespace"] == conventions.JOBS_NAMESPACE  # where the Jobs go
+    assert one(docs, "Role", "flops-bot")["metadata"]["namespace"] == conventions.JOBS_NAMESPACE  # where the Jobs go
     assert [pod_security.level_of(bot, mode) for mode in ("enforce", "warn", "audit")] == ["restricted"] * 3
     assert pod_security.level_of(jobs) == conventions.namespace_level() == "baseline"
     assert pod_security.level_of(jobs, "warn") == pod_security.level_of(jobs, "audit") == "restricted"

@@ -32,6 +32,7 @@ import bot.__main__ as entry
 from bot.core import jobs
 from bot.platform import settings as bot_settings
 from bot.platform.kube import Kube
+from bot.platform.leader import LEASE_NAME
 from bot.service import app as bot_app
 from bot.service.setup import create_setup_app
 from tests import conventions
@@ -51,7 +52,8 @@ VERSIONS = ("1.30.0", "1.37.0")
 CUSTOM_KINDS = {("monitoring.coreos.com/v1", "ServiceMonitor")}
 # Issue 25 part 3: where each object of deploy/ lives. The bot in its namespace (Pod Security `restricted`); the
 # Jobs, the Role the bot uses on them, their ServiceAccount, Secrets and network fence in theirs (`baseline`).
-PLACES = {BOT_NAMESPACE: {("Deployment", "flops-bot"), ("Service", "flops-bot"), ("ServiceAccount", "flops-bot"),
+PLACES = {BOT_NAMESPACE: {("Deployment", "flops-bot"), ("PodDisruptionBudget", "flops-bot"),
+                          ("Role", "flops-bot-leader"), ("RoleBinding", "flops-bot-leader"), ("Service", "flops-bot"), ("ServiceAccount", "flops-bot"),
                           ("ConfigMap", "flops-bot"), ("Ingress", "flops-bot"), ("NetworkPolicy", "flops-bot"),
                           ("ServiceMonitor", "flops-bot"), ("ConfigMap", "flops-bot-dashboard"),
                           ("Secret", "flops-bot-github"), ("Secret", "flops-bot-s3")},
@@ -222,8 +224,8 @@ def test_every_kustomization_lists_existing_files_and_every_manifest_is_used() -
 
 def test_the_overlay_composes_the_whole_installation(overlay: list[dict[str, Any]]) -> None:
     kinds = sorted({d["kind"] for d in overlay})
-    assert kinds == ["ConfigMap", "Deployment", "Ingress", "Namespace", "NetworkPolicy", "Role", "RoleBinding",
-                     "Service", "ServiceAccount"]
+    assert kinds == ["ConfigMap", "Deployment", "Ingress", "Namespace", "NetworkPolicy", "PodDisruptionBudget",
+                     "Role", "RoleBinding", "Service", "ServiceAccount"]
     assert sorted(d["metadata"]["name"] for d in by_kind(overlay, "Namespace")) == sorted(PLACES)
     assert not by_kind(overlay, "Secret"), "the overlay must not apply the Secret templates over real Secrets"
     assert [c["image"] for c in containers(one(overlay, "Deployment"))] == ["harbor.example.com/flops/flops-bot:0.1.0"]
@@ -297,8 +299,9 @@ def pod_environment(deployment: dict[str, Any], overlay: list[dict[str, Any]],
         if "value" in var:
             env[var["name"]] = var["value"]
         elif "fieldRef" in var["valueFrom"]:
-            assert var["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace"
-            env[var["name"]] = deployment["metadata"]["namespace"]
+            field = var["valueFrom"]["fieldRef"]["fieldPath"]
+            assert field in ("metadata.namespace", "metadata.name")
+            env[var["name"]] = deployment["metadata"]["namespace"] if field == "metadata.namespace" else "flops-bot-0"
         else:
             ref = var["valueFrom"]["secretKeyRef"]
             assert ref["name"] in secrets, f"{var['name']} reads Secret {ref['name']!r}: no template in {here}"
@@ -608,18 +611,23 @@ def bot_role() -> dict[str, Any]:
     return one(compose(BASE), "Role", "flops-bot")
 
 
+def leader_role() -> dict[str, Any]:
+    return one(compose(BASE), "Role", "flops-bot-leader")
+
+
 def needed(requests: list[tuple[str, str]]) -> set[tuple[str, str, str, str | None]]:
     """(verb, group, resource, namespace) of every resource request; discovery paths need no Role."""
     return {rbac_attributes(m, t)[:4] for m, t in requests if not DISCOVERY.fullmatch(urlsplit(t).path)}
 
 
 def assert_role_grants(requests: list[tuple[str, str]]) -> None:
-    role = bot_role()
+    roles = {r["metadata"]["namespace"]: r for r in (bot_role(), leader_role())}
     missing = []
     for method, target in requests:
         if DISCOVERY.fullmatch(urlsplit(target).path):
             continue
         verb, group, resource, namespace, name = rbac_attributes(method, target)
+        role = roles.get(namespace or "", bot_role())
         if namespace != role["metadata"]["namespace"]:
             missing.append(f"{method} {target}: outside the namespace {role['metadata']['namespace']} "
                            "(a Role cannot grant it; the bot must stay in its namespace)")
@@ -669,7 +677,7 @@ def test_the_role_grants_nothing_beyond_what_issue_8_allows() -> None:
                 extra = set(rule["verbs"]) - ALLOWED.get((group, resource), set())
                 assert not extra, f"the Role grants {sorted(extra)} on {group or 'core'}/{resource}"
     docs = compose(BASE)
-    binding = one(docs, "RoleBinding")
+    binding = one(docs, "RoleBinding", "flops-bot")
     assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "flops-bot"}
     pod = one(docs, "Deployment")["spec"]["template"]["spec"]
     # The Role and its binding in the Jobs' namespace; the subject is the bot's ServiceAccount in the bot's.
@@ -705,6 +713,8 @@ async def exercise(kube: KubeEmulator, name: str, client: Kube) -> None:
                "spec": {"selector": {"job-name": "rbac-probe"}, "ports": [{"port": 8080}]}}
     policy = {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy", "metadata": {"name": "rbac-probe"},
               "spec": {"podSelector": {"matchLabels": {"job-name": "rbac-probe"}}, "policyTypes": ["Ingress"]}}
+    lease = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": {"name": LEASE_NAME},
+             "spec": {"holderIdentity": "rbac-probe", "leaseDurationSeconds": 15}}
     calls = {
         "ping": lambda: client.ping(),
         "create_job": lambda: client.create_job(job),
@@ -722,6 +732,13 @@ async def exercise(kube: KubeEmulator, name: str, client: Kube) -> None:
         "delete_job": lambda: client.delete_job("rbac-probe"),
         "secret_data": lambda: client.secret_data("flops-s3"),
         "workload_of": lambda: client.workload_of("0f1e2d3c-uid"),
+        "claim_job": lambda: client.claim_job("rbac-probe", kube.get("jobs", NAMESPACE, "rbac-probe")["metadata"]
+                                              ["resourceVersion"], {"flops.dev/reporting": "probe 1"}),
+        "get_lease": lambda: client.get_lease(BOT_NAMESPACE, LEASE_NAME),
+        "create_lease": lambda: client.create_lease(BOT_NAMESPACE, lease),
+        "replace_lease": lambda: client.replace_lease(BOT_NAMESPACE, {
+            **lease, "metadata": {**lease["metadata"], "resourceVersion": kube.get(
+                "leases", BOT_NAMESPACE, LEASE_NAME)["metadata"]["resourceVersion"]}}),
     }
     assert name in calls, (f"Kube.{name} is not exercised by this test: add it to exercise() so the API call "
                            "it makes is checked against deploy/base/rbac.yaml")
@@ -730,7 +747,7 @@ async def exercise(kube: KubeEmulator, name: str, client: Kube) -> None:
 
 def kube_methods() -> list[str]:
     order = ["ping", "create_job", "create_service", "create_network_policy", "list_jobs", "list_jobs_page",
-             "get_job", "annotate_job", "job_pods", "pod_log", "delete_service", "delete_network_policy", "delete_job"]
+             "get_job", "claim_job", "annotate_job", "create_lease", "get_lease", "replace_lease", "job_pods", "pod_log", "delete_service", "delete_network_policy", "delete_job"]
     public = [n for n, f in inspect.getmembers(Kube, inspect.iscoroutinefunction) if not n.startswith("_")]
     return sorted(public, key=lambda n: order.index(n) if n in order else len(order))
 
@@ -843,3 +860,46 @@ async def test_the_role_grants_every_call_the_bots_flows_make(bed: Bed) -> None:
         pod = job["spec"]["template"]["spec"]
         assert pod["serviceAccountName"] == jobs_account and pod["automountServiceAccountToken"] is False
         conventions.assert_bot_job(job)  # issue 25: recommended labels, default container, Pod Security
+
+
+def test_two_replicas_roll_one_at_a_time_spread_across_nodes_and_survive_a_drain() -> None:
+    """Issue 21: both replicas serve; a rollout or a drain always leaves one."""
+    docs = compose(BASE)
+    deployment = one(docs, "Deployment", "flops-bot")
+    spec = deployment["spec"]
+    assert spec["replicas"] == 2
+    assert spec["strategy"] == {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}}
+    [term] = spec["template"]["spec"]["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"]
+    assert term["podAffinityTerm"]["topologyKey"] == "kubernetes.io/hostname"
+    assert selects(term["podAffinityTerm"]["labelSelector"], spec["template"]["metadata"]["labels"])
+    budget = one(docs, "PodDisruptionBudget", "flops-bot")
+    assert budget["metadata"]["namespace"] == deployment["metadata"]["namespace"] == BOT_NAMESPACE
+    assert budget["spec"]["minAvailable"] == 1
+    assert selects(budget["spec"]["selector"], spec["template"]["metadata"]["labels"])
+    env = {var["name"]: var for var in spec["template"]["spec"]["containers"][0]["env"]}
+    assert env["POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+    assert env["POD_NAMESPACE"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace"
+
+
+def test_the_leader_role_grants_the_lease_by_name_and_create_only_in_the_bots_namespace() -> None:
+    """get/update on flops-bot-leader only; `create` cannot be narrowed by resourceNames (RBAC does not know
+    the name of an object being created), so it is the one verb on leases of the bot's namespace."""
+    role, docs = leader_role(), compose(BASE)
+    assert role["metadata"]["namespace"] == BOT_NAMESPACE
+    named = [r for r in role["rules"] if r.get("resourceNames")]
+    assert named == [{"apiGroups": ["coordination.k8s.io"], "resources": ["leases"],
+                      "resourceNames": [LEASE_NAME], "verbs": ["get", "update"]}]
+    assert [r for r in role["rules"] if not r.get("resourceNames")] == [
+        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create"]}]
+    assert granted(role, "get", "coordination.k8s.io", "leases", LEASE_NAME)
+    assert not granted(role, "get", "coordination.k8s.io", "leases", "someone-elses")
+    assert not granted(role, "delete", "coordination.k8s.io", "leases", LEASE_NAME)
+    binding = one(docs, "RoleBinding", "flops-bot-leader")
+    assert binding["metadata"]["namespace"] == BOT_NAMESPACE
+    assert binding["roleRef"]["name"] == "flops-bot-leader"
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "flops-bot", "namespace": BOT_NAMESPACE}]
+    defaults = bot_settings.from_env(
+        {"GITHUB_APP_ID": "1", "GITHUB_PRIVATE_KEY": "k", "GITHUB_WEBHOOK_SECRET": "s", "MINIO_ENDPOINT": "m:1",
+         "MINIO_ACCESS_KEY": "a", "MINIO_SECRET_KEY": "b", "KUBERNETES_SERVICE_HOST": "x"})
+    assert defaults.lease.namespace == BOT_NAMESPACE
+    assert (defaults.lease.duration, defaults.lease.renew) == (15, 10)

@@ -5,10 +5,8 @@ and `/redeploy` read it.
 """
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import re
-from collections.abc import Awaitable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -25,7 +23,7 @@ from bot.flows import lifecycle, reuse
 from bot.flows.deps import Deps
 from bot.flows.diagnosis import diagnose, log_tail, termination_message
 from bot.platform import checks, logs
-from bot.platform.sources import PackedSource, ensure_source, presigned_source
+from bot.platform.sources import ensure_source, presigned_source
 
 log = logs.get_logger(__name__)
 
@@ -146,24 +144,28 @@ async def changed_files(gh: GitHubAPI, push: Push) -> list[str] | None:
 
 
 async def start_for_push(gh: GitHubAPI, deps: Deps, cfg: RepoConfig, push: Push) -> list[str]:
-    """Supersede older builds of the branch, upload the source, start one Kaniko Job per image."""
+    """Upload the source, start one Kaniko Job per image, then supersede: the older side of each pair of
+    pushes to the branch is cancelled. After this push's Jobs exist, so that of two pushes processed at once
+    (by two replicas) the one that looks second sees the other's Jobs, whichever order they came in."""
     images = jobs.images_to_build(cfg, await changed_files(gh, push))
-    work: list[Awaitable[object]] = [supersede(gh, deps, push)] if push.branch else []
-    if images:  # the upload need not wait for the supersede's list, nor the other way round
-        work.append(ensure_source(deps.github, deps.artifacts, push.installation_id, push.repo, push.sha))
-    packed = [done for done in await asyncio.gather(*work) if isinstance(done, PackedSource)]
-    if not images:
-        return []
     tag = jobs.image_tag(push.branch or push.tag_name or "ref", push.commit_time, push.sha)
+    if not images:
+        if push.branch:
+            await supersede(gh, deps, push, tag)
+        return []
+    packed = [await ensure_source(deps.github, deps.artifacts, push.installation_id, push.repo, push.sha)]
     source = jobs.Source(push.repo, push.sha, push.installation_id, ref=push.branch or push.ref,
                          delivery_id=push.delivery_id)
     queue = await queueing.queue_for(gh, deps, push.repo, jobs.BUILD, trusted=cfg)  # a push's config is trusted
-    return await build_or_reuse(gh, deps, [
+    started = await build_or_reuse(gh, deps, [
         jobs.BuildRequest(source, image, cfg.registry, tag, push.commit_time,
                           annotations={jobs.DEPLOY_TARGETS: targets_annotation(cfg),
                                        PUSH_IMAGES: ",".join(i.name for i in images), **fast_forward_of(push),
                                        **checks.dropped_annotation(packed[0].dropped)})
         for image in images], queue=queue)
+    if push.branch:
+        await supersede(gh, deps, push, tag)
+    return started
 
 
 async def start_for_pr(gh: GitHubAPI, deps: Deps, cfg: RepoConfig, pr: Any, names: tuple[str, ...],
@@ -243,14 +245,24 @@ async def launch_build(gh: GitHubAPI, deps: Deps, request: jobs.BuildRequest, *,
     return created is not None
 
 
-async def supersede(gh: GitHubAPI, deps: Deps, push: Push) -> None:
-    """Running builds of older commits on this branch: deleted, their checks `cancelled`."""
+async def supersede(gh: GitHubAPI, deps: Deps, push: Push, tag: str) -> None:
+    """Running builds of other commits on this branch: the older ones deleted, their checks `cancelled`; when
+    one is newer than this push (processed first, by another replica), this push's own builds instead."""
     for job in await lifecycle.running(deps, jobs.BUILD, repo=push.repo):
         ann = jobs.annotations_of(job)
         if ann.get(jobs.REF) != push.branch or ann.get(jobs.SHA) == push.sha:
             continue
-        await lifecycle.cancel(gh, deps, job, f"Superseded by a newer push to `{push.branch}`: {push.sha[:7]}.")
-        log.info("build superseded", extra={"repo": push.repo, "job": jobs.name_of(job), "by": push.sha})
+        other = ann.get(jobs.SHA, "")
+        if not await on_branch(gh, push.repo, push.sha, other) and (
+                await on_branch(gh, push.repo, other, push.sha)
+                or jobs.tag_time(ann.get(jobs.TAG, "")) > jobs.tag_time(tag)):
+            why = f"Superseded by a newer push to `{push.branch}`: {other[:7]}."
+            for own in await lifecycle.running(deps, jobs.BUILD, repo=push.repo, sha=push.sha):
+                if await lifecycle.cancel(gh, deps, own, why):
+                    log.info("build superseded", extra={"repo": push.repo, "job": jobs.name_of(own), "by": other})
+            return
+        if await lifecycle.cancel(gh, deps, job, f"Superseded by a newer push to `{push.branch}`: {push.sha[:7]}."):
+            log.info("build superseded", extra={"repo": push.repo, "job": jobs.name_of(job), "by": push.sha})
 
 
 async def rerun(gh: GitHubAPI, deps: Deps, cfg: RepoConfig, *, repo: str, sha: str, image_name: str,

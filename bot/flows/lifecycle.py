@@ -24,6 +24,8 @@ from bot.core import jobs
 from bot.flows.deps import Deps
 from bot.platform import checks
 
+CLAIM_ATTEMPTS = 5  # optimistic updates of a Job that keeps changing before a claim gives up (the re-list retries)
+
 # A reporter turns one finished Job into a GitHub report and returns the conclusion it posted.
 Reporter = Callable[[dict[str, Any], jobs.Outcome, Deps], Awaitable[str]]
 # Under Kueue: what a kind does once Kueue admitted one of its Jobs (federated: start the clients).
@@ -61,21 +63,33 @@ async def running(deps: Deps, kind: str, *, repo: str, pr: int | None = None,
     return [job for job in await unreported(deps, kind, repo=repo, pr=pr, sha=sha) if not jobs.outcome(job).finished]
 
 
-async def cancel(gh: GitHubAPI, deps: Deps, job: dict[str, Any], why: str) -> None:
-    """Mark reported first (the tracker must not report it), complete the check, delete the Job."""
+async def cancel(gh: GitHubAPI, deps: Deps, job: dict[str, Any], why: str) -> bool:
+    """Mark reported first (the tracker must not report it), complete the check, delete the Job. The mark is
+    an update at the resourceVersion read, so of two replicas cancelling one Job (or cancelling one the tracker
+    is reporting) only one closes its check; False when someone else got there first, or the Job is gone."""
     name, ann = jobs.name_of(job), jobs.annotations_of(job)
-    await deps.kube.annotate_job(name, {jobs.REPORTED: "cancelled"}, labels=jobs.REPORTED_LABEL)
+    current: dict[str, Any] | None = job
+    for _ in range(CLAIM_ATTEMPTS):
+        if current is None or {jobs.REPORTED, jobs.REPORTING} & set(jobs.annotations_of(current)):
+            return False
+        marked = await deps.kube.claim_job(name, str(current["metadata"]["resourceVersion"]),
+                                           {jobs.REPORTED: "cancelled"}, labels=jobs.REPORTED_LABEL)
+        if marked is not None:
+            break
+        current = await deps.kube.get_job(name)  # changed since listed: look again
+    else:
+        return False
     if ann.get(jobs.CHECK_RUN):
         await checks.complete(gh, ann[jobs.REPO], ann[jobs.CHECK_RUN], "cancelled", title="Cancelled", summary=why)
     await deps.kube.delete_job(name)
+    return True
 
 
 async def cancel_all(gh: GitHubAPI, deps: Deps, found: Iterable[dict[str, Any]], why: str) -> int:
     """Cancel each Job of `found`; how many."""
     count = 0
     for job in found:
-        await cancel(gh, deps, job, why)
-        count += 1
+        count += await cancel(gh, deps, job, why)
     return count
 
 

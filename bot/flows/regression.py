@@ -91,14 +91,25 @@ async def start(gh: GitHubAPI, deps: Deps, cfg: RegressionConfig, src: jobs.Sour
     check_id = await _check_for(gh, src, body, what, cfg, trigger, queue)
     body["metadata"]["annotations"][jobs.CHECK_RUN] = str(check_id)
     try:
-        await deps.kube.create_job(body)
+        created = await deps.kube.create_job(body)
     except ApiException as exc:  # the check must not stay "in progress" for a Job that never existed
         await checks.complete(gh, src.repo, check_id, "failure", title="Regression Job not created",
                               summary=f"Kubernetes refused Job `{name}` (HTTP {exc.status}: {exc.reason}). Check "
                                       f"the bot's RBAC and the namespace's quota, then comment `/regression`.")
         raise
     log.info("regression started", extra={"repo": src.repo, "sha": src.sha, "job": name, "trigger": trigger})
+    if created is not None and src.pr is not None:
+        await _cancel_if_head_moved(gh, deps, src, created)
     return name
+
+
+async def _cancel_if_head_moved(gh: GitHubAPI, deps: Deps, src: jobs.Source, job: dict[str, Any]) -> None:
+    """Looked at after the Job exists: the PR moved on meanwhile (its synchronize processed first, by another
+    replica, found no Job of ours to cancel), so this run is stale and stops itself."""
+    data = await gh.getitem("/repos/" + src.repo + "/pulls/{number}", url_vars={"number": str(src.pr)})
+    head = str(data["head"]["sha"])
+    if head != src.sha:
+        await lifecycle.cancel(gh, deps, job, f"Cancelled: the pull request moved to {head[:7]}.")
 
 
 async def _empty_output(deps: Deps, prefix: str) -> None:

@@ -9,7 +9,7 @@ A Job annotated `flops.dev/timeout` (seconds) is stopped once it has run that lo
 `DeadlineExceeded` while its Pod and log exist, then deleted; a restarted bot re-arms the timer.
 
 A Job queued in Kueue (`kueue.x-k8s.io/queue-name`) is followed while it is not finished: its check
-moves between `queued` and `in_progress` as Kueue admits, preempts and readmits it (`bot.flows.kueue`,
+moves between `queued` and `in_progress` as Kueue admits, preempts and readmits it (`bot.flows.queued`,
 looked at again every `queue_poll` seconds while it waits, so Kueue's reason shows). Its timeout
 counts from its admission (Kubernetes resets the start time on resumption); a suspended Job is never
 timed out. A Job annotated `flops.dev/admission-timeout` that is not fully admitted by then (its
@@ -22,7 +22,6 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Coroutine, Iterable
-from datetime import datetime
 from typing import Any
 
 import kubernetes.watch
@@ -30,10 +29,9 @@ from kubernetes.client import ApiException
 
 from bot.core import jobs
 from bot.core.jobs import kueue
-from bot.core.text import duration
-from bot.flows import kueue as queueing
 from bot.flows.deps import Deps
-from bot.flows.lifecycle import Kind, cancel
+from bot.flows.lifecycle import CLAIM_ATTEMPTS, Kind
+from bot.flows.queued import QUEUE_POLL, QueueFollower, epoch
 from bot.platform import checks, logs
 from bot.platform.retry import RECONNECT, RetryPolicy
 
@@ -44,24 +42,22 @@ LIST_PAGE = 500  # Jobs per page when listing
 STATES = ("queued", "running")
 FINAL_CONDITIONS = ("Complete", "SuccessCriteriaMet", "Failed", "FailureTarget")
 REPORTS_AT_ONCE = 16  # a burst of finished Jobs waits its turn here instead of holding thousands of reports open
-QUEUE_POLL = 30.0  # seconds between looks at a queued Job's Workload while it waits (Kueue's reason may change)
 
 class Tracker:
     def __init__(self, deps: Deps, kinds: Iterable[Kind], *, watch_seconds: int = WATCH_SECONDS,
-                 reconnect: RetryPolicy = RECONNECT, queue_poll: float = QUEUE_POLL) -> None:
+                 reconnect: RetryPolicy = RECONNECT, queue_poll: float = QUEUE_POLL,
+                 identity: str = "flops-bot") -> None:
         self.deps = deps
+        self.identity = identity  # who claims a report (flops.dev/reporting): the Lease holder's identity
         self.reconnect = reconnect
         self.kinds = {kind.name: kind for kind in kinds}
         self.reporters = {kind.name: kind.report for kind in self.kinds.values()}
-        self.queue_poll = queue_poll
-        self._following: set[str] = set()  # queued Jobs whose check is being moved right now
-        self._again: dict[str, dict[str, Any]] = {}  # ... and how they changed meanwhile
-        self._polls: dict[str, asyncio.Task[None]] = {}
-        self._admission: dict[str, asyncio.Task[None]] = {}
+        self.queued = QueueFollower(self, queue_poll)
         self.watch_seconds = watch_seconds
         self._inflight: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._timers: dict[str, asyncio.Task[None]] = {}
+        self._rechecks: set[asyncio.Task[None]] = set()
         self._slots = asyncio.Semaphore(REPORTS_AT_ONCE)
         self._listed = asyncio.Event()  # the first listing is over (done or failed): reports may start
         self._stop = threading.Event()
@@ -78,20 +74,32 @@ class Tracker:
         """List, report what is finished, watch from there; forever (until cancelled). A failed
         cycle is tried again after the reconnect policy's backoff (growing while failures last)."""
         failures = 0
+        self._stop.clear()  # run again after a stop: this replica holds the Lease again
         while not self._stop.is_set():
             try:
                 version = await self.resync()
                 failures = 0
                 await self.watch(version)
             except asyncio.CancelledError:
-                self._stop.set()
-                for timer in [*self._timers.values(), *self._polls.values(), *self._admission.values()]:
-                    timer.cancel()
+                await self._stand_down()
                 raise
             except Exception:
                 failures += 1
                 log.exception("tracker cycle failed; retrying", extra={"failures": failures})
                 await self.reconnect.pause(failures)
+
+    async def _stand_down(self) -> None:
+        """Cancelled (shutdown, or the Lease lost): timers stop, reports in flight finish under their claim;
+        the new holder's tracker re-lists and takes over the rest."""
+        self._stop.set()
+        pending = [*self._timers.values(), *self.queued.tasks(), *self._rechecks]
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        self._timers.clear()
+        self.queued.clear()
+        for name in list(self._active):  # flops_jobs_active counts the holder's view only
+            self._track(name, None)
 
     async def resync(self) -> str:
         """List every bot Job, a page at a time (thousands of whole Jobs at once cost a lot of memory)."""
@@ -159,8 +167,8 @@ class Tracker:
         kind = jobs.kind_of(job)
         if kind not in self.counted:
             return
-        if name in self._following:  # its queued check is being moved: looked at again right after
-            self._again[name] = job
+        if name in self.queued.following:  # its queued check is being moved: looked at again right after
+            self.queued.again[name] = job
             return
         result = jobs.outcome(job)
         reported = jobs.REPORTED in jobs.annotations_of(job)
@@ -169,8 +177,8 @@ class Tracker:
             return
         if not result.finished:
             if kueue.queue_of(job) is not None:
-                self._follow(job)
-                self._arm_admission_timeout(job)
+                self.queued.follow(job)
+                self.queued.arm_admission_timeout(job)
             if kueue.suspended(job) and name in self._timers:
                 self._timers.pop(name).cancel()  # preempted: the timeout counts from the next admission
             elif not kueue.suspended(job):
@@ -184,7 +192,7 @@ class Tracker:
         """A Job deleted before it was reported (`kubectl delete`, a TTL): its check must not hang."""
         name = jobs.name_of(job)
         self._track(name, None)
-        self._again.pop(name, None)  # a queued Job's change seen while following it: moot now
+        self.queued.again.pop(name, None)  # a queued Job's change seen while following it: moot now
         if name in self._timers:
             self._timers.pop(name).cancel()
         if jobs.kind_of(job) in self.reporters and name not in self._inflight \
@@ -227,7 +235,7 @@ class Tracker:
         started = (job.get("status") or {}).get("startTime")
         if started is None and kueue.queue_of(job) is not None:
             return  # just admitted: armed when the Job controller sets the start time (counted from admission)
-        delay = max(0.0, _epoch(started or job["metadata"].get("creationTimestamp")) + int(seconds) - time.time())
+        delay = max(0.0, epoch(started or job["metadata"].get("creationTimestamp")) + int(seconds) - time.time())
         self._timers[name] = asyncio.create_task(self._stop_when_due(name, int(seconds), delay), name=f"timeout-{name}")
 
     async def _stop_when_due(self, name: str, seconds: int, delay: float) -> None:
@@ -246,78 +254,6 @@ class Tracker:
         finally:
             self._timers.pop(name, None)
 
-    def _follow(self, job: dict[str, Any]) -> None:
-        name = jobs.name_of(job)
-        self._following.add(name)
-        task = asyncio.create_task(self._in_turn(self._follow_queue(job)), name=f"queue-{name}")
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _follow_queue(self, job: dict[str, Any]) -> None:
-        """The queued Job's check moved to what Kueue says; its kind's `admitted` once it runs. A change
-        that came meanwhile is looked at next; a Job still waiting is looked at again in `queue_poll`."""
-        name, kind = jobs.name_of(job), self.kinds[jobs.kind_of(job)]
-        failed = False
-        try:
-            if await queueing.follow(self.deps, job) and kind.admitted is not None:
-                await kind.admitted(job, self.deps)
-        except Exception:
-            failed = True
-            log.exception("following a queued job failed; tried again shortly", extra={"job": name})
-        finally:
-            self._following.discard(name)
-        again = self._again.pop(name, None)
-        if again is not None:
-            self.consider(again)
-        elif (failed or kueue.suspended(job)) and name not in self._polls and not self._stop.is_set():
-            self._polls[name] = asyncio.create_task(self._poll(name), name=f"poll-{name}")
-
-    async def _poll(self, name: str) -> None:
-        try:
-            await asyncio.sleep(self.queue_poll)
-            self._polls.pop(name, None)
-            job = await self.deps.kube.get_job(name)
-            if job is not None:
-                self.consider(job)
-        except Exception:
-            log.exception("looking at a queued job failed; it is looked at on its next change", extra={"job": name})
-        finally:
-            self._polls.pop(name, None)
-
-    def _arm_admission_timeout(self, job: dict[str, Any]) -> None:
-        name, seconds = jobs.name_of(job), jobs.annotations_of(job).get(kueue.ADMISSION_TIMEOUT, "")
-        if not seconds.isdigit() or name in self._admission:
-            return
-        delay = max(0.0, _epoch(job["metadata"].get("creationTimestamp")) + int(seconds) - time.time())
-        self._admission[name] = asyncio.create_task(self._cancel_unadmitted(name, int(seconds), delay),
-                                                    name=f"admission-{name}")
-
-    async def _cancel_unadmitted(self, name: str, seconds: int, delay: float) -> None:
-        """Not fully admitted by Kueue at its admission timeout: cancelled as a whole, saying what waited,
-        so that a half-admitted run does not hold its quota forever."""
-        try:
-            await asyncio.sleep(delay)
-            job = await self.deps.kube.get_job(name)
-            if job is None or jobs.REPORTED in jobs.annotations_of(job) or jobs.outcome(job).finished \
-                    or name in self._inflight:
-                return
-            kind, ann = self.kinds[jobs.kind_of(job)], jobs.annotations_of(job)
-            waited = await kind.waiting(job, self.deps) if kind.waiting is not None else \
-                (f"Job `{name}` waited" if kueue.suspended(job) else "")
-            if not waited:
-                return
-            why = (f"Not fully admitted by Kueue within its admission timeout of {duration(seconds)}: {waited} in "
-                   f"LocalQueue `{kueue.queue_of(job)}`. The run was cancelled as a whole, so that a part of it "
-                   "does not hold quota while waiting for the rest. Start it again when the queue has room, or "
-                   "raise the admission timeout in `.github/flops.yml`.")
-            log.info("queued job not admitted in time; cancelled", extra={"job": name, "timeout": seconds})
-            await cancel(self.deps.github.for_installation(int(ann[jobs.INSTALLATION])), self.deps, job, why)
-            self.deps.metrics.job_finished(jobs.kind_of(job), "cancelled")
-        except Exception:
-            log.exception("cancelling a job not admitted in time failed", extra={"job": name})
-        finally:
-            self._admission.pop(name, None)
-
     async def _report(self, job: dict[str, Any], result: jobs.Outcome, *, stop: bool = False) -> None:
         name, kind = jobs.name_of(job), jobs.kind_of(job)
         try:
@@ -325,10 +261,12 @@ class Tracker:
             if current is None:
                 await self._close_check_of_deleted(job)
                 return
-            if jobs.REPORTED in jobs.annotations_of(current):
+            current = await self._claim(current)
+            if current is None:
                 return
             conclusion = await self.reporters[kind](current, result, self.deps)
-            await self.deps.kube.annotate_job(name, {jobs.REPORTED: conclusion}, labels=jobs.REPORTED_LABEL)
+            await self.deps.kube.annotate_job(name, {jobs.REPORTED: conclusion, jobs.REPORTING: None},
+                                              labels=jobs.REPORTED_LABEL)
             if stop:
                 await self.deps.kube.delete_job(name)
             self.deps.metrics.job_finished(kind, conclusion)
@@ -340,6 +278,43 @@ class Tracker:
             log.exception("reporting a job failed; it will be retried on the next re-list", extra={"job": name})
         finally:
             self._inflight.discard(name)
+
+    async def _claim(self, job: dict[str, Any] | None) -> dict[str, Any] | None:
+        """Claim the report of `job` by an update carrying the resourceVersion it was read at: of two
+        replicas only one gets through (the other gets a 409). The Job as claimed, or None when it is
+        reported, gone, or claimed by another replica within the lease duration."""
+        for _ in range(CLAIM_ATTEMPTS):
+            if job is None or jobs.REPORTED in jobs.annotations_of(job):
+                return None
+            name, claim = jobs.name_of(job), jobs.annotations_of(job).get(jobs.REPORTING, "")
+            holder, _, since = claim.partition(" ")
+            if holder and holder != self.identity and since.isdigit() \
+                    and time.time() - int(since) < self.deps.settings.lease.duration:
+                log.info("job claimed by another replica", extra={"job": name, "holder": holder})
+                self._recheck(name, int(since) + self.deps.settings.lease.duration - time.time())
+                return None
+            stamp = f"{self.identity} {int(time.time())}"
+            claimed = await self.deps.kube.claim_job(name, str(job["metadata"]["resourceVersion"]),
+                                                     {jobs.REPORTING: stamp})
+            if claimed is not None:
+                return claimed
+            job = await self.deps.kube.get_job(name)  # changed since read (a status update, a claim): look again
+        return None
+
+    def _recheck(self, name: str, delay: float) -> None:
+        """Look at the Job again once another replica's claim is stale (that replica may have died)."""
+        async def later() -> None:
+            await asyncio.sleep(max(0.0, delay) + 1)
+            try:
+                if (job := await self.deps.kube.get_job(name)) is not None:
+                    self.consider(job)
+            except Exception as exc:
+                log.warning("looking at a claimed job again failed; the next re-list does",
+                            extra={"job": name, "error": repr(exc)})
+
+        task = asyncio.create_task(later(), name=f"recheck-{name}")
+        self._rechecks.add(task)
+        task.add_done_callback(self._rechecks.discard)
 
     async def _report_deleted(self, job: dict[str, Any]) -> None:
         try:
@@ -385,12 +360,7 @@ def _duration(job: dict[str, Any]) -> float | None:
     start, end = status.get("startTime"), status.get("completionTime") or max(filter(None, ends), default=None)
     if not start:
         return None
-    return max(0.0, _epoch(end) - _epoch(start))
-
-
-def _epoch(stamp: object) -> float:
-    """Seconds since the epoch of an RFC 3339 time the API server wrote (now when there is none)."""
-    return datetime.fromisoformat(str(stamp).replace("Z", "+00:00")).timestamp() if stamp else time.time()
+    return max(0.0, epoch(end) - epoch(start))
 
 
 def _identity(job: dict[str, Any]) -> dict[str, Any]:

@@ -41,6 +41,7 @@ class Kube:
         self.core = kubernetes.client.CoreV1Api(self.api_client)
         self.networking = kubernetes.client.NetworkingV1Api(self.api_client)
         self.custom = kubernetes.client.CustomObjectsApi(self.api_client)
+        self.coordination = kubernetes.client.CoordinationV1Api(self.api_client)
         self.namespace = namespace
         self._secrets: dict[str, tuple[float, dict[str, str]]] = {}
 
@@ -97,6 +98,59 @@ class Kube:
         if labels:
             body["metadata"]["labels"] = labels
         await asyncio.to_thread(self.batch.patch_namespaced_job, name, self.namespace, body)
+
+    async def claim_job(self, name: str, resource_version: str, annotations: dict[str, str | None],
+                        labels: dict[str, str] | None = None) -> dict[str, Any] | None:
+        """Annotate the Job only if it is still at `resource_version` (an optimistic update); the Job as
+        written, or None when it changed since it was read (409) or is gone (404): of two replicas claiming
+        one Job only one succeeds."""
+        body: dict[str, Any] = {"metadata": {"resourceVersion": resource_version, "annotations": annotations}}
+        if labels:
+            body["metadata"]["labels"] = labels
+        try:
+            job = await asyncio.to_thread(self.batch.patch_namespaced_job, name, self.namespace, body,
+                                          _preload_content=False)
+        except ApiException as exc:
+            if exc.status in (404, 409):
+                return None
+            raise
+        return _json(job)  # type: ignore[no-any-return]
+
+    async def get_lease(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """A coordination.k8s.io/v1 Lease (in the bot's own namespace, not the Jobs'); None when there is none."""
+        try:
+            lease = await asyncio.to_thread(self.coordination.read_namespaced_lease, name, namespace,
+                                            _preload_content=False, _request_timeout=5)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return _json(lease)  # type: ignore[no-any-return]
+
+    async def create_lease(self, namespace: str, body: dict[str, Any]) -> dict[str, Any] | None:
+        """Create a Lease; None when one of that name exists (another replica created it first)."""
+        try:
+            raw: Any = body  # the client takes plain JSON as well as its models
+            lease = await asyncio.to_thread(self.coordination.create_namespaced_lease, namespace, raw,
+                                            _preload_content=False, _request_timeout=5)
+        except ApiException as exc:
+            if exc.status == 409:
+                return None
+            raise
+        return _json(lease)  # type: ignore[no-any-return]
+
+    async def replace_lease(self, namespace: str, body: dict[str, Any]) -> dict[str, Any] | None:
+        """Replace a Lease; `body` carries the resourceVersion it was read at. None on a conflict (409):
+        someone else wrote it since."""
+        try:
+            raw: Any = body  # the client takes plain JSON as well as its models
+            lease = await asyncio.to_thread(self.coordination.replace_namespaced_lease, body["metadata"]["name"],
+                                            namespace, raw, _preload_content=False, _request_timeout=5)
+        except ApiException as exc:
+            if exc.status == 409:
+                return None
+            raise
+        return _json(lease)  # type: ignore[no-any-return]
 
     async def delete_job(self, name: str) -> bool:
         """Delete a Job and (in the background) its Pods. False when it was already gone."""

@@ -16,6 +16,7 @@ is global. The names and labels are public contract (dashboards and alerts query
   `requested` (GitHub asked to redeliver), `failed` (GitHub refused that request: asked again next
   pass), `skipped` (its GUID was already processed here, or asked for 3 times already), `deferred`
   (over FLOPS_REDELIVER_MAX or a rate limit: the next pass takes it)
+- `flops_leader`: 1 while this replica holds the Lease `flops-bot-leader` (it reports Jobs), else 0
 - `flops_delivery_errors_total{event,stage}`: a delivery that failed while it was routed
   (`routing`), ordered (`ordering`) or processed (`processing`); it is logged with its delivery id
 
@@ -71,6 +72,8 @@ class Metrics:
         self._proxy_up: Gauge | None = None  # registered once a webhook proxy runs
         self._redeliveries = Counter("flops_redeliveries", "Failed deliveries the redelivery loop handled, "
                                      "by outcome.", ("outcome",), registry=self.registry)
+        self._leader = Gauge("flops_leader", "1 while this replica holds the Lease flops-bot-leader.",
+                             registry=self.registry)
 
     def delivery(self, event: str, outcome: str) -> None:
         child = self._delivery_children.get((event, outcome))
@@ -107,6 +110,8 @@ class Metrics:
     def redelivery(self, outcome: str) -> None:
         """`outcome`: requested, failed, skipped or deferred."""
         self._redeliveries.labels(outcome).inc()
+    def set_leader(self, holding: bool) -> None:
+        self._leader.set(1 if holding else 0)
 
     def job_finished(self, kind: str, result: str) -> None:
         self._jobs.labels(kind, result).inc()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -71,6 +72,18 @@ class Settings:
     default_queue: str | None = None  # FLOPS_DEFAULT_QUEUE: the Kueue LocalQueue of Jobs whose flops.yml names none
     redeliver_interval: int = DEFAULT_REDELIVER_INTERVAL  # seconds; 0: failed deliveries are not redelivered
     redeliver_max: int = DEFAULT_REDELIVER_MAX
+    lease: LeaseSettings = field(default_factory=lambda: LeaseSettings())
+
+
+@dataclass(frozen=True)
+class LeaseSettings:
+    """The Lease `flops-bot-leader` that elects the one replica reporting Jobs (bot/platform/leader.py)."""
+
+    namespace: str = "flops-system"  # the bot's own namespace (POD_NAMESPACE), not the Jobs'
+    pod_name: str = ""  # POD_NAME (downward API); the holder identity is this plus a random suffix
+    duration: int = 15  # seconds a holder that stopped renewing keeps the lease
+    renew: int = 10  # seconds between a holder's renewals
+    retry: int = 2  # seconds between a follower's looks at the lease
 
 
 def needs_setup(env: Mapping[str, str]) -> bool:
@@ -119,6 +132,7 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         default_queue=_queue_setting(env, problems),
         redeliver_interval=_interval_setting(env, "FLOPS_REDELIVER_INTERVAL", DEFAULT_REDELIVER_INTERVAL, problems),
         redeliver_max=_int_setting(env, "FLOPS_REDELIVER_MAX", DEFAULT_REDELIVER_MAX, problems) or DEFAULT_REDELIVER_MAX,
+        lease=_lease_settings(env, problems),
     )
     if problems:
         raise SettingsError(problems)
@@ -140,6 +154,18 @@ def _s3_settings(env: Mapping[str, str], need: Callable[[str], str], problems: l
         problems.append(f"FLOPS_RUNS_BUCKET must differ from FLOPS_BUCKET ({bucket!r}): Jobs may write the runs "
                         "bucket, never the bot's state")
     return s3
+
+
+def _lease_settings(env: Mapping[str, str], problems: list[str]) -> LeaseSettings:
+    lease = LeaseSettings(namespace=env.get("POD_NAMESPACE", "").strip() or "flops-system",
+                          pod_name=env.get("POD_NAME", "").strip() or socket.gethostname(),
+                          duration=_interval_setting(env, "FLOPS_LEASE_DURATION", 15, problems) or 15,
+                          renew=_interval_setting(env, "FLOPS_LEASE_RENEW", 10, problems) or 10,
+                          retry=_interval_setting(env, "FLOPS_LEASE_RETRY", 2, problems) or 2)
+    if not lease.retry <= lease.renew < lease.duration:
+        problems.append("the lease needs FLOPS_LEASE_RETRY <= FLOPS_LEASE_RENEW < FLOPS_LEASE_DURATION, got "
+                        f"{lease.retry}, {lease.renew}, {lease.duration}")
+    return lease
 
 
 def _proxy_url(env: Mapping[str, str], problems: list[str]) -> str | None:

@@ -22,11 +22,13 @@ from gidgethub import routing, sansio
 
 from bot.flows.deps import AfterBuild, Deps
 from bot.flows.lifecycle import Kind
-from bot.flows.tracker import QUEUE_POLL, WATCH_SECONDS, Tracker
+from bot.flows.queued import QUEUE_POLL
+from bot.flows.tracker import WATCH_SECONDS, Tracker
 from bot.platform import logs
 from bot.platform.artifacts import Artifacts
 from bot.platform.github import GitHubApp
 from bot.platform.kube import Kube, client_configuration
+from bot.platform.leader import Leadership
 from bot.platform.metrics import Metrics
 from bot.platform.retry import RetryPolicy
 from bot.platform.settings import Settings
@@ -44,6 +46,7 @@ DRAIN_SECONDS = 25.0
 DEPS = web.AppKey("deps", Deps)
 METRICS = web.AppKey("metrics", Metrics)
 TRACKER = web.AppKey("tracker", Tracker)
+LEADERSHIP = web.AppKey("leadership", Leadership)
 UNVERIFIED = web.AppKey("unverified", UnverifiedBytes)
 
 
@@ -229,12 +232,19 @@ def _start_proxy(app: web.Application, session: aiohttp.ClientSession, deps: Dep
     return asyncio.create_task(proxy.run(), name="webhook-proxy")
 
 
-def _start_redelivery(deps: Deps, dispatcher: Dispatcher) -> asyncio.Task[None] | None:
-    """The loop that asks GitHub to redeliver what failed (FLOPS_REDELIVER_INTERVAL=0: off)."""
-    if not deps.settings.redeliver_interval:
+def _start_leadership(app: web.Application, deps: Deps, kinds: Iterable[Kind], watch_seconds: int,
+                      queue_poll: float) -> asyncio.Task[None]:
+    """Every replica serves webhooks; only the Lease holder runs the tracker (reports, timeouts) and
+    the loop that asks GitHub to redeliver what failed (FLOPS_REDELIVER_INTERVAL=0: off)."""
+    app[LEADERSHIP] = leadership = Leadership(deps.kube, deps.settings.lease, metrics=deps.metrics)
+    app[TRACKER] = Tracker(deps, kinds, watch_seconds=watch_seconds, queue_poll=queue_poll,
+                           identity=leadership.identity)
+    leadership.while_leader("tracker", app[TRACKER].run)
+    if deps.settings.redeliver_interval:
+        leadership.while_leader("redeliver", Redeliverer(deps, app[DISPATCHER]).run)
+    else:
         log.info("redelivery of failed deliveries disabled (FLOPS_REDELIVER_INTERVAL=0)")
-        return None
-    return asyncio.create_task(Redeliverer(deps, dispatcher).run(), name="redeliver")
+    return asyncio.create_task(leadership.run(), name="leadership")
 
 
 def create_app(settings: Settings, router: routing.Router, *, kinds: Iterable[Kind],
@@ -259,16 +269,14 @@ def create_app(settings: Settings, router: routing.Router, *, kinds: Iterable[Ki
                                     "s3": deps.artifacts.ping})
         app[DISPATCHER] = Dispatcher(router, deps, workers=settings.workers, queue_size=settings.queue_size)
         app[DISPATCHER].start()
-        app[TRACKER] = Tracker(deps, kinds, watch_seconds=watch_seconds, queue_poll=queue_poll)
-        tracking = asyncio.create_task(app[TRACKER].run(), name="tracker")
+        tracking = _start_leadership(app, deps, kinds, watch_seconds, queue_poll)
         relaying = _start_proxy(app, session, deps)
-        redelivering = _start_redelivery(deps, app[DISPATCHER])
         log.info("flops-bot started", extra={"app_id": settings.app_id, "namespace": settings.namespace,
-                                             "api_url": settings.api_url})
+                                             "api_url": settings.api_url, "holder": app[LEADERSHIP].identity})
         gc.freeze()  # the start-up heap (modules, clients) lives forever: keep it out of every full collection
         yield
         gc.unfreeze()
-        background = [task for task in (tracking, relaying, redelivering) if task is not None]
+        background = [task for task in (tracking, relaying) if task is not None]
         for task in background:
             task.cancel()
         await asyncio.gather(*background, return_exceptions=True)

@@ -118,6 +118,7 @@ RESOURCES: dict[str, Resource] = {r.plural: r for r in (
     Resource("networkpolicies", "networking.k8s.io", "v1", "NetworkPolicy"),
     # Kueue's CRD (kueue.x-k8s.io/v1beta1): created and moved on by tests/emulators/kueue.py, as Kueue would
     Resource("workloads", "kueue.x-k8s.io", "v1beta1", "Workload", status_subresource=True),
+    Resource("leases", "coordination.k8s.io", "v1", "Lease", generation=False),
 )}
 BY_KIND = {r.kind: r for r in RESOURCES.values()}
 GROUPS = sorted({r.group for r in RESOURCES.values() if r.group})  # the named API groups served under /apis
@@ -1008,6 +1009,10 @@ class KubeEmulator:
     @staticmethod
     def _default(resource: Resource, obj: dict[str, Any]) -> None:
         """The few API-server defaults the bot might look at."""
+        if resource.kind == "Lease" and isinstance(obj.get("spec"), dict):
+            for key in ("acquireTime", "renewTime"):  # MicroTime, as the API server writes it back
+                if isinstance(obj["spec"].get(key), str):
+                    obj["spec"][key] = _micro_time(obj["spec"][key], f"spec.{key}")
         if resource.kind == "Job":
             spec = obj.setdefault("spec", {})
             if isinstance(spec, dict):
@@ -1119,7 +1124,7 @@ class KubeEmulator:
                     new["status"] = copy.deepcopy(current["status"])
                 else:
                     new.pop("status", None)
-            if resource.kind == "Secret":
+            if resource.kind in ("Secret", "Lease"):
                 self._default(resource, new)
             validate_object(resource, new)
             if resource.generation and new.get("spec") != current.get("spec"):
@@ -1479,6 +1484,15 @@ class KubeEmulator:
             if not isinstance(patched.get("metadata"), dict):
                 raise ApiError(422, "metadata: Required value")
             return web.json_response(self._update(resource, namespace, name, patched, subresource=sub))
+
+
+def _micro_time(value: str, where: str) -> str:
+    """A MicroTime (RFC 3339, any offset) as the API server serializes it: UTC, microseconds, `Z`."""
+    try:
+        when = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise ApiError(400, f"{where}: parsing time {json.dumps(value)} as RFC 3339 failed", "BadRequest") from None
+    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def _expired(start: int, compacted: int) -> dict[str, Any]:

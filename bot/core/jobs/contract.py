@@ -33,6 +33,9 @@ DELIVERY, DEPLOY_TARGETS, PUSHED = A + "delivery-id", A + "deploy-targets", A + 
 # A reported Job also carries the label flops.dev/reported=true, so lists of running work select
 # `!flops.dev/reported` and skip the finished Jobs kept for a week (ttlSecondsAfterFinished).
 REPORTED_LABEL = {REPORTED: "true"}
+# "<holder> <epoch seconds>": the replica reporting the Job right now, written by an update carrying the Job's
+# resourceVersion (a 409 means another replica got there first). Removed when flops.dev/reported is written.
+REPORTING = A + "reporting"
 
 BUILD, REGRESSION = "build", "regression"
 FEDERATED_SERVER, FEDERATED_CLIENT = "federated-server", "federated-client"
