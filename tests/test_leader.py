@@ -171,8 +171,10 @@ def test_lease_settings_default_to_the_documented_values_and_name_bad_ones() -> 
     with pytest.raises(settings.SettingsError) as raised:
         settings.from_env({**base, "FLOPS_LEASE_DURATION": "10", "FLOPS_LEASE_RENEW": "10"})
     assert "FLOPS_LEASE_RENEW < FLOPS_LEASE_DURATION" in str(raised.value)
-    with pytest.raises(settings.SettingsError, match="FLOPS_LEASE_RETRY must be a positive integer"):
+    with pytest.raises(settings.SettingsError, match="FLOPS_LEASE_RETRY must be a duration like 30s, 5m or 1h"):
         settings.from_env({**base, "FLOPS_LEASE_RETRY": "0.5"})
+    lease = settings.from_env({**base, "FLOPS_LEASE_DURATION": "1m", "FLOPS_LEASE_RENEW": "20s"}).lease
+    assert (lease.duration, lease.renew) == (60, 20)  # durations take s, m, h like every other
 
 
 async def test_a_report_claimed_by_a_dead_replica_is_taken_over_once_its_claim_is_stale(
