@@ -301,15 +301,8 @@ def targets_annotation(cfg: RepoConfig) -> str:
 
 
 async def read_record(deps: Deps, key: str) -> BuildRecord | None:
-    """A build record from the bucket; None when absent or without the documented shape."""
-    data = await deps.artifacts.get_json(key)
-    if data is None:
-        return None
-    try:
-        return BuildRecord.from_json(data)
-    except records.RecordError as exc:
-        log.warning("build record unreadable; treated as missing", extra={"key": key, "error": str(exc)})
-        return None
+    """A build record from the bot's bucket; None when absent or without the documented shape."""
+    return await reuse.find_build(deps.artifacts, key)
 
 
 async def report_build(job: dict[str, Any], result: jobs.Outcome, deps: Deps) -> str:

@@ -93,14 +93,15 @@ def _key(request: jobs.BuildRequest, found: Inputs) -> str:
 
 
 async def find_build(artifacts: Artifacts, key: str) -> BuildRecord | None:
-    """The successful build recorded under an inputs key; None when absent or unreadable (builds)."""
+    """The build record under `key` (a commit's, or an inputs key's); None when absent or without the
+    documented shape (then the image is built)."""
     data = await artifacts.get_json(key)
     if data is None:
         return None
     try:
         return BuildRecord.from_json(data)
     except records.RecordError as exc:
-        log.warning("inputs record unreadable; building", extra={"key": key, "error": str(exc)})
+        log.warning("build record unreadable; treated as missing", extra={"key": key, "error": str(exc)})
         return None
 
 
