@@ -36,10 +36,21 @@ from tests.emulators.github import GitHubEmulator
 from tests.emulators.kube import KubeEmulator
 from tests.emulators.s3 import S3Server, free_port
 from tests.serving import serving
-from tests.test_as_shipped import (CODE, CRONJOB, DEPLOY, FEDERATED, IMAGES, MAINTAINER, REGRESSION, TESTS,
-                                   comment_payload, digest, pr_payload)
+from tests.test_as_shipped import (
+    CODE,
+    CONFIG_REPO,
+    CRONJOB,
+    DEPLOY,
+    FEDERATED,
+    IMAGES,
+    MAINTAINER,
+    REGRESSION,
+    TESTS,
+    comment_payload,
+    digest,
+    pr_payload,
+)
 
-CONFIG_REPO = "acme/chaos-config"
 KINDS = ("push", "review", "train", "tests")
 JUNIT = b'<testsuite name="unit" tests="1" failures="0"><testcase classname="t" name="test_ok" time="0.1"/></testsuite>'
 MOMENTS = [("POST", r"/check-runs$"), ("PATCH", r"/check-runs/\d+$"), ("POST", r"/issues/\d+/comments$"),
@@ -320,7 +331,9 @@ class Chaos:
             for (name, sha), count in Counter((r["name"], r["head_sha"]) for r in runs).items():
                 if count > 1:
                     doubled += count - 1
-                    problems.append(f"{repo}: {count} check runs {name!r} on {sha[:7]}")
+                    titles = [(r["conclusion"], r["output"].get("title"), (r["output"].get("summary") or "")[:300]) for r in runs
+                              if (r["name"], r["head_sha"]) == (name, sha)]
+                    problems.append(f"{repo}: {count} check runs {name!r} on {sha[:7]}: {titles}")
             problems += [f"{repo}: {r['name']!r} left {r['status']}" for r in runs if r["status"] != "completed"]
             for number in (5, 6, 9):
                 markers = Counter(m for c in self.github.comments_on(repo, number)

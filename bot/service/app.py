@@ -210,12 +210,13 @@ def _start_proxy(app: web.Application, session: aiohttp.ClientSession, deps: Dep
     return asyncio.create_task(proxy.run(), name="webhook-proxy")
 
 
-def _start_redelivery(deps: Deps, dispatcher: Dispatcher) -> asyncio.Task[None] | None:
+def _start_redelivery(deps: Deps, dispatcher: Dispatcher) -> tuple[asyncio.Task[None], Redeliverer] | None:
     """The loop that asks GitHub to redeliver what failed (FLOPS_REDELIVER_INTERVAL=0: off)."""
     if not deps.settings.redeliver_interval:
         log.info("redelivery of failed deliveries disabled (FLOPS_REDELIVER_INTERVAL=0)")
         return None
-    return asyncio.create_task(Redeliverer(deps, dispatcher).run(), name="redeliver")
+    loop = Redeliverer(deps, dispatcher)
+    return asyncio.create_task(loop.run(), name="redeliver"), loop
 
 
 def create_app(settings: Settings, router: routing.Router, *, kinds: Iterable[Kind],
@@ -249,10 +250,12 @@ def create_app(settings: Settings, router: routing.Router, *, kinds: Iterable[Ki
         gc.freeze()  # the start-up heap (modules, clients) lives forever: keep it out of every full collection
         yield
         gc.unfreeze()
-        background = [task for task in (tracking, relaying, redelivering) if task is not None]
+        background = [task for task in (tracking, relaying, redelivering and redelivering[0]) if task is not None]
         for task in background:
             task.cancel()
         await asyncio.gather(*background, return_exceptions=True)
+        if redelivering:  # drained: nothing taken is lost, the next start has nothing to ask for again
+            await redelivering[1].stopped()
         await app[TRACKER].idle()
         await session.close()
         kube.close()
