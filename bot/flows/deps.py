@@ -1,6 +1,7 @@
 """What handlers get instead of module-level clients: passed in by the dispatcher."""
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -28,3 +29,4 @@ class Deps:
     after_build: list[AfterBuild] = field(default_factory=list)
     permissions: Permissions = field(default_factory=Permissions)
     policy: RetryPolicy = field(default_factory=RetryPolicy)  # waits before another try (GitHub, deploy conflicts)
+    started: float = field(default_factory=time.time)  # this process's start: what is older, a dead one left

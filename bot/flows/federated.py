@@ -158,7 +158,7 @@ async def launch(gh: GitHubAPI, deps: Deps, request: RunRequest, refs: dict[str,
         body["metadata"]["annotations"].update(admission.pending_clients(run, request.admission_timeout))
         summary += (f"\n\nThe clients start once Kueue admitted the server; a run not fully admitted within "
                     f"{duration(request.admission_timeout)} (`federated.admission_timeout`) is cancelled as a whole.")
-    server = await deps.kube.create_job(body)
+    server = await deps.kube.create_job(body) or await _unfinished_launch(deps, run.run_id)
     if server is None:
         return run.run_id
     await deps.kube.create_network_policy(jobs.federated_network_policy(run, cluster, server))  # before clients
@@ -171,6 +171,20 @@ async def launch(gh: GitHubAPI, deps: Deps, request: RunRequest, refs: dict[str,
     log.info("federated run started", extra={"repo": src.repo, "sha": src.sha, "run": run.run_id,
                                              "clients": run.clients, "rounds": run.rounds})
     return run.run_id
+
+
+async def _unfinished_launch(deps: Deps, run_id: str) -> dict[str, Any] | None:
+    """The server Job of a launch that a process dying cut short (no check run yet, created before this
+    process started; a launch still going on here is left to finish): the rest of it is done again
+    (Service, NetworkPolicy, clients answer 409 where they exist)."""
+    server = await deps.kube.get_job(run_id)
+    if server is None or jobs.CHECK_RUN in jobs.annotations_of(server):
+        return None
+    created = server["metadata"].get("creationTimestamp")
+    if not created or datetime.fromisoformat(str(created).replace("Z", "+00:00")).timestamp() >= deps.started - 1:
+        return None
+    log.info("federated launch resumed", extra={"run": run_id})
+    return server
 
 
 # --- report ---------------------------------------------------------------------------------------
