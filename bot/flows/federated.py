@@ -31,6 +31,7 @@ from bot.flows.kueue import elsewhere
 from bot.flows.pending import RunRequest, drop_pending, pending_key, read_pending
 from bot.flows.pulls import PullRef
 from bot.platform import checks, comments, logs
+from bot.platform.github import LOOK_FIRST
 
 log = logs.get_logger(__name__)
 
@@ -158,15 +159,22 @@ async def launch(gh: GitHubAPI, deps: Deps, request: RunRequest, refs: dict[str,
         body["metadata"]["annotations"].update(admission.pending_clients(run, request.admission_timeout))
         summary += (f"\n\nThe clients start once Kueue admitted the server; a run not fully admitted within "
                     f"{duration(request.admission_timeout)} (`federated.admission_timeout`) is cancelled as a whole.")
-    server = await deps.kube.create_job(body) or await _unfinished_launch(deps, run.run_id)
+    server = await deps.kube.create_job(body)
+    resumed = server is None
+    if resumed:
+        server = await _unfinished_launch(deps, run.run_id)
     if server is None:
         return run.run_id
     await deps.kube.create_network_policy(jobs.federated_network_policy(run, cluster, server))  # before clients
     await deps.kube.create_service(jobs.federated_service(run, cluster, server))
     if not queue:
         await admission.start_clients(deps, run, server, None)
-    check_id = await checks.create(gh, src.repo, src.sha, checks.FEDERATED, external_id=run.run_id,
-                                   status=status, title=title, summary=summary)
+    look = LOOK_FIRST.set(LOOK_FIRST.get() or resumed)  # resumed: the dead process may have made the check run
+    try:
+        check_id = await checks.create(gh, src.repo, src.sha, checks.FEDERATED, external_id=run.run_id,
+                                       status=status, title=title, summary=summary)
+    finally:
+        LOOK_FIRST.reset(look)
     await deps.kube.annotate_job(run.run_id, {jobs.CHECK_RUN: str(check_id)})
     log.info("federated run started", extra={"repo": src.repo, "sha": src.sha, "run": run.run_id,
                                              "clients": run.clients, "rounds": run.rounds})
