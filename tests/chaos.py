@@ -54,7 +54,7 @@ from tests.test_as_shipped import (
 KINDS = ("push", "review", "train", "tests")
 JUNIT = b'<testsuite name="unit" tests="1" failures="0"><testcase classname="t" name="test_ok" time="0.1"/></testsuite>'
 MOMENTS = [("POST", r"/check-runs$"), ("PATCH", r"/check-runs/\d+$"), ("POST", r"/issues/\d+/comments$"),
-           ("PUT", r"/contents/"), ("POST", r"/git/commits$"), ("GET", r"/contents/\.github/flops\.yml$")]
+           ("PUT", r"/contents/"), ("GET", r"/contents/\.github/flops\.yml$")]
 FAULTS: list[tuple[str, str, int, dict[str, str]]] = [
     ("POST", r"/check-runs$", 502, {}), ("PATCH", r"/check-runs/\d+$", 503, {}),
     ("GET", r"/contents/", 502, {}), ("POST", r"/issues/\d+/comments$", 503, {}),
@@ -105,6 +105,8 @@ class Chaos:
         self.kinds = [KINDS[n % len(KINDS)] for n in range(plan.flows)]
         self.repos = [f"acme/chaos-{kind}-{n}" for n, kind in enumerate(self.kinds)]
         self.killed = asyncio.Event()
+        self.gate = asyncio.Semaphore(plan.concurrency)
+        self.kills_left = plan.kills
         self.pid = 0
         self.finished: set[str] = set()
 
@@ -114,34 +116,20 @@ class Chaos:
         started = time.monotonic()
         self.set_up()
         self.github.hooks.url, self.github.hooks.secret = f"http://127.0.0.1:{self.port}/webhook", SECRET
-        pending = list(range(self.plan.flows))
-        flows: list[asyncio.Task[None]] = []
-        gate = asyncio.Semaphore(self.plan.concurrency)
-        kills_left = self.plan.kills
+        pending, flows = list(range(self.plan.flows)), []
+        self.kills_left = self.plan.kills
         finisher = asyncio.create_task(self.finish_jobs())
         try:
             while True:
                 async with serving(self.tmp, self.github, self.kube, self.s3, **self.same) as served:
                     self.pid, self.figures.restarts = served.process.pid, self.figures.restarts + (flows != [])
-                    self.killed.clear()
-                    if kills_left:
-                        self.arm_kill()
-                    self.inject_faults()
-                    while pending and len(flows) < self.plan.flows and not self.killed.is_set():
-                        flows.append(asyncio.create_task(self.one_flow(pending.pop(0), gate)))
-                        await asyncio.sleep(0)  # let it take the gate before the next is created
-                    everything = asyncio.gather(*flows, return_exceptions=True)
-                    killed = asyncio.create_task(self.killed.wait())
-                    await asyncio.wait({everything, killed}, timeout=self.plan.timeout * 3,
-                                       return_when=asyncio.FIRST_COMPLETED)
-                    if not self.killed.is_set():
-                        killed.cancel()
+                    killed = await self.one_life(pending, flows)
+                    if not killed:
                         await self.redelivered_all()
                         break
-                    kills_left -= 1
                     served.process.wait(timeout=10)
-                    if pending:  # a delivery that meets the bot down
-                        flows.append(asyncio.create_task(self.one_flow(pending.pop(0), gate, alone=True)))
+                    if pending:  # one flow held back per kill: its delivery meets the bot down
+                        flows.append(asyncio.create_task(self.one_flow(pending.pop(0), alone=True)))
                         await wait_for(lambda: self.refusals() > self.figures.refused, timeout=20,
                                        what="a delivery refused while the bot is down")
                         self.figures.refused = self.refusals()
@@ -153,6 +141,28 @@ class Chaos:
         self.figures.seconds = time.monotonic() - started
         self.audit()
         return self.figures
+
+    async def one_life(self, pending: list[int], flows: list[asyncio.Task[None]]) -> bool:
+        """Run flows until the armed kill fires (True) or all are done (False); one pending flow per
+        kill still to come is held back for the outage."""
+        self.killed.clear()
+        if self.kills_left:
+            self.arm_kill()
+        self.inject_faults()
+        while True:
+            while pending and len(pending) > self.kills_left and not self.killed.is_set():
+                flows.append(asyncio.create_task(self.one_flow(pending.pop(0))))
+            everything = asyncio.gather(*flows, return_exceptions=True)
+            killed = asyncio.create_task(self.killed.wait())
+            await asyncio.wait({everything, killed}, timeout=self.plan.timeout * 3,
+                               return_when=asyncio.FIRST_COMPLETED)
+            if self.killed.is_set():
+                self.kills_left -= 1
+                return True
+            killed.cancel()
+            if not pending:
+                return False
+            self.kills_left = 0  # the kill never came (its moment did not recur): the held-back flows run now
 
     def arm_kill(self) -> None:
         """SIGKILL the bot at a seeded GitHub call: the `skip`-th next match of a seeded moment."""
@@ -216,12 +226,12 @@ class Chaos:
             gh.set_permission(repo, MAINTAINER, "write")
         gh.add_installation(INSTALLATION, "acme", [*self.repos, CONFIG_REPO])
 
-    async def one_flow(self, n: int, gate: asyncio.Semaphore, *, alone: bool = False) -> None:
+    async def one_flow(self, n: int, *, alone: bool = False) -> None:
         flow: Callable[[str], Awaitable[None]] = getattr(self, "flow_" + self.kinds[n])
         if alone:  # sent at once (the bot is down): not behind the gate
             await asyncio.wait_for(flow(self.repos[n]), self.plan.timeout)
         else:
-            async with gate:
+            async with self.gate:
                 await asyncio.wait_for(flow(self.repos[n]), self.plan.timeout)
         self.figures.finished += 1
 

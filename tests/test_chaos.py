@@ -17,7 +17,7 @@ async def test_mixed_flows_survive_kills_and_github_faults_with_nothing_lost_or_
         tmp_path: Path, github: GitHubEmulator, kube: KubeEmulator, s3: S3Server) -> None:
     figures = await Chaos(tmp_path, github, kube, s3, Plan(flows=8, kills=3, faults=6, seed=21)).run()
     print(figures.line())
-    print("\n".join(figures.problems))
+    print("\n".join(figures.problems))  # what the audit found, if anything
     assert figures.problems == []
     assert (figures.lost, figures.doubled) == (0, 0)
     assert figures.kills == 3 and figures.finished == 8

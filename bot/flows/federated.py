@@ -10,6 +10,7 @@ and reported `timed_out` with the server's log tail.
 """
 from __future__ import annotations
 
+import asyncio
 import json
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -145,8 +146,15 @@ def run_of(request: RunRequest, refs: dict[str, str]) -> jobs.FederatedRun:
 async def launch(gh: GitHubAPI, deps: Deps, request: RunRequest, refs: dict[str, str]) -> str:
     """Server Job first (its name is the run id: a second launch gets 409 and stops), then the
     Service and clients it owns, then the check run, whose id goes on the server Job. Under a Kueue
-    queue the clients start once Kueue admitted the server (`federated_admission`)."""
-    run, cluster = run_of(request, refs), jobs.cluster_from(deps.settings)
+    queue the clients start once Kueue admitted the server (`federated_admission`). Launches of one
+    run in this process go one at a time (a launch a crash cut short is resumed by one of them)."""
+    run = run_of(request, refs)
+    async with deps.locks.setdefault("federated:" + run.run_id, asyncio.Lock()):
+        return await _launch(gh, deps, request, run)
+
+
+async def _launch(gh: GitHubAPI, deps: Deps, request: RunRequest, run: jobs.FederatedRun) -> str:
+    cluster = jobs.cluster_from(deps.settings)
     src = run.source
     queue = await queueing.queue_for(gh, deps, src.repo, jobs.FEDERATED_SERVER)
     body = jobs.federated_server_job(run, cluster, check=checks.FEDERATED)
