@@ -219,6 +219,16 @@ def _start_redelivery(deps: Deps, dispatcher: Dispatcher) -> tuple[asyncio.Task[
     return asyncio.create_task(loop.run(), name="redeliver"), loop
 
 
+async def _stop_background(tracking: asyncio.Task[None], relaying: asyncio.Task[None] | None,
+                           redelivering: tuple[asyncio.Task[None], Redeliverer] | None) -> None:
+    background = [task for task in (tracking, relaying, redelivering and redelivering[0]) if task is not None]
+    for task in background:
+        task.cancel()
+    await asyncio.gather(*background, return_exceptions=True)
+    if redelivering:  # drained: nothing taken is lost, the next start has nothing to ask for again
+        await redelivering[1].stopped()
+
+
 def create_app(settings: Settings, router: routing.Router, *, kinds: Iterable[Kind],
                after_build: list[AfterBuild] | None = None, policy: RetryPolicy | None = None,
                drain_seconds: float = DRAIN_SECONDS, watch_seconds: int = WATCH_SECONDS,
@@ -250,12 +260,7 @@ def create_app(settings: Settings, router: routing.Router, *, kinds: Iterable[Ki
         gc.freeze()  # the start-up heap (modules, clients) lives forever: keep it out of every full collection
         yield
         gc.unfreeze()
-        background = [task for task in (tracking, relaying, redelivering and redelivering[0]) if task is not None]
-        for task in background:
-            task.cancel()
-        await asyncio.gather(*background, return_exceptions=True)
-        if redelivering:  # drained: nothing taken is lost, the next start has nothing to ask for again
-            await redelivering[1].stopped()
+        await _stop_background(tracking, relaying, redelivering)
         await app[TRACKER].idle()
         await session.close()
         kube.close()
