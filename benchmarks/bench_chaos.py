@@ -16,14 +16,20 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+import tempfile
+from pathlib import Path
 
 import harness
+
 from tests.chaos import Chaos, Figures, Plan
 
 
 async def one_run(plan: Plan) -> Figures:
+    kept = Path(tempfile.mkdtemp(prefix="flops-chaos-log-"))  # the bot's log outlives the test bed
     async with harness.test_bed("chaos") as bed:
-        return await Chaos(bed.workdir, bed.github, bed.kube, bed.s3, plan).run()
+        figures = await Chaos(kept, bed.github, bed.kube, bed.s3, plan).run()
+    print(f"  the bot's log: {kept / 'bot.log'}")
+    return figures
 
 
 async def main() -> int:

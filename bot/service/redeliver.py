@@ -82,6 +82,7 @@ class Redeliverer:
         self._sleep = sleep  # injected: tests record the waits instead of waiting
         self._first = True  # the first pass of this process looks for what a crashed one took with it
         self._unfinished_before: set[str] = set()
+        self._retaking: dict[str, int] = {}  # GUID -> oldest attempt id, asked for again after a crash
 
     async def run(self) -> None:
         """One pass now, then one every interval (longer when GitHub asked to wait); never raises."""
@@ -136,11 +137,12 @@ class Redeliverer:
                 oldest[guid] = min(oldest.get(guid, int(entry["id"])), int(entry["id"]))
         carried = (unfinished & self._unfinished_before) - set(oldest)  # accepted before the last listing
         self._unfinished_before = unfinished
+        for guid in [g for g in self._retaking if self.dispatcher.seen(g) and g not in unfinished]:
+            del self._retaking[guid]  # asked for again after a crash, and processed here since
+        held = [*oldest.values(), *self._retaking.values()]  # a retaken one may meet this process dead too
         if carried and previous is not None:
-            return int(previous)
-        if oldest:
-            return min(oldest.values()) - 1
-        return cursor
+            held.append(int(previous) + 1)
+        return min(held) - 1 if held else cursor
 
     async def stopped(self) -> None:
         """A clean stop (everything accepted was processed): the next start redelivers nothing taken."""
@@ -198,6 +200,7 @@ class Redeliverer:
             entry = item.newest
             if item.succeeded:  # taken (202) by a process that died: it may have done part of it
                 self.dispatcher.retake(item.guid)
+                self._retaking[item.guid] = item.oldest
             requested[item.guid] = requested.pop(item.guid, 0) + 1
             try:
                 await gh.post("/app/hook/deliveries/{id}/attempts", url_vars={"id": str(entry["id"])}, data={})
