@@ -296,3 +296,25 @@ async def test_a_delivery_taken_again_after_a_crash_reuses_the_check_run_the_dea
                            what="the Job created again")
     [check] = github.check_runs_for(REPO, sha, "flops/build: server")
     assert again["metadata"]["annotations"]["flops.dev/check-run-id"] == str(check["id"])
+
+
+async def test_a_delivery_asked_for_after_a_crash_that_meets_the_bot_down_again_is_asked_for_once_more(
+        make_bed: BedFactory, github: GitHubEmulator) -> None:
+    """Chaos finding: killed again before the redelivery it asked for arrived, the process left a
+    state past that delivery, and the next start never looked at it again."""
+    code_repo(github)
+    port = free_port()
+    github.hooks.url, github.hooks.secret = f"http://127.0.0.1:{port}/webhook", SECRET
+    dying = await answering(202, port)
+    taken = await github.deliver("push", a_push(github, 62))
+    await dying.cleanup()
+    bed = await make_bed(FLOPS_REDELIVER_INTERVAL="0")
+    await crashed_with(bed.deps, taken)  # hooks.url still points at nothing: the redelivery fails (status 0)
+    assert (await Redeliverer(bed.deps, bed.server.app[DISPATCHER]).one_pass()).outcomes == {"requested": 1}
+    await wait_for(lambda: len(github.hooks.of(taken.guid)) == 2, what="the redelivery refused")
+    state = await bed.deps.artifacts.get_json(STATE_KEY)
+    assert state["settled_id"] < taken.id and not state["clean"]
+    fresh = await make_bed(FLOPS_REDELIVER_INTERVAL="0")  # the next process
+    github.hooks.url = fresh.url("/webhook")
+    assert (await Redeliverer(fresh.deps, fresh.server.app[DISPATCHER]).one_pass()).outcomes == {"requested": 1}
+    await wait_for(lambda: built(github, taken.payload["after"]), timeout=30, what="the push built")
