@@ -92,6 +92,10 @@ class Dispatcher:
         """Delivery ids accepted (answered 202) whose processing has not ended: lost if the process dies now."""
         return list(self._unfinished)
 
+    def finished(self, limit: int) -> list[str]:
+        """The newest `limit` delivery ids this process took and processed to the end (oldest first)."""
+        return [d for d in list(self._seen)[-limit:] if d not in self._unfinished]
+
     def retake(self, delivery: str) -> None:
         """`delivery` is asked for again after a crash: when it comes, its creates look first."""
         self._retaken.add(delivery)

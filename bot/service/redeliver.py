@@ -112,7 +112,9 @@ class Redeliverer:
             return Pass(retry_after=wait)
         done = Pass(examined=len(entries))
         requested: dict[str, int] = dict(state.get("requested") or {})
-        stopped_at = await self._redeliver(self._failed(entries, taken_too=crashed), requested, done)
+        taken = list(dict.fromkeys([*(state.get("taken") or []), *self.dispatcher.finished(REMEMBERED)]))
+        failed = self._failed(entries, taken_too=set(state.get("taken") or []) if crashed else None)
+        stopped_at = await self._redeliver(failed, requested, done)
         newest = max((int(e["id"]) for e in entries), default=last_id)
         cursor = newest if stopped_at is None else stopped_at - 1
         if last_id is not None and cursor is not None:
@@ -120,7 +122,7 @@ class Redeliverer:
         await self.deps.artifacts.put_json(STATE_KEY, {
             "last_id": cursor, "since": floor if cursor is None else now - WINDOW,
             "settled_id": self._settled(entries, cursor, None if crashed else state.get("settled_id")),
-            "clean": False, "requested": dict(list(requested.items())[-REMEMBERED:])})
+            "clean": False, "requested": dict(list(requested.items())[-REMEMBERED:]), "taken": taken[-REMEMBERED:]})
         if done.outcomes:
             log.info("redelivery pass", extra={"examined": done.examined, "after_crash": crashed, **done.outcomes})
         return done
@@ -165,14 +167,16 @@ class Redeliverer:
             found.append(entry)
         return found
 
-    def _failed(self, entries: Iterable[dict[str, Any]], *, taken_too: bool = False) -> list[_Guid]:
-        """GUIDs of subscribed events none of whose attempts succeeded (`taken_too`: all of them,
-        after a crash), oldest first."""
+    def _failed(self, entries: Iterable[dict[str, Any]], *, taken_too: set[str] | None = None) -> list[_Guid]:
+        """GUIDs of subscribed events none of whose attempts succeeded, oldest first. After a crash
+        (`taken_too`: what earlier processes processed to the end) also those answered 2xx but maybe
+        never processed."""
         by_guid: dict[str, _Guid] = {}
         for entry in entries:
             guid = str(entry.get("guid") or entry["id"])
             by_guid.setdefault(guid, _Guid(guid, [])).attempts.append(entry)
-        failed = [g for g in by_guid.values() if (taken_too or not g.succeeded) and self._subscribed(g.newest)]
+        failed = [g for g in by_guid.values() if (not g.succeeded or (taken_too is not None and g.guid not in taken_too))
+                  and self._subscribed(g.newest)]
         return sorted(failed, key=lambda g: g.oldest)
 
     def _subscribed(self, entry: dict[str, Any]) -> bool:
@@ -192,7 +196,7 @@ class Redeliverer:
         asked = 0
         held: list[int] = []
         for index, item in enumerate(failed):
-            if self.dispatcher.seen(item.guid) or requested.get(item.guid, 0) >= ATTEMPTS:
+            if self.dispatcher.seen(item.guid) or (requested.get(item.guid, 0) >= ATTEMPTS and not item.succeeded):
                 self._count(done, "skipped")
                 continue
             if asked >= self.max_per_pass:
