@@ -22,6 +22,7 @@ import os
 import random
 import re
 import signal
+import socket
 import time
 import uuid
 from collections import Counter
@@ -93,12 +94,25 @@ class Figures:
                 f"lost {self.lost}, doubled {self.doubled}, {self.seconds:.1f} s")
 
 
+def listening_port() -> int:
+    """A free port below the ephemeral range (net.ipv4.ip_local_port_range starts at 32768): while
+    the bot is down no outgoing connection on this machine can take it, so the restart binds it."""
+    for port in random.Random().sample(range(20000, 32000), 200):
+        with socket.socket() as probe:
+            try:
+                probe.bind(("0.0.0.0", port))
+            except OSError:
+                continue
+            return port
+    return free_port()
+
+
 class Chaos:
     def __init__(self, tmp: Path, github: GitHubEmulator, kube: KubeEmulator, s3: S3Server, plan: Plan) -> None:
         self.tmp, self.github, self.kube, self.s3, self.plan = tmp, github, kube, s3, plan
         self.rng = random.Random(plan.seed)
         self.figures = Figures(flows=plan.flows)
-        self.port = free_port()
+        self.port = listening_port()
         self.same = {"PORT": str(self.port), "FLOPS_BUCKET": "chaos-" + uuid.uuid4().hex[:10],
                      "FLOPS_REDELIVER_INTERVAL": "2s"}
         self.bot = SimpleNamespace(github=github)  # what tests/test_as_shipped.py's payload helpers read
