@@ -2,6 +2,7 @@
 tests/test_as_shipped.py runs it) plus whatever the test adds; its log checked when it stops."""
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
@@ -55,7 +56,8 @@ async def serving(tmp: Path, github: GitHubEmulator, kube: KubeEmulator, s3: S3S
         yield served
     finally:
         process.terminate()
-        process.wait(timeout=40)
+        # in a thread: the emulators share this loop and must answer what the bot finishes while it drains
+        await asyncio.to_thread(process.wait, 40)
     lines = log.read_bytes()[start:].decode().splitlines()
     entries = [json.loads(line) for line in lines]  # a line that is not JSON fails here
     assert all(isinstance(entry, dict) for entry in entries)

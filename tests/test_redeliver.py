@@ -12,13 +12,14 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp import web
 
 from bot.platform.settings import SettingsError, from_env
 from bot.service.app import DISPATCHER
 from bot.service.redeliver import STATE_KEY, Redeliverer
-from tests.conftest import INSTALLATION, SECRET, BedFactory, push_payload, wait_for
+from tests.conftest import INSTALLATION, NAMESPACE, SECRET, BedFactory, push_payload, wait_for
 from tests.emulators.deliveries import Delivery
 from tests.emulators.github import GitHubEmulator
 from tests.emulators.kube import KubeEmulator
@@ -239,3 +240,81 @@ async def test_interval_zero_never_lists_deliveries(make_bed: BedFactory, github
     github.add_installation(INSTALLATION, "Codertocat", [REPO])
     await make_bed(FLOPS_REDELIVER_INTERVAL="0")
     assert github.calls_to("GET", r"^/app/hook/deliveries") == []
+
+
+async def crashed_with(bed_deps: Any, taken: Delivery) -> None:
+    """The state a process leaves that took `taken` (answered 202) and died before processing it."""
+    await bed_deps.artifacts.put_json(STATE_KEY, {"last_id": taken.id, "settled_id": taken.id - 1, "clean": False,
+                                                  "since": time.time() - 600})
+
+
+async def test_a_delivery_taken_by_a_process_that_died_is_asked_for_again_on_the_next_start(
+        make_bed: BedFactory, github: GitHubEmulator) -> None:
+    """Chaos finding: GitHub heard 202, the process was SIGKILLed with the push still in its queue;
+    the next process's first pass asks for it again (a clean stop would leave nothing to ask for)."""
+    code_repo(github)
+    port = free_port()
+    github.hooks.url, github.hooks.secret = f"http://127.0.0.1:{port}/webhook", SECRET
+    dying = await answering(202, port)  # took it, then died
+    taken = await github.deliver("push", a_push(github, 60))
+    await dying.cleanup()
+    bed = await make_bed(FLOPS_REDELIVER_INTERVAL="0")
+    await crashed_with(bed.deps, taken)
+    github.hooks.url = bed.url("/webhook")
+    loop = Redeliverer(bed.deps, bed.server.app[DISPATCHER])
+    assert (await loop.one_pass()).outcomes == {"requested": 1}
+    await wait_for(lambda: built(github, taken.payload["after"]), timeout=30, what="the push built")
+    assert (await loop.one_pass()).outcomes == {}  # only the first pass of a process looks back
+    await bed.settle()
+    await loop.stopped()
+    assert (await bed.deps.artifacts.get_json(STATE_KEY))["clean"] is True
+    assert (await Redeliverer(bed.deps, bed.server.app[DISPATCHER]).one_pass()).outcomes == {}  # clean: nothing
+
+
+async def test_a_delivery_taken_again_after_a_crash_reuses_the_check_run_the_dead_process_made(
+        make_bed: BedFactory, github: GitHubEmulator, kube: KubeEmulator) -> None:
+    """Chaos finding: the dead process created the build check run but not the Job; processed again,
+    the push looks before it creates, so the commit keeps one `flops/build: server`, the Job's."""
+    code_repo(github)
+    first = await make_bed(FLOPS_REDELIVER_INTERVAL="0")
+    github.hooks.url, github.hooks.secret = first.url("/webhook"), SECRET
+    taken = await github.deliver("push", a_push(github, 61))
+    await first.settle()
+    sha = taken.payload["after"]
+    [job] = [j for j in kube.list("jobs", NAMESPACE) if j["metadata"]["annotations"].get("flops.dev/sha") == sha
+             and j["metadata"]["annotations"].get("flops.dev/image") == "server"]
+    await first.server.close()
+    async with aiohttp.ClientSession() as session, session.delete(  # as if it died between check run and Job
+            f"{kube.url}/apis/batch/v1/namespaces/{NAMESPACE}/jobs/{job['metadata']['name']}",
+            headers={"Authorization": f"Bearer {kube.token}"}) as response:
+        assert response.status == 200
+    bed = await make_bed(FLOPS_REDELIVER_INTERVAL="0")
+    await crashed_with(bed.deps, taken)
+    github.hooks.url = bed.url("/webhook")
+    assert (await Redeliverer(bed.deps, bed.server.app[DISPATCHER]).one_pass()).outcomes == {"requested": 1}
+    again = await wait_for(lambda: kube.get("jobs", NAMESPACE, job["metadata"]["name"]), timeout=30,
+                           what="the Job created again")
+    [check] = github.check_runs_for(REPO, sha, "flops/build: server")
+    assert again["metadata"]["annotations"]["flops.dev/check-run-id"] == str(check["id"])
+
+
+async def test_a_delivery_asked_for_after_a_crash_that_meets_the_bot_down_again_is_asked_for_once_more(
+        make_bed: BedFactory, github: GitHubEmulator) -> None:
+    """Chaos finding: killed again before the redelivery it asked for arrived, the process left a
+    state past that delivery, and the next start never looked at it again."""
+    code_repo(github)
+    port = free_port()
+    github.hooks.url, github.hooks.secret = f"http://127.0.0.1:{port}/webhook", SECRET
+    dying = await answering(202, port)
+    taken = await github.deliver("push", a_push(github, 62))
+    await dying.cleanup()
+    bed = await make_bed(FLOPS_REDELIVER_INTERVAL="0")
+    await crashed_with(bed.deps, taken)  # hooks.url still points at nothing: the redelivery fails (status 0)
+    assert (await Redeliverer(bed.deps, bed.server.app[DISPATCHER]).one_pass()).outcomes == {"requested": 1}
+    await wait_for(lambda: len(github.hooks.of(taken.guid)) == 2, what="the redelivery refused")
+    state = await bed.deps.artifacts.get_json(STATE_KEY)
+    assert state["settled_id"] < taken.id and not state["clean"]
+    fresh = await make_bed(FLOPS_REDELIVER_INTERVAL="0")  # the next process
+    github.hooks.url = fresh.url("/webhook")
+    assert (await Redeliverer(fresh.deps, fresh.server.app[DISPATCHER]).one_pass()).outcomes == {"requested": 1}
+    await wait_for(lambda: built(github, taken.payload["after"]), timeout=30, what="the push built")

@@ -148,6 +148,10 @@ async def deploy_and_report(gh: GitHubAPI, deps: Deps, request: Request) -> Resu
         result = Result("failure", f"Deploy to {target.name} failed", str(exc))
     except gidgethub.HTTPException as exc:
         result = Result("failure", f"Deploy to {target.name} failed", _explain(exc, target, sha))
+    if result.title == f"{target.name}: nothing to change" and \
+            await checks.completed_on(gh, request.repo, sha, checks.deploy_name(target.name)):
+        log.info("deploy already reported", extra={"repo": request.repo, "sha": sha, "target": target.name})
+        return result  # done by a process that died before it kept the marker: reported once already
     return await report(gh, request, result)
 
 

@@ -1,6 +1,8 @@
 """What handlers get instead of module-level clients: passed in by the dispatcher."""
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -28,3 +30,5 @@ class Deps:
     after_build: list[AfterBuild] = field(default_factory=list)
     permissions: Permissions = field(default_factory=Permissions)
     policy: RetryPolicy = field(default_factory=RetryPolicy)  # waits before another try (GitHub, deploy conflicts)
+    started: float = field(default_factory=time.time)  # this process's start: what is older, a dead one left
+    locks: dict[str, asyncio.Lock] = field(default_factory=dict)  # per key: work of one object in turn, here

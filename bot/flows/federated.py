@@ -10,6 +10,7 @@ and reported `timed_out` with the server's log tail.
 """
 from __future__ import annotations
 
+import asyncio
 import json
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -31,6 +32,7 @@ from bot.flows.kueue import elsewhere
 from bot.flows.pending import RunRequest, drop_pending, pending_key, read_pending
 from bot.flows.pulls import PullRef
 from bot.platform import checks, comments, logs
+from bot.platform.github import LOOK_FIRST
 
 log = logs.get_logger(__name__)
 
@@ -144,8 +146,15 @@ def run_of(request: RunRequest, refs: dict[str, str]) -> jobs.FederatedRun:
 async def launch(gh: GitHubAPI, deps: Deps, request: RunRequest, refs: dict[str, str]) -> str:
     """Server Job first (its name is the run id: a second launch gets 409 and stops), then the
     Service and clients it owns, then the check run, whose id goes on the server Job. Under a Kueue
-    queue the clients start once Kueue admitted the server (`federated_admission`)."""
-    run, cluster = run_of(request, refs), jobs.cluster_from(deps.settings)
+    queue the clients start once Kueue admitted the server (`federated_admission`). Launches of one
+    run in this process go one at a time (a launch a crash cut short is resumed by one of them)."""
+    run = run_of(request, refs)
+    async with deps.locks.setdefault("federated:" + run.run_id, asyncio.Lock()):
+        return await _launch(gh, deps, request, run)
+
+
+async def _launch(gh: GitHubAPI, deps: Deps, request: RunRequest, run: jobs.FederatedRun) -> str:
+    cluster = jobs.cluster_from(deps.settings)
     src = run.source
     queue = await queueing.queue_for(gh, deps, src.repo, jobs.FEDERATED_SERVER)
     body = jobs.federated_server_job(run, cluster, check=checks.FEDERATED)
@@ -159,18 +168,39 @@ async def launch(gh: GitHubAPI, deps: Deps, request: RunRequest, refs: dict[str,
         summary += (f"\n\nThe clients start once Kueue admitted the server; a run not fully admitted within "
                     f"{duration(request.admission_timeout)} (`federated.admission_timeout`) is cancelled as a whole.")
     server = await deps.kube.create_job(body)
+    resumed = server is None
+    if resumed:
+        server = await _unfinished_launch(deps, run.run_id)
     if server is None:
         return run.run_id
     await deps.kube.create_network_policy(jobs.federated_network_policy(run, cluster, server))  # before clients
     await deps.kube.create_service(jobs.federated_service(run, cluster, server))
     if not queue:
         await admission.start_clients(deps, run, server, None)
-    check_id = await checks.create(gh, src.repo, src.sha, checks.FEDERATED, external_id=run.run_id,
-                                   status=status, title=title, summary=summary)
+    look = LOOK_FIRST.set(LOOK_FIRST.get() or resumed)  # resumed: the dead process may have made the check run
+    try:
+        check_id = await checks.create(gh, src.repo, src.sha, checks.FEDERATED, external_id=run.run_id,
+                                       status=status, title=title, summary=summary)
+    finally:
+        LOOK_FIRST.reset(look)
     await deps.kube.annotate_job(run.run_id, {jobs.CHECK_RUN: str(check_id)})
     log.info("federated run started", extra={"repo": src.repo, "sha": src.sha, "run": run.run_id,
                                              "clients": run.clients, "rounds": run.rounds})
     return run.run_id
+
+
+async def _unfinished_launch(deps: Deps, run_id: str) -> dict[str, Any] | None:
+    """The server Job of a launch that a process dying cut short (no check run yet, created before this
+    process started; a launch still going on here is left to finish): the rest of it is done again
+    (Service, NetworkPolicy, clients answer 409 where they exist)."""
+    server = await deps.kube.get_job(run_id)
+    if server is None or jobs.CHECK_RUN in jobs.annotations_of(server):
+        return None
+    created = server["metadata"].get("creationTimestamp")
+    if not created or datetime.fromisoformat(str(created).replace("Z", "+00:00")).timestamp() >= deps.started - 1:
+        return None
+    log.info("federated launch resumed", extra={"run": run_id})
+    return server
 
 
 # --- report ---------------------------------------------------------------------------------------

@@ -99,6 +99,13 @@ async def post_completed(gh: GitHubAPI, repo: str, sha: str, name: str, conclusi
     return await _post(gh, repo, body)
 
 
+async def completed_on(gh: GitHubAPI, repo: str, sha: str, name: str) -> bool:
+    """Whether a completed check run `name` is on commit `sha` already."""
+    data = await gh.getitem("/repos/" + repo + "/commits/{sha}/check-runs{?check_name,filter,per_page}",
+                            url_vars={"sha": sha, "check_name": name, "filter": "all", "per_page": "100"})
+    return any(run.get("name") == name and run.get("status") == "completed" for run in data.get("check_runs", []))
+
+
 async def _post(gh: GitHubAPI, repo: str, body: dict[str, Any]) -> int:
     """Create the check run once: after a 5xx or no answer, the run this POST made (if GitHub made it)
     is looked up on the commit and used, so a retry never leaves two."""

@@ -50,6 +50,10 @@ JWT_REUSE = 240.0  # seconds an App JWT (valid 9 minutes) is reused: making one 
 # and a ref update names its sha (idempotent). A contents PUT carries the blob sha it replaces: repeated
 # after it succeeded it answers 409, and the deploy re-reads the file and finds its edit already there.
 _CREATING: ContextVar[bool] = ContextVar("flops_github_creating", default=False)
+# Set while a delivery is processed again that a process which died may have half processed (its
+# first pass after a crash asks for what that process had answered 202): `create_once` then looks
+# for the object before it posts, so a check run or comment the dead process made is not made twice.
+LOOK_FIRST: ContextVar[bool] = ContextVar("flops_github_look_first", default=False)
 Find = Callable[[], Awaitable[dict[str, Any] | None]]
 
 def rate_limit_wait(status: int, headers: Mapping[str, str], now: float) -> float | None:
@@ -145,6 +149,10 @@ async def create_once(gh: gidgethub.abc.GitHubAPI, url: str, data: dict[str, Any
     would have created (GitHub may have applied it before failing): found, it is the answer; else the
     POST is tried again after the usual backoff. Exactly one object results."""
     policy = gh.policy if isinstance(gh, Client) else RetryPolicy(attempts=1)
+    if LOOK_FIRST.get() and (earlier := await find()) is not None:
+        log.info("github create done before a restart; using the object found", extra={"url": url,
+                                                                                       "id": earlier.get("id")})
+        return earlier
     for attempt in range(1, max(1, policy.attempts) + 1):
         marked = _CREATING.set(True)
         try:

@@ -47,6 +47,7 @@ DEPS = web.AppKey("deps", Deps)
 METRICS = web.AppKey("metrics", Metrics)
 TRACKER = web.AppKey("tracker", Tracker)
 LEADERSHIP = web.AppKey("leadership", Leadership)
+REDELIVERER = web.AppKey("redeliverer", Redeliverer)
 UNVERIFIED = web.AppKey("unverified", UnverifiedBytes)
 
 
@@ -241,10 +242,24 @@ def _start_leadership(app: web.Application, deps: Deps, kinds: Iterable[Kind], w
                            identity=leadership.identity)
     leadership.while_leader("tracker", app[TRACKER].run)
     if deps.settings.redeliver_interval:
-        leadership.while_leader("redeliver", Redeliverer(deps, app[DISPATCHER]).run)
+        app[REDELIVERER] = redeliverer = Redeliverer(deps, app[DISPATCHER])
+        leadership.while_leader("redeliver", redeliverer.run)
     else:
         log.info("redelivery of failed deliveries disabled (FLOPS_REDELIVER_INTERVAL=0)")
     return asyncio.create_task(leadership.run(), name="leadership")
+
+
+async def _stop_background(app: web.Application, tracking: asyncio.Task[None],
+                           relaying: asyncio.Task[None] | None) -> None:
+    """Stop the Lease's work and the proxy; a holder that ran the redelivery loop and drained every
+    delivery it took says so, so the next start asks GitHub for nothing taken here."""
+    leading = app[LEADERSHIP].is_leader
+    background = [task for task in (tracking, relaying) if task is not None]
+    for task in background:
+        task.cancel()
+    await asyncio.gather(*background, return_exceptions=True)
+    if leading and REDELIVERER in app:  # a follower never writes the loop's state
+        await app[REDELIVERER].stopped()
 
 
 def create_app(settings: Settings, router: routing.Router, *, kinds: Iterable[Kind],
@@ -276,10 +291,7 @@ def create_app(settings: Settings, router: routing.Router, *, kinds: Iterable[Ki
         gc.freeze()  # the start-up heap (modules, clients) lives forever: keep it out of every full collection
         yield
         gc.unfreeze()
-        background = [task for task in (tracking, relaying) if task is not None]
-        for task in background:
-            task.cancel()
-        await asyncio.gather(*background, return_exceptions=True)
+        await _stop_background(app, tracking, relaying)
         await app[TRACKER].idle()
         await session.close()
         kube.close()

@@ -11,6 +11,7 @@ from gidgethub import routing, sansio
 
 from bot.flows.deps import Deps
 from bot.platform import logs
+from bot.platform.github import LOOK_FIRST
 from bot.platform.logs import delivery_id
 
 log = logs.get_logger(__name__)
@@ -56,6 +57,8 @@ class Dispatcher:
         self._workers: list[asyncio.Task[None]] = []
         self._backlogs: dict[str, deque[sansio.Event]] = {}
         self._seen: OrderedDict[str, None] = OrderedDict()
+        self._unfinished: dict[str, None] = {}  # delivery ids accepted and not yet processed (redelivery state)
+        self._retaken: set[str] = set()  # asked for again after a crash: may be half processed already
         self._accepted: dict[int, float] = {}  # id(event) -> when submit() took it (flops_delivery_latency_seconds)
         self._done = asyncio.Event()
         self._done.set()
@@ -80,9 +83,22 @@ class Dispatcher:
         self._done.clear()
         if event.delivery_id:
             self._seen[event.delivery_id] = None
+            self._unfinished[event.delivery_id] = None
             while len(self._seen) > SEEN_DELIVERIES:
                 self._seen.popitem(last=False)
         return True
+
+    def unfinished(self) -> list[str]:
+        """Delivery ids accepted (answered 202) whose processing has not ended: lost if the process dies now."""
+        return list(self._unfinished)
+
+    def finished(self, limit: int) -> list[str]:
+        """The newest `limit` delivery ids this process took and processed to the end (oldest first)."""
+        return [d for d in list(self._seen)[-limit:] if d not in self._unfinished]
+
+    def retake(self, delivery: str) -> None:
+        """`delivery` is asked for again after a crash: when it comes, its creates look first."""
+        self._retaken.add(delivery)
 
     def start(self) -> None:
         self._workers = [asyncio.create_task(self._work(), name=f"dispatch-{i}") for i in range(self._workers_n)]
@@ -136,6 +152,7 @@ class Dispatcher:
 
     async def process(self, event: sansio.Event) -> None:
         token = delivery_id.set(event.delivery_id)
+        look = LOOK_FIRST.set(bool(event.delivery_id) and event.delivery_id in self._retaken)
         started = time.monotonic()
         accepted = self._accepted.pop(id(event), started)
         try:
@@ -150,6 +167,9 @@ class Dispatcher:
             self._seen.pop(event.delivery_id, None)  # a redelivery of a failed event runs again
         finally:
             delivery_id.reset(token)
+            LOOK_FIRST.reset(look)
+            self._unfinished.pop(event.delivery_id or "", None)
+            self._retaken.discard(event.delivery_id or "")
         self.deps.metrics.delivery(event.event, outcome)
         self.deps.metrics.processed(event.event, time.monotonic() - started)
         self.deps.metrics.delivered(event.event, time.monotonic() - accepted)

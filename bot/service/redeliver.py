@@ -80,6 +80,9 @@ class Redeliverer:
         self.max_per_pass = deps.settings.redeliver_max
         self._clock = clock
         self._sleep = sleep  # injected: tests record the waits instead of waiting
+        self._first = True  # the first pass of this process looks for what a crashed one took with it
+        self._unfinished_before: set[str] = set()
+        self._retaking: dict[str, int] = {}  # GUID -> oldest attempt id, asked for again after a crash
 
     async def run(self) -> None:
         """One pass now, then one every interval (longer when GitHub asked to wait); never raises."""
@@ -96,9 +99,11 @@ class Redeliverer:
         state = await self.deps.artifacts.get_json(STATE_KEY) or {}
         now = self._clock()
         last_id = state.get("last_id")
+        crashed = self._first and "settled_id" in state and not state.get("clean")
+        self._first = False
         floor = max(float(state.get("since") or now - FIRST_LOOKBACK), now - WINDOW)
         try:
-            entries = await self._list(last_id, floor)
+            entries = await self._list(state["settled_id"] if crashed else last_id, floor)
         except gidgethub.HTTPException as exc:
             wait = rate_limit_wait(int(exc.status_code), exc.headers, now)
             if wait is None:
@@ -107,17 +112,49 @@ class Redeliverer:
             return Pass(retry_after=wait)
         done = Pass(examined=len(entries))
         requested: dict[str, int] = dict(state.get("requested") or {})
-        stopped_at = await self._redeliver(self._failed(entries), requested, done)
+        taken = list(dict.fromkeys([*(state.get("taken") or []), *self.dispatcher.finished(REMEMBERED)]))
+        failed = self._failed(entries, taken_too=set(state.get("taken") or []) if crashed else None)
+        stopped_at = await self._redeliver(failed, requested, done)
         newest = max((int(e["id"]) for e in entries), default=last_id)
         cursor = newest if stopped_at is None else stopped_at - 1
         if last_id is not None and cursor is not None:
             cursor = max(cursor, int(last_id))
         await self.deps.artifacts.put_json(STATE_KEY, {
             "last_id": cursor, "since": floor if cursor is None else now - WINDOW,
-            "requested": dict(list(requested.items())[-REMEMBERED:])})
+            "settled_id": self._settled(entries, cursor, None if crashed else state.get("settled_id")),
+            "clean": False, "requested": dict(list(requested.items())[-REMEMBERED:]), "taken": taken[-REMEMBERED:]})
         if done.outcomes:
-            log.info("redelivery pass", extra={"examined": done.examined, **done.outcomes})
+            log.info("redelivery pass", extra={"examined": done.examined, "after_crash": crashed, **done.outcomes})
         return done
+
+    def _settled(self, entries: list[dict[str, Any]], cursor: int | None, previous: Any) -> int | None:
+        """The delivery id up to which everything this process accepted was processed: a process
+        that dies takes the deliveries it answered 202 after it with it, and the next process's
+        first pass asks for them again (its flows are idempotent: at least once, in effect once)."""
+        unfinished = set(self.dispatcher.unfinished())
+        oldest: dict[str, int] = {}
+        for entry in entries:
+            guid = str(entry.get("guid"))
+            if guid in unfinished:
+                oldest[guid] = min(oldest.get(guid, int(entry["id"])), int(entry["id"]))
+        carried = (unfinished & self._unfinished_before) - set(oldest)  # accepted before the last listing
+        self._unfinished_before = unfinished
+        for guid in [g for g in self._retaking if self.dispatcher.seen(g) and g not in unfinished]:
+            del self._retaking[guid]  # asked for again after a crash, and processed here since
+        held = [*oldest.values(), *self._retaking.values()]  # a retaken one may meet this process dead too
+        if carried and previous is not None:
+            held.append(int(previous) + 1)
+        return min(held) - 1 if held else cursor
+
+    async def stopped(self) -> None:
+        """A clean stop (everything accepted was processed): the next start redelivers nothing taken."""
+        if self.dispatcher.unfinished():
+            return
+        try:
+            state = await self.deps.artifacts.get_json(STATE_KEY) or {}
+            await self.deps.artifacts.put_json(STATE_KEY, {**state, "clean": True})
+        except Exception:  # S3 unreachable: the next start redelivers what was taken since the last pass
+            log.warning("redelivery state not saved at stop", exc_info=True)
 
     async def _list(self, last_id: int | None, floor: float) -> list[dict[str, Any]]:
         """The deliveries newer than `last_id` and than `floor`, newest first."""
@@ -130,13 +167,16 @@ class Redeliverer:
             found.append(entry)
         return found
 
-    def _failed(self, entries: Iterable[dict[str, Any]]) -> list[_Guid]:
-        """GUIDs of subscribed events none of whose attempts succeeded, oldest first."""
+    def _failed(self, entries: Iterable[dict[str, Any]], *, taken_too: set[str] | None = None) -> list[_Guid]:
+        """GUIDs of subscribed events none of whose attempts succeeded, oldest first. After a crash
+        (`taken_too`: what earlier processes processed to the end) also those answered 2xx but maybe
+        never processed."""
         by_guid: dict[str, _Guid] = {}
         for entry in entries:
             guid = str(entry.get("guid") or entry["id"])
             by_guid.setdefault(guid, _Guid(guid, [])).attempts.append(entry)
-        failed = [g for g in by_guid.values() if not g.succeeded and self._subscribed(g.newest)]
+        failed = [g for g in by_guid.values() if (not g.succeeded or (taken_too is not None and g.guid not in taken_too))
+                  and self._subscribed(g.newest)]
         return sorted(failed, key=lambda g: g.oldest)
 
     def _subscribed(self, entry: dict[str, Any]) -> bool:
@@ -156,12 +196,15 @@ class Redeliverer:
         asked = 0
         held: list[int] = []
         for index, item in enumerate(failed):
-            if self.dispatcher.seen(item.guid) or requested.get(item.guid, 0) >= ATTEMPTS:
+            if self.dispatcher.seen(item.guid) or (requested.get(item.guid, 0) >= ATTEMPTS and not item.succeeded):
                 self._count(done, "skipped")
                 continue
             if asked >= self.max_per_pass:
                 return min(held + [self._defer(failed[index:], done)])
             entry = item.newest
+            if item.succeeded:  # taken (202) by a process that died: it may have done part of it
+                self.dispatcher.retake(item.guid)
+                self._retaking[item.guid] = item.oldest
             requested[item.guid] = requested.pop(item.guid, 0) + 1
             try:
                 await gh.post("/app/hook/deliveries/{id}/attempts", url_vars={"id": str(entry["id"])}, data={})
