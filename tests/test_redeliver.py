@@ -314,7 +314,8 @@ async def test_a_delivery_asked_for_after_a_crash_that_meets_the_bot_down_again_
     await wait_for(lambda: len(github.hooks.of(taken.guid)) == 2, what="the redelivery refused")
     state = await bed.deps.artifacts.get_json(STATE_KEY)
     assert state["settled_id"] < taken.id and not state["clean"]
-    fresh = await make_bed(FLOPS_REDELIVER_INTERVAL="0")  # the next process
+    # the next process; the crashed one still runs in this test, so the next takes a Lease of its own
+    fresh = await make_bed(FLOPS_REDELIVER_INTERVAL="0", POD_NAMESPACE="flops-system-next")
     github.hooks.url = fresh.url("/webhook")
     assert (await Redeliverer(fresh.deps, fresh.server.app[DISPATCHER]).one_pass()).outcomes == {"requested": 1}
     await wait_for(lambda: built(github, taken.payload["after"]), timeout=30, what="the push built")
