@@ -8,6 +8,7 @@ log an error: that is how a crash in a log call (issue 14) or anywhere else show
 """
 from __future__ import annotations
 
+import asyncio
 import copy
 import io
 import json
@@ -17,6 +18,7 @@ import sys
 import urllib.request
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -126,6 +128,32 @@ def readme_environment(tmp: Path, github: GitHubEmulator, kube: KubeEmulator, s3
             "MINIO_SECURE": "false", "PORT": str(port)}
 
 
+@asynccontextmanager
+async def started(tmp: Path, env: dict[str, str], port: int) -> AsyncIterator[subprocess.Popen[bytes]]:
+    """`python -m bot serve` with exactly `env`, its output appended to `tmp/bot.log`: yielded once
+    /readyz answers 200; on the way out stopped as Kubernetes stops it (SIGTERM, then its drain)."""
+    log = tmp / "bot.log"
+    with open(log, "ab") as sink:
+        process = subprocess.Popen([sys.executable, "-m", "bot", "serve"], cwd=tmp, stdin=subprocess.DEVNULL,
+                                   stdout=sink, stderr=subprocess.STDOUT, env=env)
+    try:
+        async with aiohttp.ClientSession() as session:
+            async def ready() -> bool:
+                assert process.poll() is None, f"the bot exited:\n{log.read_text()}"
+                try:
+                    async with session.get(f"http://127.0.0.1:{port}/readyz") as response:
+                        return response.status == 200
+                except aiohttp.ClientError:
+                    return False
+
+            await wait_for(ready, timeout=30, what="python -m bot serve ready")
+        yield process
+    finally:
+        process.terminate()
+        # in a thread: the emulators share this loop and must answer what the bot finishes while it drains
+        await asyncio.to_thread(process.wait, 40)
+
+
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
 async def shipped(tmp_path_factory: pytest.TempPathFactory, s3: S3Server) -> AsyncIterator[Shipped]:
     tmp = tmp_path_factory.mktemp("shipped")
@@ -134,27 +162,10 @@ async def shipped(tmp_path_factory: pytest.TempPathFactory, s3: S3Server) -> Asy
     kube = KubeEmulator()
     await kube.start()
     port = free_port()
-    log = tmp / "bot.log"
-    with open(log, "wb") as sink:
-        process = subprocess.Popen([sys.executable, "-m", "bot", "serve"], cwd=tmp, stdin=subprocess.DEVNULL,
-                                   stdout=sink, stderr=subprocess.STDOUT,
-                                   env=readme_environment(tmp, github, kube, s3, port))
-    bot = Shipped(github, kube, s3, f"http://127.0.0.1:{port}", log, process)
     try:
-        async with aiohttp.ClientSession() as session:
-            async def ready() -> bool:
-                assert process.poll() is None, f"the bot exited:\n{log.read_text()}"
-                try:
-                    async with session.get(bot.url + "/readyz") as response:
-                        return response.status == 200
-                except aiohttp.ClientError:
-                    return False
-
-            await wait_for(ready, timeout=30, what="python -m bot serve ready")
-        yield bot
+        async with started(tmp, readme_environment(tmp, github, kube, s3, port), port) as process:
+            yield Shipped(github, kube, s3, f"http://127.0.0.1:{port}", tmp / "bot.log", process)
     finally:
-        process.terminate()
-        process.wait(timeout=40)
         await kube.stop()
         await github.stop()
 
