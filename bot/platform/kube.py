@@ -64,13 +64,7 @@ class Kube:
         return await self._create(self.networking.create_namespaced_network_policy, body)
 
     async def _create(self, method: Any, body: dict[str, Any]) -> dict[str, Any] | None:
-        try:
-            created = await asyncio.to_thread(method, self.namespace, body)
-        except ApiException as exc:
-            if exc.status == 409:
-                return None
-            raise
-        return self.api_client.sanitize_for_serialization(created)  # type: ignore[no-any-return]
+        return await _call(method, self.namespace, body, none_on=(409,))
 
     async def list_jobs(self, selector: str) -> list[dict[str, Any]]:
         return (await self.list_jobs_page(selector)).get("items") or []  # type: ignore[no-any-return]
@@ -83,14 +77,7 @@ class Kube:
         return _json(result)  # type: ignore[no-any-return]
 
     async def get_job(self, name: str) -> dict[str, Any] | None:
-        try:
-            job = await asyncio.to_thread(self.batch.read_namespaced_job, name, self.namespace,
-                                          _preload_content=False)
-        except ApiException as exc:
-            if exc.status == 404:
-                return None
-            raise
-        return _json(job)  # type: ignore[no-any-return]
+        return await _call(self.batch.read_namespaced_job, name, self.namespace, none_on=(404,))
 
     async def annotate_job(self, name: str, annotations: dict[str, str | None],
                            labels: dict[str, str] | None = None) -> None:
@@ -107,50 +94,23 @@ class Kube:
         body: dict[str, Any] = {"metadata": {"resourceVersion": resource_version, "annotations": annotations}}
         if labels:
             body["metadata"]["labels"] = labels
-        try:
-            job = await asyncio.to_thread(self.batch.patch_namespaced_job, name, self.namespace, body,
-                                          _preload_content=False)
-        except ApiException as exc:
-            if exc.status in (404, 409):
-                return None
-            raise
-        return _json(job)  # type: ignore[no-any-return]
+        return await _call(self.batch.patch_namespaced_job, name, self.namespace, body, none_on=(404, 409))
 
     async def get_lease(self, namespace: str, name: str) -> dict[str, Any] | None:
         """A coordination.k8s.io/v1 Lease (in the bot's own namespace, not the Jobs'); None when there is none."""
-        try:
-            lease = await asyncio.to_thread(self.coordination.read_namespaced_lease, name, namespace,
-                                            _preload_content=False, _request_timeout=5)
-        except ApiException as exc:
-            if exc.status == 404:
-                return None
-            raise
-        return _json(lease)  # type: ignore[no-any-return]
+        return await _call(self.coordination.read_namespaced_lease, name, namespace, none_on=(404,),
+                           _request_timeout=5)
 
     async def create_lease(self, namespace: str, body: dict[str, Any]) -> dict[str, Any] | None:
         """Create a Lease; None when one of that name exists (another replica created it first)."""
-        try:
-            raw: Any = body  # the client takes plain JSON as well as its models
-            lease = await asyncio.to_thread(self.coordination.create_namespaced_lease, namespace, raw,
-                                            _preload_content=False, _request_timeout=5)
-        except ApiException as exc:
-            if exc.status == 409:
-                return None
-            raise
-        return _json(lease)  # type: ignore[no-any-return]
+        return await _call(self.coordination.create_namespaced_lease, namespace, body, none_on=(409,),
+                           _request_timeout=5)
 
     async def replace_lease(self, namespace: str, body: dict[str, Any]) -> dict[str, Any] | None:
         """Replace a Lease; `body` carries the resourceVersion it was read at. None on a conflict (409):
         someone else wrote it since."""
-        try:
-            raw: Any = body  # the client takes plain JSON as well as its models
-            lease = await asyncio.to_thread(self.coordination.replace_namespaced_lease, body["metadata"]["name"],
-                                            namespace, raw, _preload_content=False, _request_timeout=5)
-        except ApiException as exc:
-            if exc.status == 409:
-                return None
-            raise
-        return _json(lease)  # type: ignore[no-any-return]
+        return await _call(self.coordination.replace_namespaced_lease, body["metadata"]["name"], namespace, body,
+                           none_on=(409,), _request_timeout=5)
 
     async def delete_job(self, name: str) -> bool:
         """Delete a Job and (in the background) its Pods. False when it was already gone."""
@@ -219,6 +179,19 @@ class Kube:
         data = {str(k): base64.b64decode(v).decode("utf-8", "replace") for k, v in raw.items()}
         self._secrets[name] = (now + SECRET_TTL, data)
         return data
+
+
+async def _call(method: Any, *args: Any, none_on: tuple[int, ...], **kwargs: Any) -> dict[str, Any] | None:
+    """One API call, its JSON read as plain data (`_json`); None when the server answers a status of
+    `none_on` (404: not there; 409: exists already, or changed since it was read). The client takes
+    plain JSON bodies as well as its models."""
+    try:
+        response = await asyncio.to_thread(method, *args, _preload_content=False, **kwargs)
+    except ApiException as exc:
+        if exc.status in none_on:
+            return None
+        raise
+    return _json(response)  # type: ignore[no-any-return]
 
 
 async def _delete_if_there(method: Any, name: str, namespace: str) -> None:
