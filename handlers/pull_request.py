@@ -23,10 +23,12 @@ async def queue_regression_for_new_head(event: sansio.Event, gh: GitHubAPI, *, d
     # The head now, not the event's: a late event (another replica took the newer one first) must keep the
     # newest head's runs, not cancel them.
     head = (await pulls.fetch(gh, pr.repo, pr.number, pr.installation_id)).head_sha
-    cfg = await checks.load_config(gh, pr.repo, ref=pr.base_sha, sha=pr.head_sha)
     await lifecycle.cancel_for_pr(gh, deps, pr.repo, pr.number,
                                   f"Cancelled: the pull request moved to {head[:7]}.", keep_sha=head, kinds=PR_KINDS)
-    if cfg is not None and cfg.regression is not None and head == pr.head_sha:
+    if head != pr.head_sha:  # a late event: its head is gone, the newer head's own event starts its runs
+        return
+    cfg = await checks.load_config(gh, pr.repo, ref=pr.base_sha, sha=pr.head_sha)
+    if cfg is not None and cfg.regression is not None:
         await regression.mark_waiting(gh, pr.repo, pr.head_sha)
     if cfg is not None and cfg.tests:
         await tests.for_pull_request(gh, deps, cfg, pr, trigger=f"pull request {event.data['action']}",

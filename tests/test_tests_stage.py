@@ -259,6 +259,23 @@ async def test_a_new_head_cancels_the_old_heads_tests(bed: Bed) -> None:
     assert len(jobs_of(bed, new)) == 1 and check(bed, new)["status"] == "in_progress"  # type: ignore[index]
 
 
+async def test_a_late_synchronize_of_an_old_head_starts_no_test_for_it(bed: Bed) -> None:
+    """Two replicas: the newer head's event was processed first; the older one arrives after it."""
+    setup_repo(bed)
+    old = await open_pr(bed, {"src/model.py": "x = 2\n"})
+    new = bed.github.commit(REPO, "feature", {"src/model.py": "x = 4\n"})
+    await synchronize(bed, old)
+    [new_job] = jobs_of(bed, new)
+    late = payload("pull_request.synchronize")
+    pull_json(bed, late)
+    late["pull_request"]["head"]["sha"] = old  # the event as GitHub sent it when `old` was the head
+    late.update(number=PR, after=old)
+    await bed.deliver("pull_request", late)
+    await bed.settle()
+    assert jobs_of(bed, old) == [] and [j["metadata"]["name"] for j in jobs_of(bed, new)] == [
+        new_job["metadata"]["name"]]
+
+
 async def test_paths_skip_a_test_whose_files_did_not_change(bed: Bed) -> None:
     setup_repo(bed)
     head = await open_pr(bed, {"docs/index.md": "# docs\n"})
