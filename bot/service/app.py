@@ -48,6 +48,7 @@ METRICS = web.AppKey("metrics", Metrics)
 TRACKER = web.AppKey("tracker", Tracker)
 LEADERSHIP = web.AppKey("leadership", Leadership)
 REDELIVERER = web.AppKey("redeliverer", Redeliverer)
+RELAY = web.AppKey("relay", asyncio.Task[None])
 UNVERIFIED = web.AppKey("unverified", UnverifiedBytes)
 
 
@@ -124,7 +125,6 @@ def _accept(app: web.Application, headers: Mapping[str, str], body: bytes | byte
     except ValueError as exc:
         deps.metrics.delivery(headers.get("X-GitHub-Event") or "unknown", "malformed")
         return _reply(400, f"malformed delivery: {exc}")
-    del body  # the event holds the parsed payload; the bytes can go
     return _enqueue(dispatcher, deps.metrics, event)
 
 
@@ -286,6 +286,8 @@ def create_app(settings: Settings, router: routing.Router, *, kinds: Iterable[Ki
         app[DISPATCHER].start()
         tracking = _start_leadership(app, deps, kinds, watch_seconds, queue_poll)
         relaying = _start_proxy(app, session, deps)
+        if relaying is not None:
+            app[RELAY] = relaying
         log.info("flops-bot started", extra={"app_id": settings.app_id, "namespace": settings.namespace,
                                              "api_url": settings.api_url, "holder": app[LEADERSHIP].identity})
         gc.freeze()  # the start-up heap (modules, clients) lives forever: keep it out of every full collection
@@ -297,6 +299,9 @@ def create_app(settings: Settings, router: routing.Router, *, kinds: Iterable[Ki
         kube.close()
 
     async def drain(app: web.Application) -> None:
+        if RELAY in app:  # first: a delivery relayed during the drain would get 503, and smee already told GitHub 2xx
+            app[RELAY].cancel()
+            await asyncio.gather(app[RELAY], return_exceptions=True)
         await app[DISPATCHER].drain(drain_seconds)
 
     app.cleanup_ctx.append(lifecycle)
