@@ -153,7 +153,7 @@ async def start_for_push(gh: GitHubAPI, deps: Deps, cfg: RepoConfig, push: Push)
         if push.branch:
             await supersede(gh, deps, push, tag)
         return []
-    packed = [await ensure_source(deps.github, deps.artifacts, push.installation_id, push.repo, push.sha)]
+    packed = await ensure_source(deps.github, deps.artifacts, push.installation_id, push.repo, push.sha)
     source = jobs.Source(push.repo, push.sha, push.installation_id, ref=push.branch or push.ref,
                          delivery_id=push.delivery_id)
     queue = await queueing.queue_for(gh, deps, push.repo, jobs.BUILD, trusted=cfg)  # a push's config is trusted
@@ -161,7 +161,7 @@ async def start_for_push(gh: GitHubAPI, deps: Deps, cfg: RepoConfig, push: Push)
         jobs.BuildRequest(source, image, cfg.registry, tag, push.commit_time,
                           annotations={jobs.DEPLOY_TARGETS: targets_annotation(cfg),
                                        PUSH_IMAGES: ",".join(i.name for i in images), **fast_forward_of(push),
-                                       **checks.dropped_annotation(packed[0].dropped)})
+                                       **checks.dropped_annotation(packed.dropped)})
         for image in images], queue=queue)
     if push.branch:
         await supersede(gh, deps, push, tag)
@@ -267,7 +267,8 @@ async def supersede(gh: GitHubAPI, deps: Deps, push: Push, tag: str) -> None:
 
 async def rerun(gh: GitHubAPI, deps: Deps, cfg: RepoConfig, *, repo: str, sha: str, image_name: str,
                 installation_id: int, ref: str, attempt: str) -> bool:
-    """The check run's Re-run button: build that image of that commit again."""
+    """The check run's Re-run button: build that image of that commit again. `cfg` is the default
+    branch's config shaped by the commit's file (`config_for_build`), so its Kueue `queue` is trusted."""
     image = cfg.image(image_name)
     if image is None:
         return False
@@ -280,7 +281,7 @@ async def rerun(gh: GitHubAPI, deps: Deps, cfg: RepoConfig, *, repo: str, sha: s
                                 annotations={jobs.DEPLOY_TARGETS: targets_annotation(cfg),
                                              **checks.dropped_annotation(packed.dropped)})
     return bool(await build_or_reuse(gh, deps, [request], reuse_builds=False,
-                                     queue=await queueing.queue_for(gh, deps, repo, jobs.BUILD)))
+                                     queue=await queueing.queue_for(gh, deps, repo, jobs.BUILD, trusted=cfg)))
 
 
 # --- report -----------------------------------------------------------------------------------------

@@ -338,7 +338,7 @@ def rounds_table(rounds: list[dict[str, Any]]) -> str:
     header = "| round | " + " | ".join(escape(n, 60) for n in names) + " |\n|---:|" + "---:|" * len(names)
     rows = [f"| {escape(r.get('round', i + 1), 20)} | " + " | ".join(escape(_fmt(r["metrics"].get(n, "")), 60)
                                                                  for n in names) + " |"
-            for i, r in enumerate(rounds)][-ROUNDS_SHOWN:]
+            for i, r in list(enumerate(rounds))[-ROUNDS_SHOWN:]]  # only the rows shown are escaped
     return header + "\n" + "\n".join(rows)
 
 

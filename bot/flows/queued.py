@@ -104,8 +104,9 @@ class QueueFollower:
                    "does not hold quota while waiting for the rest. Start it again when the queue has room, or "
                    "raise the admission timeout in `.github/flops.yml`.")
             log.info("queued job not admitted in time; cancelled", extra={"job": name, "timeout": seconds})
-            await cancel(self.tracker.deps.github.for_installation(int(ann[jobs.INSTALLATION])), self.tracker.deps, job, why)
-            self.tracker.deps.metrics.job_finished(jobs.kind_of(job), "cancelled")
+            gh = self.tracker.deps.github.for_installation(int(ann[jobs.INSTALLATION]))
+            if await cancel(gh, self.tracker.deps, job, why):  # not when another replica got to it first
+                self.tracker.deps.metrics.job_finished(jobs.kind_of(job), "cancelled")
         except Exception:
             log.exception("cancelling a job not admitted in time failed", extra={"job": name})
         finally:
