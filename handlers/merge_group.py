@@ -24,12 +24,13 @@ async def gate_merge_group(event: sansio.Event, gh: GitHubAPI, *, deps: Deps) ->
     group, repo = event.data["merge_group"], event.data["repository"]["full_name"]
     installation = int(event.data["installation"]["id"])
     cfg = await checks.load_config(gh, repo, ref=group["base_sha"], sha=group["head_sha"])
-    if cfg is not None and cfg.tests:
-        await tests.for_merge_group(gh, deps, cfg, group, jobs.Source(
-            repo, group["head_sha"], installation, ref=group.get("base_ref", ""), delivery_id=event.delivery_id))
-    if cfg is None or cfg.regression is None:
+    if cfg is None or not (cfg.tests or cfg.regression):
         return
-    if not await merge_queue.gate(gh, deps, repo, installation, group):
+    why = await merge_queue.refusal(gh, deps, repo, installation, group)  # once: it walks the queue
+    if cfg.tests:
+        await tests.for_merge_group(gh, deps, cfg, jobs.Source(
+            repo, group["head_sha"], installation, ref=group.get("base_ref", ""), delivery_id=event.delivery_id), why)
+    if cfg.regression is None or not await merge_queue.gate(gh, repo, group, why):
         return
     tree = (group.get("head_commit") or {}).get("tree_id")
     if tree and await regression.reuse_for_tree(gh, deps, repo, group["head_sha"], tree):

@@ -121,9 +121,9 @@ async def refusal(gh: GitHubAPI, deps: Deps, repo: str, installation_id: int,
                    f"request's current head (or comment `/ok-to-test` on it), then queue it again.")
 
 
-async def gate(gh: GitHubAPI, deps: Deps, repo: str, installation_id: int, group: dict[str, Any]) -> bool:
-    """True when the group may run; otherwise `flops/regression` on its head fails saying why."""
-    why = await refusal(gh, deps, repo, installation_id, group)
+async def gate(gh: GitHubAPI, repo: str, group: dict[str, Any], why: Refusal | None) -> bool:
+    """True when the group may run (`why`, its `refusal`, is None); otherwise `flops/regression` on its
+    head fails saying why."""
     if why is None:
         return True
     log.info("merge group refused", extra={"repo": repo, "sha": group["head_sha"], "reason": why.title})

@@ -157,13 +157,11 @@ async def for_push(gh: GitHubAPI, deps: Deps, cfg: RepoConfig, src: jobs.Source,
             await start(gh, deps, test, src, trigger="push", label="push", cfg=cfg)
 
 
-async def for_merge_group(gh: GitHubAPI, deps: Deps, cfg: RepoConfig, group: dict[str, Any], src: jobs.Source) -> None:
-    """A merge group's tests, once every PR in it may run; otherwise each check fails saying why."""
-    tests = selected(cfg, "pull_request")
-    if not tests:
-        return
-    why = await merge_queue.refusal(gh, deps, src.repo, src.installation_id, group)
-    for test in tests:
+async def for_merge_group(gh: GitHubAPI, deps: Deps, cfg: RepoConfig, src: jobs.Source,
+                          why: merge_queue.Refusal | None) -> None:
+    """A merge group's tests, when every PR in it may run (`why` is None: `merge_queue.refusal`);
+    otherwise each check fails saying why."""
+    for test in selected(cfg, "pull_request"):
         if why is not None:
             await checks.post_completed(gh, src.repo, src.sha, jobs.check_name(test.name), "failure", title=why.title,
                                         summary=why.summary)
