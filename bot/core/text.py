@@ -16,6 +16,7 @@ markdown that GitHub renders:
 from __future__ import annotations
 
 import re
+from datetime import datetime
 from urllib.parse import urlsplit
 
 MAX_BODY = 65_535  # GitHub rejects a comment body or a check run's output.summary / output.text over this
@@ -100,6 +101,11 @@ def clip(text: str, limit: int = MAX_BODY) -> str:
         return text
     note = "\n\n" + TRUNCATED.format(limit=limit)
     return text[: limit - len(note)] + note
+
+
+def timestamp(stamp: str) -> float:
+    """Seconds since the epoch of an RFC 3339 time as GitHub and Kubernetes write it (`...Z`)."""
+    return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
 
 
 def duration(seconds: int) -> str:

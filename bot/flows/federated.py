@@ -21,7 +21,7 @@ from gidgethub.abc import GitHubAPI
 from bot.core import jobs
 from bot.core.config import FederatedConfig, RepoConfig
 from bot.core.records import BuildRecord
-from bot.core.text import code_block, duration, escape, link, plain
+from bot.core.text import code_block, duration, escape, link, plain, timestamp
 from bot.flows import builds, lifecycle
 from bot.flows import federated_admission as admission
 from bot.flows import kueue as queueing
@@ -197,7 +197,7 @@ async def _unfinished_launch(deps: Deps, run_id: str) -> dict[str, Any] | None:
     if server is None or jobs.CHECK_RUN in jobs.annotations_of(server):
         return None
     created = server["metadata"].get("creationTimestamp")
-    if not created or datetime.fromisoformat(str(created).replace("Z", "+00:00")).timestamp() >= deps.started - 1:
+    if not created or timestamp(str(created)) >= deps.started - 1:
         return None
     log.info("federated launch resumed", extra={"run": run_id})
     return server

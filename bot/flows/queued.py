@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import time
-from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from bot.core import jobs
 from bot.core.jobs import kueue
-from bot.core.text import duration
+from bot.core.text import duration, timestamp
 from bot.flows import kueue as queueing
 from bot.flows.lifecycle import cancel
 from bot.platform import logs
@@ -115,4 +114,4 @@ class QueueFollower:
 
 def epoch(stamp: object) -> float:
     """Seconds since the epoch of an RFC 3339 time the API server wrote (now when there is none)."""
-    return datetime.fromisoformat(str(stamp).replace("Z", "+00:00")).timestamp() if stamp else time.time()
+    return timestamp(str(stamp)) if stamp else time.time()

@@ -18,7 +18,6 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any, BinaryIO
 
 import aiohttp
@@ -27,6 +26,7 @@ import gidgethub.abc
 import gidgethub.aiohttp
 from gidgethub.apps import get_jwt
 
+from bot.core.text import timestamp
 from bot.platform import logs
 from bot.platform.metrics import Metrics
 from bot.platform.retry import RetryPolicy
@@ -250,7 +250,7 @@ class GitHubApp:
                     self._installations = {r: v for r, v in self._installations.items() if v[1] != installation_id}
                     self._tokens.pop(installation_id, None)
                 raise
-            token = _Token(data["token"], _parse_time(data["expires_at"]))
+            token = _Token(data["token"], timestamp(data["expires_at"]))
             self._tokens[installation_id] = token
             return token.value
 
@@ -332,5 +332,3 @@ def permission_level(data: Mapping[str, Any]) -> str:
     return str(data.get("permission") or "none")
 
 
-def _parse_time(text: str) -> float:
-    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()

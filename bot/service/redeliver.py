@@ -18,12 +18,12 @@ import asyncio
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 import gidgethub
 from gidgethub import sansio
 
+from bot.core.text import timestamp
 from bot.flows.deps import Deps
 from bot.platform import logs
 from bot.platform.github import rate_limit_wait
@@ -243,4 +243,4 @@ def _fields(entry: dict[str, Any], **more: Any) -> dict[str, Any]:
 def _timestamp(text: Any) -> float:
     if not isinstance(text, str) or not text:
         return 0.0
-    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+    return timestamp(text)
