@@ -148,16 +148,9 @@ class Kube:
         """Kueue's Workload of the Job with `job_uid` (label `kueue.x-k8s.io/job-uid`); None when there is
         none yet, or when Kueue's CRD is not installed or the bot may not read it (404, 403): the bot's
         checks then say less, never fail. Read-only: the Role grants get/list/watch on workloads."""
-        try:
-            listing = await asyncio.to_thread(self.custom.list_namespaced_custom_object, kueue.GROUP, kueue.VERSION,
-                                              self.namespace, kueue.WORKLOADS,
-                                              label_selector=f"{kueue.JOB_UID_LABEL}={job_uid}",
-                                              _preload_content=False)
-        except ApiException as exc:
-            if exc.status in (403, 404):
-                return None
-            raise
-        items = _json(listing).get("items") or []
+        listing = await _call(self.custom.list_namespaced_custom_object, kueue.GROUP, kueue.VERSION, self.namespace,
+                              kueue.WORKLOADS, label_selector=f"{kueue.JOB_UID_LABEL}={job_uid}", none_on=(403, 404))
+        items = (listing or {}).get("items") or []
         return items[0] if items else None  # type: ignore[no-any-return]
 
     async def secret_data(self, name: str) -> dict[str, str] | None:
@@ -168,14 +161,10 @@ class Kube:
         cached = self._secrets.get(name)
         if cached is not None and cached[0] > now:
             return cached[1]
-        try:
-            response = await asyncio.to_thread(self.core.read_namespaced_secret, name, self.namespace,
-                                               _preload_content=False)
-        except ApiException as exc:
-            if exc.status == 404:  # not cached: a Secret created a moment later is used at once
-                return None
-            raise
-        raw = _json(response).get("data") or {}
+        secret = await _call(self.core.read_namespaced_secret, name, self.namespace, none_on=(404,))
+        if secret is None:  # not cached: a Secret created a moment later is used at once
+            return None
+        raw = secret.get("data") or {}
         data = {str(k): base64.b64decode(v).decode("utf-8", "replace") for k, v in raw.items()}
         self._secrets[name] = (now + SECRET_TTL, data)
         return data
