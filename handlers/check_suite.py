@@ -10,7 +10,7 @@ from gidgethub.abc import GitHubAPI
 
 from bot.flows import reruns, tests
 from bot.flows.deps import Deps
-from bot.platform import logs
+from bot.platform import checks, logs
 
 log = logs.get_logger(__name__)
 router = routing.Router()
@@ -20,13 +20,14 @@ router = routing.Router()
 async def rerun_suite(event: sansio.Event, gh: GitHubAPI, *, deps: Deps) -> None:
     suite, data = event.data["check_suite"], event.data
     repo, sha = data["repository"]["full_name"], suite["head_sha"]
-    runs = await reruns.suite_builds(gh, deps, repo, sha)
+    latest = await checks.ours_latest(gh, repo, sha, deps.settings.app_id)  # one listing for builds and tests
+    runs = reruns.suite_builds(latest)
     log.info("check suite re-run", extra={"repo": repo, "sha": sha, "builds": len(runs)})
     for run in runs:
         rerun = reruns.payload_rerun(data, sha, reruns.image_of(run["name"]) or "", suite.get("head_branch"),
                                      suite.get("pull_requests"), attempt=f"rerun-{run['id']}-{event.delivery_id}")
         await reruns.rerun_build(gh, deps, rerun)
-    for run in await tests.failed_checks(gh, deps, repo, sha):
+    for run in tests.failed_checks(latest):
         run = {**run, "check_suite": {"head_branch": suite.get("head_branch")}, "pull_requests": suite.get("pull_requests")}
         await tests.rerun(gh, deps, data, run, tests.test_of(run["name"]) or "",
                           attempt=f"rerun-{run['id']}-{event.delivery_id}")

@@ -68,3 +68,19 @@ async def test_another_apps_check_of_the_same_name_is_not_ours_to_rerun(bed: Bed
     await bed.deliver("check_suite", rerun_suite(sha, "master", (10,)))
     await bed.settle()
     assert jobs_at(bed, sha) == []
+
+
+async def test_a_suite_with_more_than_a_page_of_check_runs_still_reruns_the_failed_build(bed: Bed) -> None:
+    """GitHub lists check runs 100 to a page, newest first: a monorepo whose other CI posted 120
+    checks after the build failed has the bot's runs on page 2, and they are still found."""
+    data = push(bed, {"server/app.py": "print(5)\n"})
+    await bed.deliver("push", data)
+    await bed.settle()
+    bed.kube.fail_job(NAMESPACE, by_image(bed)["server"]["metadata"]["name"])
+    await wait_for(lambda: _completed(bed, data["after"], "flops/build: server"), what="the failed build report")
+    for n in range(120):
+        bed.github.add_check_run(REPO, data["after"], f"lint-{n}", conclusion="success", app_id=999)
+
+    await bed.deliver("check_suite", rerun_suite(data["after"], "master"))
+    await bed.settle()
+    assert len(jobs_at(bed, data["after"])) == 2  # the failed server build, once more

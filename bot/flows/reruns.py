@@ -67,12 +67,9 @@ async def rebuild_for_pull_request(gh: GitHubAPI, deps: Deps, rerun: Rerun) -> N
         await builds.start_for_pr(gh, deps, cfg, pr, (rerun.image,), rerun.attempt, reuse_builds=False)
 
 
-async def suite_builds(gh: GitHubAPI, deps: Deps, repo: str, sha: str) -> list[dict[str, Any]]:
-    """The bot's own latest build check runs on `sha`: the failed ones, or all when none failed."""
-    data = await gh.getitem("/repos/" + repo + "/commits/{sha}/check-runs{?filter,per_page}",
-                            url_vars={"sha": sha, "filter": "latest", "per_page": "100"})
-    ours = [run for run in data.get("check_runs", []) if (run.get("app") or {}).get("id") == deps.settings.app_id
-            and image_of(str(run.get("name", ""))) is not None]
+def suite_builds(latest: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Of the bot's latest check runs on a commit, the build ones: the failed ones, or all when none failed."""
+    ours = [run for run in latest if image_of(str(run.get("name", ""))) is not None]
     failed = [run for run in ours if run.get("conclusion") in NOT_PASSED]
     return failed or ours
 

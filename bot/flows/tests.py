@@ -208,9 +208,6 @@ async def after_build(gh: GitHubAPI, deps: Deps, record: BuildRecord) -> None:
                     base=start_args["base"], attempt=start_args["attempt"], label=start_args["label"])
 
 
-async def failed_checks(gh: GitHubAPI, deps: Deps, repo: str, sha: str) -> list[dict[str, Any]]:
-    """The bot's latest `flops/test: <name>` checks on `sha` that did not pass."""
-    data = await gh.getitem("/repos/" + repo + "/commits/{sha}/check-runs{?filter,per_page}",
-                            url_vars={"sha": sha, "filter": "latest", "per_page": "100"})
-    return [run for run in data.get("check_runs", []) if (run.get("app") or {}).get("id") == deps.settings.app_id
-            and test_of(str(run.get("name", ""))) and run.get("conclusion") in reruns.NOT_PASSED]
+def failed_checks(latest: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Of the bot's latest check runs on a commit, the `flops/test: <name>` ones that did not pass."""
+    return [run for run in latest if test_of(str(run.get("name", ""))) and run.get("conclusion") in reruns.NOT_PASSED]

@@ -159,6 +159,14 @@ async def finish(gh: GitHubAPI, ann: Mapping[str, str], conclusion: str, *, titl
                          summary=summary, text=text, details_url=details_url)
 
 
+async def ours_latest(gh: GitHubAPI, repo: str, sha: str, app_id: int) -> list[dict[str, Any]]:
+    """The App's own latest check run of each name on `sha`, every page read (GitHub pages at 100)."""
+    url = "/repos/" + repo + "/commits/{sha}/check-runs{?filter,per_page}"
+    return [run async for run in gh.getiter(url, url_vars={"sha": sha, "filter": "latest", "per_page": "100"},
+                                            iterable_key="check_runs")
+            if (run.get("app") or {}).get("id") == app_id]
+
+
 async def latest(gh: GitHubAPI, repo: str, sha: str, name: str) -> dict[str, Any] | None:
     data = await gh.getitem("/repos/" + repo + "/commits/{sha}/check-runs{?check_name,filter}",
                             url_vars={"sha": sha, "check_name": name, "filter": "latest"})
