@@ -125,5 +125,5 @@ async def main(seconds: float) -> int:
         print("  " + line)
     print(f"  in all: {jobs} Jobs in the namespace, {calls} GitHub API calls answered by the emulator")
     print("  past the queue's capacity deliveries are answered 503 (queue_full): GitHub does not retry them by "
-          "itself; the redelivery work (another issue) recovers them")
+          "itself; the redelivery loop (FLOPS_REDELIVER_INTERVAL) asks for each again")
     return 0

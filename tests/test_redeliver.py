@@ -319,3 +319,32 @@ async def test_a_delivery_asked_for_after_a_crash_that_meets_the_bot_down_again_
     github.hooks.url = fresh.url("/webhook")
     assert (await Redeliverer(fresh.deps, fresh.server.app[DISPATCHER]).one_pass()).outcomes == {"requested": 1}
     await wait_for(lambda: built(github, taken.payload["after"]), timeout=30, what="the push built")
+
+
+async def test_deliveries_refused_queue_full_under_a_burst_are_redelivered_and_built(
+        make_bed: BedFactory, github: GitHubEmulator) -> None:
+    """Past what the bot works off, its queue fills and it answers `503 queue full` at once (GitHub
+    does not retry that by itself); the next redelivery pass asks for each refused one again."""
+    code_repo(github)
+    bed = await make_bed(FLOPS_REDELIVER_INTERVAL="0", FLOPS_WORKERS="1", FLOPS_QUEUE_SIZE="2")
+    github.hooks.url, github.hooks.secret = bed.url("/webhook"), SECRET
+    reached, release = asyncio.Event(), asyncio.Event()
+
+    async def held() -> None:  # the one worker is busy with the first push until the test says
+        reached.set()
+        await release.wait()
+
+    github.before_next("GET", r"/contents/\.github/flops\.yml$", held)
+    pushes = [a_push(github, 20 + n) for n in range(4)]
+    first = await github.deliver("push", pushes[0])
+    await asyncio.wait_for(reached.wait(), 10)
+    rest = [await github.deliver("push", data) for data in pushes[1:]]
+    assert [d.status_code for d in [first, *rest]] == [202, 202, 503, 503]  # one worked on, one queued (2 accepted in all), two refused
+    release.set()
+    await bed.settle()
+    done = await Redeliverer(bed.deps, bed.server.app[DISPATCHER]).one_pass()
+    assert done.outcomes == {"requested": 2}
+    for data in pushes:
+        await wait_for(lambda d=data: built(github, d["after"]), timeout=20, what="every push built")
+    assert [len(redelivered(github, d.guid)) for d in [first, *rest]] == [0, 0, 1, 1]
+    assert bed.deps.metrics.value("flops_webhook_deliveries_total", event="push", outcome="queue_full") == 2

@@ -43,6 +43,7 @@ import difflib
 import functools
 import gzip
 import hashlib
+import inspect
 import io
 import itertools
 import json
@@ -411,7 +412,8 @@ class GitHubEmulator:
         return list(self._tokens)
 
     def before_next(self, method: str, path_regex: str, action: Callable[[], object]) -> None:
-        """Run `action` (e.g. a concurrent `commit`) just before the next matching request is served."""
+        """Run `action` (e.g. a concurrent `commit`) just before the next matching request is served;
+        an action that returns an awaitable (say `event.wait`) holds that request until it is done."""
         self._before.append((method.upper(), re.compile(path_regex), action))
 
     def expire_tokens(self) -> None:
@@ -577,7 +579,7 @@ class GitHubEmulator:
 
     async def _dispatch(self, request: web.Request) -> web.StreamResponse:
         auth = self._identify(request.headers.get("Authorization", ""), request.remote or "anonymous")
-        self._run_before(request.method, request.path)
+        await self._run_before(request.method, request.path)
         fault = self._take_fault(request.method, request.path)
         try:
             response = self._fault_response(fault) if fault and not fault.applied else await self._handle(request, auth)
@@ -658,11 +660,13 @@ class GitHubEmulator:
             if installation is None or not installation.covers(full_name) or req.repo is None:
                 raise not_found()
 
-    def _run_before(self, method: str, path: str) -> None:
+    async def _run_before(self, method: str, path: str) -> None:
         for hook in self._before:
             if hook[0] in (method, "*") and hook[1].search(path):
                 self._before.remove(hook)
-                hook[2]()
+                done = hook[2]()
+                if inspect.isawaitable(done):
+                    await done
                 return
 
     def _take_fault(self, method: str, path: str) -> Fault | None:
