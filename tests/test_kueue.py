@@ -12,6 +12,7 @@ import pytest
 
 from tests import test_federated as fl
 from tests import test_regression as rg
+from tests import test_tests_stage as ts
 from tests.conftest import NAMESPACE, Bed, push_payload, wait_for
 from tests.emulators.kueue import QUEUE_LABEL, Kueue
 from tests.samples import TWO_IMAGES
@@ -131,6 +132,28 @@ async def test_a_build_under_queue_is_queued_with_its_queue_and_admission_moves_
     bed.kube.succeed_job(NAMESPACE, server["metadata"]["name"], message="sha256:" + "a" * 64)
     await wait_for(lambda: bed.github.check_runs_for(repo, data["after"], "flops/build: server")[-1]
                    .get("conclusion") == "success", what="build report")
+
+
+async def test_a_test_job_under_queue_waits_in_its_queue_and_runs_when_admitted(bed: Bed, tmp_path: Any) -> None:
+    """`queue: {tests: cpu}` (the default branch's) queues the PR's test Jobs too: created suspended in
+    LocalQueue `cpu`, the check `queued` until Kueue admits the Job, then reported as usual."""
+    ts.setup_repo(bed)
+    bed.github.commit(ts.REPO, ts.MAIN, {".github/flops.yml": ts.CONFIG + "queue: {tests: cpu, regression: gpu}\n"})
+    head = await ts.open_pr(bed, {"src/model.py": "x = 2\n"})
+    [job] = ts.jobs_of(bed, head)
+    assert job["spec"]["suspend"] is True and job["metadata"]["labels"][QUEUE_LABEL] == "cpu"
+    kubernetes_validate.validate(job, "1.31.0", strict=True)
+    queued = ts.check(bed, head)
+    assert queued is not None and queued["status"] == "queued"
+    assert "LocalQueue `cpu`" in queued["output"]["title"] and "runs `pytest -q" in queued["output"]["summary"]
+    Kueue(bed.kube).admit(job["metadata"]["name"])
+    await wait_for(lambda: (ts.check(bed, head) or {}).get("status") == "in_progress", what="admission")
+    assert ts.check(bed, head)["output"]["title"] == "Tests running"  # type: ignore[index]
+    bed.kube.start_job(NAMESPACE, job["metadata"]["name"])
+    await ts.run_pod(bed, bed.kube.get("jobs", NAMESPACE, job["metadata"]["name"]), tmp_path,
+                     {"junit.xml": ts.PYTEST}, exit_code=1)
+    done = await wait_for(lambda: ts.completed(bed, head), what="the test report")
+    assert done["conclusion"] == "failure" and done["id"] == queued["id"]  # one check, from queued to the end
 
 
 async def test_no_queue_and_no_default_is_todays_behaviour(bed: Bed) -> None:

@@ -33,7 +33,7 @@ log = logs.get_logger(__name__)
 
 # The flops.yml `queue` kind of each Job kind (config.QUEUE_KINDS).
 QUEUE_KIND = {jobs.BUILD: "build", jobs.REGRESSION: "regression", jobs.FEDERATED_SERVER: "federated",
-              jobs.FEDERATED_CLIENT: "federated"}
+              jobs.FEDERATED_CLIENT: "federated", jobs.TEST: "tests"}
 WAITING = "waiting for Kueue admission"
 
 

@@ -25,6 +25,7 @@ from bot.core.config import RepoConfig, TestConfig
 from bot.core.records import BuildRecord
 from bot.core.text import duration, escape, shown
 from bot.flows import builds, images_for_tests, lifecycle, merge_queue, pulls, regression, reruns
+from bot.flows import kueue as queueing
 from bot.flows.deps import Deps
 from bot.platform import checks, logs
 
@@ -75,7 +76,8 @@ async def start(gh: GitHubAPI, deps: Deps, test: TestConfig, src: jobs.Source, *
         ann[jobs.DEFAULT_BRANCH] = base
     for key in await deps.artifacts.runs.list_keys(prefix):  # a deleted Job of the same name left its results
         await deps.artifacts.runs.delete(key)
-    ann[jobs.CHECK_RUN] = str(await _check_for(gh, src, name, test, trigger, checks.dropped_note(ann)))
+    queue = await queueing.queue_for(gh, deps, src.repo, jobs.TEST)  # the default branch's: a PR cannot pick one
+    ann[jobs.CHECK_RUN] = str(await _check_for(gh, body, src, test, trigger, checks.dropped_note(ann), queue))
     try:
         await deps.kube.create_job(body)
     except ApiException as exc:
@@ -89,17 +91,21 @@ async def start(gh: GitHubAPI, deps: Deps, test: TestConfig, src: jobs.Source, *
     return name
 
 
-async def _check_for(gh: GitHubAPI, src: jobs.Source, name: str, test: TestConfig, trigger: str, note: str) -> int:
-    """The head's `queued` check (a fork waiting for a grant) now in progress, or a new one."""
-    check = jobs.check_name(test.name)
+async def _check_for(gh: GitHubAPI, body: dict[str, Any], src: jobs.Source, test: TestConfig, trigger: str,
+                     note: str, queue: str | None) -> int:
+    """The head's `queued` check (a fork waiting for a grant) now in progress, or a new one; under a
+    Kueue `queue` the Job is made suspended and its check says it waits there."""
+    check, name = jobs.check_name(test.name), jobs.name_of(body)
     summary = (f"Test Job `{name}` (started by {escape(trigger)}) runs `{shown(' '.join(test.command), 300)}` in "
                f"`{shown(test.image, 200)}`; timeout {duration(test.timeout)}.{note}")
+    status, title, summary = queueing.queued_check(body, queue, "Tests running", summary)
     existing = await checks.latest(gh, src.repo, src.sha, check)
     if existing and existing["status"] == "queued":
-        await checks.update(gh, src.repo, existing["id"], status="in_progress", external_id=name,
-                            title="Tests running", summary=summary)
+        await checks.update(gh, src.repo, existing["id"], status=status, external_id=name, title=title,
+                            summary=summary)
         return int(existing["id"])
-    return await checks.create(gh, src.repo, src.sha, check, external_id=name, title="Tests running", summary=summary)
+    return await checks.create(gh, src.repo, src.sha, check, external_id=name, title=title, summary=summary,
+                               status=status)
 
 
 async def skip(gh: GitHubAPI, repo: str, sha: str, test: TestConfig, what: str) -> None:
