@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import json
 import tarfile
+import time
 import urllib.request
 from typing import Any
 
@@ -450,6 +451,28 @@ async def test_closing_the_pr_cancels_its_run(bed: Bed) -> None:
     assert bed.kube.get("jobs", NAMESPACE, name) is None
     [run] = bed.github.check_runs_for(REPO, head, "flops/regression")
     assert run["conclusion"] == "cancelled" and "closed" in run["output"]["summary"]
+
+
+@pytest.mark.parametrize("claimed_ago, cancelled", [(3600, True), (0, False)])
+async def test_a_stale_report_claim_does_not_keep_a_run_from_being_cancelled(bed: Bed, claimed_ago: int,
+                                                                             cancelled: bool) -> None:
+    """A replica that died while reporting (say, enforcing the bot's own timeout) left its
+    `flops.dev/reporting` claim: older than the lease duration it no longer stops a cancel, as it no
+    longer stops the new leader's report; a live claim still does (that replica closes the check)."""
+    setup_repo(bed)
+    head = open_pr(bed, {"train.py": "print(140)\n"})
+    await approve(bed)
+    job = job_for(bed, head)
+    job["metadata"]["annotations"]["flops.dev/reporting"] = f"flops-bot-dead-7c9f {int(time.time()) - claimed_ago}"
+    bed.kube.put_object(job)
+    bed.github.pulls[(REPO, PR)]["state"] = "closed"
+    data = payload("pull_request.closed")
+    pull_json(bed, data)
+    await bed.deliver("pull_request", data)
+    await bed.settle()
+    [run] = bed.github.check_runs_for(REPO, head, "flops/regression")
+    assert (bed.kube.get("jobs", NAMESPACE, job["metadata"]["name"]) is None) == cancelled
+    assert (run["conclusion"] == "cancelled") == cancelled
 
 
 # --- the sticky comment and restarts -------------------------------------------------------------------

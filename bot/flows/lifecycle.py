@@ -14,6 +14,7 @@ cancel of its own.
 """
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -70,8 +71,9 @@ async def cancel(gh: GitHubAPI, deps: Deps, job: dict[str, Any], why: str) -> bo
     name, ann = jobs.name_of(job), jobs.annotations_of(job)
     current: dict[str, Any] | None = job
     for _ in range(CLAIM_ATTEMPTS):
-        if current is None or {jobs.REPORTED, jobs.REPORTING} & set(jobs.annotations_of(current)):
-            return False
+        if current is None or jobs.REPORTED in jobs.annotations_of(current) \
+                or jobs.reporting_holder(current, time.time(), deps.settings.lease.duration) is not None:
+            return False  # reported, or being reported (a claim whose holder died is stale: cancelled over it)
         marked = await deps.kube.claim_job(name, str(current["metadata"]["resourceVersion"]),
                                            {jobs.REPORTED: "cancelled"}, labels=jobs.REPORTED_LABEL)
         if marked is not None:

@@ -286,12 +286,12 @@ class Tracker:
         for _ in range(CLAIM_ATTEMPTS):
             if job is None or jobs.REPORTED in jobs.annotations_of(job):
                 return None
-            name, claim = jobs.name_of(job), jobs.annotations_of(job).get(jobs.REPORTING, "")
-            holder, _, since = claim.partition(" ")
-            if holder and holder != self.identity and since.isdigit() \
-                    and time.time() - int(since) < self.deps.settings.lease.duration:
+            name, duration = jobs.name_of(job), self.deps.settings.lease.duration
+            holder = jobs.reporting_holder(job, time.time(), duration)
+            if holder is not None and holder != self.identity:
                 log.info("job claimed by another replica", extra={"job": name, "holder": holder})
-                self._recheck(name, int(since) + self.deps.settings.lease.duration - time.time())
+                since = int(jobs.annotations_of(job)[jobs.REPORTING].partition(" ")[2])
+                self._recheck(name, since + duration - time.time())
                 return None
             stamp = f"{self.identity} {int(time.time())}"
             claimed = await self.deps.kube.claim_job(name, str(job["metadata"]["resourceVersion"]),

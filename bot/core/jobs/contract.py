@@ -204,6 +204,13 @@ def unreported(kind: str, *more: str) -> str:
     return ",".join((SELECTOR, f"{KIND}={kind}", f"!{REPORTED}", *more))
 
 
+def reporting_holder(job: dict[str, Any], now: float, duration: float) -> str | None:
+    """The replica whose `flops.dev/reporting` claim on `job` is live (made within `duration`, the
+    lease duration, of `now`); None when unclaimed or the claimer has had time to die (taken over)."""
+    holder, _, since = annotations_of(job).get(REPORTING, "").partition(" ")
+    return holder if holder and since.isdigit() and now - int(since) < duration else None
+
+
 def annotations_of(job: dict[str, Any]) -> dict[str, str]:
     return dict((job.get("metadata") or {}).get("annotations") or {})
 
