@@ -73,8 +73,7 @@ async def start(gh: GitHubAPI, deps: Deps, test: TestConfig, src: jobs.Source, *
     ann.update(checks.dropped_annotation(dropped))
     if base:
         ann[jobs.DEFAULT_BRANCH] = base
-    for key in await deps.artifacts.runs.list_keys(prefix):  # a deleted Job of the same name left its results
-        await deps.artifacts.runs.delete(key)
+    await deps.artifacts.runs.delete_prefix(prefix)  # a deleted Job of the same name left its results
     ann[jobs.CHECK_RUN] = str(await _check_for(gh, src, name, test, trigger, checks.dropped_note(ann)))
     try:
         await deps.kube.create_job(body)
