@@ -3,11 +3,12 @@ grant and stops what ran on its strength; a merge group runs only when every pul
 run under the `/regression` rule."""
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
 
-from bot.flows import merge_queue
+from bot.flows import merge_queue, pulls
 from tests.conftest import INSTALLATION, NAMESPACE, Bed, payload
 from tests.emulators.github import tree_sha
 from tests.test_regression import (
@@ -66,7 +67,7 @@ async def test_a_dismissed_approval_of_a_fork_stops_its_run_and_runs_nothing_aft
     run = completed(bed, head)
     assert run is not None and run["conclusion"] == "cancelled"
     assert f"@{MAINTAINER}'s approval of {head[:7]} was dismissed" in run["output"]["summary"]
-    assert not await bed.deps.artifacts.exists(f"trust/{REPO}/pr-{PR}/{head}.json")
+    assert await bed.deps.artifacts.list_keys(f"trust/{REPO}/pr-{PR}/{head}") == []
     await comment(bed, "/regression")  # the grant is gone: the fork rule refuses again
     assert running(bed) == []
     assert "comes from a fork" in bed.github.comments_on(REPO, PR)[-1]["body"]
@@ -105,6 +106,36 @@ async def test_a_dismissed_review_that_granted_nothing_stops_nothing(bed: Bed) -
     await review(bed, "dismissed", review_id=7)  # e.g. a dismissed "changes requested"
     assert len(running(bed)) == 1
 
+
+
+def fork_pr(head: str) -> pulls.PullRef:
+    return pulls.PullRef(REPO, PR, head, "feature", MAIN, "0" * 40, True, "mallory", INSTALLATION)
+
+
+async def test_a_grant_and_a_revocation_at_once_neither_loses_the_other(bed: Bed) -> None:
+    """Two replicas: one processes the dismissal of @octo-admin's approval while the other processes
+    a maintainer's `/ok-to-test` of the same head. Both read before either writes; with one shared
+    list per sha the later write won, resurrecting the dismissed approval or dropping the new grant."""
+    pr = fork_pr("a" * 40)
+    await pulls.grant(bed.deps, pr, SECOND, "approval", review=7)
+    left, _ = await asyncio.gather(pulls.revoke(bed.deps, pr, SECOND, 7),
+                                   pulls.grant(bed.deps, pr, MAINTAINER, "/ok-to-test"))
+    assert left is True and await pulls.may_run(bed.deps, pr)  # the /ok-to-test stands
+    assert await pulls.revoke(bed.deps, pr, SECOND, 7) is None  # the dismissed approval stays gone
+    assert await pulls.may_run(bed.deps, pr)
+
+
+async def test_a_grant_written_as_one_list_is_honoured_and_split_when_one_voucher_goes(bed: Bed) -> None:
+    pr = fork_pr("b" * 40)
+    await bed.deps.artifacts.put_json(pulls.trust_key(pr), {"by": SECOND, "how": "approval", "sha": pr.head_sha,
+                                                            "vouchers": [
+        {"by": SECOND, "how": "approval", "review": 7}, {"by": MAINTAINER, "how": "/ok-to-test", "review": None}]})
+    assert await pulls.may_run(bed.deps, pr)
+    assert await pulls.revoke(bed.deps, pr, SECOND, 7) is True
+    assert not await bed.deps.artifacts.exists(pulls.trust_key(pr))
+    assert await bed.deps.artifacts.list_keys(f"trust/{REPO}/pr-{PR}/{pr.head_sha}") == [
+        pulls.voucher_key(pr, MAINTAINER, "/ok-to-test", None)]
+    assert await pulls.may_run(bed.deps, fork_pr("c" * 40)) is False  # another sha: nothing
 
 
 # --- the merge queue -----------------------------------------------------------------------------------
