@@ -10,10 +10,11 @@ maintainer's approval or `/ok-to-test` of that exact sha). A group the bot canno
 
 Every commit of the chain is attributed to a queued PR (`attribute`): a queue ref's commit is that
 PR's (its merge commit, its squashed commit, or the last of its rebased commits); the commits below
-it, down to the next older queue ref's commit, are its rebased commits, each matching a distinct
-commit of the PR (`GET /pulls/{n}/commits`: same author, author date and message). A commit no
-current entry accounts for (a PR taken out of the queue while a stale group built on it is checked,
-or a commit pushed to the queue branch) refuses the group. Merge and squash queues read nothing more.
+it, down to the next older queue ref's commit, must be the PR's own commits or, when the ref's
+commit is a rebased copy, copies of its other commits, each matching a distinct commit of the PR
+(`GET /pulls/{n}/commits`: same author, author date and message). A commit no current entry
+accounts for (a PR taken out of the queue while a stale group built on it is checked, or a commit
+pushed to the queue branch) refuses the group. Merge and squash queues read nothing more.
 """
 from __future__ import annotations
 
