@@ -15,7 +15,7 @@ import pytest
 
 from bot.platform.settings import SettingsError, from_env
 from bot.service.app import MAX_BODY, METRICS, UNVERIFIED
-from bot.service.intake import Refusal, UnverifiedBytes
+from bot.service.intake import Refusal, UnverifiedBytes, client_of
 from tests.conftest import INSTALLATION, Bed, BedFactory, sign
 from tests.test_intake import REPO, config_reads, push_to
 
@@ -257,3 +257,12 @@ async def test_a_body_stalled_after_its_first_bytes_is_cut_at_the_grace_as_too_s
         client.close()
     finally:
         await server.close()
+
+
+@pytest.mark.parametrize("address, counted", [
+    ("192.0.2.7", "192.0.2.7"), (None, ""),
+    ("2001:db8:1:2::1", "20010db800010002::/64"), ("2001:db8:1:2:ffff:ffff:ffff:ffff", "20010db800010002::/64"),
+    ("2001:db8:1:3::1", "20010db800010003::/64"), ("::ffff:192.0.2.7", "192.0.2.7"), ("fe80::1%eth0", "fe80000000000000::/64")])
+def test_the_per_client_cap_counts_an_ipv4_address_or_an_ipv6_slash_64(address: str | None, counted: str) -> None:
+    """A host holding a whole IPv6 /64 is one client, not 2^64 of them; IPv4 seen through a dual-stack socket is IPv4."""
+    assert client_of(address) == counted

@@ -33,7 +33,16 @@ from bot.platform.metrics import Metrics
 from bot.platform.retry import RetryPolicy
 from bot.platform.settings import Settings
 from bot.service.dispatch import Dispatcher
-from bot.service.intake import BODY_GRACE, BODY_SECONDS, Refusal, Signature, UnverifiedBytes, admit, parse_event
+from bot.service.intake import (
+    BODY_GRACE,
+    BODY_SECONDS,
+    Refusal,
+    Signature,
+    UnverifiedBytes,
+    admit,
+    client_of,
+    parse_event,
+)
 from bot.service.redeliver import Redeliverer
 from bot.service.webhook_proxy import WebhookProxy
 
@@ -131,7 +140,7 @@ def _accept(app: web.Application, headers: Mapping[str, str], body: bytes | byte
 async def _verified_body(request: web.Request, secrets: tuple[str, ...]) -> bytes:
     """The body, read chunk by chunk while its signature is computed (joined once at the end), within the
     budget of unverified bytes; a Refusal when it may not be read or does not verify."""
-    budget, client = request.app[UNVERIFIED], request.remote or ""
+    budget, client = request.app[UNVERIFIED], client_of(request.remote)
     reserved = admit(request.headers, request.content_length, budget, MAX_BODY, client)
     signature = Signature(request.headers["X-Hub-Signature-256"], secrets)
     try:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import hmac
+import ipaddress
 import urllib.parse
 from collections.abc import Mapping
 
@@ -102,6 +103,18 @@ class UnverifiedBytes:
     def deadline(self, start: float, received: int) -> float:
         """When a body that started at `start` (loop time) and has `received` bytes must have more."""
         return start + min(self.seconds, self.grace + received / self.min_rate)
+
+
+def client_of(address: str | None) -> str:
+    """What the per-client cap counts: an IPv4 address as is, an IPv6 one by its /64 (a host
+    commonly holds a whole /64, so a cap per address would be one per each of its 2^64)."""
+    if not address or ":" not in address:
+        return address or ""
+    try:
+        ip = ipaddress.IPv6Address(address.split("%", 1)[0])
+    except ValueError:
+        return address
+    return str(ip.ipv4_mapped) if ip.ipv4_mapped else ip.packed[:8].hex() + "::/64"
 
 
 def admit(headers: Mapping[str, str], content_length: int | None, budget: UnverifiedBytes, max_body: int,
