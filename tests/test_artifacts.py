@@ -38,3 +38,19 @@ async def test_sticky_comment_edits_only_this_apps_own(bed: Bed) -> None:
     await comments.upsert(gh, REPO, 3, MARKER, f"{MARKER}\nsecond", author=author)
     bodies = {c["user"]["login"]: c["body"] for c in bed.github.comments_on(REPO, 3)}
     assert bodies == {human["user"]["login"]: f"{MARKER}\nquoted by a person", author: f"{MARKER}\nsecond"}
+
+
+async def test_a_listing_stops_at_its_cap_and_says_so_and_a_prefix_is_deleted_in_bounded_batches(bed: Bed) -> None:
+    """A workload decides how many keys it writes under its output: the bot lists and deletes at
+    most `limit` of them (key order), and knows when more were left."""
+    runs = bed.deps.artifacts.runs
+    keys = [f"runs/flood/results/{i:03}.txt" for i in range(7)]
+    for key in keys:
+        await runs.put_bytes(key, b"")
+    assert await runs.list_page("runs/flood/", 5) == (keys[:5], True)
+    assert await runs.list_page("runs/flood/", 7) == (keys, False)
+    assert await runs.list_keys("runs/flood/", 3) == keys[:3]
+    assert await runs.delete_prefix("runs/flood/", 4) is True  # 4 gone, 3 left
+    assert await runs.list_page("runs/flood/", 10) == (keys[4:], False)
+    assert await runs.delete_prefix("runs/flood/", 4) is False
+    assert await runs.list_keys("runs/flood/") == []

@@ -549,6 +549,30 @@ async def test_a_merge_group_holding_an_unapproved_fork_pr_runs_nothing(shipped:
     assert jobs_of(shipped, "regression", group) == []
 
 
+async def test_a_stale_merge_group_built_on_a_dequeued_fork_pr_runs_nothing(shipped: Shipped) -> None:
+    """Fork PR #8 left the queue (its ref is gone); the group GitHub built for #9 on top of it is checked."""
+    repo = "acme/fl-stale-queue"
+    base = code_repo(shipped, repo, IMAGES + REGRESSION)
+    fork_head = shipped.github.commit(repo, "fork-feature", {"fl/server.py": "print('mine')\n"}, parents=[base])
+    shipped.github.add_pull(repo, 8, fork_head, base_branch="master", head_ref="fork-feature",
+                            head_repo="mallory/fl-stale-queue", user="mallory")
+    own_head = open_pr(shipped, repo, 9)
+    queue = "gh-readonly-queue/master"
+    ahead = shipped.github.commit(repo, f"{queue}/pr-8-{fork_head}", {"q": "8\n"}, parents=[base, fork_head])
+    group = shipped.github.commit(repo, f"{queue}/pr-9-{own_head}", {"q": "9\n"}, parents=[ahead, own_head])
+    del shipped.github.repos[repo].branches[f"{queue}/pr-8-{fork_head}"]  # #8 dequeued
+    data = payload("merge_group.checks_requested")
+    data["merge_group"].update(head_sha=group, base_sha=base, base_ref="refs/heads/master",
+                               head_ref=f"refs/heads/{queue}/pr-9-{own_head}")
+    data["merge_group"]["head_commit"]["id"] = group
+    data["repository"].update(full_name=repo, default_branch="master")
+    data["installation"]["id"] = INSTALLATION
+    await deliver(shipped, "merge_group", data)
+    check = await completed(shipped, repo, group, "flops/regression")
+    assert (check["conclusion"], check["output"]["title"]) == ("failure", "Not run: commits of no queued pull request")
+    assert f"`{ahead[:7]}`" in check["output"]["summary"] and jobs_of(shipped, "regression", group) == []
+
+
 async def test_a_pull_request_runs_its_tests_and_gets_the_junit_report_on_its_check(shipped: Shipped) -> None:
     repo, number = "acme/fl-tests", 9
     code_repo(shipped, repo, IMAGES + TESTS)

@@ -408,6 +408,27 @@ async def test_a_build_reported_again_never_deploys_twice(bed: Bed) -> None:
     assert deploy_check(bed, data["after"])["conclusion"] == "success"  # still the one report
 
 
+async def test_a_deploy_reported_failed_whose_commit_landed_says_so_when_built_again(bed: Bed) -> None:
+    """GitHub applied the config commit but answered 403: the check says the deploy failed. `/redeploy`
+    finds nothing to change; that failed check is not the report of a deploy done, so the outcome is
+    reported (before, any completed check on the commit silenced a 'nothing to change')."""
+    set_up(bed, flops_yml(target()), {"dev/cronjob.yaml": CRONJOB})
+    bed.github.fail_after_applying("PUT", rf"^/repos/{CONFIG_REPO}/contents/dev/cronjob.yaml$", 403)
+    data = await pushed_and_built(bed, {"server/app.py": "print(12)\n"}, "server")
+    [failed] = bed.github.check_runs_for(REPO, data["after"], "flops/deploy: dev")
+    assert (failed["conclusion"], failed["output"]["title"]) == ("failure", "Deploy to dev failed")
+    deployed = config_file(bed, "dev/cronjob.yaml")
+    assert f"@{DIGEST}" in deployed
+
+    bed.github.set_permission(REPO, "Codertocat", "write")
+    await bed.deliver("issue_comment", redeploy_comment(bed, f"/redeploy dev {data['after'][:7]}"))
+    await bed.settle()
+
+    assert config_file(bed, "dev/cronjob.yaml") == deployed
+    last = bed.github.check_runs_for(REPO, data["after"], "flops/deploy: dev")[-1]
+    assert (last["conclusion"], last["output"]["title"]) == ("neutral", "dev: nothing to change")
+
+
 async def test_pull_request_mode_keeps_the_newer_build_of_the_open_pull_request(bed: Bed) -> None:
     set_up(bed, flops_yml(target("prod", "prod/cronjob.yaml", mode="pull_request")), {"prod/cronjob.yaml": CRONJOB})
     old = push(bed, {"server/app.py": "print(21)\n"})

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 import pytest
 
 from bot.platform.settings import SettingsError, from_env
-from bot.service.app import MAX_BODY, UNVERIFIED
+from bot.service.app import MAX_BODY, METRICS, UNVERIFIED
+from bot.service.intake import Refusal, UnverifiedBytes, client_of
 from tests.conftest import INSTALLATION, Bed, BedFactory, sign
 from tests.test_intake import REPO, config_reads, push_to
 
@@ -202,3 +203,66 @@ async def test_a_body_that_does_not_arrive_in_time_gives_its_bytes_back(env: dic
         client.close()
     finally:
         await server.close()
+
+
+def test_the_unverified_budget_counts_per_address_and_a_streamed_body_must_keep_up_its_rate() -> None:
+    budget = UnverifiedBytes(100, 60.0, per_client=60, min_rate=10, grace=5.0)
+    budget.reserve(50, "192.0.2.1")
+    with pytest.raises(Refusal) as refusal:
+        budget.reserve(20, "192.0.2.1")  # this address would hold 70 of its 60
+    assert (refusal.value.status, refusal.value.outcome) == (503, "client_over_capacity")
+    budget.reserve(40, "192.0.2.2")
+    with pytest.raises(Refusal) as refusal:
+        budget.reserve(20, "192.0.2.3")  # 110 of the 100 in all
+    assert refusal.value.outcome == "over_capacity"
+    budget.release(50, "192.0.2.1")
+    budget.release(40, "192.0.2.2")
+    assert (budget.held, budget.by_client) == (0, {})  # nothing kept for addresses gone
+    assert budget.deadline(100.0, 0) == 105.0  # the grace
+    assert budget.deadline(100.0, 30) == 108.0  # then 10 bytes/s: 30 bytes bought 3 s more
+    assert budget.deadline(100.0, 10_000) == 160.0  # never past BODY_SECONDS
+
+
+@pytest.mark.parametrize("name, value, field", [("FLOPS_UNVERIFIED_PER_CLIENT", "8MiB", "unverified_per_client"),
+                                                ("FLOPS_UNVERIFIED_MIN_RATE", "16KiB", "unverified_min_rate")])
+def test_the_per_client_cap_and_the_minimum_rate_are_sizes(env: dict[str, str], name: str, value: str,
+                                                           field: str) -> None:
+    assert getattr(from_env({**env, name: value}), field) == int(value[:-3]) * 1024 ** (2 if "M" in value else 1)
+    assert (from_env(env).unverified_per_client, from_env(env).unverified_min_rate) == (32 * 1024 ** 2, 64 * 1024)
+    with pytest.raises(SettingsError) as error:
+        from_env({**env, name: "fast"})
+    assert error.value.problems == [f"{name} must be a positive size in bytes, optionally with KiB, MiB or GiB, "
+                                    f"got 'fast'"]
+
+
+async def test_a_body_stalled_after_its_first_bytes_is_cut_at_the_grace_as_too_slow(env: dict[str, str],
+                                                                                     github) -> None:
+    from aiohttp.test_utils import TestServer
+
+    from bot.__main__ import build_app
+    from bot.platform.retry import RetryPolicy
+    from tests.conftest import RecordingSleep
+
+    app = build_app(from_env(env), policy=RetryPolicy(sleep=RecordingSleep()), body_grace=0.3)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    try:
+        reader, writer = await asyncio.open_connection(server.host, server.port)
+        client = RawClient(reader, writer)
+        await client.head(webhook_headers(10_000, FORGED), b"{" * 100)  # then nothing more
+        answer = await client.answer()  # within the grace plus 100 bytes' worth, not the 60 s deadline
+        assert answer.status == 408 and "FLOPS_UNVERIFIED_MIN_RATE" in json.loads(answer.body)["message"]
+        assert server.app[UNVERIFIED].held == 0 and await client.closed_by_server()
+        assert server.app[METRICS].value("flops_webhook_deliveries_total", event="unknown", outcome="too_slow") == 1
+        client.close()
+    finally:
+        await server.close()
+
+
+@pytest.mark.parametrize("address, counted", [
+    ("192.0.2.7", "192.0.2.7"), (None, ""),
+    ("2001:db8:1:2::1", "20010db800010002::/64"), ("2001:db8:1:2:ffff:ffff:ffff:ffff", "20010db800010002::/64"),
+    ("2001:db8:1:3::1", "20010db800010003::/64"), ("::ffff:192.0.2.7", "192.0.2.7"), ("fe80::1%eth0", "fe80000000000000::/64")])
+def test_the_per_client_cap_counts_an_ipv4_address_or_an_ipv6_slash_64(address: str | None, counted: str) -> None:
+    """A host holding a whole IPv6 /64 is one client, not 2^64 of them; IPv4 seen through a dual-stack socket is IPv4."""
+    assert client_of(address) == counted

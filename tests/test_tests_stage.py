@@ -9,17 +9,20 @@ then the emulator finishes the Job with the command's exit code and log."""
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import os
 import signal
 import sys
 import urllib.error
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import kubernetes_validate
 
+from bot.core import jobs
 from tests.conftest import INSTALLATION, NAMESPACE, Bed, BedFactory, payload, wait_for
 from tests.emulators.github import GitHubEmulator, tree_sha
 from tests.fencing import assert_fenced
@@ -479,3 +482,41 @@ async def test_the_sidecar_uploads_regular_files_only_never_what_a_symlink_point
     assert keys == [prefix + "nested/deeper/lint.xml"]
     run = await wait_for(lambda: completed(bed, head, "lint"), what="report")
     assert run["conclusion"] == "success"
+
+
+async def test_the_sidecar_uploads_at_most_upload_files_files_however_many_empty_ones_the_test_writes(
+        bed: Bed, tmp_path: Path) -> None:
+    """An attacker's test writes thousands of empty files (they cost no bytes of the 50 MiB limit):
+    the sidecar holding the upload policy sends at most UPLOAD_FILES of them."""
+    setup_repo(bed)
+    head = await open_pr(bed, {"src/model.py": "x = 2\n"})
+    [job] = jobs_of(bed, head, "lint")
+    flood = {f"flood/{i:04}.txt": b"" for i in range(jobs.UPLOAD_FILES + 40)}
+    await run_pod(bed, job, tmp_path, flood)
+    prefix = job["metadata"]["annotations"]["flops.dev/output"] + "results/"
+    keys = list(bed.s3.client().list_objects(bed.settings.s3.runs_bucket, prefix=prefix, recursive=True))
+    assert len(keys) == jobs.UPLOAD_FILES
+    run = await wait_for(lambda: completed(bed, head, "lint"), what="report")
+    assert run["conclusion"] == "success" and "truncated" not in run["output"]["summary"]
+
+
+async def test_more_keys_than_the_bot_lists_under_results_are_reported_as_truncated(bed: Bed, tmp_path: Path) -> None:
+    """A workload holding the Jobs' S3 keys (a regression run of the same repository) floods a test
+    run's results prefix: the bot lists UPLOAD_FILES keys, reads the JUnit file among them and says
+    on the check that the listing was truncated."""
+    setup_repo(bed)
+    head = await open_pr(bed, {"src/model.py": "x = 2\n"})
+    [job] = jobs_of(bed, head)
+    prefix = job["metadata"]["annotations"]["flops.dev/output"] + "results/"
+    client, bucket = bed.s3.client(), bed.settings.s3.runs_bucket
+
+    def put(key: str) -> None:
+        client.put_object(bucket, key, io.BytesIO(b""), 0)
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(put, [f"{prefix}zz/{i:04}.txt" for i in range(jobs.UPLOAD_FILES + 5)]))
+    await run_pod(bed, job, tmp_path, {"junit.xml": PYTEST}, exit_code=1)
+    run = await wait_for(lambda: completed(bed, head), what="report")
+    assert run["conclusion"] == "failure"
+    assert run["output"]["title"] == "2 failed, 2 passed, 1 skipped in 3m12s"  # junit.xml sorts before zz/
+    assert f"**Results truncated:** the run wrote more than {jobs.UPLOAD_FILES} files" in run["output"]["summary"]

@@ -3,9 +3,12 @@ grant and stops what ran on its strength; a merge group runs only when every pul
 run under the `/regression` rule."""
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
-from bot.flows import merge_queue
+import pytest
+
+from bot.flows import merge_queue, pulls
 from tests.conftest import INSTALLATION, NAMESPACE, Bed, payload
 from tests.emulators.github import tree_sha
 from tests.test_regression import (
@@ -64,7 +67,7 @@ async def test_a_dismissed_approval_of_a_fork_stops_its_run_and_runs_nothing_aft
     run = completed(bed, head)
     assert run is not None and run["conclusion"] == "cancelled"
     assert f"@{MAINTAINER}'s approval of {head[:7]} was dismissed" in run["output"]["summary"]
-    assert not await bed.deps.artifacts.exists(f"trust/{REPO}/pr-{PR}/{head}.json")
+    assert await bed.deps.artifacts.list_keys(f"trust/{REPO}/pr-{PR}/{head}") == []
     await comment(bed, "/regression")  # the grant is gone: the fork rule refuses again
     assert running(bed) == []
     assert "comes from a fork" in bed.github.comments_on(REPO, PR)[-1]["body"]
@@ -103,6 +106,36 @@ async def test_a_dismissed_review_that_granted_nothing_stops_nothing(bed: Bed) -
     await review(bed, "dismissed", review_id=7)  # e.g. a dismissed "changes requested"
     assert len(running(bed)) == 1
 
+
+
+def fork_pr(head: str) -> pulls.PullRef:
+    return pulls.PullRef(REPO, PR, head, "feature", MAIN, "0" * 40, True, "mallory", INSTALLATION)
+
+
+async def test_a_grant_and_a_revocation_at_once_neither_loses_the_other(bed: Bed) -> None:
+    """Two replicas: one processes the dismissal of @octo-admin's approval while the other processes
+    a maintainer's `/ok-to-test` of the same head. Both read before either writes; with one shared
+    list per sha the later write won, resurrecting the dismissed approval or dropping the new grant."""
+    pr = fork_pr("a" * 40)
+    await pulls.grant(bed.deps, pr, SECOND, "approval", review=7)
+    left, _ = await asyncio.gather(pulls.revoke(bed.deps, pr, SECOND, 7),
+                                   pulls.grant(bed.deps, pr, MAINTAINER, "/ok-to-test"))
+    assert left is True and await pulls.may_run(bed.deps, pr)  # the /ok-to-test stands
+    assert await pulls.revoke(bed.deps, pr, SECOND, 7) is None  # the dismissed approval stays gone
+    assert await pulls.may_run(bed.deps, pr)
+
+
+async def test_a_grant_written_as_one_list_is_honoured_and_split_when_one_voucher_goes(bed: Bed) -> None:
+    pr = fork_pr("b" * 40)
+    await bed.deps.artifacts.put_json(pulls.trust_key(pr), {"by": SECOND, "how": "approval", "sha": pr.head_sha,
+                                                            "vouchers": [
+        {"by": SECOND, "how": "approval", "review": 7}, {"by": MAINTAINER, "how": "/ok-to-test", "review": None}]})
+    assert await pulls.may_run(bed.deps, pr)
+    assert await pulls.revoke(bed.deps, pr, SECOND, 7) is True
+    assert not await bed.deps.artifacts.exists(pulls.trust_key(pr))
+    assert await bed.deps.artifacts.list_keys(f"trust/{REPO}/pr-{PR}/{pr.head_sha}") == [
+        pulls.voucher_key(pr, MAINTAINER, "/ok-to-test", None)]
+    assert await pulls.may_run(bed.deps, fork_pr("c" * 40)) is False  # another sha: nothing
 
 
 # --- the merge queue -----------------------------------------------------------------------------------
@@ -183,3 +216,85 @@ def test_merge_queue_refs_are_read_as_github_names_them() -> None:
     for other in (f"refs/heads/gh-readonly-queue/main/pr-104-{sha}", f"refs/heads/gh-readonly-queue/dev/pr-1-{sha}x",
                   "refs/heads/main", f"refs/heads/feature/gh-readonly-queue/dev/pr-1-{sha}"):
         assert merge_queue.entry_of(other, "dev") is None
+
+
+# --- merge group attribution: every commit of the group is a queued pull request's ----------------------
+
+def pr_of_two_commits(bed: Bed, number: int, branch: str, *, fork: bool) -> str:
+    base = bed.github.branch_sha(REPO, MAIN)
+    first = bed.github.commit(REPO, branch, {f"{branch}.py": "x = 1\n"}, parents=[base], message=f"{branch}: start",
+                              author="mallory" if fork else "octocat")
+    head = bed.github.commit(REPO, branch, {f"{branch}.py": "x = 2\n"}, parents=[first], message=f"{branch}: more",
+                             author="mallory" if fork else "octocat")
+    bed.github.add_pull(REPO, number, head, base_branch=MAIN, head_ref=branch, head_repo=FORK if fork else None,
+                        user="mallory" if fork else "octocat")
+    return head
+
+
+def pr_commits(bed: Bed, head: str) -> list[Any]:
+    """The PR's commits oldest first (its branch back to the base branch)."""
+    return list(reversed(first_parents(bed, head, bed.github.branch_sha(REPO, MAIN))))
+
+
+def queue(bed: Bed, method: str, number: int, head: str, ahead: str) -> str:
+    """GitHub's merge queue building PR `number`'s entry on `ahead` with `method`: one merge commit,
+    one squashed commit, or a copy of each of its commits (same author, author date, message)."""
+    ref = f"gh-readonly-queue/{MAIN}/pr-{number}-{head}"
+    if method == "merge":
+        return enqueue(bed, number, head, ahead)
+    if method == "squash":
+        return bed.github.commit(REPO, ref, {f"squashed-{number}": "1\n"}, parents=[ahead],
+                                 message=f"Feature (#{number})\n\n* start\n* more")
+    for commit in pr_commits(bed, head):
+        ahead = bed.github.commit(REPO, ref, {f"rebased-{commit.sha[:7]}": "1\n"}, parents=[ahead],
+                                  message=commit.message, author=commit.author, date=commit.date)
+    return ahead
+
+
+def first_parents(bed: Bed, top: str, base: str) -> list[Any]:
+    """The emulator's commits from `top` back along first parents, `base` excluded (newest first)."""
+    repo, found = bed.github.repos[REPO], []
+    while top != base:
+        found.append(repo.commits[top])
+        top = repo.commits[top].parents[0]
+    return found
+
+
+METHODS = ["merge", "squash", "rebase"]
+
+
+@pytest.mark.parametrize("method", METHODS)
+async def test_a_group_of_two_queued_prs_runs_with_each_queue_method(bed: Bed, method: str) -> None:
+    setup_repo(bed)
+    base = bed.github.branch_sha(REPO, MAIN)
+    first, second = pr_of_two_commits(bed, PR, "one", fork=False), pr_of_two_commits(bed, 3, "two", fork=False)
+    group = queue(bed, method, 3, second, queue(bed, method, PR, first, base))
+    await bed.deliver("merge_group", group_payload(bed, 3, second, group, base))
+    await bed.settle()
+    assert [j["metadata"]["annotations"]["flops.dev/sha"] for j in running(bed)] == [group]
+    assert bed.github.check_runs_for(REPO, group, "flops/regression")[0]["status"] == "in_progress"
+    reads = bed.github.calls_to("GET", rf"/repos/{REPO}/pulls/\d+/commits")
+    assert len(reads) == (2 if method == "rebase" else 0)  # merge and squash queues read no commit list
+
+
+@pytest.mark.parametrize("method, forged", [(m, False) for m in METHODS] + [("squash", True), ("rebase", True)])
+async def test_a_stale_group_built_on_a_dequeued_fork_pr_runs_nothing(bed: Bed, method: str, forged: bool) -> None:
+    """The unapproved fork PR #2 was queued, #3 behind it; #2 left the queue (its ref is gone) but the
+    group GitHub built for #3 on top of it is still checked: its first-parent chain holds #2's code.
+    `forged`: the fork's commits in the chain carry #3's commits' author, author date and message."""
+    setup_repo(bed)
+    base = bed.github.branch_sha(REPO, MAIN)
+    fork_head = pr_of_two_commits(bed, PR, "fork", fork=True)
+    own_head = pr_of_two_commits(bed, 3, "own", fork=False)
+    fork_entry = queue(bed, method, PR, fork_head, base)
+    if forged:
+        for commit, copied in zip(first_parents(bed, fork_entry, base), reversed(pr_commits(bed, own_head))):
+            commit.message, commit.author, commit.date = copied.message, copied.author, copied.date
+    group = queue(bed, method, 3, own_head, fork_entry)
+    del bed.github.repos[REPO].branches[f"gh-readonly-queue/{MAIN}/pr-{PR}-{fork_head}"]  # dequeued
+    await bed.deliver("merge_group", group_payload(bed, 3, own_head, group, base))
+    await bed.settle()
+    assert regression_jobs(bed) == [] and bed.kube.list("jobs", NAMESPACE) == []
+    [run] = bed.github.check_runs_for(REPO, group, "flops/regression")
+    assert (run["conclusion"], run["output"]["title"]) == ("failure", "Not run: commits of no queued pull request")
+    assert "no pull request now in the merge queue accounts for" in run["output"]["summary"]

@@ -41,6 +41,7 @@ class Result:
     title: str
     summary: str
     url: str | None = None
+    unchanged: bool = False  # the file already referenced these builds: nothing was written
 
 
 @dataclass(frozen=True)
@@ -148,8 +149,8 @@ async def deploy_and_report(gh: GitHubAPI, deps: Deps, request: Request) -> Resu
         result = Result("failure", f"Deploy to {target.name} failed", str(exc))
     except gidgethub.HTTPException as exc:
         result = Result("failure", f"Deploy to {target.name} failed", _explain(exc, target, sha))
-    if result.title == f"{target.name}: nothing to change" and \
-            await checks.completed_on(gh, request.repo, sha, checks.deploy_name(target.name)):
+    if result.unchanged and await checks.completed_on(gh, request.repo, sha, checks.deploy_name(target.name),
+                                                      conclusions=("success", "neutral")):
         log.info("deploy already reported", extra={"repo": request.repo, "sha": sha, "target": target.name})
         return result  # done by a process that died before it kept the marker: reported once already
     return await report(gh, request, result)
@@ -282,7 +283,7 @@ def _unchanged(request: Request, plan: Plan, branch: str) -> Result:
                       f"did not go backwards:\n{kept}\n\nTo roll back on purpose, comment "
                       f"`/redeploy {target.name} {request.sha[:7]}`.")
     return Result("neutral", f"{target.name}: nothing to change",
-                  f"{where} already references the builds of {request.sha[:7]}.")
+                  f"{where} already references the builds of {request.sha[:7]}.", unchanged=True)
 
 
 def _deployed(request: Request, plan: Plan, branch: str, url: str) -> Result:

@@ -345,14 +345,14 @@ def rounds_table(rounds: list[dict[str, Any]]) -> str:
 async def model_links(deps: Deps, prefix: str) -> str:
     """Presigned download links (they expire; the S3 path does not)."""
     runs = deps.artifacts.runs
-    keys = sorted(await runs.list_keys(prefix))
+    keys, more = await runs.list_page(prefix)
     if not keys:
         return f"No model was written under `{prefix}`."
     expires = (datetime.now(timezone.utc) + MODEL_LINK_TTL).strftime("%Y-%m-%d %H:%M UTC")
     lines = [f"- {link(key[len(prefix):], await runs.presigned_get(key, MODEL_LINK_TTL))}"
              for key in keys[:MODEL_LINKS]]
     if len(keys) > MODEL_LINKS:
-        lines.append(f"- … and {len(keys) - MODEL_LINKS} more files")
+        lines.append(f"- … and {len(keys) - MODEL_LINKS}{'+' if more else ''} more files")
     return "\n".join(lines) + (f"\n\nLinks expire {expires} ({MODEL_LINK_TTL.days} days); the files stay at "
                                f"`s3://{runs.bucket}/{prefix}`.")
 

@@ -62,38 +62,60 @@ async def with_head(gh: GitHubAPI, repo: str, sha: str, installation_id: int,
 
 
 def trust_key(pr: PullRef) -> str:
+    """A grant as one object listing its vouchers, as the bot wrote it before each voucher had a key
+    of its own (`voucher_key`): still honoured, split into voucher objects when one is revoked."""
     return f"trust/{pr.repo}/pr-{pr.number}/{pr.head_sha}.json"
 
 
+def voucher_key(pr: PullRef, by: str, how: str, review: int | None) -> str:
+    """One maintainer's vouching for `pr.head_sha`: each is its own object, so concurrent grants and
+    revocations never rewrite each other's (no read-modify-write of a shared list)."""
+    return f"trust/{pr.repo}/pr-{pr.number}/{pr.head_sha}/{how.lstrip('/')}-{by}-{review or 0}.json"
+
+
+def _grant_prefix(pr: PullRef) -> str:
+    """Both the legacy `<sha>.json` and the vouchers under `<sha>/` (a sha is 40 hex digits: no other
+    sha shares the prefix)."""
+    return f"trust/{pr.repo}/pr-{pr.number}/{pr.head_sha}"
+
+
 async def grant(deps: Deps, pr: PullRef, by: str, how: str, review: int | None = None) -> None:
-    """A maintainer vouched for this exact head sha (approval or /ok-to-test). Each voucher is kept,
-    so dismissing one approval leaves the others standing."""
-    record = await deps.artifacts.get_json(trust_key(pr))
-    vouchers = _vouchers(record)
-    voucher = {"by": by, "how": how, "review": review, "at": time.time()}
-    if not any(v.get("by") == by and v.get("how") == how and v.get("review") == review for v in vouchers):
-        vouchers.append(voucher)
-    await deps.artifacts.put_json(trust_key(pr), {**vouchers[0], "sha": pr.head_sha, "vouchers": vouchers})
+    """A maintainer vouched for this exact head sha (approval or /ok-to-test). Each voucher is kept
+    apart, so dismissing one approval leaves the others standing; the same voucher twice is one."""
+    await deps.artifacts.put_json(voucher_key(pr, by, how, review),
+                                  {"by": by, "how": how, "review": review, "at": time.time(), "sha": pr.head_sha})
 
 
 async def revoke(deps: Deps, pr: PullRef, by: str, review: int) -> bool | None:
     """Withdraw the grant of approval `review` by `by` for `pr.head_sha`. None: that approval granted
     nothing; True: another voucher still trusts the sha; False: nothing trusts it any more."""
-    record = await deps.artifacts.get_json(trust_key(pr))
-    vouchers = _vouchers(record)
-    kept = [v for v in vouchers if not (v.get("how") == "approval" and v.get("by") == by
-                                        and v.get("review") in (review, None))]
-    if len(kept) == len(vouchers):
+    await _split_legacy(deps, pr)
+    found = False
+    for key in (voucher_key(pr, by, "approval", review), voucher_key(pr, by, "approval", None)):
+        if await deps.artifacts.exists(key):
+            await deps.artifacts.delete(key)
+            found = True
+    if not found:
         return None
-    if kept:
-        await deps.artifacts.put_json(trust_key(pr), {**kept[0], "sha": pr.head_sha, "vouchers": kept})
-        return True
+    return bool(await deps.artifacts.list_keys(_grant_prefix(pr), 1))
+
+
+async def _split_legacy(deps: Deps, pr: PullRef) -> None:
+    """A grant written as one object becomes one object per voucher (once; grants made meanwhile are
+    objects of their own, so nothing is lost)."""
+    record = await deps.artifacts.get_json(trust_key(pr))
+    if record is None:
+        return
+    for voucher in _vouchers(record):
+        review = voucher.get("review")
+        await deps.artifacts.put_json(voucher_key(pr, str(voucher.get("by")), str(voucher.get("how")),
+                                                  review if isinstance(review, int) else None),
+                                      {**voucher, "sha": pr.head_sha})
     await deps.artifacts.delete(trust_key(pr))
-    return False
 
 
 def _vouchers(record: object) -> list[dict[str, Any]]:
-    """The grant's vouchers; a grant written before vouchers were kept is its own single voucher."""
+    """A legacy grant's vouchers; one written before vouchers were kept is its own single voucher."""
     if not isinstance(record, dict):
         return []
     listed = record.get("vouchers")
@@ -104,7 +126,7 @@ def _vouchers(record: object) -> list[dict[str, Any]]:
 
 async def may_run(deps: Deps, pr: PullRef) -> bool:
     """Same-repo PRs: yes. Fork PRs: only with a grant for the current head sha."""
-    return not pr.fork or await deps.artifacts.exists(trust_key(pr))
+    return not pr.fork or bool(await deps.artifacts.list_keys(_grant_prefix(pr), 1))
 
 
 def fork_notice(pr: PullRef) -> str:

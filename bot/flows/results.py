@@ -5,7 +5,8 @@ Conclusion `success` only when the command exited 0 and no JUnit failure or erro
 (`2 failed, 318 passed, 4 skipped in 3m12s`), the summary the failed tests' table (marked when
 the base branch's latest run failed the same test), the text the masked log tail when there is
 no JUnit file or the command failed without recording a failure. Only `<FLOPS_OUTPUT>results/`
-is read, at most `junit.MAX_BYTES` of XML.
+is read: at most `jobs.UPLOAD_FILES` keys listed (past that the check says the results were
+truncated), `MAX_FILES` JUnit files and `junit.MAX_BYTES` of XML.
 """
 from __future__ import annotations
 
@@ -33,24 +34,32 @@ def state_key(repo: str, branch: str, test: str) -> str:
     return f"tests/{repo}/branch/{branch}/{test}.json"
 
 
-async def read_junit(deps: Deps, prefix: str) -> tuple[junit.Report | None, str]:
-    """The merged JUnit files under `prefix` (None when there are none), and a problem to show."""
-    keys = sorted(k for k in await deps.artifacts.runs.list_keys(prefix) if k.lower().endswith(".xml"))
+async def read_junit(deps: Deps, prefix: str) -> tuple[junit.Report | None, str, str]:
+    """The merged JUnit files under `prefix` (None when there are none), a problem to show, and a
+    note when the run wrote more files than the bot lists (`jobs.UPLOAD_FILES`, in key order)."""
+    listed, truncated = await deps.artifacts.runs.list_page(prefix, jobs.UPLOAD_FILES)
+    note = (f"**Results truncated:** the run wrote more than {jobs.UPLOAD_FILES} files under `$FLOPS_RESULTS`; "
+            f"only the first {jobs.UPLOAD_FILES} (in name order) were looked at. Write fewer files there "
+            f"(the JUnit XML and a few reports).") if truncated else ""
+    if truncated:
+        log.warning("results listing truncated", extra={"prefix": shown(prefix), "limit": jobs.UPLOAD_FILES})
+    keys = sorted(k for k in listed if k.lower().endswith(".xml"))
     if not keys:
-        return None, ""
+        return None, "", note
     files, budget = [], junit.MAX_BYTES
     for key in keys[:MAX_FILES]:
         try:
             data = await deps.artifacts.runs.get_bytes(key, max_bytes=budget)
         except TooLarge:
-            return None, f"the JUnit files are larger than {junit.MAX_BYTES // (1024 * 1024)} MB together; not read"
+            return None, f"the JUnit files are larger than {junit.MAX_BYTES // (1024 * 1024)} MB together; not read", \
+                note
         if data is not None:
             files.append((key[len(prefix):], data))
             budget -= len(data)
     try:  # up to 50 MB of XML: parsed in a thread, never on the event loop
-        return await asyncio.to_thread(junit.parse, files), ""
+        return await asyncio.to_thread(junit.parse, files), "", note
     except junit.JUnitError as exc:
-        return None, str(exc)
+        return None, str(exc), note
 
 
 async def base_failures(deps: Deps, ann: dict[str, str], test: str) -> set[str]:
@@ -70,7 +79,7 @@ async def report(job: dict[str, Any], result: jobs.Outcome, deps: Deps) -> str:
     ann = jobs.annotations_of(job)
     gh = deps.github.for_installation(int(ann[jobs.INSTALLATION]))
     test = ann.get(jobs.TEST_NAME, "")
-    parsed, problem = await read_junit(deps, ann[jobs.OUTPUT] + jobs.RESULTS_PREFIX)
+    parsed, problem, truncated = await read_junit(deps, ann[jobs.OUTPUT] + jobs.RESULTS_PREFIX)
     timed_out = result.reason == "DeadlineExceeded"
     broken = bool(parsed and parsed.broken)
     conclusion = "timed_out" if timed_out else "success" if result.succeeded and not broken and not problem \
@@ -78,6 +87,7 @@ async def report(job: dict[str, Any], result: jobs.Outcome, deps: Deps) -> str:
     pods = await deps.kube.job_pods(jobs.name_of(job)) if not result.succeeded else []
     diagnosis = diagnose(result, pods) if not result.succeeded else None
     title, lines = _headline(ann, result, parsed, diagnosis.reason if diagnosis else "", problem)
+    lines += [truncated] if truncated else []
     if parsed is not None:
         base = ann.get(jobs.DEFAULT_BRANCH, "")
         table = parsed.table(await base_failures(deps, ann, test) if broken else (), base)

@@ -74,8 +74,7 @@ async def start(gh: GitHubAPI, deps: Deps, test: TestConfig, src: jobs.Source, *
     ann.update(checks.dropped_annotation(dropped))
     if base:
         ann[jobs.DEFAULT_BRANCH] = base
-    for key in await deps.artifacts.runs.list_keys(prefix):  # a deleted Job of the same name left its results
-        await deps.artifacts.runs.delete(key)
+    await deps.artifacts.runs.delete_prefix(prefix)  # a deleted Job of the same name left its results
     queue = await queueing.queue_for(gh, deps, src.repo, jobs.TEST)  # the default branch's: a PR cannot pick one
     ann[jobs.CHECK_RUN] = str(await _check_for(gh, body, src, test, trigger, checks.dropped_note(ann), queue))
     try:

@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import io
+import itertools
 import json
 from datetime import datetime, timedelta, timezone
 from typing import Any, BinaryIO
 
 import minio
 from minio.datatypes import PostPolicy
+from minio.deleteobjects import DeleteObject
 from minio.error import S3Error
 
 from bot.platform.settings import S3Settings
 
 JSON_LIMIT = 16 * 1024 * 1024  # metrics.json, build records, run requests: far below this
+LIST_LIMIT = 1000  # keys read from one listing (one ListObjects page): Jobs choose how many they write
 
 
 class TooLarge(ValueError):
@@ -115,14 +118,34 @@ class Artifacts:
     async def delete(self, key: str) -> None:
         await asyncio.to_thread(self.client.remove_object, self.bucket, key)
 
-    async def list_keys(self, prefix: str) -> list[str]:
+    async def delete_prefix(self, prefix: str, limit: int = LIST_LIMIT) -> bool:
+        """Delete what is under `prefix`, at most `limit` keys (one DeleteObjects request per
+        1000); True when more were left (a workload wrote more than that)."""
+        keys, truncated = await self.list_page(prefix, limit)
+        if keys:
+            def remove() -> None:
+                errors = list(self.client.remove_objects(self.bucket, (DeleteObject(k) for k in keys)))
+                if errors:
+                    raise RuntimeError(f"S3 did not delete {errors[0].name}: {errors[0].code} ({len(errors)} keys)")
+
+            await asyncio.to_thread(remove)
+        return truncated
+
+    async def list_keys(self, prefix: str, limit: int = LIST_LIMIT) -> list[str]:
+        """The first `limit` keys under `prefix`, in key order (the rest is never listed)."""
+        return (await self.list_page(prefix, limit))[0]
+
+    async def list_page(self, prefix: str, limit: int = LIST_LIMIT) -> tuple[list[str], bool]:
+        """(the first `limit` keys under `prefix`, whether there are more): the listing stops one
+        key past the cap, so a prefix with millions of keys costs at most two ListObjects pages."""
         await self.ensure_bucket()
 
         def keys() -> list[str]:
-            return [o.object_name for o in self.client.list_objects(self.bucket, prefix=prefix, recursive=True)
-                    if o.object_name]
+            listing = self.client.list_objects(self.bucket, prefix=prefix, recursive=True)
+            return [o.object_name for o in itertools.islice(listing, limit + 1) if o.object_name]
 
-        return await asyncio.to_thread(keys)
+        found = await asyncio.to_thread(keys)
+        return found[:limit], len(found) > limit
 
     async def presigned_get(self, key: str, expires: timedelta) -> str:
         return await asyncio.to_thread(self.client.presigned_get_object, self.bucket, key, expires)

@@ -99,11 +99,12 @@ async def post_completed(gh: GitHubAPI, repo: str, sha: str, name: str, conclusi
     return await _post(gh, repo, body)
 
 
-async def completed_on(gh: GitHubAPI, repo: str, sha: str, name: str) -> bool:
-    """Whether a completed check run `name` is on commit `sha` already."""
+async def completed_on(gh: GitHubAPI, repo: str, sha: str, name: str, conclusions: tuple[str, ...] = ()) -> bool:
+    """Whether a completed check run `name` is on commit `sha` already (with one of `conclusions`, if given)."""
     data = await gh.getitem("/repos/" + repo + "/commits/{sha}/check-runs{?check_name,filter,per_page}",
                             url_vars={"sha": sha, "check_name": name, "filter": "all", "per_page": "100"})
-    return any(run.get("name") == name and run.get("status") == "completed" for run in data.get("check_runs", []))
+    return any(run.get("name") == name and run.get("status") == "completed"
+               and (not conclusions or run.get("conclusion") in conclusions) for run in data.get("check_runs", []))
 
 
 async def _post(gh: GitHubAPI, repo: str, body: dict[str, Any]) -> int:

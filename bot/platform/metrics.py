@@ -58,6 +58,8 @@ class Metrics:
         self._errors = Counter("flops_delivery_errors", "Deliveries that failed, by event and stage.",
                                ("event", "stage"), registry=self.registry)
         self._queue_depth = Gauge("flops_queue_depth", "Deliveries waiting to be processed.", registry=self.registry)
+        self._unverified = Gauge("flops_webhook_unverified_bytes", "Bytes reserved now by webhook requests whose "
+                                 "signature is not checked yet (FLOPS_UNVERIFIED_BYTES caps it).", registry=self.registry)
         self._latency = Histogram("flops_delivery_latency_seconds", "From accepting a delivery to its end, by event.",
                                   ("event",), buckets=LATENCY_BUCKETS, registry=self.registry)
         self._active = Gauge("flops_jobs_active", "Unfinished Jobs of the bot, by kind and state (queued, running).",
@@ -115,6 +117,10 @@ class Metrics:
 
     def job_finished(self, kind: str, result: str) -> None:
         self._jobs.labels(kind, result).inc()
+
+    def count_unverified_bytes(self, held: Callable[[], int]) -> None:
+        """`flops_webhook_unverified_bytes` read from `held` when scraped."""
+        self._unverified.set_function(held)
 
     def count_queue_depth(self, depth: Callable[[], int]) -> None:
         """`flops_queue_depth` read from `depth` when scraped (nothing to update per delivery)."""

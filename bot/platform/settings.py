@@ -18,6 +18,8 @@ DEFAULT_KANIKO_IMAGE = "ghcr.io/osscontainertools/kaniko:v1.25.2"
 DEFAULT_FETCH_IMAGE = "python:3.13.5-slim-bookworm"  # unpacks the source; tarfile with the 2025 fixes
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 DEFAULT_UNVERIFIED_BYTES = 64 * 1024 * 1024
+DEFAULT_UNVERIFIED_PER_CLIENT = 32 * 1024 * 1024  # one 25 MiB delivery fits; half the default total
+DEFAULT_UNVERIFIED_MIN_RATE = 64 * 1024  # bytes/s
 DEFAULT_REDELIVER_INTERVAL = 300  # FLOPS_REDELIVER_INTERVAL: seconds between passes of the redelivery loop
 DEFAULT_REDELIVER_MAX = 100  # FLOPS_REDELIVER_MAX: redeliveries requested per pass at most
 DEFAULT_SETUP_HOST = "127.0.0.1"  # the setup page: reached through `kubectl port-forward` or on the workstation
@@ -68,6 +70,8 @@ class Settings:
     log_level: str = "INFO"
     pr_registry_secret: str = "registry-credentials-pr"  # pull-request builds push with it (to pr_registry)
     unverified_bytes: int = DEFAULT_UNVERIFIED_BYTES  # held in total by webhook requests not verified yet
+    unverified_per_client: int = DEFAULT_UNVERIFIED_PER_CLIENT  # of those, by the requests of one client address
+    unverified_min_rate: int = DEFAULT_UNVERIFIED_MIN_RATE  # bytes/s an unverified body must keep up after a grace
     webhook_proxy_url: str | None = field(default=None, repr=False)  # a smee.io channel: who knows it reads deliveries
     default_queue: str | None = None  # FLOPS_DEFAULT_QUEUE: the Kueue LocalQueue of Jobs whose flops.yml names none
     redeliver_interval: int = DEFAULT_REDELIVER_INTERVAL  # seconds; 0: failed deliveries are not redelivered
@@ -128,6 +132,9 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         workers=_int_setting(env, "FLOPS_WORKERS", 8, problems) or 8,
         log_level=_log_level(env, problems),
         unverified_bytes=_size_setting(env, "FLOPS_UNVERIFIED_BYTES", DEFAULT_UNVERIFIED_BYTES, problems),
+        unverified_per_client=_size_setting(env, "FLOPS_UNVERIFIED_PER_CLIENT", DEFAULT_UNVERIFIED_PER_CLIENT,
+                                            problems),
+        unverified_min_rate=_size_setting(env, "FLOPS_UNVERIFIED_MIN_RATE", DEFAULT_UNVERIFIED_MIN_RATE, problems),
         webhook_proxy_url=_proxy_url(env, problems),
         default_queue=_queue_setting(env, problems),
         redeliver_interval=_interval_setting(env, "FLOPS_REDELIVER_INTERVAL", DEFAULT_REDELIVER_INTERVAL, problems),

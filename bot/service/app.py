@@ -33,7 +33,16 @@ from bot.platform.metrics import Metrics
 from bot.platform.retry import RetryPolicy
 from bot.platform.settings import Settings
 from bot.service.dispatch import Dispatcher
-from bot.service.intake import BODY_SECONDS, Refusal, Signature, UnverifiedBytes, admit, parse_event
+from bot.service.intake import (
+    BODY_GRACE,
+    BODY_SECONDS,
+    Refusal,
+    Signature,
+    UnverifiedBytes,
+    admit,
+    client_of,
+    parse_event,
+)
 from bot.service.redeliver import Redeliverer
 from bot.service.webhook_proxy import WebhookProxy
 
@@ -131,32 +140,39 @@ def _accept(app: web.Application, headers: Mapping[str, str], body: bytes | byte
 async def _verified_body(request: web.Request, secrets: tuple[str, ...]) -> bytes:
     """The body, read chunk by chunk while its signature is computed (joined once at the end), within the
     budget of unverified bytes; a Refusal when it may not be read or does not verify."""
-    budget = request.app[UNVERIFIED]
-    reserved = admit(request.headers, request.content_length, budget, MAX_BODY)
+    budget, client = request.app[UNVERIFIED], client_of(request.remote)
+    reserved = admit(request.headers, request.content_length, budget, MAX_BODY, client)
     signature = Signature(request.headers["X-Hub-Signature-256"], secrets)
     try:
         if request.content.is_eof():  # the whole body came with the headers (most deliveries): no wait, no timer
             body = request.content.read_nowait()
             signature.update(body)
         else:
-            body = await _streamed(request, signature, budget.seconds)
+            body = await _streamed(request, signature, budget)
     finally:
-        budget.release(reserved)
+        budget.release(reserved, client)
     if not signature.valid():
         raise Refusal(401, "unauthorized", "signature missing or invalid (check GITHUB_WEBHOOK_SECRET)")
     return body
 
 
-async def _streamed(request: web.Request, signature: Signature, seconds: float) -> bytes:
-    """The body as it arrives, CHUNK at a time into the signature, within `seconds`; joined once."""
+async def _streamed(request: web.Request, signature: Signature, budget: UnverifiedBytes) -> bytes:
+    """The body as it arrives, CHUNK at a time into the signature, joined once; each chunk moves the
+    deadline to `budget.deadline` (the minimum rate after a grace, `budget.seconds` at most)."""
     chunks: list[bytes] = []
+    start, received = asyncio.get_running_loop().time(), 0
     try:
-        async with asyncio.timeout(seconds):
+        async with asyncio.timeout_at(budget.deadline(start, 0)) as timer:
             async for chunk in request.content.iter_chunked(CHUNK):
                 signature.update(chunk)
                 chunks.append(chunk)
+                received += len(chunk)
+                timer.reschedule(budget.deadline(start, received))
     except TimeoutError:
-        raise Refusal(408, "timeout", f"body not received within {seconds:g} s") from None
+        if budget.deadline(start, received) < start + budget.seconds:
+            raise Refusal(408, "too_slow", f"body slower than {budget.min_rate} bytes/s "
+                                           "(FLOPS_UNVERIFIED_MIN_RATE)") from None
+        raise Refusal(408, "timeout", f"body not received within {budget.seconds:g} s") from None
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
@@ -262,15 +278,23 @@ async def _stop_background(app: web.Application, tracking: asyncio.Task[None],
         await app[REDELIVERER].stopped()
 
 
+def _unverified(settings: Settings, metrics: Metrics, seconds: float, grace: float) -> UnverifiedBytes:
+    budget = UnverifiedBytes(settings.unverified_bytes, seconds, grace=grace, per_client=settings.unverified_per_client,
+                             min_rate=settings.unverified_min_rate)
+    metrics.count_unverified_bytes(lambda: budget.held)
+    return budget
+
+
 def create_app(settings: Settings, router: routing.Router, *, kinds: Iterable[Kind],
                after_build: list[AfterBuild] | None = None, policy: RetryPolicy | None = None,
                drain_seconds: float = DRAIN_SECONDS, watch_seconds: int = WATCH_SECONDS,
-               body_seconds: float = BODY_SECONDS, queue_poll: float = QUEUE_POLL) -> web.Application:
+               body_seconds: float = BODY_SECONDS, body_grace: float = BODY_GRACE,
+               queue_poll: float = QUEUE_POLL) -> web.Application:
     """Everything is built here, nothing at import time: the entry point passes the handlers'
     router, the kinds of work the tracker reports and the after-build hooks."""
     app = web.Application(client_max_size=MAX_BODY)
     app[METRICS] = Metrics()
-    app[UNVERIFIED] = UnverifiedBytes(settings.unverified_bytes, body_seconds)
+    app[UNVERIFIED] = _unverified(settings, app[METRICS], body_seconds, body_grace)
 
     async def lifecycle(app: web.Application) -> Any:
         session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60))

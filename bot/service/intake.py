@@ -3,14 +3,17 @@ parsing of a verified delivery.
 
 The signature is computed chunk by chunk while the body arrives and checked before anything is
 parsed (constant time, several secrets for rotation). The bytes that requests not yet verified
-hold are capped in total (`FLOPS_UNVERIFIED_BYTES`): a request that does not fit is refused
-before its body is read.
+hold are capped in total (`FLOPS_UNVERIFIED_BYTES`) and per client address
+(`FLOPS_UNVERIFIED_PER_CLIENT`): a request that does not fit is refused before its body is read.
+A body that streams in must keep up `FLOPS_UNVERIFIED_MIN_RATE` after `BODY_GRACE` seconds, so a
+slow sender gives its reservation back within seconds instead of holding it for `BODY_SECONDS`.
 """
 from __future__ import annotations
 
 import functools
 import hashlib
 import hmac
+import ipaddress
 import urllib.parse
 from collections.abc import Mapping
 
@@ -19,6 +22,7 @@ from gidgethub import sansio
 
 SIGNATURE_PREFIX = "sha256="
 BODY_SECONDS = 60.0  # an unverified body must arrive within this (it holds its reservation meanwhile)
+BODY_GRACE = 5.0  # seconds before the minimum rate applies to a body that streams in
 
 
 class Refusal(Exception):
@@ -62,38 +66,69 @@ def _keyed(secrets: tuple[str, ...]) -> tuple[hmac.HMAC, ...]:
 
 
 class UnverifiedBytes:
-    """The bytes that requests whose signature is not checked yet may hold, in total. A request
-    reserves its whole `Content-Length` before its body is read and releases it once checked; its
-    body must arrive within `seconds` (a slow sender cannot sit on the budget)."""
+    """The bytes that requests whose signature is not checked yet may hold, in total and per client
+    address. A request reserves its whole `Content-Length` before its body is read and releases it
+    once checked; its body must arrive within `seconds`, and by `grace + received / min_rate`
+    seconds after it started (`deadline`): a slow sender cannot sit on the budget."""
 
-    def __init__(self, limit: int, seconds: float = BODY_SECONDS) -> None:
+    def __init__(self, limit: int, seconds: float = BODY_SECONDS, *, per_client: int | None = None,
+                 min_rate: int = 64 * 1024, grace: float = BODY_GRACE) -> None:
         self.limit = limit
         self.seconds = seconds
+        self.per_client = min(per_client or limit, limit)
+        self.min_rate = min_rate
+        self.grace = grace
         self.held = 0
+        self.by_client: dict[str, int] = {}
 
-    def reserve(self, size: int) -> bool:
+    def reserve(self, size: int, client: str = "") -> None:
+        """Hold `size` bytes for `client`, or a Refusal (503) naming the cap that is full."""
         if self.held + size > self.limit:
-            return False
+            raise Refusal(503, "over_capacity", "too many unverified bytes in flight (FLOPS_UNVERIFIED_BYTES); "
+                                                "GitHub can redeliver this event", retry_after=5)
+        mine = self.by_client.get(client, 0)
+        if mine + size > self.per_client:
+            raise Refusal(503, "client_over_capacity", "too many unverified bytes in flight from this address "
+                                                       "(FLOPS_UNVERIFIED_PER_CLIENT); GitHub can redeliver this "
+                                                       "event", retry_after=5)
         self.held += size
-        return True
+        self.by_client[client] = mine + size
 
-    def release(self, size: int) -> None:
+    def release(self, size: int, client: str = "") -> None:
         self.held -= size
+        left = self.by_client.pop(client) - size
+        if left:
+            self.by_client[client] = left
+
+    def deadline(self, start: float, received: int) -> float:
+        """When a body that started at `start` (loop time) and has `received` bytes must have more."""
+        return start + min(self.seconds, self.grace + received / self.min_rate)
 
 
-def admit(headers: Mapping[str, str], content_length: int | None, budget: UnverifiedBytes, max_body: int) -> int:
+def client_of(address: str | None) -> str:
+    """What the per-client cap counts: an IPv4 address as is, an IPv6 one by its /64 (a host
+    commonly holds a whole /64, so a cap per address would be one per each of its 2^64)."""
+    if not address or ":" not in address:
+        return address or ""
+    try:
+        ip = ipaddress.IPv6Address(address.split("%", 1)[0])
+    except ValueError:
+        return address
+    return str(ip.ipv4_mapped) if ip.ipv4_mapped else ip.packed[:8].hex() + "::/64"
+
+
+def admit(headers: Mapping[str, str], content_length: int | None, budget: UnverifiedBytes, max_body: int,
+          client: str = "") -> int:
     """Decide from the headers alone whether the body may be read: the bytes to reserve (already
-    reserved on return), or a Refusal to answer at once, the body unread."""
+    reserved for `client` on return), or a Refusal to answer at once, the body unread."""
     if not Signature.present(headers.get("X-Hub-Signature-256")):
         raise Refusal(401, "unauthorized", "signature missing or invalid (check GITHUB_WEBHOOK_SECRET)")
     if content_length is None:
         raise Refusal(411, "length_required", "Content-Length required (GitHub always sends it)")
-    if content_length > min(max_body, budget.limit):
+    if content_length > min(max_body, budget.per_client):
         raise Refusal(413, "too_large", f"body of {content_length} bytes is over the limit of "
-                                        f"{min(max_body, budget.limit)} bytes")
-    if not budget.reserve(content_length):
-        raise Refusal(503, "over_capacity", "too many unverified bytes in flight (FLOPS_UNVERIFIED_BYTES); "
-                                            "GitHub can redeliver this event", retry_after=5)
+                                        f"{min(max_body, budget.per_client)} bytes")
+    budget.reserve(content_length, client)
     return content_length
 
 

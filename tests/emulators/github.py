@@ -573,6 +573,7 @@ class GitHubEmulator:
             ("GET", REPO + r"/pulls$", self._list_pulls, "token"),
             ("POST", REPO + r"/pulls$", self._create_pull, "token"),
             ("GET", REPO + r"/pulls/(?P<number>\d+)$", self._get_pull, "token"),
+            ("GET", REPO + r"/pulls/(?P<number>\d+)/commits$", self._list_pull_commits, "token"),
             ("PATCH", REPO + r"/pulls/(?P<number>\d+)$", self._update_pull, "token"),
         ]
         return [Route(m, re.compile(p), h, a) for m, p, h, a in table]
@@ -1356,6 +1357,14 @@ class GitHubEmulator:
 
     def _get_pull(self, req: Req) -> Reply:
         return Reply(200, self._pull(req))
+
+    def _list_pull_commits(self, req: Req) -> Reply:
+        """`GET /pulls/{n}/commits`: the head's commits not on the base branch, oldest first, at most
+        250 (GitHub's cap), paginated."""
+        repo, pull = self._repo(req), self._pull(req)
+        head, base = pull["head"]["sha"], self._resolve(repo, pull["base"]["ref"])
+        ahead = self._ancestors(repo, head) - (self._ancestors(repo, base) if base else set())
+        return self._page(req, [self._commit_json(repo, sha, files=False) for sha in self._topo(repo, head, ahead)[:250]])
 
     def _list_pulls(self, req: Req) -> Reply:
         repo, state = self._repo(req), req.query.get("state", "open")

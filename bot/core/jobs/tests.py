@@ -5,7 +5,9 @@ The test container holds no credential at all (pull-request code runs in it): th
 init container with `restartPolicy: Always` (Kubernetes 1.29+), receives SIGTERM once the test
 container has terminated, success or failure, and POSTs every regular file under /flops/results
 to `<FLOPS_OUTPUT>results/` with a presigned POST policy that admits only that prefix and a
-bounded size. The bot reads only that prefix back.
+bounded size per object. The sidecar, not the test, holds the policy: it sends at most
+`UPLOAD_FILES` files (empty ones count) and `UPLOAD_LIMIT` bytes in total. The bot reads only
+that prefix back, and lists at most `UPLOAD_FILES` keys of it.
 """
 from __future__ import annotations
 
@@ -32,6 +34,7 @@ TEST_NAME = A + "test"  # the `tests:` entry's name
 RESULTS = "/flops/results"
 RESULTS_PREFIX = "results/"  # under FLOPS_OUTPUT
 UPLOAD_LIMIT = 50 * 1024 * 1024
+UPLOAD_FILES = 500  # files the sidecar uploads from one run, and keys the bot lists back
 UPLOAD_GRACE = 120  # seconds the sidecar has, after the command exits, to upload
 # The sidecar: blocks SIGTERM and waits for it (sent once the test container terminated: no handler,
 # so no race), then uploads every regular file under FLOPS_RESULTS with the presigned POST policy.
@@ -40,6 +43,7 @@ UPLOAD_RESULTS = (
     "import json, os, signal, urllib.request, uuid\n"
     "post = json.loads(os.environ['FLOPS_RESULTS_POST'])\n"
     "root, limit = os.environ['FLOPS_RESULTS'], int(os.environ['FLOPS_RESULTS_LIMIT'])\n"
+    "files = int(os.environ['FLOPS_RESULTS_FILES'])\n"
     "def part(boundary, name, value, filename=None):\n"
     "    extra = f'; filename=\"{filename}\"' if filename else ''\n"
     "    return (f'--{boundary}\\r\\nContent-Disposition: form-data; name=\"{name}\"{extra}\\r\\n\\r\\n').encode()"
@@ -54,12 +58,16 @@ UPLOAD_RESULTS = (
     "    with urllib.request.urlopen(request, timeout=60) as response:\n"
     "        response.read()\n"
     "def upload():\n"
-    "    sent = 0\n"
+    "    sent = count = 0\n"
     "    for folder, _, names in sorted(os.walk(root)):\n"
     "        for name in sorted(names):\n"
     "            path = os.path.join(folder, name)\n"
     "            if os.path.islink(path) or not os.path.isfile(path):\n"
     "                continue\n"
+    "            if count >= files:\n"
+    "                print('more than', files, 'results files: the rest is not uploaded', flush=True)\n"
+    "                return count, sent\n"
+    "            count += 1  # every regular file counts, sent or not\n"
     "            size = os.path.getsize(path)\n"
     "            if sent + size > limit:\n"
     "                print('results over the limit, not uploaded:', path, flush=True)\n"
@@ -71,11 +79,11 @@ UPLOAD_RESULTS = (
     "                print('not uploaded:', path, exc, flush=True)\n"
     "                continue\n"
     "            sent += size\n"
-    "    print('results uploaded:', sent, 'bytes', flush=True)\n"
+    "    return count, sent\n"
     "signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})\n"
     "print('waiting for the test command to exit', flush=True)\n"
     "signal.sigwait({signal.SIGTERM})\n"
-    "upload()\n"
+    "print('results: %d files, %d bytes uploaded' % upload(), flush=True)\n"
 )
 
 
@@ -118,6 +126,7 @@ def _uploader(cluster: Cluster, upload: dict[str, Any]) -> dict[str, Any]:
             "command": ["python", "-c", UPLOAD_RESULTS],
             "env": [{"name": "FLOPS_RESULTS", "value": RESULTS},
                     {"name": "FLOPS_RESULTS_LIMIT", "value": str(UPLOAD_LIMIT)},
+                    {"name": "FLOPS_RESULTS_FILES", "value": str(UPLOAD_FILES)},
                     {"name": "FLOPS_RESULTS_POST", "value": json.dumps(upload, separators=(",", ":"))}],
             "volumeMounts": [{"name": "results", "mountPath": RESULTS, "readOnly": True}],
             "resources": {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"memory": "256Mi"}}}
