@@ -1,0 +1,344 @@
+"""Issue 18: regression runs on a Ray cluster of their own (KubeRay RayJob), results in MLflow.
+
+On the test bed: `/regression` on a config with `regression.ray` creates a RayJob (`ray.io/v1`, checked
+against KubeRay v1.7.0's CRD schema, tests/crds/) and no batch Job; tests/emulators/kuberay.py moves it
+on as KubeRay's operator would (status, submitter Job, head Pod); each end is reported once across a
+restart; `/cancel` and a new head delete it; without KubeRay the check says what to install. MLflow
+is tests/emulators/mlflow.py (why not `mlflow server`: see there), found by run name."""
+from __future__ import annotations
+
+import json
+import shlex
+from collections.abc import AsyncIterator
+from typing import Any
+
+import kubernetes_validate
+import pytest
+
+from bot.core import config
+from tests.conftest import INSTALLATION, NAMESPACE, Bed, BedFactory, wait_for
+from tests.emulators import crds
+from tests.emulators.github import GitHubEmulator
+from tests.emulators.kuberay import KubeRay
+from tests.emulators.mlflow import MlflowEmulator
+from tests.fencing import assert_fenced
+from tests.test_regression import (
+    MAIN,
+    MAINTAINER,
+    PR,
+    REPO,
+    approve,
+    comment,
+    completed,
+    open_pr,
+    push_to_pr,
+    sticky,
+    synchronize,
+)
+
+COMMAND = ["python", "-m", "regression", "--seeds", "8", "--note", "it's $HOME; rm -rf /"]
+CONFIG = """\
+registry: harbor.example.com/flops
+regression:
+  image: harbor.example.com/flops/ray-runtime:2.40-py311
+  command: {command}
+  node_selector: {{pool: cpu}}
+  env: {{LOG_LEVEL: info}}
+  timeout: 20m
+  metrics:
+    accuracy: {{direction: higher, tolerance: 0.01}}
+  ray:
+    version: "2.40.0"
+    head: {{resources: {{cpu: "2", memory: 8Gi}}}}
+    workers:
+      - {{name: gpu, replicas: 4, resources: {{cpu: "8", memory: 32Gi, gpu: 1}},
+         node_selector: {{pool: gpu}}, tolerations: [{{key: nvidia.com/gpu, operator: Exists, effect: NoSchedule}}]}}
+  mlflow:
+    tracking_uri: {mlflow}
+"""
+
+
+@pytest.fixture
+async def mlflow() -> AsyncIterator[MlflowEmulator]:
+    server = MlflowEmulator()
+    await server.start()
+    yield server
+    await server.stop()
+
+
+def flops_yml(mlflow: MlflowEmulator, **changes: str) -> str:
+    text = CONFIG.format(command=json.dumps(COMMAND), mlflow=mlflow.url)
+    for old, new in changes.items():
+        text = text.replace(old, new)
+    return text
+
+
+def setup_repo(bed: Bed, mlflow: MlflowEmulator, **changes: str) -> None:
+    bed.github.add_repo(REPO, default_branch=MAIN)
+    bed.github.set_permission(REPO, MAINTAINER, "admin")
+    bed.github.commit(REPO, MAIN, {".github/flops.yml": flops_yml(mlflow, **changes), "regression.py": "pass\n"})
+
+
+def rayjob_for(bed: Bed, sha: str) -> dict[str, Any]:
+    [found] = [r for r in bed.kube.list("rayjobs", NAMESPACE, labels={"flops.dev/kind": "regression"})
+               if r["metadata"]["annotations"]["flops.dev/sha"] == sha]
+    return found
+
+
+def ray_pods(rayjob: dict[str, Any]) -> list[dict[str, Any]]:
+    cluster = rayjob["spec"]["rayClusterSpec"]
+    return [cluster["headGroupSpec"]["template"]["spec"]] + [g["template"]["spec"] for g in cluster["workerGroupSpecs"]]
+
+
+def env_of(container: dict[str, Any]) -> dict[str, Any]:
+    return {e["name"]: e.get("value", e.get("valueFrom")) for e in container["env"]}
+
+
+def write_metrics(bed: Bed, rayjob: dict[str, Any], metrics: dict[str, Any], links: dict[str, str] | None = None) -> None:
+    """What the Ray driver does: metrics.json under FLOPS_OUTPUT in FLOPS_S3_BUCKET."""
+    import io
+    env = env_of(ray_pods(rayjob)[0]["containers"][0])
+    data = json.dumps({"metrics": metrics, "links": links or {}}).encode()
+    bed.s3.client().put_object(env["FLOPS_S3_BUCKET"], env["FLOPS_OUTPUT"] + "metrics.json", io.BytesIO(data),
+                               len(data), content_type="application/json")
+
+
+# --- the RayJob ----------------------------------------------------------------------------------------
+
+async def test_regression_comment_creates_a_schema_valid_rayjob_and_no_job(bed: Bed, mlflow: MlflowEmulator) -> None:
+    setup_repo(bed, mlflow)
+    head = open_pr(bed, {"regression.py": "print('relu')\n"})
+    await comment(bed, "/regression")
+    rayjob = rayjob_for(bed, head)
+    crds.validate(rayjob)  # KubeRay v1.7.0's schema, strictly (unknown fields fail)
+    assert bed.kube.list("jobs", NAMESPACE) == []  # no batch Job: KubeRay makes the submitter
+    meta, spec = rayjob["metadata"], rayjob["spec"]
+    assert len(meta["name"]) <= 47
+    assert meta["labels"]["app.kubernetes.io/managed-by"] == "flops-bot"
+    assert meta["labels"]["flops.dev/kind"] == "regression" and meta["labels"]["flops.dev/pr"] == str(PR)
+    assert meta["annotations"]["flops.dev/run-id"] == meta["name"] and meta["annotations"]["flops.dev/check-run-id"]
+    assert meta["annotations"]["flops.dev/timeout"] == str(20 * 60)
+    assert [r["metadata"]["name"] for r in bed.kube.list(
+        "rayjobs", NAMESPACE, labels={"app.kubernetes.io/managed-by": "flops-bot"})] == [meta["name"]]
+    assert shlex.split(spec["entrypoint"]) == COMMAND  # each argument quoted for the submitter's shell
+    assert (spec["submissionMode"], spec["shutdownAfterJobFinishes"], spec["backoffLimit"]) == ("K8sJobMode", True, 0)
+    assert spec["activeDeadlineSeconds"] > 20 * 60 and spec["ttlSecondsAfterFinished"] > 0
+    cluster = spec["rayClusterSpec"]
+    assert cluster["rayVersion"] == "2.40.0"
+    [workers] = cluster["workerGroupSpecs"]
+    assert (workers["groupName"], workers["replicas"], workers["minReplicas"], workers["maxReplicas"]) == ("gpu", 4, 4, 4)
+    head_pod, worker_pod = ray_pods(rayjob)
+    assert head_pod["containers"][0]["resources"]["limits"] == {"cpu": "2", "memory": "8Gi"}
+    assert worker_pod["containers"][0]["resources"]["limits"] == {"cpu": "8", "memory": "32Gi", "nvidia.com/gpu": "1"}
+    assert (head_pod["nodeSelector"], worker_pod["nodeSelector"]) == ({"pool": "cpu"}, {"pool": "gpu"})
+    assert worker_pod["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+    for pod in ray_pods(rayjob):
+        [container], [fetch] = pod["containers"], pod["initContainers"]
+        assert container["image"] == "harbor.example.com/flops/ray-runtime:2.40-py311"
+        assert "command" not in container  # KubeRay starts Ray in it
+        assert container["workingDir"] == "/workspace" and fetch["name"] == "fetch-source"
+        assert [e["name"] for e in fetch["env"]] == ["FLOPS_SOURCE_URL"]
+        env = env_of(container)
+        assert env["FLOPS_RUN_ID"] == meta["name"] and env["FLOPS_SHA"] == head and env["LOG_LEVEL"] == "info"
+        assert env["AWS_SECRET_ACCESS_KEY"] == {"secretKeyRef": {"name": bed.settings.s3_secret,
+                                                                 "key": "AWS_SECRET_ACCESS_KEY"}}
+        assert (env["MLFLOW_TRACKING_URI"], env["MLFLOW_EXPERIMENT_NAME"]) == (mlflow.url, REPO)
+        assert env["MLFLOW_RUN_NAME"] == meta["name"]
+        assert json.loads(env["MLFLOW_TAGS"]) == {"flops.run": meta["name"], "flops.sha": head, "flops.pr": str(PR)}
+        assert pod["automountServiceAccountToken"] is False
+        assert_fenced({"spec": {"template": {"spec": pod}}})
+        kubernetes_validate.validate({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "x"}, "spec": pod},
+                                     "1.31.0", strict=True)
+    submitter = spec["submitterPodTemplate"]["spec"]
+    assert submitter["automountServiceAccountToken"] is False and "env" not in submitter["containers"][0]
+    assert "ghs_" not in json.dumps(rayjob) and bed.settings.s3.secret_key not in json.dumps(rayjob)
+    [run] = bed.github.check_runs_for(REPO, head, "flops/regression")
+    assert run["status"] == "in_progress" and run["external_id"] == meta["name"]
+
+
+def finish(kuberay: KubeRay, bed: Bed, name: str, end: str) -> None:
+    if end == "SUCCEEDED":
+        write_metrics(bed, kuberay.rayjob(name), {"accuracy": 0.91})
+        kuberay.succeed(name, logs="seed 7 done\n")
+    elif end == "FAILED":
+        kuberay.fail(name, logs="seed 3\nTraceback (most recent call last):\nZeroDivisionError: division by zero\n")
+    else:
+        kuberay.deadline(name)
+
+
+@pytest.mark.parametrize(("end", "conclusion", "title"), [("SUCCEEDED", "neutral", "No baseline yet"),
+                                                          ("FAILED", "failure", "Regression Job failed"),
+                                                          ("DeadlineExceeded", "timed_out", "Regression Job timed out")])
+async def test_each_end_is_reported_once_across_a_restart(make_bed: BedFactory, github: GitHubEmulator,
+                                                          mlflow: MlflowEmulator, end: str, conclusion: str,
+                                                          title: str) -> None:
+    github.add_installation(INSTALLATION, MAINTAINER, [REPO])
+    first = await make_bed()
+    setup_repo(first, mlflow)
+    head = open_pr(first, {"regression.py": "print(1)\n"})
+    await comment(first, "/regression")
+    name = rayjob_for(first, head)["metadata"]["name"]
+    kuberay = KubeRay(first.kube)
+    kuberay.run(name)
+    await first.server.close()  # the bot goes away mid-run
+    finish(kuberay, first, name, end)
+    second = await make_bed()
+    run = await wait_for(lambda: completed(second, head), what="report after restart")
+    assert (run["conclusion"], run["output"]["title"]) == (conclusion, title)
+    if end == "FAILED":
+        assert "ray-job-submitter" in run["output"]["summary"] and "ZeroDivisionError" in run["output"]["text"]
+    if end == "DeadlineExceeded":
+        assert "`regression.timeout` (20m)" in run["output"]["summary"]
+    await second.settle()
+    assert rayjob_for(second, head)["metadata"]["annotations"]["flops.dev/reported"] == conclusion
+    await second.server.close()
+    third = await make_bed()  # another restart: nothing is posted again
+    await third.settle()
+    assert len(github.calls_to("PATCH", rf"/repos/{REPO}/check-runs/{run['id']}$")) == 1
+    assert len(sticky(third)) == 1
+
+
+async def test_the_bots_own_timeout_reports_timed_out_and_deletes_the_rayjob(bed: Bed, mlflow: MlflowEmulator) -> None:
+    setup_repo(bed, mlflow, **{"timeout: 20m": "timeout: 2s"})
+    head = open_pr(bed, {"regression.py": "while True: pass\n"})
+    await comment(bed, "/regression")
+    name = rayjob_for(bed, head)["metadata"]["name"]
+    kuberay = KubeRay(bed.kube)
+    kuberay.run(name)
+    [pod] = bed.kube.list("pods", NAMESPACE, labels={"job-name": name})
+    bed.kube.set_logs(NAMESPACE, pod["metadata"]["name"], "ray-job-submitter", "seed 1\nseed 2\n")
+    run = await wait_for(lambda: completed(bed, head), what="timeout report")
+    assert (run["conclusion"], run["output"]["title"]) == ("timed_out", "Regression Job timed out")
+    assert "seed 2" in run["output"]["text"]
+    await wait_for(lambda: bed.kube.get("rayjobs", NAMESPACE, name) is None, what="the RayJob deleted")
+    assert bed.kube.list("pods", NAMESPACE, labels={"ray.io/node-type": "head"}) == []  # the cluster went with it
+
+
+async def test_cancel_deletes_the_rayjob_and_its_cluster(bed: Bed, mlflow: MlflowEmulator) -> None:
+    setup_repo(bed, mlflow)
+    head = open_pr(bed, {"regression.py": "print(2)\n"})
+    await comment(bed, "/regression")
+    name = rayjob_for(bed, head)["metadata"]["name"]
+    KubeRay(bed.kube).run(name)
+    await comment(bed, "/cancel regression")
+    assert bed.kube.get("rayjobs", NAMESPACE, name) is None
+    assert bed.kube.list("pods", NAMESPACE) == [] and bed.kube.list("jobs", NAMESPACE) == []
+    [run] = bed.github.check_runs_for(REPO, head, "flops/regression")
+    assert run["conclusion"] == "cancelled" and "/cancel" in run["output"]["summary"]
+    await bed.settle()
+    assert len(bed.github.calls_to("PATCH", rf"/check-runs/{run['id']}$")) == 1  # the deletion reports nothing
+
+
+async def test_a_new_head_deletes_the_old_heads_rayjob(bed: Bed, mlflow: MlflowEmulator) -> None:
+    setup_repo(bed, mlflow)
+    old = open_pr(bed, {"regression.py": "print(3)\n"})
+    await approve(bed)
+    name = rayjob_for(bed, old)["metadata"]["name"]
+    new = push_to_pr(bed, {"regression.py": "print(4)\n"})
+    await synchronize(bed, old)
+    assert bed.kube.get("rayjobs", NAMESPACE, name) is None
+    [cancelled] = bed.github.check_runs_for(REPO, old, "flops/regression")
+    assert cancelled["conclusion"] == "cancelled" and new[:7] in cancelled["output"]["summary"]
+
+
+async def test_without_kuberay_the_check_says_to_install_it_and_readyz_stays_ok(bed: Bed,
+                                                                               mlflow: MlflowEmulator) -> None:
+    bed.kube.missing.add("rayjobs")
+    setup_repo(bed, mlflow)
+    head = open_pr(bed, {"regression.py": "print(5)\n"})
+    await comment(bed, "/regression")
+    run = await wait_for(lambda: completed(bed, head), what="the refusal")
+    assert (run["conclusion"], run["output"]["title"]) == ("failure", "KubeRay is not installed")
+    assert "`kubectl get crd rayjobs.ray.io`" in run["output"]["summary"]
+    assert bed.kube.list("jobs", NAMESPACE) == []
+    async with bed.session.get(bed.url("/readyz")) as response:
+        assert response.status == 200
+
+
+# --- MLflow ----------------------------------------------------------------------------------------------
+
+async def test_the_mlflow_link_is_found_by_run_name(bed: Bed, mlflow: MlflowEmulator) -> None:
+    setup_repo(bed, mlflow)
+    head = open_pr(bed, {"regression.py": "print(6)\n"})
+    await comment(bed, "/regression")
+    rayjob = rayjob_for(bed, head)
+    name = rayjob["metadata"]["name"]
+    mlflow.log_run("Codertocat/Hello-World", "someone-elses-run", {"accuracy": 0.1})
+    run_id = mlflow.log_run(REPO, name, {"accuracy": 0.5}, {"flops.run": name})
+    write_metrics(bed, rayjob, {"accuracy": 0.91})  # metrics.json wins over what MLflow has
+    KubeRay(bed.kube).succeed(name)
+    run = await wait_for(lambda: completed(bed, head), what="report")
+    experiment = next(e for e in mlflow.experiments.values() if e["name"] == REPO)["experiment_id"]
+    assert run["details_url"] == f"{mlflow.url}/#/experiments/{experiment}/runs/{run_id}"
+    assert "0.91" in run["output"]["summary"] and "0.5" not in run["output"]["summary"]
+    searches = [path for method, path in mlflow.requests if method == "POST"]
+    assert searches == ["/api/2.0/mlflow/runs/search"]
+
+
+async def test_without_metrics_json_the_mlflow_metrics_are_the_gates_input(bed: Bed, mlflow: MlflowEmulator) -> None:
+    setup_repo(bed, mlflow)
+    head = open_pr(bed, {"regression.py": "print(7)\n"})
+    await comment(bed, "/regression")
+    name = rayjob_for(bed, head)["metadata"]["name"]
+    mlflow.log_run(REPO, name, {"accuracy": 0.93, "loss": 0.2})
+    KubeRay(bed.kube).succeed(name)
+    run = await wait_for(lambda: completed(bed, head), what="report")
+    assert run["conclusion"] == "neutral" and "0.93" in run["output"]["summary"]
+    assert run["details_url"].startswith(f"{mlflow.url}/#/experiments/")
+
+
+async def test_mlflow_down_leaves_the_report_as_without_it(bed: Bed, mlflow: MlflowEmulator) -> None:
+    setup_repo(bed, mlflow)
+    head = open_pr(bed, {"regression.py": "print(8)\n"})
+    await comment(bed, "/regression")
+    name = rayjob_for(bed, head)["metadata"]["name"]
+    mlflow.down = True
+    KubeRay(bed.kube).succeed(name)
+    run = await wait_for(lambda: completed(bed, head), what="report")
+    assert (run["conclusion"], run["output"]["title"]) == ("failure", "No metrics")
+
+
+async def test_a_batch_job_run_gets_the_mlflow_env_too(bed: Bed, mlflow: MlflowEmulator) -> None:
+    text = flops_yml(mlflow)
+    setup_repo(bed, mlflow, **{text[text.index("  ray:"):text.index("  mlflow:")]: ""})
+    head = open_pr(bed, {"regression.py": "print(9)\n"})
+    await comment(bed, "/regression")
+    assert bed.kube.list("rayjobs", NAMESPACE) == []
+    [job] = bed.kube.list("jobs", NAMESPACE, labels={"flops.dev/kind": "regression"})
+    env = env_of(job["spec"]["template"]["spec"]["containers"][0])
+    assert env["MLFLOW_RUN_NAME"] == job["metadata"]["name"] and env["MLFLOW_EXPERIMENT_NAME"] == REPO
+    assert job["metadata"]["annotations"]["flops.dev/sha"] == head
+
+
+async def test_the_emulators_search_answers_as_mlflow_does(mlflow: MlflowEmulator) -> None:
+    """Contract: the recorded answer of a real `mlflow server` and the emulator's have the same shape."""
+    import aiohttp
+
+    from tests.conftest import PAYLOADS
+    recorded = json.loads((PAYLOADS / "mlflow" / "runs-search.json").read_text())
+    [real] = recorded["runs"]
+    mlflow.log_run("Codertocat/Hello-World", real["info"]["run_name"], {"accuracy": 0.91}, {"flops.run": "x"})
+    search = {"experiment_ids": ["1"], "filter": f"tags.`mlflow.runName` = '{real['info']['run_name']}'",
+              "max_results": 1}
+    async with aiohttp.ClientSession() as session:
+        async with session.post(f"{mlflow.url}/api/2.0/mlflow/runs/search", json=search) as response:
+            [emulated] = (await response.json())["runs"]
+        async with session.post(f"{mlflow.url}/api/2.0/mlflow/runs/search",
+                                json={**search, "filter": "tags.`mlflow.runName` = 'nothing'"}) as response:
+            assert await response.json() == {}  # as the real server answers no match
+    assert set(emulated) == set(real) and set(emulated["data"]) == set(real["data"])
+    assert set(real["info"]) <= set(emulated["info"])
+    assert set(emulated["data"]["metrics"][0]) == set(real["data"]["metrics"][0])
+
+
+# --- the config --------------------------------------------------------------------------------------------
+
+def test_ray_and_mlflow_config_errors_name_each_key() -> None:
+    text = CONFIG.format(command=json.dumps(COMMAND), mlflow="http://user:pw@mlflow:5000").replace(
+        '"2.40.0"', "2.40").replace("replicas: 4", "replicas: 0").replace("name: gpu", "name: head")
+    with pytest.raises(config.ConfigError) as failed:
+        config.parse(text)
+    problems = {p.path: p.message for p in failed.value.problems}
+    assert set(problems) == {"regression.ray.version", "regression.ray.workers[0].name",
+                             "regression.ray.workers[0].replicas", "regression.mlflow.tracking_uri"}
+    assert "quoted" in problems["regression.ray.version"] and "credentials" in problems["regression.mlflow.tracking_uri"]
