@@ -342,3 +342,21 @@ def test_ray_and_mlflow_config_errors_name_each_key() -> None:
     assert set(problems) == {"regression.ray.version", "regression.ray.workers[0].name",
                              "regression.ray.workers[0].replicas", "regression.mlflow.tracking_uri"}
     assert "quoted" in problems["regression.ray.version"] and "credentials" in problems["regression.mlflow.tracking_uri"]
+
+
+async def test_the_role_grants_every_call_a_rayjob_run_makes(bed: Bed, mlflow: MlflowEmulator) -> None:
+    """deploy/base/rbac.yaml against the requests of a RayJob's whole life: create, watch, report, cancel."""
+    from tests.test_deploy_manifests import assert_role_grants, needed
+    setup_repo(bed, mlflow)
+    head = open_pr(bed, {"regression.py": "print(10)\n"})
+    await comment(bed, "/regression")
+    name = rayjob_for(bed, head)["metadata"]["name"]
+    kuberay = KubeRay(bed.kube)
+    kuberay.fail(name, logs="boom\n")
+    await wait_for(lambda: completed(bed, head), what="the failure report")
+    await comment(bed, "/regression")  # a fresh run, then cancelled
+    await comment(bed, "/cancel regression")
+    await wait_for(lambda: len(bed.kube.list("rayjobs", NAMESPACE)) == 1, what="the second run deleted")
+    verbs = {(verb, resource) for verb, group, resource, _ in needed(bed.kube.requests) if group == "ray.io"}
+    assert verbs == {(v, "rayjobs") for v in ("create", "get", "list", "watch", "patch", "delete")}
+    assert_role_grants(bed.kube.requests)
