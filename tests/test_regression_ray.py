@@ -7,20 +7,25 @@ restart; `/cancel` and a new head delete it; without KubeRay the check says what
 is tests/emulators/mlflow.py (why not `mlflow server`: see there), found by run name."""
 from __future__ import annotations
 
+import io
 import json
 import shlex
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
+import aiohttp
 import kubernetes_validate
 import pytest
 
 from bot.core import config
-from tests.conftest import INSTALLATION, NAMESPACE, Bed, BedFactory, wait_for
+from tests.conftest import INSTALLATION, NAMESPACE, PAYLOADS, Bed, BedFactory, wait_for
 from tests.emulators import crds
 from tests.emulators.github import GitHubEmulator
+from tests.emulators.kube import KubeEmulator
 from tests.emulators.kuberay import KubeRay
 from tests.emulators.mlflow import MlflowEmulator
+from tests.emulators.s3 import S3Server
 from tests.fencing import assert_fenced
 from tests.test_regression import (
     MAIN,
@@ -96,7 +101,6 @@ def env_of(container: dict[str, Any]) -> dict[str, Any]:
 
 def write_metrics(bed: Bed, rayjob: dict[str, Any], metrics: dict[str, Any], links: dict[str, str] | None = None) -> None:
     """What the Ray driver does: metrics.json under FLOPS_OUTPUT in FLOPS_S3_BUCKET."""
-    import io
     env = env_of(ray_pods(rayjob)[0]["containers"][0])
     data = json.dumps({"metrics": metrics, "links": links or {}}).encode()
     bed.s3.client().put_object(env["FLOPS_S3_BUCKET"], env["FLOPS_OUTPUT"] + "metrics.json", io.BytesIO(data),
@@ -312,9 +316,6 @@ async def test_a_batch_job_run_gets_the_mlflow_env_too(bed: Bed, mlflow: MlflowE
 
 async def test_the_emulators_search_answers_as_mlflow_does(mlflow: MlflowEmulator) -> None:
     """Contract: the recorded answer of a real `mlflow server` and the emulator's have the same shape."""
-    import aiohttp
-
-    from tests.conftest import PAYLOADS
     recorded = json.loads((PAYLOADS / "mlflow" / "runs-search.json").read_text())
     [real] = recorded["runs"]
     mlflow.log_run("Codertocat/Hello-World", real["info"]["run_name"], {"accuracy": 0.91}, {"flops.run": "x"})
@@ -360,3 +361,52 @@ async def test_the_role_grants_every_call_a_rayjob_run_makes(bed: Bed, mlflow: M
     verbs = {(verb, resource) for verb, group, resource, _ in needed(bed.kube.requests) if group == "ray.io"}
     assert verbs == {(v, "rayjobs") for v in ("create", "get", "list", "watch", "patch", "delete")}
     assert_role_grants(bed.kube.requests)
+
+
+# --- as shipped ----------------------------------------------------------------------------------------------
+
+async def test_serve_runs_a_rayjob_regression_and_links_its_mlflow_run(
+        tmp_path: Path, github: GitHubEmulator, kube: KubeEmulator, s3: S3Server, mlflow: MlflowEmulator) -> None:
+    """`python -m bot serve` with the README's environment: `/regression` -> RayJob -> KubeRay ends it ->
+    `flops/regression` judged on the MLflow run's metrics (no metrics.json), linked; `/cancel` deletes the next."""
+    from tests.serving import serving
+    from tests.test_as_shipped import MAINTAINER as COMMENTER
+    from tests.test_as_shipped import comment_payload, deliver
+    github.add_installation(INSTALLATION, MAINTAINER, [REPO])
+    github.add_repo(REPO, default_branch=MAIN)
+    github.set_permission(REPO, COMMENTER, "write")
+    github.commit(REPO, MAIN, {".github/flops.yml": flops_yml(mlflow), "regression.py": "pass\n"})
+    base = github.branch_sha(REPO, MAIN)
+    head = github.commit(REPO, "feature", {"regression.py": "print('ray')\n"}, parents=[base])
+    github.add_pull(REPO, PR, head, base_branch=MAIN, head_ref="feature", user="octocat")
+    async with serving(tmp_path, github, kube, s3) as served:
+        bot = AsShipped(github, served.url)
+        await deliver(bot, "issue_comment", comment_payload(bot, REPO, PR, "/regression"))
+        [rayjob] = await wait_for(lambda: kube.list("rayjobs", NAMESPACE), timeout=30, what="the RayJob")
+        name = rayjob["metadata"]["name"]
+        await wait_for(lambda: "flops.dev/check-run-id" in (kube.get("rayjobs", NAMESPACE, name) or {}).get(
+            "metadata", {}).get("annotations", {}), timeout=30, what="its check run")
+        assert kube.list("jobs", NAMESPACE) == []
+        run_id = mlflow.log_run(REPO, name, {"accuracy": 0.92})
+        KubeRay(kube).succeed(name, logs="8 seeds done\n")
+        run = await wait_for(lambda: completed(bot, head), timeout=30, what="the report")
+        assert (run["conclusion"], run["output"]["title"]) == ("neutral", "No baseline yet")
+        assert run["details_url"].endswith(f"/runs/{run_id}") and "0.92" in run["output"]["summary"]
+        await wait_for(lambda: kube.get("rayjobs", NAMESPACE, name)["metadata"]["annotations"].get(
+            "flops.dev/reported"), timeout=30, what="marked reported")
+        await deliver(bot, "issue_comment", comment_payload(bot, REPO, PR, "/regression"))
+        [second] = await wait_for(lambda: [r for r in kube.list("rayjobs", NAMESPACE) if r["metadata"]["name"] != name],
+                                  timeout=30, what="the second RayJob")
+        await wait_for(lambda: "flops.dev/check-run-id" in (kube.get("rayjobs", NAMESPACE, second["metadata"]["name"])
+                                                             or {}).get("metadata", {}).get("annotations", {}),
+                       timeout=30, what="its check run")
+        await deliver(bot, "issue_comment", comment_payload(bot, REPO, PR, "/cancel regression"))
+        await wait_for(lambda: kube.get("rayjobs", NAMESPACE, second["metadata"]["name"]) is None, timeout=30,
+                       what="the cancelled RayJob deleted")
+
+
+class AsShipped:
+    """What tests/test_as_shipped.py's helpers (and `completed`) read of the bot process under test."""
+
+    def __init__(self, github: GitHubEmulator, url: str) -> None:
+        self.github, self.url = github, url
