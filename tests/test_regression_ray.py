@@ -158,6 +158,15 @@ async def test_regression_comment_creates_a_schema_valid_rayjob_and_no_job(bed: 
     assert "ghs_" not in json.dumps(rayjob) and bed.settings.s3.secret_key not in json.dumps(rayjob)
     [run] = bed.github.check_runs_for(REPO, head, "flops/regression")
     assert run["status"] == "in_progress" and run["external_id"] == meta["name"]
+    # deploy/'s fence opened between this run's pods only (every one carries its run label), and to KubeRay
+    [policy] = bed.kube.list("networkpolicies", NAMESPACE)
+    run_pods = {"matchLabels": {"flops.dev/run": meta["name"]}}
+    assert policy["spec"]["podSelector"] == run_pods and policy["spec"]["egress"] == [{"to": [{"podSelector": run_pods}]}]
+    assert policy["spec"]["ingress"][0] == {"from": [{"podSelector": run_pods}]}
+    assert policy["spec"]["ingress"][1]["ports"] == [{"protocol": "TCP", "port": 8265}]
+    assert policy["metadata"]["ownerReferences"][0]["uid"] == meta["uid"]
+    for template in [spec["submitterPodTemplate"]] + [g["template"] for g in [cluster["headGroupSpec"], workers]]:
+        assert template["metadata"]["labels"]["flops.dev/run"] == meta["name"]
 
 
 def finish(kuberay: KubeRay, bed: Bed, name: str, end: str) -> None:
@@ -227,6 +236,7 @@ async def test_cancel_deletes_the_rayjob_and_its_cluster(bed: Bed, mlflow: Mlflo
     await comment(bed, "/cancel regression")
     assert bed.kube.get("rayjobs", NAMESPACE, name) is None
     assert bed.kube.list("pods", NAMESPACE) == [] and bed.kube.list("jobs", NAMESPACE) == []
+    assert bed.kube.list("networkpolicies", NAMESPACE) == []  # owned by the RayJob
     [run] = bed.github.check_runs_for(REPO, head, "flops/regression")
     assert run["conclusion"] == "cancelled" and "/cancel" in run["output"]["summary"]
     await bed.settle()

@@ -3,13 +3,15 @@
 `prepare` turns the run's Job body into what is created (a RayJob when `ray:` is configured; the MLflow
 env either way); the rest of the regression flow, the tracker and the lifecycle treat both alike.
 A RayJob where KubeRay is not installed is refused by the API server with a 404: `refusal` says
-what to install. Where the log of a failed run is: the submitter Job's Pod (K8sJobMode), else the
+what to install. Its pods are inside deploy/'s network fence; `create` opens it between the run's own
+pods (and to KubeRay's operator on the head's dashboard port), as a federated run does for its clients. Where the log of a failed run is: the submitter Job's Pod (K8sJobMode), else the
 head Pod while the cluster is still there.
 """
 from __future__ import annotations
 
 from typing import Any
 
+from gidgethub.abc import GitHubAPI
 from kubernetes.client import ApiException
 
 from bot.core import jobs
@@ -17,6 +19,7 @@ from bot.core.config import RegressionConfig
 from bot.core.jobs import ray
 from bot.flows.deps import Deps
 from bot.flows.mlflow_runs import add_mlflow
+from bot.platform import checks
 
 
 def prepare(body: dict[str, Any], cfg: RegressionConfig) -> dict[str, Any]:
@@ -25,6 +28,27 @@ def prepare(body: dict[str, Any], cfg: RegressionConfig) -> dict[str, Any]:
     if cfg.ray is None:
         return body
     return ray.rayjob_from_job(body, cfg.ray, tuple(cfg.command))
+
+
+class KubeRayMissing(Exception):
+    """The cluster serves no RayJobs: KubeRay's operator (its CRD) is not installed."""
+
+
+async def create(gh: GitHubAPI, deps: Deps, body: dict[str, Any], repo: str, check_id: int) -> dict[str, Any] | None:
+    """Create the run's Job or RayJob (and a RayJob's opening in the Jobs' network fence); None when one of
+    that name exists. When Kubernetes refuses, check `check_id` fails saying why, and the ApiException is
+    raised again (KubeRayMissing for a RayJob where KubeRay is not installed)."""
+    try:
+        created = await deps.kube.create_job(body)
+    except ApiException as exc:
+        title, summary = refusal(body, exc)
+        await checks.complete(gh, repo, check_id, "failure", title=title, summary=summary)
+        if crd_missing(body, exc):
+            raise KubeRayMissing(jobs.name_of(body)) from exc
+        raise
+    if created is not None and ray.is_rayjob(created):
+        await deps.kube.create_network_policy(ray.network_policy(created))
+    return created
 
 
 def crd_missing(body: dict[str, Any], exc: ApiException) -> bool:

@@ -12,7 +12,6 @@ from typing import Any
 
 import gidgethub
 from gidgethub.abc import GitHubAPI
-from kubernetes.client import ApiException
 
 from bot.core import jobs, verdict
 from bot.core.config import Metric, RegressionConfig, RepoConfig, parse_tolerance
@@ -92,14 +91,10 @@ async def start(gh: GitHubAPI, deps: Deps, cfg: RegressionConfig, src: jobs.Sour
     queue = None if cfg.ray else await queueing.queue_for(gh, deps, src.repo, jobs.REGRESSION, trusted)
     check_id = await _check_for(gh, src, body, what, cfg, trigger, queue)
     body["metadata"]["annotations"][jobs.CHECK_RUN] = str(check_id)
-    try:
-        created = await deps.kube.create_job(body)
-    except ApiException as exc:  # the check must not stay "in progress" for a Job that never existed
-        title, summary = rayjobs.refusal(body, exc)
-        await checks.complete(gh, src.repo, check_id, "failure", title=title, summary=summary)
-        if rayjobs.crd_missing(body, exc):  # the check says what to install: nothing to retry
-            return None
-        raise
+    try:  # a refusal completes the check (it must not stay "in progress" for a Job that never existed)
+        created = await rayjobs.create(gh, deps, body, src.repo, check_id)
+    except rayjobs.KubeRayMissing:  # the check says what to install: nothing to retry
+        return None
     log.info("regression started", extra={"repo": src.repo, "sha": src.sha, "job": name, "trigger": trigger})
     if created is not None and src.pr is not None:
         await _cancel_if_head_moved(gh, deps, src, created)

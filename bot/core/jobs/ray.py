@@ -14,6 +14,7 @@ import shlex
 from typing import Any
 
 from bot.core.config import RayConfig, RayGroup
+from bot.core.jobs.contract import RUN
 from bot.core.jobs.specs import RESTRICTED, resources
 
 GROUP, VERSION, PLURAL, KIND = "ray.io", "v1", "rayjobs", "RayJob"
@@ -26,6 +27,7 @@ CLUSTER_TTL = 60
 MAX_NAME = 47  # KubeRay refuses longer RayJob names (the cluster's and its Services' names derive from it)
 # The finished states of status.jobDeploymentStatus; status.jobStatus says how the Ray job ended.
 FINISHED = ("Complete", "Failed")
+DASHBOARD = 8265  # the head's dashboard / job API port (KubeRay's default)
 HEAD_PODS = "ray.io/node-type=head,ray.io/cluster={cluster}"
 SUBMITTER_RESOURCES = {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "512Mi"}}
 
@@ -95,6 +97,24 @@ def _submitter(job: dict[str, Any], pod: dict[str, Any]) -> dict[str, Any]:
                      "containers": [{"name": SUBMITTER_CONTAINER, "image": workload["image"],
                                      "resources": copy.deepcopy(SUBMITTER_RESOURCES),
                                      "securityContext": copy.deepcopy(RESTRICTED)}]}}
+
+
+def network_policy(rayjob: dict[str, Any]) -> dict[str, Any]:
+    """The run's opening in deploy/'s fence (Job pods get no ingress, and egress only to DNS, S3 and the
+    registry): the run's pods (head, workers, submitter: all labelled with its run id) reach each other on
+    every port, and KubeRay's operator (pods `app.kubernetes.io/name: kuberay-operator`, any namespace)
+    reaches the dashboard port, where it reads the Ray job's status. Nothing else gets in. Owned by the
+    RayJob: it goes when the RayJob goes."""
+    meta = rayjob["metadata"]
+    run = {"podSelector": {"matchLabels": {RUN: meta["labels"][RUN]}}}
+    operator = {"namespaceSelector": {}, "podSelector": {"matchLabels": {"app.kubernetes.io/name": "kuberay-operator"}}}
+    return {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+            "metadata": {"name": meta["name"], "namespace": meta["namespace"], "labels": dict(meta["labels"]),
+                         "ownerReferences": [{"apiVersion": API_VERSION, "kind": KIND, "name": meta["name"],
+                                              "uid": meta["uid"], "blockOwnerDeletion": False, "controller": False}]},
+            "spec": {"podSelector": run["podSelector"], "policyTypes": ["Ingress", "Egress"],
+                     "ingress": [{"from": [run]}, {"from": [operator], "ports": [{"protocol": "TCP", "port": DASHBOARD}]}],
+                     "egress": [{"to": [run]}]}}
 
 
 def is_rayjob(obj: dict[str, Any]) -> bool:
