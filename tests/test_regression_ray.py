@@ -19,6 +19,7 @@ import kubernetes_validate
 import pytest
 
 from bot.core import config
+from tests import conventions
 from tests.conftest import INSTALLATION, NAMESPACE, PAYLOADS, Bed, BedFactory, wait_for
 from tests.emulators import crds
 from tests.emulators.github import GitHubEmulator
@@ -167,6 +168,8 @@ async def test_regression_comment_creates_a_schema_valid_rayjob_and_no_job(bed: 
     assert policy["metadata"]["ownerReferences"][0]["uid"] == meta["uid"]
     for template in [spec["submitterPodTemplate"]] + [g["template"] for g in [cluster["headGroupSpec"], workers]]:
         assert template["metadata"]["labels"]["flops.dev/run"] == meta["name"]
+        # recommended labels, the default container, the Jobs' namespace's Pod Security level (issue 25)
+        conventions.assert_bot_job({"kind": "RayJob", "metadata": meta, "spec": {"template": template}})
 
 
 def finish(kuberay: KubeRay, bed: Bed, name: str, end: str) -> None:
@@ -420,3 +423,30 @@ class AsShipped:
 
     def __init__(self, github: GitHubEmulator, url: str) -> None:
         self.github, self.url = github, url
+
+
+async def test_rayjobs_have_their_own_watch_and_a_410_relists_them(bed: Bed, mlflow: MlflowEmulator) -> None:
+    await wait_for(lambda: bed.kube.open_watches == 2, what="a watch of Jobs and one of RayJobs")
+    setup_repo(bed, mlflow)
+    head = open_pr(bed, {"regression.py": "print(11)\n"})
+    await comment(bed, "/regression")
+    rayjob = rayjob_for(bed, head)
+    name = rayjob["metadata"]["name"]
+    before = len([r for r in bed.kube.requests if r[0] == "GET" and "/rayjobs?" in r[1] and "watch" not in r[1]])
+    bed.kube.expire_watches()  # 410 Gone: the tracker lists again and watches from there
+    write_metrics(bed, rayjob, {"accuracy": 0.9})
+    KubeRay(bed.kube).succeed(name)
+    run = await wait_for(lambda: completed(bed, head), what="report after the re-list")
+    assert run["conclusion"] == "neutral"
+    assert len([r for r in bed.kube.requests if r[0] == "GET" and "/rayjobs?" in r[1] and "watch" not in r[1]]) > before
+    await bed.settle()
+    assert len(bed.github.calls_to("PATCH", rf"/repos/{REPO}/check-runs/{run['id']}$")) == 1
+
+
+async def test_without_kuberay_only_jobs_are_watched(make_bed: BedFactory, github: GitHubEmulator,
+                                                     kube: KubeEmulator) -> None:
+    kube.missing.add("rayjobs")
+    github.add_installation(INSTALLATION, MAINTAINER, [REPO])
+    await make_bed()
+    await wait_for(lambda: kube.open_watches == 1, what="the Jobs' watch")
+    assert any("/rayjobs?" in path for _, path in kube.requests)  # looked, found no CRD, nothing to watch

@@ -97,6 +97,7 @@ class KubeRay:
 
     def _head_pod(self, rayjob: dict[str, Any], cluster: str) -> None:
         template = copy.deepcopy(rayjob["spec"]["rayClusterSpec"]["headGroupSpec"]["template"])
+        template.setdefault("metadata", {})
         labels = {**template["metadata"].get("labels", {}), "ray.io/cluster": cluster, "ray.io/node-type": "head",
                   "ray.io/group": "headgroup", "ray.io/is-ray-node": "yes"}
         spec = template["spec"]
