@@ -315,6 +315,37 @@ async def test_mlflow_down_leaves_the_report_as_without_it(bed: Bed, mlflow: Mlf
     assert (run["conclusion"], run["output"]["title"]) == ("failure", "No metrics")
 
 
+async def test_an_mlflow_answer_over_the_limit_is_not_read(bed: Bed, mlflow: MlflowEmulator) -> None:
+    setup_repo(bed, mlflow)
+    head = open_pr(bed, {"regression.py": "print(12)\n"})
+    await comment(bed, "/regression")
+    rayjob = rayjob_for(bed, head)
+    mlflow.log_run(REPO, rayjob["metadata"]["name"], {"accuracy": 0.5})
+    mlflow.padding = 2 << 20  # 2 MB: over the 1 MB the bot reads
+    write_metrics(bed, rayjob, {"accuracy": 0.9})
+    KubeRay(bed.kube).succeed(rayjob["metadata"]["name"])
+    run = await wait_for(lambda: completed(bed, head), what="report")
+    assert run["conclusion"] == "neutral" and not run["details_url"].startswith(mlflow.url)
+    assert "0.9" in run["output"]["summary"]
+
+
+async def test_closing_the_pr_deletes_its_rayjob(bed: Bed, mlflow: MlflowEmulator) -> None:
+    from tests.conftest import payload
+    from tests.test_regression import pull_json
+    setup_repo(bed, mlflow)
+    head = open_pr(bed, {"regression.py": "print(13)\n"})
+    await approve(bed)
+    name = rayjob_for(bed, head)["metadata"]["name"]
+    bed.github.pulls[(REPO, PR)]["state"] = "closed"
+    data = payload("pull_request.closed")
+    pull_json(bed, data)
+    await bed.deliver("pull_request", data)
+    await bed.settle()
+    assert bed.kube.get("rayjobs", NAMESPACE, name) is None
+    [run] = bed.github.check_runs_for(REPO, head, "flops/regression")
+    assert run["conclusion"] == "cancelled" and "closed" in run["output"]["summary"]
+
+
 async def test_a_batch_job_run_gets_the_mlflow_env_too(bed: Bed, mlflow: MlflowEmulator) -> None:
     text = flops_yml(mlflow)
     setup_repo(bed, mlflow, **{text[text.index("  ray:"):text.index("  mlflow:")]: ""})

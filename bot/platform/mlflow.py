@@ -98,8 +98,10 @@ async def _answer(response: aiohttp.ClientResponse) -> dict[str, Any] | None:
     """The JSON object of a 200 answer (at most MAX_ANSWER bytes read); None for any other status."""
     if response.status != 200:
         return None
-    raw = await response.content.read(MAX_ANSWER + 1)
-    if len(raw) > MAX_ANSWER:
-        raise ValueError(f"MLflow answered more than {MAX_ANSWER} bytes")
-    data = json.loads(raw)
+    raw = bytearray()
+    async for chunk in response.content.iter_chunked(1 << 16):
+        raw += chunk
+        if len(raw) > MAX_ANSWER:
+            raise ValueError(f"MLflow answered more than {MAX_ANSWER} bytes")
+    data = json.loads(bytes(raw))
     return data if isinstance(data, dict) else None
