@@ -214,6 +214,22 @@ async def test_each_end_is_reported_once_across_a_restart(make_bed: BedFactory, 
     assert len(sticky(third)) == 1
 
 
+async def test_a_cluster_that_never_got_to_submit_shows_the_heads_log(bed: Bed, mlflow: MlflowEmulator) -> None:
+    setup_repo(bed, mlflow)
+    head = open_pr(bed, {"regression.py": "print(14)\n"})
+    await comment(bed, "/regression")
+    name = rayjob_for(bed, head)["metadata"]["name"]
+    kuberay = KubeRay(bed.kube)
+    kuberay.initialize(name)  # the head starts, the cluster never becomes ready: no submitter Job
+    head_pod = kuberay.head_pod(name)
+    assert head_pod is not None
+    bed.kube.set_logs(NAMESPACE, head_pod["metadata"]["name"], "ray-head", "raylet: GCS unreachable\n")
+    kuberay.deadline(name)
+    run = await wait_for(lambda: completed(bed, head), what="the deadline report")
+    assert (run["conclusion"], run["output"]["title"]) == ("timed_out", "Regression Job timed out")
+    assert "GCS unreachable" in run["output"]["text"] and bed.kube.list("jobs", NAMESPACE) == []
+
+
 async def test_the_bots_own_timeout_reports_timed_out_and_deletes_the_rayjob(bed: Bed, mlflow: MlflowEmulator) -> None:
     setup_repo(bed, mlflow, **{"timeout: 20m": "timeout: 2s"})
     head = open_pr(bed, {"regression.py": "while True: pass\n"})

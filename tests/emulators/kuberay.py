@@ -43,14 +43,23 @@ class KubeRay:
         """The cluster is up (head Pod Running), the submitter Job runs, the Ray job RUNNING."""
         with self.kube._lock:
             rayjob = self.rayjob(name)
-            cluster = (rayjob.get("status") or {}).get("rayClusterName") or \
-                f"{name}-" + "".join(random.choices(POD_SUFFIX_ALPHABET, k=5))
-            self._head_pod(rayjob, cluster)
+            cluster = (rayjob.get("status") or {}).get("rayClusterName")
+            if cluster is None:
+                cluster = f"{name}-" + "".join(random.choices(POD_SUFFIX_ALPHABET, k=5))
+                self._head_pod(rayjob, cluster)
             self._submitter(rayjob)
             self.kube.start_job(self.namespace, name)
             return self._status(name, jobDeploymentStatus="Running", jobStatus="RUNNING", rayClusterName=cluster,
                                 startTime=now(), jobId=f"{name}-{random.randint(10000, 99999)}",
                                 dashboardURL=f"{cluster}-head-svc.{self.namespace}.svc.cluster.local:8265")
+
+    def initialize(self, name: str) -> dict[str, Any]:
+        """The cluster is starting (head Pod Running, not ready): Initializing, no submitter Job yet."""
+        with self.kube._lock:
+            rayjob = self.rayjob(name)
+            cluster = f"{name}-" + "".join(random.choices(POD_SUFFIX_ALPHABET, k=5))
+            self._head_pod(rayjob, cluster)
+            return self._status(name, jobDeploymentStatus="Initializing", rayClusterName=cluster, startTime=now())
 
     def succeed(self, name: str, *, logs: str = "") -> dict[str, Any]:
         self._ensure_running(name)
@@ -66,8 +75,10 @@ class KubeRay:
                             reason="AppFailed", message=message, failed=1)
 
     def deadline(self, name: str) -> dict[str, Any]:
-        """Past `activeDeadlineSeconds`: Failed with reason DeadlineExceeded (the Ray job still RUNNING)."""
-        self._ensure_running(name)
+        """Past `activeDeadlineSeconds`: Failed with reason DeadlineExceeded (the Ray job still RUNNING, or the
+        cluster still Initializing: then there is no submitter)."""
+        if not (self.rayjob(name).get("status") or {}).get("jobDeploymentStatus"):
+            self.run(name)
         spec = self.rayjob(name)["spec"]
         start = self.rayjob(name)["status"]["startTime"]
         return self._status(name, jobDeploymentStatus="Failed", endTime=now(), reason="DeadlineExceeded",
