@@ -1,7 +1,8 @@
 """Job specs (pure functions from data to `batch/v1` bodies) and the labels/annotations contract.
 
 `contract`: the labels, annotations, names and tags, and reading Jobs back; `specs`: build and
-regression Jobs; `tests`: a `tests:` entry's Job; `federated`: a federated run's server, clients and Service.
+regression Jobs; `tests`: a `tests:` entry's Job; `federated`: a federated run's server, clients and Service;
+`ray`: a regression run's KubeRay RayJob (`regression.ray`), made from its Job, with the same contract.
 
 Every Job the bot creates carries:
   labels       app.kubernetes.io/managed-by=flops-bot, flops.dev/kind=<kind>, flops.dev/run=<run id>, and the
