@@ -288,6 +288,32 @@ async def test_without_kuberay_the_check_says_to_install_it_and_readyz_stays_ok(
         assert response.status == 200
 
 
+async def test_a_default_branch_push_records_a_baseline_a_ray_pr_run_is_judged_against(bed: Bed,
+                                                                                      mlflow: MlflowEmulator) -> None:
+    from tests.test_regression import push_payload
+    setup_repo(bed, mlflow)
+    before = bed.github.branch_sha(REPO, MAIN)
+    base = bed.github.commit(REPO, MAIN, {"regression.py": "print('base')\n"})
+    await bed.deliver("push", push_payload(bed, before, base))
+    await bed.settle()
+    baseline = rayjob_for(bed, base)
+    assert baseline["metadata"]["annotations"]["flops.dev/baseline"] == "true"
+    write_metrics(bed, baseline, {"accuracy": 0.9})
+    KubeRay(bed.kube).succeed(baseline["metadata"]["name"])
+    recorded = await wait_for(lambda: completed(bed, base), what="the baseline")
+    assert recorded["output"]["title"] == "Baseline recorded"
+    head = open_pr(bed, {"regression.py": "print('relu')\n"})
+    await approve(bed)
+    rayjob = rayjob_for(bed, head)
+    write_metrics(bed, rayjob, {"accuracy": 0.7})
+    KubeRay(bed.kube).succeed(rayjob["metadata"]["name"])
+    run = await wait_for(lambda: completed(bed, head), what="the verdict")
+    assert (run["conclusion"], run["output"]["title"]) == ("failure", "1 regression / 1 metric")
+    await bed.settle()
+    [note] = sticky(bed)
+    assert "**failure**" in note["body"]
+
+
 # --- MLflow ----------------------------------------------------------------------------------------------
 
 async def test_the_mlflow_link_is_found_by_run_name(bed: Bed, mlflow: MlflowEmulator) -> None:
