@@ -307,7 +307,7 @@ async def _orphaned(ctx: Context, runs: list[dict[str, Any]]) -> set[str]:
     for run in runs:
         job = run.get("external_id")
         if not run["name"].startswith("flops/") or run.get("status") == "completed" or not job \
-                or await ctx.deps.kube.get_job(job) is not None:
+                or await ctx.deps.kube.get_job(job) is not None or await ctx.deps.kube.get_job(job, jobs.RAYJOB):
             continue
         await checks.complete(ctx.gh, ctx.repo, run["id"], "cancelled", title="Job deleted",
                               summary=f"Its Job `{job}` no longer exists (deleted while flops-bot was not "

@@ -67,7 +67,8 @@ ALLOWED = {("batch", "jobs"): {"create", "get", "list", "watch", "delete", "patc
            ("", "services"): {"create", "delete"},
            ("networking.k8s.io", "networkpolicies"): {"create", "delete"},  # issue 15: a federated run's own
            ("", "secrets"): {"get"},  # issue 16: only the Jobs' Secrets, by name (masking log tails)
-           ("kueue.x-k8s.io", "workloads"): {"get", "list", "watch"}}  # issue 25: read Kueue's reasons
+           ("kueue.x-k8s.io", "workloads"): {"get", "list", "watch"},  # issue 25: read Kueue's reasons
+           ("ray.io", "rayjobs"): {"create", "get", "list", "watch", "delete", "patch"}}  # issue 18: RayJobs
 
 
 def manifest_files() -> list[Path]:
@@ -693,14 +694,15 @@ def test_the_role_grants_nothing_beyond_what_issue_8_allows() -> None:
 
 
 def test_only_bot_kube_and_the_tracker_call_the_kubernetes_api() -> None:
-    """So that exercising `Kube` and the tracker (below) covers every call the code makes."""
+    """So that exercising `Kube` and the tracker (below, and a RayJob run's in tests/test_regression_ray.py)
+    covers every call the code makes."""
     callers = set()
     for module in sorted((ROOT / "bot").rglob("*.py")) + sorted((ROOT / "handlers").rglob("*.py")):
         text = module.read_text()
         if re.search(r"(?<!\bbot)\.(batch|core)\.\w+|BatchV1Api|CoreV1Api|kubernetes\.client\.\w+Api\b|\bapi_client\.call_api",
                      text):
             callers.add(module.relative_to(ROOT).as_posix())
-    assert callers == {"bot/platform/kube.py", "bot/flows/tracker.py"}
+    assert callers == {"bot/platform/kube.py"}  # the tracker's watches stream the list call Kube.watch_method names
 
 
 async def exercise(kube: KubeEmulator, name: str, client: Kube) -> None:
@@ -725,6 +727,7 @@ async def exercise(kube: KubeEmulator, name: str, client: Kube) -> None:
         "get_job": lambda: client.get_job("rbac-probe"),
         "annotate_job": lambda: client.annotate_job("rbac-probe", {"flops.dev/reported": "success"}),
         "job_pods": lambda: client.job_pods("rbac-probe"),
+        "pods": lambda: client.pods("ray.io/node-type=head,ray.io/cluster=rbac-probe"),
         "pod_log": lambda: client.pod_log(kube.list("pods", NAMESPACE, labels={"job-name": "rbac-probe"})[0]
                                           ["metadata"]["name"], "main"),
         "delete_service": lambda: client.delete_service("rbac-probe"),

@@ -10,7 +10,8 @@ annotations (Kubernetes is the source of truth, so a restarted bot finds the sam
   the reason, the Job deleted; `cancel_all` / `cancel_for_pr` do that for many.
 
 A new kind (test Jobs, RayJobs) adds a `Kind` and its Job spec; it writes no list, filter or
-cancel of its own.
+cancel of its own. A regression run may be a KubeRay RayJob (`regression.ray`): the same labels and
+annotations, so everything here lists and cancels both (deleting a RayJob deletes its Ray cluster).
 """
 from __future__ import annotations
 
@@ -25,6 +26,8 @@ from bot.core import jobs
 from bot.flows.deps import Deps
 from bot.platform import checks
 
+# The kinds whose work may run as a RayJob instead of a Job: their lists read both APIs.
+RAY_KINDS = (jobs.REGRESSION,)
 CLAIM_ATTEMPTS = 5  # optimistic updates of a Job that keeps changing before a claim gives up (the re-list retries)
 
 # A reporter turns one finished Job into a GitHub report and returns the conclusion it posted.
@@ -51,7 +54,10 @@ async def unreported(deps: Deps, kind: str, *, repo: str, pr: int | None = None,
     """`repo`'s Jobs of `kind` without a report yet (running or finished), of one PR or commit."""
     selector = jobs.unreported(kind, *([f"{jobs.PR_LABEL}={pr}"] if pr is not None else []))
     found = []
-    for job in await deps.kube.list_jobs(selector):
+    listed = await deps.kube.list_jobs(selector)
+    if kind in RAY_KINDS:
+        listed += await deps.kube.list_jobs(selector, kind=jobs.RAYJOB)
+    for job in listed:
         ann = jobs.annotations_of(job)
         if ann.get(jobs.REPO) == repo and jobs.REPORTED not in ann and sha in (None, ann.get(jobs.SHA)):
             found.append(job)
@@ -68,22 +74,22 @@ async def cancel(gh: GitHubAPI, deps: Deps, job: dict[str, Any], why: str) -> bo
     """Mark reported first (the tracker must not report it), complete the check, delete the Job. The mark is
     an update at the resourceVersion read, so of two replicas cancelling one Job (or cancelling one the tracker
     is reporting) only one closes its check; False when someone else got there first, or the Job is gone."""
-    name, ann = jobs.name_of(job), jobs.annotations_of(job)
+    name, ann, api = jobs.name_of(job), jobs.annotations_of(job), jobs.api_kind(job)
     current: dict[str, Any] | None = job
     for _ in range(CLAIM_ATTEMPTS):
         if current is None or jobs.REPORTED in jobs.annotations_of(current) \
                 or jobs.reporting_holder(current, time.time(), deps.settings.lease.duration) is not None:
             return False  # reported, or being reported (a claim whose holder died is stale: cancelled over it)
         marked = await deps.kube.claim_job(name, str(current["metadata"]["resourceVersion"]),
-                                           {jobs.REPORTED: "cancelled"}, labels=jobs.REPORTED_LABEL)
+                                           {jobs.REPORTED: "cancelled"}, labels=jobs.REPORTED_LABEL, kind=api)
         if marked is not None:
             break
-        current = await deps.kube.get_job(name)  # changed since listed: look again
+        current = await deps.kube.get_job(name, api)  # changed since listed: look again
     else:
         return False
     if ann.get(jobs.CHECK_RUN):
         await checks.complete(gh, ann[jobs.REPO], ann[jobs.CHECK_RUN], "cancelled", title="Cancelled", summary=why)
-    await deps.kube.delete_job(name)
+    await deps.kube.delete_job(name, api)
     return True
 
 

@@ -12,15 +12,15 @@ from typing import Any
 
 import gidgethub
 from gidgethub.abc import GitHubAPI
-from kubernetes.client import ApiException
 
 from bot.core import jobs, verdict
 from bot.core.config import Metric, RegressionConfig, RepoConfig, parse_tolerance
 from bot.core.text import code_block, duration, escape, link, plain, safe_url
 from bot.flows import kueue as queueing
-from bot.flows import lifecycle
+from bot.flows import lifecycle, rayjobs
 from bot.flows.deps import Deps
 from bot.flows.diagnosis import diagnose, log_tail
+from bot.flows.mlflow_runs import with_mlflow
 from bot.flows.pulls import PullRef
 from bot.platform import checks, comments, logs
 from bot.platform.sources import ensure_source, presigned_source
@@ -76,10 +76,11 @@ async def start(gh: GitHubAPI, deps: Deps, cfg: RegressionConfig, src: jobs.Sour
     if src.pr is not None and await _supersede_pr_runs(gh, deps, src):
         return None
     url, dropped = await source_url(deps, src.installation_id, src.repo, src.sha)
-    body = jobs.regression_job(src, jobs.cluster_from(deps.settings), workload(cfg), check=checks.REGRESSION, source_url=url,
-                               timeout=cfg.timeout, trigger=trigger, attempt=attempt, baseline=baseline)
+    body = rayjobs.prepare(jobs.regression_job(src, jobs.cluster_from(deps.settings), workload(cfg), source_url=url,
+                                               check=checks.REGRESSION, timeout=cfg.timeout, trigger=trigger,
+                                               attempt=attempt, baseline=baseline), cfg)  # a RayJob with `ray:`
     name = jobs.name_of(body)
-    if await deps.kube.get_job(name) is not None:
+    if await deps.kube.get_job(name, jobs.api_kind(body)) is not None:
         return None
     body["metadata"]["annotations"][jobs.METRICS] = metrics_annotation(cfg)
     if default_branch:
@@ -87,16 +88,13 @@ async def start(gh: GitHubAPI, deps: Deps, cfg: RegressionConfig, src: jobs.Sour
     body["metadata"]["annotations"].update(checks.dropped_annotation(dropped))
     what = "baseline for the default branch" if baseline else f"PR #{src.pr}" if src.pr is not None else "merge queue"
     await _empty_output(deps, body["metadata"]["annotations"][jobs.OUTPUT])
-    queue = await queueing.queue_for(gh, deps, src.repo, jobs.REGRESSION, trusted)
+    queue = None if cfg.ray else await queueing.queue_for(gh, deps, src.repo, jobs.REGRESSION, trusted)
     check_id = await _check_for(gh, src, body, what, cfg, trigger, queue)
     body["metadata"]["annotations"][jobs.CHECK_RUN] = str(check_id)
-    try:
-        created = await deps.kube.create_job(body)
-    except ApiException as exc:  # the check must not stay "in progress" for a Job that never existed
-        await checks.complete(gh, src.repo, check_id, "failure", title="Regression Job not created",
-                              summary=f"Kubernetes refused Job `{name}` (HTTP {exc.status}: {exc.reason}). Check "
-                                      f"the bot's RBAC and the namespace's quota, then comment `/regression`.")
-        raise
+    try:  # a refusal completes the check (it must not stay "in progress" for a Job that never existed)
+        created = await rayjobs.create(gh, deps, body, src.repo, check_id)
+    except rayjobs.KubeRayMissing:  # the check says what to install: nothing to retry
+        return None
     log.info("regression started", extra={"repo": src.repo, "sha": src.sha, "job": name, "trigger": trigger})
     if created is not None and src.pr is not None:
         await _cancel_if_head_moved(gh, deps, src, created)
@@ -176,6 +174,7 @@ async def report(job: dict[str, Any], result: jobs.Outcome, deps: Deps) -> str:
         written, why = None, f"is not valid JSON ({exc})"
     else:
         why = "is missing" if written is None else "has no `metrics` object"
+        written = await with_mlflow(ann, written)  # the MLflow link; its metrics without a metrics.json
     if not isinstance(written, dict) or not isinstance(written.get("metrics"), dict):
         await checks.finish(gh, ann, "failure", title="No metrics",
                             summary=f"The Job succeeded but `{key}` {why}. The workload must write "
@@ -201,7 +200,7 @@ def safe_links(value: object) -> dict[str, str]:
 
 async def _report_failure(gh: GitHubAPI, deps: Deps, job: dict[str, Any], result: jobs.Outcome) -> str:
     ann = jobs.annotations_of(job)
-    pods = await deps.kube.job_pods(jobs.name_of(job))
+    pods = await rayjobs.pods_of(deps, job)
     diagnosis = diagnose(result, pods)
     tail = await log_tail(deps, diagnosis.pod, diagnosis.container, pods)
     text = f"Last lines of the log (Job `{jobs.name_of(job)}`):\n\n{code_block(tail)}" if tail else \

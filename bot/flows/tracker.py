@@ -1,9 +1,10 @@
-"""The job tracker: one watch over the bot's Jobs; every finished Job reported exactly once.
+"""The job tracker: one watch per API over the bot's Jobs and RayJobs; every finished one reported exactly once.
 
 Kubernetes is the source of truth. At start (and after every watch window or `410 Gone`) the
 tracker lists the bot's Jobs, so a Job that finished while the bot was down is reported when it
 comes back. A Job is marked `flops.dev/reported` only after GitHub accepted its report; a Job
-carrying that annotation is never reported again.
+carrying that annotation is never reported again. RayJobs (KubeRay, `regression.ray`) are listed and
+watched the same way, in a second watch; where KubeRay is not installed there is nothing to watch.
 
 A Job annotated `flops.dev/timeout` (seconds) is stopped once it has run that long: reported as
 `DeadlineExceeded` while its Pod and log exist, then deleted; a restarted bot re-arms the timer.
@@ -41,6 +42,7 @@ WATCH_SECONDS = 300
 LIST_PAGE = 500  # Jobs per page when listing
 STATES = ("queued", "running")
 FINAL_CONDITIONS = ("Complete", "SuccessCriteriaMet", "Failed", "FailureTarget")
+APIS = (jobs.JOB, jobs.RAYJOB)  # each listed and watched
 REPORTS_AT_ONCE = 16  # a burst of finished Jobs waits its turn here instead of holding thousands of reports open
 
 class Tracker:
@@ -101,34 +103,42 @@ class Tracker:
         for name in list(self._active):  # flops_jobs_active counts the holder's view only
             self._track(name, None)
 
-    async def resync(self) -> str:
-        """List every bot Job, a page at a time (thousands of whole Jobs at once cost a lot of memory)."""
-        kube = self.deps.kube
-        version, page, seen = "", None, set()
+    async def resync(self) -> dict[str, str]:
+        """List every bot Job and RayJob, a page at a time (thousands of whole Jobs at once cost a lot of
+        memory); the resourceVersion to watch each API from ("" for RayJobs where KubeRay is not installed)."""
+        versions: dict[str, str] = {}
+        seen: set[str] = set()
         try:
-            while True:
-                listing = await kube.list_jobs_page(jobs.SELECTOR, LIST_PAGE, page)  # plain JSON: no model objects
-                for job in listing.get("items") or []:
-                    seen.add(jobs.name_of(job))
-                    self.consider(job)
-                version = version or str(listing["metadata"]["resourceVersion"])  # every page is of this version
-                page = listing["metadata"].get("continue")
-                if not page:
-                    break
+            for kind in APIS:
+                versions[kind] = await self._list_all(kind, seen)
             for gone in set(self._active) - seen:  # deleted while no watch was open
                 self._track(gone, None)
         finally:
             self._listed.set()
         self.synced.set()
-        return version
+        return versions
 
-    async def watch(self, version: str) -> None:
+    async def _list_all(self, kind: str, seen: set[str]) -> str:
+        version, page = "", None
+        while True:
+            listing = await self.deps.kube.list_jobs_page(jobs.SELECTOR, LIST_PAGE, page, kind=kind)  # plain JSON
+            for job in listing.get("items") or []:
+                seen.add(jobs.name_of(job))
+                self.consider(job)
+            version = version or str(listing["metadata"]["resourceVersion"])  # every page is of this version
+            page = listing["metadata"].get("continue")
+            if not page:
+                return version
+
+    async def watch(self, versions: dict[str, str]) -> None:
+        """Watch each API listed (a version) until one watch ends: its window is over, a 410, a dropped
+        connection; the caller lists everything again."""
         loop = asyncio.get_running_loop()
         events: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
-        stopper = kubernetes.watch.Watch()
-        thread = threading.Thread(target=self._stream, args=(stopper, version, loop, events), daemon=True,
-                                  name="flops-watch")
-        thread.start()
+        stoppers = {kind: kubernetes.watch.Watch() for kind, version in versions.items() if version}
+        for kind, stopper in stoppers.items():
+            threading.Thread(target=self._stream, args=(stopper, kind, versions[kind], loop, events), daemon=True,
+                             name=f"flops-watch-{kind.lower()}").start()
         try:
             while (event := await events.get()) is not None:
                 if event.get("type") == "ERROR":
@@ -139,15 +149,18 @@ class Tracker:
                 elif event.get("type") == "DELETED":
                     self.deleted(event["object"])
         finally:
-            stopper.stop()
+            for stopper in stoppers.values():
+                stopper.stop()
 
-    def _stream(self, stopper: kubernetes.watch.Watch, version: str, loop: asyncio.AbstractEventLoop,
+    def _stream(self, stopper: kubernetes.watch.Watch, kind: str, version: str, loop: asyncio.AbstractEventLoop,
                 events: asyncio.Queue[dict[str, Any] | None]) -> None:
-        kube = self.deps.kube
+        method, args = self.deps.kube.watch_method(kind)
         try:
-            for event in stopper.stream(kube.batch.list_namespaced_job, kube.namespace, label_selector=jobs.SELECTOR,
-                                        resource_version=version, timeout_seconds=self.watch_seconds,
-                                        allow_watch_bookmarks=True, deserialize=False):
+            for event in stopper.stream(method, *args, label_selector=jobs.SELECTOR, resource_version=version,
+                                        timeout_seconds=self.watch_seconds, allow_watch_bookmarks=True,
+                                        deserialize=False):
+                if isinstance(event.get("object"), dict):
+                    event["object"].setdefault("kind", kind)
                 loop.call_soon_threadsafe(events.put_nowait, event)
         except ApiException as exc:
             if exc.status != 410:
@@ -229,20 +242,21 @@ class Tracker:
             await work
 
     def _arm_timeout(self, job: dict[str, Any]) -> None:
-        name, seconds = jobs.name_of(job), jobs.annotations_of(job).get(jobs.TIMEOUT, "")
+        name, seconds, api = jobs.name_of(job), jobs.annotations_of(job).get(jobs.TIMEOUT, ""), jobs.api_kind(job)
         if not seconds.isdigit() or name in self._timers:
             return
         started = (job.get("status") or {}).get("startTime")
         if started is None and kueue.queue_of(job) is not None:
             return  # just admitted: armed when the Job controller sets the start time (counted from admission)
         delay = max(0.0, epoch(started or job["metadata"].get("creationTimestamp")) + int(seconds) - time.time())
-        self._timers[name] = asyncio.create_task(self._stop_when_due(name, int(seconds), delay), name=f"timeout-{name}")
+        self._timers[name] = asyncio.create_task(self._stop_when_due(name, api, int(seconds), delay),
+                                                 name=f"timeout-{name}")
 
-    async def _stop_when_due(self, name: str, seconds: int, delay: float) -> None:
+    async def _stop_when_due(self, name: str, api: str, seconds: int, delay: float) -> None:
         """The Job outlived its timeout: report it timed out (its log is still there), then delete it."""
         try:
             await asyncio.sleep(delay)
-            job = await self.deps.kube.get_job(name)
+            job = await self.deps.kube.get_job(name, api)
             if job is None or jobs.REPORTED in jobs.annotations_of(job) or jobs.outcome(job).finished \
                     or name in self._inflight or kueue.suspended(job):
                 return
@@ -255,9 +269,9 @@ class Tracker:
             self._timers.pop(name, None)
 
     async def _report(self, job: dict[str, Any], result: jobs.Outcome, *, stop: bool = False) -> None:
-        name, kind = jobs.name_of(job), jobs.kind_of(job)
+        name, kind, api = jobs.name_of(job), jobs.kind_of(job), jobs.api_kind(job)
         try:
-            current = await self.deps.kube.get_job(name)  # an earlier run may have reported it
+            current = await self.deps.kube.get_job(name, api)  # an earlier run may have reported it
             if current is None:
                 await self._close_check_of_deleted(job)
                 return
@@ -266,9 +280,9 @@ class Tracker:
                 return
             conclusion = await self.reporters[kind](current, result, self.deps)
             await self.deps.kube.annotate_job(name, {jobs.REPORTED: conclusion, jobs.REPORTING: None},
-                                              labels=jobs.REPORTED_LABEL)
+                                              labels=jobs.REPORTED_LABEL, kind=api)
             if stop:
-                await self.deps.kube.delete_job(name)
+                await self.deps.kube.delete_job(name, api)
             self.deps.metrics.job_finished(kind, conclusion)
             if (seconds := _duration(current)) is not None:
                 self.deps.metrics.run_finished(kind, seconds)
@@ -286,27 +300,27 @@ class Tracker:
         for _ in range(CLAIM_ATTEMPTS):
             if job is None or jobs.REPORTED in jobs.annotations_of(job):
                 return None
-            name, duration = jobs.name_of(job), self.deps.settings.lease.duration
+            name, duration, api = jobs.name_of(job), self.deps.settings.lease.duration, jobs.api_kind(job)
             holder = jobs.reporting_holder(job, time.time(), duration)
             if holder is not None and holder != self.identity:
                 log.info("job claimed by another replica", extra={"job": name, "holder": holder})
                 since = int(jobs.annotations_of(job)[jobs.REPORTING].partition(" ")[2])
-                self._recheck(name, since + duration - time.time())
+                self._recheck(name, api, since + duration - time.time())
                 return None
             stamp = f"{self.identity} {int(time.time())}"
             claimed = await self.deps.kube.claim_job(name, str(job["metadata"]["resourceVersion"]),
-                                                     {jobs.REPORTING: stamp})
+                                                     {jobs.REPORTING: stamp}, kind=api)
             if claimed is not None:
                 return claimed
-            job = await self.deps.kube.get_job(name)  # changed since read (a status update, a claim): look again
+            job = await self.deps.kube.get_job(name, api)  # changed since read (a status update, a claim): look again
         return None
 
-    def _recheck(self, name: str, delay: float) -> None:
+    def _recheck(self, name: str, api: str, delay: float) -> None:
         """Look at the Job again once another replica's claim is stale (that replica may have died)."""
         async def later() -> None:
             await asyncio.sleep(max(0.0, delay) + 1)
             try:
-                if (job := await self.deps.kube.get_job(name)) is not None:
+                if (job := await self.deps.kube.get_job(name, api)) is not None:
                     self.consider(job)
             except Exception as exc:
                 log.warning("looking at a claimed job again failed; the next re-list does",
@@ -347,8 +361,11 @@ class Tracker:
 
 
 def _state(job: dict[str, Any]) -> str:
-    """`running` while a pod of it is ready; `queued` before: suspended (Kueue), Pending for a node or an image."""
+    """`running` while a pod of it is ready (a RayJob: while KubeRay runs its Ray job); `queued` before:
+    suspended (Kueue), Pending for a node or an image, a Ray cluster starting."""
     spec, status = job.get("spec") or {}, job.get("status") or {}
+    if jobs.api_kind(job) == jobs.RAYJOB:
+        return "running" if status.get("jobDeploymentStatus") == "Running" else "queued"
     return "running" if not spec.get("suspend") and (status.get("ready") or 0) > 0 else "queued"
 
 
@@ -357,7 +374,8 @@ def _duration(job: dict[str, Any]) -> float | None:
     status = job.get("status") or {}
     ends = [c.get("lastTransitionTime") for c in status.get("conditions") or []
             if c.get("status") == "True" and c.get("type") in FINAL_CONDITIONS]
-    start, end = status.get("startTime"), status.get("completionTime") or max(filter(None, ends), default=None)
+    start, end = status.get("startTime"), status.get("completionTime") or status.get("endTime") or \
+        max(filter(None, ends), default=None)
     if not start:
         return None
     return max(0.0, epoch(end) - epoch(start))
@@ -367,4 +385,5 @@ def _identity(job: dict[str, Any]) -> dict[str, Any]:
     """What a report waiting for its turn keeps of a Job: name, labels, annotations. It reads the Job
     again when it starts, so thousands of waiting reports do not hold thousands of whole Jobs."""
     meta = job.get("metadata") or {}
-    return {"metadata": {k: meta[k] for k in ("name", "namespace", "labels", "annotations") if k in meta}}
+    return {"kind": jobs.api_kind(job), "metadata": {k: meta[k] for k in ("name", "namespace", "labels", "annotations")
+                                                     if k in meta}}

@@ -17,6 +17,7 @@ from kubernetes.client import ApiException
 
 from bot.core import jobs
 from bot.core.jobs import kueue
+from bot.core.jobs import ray as rayjobs
 from bot.platform.settings import Settings
 
 SECRET_TTL = 60.0  # seconds a Secret read for masking is reused (a rotated key is masked a minute later)
@@ -54,8 +55,16 @@ class Kube:
                                 label_selector=jobs.SELECTOR, _request_timeout=5)
 
     async def create_job(self, body: dict[str, Any]) -> dict[str, Any] | None:
-        """Create a Job; None when one of that name exists (a redelivery, a restart): no-op."""
+        """Create a Job (or, for a `RayJob` body, a RayJob); None when one of that name exists (a redelivery,
+        a restart): no-op. A RayJob where KubeRay's CRD is not installed raises ApiException 404."""
+        if rayjobs.is_rayjob(body):
+            return await _call(self.custom.create_namespaced_custom_object, *self._ray, body, none_on=(409,))
         return await self._create(self.batch.create_namespaced_job, body)
+
+    @property
+    def _ray(self) -> tuple[str, str, str, str]:
+        """The CustomObjectsApi arguments that address the namespace's RayJobs."""
+        return rayjobs.GROUP, rayjobs.VERSION, self.namespace, rayjobs.PLURAL
 
     async def create_service(self, body: dict[str, Any]) -> dict[str, Any] | None:
         return await self._create(self.core.create_namespaced_service, body)
@@ -66,35 +75,61 @@ class Kube:
     async def _create(self, method: Any, body: dict[str, Any]) -> dict[str, Any] | None:
         return await _call(method, self.namespace, body, none_on=(409,))
 
-    async def list_jobs(self, selector: str) -> list[dict[str, Any]]:
-        return (await self.list_jobs_page(selector)).get("items") or []  # type: ignore[no-any-return]
+    async def list_jobs(self, selector: str, kind: str = jobs.JOB) -> list[dict[str, Any]]:
+        return (await self.list_jobs_page(selector, kind=kind)).get("items") or []  # type: ignore[no-any-return]
 
-    async def list_jobs_page(self, selector: str, limit: int | None = None, page: str | None = None) -> dict[str, Any]:
-        """One page of a Job list as the API server sends it (`items`, `metadata.resourceVersion`,
-        `metadata.continue`); without `limit`, all of them."""
-        result = await asyncio.to_thread(self.batch.list_namespaced_job, self.namespace, label_selector=selector,
-                                         limit=limit, _continue=page, _preload_content=False)
-        return _json(result)  # type: ignore[no-any-return]
+    async def list_jobs_page(self, selector: str, limit: int | None = None, page: str | None = None,
+                             kind: str = jobs.JOB) -> dict[str, Any]:
+        """One page of a Job (or RayJob) list as the API server sends it (`items`, `metadata.resourceVersion`,
+        `metadata.continue`), each item stamped with its `kind`; without `limit`, all of them. RayJobs
+        where KubeRay is not installed (404) or the bot may not list them (403): an empty list, version ""."""
+        if kind == jobs.RAYJOB:
+            result = await _call(self.custom.list_namespaced_custom_object, *self._ray, label_selector=selector,
+                                 limit=limit, _continue=page, none_on=(403, 404))
+            listing = result or {"metadata": {"resourceVersion": ""}, "items": []}
+        else:
+            listing = _json(await asyncio.to_thread(self.batch.list_namespaced_job, self.namespace,
+                                                    label_selector=selector, limit=limit, _continue=page,
+                                                    _preload_content=False))
+        for item in listing.get("items") or []:
+            _stamp(item, kind)
+        return listing  # type: ignore[no-any-return]
 
-    async def get_job(self, name: str) -> dict[str, Any] | None:
-        return await _call(self.batch.read_namespaced_job, name, self.namespace, none_on=(404,))
+    async def get_job(self, name: str, kind: str = jobs.JOB) -> dict[str, Any] | None:
+        """The Job (or RayJob) `name`; None when there is none (or no RayJob CRD)."""
+        if kind == jobs.RAYJOB:
+            return _stamp(await _call(self.custom.get_namespaced_custom_object, *self._ray, name, none_on=(404,)),
+                          kind)
+        return _stamp(await _call(self.batch.read_namespaced_job, name, self.namespace, none_on=(404,)), kind)
+
+    def watch_method(self, kind: str = jobs.JOB) -> tuple[Any, tuple[Any, ...]]:
+        """The list call a watch of `kind` streams, and its positional arguments."""
+        if kind == jobs.RAYJOB:
+            return self.custom.list_namespaced_custom_object, self._ray
+        return self.batch.list_namespaced_job, (self.namespace,)
 
     async def annotate_job(self, name: str, annotations: dict[str, str | None],
-                           labels: dict[str, str] | None = None) -> None:
+                           labels: dict[str, str] | None = None, kind: str = jobs.JOB) -> None:
         body: dict[str, Any] = {"metadata": {"annotations": annotations}}
         if labels:
             body["metadata"]["labels"] = labels
-        await asyncio.to_thread(self.batch.patch_namespaced_job, name, self.namespace, body)
+        await asyncio.to_thread(*self._patch(name, body, kind))
+
+    def _patch(self, name: str, body: dict[str, Any], kind: str) -> tuple[Any, ...]:
+        """The client call (and its arguments) of a merge patch of Job or RayJob `name`."""
+        if kind == jobs.RAYJOB:
+            return self.custom.patch_namespaced_custom_object, *self._ray, name, body
+        return self.batch.patch_namespaced_job, name, self.namespace, body
 
     async def claim_job(self, name: str, resource_version: str, annotations: dict[str, str | None],
-                        labels: dict[str, str] | None = None) -> dict[str, Any] | None:
+                        labels: dict[str, str] | None = None, kind: str = jobs.JOB) -> dict[str, Any] | None:
         """Annotate the Job only if it is still at `resource_version` (an optimistic update); the Job as
         written, or None when it changed since it was read (409) or is gone (404): of two replicas claiming
         one Job only one succeeds."""
         body: dict[str, Any] = {"metadata": {"resourceVersion": resource_version, "annotations": annotations}}
         if labels:
             body["metadata"]["labels"] = labels
-        return await _call(self.batch.patch_namespaced_job, name, self.namespace, body, none_on=(404, 409))
+        return _stamp(await _call(*self._patch(name, body, kind), none_on=(404, 409)), kind)
 
     async def get_lease(self, namespace: str, name: str) -> dict[str, Any] | None:
         """A coordination.k8s.io/v1 Lease (in the bot's own namespace, not the Jobs'); None when there is none."""
@@ -112,11 +147,14 @@ class Kube:
         return await _call(self.coordination.replace_namespaced_lease, body["metadata"]["name"], namespace, body,
                            none_on=(409,), _request_timeout=5)
 
-    async def delete_job(self, name: str) -> bool:
-        """Delete a Job and (in the background) its Pods. False when it was already gone."""
+    async def delete_job(self, name: str, kind: str = jobs.JOB) -> bool:
+        """Delete a Job and (in the background) its Pods, or a RayJob and with it its Ray cluster and
+        submitter Job. False when it was already gone."""
+        method: Any = self.custom.delete_namespaced_custom_object if kind == jobs.RAYJOB \
+            else self.batch.delete_namespaced_job
+        args = (*self._ray, name) if kind == jobs.RAYJOB else (name, self.namespace)
         try:
-            await asyncio.to_thread(self.batch.delete_namespaced_job, name, self.namespace,
-                                    propagation_policy="Background")
+            await asyncio.to_thread(method, *args, propagation_policy="Background")
         except ApiException as exc:
             if exc.status == 404:
                 return False
@@ -130,8 +168,11 @@ class Kube:
         await _delete_if_there(self.networking.delete_namespaced_network_policy, name, self.namespace)
 
     async def job_pods(self, job_name: str) -> list[dict[str, Any]]:
+        return await self.pods(f"job-name={job_name}")
+
+    async def pods(self, selector: str) -> list[dict[str, Any]]:
         pods = await asyncio.to_thread(self.core.list_namespaced_pod, self.namespace,
-                                       label_selector=f"job-name={job_name}", _preload_content=False)
+                                       label_selector=selector, _preload_content=False)
         return _json(pods).get("items") or []  # type: ignore[no-any-return]
 
     async def pod_log(self, pod: str, container: str, tail_lines: int = 50) -> str:
@@ -190,6 +231,14 @@ async def _delete_if_there(method: Any, name: str, namespace: str) -> None:
     except ApiException as exc:
         if exc.status != 404:
             raise
+
+
+def _stamp(obj: dict[str, Any] | None, kind: str) -> dict[str, Any] | None:
+    """`obj` with its `kind` (list items come without one): the bot tells a RayJob from a Job by it."""
+    if obj is not None:
+        obj.setdefault("kind", kind)
+        obj.setdefault("apiVersion", rayjobs.API_VERSION if kind == jobs.RAYJOB else "batch/v1")
+    return obj
 
 
 def _json(response: Any) -> Any:

@@ -60,6 +60,8 @@ from urllib.parse import unquote
 import kubernetes.client
 from aiohttp import web
 
+from tests.emulators import crds
+
 try:  # schema validation like the API server's (optional: skipped when the package is missing)
     import jsonschema
     import kubernetes_validate as _kubernetes_validate
@@ -119,6 +121,8 @@ RESOURCES: dict[str, Resource] = {r.plural: r for r in (
     # Kueue's CRD (kueue.x-k8s.io/v1beta1): created and moved on by tests/emulators/kueue.py, as Kueue would
     Resource("workloads", "kueue.x-k8s.io", "v1beta1", "Workload", status_subresource=True),
     Resource("leases", "coordination.k8s.io", "v1", "Lease", generation=False),
+    # KubeRay's CRD (ray.io/v1, v1.7.0, tests/crds/): moved on by tests/emulators/kuberay.py, as the operator would
+    Resource("rayjobs", "ray.io", "v1", "RayJob", status_subresource=True, name_rule="label"),
 )}
 BY_KIND = {r.kind: r for r in RESOURCES.values()}
 GROUPS = sorted({r.group for r in RESOURCES.values() if r.group})  # the named API groups served under /apis
@@ -461,6 +465,22 @@ def _schema_definitions(folder: str) -> Any:
         _kubernetes_validate.utils.schema_contents(f"{folder}/_definitions.json", SCHEMA_VERSION))
 
 
+def _check_rayjob(obj: dict[str, Any]) -> list[str]:
+    """What KubeRay's webhook / validation refuses beyond the schema: long names, groups without templates."""
+    problems = [] if len(str(_meta(obj).get("name") or "")) <= 47 else [
+        "metadata.name: Invalid value: RayJob name should be no more than 47 characters"]
+    cluster = ((obj.get("spec") or {}).get("rayClusterSpec") or {})
+    groups = [("headGroupSpec", cluster.get("headGroupSpec"))] + [
+        (f"workerGroupSpecs[{i}]", g) for i, g in enumerate(cluster.get("workerGroupSpecs") or [])]
+    for where, group in groups:
+        template = (group or {}).get("template") if isinstance(group, dict) else None
+        if isinstance(template, dict):
+            problems += _check_labels(_labels(template), f"spec.rayClusterSpec.{where}.template.metadata.labels")
+        problems += _check_pod_spec((template or {}).get("spec"), f"spec.rayClusterSpec.{where}.template.spec",
+                                    job=False)
+    return problems
+
+
 def validate_object(resource: Resource, obj: dict[str, Any]) -> None:
     """The API server's validation, roughly: names, labels, annotations, the pod template, the schema."""
     meta = _meta(obj)
@@ -477,7 +497,15 @@ def validate_object(resource: Resource, obj: dict[str, Any]) -> None:
             problems += _check_pod_spec(template.get("spec"), "spec.template.spec", job=True)
     elif resource.kind == "Pod":
         problems += _check_pod_spec(spec, "spec", job=False)
-    if not problems and _kubernetes_validate is not None:
+    elif resource.kind == "RayJob":
+        problems += _check_rayjob(obj)
+    if not problems and resource.kind == "RayJob":
+        try:
+            crds.validate(obj)
+        except jsonschema.ValidationError as exc:
+            where = ".".join(str(p) for p in exc.path)
+            problems.append(f"{where}: Invalid value: {str(exc.message).splitlines()[0][:300]}")
+    elif not problems and _kubernetes_validate is not None:
         try:
             _schema_validator(str(obj.get("kind")), str(obj.get("apiVersion"))).validate(obj)
         except jsonschema.ValidationError as exc:
@@ -558,6 +586,7 @@ class KubeEmulator:
         self._compacted = 0
         self._watches: set[_Watch] = set()
         self._faults: list[_Fault] = []
+        self.missing: set[str] = set()  # plurals of custom resources whose CRD is "not installed" (404)
         self._namespaces: dict[str, dict[str, Any]] = {}
         self._pod_of_job: dict[str, tuple[str, str]] = {}  # Job uid -> the Pod the controller made for it
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -1266,7 +1295,7 @@ class KubeEmulator:
         else:
             raise ApiError(404, "the server could not find the requested resource", "NotFound")
         resource = RESOURCES.get(plural)
-        if resource is None or prefix != resource.base_path:
+        if resource is None or prefix != resource.base_path or plural in self.missing:
             raise ApiError(404, "the server could not find the requested resource", "NotFound")
         if name is None:
             if method == "GET":

@@ -21,7 +21,10 @@ from bot.core.config.model import (
     FederatedConfig,
     ImageConfig,
     Metric,
+    MlflowConfig,
     Problem,
+    RayConfig,
+    RayGroup,
     RegressionConfig,
     RepoConfig,
     Resources,
@@ -34,7 +37,7 @@ from bot.core.config.schema import _Node
 from bot.core.config.sections import repo_config
 
 __all__ = ["CONFIG_PATH", "MAX_BYTES", "QUEUE_KINDS", "ConfigError", "DeployTarget", "FederatedConfig", "ImageConfig", "Metric",
-           "Problem", "RegressionConfig", "RepoConfig", "Resources", "TestConfig", "Tolerance", "Volume", "decode_content",
+           "MlflowConfig", "Problem", "RayConfig", "RayGroup", "RegressionConfig", "RepoConfig", "Resources", "TestConfig", "Tolerance", "Volume", "decode_content",
            "parse", "parse_duration", "parse_tolerance", "path_matches", "yq_path"]
 
 

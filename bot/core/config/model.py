@@ -117,6 +117,35 @@ class RegressionConfig:
     env: Mapping[str, str] = field(default_factory=dict)
     timeout: int = 3600
     metrics: tuple[Metric, ...] = ()
+    ray: RayConfig | None = None  # with it the run is a KubeRay RayJob, without it a batch Job
+    mlflow: MlflowConfig | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RayGroup:
+    """The head (`name` "head", `replicas` 1) or one worker group of `regression.ray`."""
+
+    name: str
+    replicas: int = 1
+    resources: Resources = Resources()
+    node_selector: Mapping[str, str] = field(default_factory=dict)
+    tolerations: tuple[dict[str, Any], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class RayConfig:
+    version: str  # spec.rayClusterSpec.rayVersion
+    head: RayGroup
+    workers: tuple[RayGroup, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class MlflowConfig:
+    tracking_uri: str  # http(s), no credentials in it
+    experiment: str = "{repo}"  # `{repo}`: the repository's full name
+
+    def experiment_for(self, repo: str) -> str:
+        return self.experiment.replace("{repo}", repo)
 
 
 TEST_EVENTS = ("pull_request", "push")

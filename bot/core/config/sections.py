@@ -46,6 +46,7 @@ from bot.core.config.model import (
     Tolerance,
 )
 from bot.core.config.paths import MAX_PATTERNS
+from bot.core.config.ray import mlflow_section, ray_section
 from bot.core.config.schema import _Node, _resources, _scalar_map, _string_list, _unique_names
 from bot.core.config.workloads import _command, _tolerations, _volumes, tests_section
 from bot.core.text import shown
@@ -58,7 +59,7 @@ _TOP = ("version", "registry", "pr_registry", "branches", "tags", "images", "dep
 _IMAGE = ("name", "dockerfile", "context", "paths", "inputs", "build_args", "target", "resources", "timeout")
 _DEPLOY = ("name", "repo", "branch", "file", "image", "images", "field", "mode")
 _REGRESSION = ("image", "command", "resources", "node_selector", "tolerations", "volumes", "env", "timeout",
-               "metrics")
+               "metrics", "ray", "mlflow")
 _FEDERATED = ("server", "client", "clients", "rounds", "timeout", "max_clients", "max_rounds", "on_push",
               "resources", "admission_timeout")
 
@@ -185,7 +186,13 @@ def _regression(node: _Node, images: Collection[str] | None) -> RegressionConfig
         env=_scalar_map(node, "env", _env_name),
         timeout=node.get("timeout", parse_duration, 3600),
         metrics=_metrics(node),
+        ray=ray_section(node.child("ray")) if _has(node, "ray") else None,
+        mlflow=mlflow_section(node.child("mlflow")) if _has(node, "mlflow") else None,
     )
+
+
+def _has(node: _Node, key: str) -> bool:
+    return isinstance(node.value, dict) and key in node.value
 
 
 def _metrics(node: _Node) -> tuple[Metric, ...]:

@@ -1,7 +1,8 @@
 """Job specs (pure functions from data to `batch/v1` bodies) and the labels/annotations contract.
 
 `contract`: the labels, annotations, names and tags, and reading Jobs back; `specs`: build and
-regression Jobs; `tests`: a `tests:` entry's Job; `federated`: a federated run's server, clients and Service.
+regression Jobs; `tests`: a `tests:` entry's Job; `federated`: a federated run's server, clients and Service;
+`ray`: a regression run's KubeRay RayJob (`regression.ray`), made from its Job, with the same contract.
 
 Every Job the bot creates carries:
   labels       app.kubernetes.io/managed-by=flops-bot, flops.dev/kind=<kind>, flops.dev/run=<run id>, and the
@@ -30,6 +31,7 @@ from bot.core.jobs.contract import (
     FETCH_SOURCE,
     IMAGE,
     INSTALLATION,
+    JOB,
     KANIKO_CONTEXT,
     KIND,
     MANAGED_BY,
@@ -39,6 +41,7 @@ from bot.core.jobs.contract import (
     PR,
     PR_LABEL,
     PUSHED,
+    RAYJOB,
     REF,
     REGRESSION,
     REPO,
@@ -62,6 +65,7 @@ from bot.core.jobs.contract import (
     Outcome,
     Source,
     annotations_of,
+    api_kind,
     bot_version,
     cluster_from,
     image_tag,
@@ -71,6 +75,7 @@ from bot.core.jobs.contract import (
     name_of,
     outcome,
     pr_tag,
+    ray_outcome,
     recommended_labels,
     reporting_holder,
     secrets_received,
@@ -112,4 +117,4 @@ from bot.core.jobs.tests import (
     results_prefix,
 )
 
-__all__ = ["A", "BASELINE", "BUILD", "BuildRequest", "CHECK_NAME", "CHECK_RUN", "CLIENTS", "CLIENT_ID", "Cluster", "DEFAULT_BRANCH", "DEFAULT_CONTAINER", "DELIVERY", "DEPLOY_TARGETS", "DESTINATION", "FEDERATED_CLIENT", "FEDERATED_SERVER", "FETCH_SOURCE", "FederatedRun", "IMAGE", "INSTALLATION", "KANIKO_CONTEXT", "KIND", "MANAGED_BY", "MANAGED_BY_LABEL", "METRICS", "OUTPUT", "Outcome", "PR", "PR_LABEL", "PUSHED", "REF", "REGRESSION", "REPO", "REPORTED", "REPORTED_LABEL", "REPORTING", "RESULTS", "RESULTS_PREFIX", "ROUNDS", "RUN", "RUN_ID", "SELECTOR", "SHA", "STOP_GRACE", "Source", "TAG", "TEST", "TEST_NAME", "TIMEOUT", "TRIGGER", "TTL_AFTER_FINISHED", "UPLOAD_FILES", "UPLOAD_LIMIT", "WORKSPACE", "Workload", "annotations_of", "bot_version", "build_job", "check_name", "cluster_from", "federated_client_job", "federated_client_name", "federated_network_policy", "federated_server_job", "federated_service", "image_tag", "images_to_build", "job_body", "job_name", "job_of_test", "kaniko_args", "kind_of", "name_of", "name_of_test", "outcome", "output_prefix", "owner_reference", "pr_tag", "recommended_labels", "regression_job", "reporting_holder", "resources", "results_prefix", "secrets_received", "source_key", "tag_parts", "tag_time", "unreported", "workload_env", "workload_pod"]
+__all__ = ["A", "BASELINE", "BUILD", "BuildRequest", "CHECK_NAME", "CHECK_RUN", "CLIENTS", "CLIENT_ID", "Cluster", "DEFAULT_BRANCH", "DEFAULT_CONTAINER", "DELIVERY", "DEPLOY_TARGETS", "DESTINATION", "FEDERATED_CLIENT", "FEDERATED_SERVER", "FETCH_SOURCE", "FederatedRun", "IMAGE", "INSTALLATION", "JOB", "KANIKO_CONTEXT", "KIND", "MANAGED_BY", "MANAGED_BY_LABEL", "METRICS", "OUTPUT", "Outcome", "PR", "PR_LABEL", "PUSHED", "RAYJOB", "REF", "REGRESSION", "REPO", "REPORTED", "REPORTED_LABEL", "REPORTING", "RESULTS", "RESULTS_PREFIX", "ROUNDS", "RUN", "RUN_ID", "SELECTOR", "SHA", "STOP_GRACE", "Source", "TAG", "TEST", "TEST_NAME", "TIMEOUT", "TRIGGER", "TTL_AFTER_FINISHED", "UPLOAD_FILES", "UPLOAD_LIMIT", "WORKSPACE", "Workload", "annotations_of", "api_kind", "bot_version", "build_job", "check_name", "cluster_from", "federated_client_job", "federated_client_name", "federated_network_policy", "federated_server_job", "federated_service", "image_tag", "images_to_build", "job_body", "job_name", "job_of_test", "kaniko_args", "kind_of", "name_of", "name_of_test", "outcome", "output_prefix", "owner_reference", "pr_tag", "ray_outcome", "recommended_labels", "regression_job", "reporting_holder", "resources", "results_prefix", "secrets_received", "source_key", "tag_parts", "tag_time", "unreported", "workload_env", "workload_pod"]

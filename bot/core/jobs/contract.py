@@ -38,6 +38,7 @@ REPORTED_LABEL = {REPORTED: "true"}
 REPORTING = A + "reporting"
 
 BUILD, REGRESSION = "build", "regression"
+JOB, RAYJOB = "Job", "RayJob"  # the APIs work runs as: batch/v1 Jobs, KubeRay's ray.io/v1 RayJobs (regression)
 FEDERATED_SERVER, FEDERATED_CLIENT = "federated-server", "federated-client"
 OUTPUT, BASELINE, TRIGGER, METRICS = A + "output", A + "baseline", A + "trigger", A + "metrics"
 DEFAULT_BRANCH = A + "default-branch"  # regression: where its baseline is looked for
@@ -187,7 +188,10 @@ class Outcome:
 
 
 def outcome(job: dict[str, Any]) -> Outcome:
-    """Finished when the conditions say Complete/SuccessCriteriaMet or Failed/FailureTarget."""
+    """Finished when the conditions say Complete/SuccessCriteriaMet or Failed/FailureTarget (a RayJob:
+    `ray_outcome`)."""
+    if job.get("kind") == RAYJOB:
+        return ray_outcome(job)
     conditions = (job.get("status") or {}).get("conditions") or []
     true = {c.get("type"): c for c in conditions if c.get("status") == "True"}
     for kind in ("Complete", "SuccessCriteriaMet"):
@@ -197,6 +201,23 @@ def outcome(job: dict[str, Any]) -> Outcome:
         if kind in true:
             return Outcome(True, False, true[kind].get("reason") or "", true[kind].get("message") or "")
     return Outcome(False)
+
+
+def ray_outcome(rayjob: dict[str, Any]) -> Outcome:
+    """A RayJob is finished when KubeRay says `status.jobDeploymentStatus` Complete or Failed; it succeeded
+    when the Ray job did (`status.jobStatus` SUCCEEDED). The reason is KubeRay's (`DeadlineExceeded`,
+    `AppFailed`, ...), else the Ray job's status (FAILED, STOPPED)."""
+    status = rayjob.get("status") or {}
+    if status.get("jobDeploymentStatus") not in ("Complete", "Failed"):
+        return Outcome(False)
+    ray_status = str(status.get("jobStatus") or "")
+    succeeded = ray_status == "SUCCEEDED" and status.get("jobDeploymentStatus") == "Complete"
+    return Outcome(True, succeeded, str(status.get("reason") or ray_status), str(status.get("message") or ""))
+
+
+def api_kind(obj: dict[str, Any]) -> str:
+    """`Job` or `RayJob`: which API the bot's object lives in (`bot.platform.kube` stamps it on what it reads)."""
+    return RAYJOB if obj.get("kind") == RAYJOB else JOB
 
 
 def unreported(kind: str, *more: str) -> str:

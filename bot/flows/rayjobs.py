@@ -1,0 +1,78 @@
+"""Regression runs on a Ray cluster of their own (`regression.ray`): the RayJob in place of the Job.
+
+`prepare` turns the run's Job body into what is created (a RayJob when `ray:` is configured; the MLflow
+env either way); the rest of the regression flow, the tracker and the lifecycle treat both alike.
+A RayJob where KubeRay is not installed is refused by the API server with a 404: `refusal` says
+what to install. Its pods are inside deploy/'s network fence; `create` opens it between the run's own
+pods (and to KubeRay's operator on the head's dashboard port), as a federated run does for its clients. Where the log of a failed run is: the submitter Job's Pod (K8sJobMode), else the
+head Pod while the cluster is still there.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from gidgethub.abc import GitHubAPI
+from kubernetes.client import ApiException
+
+from bot.core import jobs
+from bot.core.config import RegressionConfig
+from bot.core.jobs import ray
+from bot.flows.deps import Deps
+from bot.flows.mlflow_runs import add_mlflow
+from bot.platform import checks
+
+
+def prepare(body: dict[str, Any], cfg: RegressionConfig) -> dict[str, Any]:
+    """The object to create for the regression Job `body`: itself, or its RayJob."""
+    add_mlflow(body, cfg.mlflow)
+    if cfg.ray is None:
+        return body
+    return ray.rayjob_from_job(body, cfg.ray, tuple(cfg.command))
+
+
+class KubeRayMissing(Exception):
+    """The cluster serves no RayJobs: KubeRay's operator (its CRD) is not installed."""
+
+
+async def create(gh: GitHubAPI, deps: Deps, body: dict[str, Any], repo: str, check_id: int) -> dict[str, Any] | None:
+    """Create the run's Job or RayJob (and a RayJob's opening in the Jobs' network fence); None when one of
+    that name exists. When Kubernetes refuses, check `check_id` fails saying why, and the ApiException is
+    raised again (KubeRayMissing for a RayJob where KubeRay is not installed)."""
+    try:
+        created = await deps.kube.create_job(body)
+    except ApiException as exc:
+        title, summary = refusal(body, exc)
+        await checks.complete(gh, repo, check_id, "failure", title=title, summary=summary)
+        if crd_missing(body, exc):
+            raise KubeRayMissing(jobs.name_of(body)) from exc
+        raise
+    if created is not None and ray.is_rayjob(created):
+        await deps.kube.create_network_policy(ray.network_policy(created))
+    return created
+
+
+def crd_missing(body: dict[str, Any], exc: ApiException) -> bool:
+    return ray.is_rayjob(body) and exc.status == 404
+
+
+def refusal(body: dict[str, Any], exc: ApiException) -> tuple[str, str]:
+    """(title, summary) of the check of a run Kubernetes refused to create."""
+    name = jobs.name_of(body)
+    if crd_missing(body, exc):
+        return ("KubeRay is not installed", f"`regression.ray` runs the regression test as a KubeRay RayJob "
+                f"(`ray.io/v1`), but this cluster does not serve RayJobs, so `{name}` was not created. Install "
+                f"KubeRay's operator (https://docs.ray.io/en/latest/cluster/kubernetes/getting-started.html; "
+                f"`kubectl get crd rayjobs.ray.io` shows it), or remove `regression.ray` from `.github/flops.yml`, "
+                f"then comment `/regression`.")
+    what = "RayJob" if ray.is_rayjob(body) else "Job"
+    return (f"Regression {what} not created", f"Kubernetes refused {what} `{name}` (HTTP {exc.status}: {exc.reason}). "
+            f"Check the bot's RBAC and the namespace's quota, then comment `/regression`.")
+
+
+async def pods_of(deps: Deps, job: dict[str, Any]) -> list[dict[str, Any]]:
+    """The Pods whose state and log tell why the run failed: a Job's; a RayJob's submitter, else its head."""
+    pods = await deps.kube.job_pods(jobs.name_of(job))
+    if pods or jobs.api_kind(job) != jobs.RAYJOB:
+        return pods
+    selector = ray.head_selector(await deps.kube.get_job(jobs.name_of(job), jobs.RAYJOB) or job)
+    return await deps.kube.pods(selector) if selector else []
