@@ -1,0 +1,120 @@
+"""`tolerance: auto` and the trend charts of the sticky regression comment, on the test bed, with the
+charts rendered by Mermaid itself in headless Chromium (tests/mermaid.py)."""
+from __future__ import annotations
+
+import re
+import statistics
+
+import pytest
+
+from bot.core import charts, config, verdict
+from bot.core.config import Metric, Tolerance
+from tests.conftest import Bed
+from tests.mermaid import blocks, render
+from tests.test_regression import MAIN, MAINTAINER, REPO, gate, open_pr, record_baseline, sticky
+
+AUTO = """\
+registry: harbor.example.com/flops
+regression:
+  image: harbor.example.com/flops/regression-runtime:py311
+  command: ["python", "train.py"]
+  metrics:
+    accuracy: {direction: higher, tolerance: auto, auto_k: 3, auto_window: 20}
+    loss: {direction: lower, tolerance: 5%}
+"""
+NOISY = [0.90, 0.93, 0.89, 0.92, 0.91, 0.88, 0.92]  # a metric that moves ±0.02 from run to run, no code change
+
+
+def setup(bed: Bed) -> None:
+    bed.github.add_repo(REPO, default_branch=MAIN)
+    bed.github.set_permission(REPO, MAINTAINER, "admin")
+    bed.github.commit(REPO, MAIN, {".github/flops.yml": AUTO, "train.py": "print('train')\n"})
+
+
+async def baselines(bed: Bed, values: list[float]) -> list[str]:
+    return [await record_baseline(bed, {"accuracy": v, "loss": 0.2}, {"train.py": f"print({i})\n"})
+            for i, v in enumerate(values)]
+
+
+def test_auto_is_a_tolerance_with_k_and_a_window() -> None:
+    cfg = config.parse(AUTO)
+    assert cfg.regression is not None
+    accuracy, loss = cfg.regression.metrics
+    assert accuracy == Metric("accuracy", "higher", Tolerance(0.0, auto=True), auto_k=3.0, auto_window=20)
+    assert loss.tolerance == Tolerance(5.0, relative=True) and loss.auto_k == 3.0
+
+
+@pytest.mark.parametrize(("edit", "message"), [
+    ("auto_k: 3", "auto_k: 0"), ("auto_k: 3", "auto_k: yes"), ("auto_window: 20", "auto_window: 4"),
+    ("tolerance: auto", "tolerance: automatic")])
+def test_bad_auto_settings_are_clear_config_errors(edit: str, message: str) -> None:
+    with pytest.raises(config.ConfigError) as caught:
+        config.parse(AUTO.replace(edit, message))
+    text = str(caught.value)
+    assert text.startswith("`regression.metrics.accuracy.") and \
+        any(hint in text for hint in ("standard deviations", "between 5 and 100", "or `auto`"))
+
+
+def test_auto_needs_five_baselines_else_it_is_undecided() -> None:
+    metric = Metric("accuracy", "higher", Tolerance(0.0, auto=True))
+    few = verdict.compare({"accuracy": 0.9}, {"accuracy": 0.5}, [metric], {"accuracy": [0.9, 0.91, 0.9, 0.92]})
+    assert (few.conclusion, few.title) == ("neutral", "not enough history for an automatic tolerance")
+    enough = verdict.compare({"accuracy": 0.9}, {"accuracy": 0.5}, [metric], {"accuracy": [0.9, 0.91, 0.9, 0.92, 0.9]})
+    assert enough.conclusion == "failure"
+    # the window keeps only the newest `auto_window` baselines: old noise does not loosen today's gate
+    narrow = Metric("accuracy", "higher", Tolerance(0.0, auto=True), auto_k=3.0, auto_window=5)
+    [row] = verdict.compare({"accuracy": 0.9}, {"accuracy": 0.89}, [narrow],
+                            {"accuracy": [0.1, 0.9, 0.9, 0.9, 0.9, 0.91]}).rows
+    assert (row.window, round(row.sigma or 0, 4), row.verdict) == (5, 0.0045, "ok")
+
+
+async def test_auto_passes_a_noisy_metric_a_fixed_tolerance_fails_and_still_catches_a_drop(bed: Bed) -> None:
+    setup(bed)
+    shas = await baselines(bed, NOISY)
+    noisy_pr = {"accuracy": 0.895, "loss": 0.2}
+    fixed = verdict.compare({"accuracy": NOISY[-1]}, noisy_pr, [Metric("accuracy", "higher", Tolerance(0.01))])
+    assert fixed.conclusion == "failure"  # what `tolerance: 0.01` would say of plain run-to-run noise
+    open_pr(bed, {"train.py": "print('refactor')\n"})
+    run = await gate(bed, noisy_pr)
+    sigma = statistics.stdev(NOISY)
+    assert (run["conclusion"], run["output"]["title"]) == ("success", "0 regressions / 2 metrics")
+    assert f"| auto (3σ) = ±{3 * sigma:.3g} (σ {sigma:.3g} over the last 7 baselines) | ✅ ok |" \
+        in run["output"]["summary"]
+    [comment] = sticky(bed)
+    [accuracy_chart, loss_chart] = blocks(comment["body"])
+    assert f'x-axis [{", ".join(chr(34) + s[:7] + chr(34) for s in shas)}]' in accuracy_chart
+    assert 'line "baseline" [0.9, 0.93, 0.89, 0.92, 0.91, 0.88, 0.92]' in accuracy_chart
+    assert 'line "this PR" [0.895, 0.895' in accuracy_chart and 'line "allowed low"' in accuracy_chart
+    assert "grey: the allowed band" in comment["body"]
+
+    open_pr(bed, {"train.py": "nn.ReLU()\n"}, branch="relu")
+    dropped = await gate(bed, {"accuracy": 0.80, "loss": 0.2})
+    assert (dropped["conclusion"], dropped["output"]["title"]) == ("failure", "1 regression / 2 metrics")
+
+
+async def test_auto_with_too_little_history_is_neutral_and_says_so(bed: Bed) -> None:
+    setup(bed)
+    await baselines(bed, NOISY[:3])
+    open_pr(bed, {"train.py": "print('x')\n"})
+    run = await gate(bed, {"accuracy": 0.5, "loss": 0.2})
+    assert (run["conclusion"], run["output"]["title"]) == ("neutral", "not enough history for an automatic tolerance")
+    assert "| auto (3σ): fewer than 5 baselines | ⚪ not enough history |" in run["output"]["summary"]
+
+
+async def test_the_trend_charts_render_with_mermaid(bed: Bed) -> None:
+    setup(bed)
+    await baselines(bed, NOISY[:5])
+    open_pr(bed, {"train.py": "print('x')\n"})
+    await gate(bed, {"accuracy": 0.9, "loss": 0.21})
+    [comment] = sticky(bed)
+    texts = blocks(comment["body"])
+    assert len(texts) == 2 and all(t.splitlines()[1] == "xychart-beta" for t in texts)
+    accuracy, loss = await render(texts)
+    for rendered in (accuracy, loss):
+        assert rendered["error"] is None and rendered["type"] == "xychart"
+        svg = rendered["svg"]
+        # four series drawn: the baselines, this PR, the band's two edges (auto and 5% both move with the data)
+        assert sorted(set(re.findall(r'class="line-plot-(\d)"', svg))) == ["0", "1", "2", "3"]
+        assert f'stroke="{charts.PALETTE.split(", ")[0]}"' in svg
+    baseline_path = re.search(r'class="line-plot-0"><path d="([^"]+)"', accuracy["svg"])
+    assert baseline_path is not None and baseline_path.group(1).count("L") == 4  # five baselines, five points
