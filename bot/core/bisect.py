@@ -11,7 +11,8 @@ them or `high`.
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -51,3 +52,45 @@ def step(n: int, known: Mapping[int, bool], k: int, skipped: Collection[int] = (
     picks = sorted({inside[(j * (m + 1)) // (k + 1) - 1] for j in range(1, k + 1)})
     return Step(tuple(picks), low, high, left)
 
+
+
+@dataclass(frozen=True)
+class Bisection:
+    """A bisection's state, kept in the bot's bucket (`bisect/<repo>/<id>.json`) so a restart resumes it.
+    Results are not kept here: they are the baselines of the candidates, read again at every step."""
+
+    id: str  # `<good sha7>-<bad sha7>`: the `flops.dev/bisect` label of its runs
+    repo: str
+    installation: int
+    default_branch: str
+    good: str
+    bad: str
+    metric: dict[str, Any]  # the gated metric, as `regression.metrics_annotation` writes one
+    candidates: tuple[str, ...]  # first-parent commits in (good, bad], oldest first
+    parallel: int
+    check_run: int
+    trigger: str  # "auto" or "/bisect by @<user>"
+    reply_to: tuple[int, int] | None = None  # (issue or PR number, comment id) of a `/bisect`
+    history: tuple[float, ...] = ()  # the metric's baselines before `good` (for `tolerance: auto`)
+    rounds: tuple[tuple[str, ...], ...] = ()
+    status: str = "running"  # running | done | cancelled
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["reply_to"] = list(self.reply_to) if self.reply_to else None
+        return data
+
+    @classmethod
+    def from_json(cls, data: object) -> Bisection:
+        if not isinstance(data, dict):
+            raise ValueError("a bisection record is a JSON object")
+        reply = data.get("reply_to")
+        return cls(**{**data, "installation": int(data["installation"]), "check_run": int(data["check_run"]),
+                      "candidates": tuple(str(c) for c in data["candidates"]), "parallel": int(data["parallel"]),
+                      "reply_to": (int(reply[0]), int(reply[1])) if reply else None,
+                      "history": tuple(float(v) for v in data.get("history") or ()),
+                      "rounds": tuple(tuple(str(s) for s in r) for r in data.get("rounds") or ())})
+
+    @property
+    def runs(self) -> int:
+        return sum(len(r) for r in self.rounds)

@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Any
 
 import gidgethub
@@ -64,11 +65,12 @@ async def source_url(deps: Deps, installation_id: int, repo: str, sha: str) -> t
 
 async def start(gh: GitHubAPI, deps: Deps, cfg: RegressionConfig, src: jobs.Source, *, trigger: str,
                 attempt: str = "", baseline: bool = False, default_branch: str = "",
-                trusted: RepoConfig | None = None) -> str | None:
+                trusted: RepoConfig | None = None, labels: Mapping[str, str] | None = None) -> str | None:
     """Launch the run; None when a run of this commit is already going (redelivery, second approval,
     `/regression` while one runs). Runs of the PR's older heads are cancelled first. The default
     branch (from the event's payload) is kept on the Job: the report needs no extra call for it.
-    `trusted`: the default branch's config when the caller holds it (its Kueue `queue`, no API call)."""
+    `trusted`: the default branch's config when the caller holds it (its Kueue `queue`, no API call).
+    `labels`: added to the Job's (a bisection's `flops.dev/bisect`)."""
     if src.pr is not None and await _supersede_pr_runs(gh, deps, src):
         return None
     url, dropped = await source_url(deps, src.installation_id, src.repo, src.sha)
@@ -78,6 +80,7 @@ async def start(gh: GitHubAPI, deps: Deps, cfg: RegressionConfig, src: jobs.Sour
     if await deps.kube.get_job(name) is not None:
         return None
     body["metadata"]["annotations"][jobs.METRICS] = metrics_annotation(cfg)
+    body["metadata"]["labels"].update(labels or {})
     if default_branch:
         body["metadata"]["annotations"][jobs.DEFAULT_BRANCH] = default_branch
     body["metadata"]["annotations"].update(checks.dropped_annotation(dropped))

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from bot.core.jobs.contract import (
     BASELINE,
+    BISECT_LABEL,
     BUILD,
     CHECK_NAME,
     CHECK_RUN,
@@ -110,4 +111,4 @@ from bot.core.jobs.tests import (
     results_prefix,
 )
 
-__all__ = ["A", "BASELINE", "BUILD", "BuildRequest", "CHECK_NAME", "CHECK_RUN", "CLIENTS", "CLIENT_ID", "Cluster", "DEFAULT_BRANCH", "DEFAULT_CONTAINER", "DELIVERY", "DEPLOY_TARGETS", "DESTINATION", "FEDERATED_CLIENT", "FEDERATED_SERVER", "FETCH_SOURCE", "FederatedRun", "IMAGE", "INSTALLATION", "KANIKO_CONTEXT", "KIND", "MANAGED_BY", "MANAGED_BY_LABEL", "METRICS", "OUTPUT", "Outcome", "PR", "PR_LABEL", "PUSHED", "REF", "REGRESSION", "REPO", "REPORTED", "REPORTED_LABEL", "REPORTING", "RESULTS", "RESULTS_PREFIX", "ROUNDS", "RUN", "RUN_ID", "SELECTOR", "SHA", "STOP_GRACE", "Source", "TAG", "TEST", "TEST_NAME", "TIMEOUT", "TRIGGER", "TTL_AFTER_FINISHED", "UPLOAD_LIMIT", "WORKSPACE", "Workload", "annotations_of", "bot_version", "build_job", "check_name", "cluster_from", "federated_client_job", "federated_client_name", "federated_network_policy", "federated_server_job", "federated_service", "image_tag", "images_to_build", "job_body", "job_name", "job_of_test", "kaniko_args", "kind_of", "name_of", "name_of_test", "outcome", "output_prefix", "owner_reference", "pr_tag", "recommended_labels", "regression_job", "resources", "results_prefix", "secrets_received", "source_key", "tag_parts", "tag_time", "unreported", "workload_env", "workload_pod"]
+__all__ = ["A", "BASELINE", "BISECT_LABEL", "BUILD", "BuildRequest", "CHECK_NAME", "CHECK_RUN", "CLIENTS", "CLIENT_ID", "Cluster", "DEFAULT_BRANCH", "DEFAULT_CONTAINER", "DELIVERY", "DEPLOY_TARGETS", "DESTINATION", "FEDERATED_CLIENT", "FEDERATED_SERVER", "FETCH_SOURCE", "FederatedRun", "IMAGE", "INSTALLATION", "KANIKO_CONTEXT", "KIND", "MANAGED_BY", "MANAGED_BY_LABEL", "METRICS", "OUTPUT", "Outcome", "PR", "PR_LABEL", "PUSHED", "REF", "REGRESSION", "REPO", "REPORTED", "REPORTED_LABEL", "REPORTING", "RESULTS", "RESULTS_PREFIX", "ROUNDS", "RUN", "RUN_ID", "SELECTOR", "SHA", "STOP_GRACE", "Source", "TAG", "TEST", "TEST_NAME", "TIMEOUT", "TRIGGER", "TTL_AFTER_FINISHED", "UPLOAD_LIMIT", "WORKSPACE", "Workload", "annotations_of", "bot_version", "build_job", "check_name", "cluster_from", "federated_client_job", "federated_client_name", "federated_network_policy", "federated_server_job", "federated_service", "image_tag", "images_to_build", "job_body", "job_name", "job_of_test", "kaniko_args", "kind_of", "name_of", "name_of_test", "outcome", "output_prefix", "owner_reference", "pr_tag", "recommended_labels", "regression_job", "resources", "results_prefix", "secrets_received", "source_key", "tag_parts", "tag_time", "unreported", "workload_env", "workload_pod"]
