@@ -196,7 +196,11 @@ async def test_bisect_refusals_say_what_to_do(bed: Bed) -> None:
     await comment_on_issue(bed, "/bisect")
     side = bed.github.pulls[(REPO, 102)]["head"]["sha"]
     await comment_on_issue(bed, f"/bisect {side[:7]} {shas[-1][:7]}")
-    backwards, unknown, nothing, off_line = replies(bed)
+    # a commit GitHub serves by sha but the default branch does not hold (a fork's head, an open branch)
+    unmerged = bed.github.commit(REPO, "wip", {"train.py": "steal()\n"}, parents=[shas[-1]])
+    await comment_on_issue(bed, f"/bisect {good[:7]} {unmerged[:7]}")
+    backwards, unknown, nothing, off_line, elsewhere = replies(bed)
+    assert f"{unmerged[:7]} is not on `{MAIN}`: a bisection runs only commits of the default branch." in elsewhere
     assert "does not descend from" in backwards and "give the older, good commit first" in backwards
     assert "`loss` is not a gated metric (`regression.metrics` gates `accuracy`)" in unknown
     assert "has no baseline in its last 100 commits" in nothing

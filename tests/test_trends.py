@@ -2,15 +2,27 @@
 charts rendered by Mermaid itself in headless Chromium (tests/mermaid.py)."""
 from __future__ import annotations
 
+import io
+import json
 import re
 import statistics
+from pathlib import Path
+from typing import Any
 
 import pytest
 
 from bot.core import charts, config, verdict
 from bot.core.config import Metric, Tolerance
-from tests.conftest import Bed
+from tests.conftest import INSTALLATION, Bed, wait_for
+from tests.emulators.github import GitHubEmulator
+from tests.emulators.kube import KubeEmulator
+from tests.emulators.s3 import S3Server
 from tests.mermaid import blocks, render
+from tests.serving import serving
+from tests.test_as_shipped import MAINTAINER as REVIEWER
+from tests.test_as_shipped import Shipped, approve
+from tests.test_bisect import baseline_done, push_event, runs
+from tests.test_create_once import post
 from tests.test_regression import MAIN, MAINTAINER, REPO, gate, open_pr, record_baseline, sticky
 
 AUTO = """\
@@ -26,9 +38,21 @@ NOISY = [0.90, 0.93, 0.89, 0.92, 0.91, 0.88, 0.92]  # a metric that moves ±0.02
 
 
 def setup(bed: Bed) -> None:
-    bed.github.add_repo(REPO, default_branch=MAIN)
-    bed.github.set_permission(REPO, MAINTAINER, "admin")
-    bed.github.commit(REPO, MAIN, {".github/flops.yml": AUTO, "train.py": "print('train')\n"})
+    setup_github(bed.github)
+
+
+def setup_github(github: GitHubEmulator) -> None:
+    github.add_repo(REPO, default_branch=MAIN)
+    github.set_permission(REPO, MAINTAINER, "admin")
+    github.commit(REPO, MAIN, {".github/flops.yml": AUTO, "train.py": "print('train')\n"})
+
+
+def finish_run(kube: KubeEmulator, s3: S3Server, job: dict[str, Any], metrics: dict[str, float]) -> None:
+    [container] = job["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    data = json.dumps({"metrics": metrics}).encode()
+    s3.client().put_object(env["FLOPS_S3_BUCKET"], env["FLOPS_OUTPUT"] + "metrics.json", io.BytesIO(data), len(data))
+    kube.succeed_job("flops", job["metadata"]["name"])
 
 
 async def baselines(bed: Bed, values: list[float]) -> list[str]:
@@ -118,3 +142,33 @@ async def test_the_trend_charts_render_with_mermaid(bed: Bed) -> None:
         assert f'stroke="{charts.PALETTE.split(", ")[0]}"' in svg
     baseline_path = re.search(r'class="line-plot-0"><path d="([^"]+)"', accuracy["svg"])
     assert baseline_path is not None and baseline_path.group(1).count("L") == 4  # five baselines, five points
+
+
+async def test_serve_gates_with_auto_and_charts_the_trend(tmp_path: Path, github: GitHubEmulator, kube: KubeEmulator,
+                                                          s3: S3Server) -> None:
+    """As shipped (`python -m bot serve`): five default-branch baselines, then a PR approved: the gate
+    decides with `tolerance: auto` and the sticky comment carries the charts."""
+    github.add_installation(INSTALLATION, "Codertocat", [REPO])
+    setup_github(github)
+    github.set_permission(REPO, REVIEWER, "write")  # the approving maintainer of tests/test_as_shipped.py
+    async with serving(tmp_path, github, kube, s3) as served:
+        bot = Shipped(github, kube, s3, served.url, served.log, served.process)
+        for i, accuracy in enumerate(NOISY[:5]):
+            before = github.branch_sha(REPO, MAIN)
+            sha = github.commit(REPO, MAIN, {"train.py": f"print({i})\n"})
+            await post(served.url, "push", push_event(before, sha))
+            [job] = await wait_for(lambda: runs(kube, sha, bisection=False), timeout=30, what="a baseline run")
+            finish_run(kube, s3, job, {"accuracy": accuracy, "loss": 0.2})
+            await wait_for(lambda: baseline_done(github, sha), timeout=30, what="the baseline")
+        base = github.branch_sha(REPO, MAIN)
+        head = github.commit(REPO, "feature", {"train.py": "print('pr')\n"}, parents=[base])
+        github.add_pull(REPO, 2, head, base_branch=MAIN, head_ref="feature")
+        await approve(bot, REPO, 2, head)
+        [job] = await wait_for(lambda: [j for j in kube.list("jobs", "flops", labels={"flops.dev/pr": "2"})],
+                               timeout=30, what="the PR's run")
+        finish_run(kube, s3, job, {"accuracy": 0.895, "loss": 0.2})
+        comment = await wait_for(lambda: [c for c in github.comments_on(REPO, 2) if "flops:regression" in c["body"]],
+                                 timeout=30, what="the sticky comment")
+    [sticky_comment] = comment
+    assert "**success**" in sticky_comment["body"] and "over the last 5 baselines" in sticky_comment["body"]
+    assert len(blocks(sticky_comment["body"])) == 2

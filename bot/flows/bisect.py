@@ -28,6 +28,7 @@ from bot.platform import checks, logs
 log = logs.get_logger(__name__)
 State = search.Bisection
 FAILED = ("failure", "timed_out", "cancelled")
+MAX_RUNNING = 3  # bisections of one repository at a time: each holds up to `parallel` GPU runs
 
 
 class Refused(Exception):
@@ -67,11 +68,15 @@ async def start(gh: GitHubAPI, deps: Deps, request: Request) -> str:
     """Begin a bisection (the first round starts now); the sentence that answers the request."""
     cfg = await _regression_config(gh, request)
     good, bad, metric = await _range(gh, deps, request, cfg)
+    await _on_default_branch(gh, request.repo, bad, request.default_branch)
     candidates = await first_parents(gh, request.repo, good, bad, cfg.bisect.max_commits)
     bisection = f"{good[:7]}-{bad[:7]}"
     existing = await load(deps, request.repo, bisection)
     if existing is not None and (existing.status == "running" or request.trigger == "auto"):
         return f"a bisection of {good[:7]}..{bad[:7]} is already running (`{checks.BISECT}` on {bad[:7]})."
+    if len(await running(deps, request.repo)) >= MAX_RUNNING:
+        raise Refused(f"{MAX_RUNNING} bisections of this repository are running already: wait for one, or stop "
+                      f"them with `/cancel bisect`.")
     history = (await trends.load(gh, deps, request.repo, good, [metric])).series.get(metric.name, []) \
         if metric.tolerance.auto else []
     check = await checks.create(gh, request.repo, bad, checks.BISECT, external_id=bisection,
@@ -125,6 +130,24 @@ async def _range(gh: GitHubAPI, deps: Deps, request: Request, cfg: RegressionCon
                 return sha, bad, metric
     raise Refused(f"the latest baseline ({bad[:7]}) is not worse than any earlier one on "
                   f"{', '.join(f'`{m.name}`' for m in metrics)}: nothing to bisect.")
+
+
+async def _on_default_branch(gh: GitHubAPI, repo: str, bad: str, default_branch: str) -> None:
+    """Only the default branch's own history is run: never a fork's or an unmerged branch's commit
+    (GitHub serves those by sha from this repository too), whatever `/bisect` names."""
+    data = await gh.getitem("/repos/" + repo + "/compare/{spec}{?per_page}",
+                            url_vars={"spec": f"{bad}...{default_branch}", "per_page": "1"})
+    if data.get("status") not in ("identical", "ahead"):
+        raise Refused(f"{bad[:7]} is not on `{default_branch}`: a bisection runs only commits of the default branch.")
+
+
+async def running(deps: Deps, repo: str) -> list[State]:
+    found = []
+    for key in await deps.artifacts.list_keys(f"bisect/{repo}/"):
+        state = await load(deps, repo, key.rsplit("/", 1)[-1].removesuffix(".json"))
+        if state is not None and state.status == "running":
+            found.append(state)
+    return found
 
 
 async def _full_sha(gh: GitHubAPI, repo: str, sha: str) -> str:
@@ -266,10 +289,7 @@ async def _finish(gh: GitHubAPI, deps: Deps, state: State, results: dict[str, An
 async def cancel(gh: GitHubAPI, deps: Deps, repo: str, user: str) -> str:
     """`/cancel bisect`: every running bisection of the repository, and their runs."""
     stopped, runs = [], 0
-    for key in await deps.artifacts.list_keys(f"bisect/{repo}/"):
-        state = await load(deps, repo, key.rsplit("/", 1)[-1].removesuffix(".json"))
-        if state is None or state.status != "running":
-            continue
+    for state in await running(deps, repo):
         async with deps.locks.setdefault(f"bisect:{repo}:{state.id}", asyncio.Lock()):
             await save(deps, dataclasses.replace(state, status="cancelled"))
             runs += await _cancel_runs(gh, deps, state, f"Cancelled by @{user} with `/cancel bisect`.")
@@ -316,8 +336,8 @@ async def auto(gh: GitHubAPI, deps: Deps, ann: dict[str, str]) -> None:
         return
     good = str(previous[0].get("sha", ""))
     trend = await trends.load(gh, deps, repo, good, trusted.regression.metrics)
-    worse = next((m for m in trusted.regression.metrics
-                  if _worse(m, previous[0]["metrics"], current["metrics"], trend.series.get(m.name, []))), None)
+    result = verdict.compare(previous[0]["metrics"], current["metrics"], trusted.regression.metrics, trend.series)
+    worse = next((m for m, row in zip(trusted.regression.metrics, result.rows) if row.verdict == "regression"), None)
     if worse is None or len(good) != 40:
         return
     try:
