@@ -1,6 +1,7 @@
 """The k-ary search core (bot/core/bisect.py): probes, narrowing, skips. Sans-I/O."""
 from __future__ import annotations
 
+import json
 import random
 
 import pytest
@@ -57,3 +58,14 @@ def test_no_candidates_or_no_runs_per_round_is_refused() -> None:
         bisect.step(0, {}, 3)
     with pytest.raises(ValueError):
         bisect.step(5, {}, 0)
+
+
+def test_the_state_reads_back_as_written_and_ignores_keys_it_does_not_know() -> None:
+    state = bisect.Bisection("abc1234-def5678", "o/r", 77, "main", "a" * 40, "d" * 40,
+                             {"name": "accuracy", "direction": "higher", "tolerance": 0.01}, ("b" * 40, "d" * 40), 3,
+                             12, "/bisect by @ada", (7, 99), (0.9, 0.91), (("b" * 40,),))
+    data = json.loads(json.dumps(state.to_json()))
+    assert bisect.Bisection.from_json(data) == state and state.runs == 1
+    assert bisect.Bisection.from_json({**data, "added_later": 1}) == state
+    with pytest.raises(ValueError):
+        bisect.Bisection.from_json([1])

@@ -172,3 +172,12 @@ async def test_serve_gates_with_auto_and_charts_the_trend(tmp_path: Path, github
     [sticky_comment] = comment
     assert "**success**" in sticky_comment["body"] and "over the last 5 baselines" in sticky_comment["body"]
     assert len(blocks(sticky_comment["body"])) == 2
+
+
+def test_a_chart_holds_only_safe_names_and_plain_numbers() -> None:
+    row = verdict.Row('acc"]\nline "x" [1]', "higher", 0.9, 1e-7, 0.0, "0.01", "regression")
+    text = charts.chart(row, [("zz\"; drop", 0.9), ("a1b2c3d4e5", float("nan")), ("0123456789", -0.5)])
+    assert 'title "acc___line__x___1_"' in text and '"?"' not in text
+    assert 'x-axis ["?", "0123456"]' not in text and 'x-axis ["d", "0123456"]' in text
+    assert 'line "this PR" [0.0000001, 0.0000001]' in text and "e-" not in text
+    assert charts.chart(verdict.Row("m", "higher", None, None, 0.0, "0.01", "missing"), [("a", 1.0)]) == ""

@@ -85,6 +85,7 @@ class Bisection:
         if not isinstance(data, dict):
             raise ValueError("a bisection record is a JSON object")
         reply = data.get("reply_to")
+        data = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}  # a later version's extra keys
         return cls(**{**data, "installation": int(data["installation"]), "check_run": int(data["check_run"]),
                       "candidates": tuple(str(c) for c in data["candidates"]), "parallel": int(data["parallel"]),
                       "reply_to": (int(reply[0]), int(reply[1])) if reply else None,

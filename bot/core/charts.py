@@ -18,6 +18,7 @@ POINTS = 30  # baselines shown
 # baseline, this PR, the band's two edges (GitHub's Mermaid may show no legend: the caption names the colours)
 PALETTE = "#1f6feb, #d1242f, #8c959f, #8c959f"
 _SAFE = re.compile(r"[^A-Za-z0-9_.-]")
+_HEX = re.compile(r"[^0-9a-f]")
 
 
 def has_band(row: Row) -> bool:
@@ -39,7 +40,7 @@ def chart(row: Row, history: Sequence[tuple[str, float]]) -> str:
         series += [("allowed low", [row.baseline - row.allowed] * len(points)),
                    ("allowed high", [row.baseline + row.allowed] * len(points))]
     low, high = _range([v for _, values in series for v in values])
-    labels = ", ".join(f'"{_SAFE.sub("", sha)[:7] or "?"}"' for sha, _ in points)
+    labels = ", ".join(f'"{_HEX.sub("", sha)[:7] or "?"}"' for sha, _ in points)
     lines = [f'%%{{init: {{"themeVariables": {{"xyChart": {{"plotColorPalette": "{PALETTE}"}}}}}}}}%%',
              "xychart-beta", f'    title "{name}"', f"    x-axis [{labels}]",
              f'    y-axis "{name}" {_number(low)} --> {_number(high)}']

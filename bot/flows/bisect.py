@@ -16,6 +16,7 @@ import dataclasses
 import json
 from typing import Any
 
+import gidgethub
 from gidgethub.abc import GitHubAPI
 
 from bot.core import bisect as search
@@ -28,6 +29,7 @@ from bot.platform import checks, logs
 log = logs.get_logger(__name__)
 State = search.Bisection
 FAILED = ("failure", "timed_out", "cancelled")
+PAGES = 11  # compare pages of 100 commits read for a range (max_commits is at most 1000)
 MAX_RUNNING = 3  # bisections of one repository at a time: each holds up to `parallel` GPU runs
 
 
@@ -153,7 +155,7 @@ async def running(deps: Deps, repo: str) -> list[State]:
 async def _full_sha(gh: GitHubAPI, repo: str, sha: str) -> str:
     try:
         commit = await gh.getitem("/repos/" + repo + "/commits/{ref}", url_vars={"ref": sha})
-    except Exception as exc:  # 404/422: no such commit
+    except gidgethub.BadRequest as exc:  # 404/422: no such commit
         raise Refused(f"{sha[:12]} is not a commit of {repo}.") from exc
     return str(commit["sha"])
 
@@ -168,13 +170,16 @@ async def first_parents(gh: GitHubAPI, repo: str, good: str, bad: str, limit: in
     """The default branch's own commits in (good, bad], oldest first: `bad` back along first parents
     to `good`, through the comparison's commits (paged: GitHub lists 100 a page)."""
     commits: dict[str, dict[str, Any]] = {}
-    for page in range(1, 12):
+    for page in range(1, PAGES + 1):
         data = await gh.getitem("/repos/" + repo + "/compare/{spec}{?per_page,page}",
                                 url_vars={"spec": f"{good}...{bad}", "per_page": "100", "page": str(page)})
         if data.get("status") not in ("ahead",):
             raise Refused(f"{bad[:7]} does not descend from {good[:7]} (GitHub: `{data.get('status')}`): "
                           f"give the older, good commit first.")
         commits.update({str(c["sha"]): c for c in data.get("commits") or ()})
+        if int(data.get("total_commits") or 0) > PAGES * 100:
+            raise Refused(f"{good[:7]}..{bad[:7]} holds {data['total_commits']} commits, more than a bisection reads "
+                          f"({PAGES * 100}): bisect a shorter range.")
         if len(commits) >= int(data.get("total_commits") or 0) or not data.get("commits"):
             break
     line: list[str] = []

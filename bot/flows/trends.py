@@ -22,6 +22,7 @@ log = logs.get_logger(__name__)
 
 ANCESTORS = 100  # commits walked back from the merge-base
 READS = 10  # baseline reads at a time
+MAX_CHARTS = 10  # per comment: 30 points each stay far within GitHub's 65,535 characters
 
 
 @dataclass(frozen=True)
@@ -82,12 +83,14 @@ async def read_baselines(deps: Deps, repo: str, shas: list[str]) -> list[Any]:
 def comment_charts(result: verdict.Verdict, trend: Trend) -> str:
     """The trend section of the sticky comment: one chart per gated metric that has a value and history."""
     blocks = []
-    for row in result.rows:
+    for row in result.rows[:MAX_CHARTS]:
         points = trend.points(row.metric)
         block = charts.chart(row, points)
         if block:
             blocks.append(f"{charts.caption(row, len(points))}\n\n{block}")
     if not blocks:
         return ""
+    if len(result.rows) > MAX_CHARTS:
+        blocks.append(f"(The first {MAX_CHARTS} gated metrics are charted; the comment stays readable.)")
     return "\n\n<details open><summary>Trends on the default branch</summary>\n\n" + "\n\n".join(blocks) + \
         "\n\n</details>"
