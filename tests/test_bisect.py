@@ -221,3 +221,42 @@ async def test_cancel_bisect_stops_the_runs_and_the_search(bed: Bed) -> None:
     assert check is not None and (check["conclusion"], check["output"]["title"]) == ("cancelled", "Bisection cancelled")
     await comment_on_issue(bed, "/cancel bisect")
     assert "`/cancel bisect`: no bisection is running." in replies(bed)[-1]
+
+
+async def test_a_drop_right_after_the_previous_baseline_needs_no_run_and_is_told_on_the_culprits_pr(
+        bed: Bed) -> None:
+    first = setup(bed.github)
+    await bed.deliver("push", push_event(bed.github.branch_sha(REPO, MAIN), first))
+    await bed.settle()
+    finish(bed.kube, bed.s3, runs(bed.kube, first, bisection=False)[0], GOOD)
+    await wait_for(lambda: baseline_done(bed.github, first), what="the first baseline")
+    [merge] = merges(bed.github, 1)
+    await bed.deliver("push", push_event(first, merge))
+    await bed.settle()
+    finish(bed.kube, bed.s3, runs(bed.kube, merge, bisection=False)[0], BAD)
+    done = await wait_for(lambda: (c := bisect_check(bed.github, merge)) and c["status"] == "completed" and c,
+                          what="the bisection's report")
+    assert (done["conclusion"], done["output"]["title"]) == ("success", f"First bad commit {merge[:7]}")
+    assert "0 rounds, 0 runs (3 per round) over 1 first-parent commits; started by auto" in done["output"]["summary"]
+    await bed.settle()
+    [told] = bed.github.comments_on(REPO, 101)
+    assert f"first bad commit {merge[:7]} (#101 by @dev1): accuracy 0.912 -> 0.861" in told["body"]
+    assert runs(bed.kube) == []
+
+
+async def test_a_failed_run_is_skipped_and_the_search_goes_on(bed: Bed) -> None:
+    good = setup(bed.github)
+    shas = merges(bed.github, 4)
+    value = accuracy_of(shas, culprit=4)
+    await baseline(bed, good, GOOD)
+    await baseline(bed, shas[-1], BAD)
+    await comment_on_issue(bed, f"/bisect {good} {shas[-1]}")
+    round_one = {j["metadata"]["annotations"]["flops.dev/sha"]: j for j in unfinished(bed.kube)}
+    assert sorted(round_one) == sorted(shas[:3])  # three open commits, three runs per round
+    bed.kube.fail_job(NAMESPACE, round_one[shas[1]]["metadata"]["name"])
+    for sha in (shas[0], shas[2]):
+        finish(bed.kube, bed.s3, round_one[sha], value[sha])
+    done = await wait_for(lambda: (c := bisect_check(bed.github, shas[-1])) and c["status"] == "completed" and c,
+                          what="the bisection's report")
+    assert done["output"]["title"] == f"First bad commit {shas[3][:7]}"  # the skipped one was before a good one
+    assert f"| 1 | `{shas[1][:7]}` | — | ⚠️ no result (run failed) |" in done["output"]["summary"]
