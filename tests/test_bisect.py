@@ -10,6 +10,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import kubernetes
+
 from tests.conftest import INSTALLATION, NAMESPACE, Bed, payload, wait_for
 from tests.emulators.github import GitHubEmulator
 from tests.emulators.kube import KubeEmulator
@@ -260,3 +262,25 @@ async def test_a_failed_run_is_skipped_and_the_search_goes_on(bed: Bed) -> None:
                           what="the bisection's report")
     assert done["output"]["title"] == f"First bad commit {shas[3][:7]}"  # the skipped one was before a good one
     assert f"| 1 | `{shas[1][:7]}` | — | ⚠️ no result (run failed) |" in done["output"]["summary"]
+
+
+async def test_a_run_deleted_by_hand_is_skipped_when_bisect_is_asked_again(bed: Bed) -> None:
+    good = setup(bed.github)
+    shas = merges(bed.github, 3)
+    await baseline(bed, good, GOOD)
+    await baseline(bed, shas[-1], BAD)
+    await comment_on_issue(bed, f"/bisect {good} {shas[-1]}")
+    one, two = sorted(unfinished(bed.kube), key=lambda j: shas.index(j["metadata"]["annotations"]["flops.dev/sha"]))
+    finish(bed.kube, bed.s3, one, GOOD)
+    await wait_for(lambda: f"`{shas[0][:7]}` | 0.912 | ✅ not worse" in bisect_check(bed.github, shas[-1])["output"]["summary"],
+                   what="the step after the first run")
+    with kubernetes.client.ApiClient(bed.kube.client_configuration()) as api:  # `kubectl delete job`: no report
+        kubernetes.client.BatchV1Api(api).delete_namespaced_job(two["metadata"]["name"], NAMESPACE)
+    await wait_for(lambda: not runs(bed.kube, two["metadata"]["annotations"]["flops.dev/sha"]), what="the Job gone")
+    await bed.settle()
+    await comment_on_issue(bed, f"/bisect {good} {shas[-1]}")
+    assert "is already running" in replies(bed)[-1]
+    done = await wait_for(lambda: (c := bisect_check(bed.github, shas[-1])) and c["status"] == "completed" and c,
+                          what="the bisection's report")
+    assert (done["conclusion"], done["output"]["title"]) == ("neutral", "First bad commit not pinned down")
+    assert f"one of {shas[1][:7]}, {shas[2][:7]}: {shas[1][:7]} could not be measured" in done["output"]["summary"]

@@ -75,6 +75,8 @@ async def start(gh: GitHubAPI, deps: Deps, request: Request) -> str:
     bisection = f"{good[:7]}-{bad[:7]}"
     existing = await load(deps, request.repo, bisection)
     if existing is not None and (existing.status == "running" or request.trigger == "auto"):
+        if existing.status == "running":  # asked again: its next step is taken again (a run deleted by hand)
+            await advance(gh, deps, existing.repo, existing.id)
         return f"a bisection of {good[:7]}..{bad[:7]} is already running (`{checks.BISECT}` on {bad[:7]})."
     if len(await running(deps, request.repo)) >= MAX_RUNNING:
         raise Refused(f"{MAX_RUNNING} bisections of this repository are running already: wait for one, or stop "
@@ -210,7 +212,7 @@ async def _advance(gh: GitHubAPI, deps: Deps, repo: str, bisection: str, failed:
     if state is None or state.status != "running":
         return
     results = await measured(deps, state)
-    skipped = await failed_runs(deps, state) | ({failed} if failed else set())
+    skipped = (await failed_runs(deps, state) | ({failed} if failed else set())) - results.keys()
     waiting = [s for s in (state.rounds[-1] if state.rounds else ()) if s not in results and s not in skipped]
     if waiting:
         await bisect_report.progress(gh, state, results, metric_of(state), waiting)
@@ -278,10 +280,12 @@ async def measured(deps: Deps, state: State) -> dict[str, dict[str, Any]]:
 
 
 async def failed_runs(deps: Deps, state: State) -> set[str]:
-    """Candidates whose bisection run was reported failed, timed out or cancelled: skipped."""
+    """Candidates whose bisection run was reported failed, timed out or cancelled, or whose Job is gone
+    (deleted by hand before it was reported): skipped."""
     found = await deps.kube.list_jobs(f"{jobs.SELECTOR},{jobs.KIND}={jobs.REGRESSION},{jobs.BISECT_LABEL}={state.id}")
-    return {jobs.annotations_of(job).get(jobs.SHA, "") for job in found
-            if jobs.annotations_of(job).get(jobs.REPORTED) in FAILED}
+    by_sha = {jobs.annotations_of(job).get(jobs.SHA, ""): jobs.annotations_of(job) for job in found}
+    tried = {sha for shas in state.rounds for sha in shas}
+    return {sha for sha in tried if sha not in by_sha or by_sha[sha].get(jobs.REPORTED) in FAILED}
 
 
 async def _finish(gh: GitHubAPI, deps: Deps, state: State, results: dict[str, Any],

@@ -85,7 +85,9 @@ async def final(gh: GitHubAPI, deps: Deps, state: State, results: dict[str, Any]
         conclusion, title, culprit = "neutral", "Nothing to bisect", None
     elif step.culprit is None:
         maybe = [state.candidates[i][:7] for i in (*step.skipped, step.high)]
-        headline = f"the first bad commit is one of {', '.join(maybe)}: the runs of the others failed"
+        lost = ", ".join(state.candidates[i][:7] for i in step.skipped)
+        headline = (f"the first bad commit is one of {', '.join(maybe)}: {lost} could not be measured (the run "
+                    f"failed or its Job was deleted)")
         conclusion, title, culprit = "neutral", "First bad commit not pinned down", None
     else:
         culprit = state.candidates[step.culprit]
