@@ -75,8 +75,9 @@ async def start(gh: GitHubAPI, deps: Deps, request: Request) -> str:
     bisection = f"{good[:7]}-{bad[:7]}"
     existing = await load(deps, request.repo, bisection)
     if existing is not None and (existing.status == "running" or request.trigger == "auto"):
-        if existing.status == "running":  # asked again: its next step is taken again (a run deleted by hand)
-            await advance(gh, deps, existing.repo, existing.id)
+        if existing.status != "running":  # an automatic one starts once per range
+            return f"{good[:7]}..{bad[:7]} was bisected already (`{checks.BISECT}` on {bad[:7]})."
+        await advance(gh, deps, existing.repo, existing.id)  # asked again: the next step taken again
         return f"a bisection of {good[:7]}..{bad[:7]} is already running (`{checks.BISECT}` on {bad[:7]})."
     if len(await running(deps, request.repo)) >= MAX_RUNNING:
         raise Refused(f"{MAX_RUNNING} bisections of this repository are running already: wait for one, or stop "
