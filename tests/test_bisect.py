@@ -284,3 +284,15 @@ async def test_a_run_deleted_by_hand_is_skipped_when_bisect_is_asked_again(bed: 
                           what="the bisection's report")
     assert (done["conclusion"], done["output"]["title"]) == ("neutral", "First bad commit not pinned down")
     assert f"one of {shas[1][:7]}, {shas[2][:7]}: {shas[1][:7]} could not be measured" in done["output"]["summary"]
+
+
+async def test_bisect_without_shas_takes_the_latest_baseline_and_the_newest_better_one(bed: Bed) -> None:
+    good = setup(bed.github)
+    shas = merges(bed.github, 4)
+    for sha, accuracy in ((good, GOOD), (shas[1], GOOD), (shas[3], BAD)):
+        await baseline(bed, sha, accuracy)
+    await comment_on_issue(bed, "/bisect")
+    assert f"bisecting 2 first-parent commits in {shas[1][:7]}..{shas[3][:7]} on `accuracy`" in replies(bed)[-1]
+    [job] = unfinished(bed.kube)
+    assert job["metadata"]["annotations"]["flops.dev/sha"] == shas[2]
+    assert job["metadata"]["labels"]["flops.dev/bisect"] == f"{shas[1][:7]}-{shas[3][:7]}"
