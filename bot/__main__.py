@@ -21,7 +21,7 @@ from aiohttp import web
 import handlers
 from bot.core import config, jobs
 from bot.core.config.consent import CONSENT_PATH, parse_consent
-from bot.flows import builds, deploy, federated, pulls, regression, results, reuse, tests
+from bot.flows import bisect, builds, deploy, federated, pulls, results, reuse, tests
 from bot.platform import checks, logs
 from bot.platform.artifacts import Artifacts
 from bot.platform.settings import Settings, SettingsError, from_env, needs_setup, setup_mode_from
@@ -219,8 +219,9 @@ def configure_logging(settings: Settings, stream: TextIO | None = None) -> None:
 
 
 def build_app(settings: Settings, **options: Any) -> web.Application:
-    """The whole bot: handlers' routers, the kinds of work the tracker reports, the after-build hooks."""
-    return create_app(settings, handlers.router(), kinds=[builds.KIND, regression.KIND, federated.KIND, results.KIND],
+    """The whole bot: handlers' routers, the kinds of work the tracker reports, the after-build hooks.
+    Regression Jobs are reported by `bisect.KIND`: the regression report, then a bisection's next step."""
+    return create_app(settings, handlers.router(), kinds=[builds.KIND, bisect.KIND, federated.KIND, results.KIND],
                       after_build=[deploy.Deployer().after_build, federated.after_build, tests.after_build], **options)
 
 

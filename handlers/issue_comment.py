@@ -19,7 +19,7 @@ from gidgethub.abc import GitHubAPI
 from bot.core import commands, jobs
 from bot.core.config import RepoConfig
 from bot.core.text import shown
-from bot.flows import builds, deploy, federated, lifecycle, pulls, regression, tests
+from bot.flows import bisect, builds, deploy, federated, lifecycle, pulls, regression, tests
 from bot.flows.deps import Deps
 from bot.platform import checks, logs
 
@@ -44,6 +44,8 @@ class Context:
     default_branch: str
     delivery_id: str
     attempt: str = ""  # distinguishes this comment's Jobs from earlier ones (Job names are deterministic)
+    installation: int = 0
+    comment_id: int = 0
 
 
 @router.register("issue_comment", action="created")
@@ -120,7 +122,8 @@ async def context(event: sansio.Event, gh: GitHubAPI, deps: Deps, permission: st
     cfg = await checks.load_config(gh, repo, ref=ref, sha=pr.head_sha if pr else ref)
     # Job names derive from the comment, not the delivery: a redelivered comment starts nothing twice.
     return Context(gh, deps, repo, number, data["comment"]["user"]["login"], permission, pr, cfg, default,
-                   event.delivery_id, attempt=f"comment-{data['comment']['id']}")
+                   event.delivery_id, attempt=f"comment-{data['comment']['id']}", installation=installation,
+                   comment_id=int(data["comment"]["id"]))
 
 
 async def attempt(ctx: Context, command: commands.Command) -> str:
@@ -138,6 +141,8 @@ async def execute(ctx: Context, command: commands.Command) -> str:
         return help_answer(ctx.permission)
     if command.name == "redeploy":
         return await redeploy(ctx, command) if ctx.cfg is not None else NO_CONFIG
+    if command.name == "bisect" or (command.name == "cancel" and command.kind == "bisect"):
+        return await run_bisect(ctx, command)  # any issue or PR: the default branch's code and config
     if ctx.pr is None:
         return "this command works on pull requests only."
     if command.name == "ok-to-test":  # neither trusting nor stopping needs the config
@@ -333,6 +338,19 @@ async def cancel(ctx: Context, command: commands.Command) -> str:
 async def _drop_pending_train(ctx: Context) -> bool:
     assert ctx.pr is not None
     return await federated.drop_pending(ctx.deps, ctx.repo, ctx.pr.head_sha)
+
+
+async def run_bisect(ctx: Context, command: commands.Command) -> str:
+    """`/bisect [<good> <bad>] [metric=<name>]` and `/cancel bisect`."""
+    if command.name == "cancel":
+        return await bisect.cancel(ctx.gh, ctx.deps, ctx.repo, ctx.user)
+    good, bad = command.shas or ("", "")
+    request = bisect.Request(ctx.repo, ctx.installation, ctx.default_branch, f"/bisect by @{ctx.user}", good, bad,
+                             command.metric, reply_to=(ctx.number, ctx.comment_id))
+    try:
+        return await bisect.start(ctx.gh, ctx.deps, request)
+    except bisect.Refused as refused:
+        return f"nothing started: {refused}"
 
 
 Runner = Callable[[Context, commands.Command], Awaitable[str]]

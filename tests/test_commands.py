@@ -166,6 +166,12 @@ ACCEPTED = [
     ("/cancel regression", Command("cancel", "/cancel regression", kind="regression")),
     ("/cancel train", Command("cancel", "/cancel train", kind="train")),
     ("/cancel test", Command("cancel", "/cancel test", kind="test")),
+    ("/cancel bisect", Command("cancel", "/cancel bisect", kind="bisect")),
+    ("/bisect", Command("bisect", "/bisect")),
+    ("/bisect metric=accuracy", Command("bisect", "/bisect metric=accuracy", metric="accuracy")),
+    ("/bisect 1a2b3c4 " + "AB" * 20 + " metric=val.loss",
+     Command("bisect", "/bisect 1a2b3c4 " + "AB" * 20 + " metric=val.loss", shas=("1a2b3c4", "ab" * 20),
+             metric="val.loss")),
     ("/test", Command("test", "/test")),
     ("/test unit gpu-smoke unit", Command("test", "/test unit gpu-smoke unit", tests=("unit", "gpu-smoke"))),
     ("  /build\tserver  ", Command("build", "/build\tserver", images=("server",))),
@@ -179,10 +185,17 @@ def test_each_command_parses(text: str, expected: Command) -> None:
 
 def test_every_command_of_the_contract_is_in_the_table_and_in_help() -> None:
     assert {c.name for _, c in ACCEPTED} == set(COMMANDS) == {
-        "regression", "build", "train", "redeploy", "test", "retest", "cancel", "ok-to-test", "help"}
+        "regression", "build", "train", "redeploy", "test", "retest", "cancel", "ok-to-test", "help", "bisect"}
 
 
 REFUSED = [
+    ("/bisect 1a2b3c4", "usage: `/bisect [<good-sha> <bad-sha>] [metric=<name>]`"),
+    ("/bisect 1a2b3c4 5d6e7f8 9a9a9a9", "usage: `/bisect [<good-sha> <bad-sha>]"),
+    ("/bisect main HEAD", "`main` is not a commit sha"),
+    ("/bisect metric=a metric=b", "usage: `/bisect"),
+    ("/bisect metric=$(id)", "`$(id)` is not a metric name"),
+    ("/bisect 1a2b3c4 1A2B3C4", "the good and the bad commit are the same."),
+    ("/cancel everything", "usage: `/cancel [build|regression|train|test|bisect]`."),
     ("/regression now", "`/regression` takes no arguments (got `now`)."),
     ("/retest all", "`/retest` takes no arguments (got `all`)."),
     ("/help me", "`/help` takes no arguments (got `me`)."),
@@ -213,8 +226,8 @@ REFUSED = [
     ("/redeploy dev 1a2b3c", "`1a2b3c` is not a commit sha (7 to 40 hex characters)."),
     ("/redeploy dev " + "a" * 41, "is not a commit sha"),
     ("/redeploy dev main", "`main` is not a commit sha"),
-    ("/cancel deploy", "usage: `/cancel [build|regression|train|test]`."),
-    ("/cancel build train", "usage: `/cancel [build|regression|train|test]`."),
+    ("/cancel deploy", "usage: `/cancel [build|regression|train|test|bisect]`."),
+    ("/cancel build train", "usage: `/cancel [build|regression|train|test|bisect]`."),
     ("/bulid", "`/bulid` is not a flops-bot command. Did you mean `/build`?"),
     ("/Build server", "`/Build` is not a flops-bot command. Did you mean `/build`?"),
     ("/regresion", "Did you mean `/regression`?"),
@@ -224,7 +237,7 @@ REFUSED = [
     ("/deploy dev", "Did you mean `/redeploy`?"),
     ("/cancle", "Did you mean `/cancel`?"),
     ("/xyzzy", "`/xyzzy` is not a flops-bot command. The commands are `/regression`, `/build`, `/train`, "
-               "`/redeploy`, `/test`, `/retest`, `/cancel`, `/ok-to-test`, `/help`."),
+               "`/redeploy`, `/test`, `/retest`, `/bisect`, `/cancel`, `/ok-to-test`, `/help`."),
 ]
 
 

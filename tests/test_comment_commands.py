@@ -372,7 +372,7 @@ async def test_when_github_cannot_give_the_pull_request_the_commenter_hears_so(b
     ("/redeploy dev not-a-sha", "`not-a-sha` is not a commit sha"),
     ("/redeploy", "usage: `/redeploy <target> [<sha>]`"),
     ("/regression now", "`/regression` takes no arguments"),
-    ("/cancel everything", "usage: `/cancel [build|regression|train|test]`."),
+    ("/cancel everything", "usage: `/cancel [build|regression|train|test|bisect]`."),
 ])
 async def test_bad_arguments_are_refused_naming_the_problem_before_any_job(bed: Bed, line: str,
                                                                            problem: str) -> None:

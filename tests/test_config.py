@@ -408,7 +408,7 @@ def test_unknown_key_suggests_the_closest_and_otherwise_lists_the_keys() -> None
     (case,) = problems(edited("images[0].Dockerfile", "x"))
     assert case.message == "unknown key; did you mean `dockerfile`?"
     (far,) = problems(edited("regression.metrics.accuracy.zzz", 1))
-    assert far.message == "unknown key; expected one of `direction`, `tolerance`"
+    assert far.message == "unknown key; expected one of `auto_k`, `auto_window`, `direction`, `tolerance`"
 
 
 # --------------------------------------------------------------------------- whole-file problems

@@ -213,6 +213,34 @@ async def test_compare_follows_real_ancestry(gh: gidgethub.aiohttp.GitHubAPI, em
     assert [c["sha"] for c in history] == [side_2, side, root]
 
 
+async def test_compare_pages_its_commits_oldest_first_with_the_files_on_page_one(
+        gh: gidgethub.aiohttp.GitHubAPI, emulator: GitHubEmulator) -> None:
+    root = emulator.commit(REPO, "main", {"a": "0"})
+    shas = [emulator.commit(REPO, "main", {"a": str(i)}) for i in range(1, 6)]
+    first = await gh.getitem(f"/repos/{REPO}/compare/{root}...main{{?per_page,page}}",
+                             url_vars={"per_page": "2", "page": "1"})
+    third = await gh.getitem(f"/repos/{REPO}/compare/{root}...main{{?per_page,page}}",
+                             url_vars={"per_page": "2", "page": "3"})
+    assert first["total_commits"] == 5 and [c["sha"] for c in first["commits"]] == shas[:2] and first["files"]
+    assert [c["sha"] for c in third["commits"]] == shas[4:] and third["files"] == []
+    unpaged = await gh.getitem(f"/repos/{REPO}/compare/{root}...main")
+    assert [c["sha"] for c in unpaged["commits"]] == shas
+
+
+async def test_the_pulls_of_a_commit_are_its_merged_pr_and_the_prs_it_heads(
+        gh: gidgethub.aiohttp.GitHubAPI, emulator: GitHubEmulator) -> None:
+    base = emulator.commit(REPO, "main", {"a": "0"})
+    side = emulator.commit(REPO, "feature", {"b": "1"}, parents=[base])
+    emulator.add_pull(REPO, 5, side, base_branch="main", user="dev")
+    merge = emulator.commit(REPO, "main", {"b": "1"}, parents=[base, side])
+    emulator.merged(REPO, 5, merge)
+    [pull] = await gh.getitem(f"/repos/{REPO}/commits/{merge}/pulls")
+    assert (pull["number"], pull["state"], pull["merge_commit_sha"], pull["user"]["login"]) == (5, "closed", merge, "dev")
+    assert pull["merged_at"] is not None
+    assert [p["number"] for p in await gh.getitem(f"/repos/{REPO}/commits/{side}/pulls")] == [5]
+    assert await gh.getitem(f"/repos/{REPO}/commits/{base}/pulls") == []
+
+
 # ---------------------------------------------------------------------------------------- tarball
 
 async def test_trees_list_blob_ids_as_git_does_and_truncate_past_the_limit(gh: gidgethub.aiohttp.GitHubAPI,

@@ -27,14 +27,16 @@ COMMANDS = {
     "redeploy": "point a deploy target at the build of a commit: `/redeploy <target> [<sha>]`",
     "test": "run the `tests:` of `.github/flops.yml` on the PR head (whatever `paths` say): `/test [name ...]`",
     "retest": "re-run the failed or cancelled flops checks of the head commit",
-    "cancel": "stop this PR's running Jobs: `/cancel [build|regression|train|test]`",
+    "bisect": "find the default-branch commit that made a metric worse: `/bisect [<good> <bad>] [metric=<name>]`",
+    "cancel": "stop this PR's running Jobs, or the repository's bisections: `/cancel [build|regression|train|test|bisect]`",
     "ok-to-test": "(maintainers) allow jobs for this fork PR's current head commit: `/ok-to-test [<sha>]`",
     "help": "list the commands and your permission",
 }
-CANCEL_KINDS = ("build", "regression", "train", "test")
+CANCEL_KINDS = ("build", "regression", "train", "test", "bisect")
 NAME = re.compile(r"[a-z0-9](?:[-a-z0-9]*[a-z0-9])?")  # image and deploy target names, as in flops.yml
 NAME_MAX = 40
 SHA = re.compile(r"[0-9a-f]{7,40}")
+METRIC = re.compile(r"[A-Za-z0-9_.-]{1,100}")  # as `regression.metrics` names them
 LINE = re.compile(r"/([A-Za-z][A-Za-z0-9_-]*)(?:\s+(.*))?")
 MAX_COMMANDS = 10  # per comment; the rest are refused, not silently dropped
 INT_DIGITS = 9
@@ -57,6 +59,8 @@ class Command:
     sha: str | None = None
     kind: str | None = None
     tests: tuple[str, ...] = ()  # `/test`'s names
+    shas: tuple[str, ...] = ()  # `/bisect`'s good and bad commits (none: the latest baselines decide)
+    metric: str | None = None  # `/bisect metric=<name>`
 
 
 @dataclass(frozen=True)
@@ -258,9 +262,24 @@ def _cancel(name: str, line: str, args: list[str], bounds: Bounds) -> Command:
     return Command(name, line, kind=args[0] if args else None)
 
 
+def _bisect(name: str, line: str, args: list[str], bounds: Bounds) -> Command:
+    usage = "usage: `/bisect [<good-sha> <bad-sha>] [metric=<name>]`, e.g. `/bisect 1a2b3c4 5d6e7f8 metric=accuracy`."
+    metrics = [arg.removeprefix("metric=") for arg in args if arg.startswith("metric=")]
+    shas = [arg for arg in args if not arg.startswith("metric=")]
+    if len(metrics) > 1 or len(shas) not in (0, 2):
+        raise ValueError(usage)
+    if metrics and METRIC.fullmatch(metrics[0]) is None:
+        raise ValueError(f"`{shown(metrics[0])}` is not a metric name (letters, digits, `_`, `.` and `-`, as in "
+                         f"`regression.metrics`).")
+    good, bad = (_sha(s) for s in shas) if shas else ("", "")
+    if shas and good == bad:
+        raise ValueError("the good and the bad commit are the same.")
+    return Command(name, line, shas=(good, bad) if shas else (), metric=metrics[0] if metrics else None)
+
+
 _PARSERS = {
     "regression": _no_args, "retest": _no_args, "ok-to-test": _ok_to_test, "help": _no_args,
-    "build": _build, "test": _build, "train": _train, "redeploy": _redeploy, "cancel": _cancel,
+    "build": _build, "test": _build, "train": _train, "redeploy": _redeploy, "cancel": _cancel, "bisect": _bisect,
 }
 
 

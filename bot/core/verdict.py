@@ -3,7 +3,9 @@
 A metric is a number or a list of numbers (several seeds). Tolerance is absolute or relative
 (`N%` of the baseline). With several seeds on both sides the allowed band also widens by the
 noise of the comparison: the standard error of the difference of the two means,
-sqrt(s_base²/n_base + s_pr²/n_pr) — more seeds, a tighter gate.
+sqrt(s_base²/n_base + s_pr²/n_pr) — more seeds, a tighter gate. `tolerance: auto` allows k standard
+deviations of the metric over the newest `auto_window` default-branch baselines (`history`, oldest
+first); with fewer than `AUTO_MIN` of them the metric is undecided and the run `neutral`.
 """
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from bot.core.config import Metric
+from bot.core.config import AUTO_MIN, Metric
 from bot.core.text import escape
 
 Value = float | Sequence[float]
@@ -27,7 +29,10 @@ class Row:
     allowed: float  # the band, in the metric's units (tolerance + noise)
     tolerance: str
     verdict: str  # ok | improved | regression | missing (the PR has no value) | new (the baseline has none)
+    #               | history (`tolerance: auto` with fewer than AUTO_MIN baselines)
     noise: float = 0.0  # how much of `allowed` is seed spread
+    sigma: float | None = None  # `tolerance: auto`: the baselines' standard deviation, over `window` of them
+    window: int = 0
 
     @property
     def delta(self) -> float | None:
@@ -53,12 +58,18 @@ class Verdict:
         return sum(r.verdict == "missing" for r in self.rows)
 
     @property
+    def undecided(self) -> int:
+        return sum(r.verdict == "history" for r in self.rows)
+
+    @property
     def conclusion(self) -> str:
-        return "failure" if self.regressions else "success"
+        return "failure" if self.regressions else "neutral" if self.undecided else "success"
 
     @property
     def title(self) -> str:
         n = self.regressions
+        if not n and self.undecided:
+            return NOT_ENOUGH_HISTORY
         return f"{n} regression{'s' if n != 1 else ''} / {len(self.rows)} metric{'s' if len(self.rows) != 1 else ''}"
 
 
@@ -73,33 +84,58 @@ def summarize(value: object) -> tuple[float, float, int] | None:
     return statistics.fmean(floats), (statistics.stdev(floats) if len(floats) > 1 else 0.0), len(floats)
 
 
-def compare(baseline: Mapping[str, object], candidate: Mapping[str, object], metrics: Sequence[Metric]) -> Verdict:
-    return Verdict(tuple(_row(m, baseline.get(m.name), candidate.get(m.name)) for m in metrics))
+NOT_ENOUGH_HISTORY = "not enough history for an automatic tolerance"
 
 
-def _row(metric: Metric, base_value: object, value: object) -> Row:
+def compare(baseline: Mapping[str, object], candidate: Mapping[str, object], metrics: Sequence[Metric],
+            history: Mapping[str, Sequence[float]] | None = None) -> Verdict:
+    """`history`: per metric, its mean in each default-branch baseline, oldest first (for `auto`)."""
+    return Verdict(tuple(_row(m, baseline.get(m.name), candidate.get(m.name), (history or {}).get(m.name, ()))
+                         for m in metrics))
+
+
+def auto_sigma(metric: Metric, history: Sequence[float]) -> tuple[float, int] | None:
+    """(sigma, baselines used) of `tolerance: auto`; None below AUTO_MIN baselines."""
+    window = list(history)[-metric.auto_window:]
+    return (statistics.stdev(window), len(window)) if len(window) >= AUTO_MIN else None
+
+
+def _row(metric: Metric, base_value: object, value: object, history: Sequence[float] = ()) -> Row:
     tol = metric.tolerance
-    tol_text = f"{tol.value:g}%" if tol.relative else f"{tol.value:g}"
+    tol_text = f"auto ({metric.auto_k:g}σ)" if tol.auto else f"{tol.value:g}%" if tol.relative else f"{tol.value:g}"
     base, mine = summarize(base_value), summarize(value)
     if mine is None:  # NaN, missing or not a number: the gate fails
         return Row(metric.name, metric.direction, base[0] if base else None, None, 0.0, tol_text, "missing")
     if base is None:  # nothing to compare with (no baseline yet, or the metric is new)
         return Row(metric.name, metric.direction, None, mine[0], 0.0, tol_text, "new")
+    if tol.auto:
+        return _auto_row(metric, base[0], mine[0], tol_text, auto_sigma(metric, history))
     allowed = tol.value / 100.0 * abs(base[0]) if tol.relative else tol.value
     noise = math.sqrt(base[1] ** 2 / base[2] + mine[1] ** 2 / mine[2]) if base[2] > 1 and mine[2] > 1 else 0.0
     allowed += noise
-    worse_by = (base[0] - mine[0]) if metric.direction == "higher" else (mine[0] - base[0])
+    return Row(metric.name, metric.direction, base[0], mine[0], allowed, tol_text, _judge(metric, base[0], mine[0],
+                                                                                          allowed), noise)
+
+
+def _auto_row(metric: Metric, base: float, mine: float, tol_text: str, spread: tuple[float, int] | None) -> Row:
+    """k sigma of the recent baselines: the seeds' noise is in that spread already, not added twice."""
+    if spread is None:
+        return Row(metric.name, metric.direction, base, mine, 0.0, tol_text, "history")
+    sigma, window = spread
+    allowed = metric.auto_k * sigma
+    return Row(metric.name, metric.direction, base, mine, allowed, tol_text, _judge(metric, base, mine, allowed),
+               sigma=sigma, window=window)
+
+
+def _judge(metric: Metric, base: float, mine: float, allowed: float) -> str:
+    worse_by = (base - mine) if metric.direction == "higher" else (mine - base)
     if worse_by > allowed + 1e-12:
-        verdict = "regression"
-    elif worse_by < -allowed:
-        verdict = "improved"
-    else:
-        verdict = "ok"
-    return Row(metric.name, metric.direction, base[0], mine[0], allowed, tol_text, verdict, noise)
+        return "regression"
+    return "improved" if worse_by < -allowed else "ok"
 
 
 ICONS = {"ok": "✅ ok", "improved": "🟢 improved", "regression": "❌ regression", "missing": "❌ missing",
-         "new": "🆕 no baseline value"}
+         "new": "🆕 no baseline value", "history": "⚪ not enough history"}
 
 
 def table(verdict: Verdict) -> str:
@@ -112,6 +148,10 @@ def table(verdict: Verdict) -> str:
 
 
 def _tolerance(row: Row) -> str:
+    if row.verdict == "history":
+        return f"{row.tolerance}: fewer than {AUTO_MIN} baselines"
+    if row.sigma is not None:
+        return f"{row.tolerance} = ±{row.allowed:.3g} (σ {row.sigma:.3g} over the last {row.window} baselines)"
     return f"{row.tolerance} (+{row.noise:.3g} seed noise)" if row.noise else row.tolerance
 
 

@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Any
 
 import gidgethub
@@ -17,18 +18,18 @@ from bot.core import jobs, verdict
 from bot.core.config import Metric, RegressionConfig, RepoConfig, parse_tolerance
 from bot.core.text import code_block, duration, escape, link, plain, safe_url
 from bot.flows import kueue as queueing
-from bot.flows import lifecycle, rayjobs
+from bot.flows import lifecycle, rayjobs, trends
 from bot.flows.deps import Deps
 from bot.flows.diagnosis import diagnose, log_tail
 from bot.flows.mlflow_runs import with_mlflow
 from bot.flows.pulls import PullRef
+from bot.flows.trends import ANCESTORS, baseline_key
 from bot.platform import checks, comments, logs
 from bot.platform.sources import ensure_source, presigned_source
 
 log = logs.get_logger(__name__)
 
 MARKER = "<!-- flops:regression -->"
-ANCESTORS = 100  # how far back along the default branch a stale baseline is looked for
 WAITING = "Waiting for an approval or `/regression`"
 HISTORY = 30  # runs listed in the sticky comment
 LINKS = 20  # workload links shown
@@ -37,10 +38,6 @@ LINKS = 20  # workload links shown
 # Every key below is in the bot's bucket (FLOPS_BUCKET), which no Job can write: a baseline is copied
 # there from a default-branch run's metrics.json when the run is reported, never read back from the
 # runs bucket (FLOPS_RUNS_BUCKET) that any later Job may rewrite.
-
-def baseline_key(repo: str, sha: str) -> str:
-    return f"baselines/{repo}/{sha}.json"
-
 
 def tree_key(repo: str, tree: str) -> str:
     return f"results/{repo}/tree/{tree}.json"
@@ -68,11 +65,12 @@ async def source_url(deps: Deps, installation_id: int, repo: str, sha: str) -> t
 
 async def start(gh: GitHubAPI, deps: Deps, cfg: RegressionConfig, src: jobs.Source, *, trigger: str,
                 attempt: str = "", baseline: bool = False, default_branch: str = "",
-                trusted: RepoConfig | None = None) -> str | None:
+                trusted: RepoConfig | None = None, labels: Mapping[str, str] | None = None) -> str | None:
     """Launch the run; None when a run of this commit is already going (redelivery, second approval,
     `/regression` while one runs). Runs of the PR's older heads are cancelled first. The default
     branch (from the event's payload) is kept on the Job: the report needs no extra call for it.
-    `trusted`: the default branch's config when the caller holds it (its Kueue `queue`, no API call)."""
+    `trusted`: the default branch's config when the caller holds it (its Kueue `queue`, no API call).
+    `labels`: added to the Job's (a bisection's `flops.dev/bisect`)."""
     if src.pr is not None and await _supersede_pr_runs(gh, deps, src):
         return None
     url, dropped = await source_url(deps, src.installation_id, src.repo, src.sha)
@@ -83,6 +81,7 @@ async def start(gh: GitHubAPI, deps: Deps, cfg: RegressionConfig, src: jobs.Sour
     if await deps.kube.get_job(name, jobs.api_kind(body)) is not None:
         return None
     body["metadata"]["annotations"][jobs.METRICS] = metrics_annotation(cfg)
+    body["metadata"]["labels"].update(labels or {})
     if default_branch:
         body["metadata"]["annotations"][jobs.DEFAULT_BRANCH] = default_branch
     body["metadata"]["annotations"].update(checks.dropped_annotation(dropped))
@@ -256,13 +255,14 @@ async def _report_pr(gh: GitHubAPI, deps: Deps, ann: dict[str, str], metrics: di
                    f"records one (each default-branch push runs the regression Job as a baseline).")
     else:
         base, stale = found
-        result = verdict.compare(base["metrics"], metrics, gate)
+        trend = await trends.load(gh, deps, repo, comparison["merge_base_commit"]["sha"], gate) if comparison else None
+        result = verdict.compare(base["metrics"], metrics, gate, trend.series if trend else None)
         conclusion, title = result.conclusion, result.title
         table_text = verdict.table(result)
         staleness = (f", {stale} commit{'s' if stale != 1 else ''} older than the merge-base (the merge-base "
                      f"itself has no baseline run)") if stale else " (the merge-base)"
         summary = f"{table_text}\n\nBaseline: `{short_sha(base.get('sha'))}`{staleness}."
-        table_text = summary
+        table_text = summary + (trends.comment_charts(result, trend) if trend else "")
     if not gate:
         summary += "\n\nNo metric is gated: add `regression.metrics` to `.github/flops.yml`."
     summary += _links(links)
@@ -306,13 +306,14 @@ async def reuse_for_tree(gh: GitHubAPI, deps: Deps, repo: str, sha: str, tree: s
 
 def metrics_annotation(cfg: RegressionConfig) -> str:
     """The gate as configured (on the base branch) when the run started, carried on the Job."""
-    return json.dumps([{"name": m.name, "direction": m.direction,
-                        "tolerance": f"{m.tolerance.value}%" if m.tolerance.relative else m.tolerance.value}
-                       for m in cfg.metrics], separators=(",", ":"))
+    return json.dumps([{"name": m.name, "direction": m.direction, "auto_k": m.auto_k, "auto_window": m.auto_window,
+                        "tolerance": "auto" if m.tolerance.auto else f"{m.tolerance.value}%" if m.tolerance.relative
+                        else m.tolerance.value} for m in cfg.metrics], separators=(",", ":"))
 
 
 def metrics_from_annotation(text: str) -> list[Metric]:
-    return [Metric(m["name"], m["direction"], parse_tolerance(m["tolerance"])) for m in json.loads(text or "[]")]
+    return [Metric(m["name"], m["direction"], parse_tolerance(m["tolerance"]), auto_k=float(m.get("auto_k", 3.0)),
+                   auto_window=int(m.get("auto_window", 20))) for m in json.loads(text or "[]")]
 
 
 async def compare_with_default(gh: GitHubAPI, repo: str, sha: str, default: str) -> dict[str, Any] | None:

@@ -20,6 +20,7 @@ from bot.platform.github import create_once
 CONFIG = "flops/config"
 REGRESSION = "flops/regression"
 FEDERATED = "flops/federated"
+BISECT = "flops/bisect"
 # On a Job whose source had links left out (bot.platform.sources): {"count": n, "names": [...]}
 DROPPED_LINKS = jobs.A + "dropped-links"
 DROPPED_SHOWN = 20

@@ -391,6 +391,13 @@ class GitHubEmulator:
         self.users.add(user.casefold())
         return pull
 
+    def merged(self, full_name: str, number: int, merge_commit: str) -> dict[str, Any]:
+        """Record PR `number` as merged by the commit `merge_commit` (already on the base branch)."""
+        pull = self.pulls[(self._repo_or_fail(full_name).full_name, number)]
+        pull.update(state="closed", merged=True, merged_at=now_iso(), closed_at=now_iso(),
+                    merge_commit_sha=merge_commit)
+        return pull
+
     def add_comment(self, full_name: str, number: int, body: str, user: str = "octocat") -> dict[str, Any]:
         """A comment written by someone else (a human by default)."""
         self.users.add(user.casefold())
@@ -548,6 +555,7 @@ class GitHubEmulator:
             ("GET", REPO + r"$", self._get_repo, "token"),
             ("GET", REPO + r"/commits$", self._list_commits, "token"),
             ("GET", REPO + r"/commits/(?P<ref>.+?)/check-runs$", self._list_check_runs, "token"),
+            ("GET", REPO + r"/commits/(?P<ref>[0-9a-f]{40})/pulls$", self._pulls_of_commit, "token"),
             ("GET", REPO + r"/commits/(?P<ref>.+)$", self._get_commit, "token"),
             ("GET", REPO + r"/compare/(?P<spec>.+)$", self._compare, "token"),
             ("GET", REPO + r"/contents/?(?P<path>.*)$", self._get_contents, "token"),
@@ -965,6 +973,14 @@ class GitHubEmulator:
         history = list(reversed(self._topo(repo, start, self._ancestors(repo, start))))
         return self._page(req, [self._commit_json(repo, sha, files=False) for sha in history])
 
+    def _pulls_of_commit(self, req: Req) -> Reply:
+        """GitHub's "List pull requests associated with a commit": the merged PR whose merge commit it
+        is, and the PRs whose head it is (open ones first)."""
+        repo, sha = self._repo(req), req.args["ref"]
+        found = [p for (name, _), p in self.pulls.items() if name == repo.full_name
+                 and sha in (p.get("merge_commit_sha"), p["head"]["sha"])]
+        return self._page(req, sorted(found, key=lambda p: (p["state"] != "open", -p["number"])))
+
     def _compare(self, req: Req) -> Reply:
         repo = self._repo(req)
         base_ref, sep, head_ref = req.args["spec"].partition("...")
@@ -976,7 +992,16 @@ class GitHubEmulator:
         merge_base = self._merge_base(repo, base, head)
         if merge_base is None:
             raise not_found(f"No common ancestor between {base_ref} and {head_ref}.")
-        return Reply(200, self._comparison(repo, base, head, merge_base))
+        comparison = self._comparison(repo, base, head, merge_base)
+        if not {"page", "per_page"} & req.query.keys():
+            return Reply(200, comparison)
+        # Paginated (GitHub: "use page or per_page to paginate"): the commits page by page, oldest first;
+        # the changed files only with page 1.
+        ahead = self._ancestors(repo, head) - self._ancestors(repo, base)
+        every = [self._commit_json(repo, sha, files=False) for sha in self._topo(repo, head, ahead)]
+        chunk, headers = self._paginate(req, every)
+        files = comparison["files"] if int(req.query.get("page", 1) or 1) == 1 else []
+        return Reply(200, {**comparison, "commits": chunk, "files": files}, headers)
 
     def _comparison(self, repo: Repo, base: str, head: str, merge_base: str) -> dict[str, Any]:
         head_side, base_side = self._ancestors(repo, head), self._ancestors(repo, base)

@@ -14,8 +14,10 @@ from __future__ import annotations
 from bot.core.config.fields import parse_duration, parse_tolerance, yq_path
 from bot.core.config.loading import MAX_BYTES, decode_content, load_yaml
 from bot.core.config.model import (
+    AUTO_MIN,
     CONFIG_PATH,
     QUEUE_KINDS,
+    BisectConfig,
     ConfigError,
     DeployTarget,
     FederatedConfig,
@@ -36,8 +38,9 @@ from bot.core.config.paths import path_matches
 from bot.core.config.schema import _Node
 from bot.core.config.sections import repo_config
 
-__all__ = ["CONFIG_PATH", "MAX_BYTES", "QUEUE_KINDS", "ConfigError", "DeployTarget", "FederatedConfig", "ImageConfig", "Metric",
-           "MlflowConfig", "Problem", "RayConfig", "RayGroup", "RegressionConfig", "RepoConfig", "Resources", "TestConfig", "Tolerance", "Volume", "decode_content",
+__all__ = ["AUTO_MIN", "BisectConfig", "CONFIG_PATH", "ConfigError", "DeployTarget", "FederatedConfig",
+           "ImageConfig", "MAX_BYTES", "Metric", "MlflowConfig", "Problem", "QUEUE_KINDS", "RayConfig", "RayGroup",
+           "RegressionConfig", "RepoConfig", "Resources", "TestConfig", "Tolerance", "Volume", "decode_content",
            "parse", "parse_duration", "parse_tolerance", "path_matches", "yq_path"]
 
 

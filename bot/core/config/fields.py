@@ -41,16 +41,19 @@ def parse_duration(text: str | int) -> int:
 
 
 def parse_tolerance(value: str | float) -> Tolerance:
-    """`5%` (relative to the baseline) or an absolute number like `0.01`; never negative."""
+    """`5%` (relative to the baseline), an absolute number like `0.01` (never negative), or `auto`
+    (k standard deviations of the recent baselines)."""
     if isinstance(value, bool) or not isinstance(value, (str, int, float)):
-        raise ValueError(f"must be a number like `0.01` or a percentage like `5%`, got {_kind(value)}")
+        raise ValueError(f"must be a number like `0.01`, a percentage like `5%` or `auto`, got {_kind(value)}")
+    if isinstance(value, str) and value.strip() == "auto":
+        return Tolerance(0.0, auto=True)
     relative = isinstance(value, str) and value.strip().endswith("%")
     number_text = value.strip().removesuffix("%").strip() if isinstance(value, str) else value
     try:
         number = float(number_text)
     except ValueError:
-        raise ValueError(f"`{shown(str(value))}` is not a tolerance; use a number like `0.01` "
-                         f"or a percentage like `5%`") from None
+        raise ValueError(f"`{shown(str(value))}` is not a tolerance; use a number like `0.01`, "
+                         f"a percentage like `5%` or `auto`") from None
     if not math.isfinite(number):
         raise ValueError("must be a finite number")
     if number < 0:

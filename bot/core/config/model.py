@@ -10,6 +10,7 @@ from bot.core.config.paths import path_matches
 CONFIG_PATH = ".github/flops.yml"
 # The kinds of work `queue:` maps to a Kueue LocalQueue (`tests` is for the test Jobs to come).
 QUEUE_KINDS = ("build", "regression", "federated", "tests")
+AUTO_MIN = 5  # baselines `tolerance: auto` needs before it decides anything
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +41,7 @@ class ConfigError(Exception):
 class Tolerance:
     value: float
     relative: bool = False  # True: `value` is a percentage of the baseline
+    auto: bool = False  # `tolerance: auto`: k standard deviations of the recent baselines (`value` unused)
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +56,17 @@ class Metric:
     name: str
     direction: str  # "higher" | "lower": which way is better
     tolerance: Tolerance = Tolerance(0.0)
+    auto_k: float = 3.0  # `tolerance: auto`: how many standard deviations
+    auto_window: int = 20  # `tolerance: auto`: over how many of the newest default-branch baselines
+
+
+@dataclass(frozen=True, slots=True)
+class BisectConfig:
+    """`regression.bisect`: how the culprit of a drop on the default branch is searched for."""
+
+    auto: bool = False  # start one when a baseline is worse than the previous one
+    parallel: int = 4  # regression runs per round
+    max_commits: int = 256  # the longest range searched
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +132,7 @@ class RegressionConfig:
     metrics: tuple[Metric, ...] = ()
     ray: RayConfig | None = None  # with it the run is a KubeRay RayJob, without it a batch Job
     mlflow: MlflowConfig | None = None
+    bisect: BisectConfig = BisectConfig()
 
 
 @dataclass(frozen=True, slots=True)

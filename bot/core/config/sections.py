@@ -35,7 +35,9 @@ from bot.core.config.fields import (
     parse_tolerance,
 )
 from bot.core.config.model import (
+    AUTO_MIN,
     QUEUE_KINDS,
+    BisectConfig,
     DeployTarget,
     FederatedConfig,
     ImageConfig,
@@ -59,7 +61,10 @@ _TOP = ("version", "registry", "pr_registry", "branches", "tags", "images", "dep
 _IMAGE = ("name", "dockerfile", "context", "paths", "inputs", "build_args", "target", "resources", "timeout")
 _DEPLOY = ("name", "repo", "branch", "file", "image", "images", "field", "mode")
 _REGRESSION = ("image", "command", "resources", "node_selector", "tolerations", "volumes", "env", "timeout",
-               "metrics", "ray", "mlflow")
+               "metrics", "ray", "mlflow", "bisect")
+_METRIC_KEYS = ("direction", "tolerance", "auto_k", "auto_window")
+_BISECT = ("auto", "parallel", "max_commits")
+MAX_PARALLEL, MAX_COMMITS = 16, 1000
 _FEDERATED = ("server", "client", "clients", "rounds", "timeout", "max_clients", "max_rounds", "on_push",
               "resources", "admission_timeout")
 
@@ -188,7 +193,26 @@ def _regression(node: _Node, images: Collection[str] | None) -> RegressionConfig
         metrics=_metrics(node),
         ray=ray_section(node.child("ray")) if _has(node, "ray") else None,
         mlflow=mlflow_section(node.child("mlflow")) if _has(node, "mlflow") else None,
+        bisect=_bisect(node),
     )
+
+
+def _bisect(node: _Node) -> BisectConfig:
+    if not _has(node, "bisect"):
+        return BisectConfig()
+    child = node.child("bisect")
+    if not child.mapping(_BISECT, hint=" like `{auto: true, parallel: 4, max_commits: 256}`"):
+        return BisectConfig()
+    return BisectConfig(auto=child.get("auto", _bool, False), parallel=child.get("parallel", _between(1, MAX_PARALLEL), 4),
+                        max_commits=child.get("max_commits", _between(2, MAX_COMMITS), 256))
+
+
+def _sigmas(value: Any) -> float:
+    """`auto_k`: a number of standard deviations, above 0 and at most 10."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 10:
+        raise ValueError(f"must be a number of standard deviations above 0 and at most 10, like `3`, "
+                         f"got {_kind(value)}")
+    return float(value)
 
 
 def _has(node: _Node, key: str) -> bool:
@@ -209,11 +233,13 @@ def _metrics(node: _Node) -> tuple[Metric, ...]:
             child.add("a metric name is letters, digits, `_`, `.` and `-`", shown(str(name)))
             continue
         entry = child.child(name)
-        if not entry.mapping(("direction", "tolerance"), required=("direction",),
+        if not entry.mapping(_METRIC_KEYS, required=("direction",),
                              hint=" like `{direction: higher, tolerance: 0.01}`"):
             continue
         metrics.append(Metric(name, entry.get("direction", _direction, "higher"),
-                              entry.get("tolerance", parse_tolerance, Tolerance(0.0))))
+                              entry.get("tolerance", parse_tolerance, Tolerance(0.0)),
+                              auto_k=entry.get("auto_k", _sigmas, 3.0),
+                              auto_window=entry.get("auto_window", _between(AUTO_MIN, 100), 20)))
     return tuple(metrics)
 
 

@@ -17,6 +17,7 @@ SELECTOR = f"{MANAGED_BY_LABEL}={MANAGED_BY}"
 KIND = "flops.dev/kind"
 RUN = "flops.dev/run"
 PR_LABEL = "flops.dev/pr"
+BISECT_LABEL = "flops.dev/bisect"  # a regression run of a bisection: its id
 # The Kubernetes recommended labels, on every object the bot creates (`recommended_labels`).
 K8S = "app.kubernetes.io/"
 NAME_LABEL, INSTANCE_LABEL, VERSION_LABEL = K8S + "name", K8S + "instance", K8S + "version"
