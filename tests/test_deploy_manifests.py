@@ -67,7 +67,8 @@ ALLOWED = {("batch", "jobs"): {"create", "get", "list", "watch", "delete", "patc
            ("", "services"): {"create", "delete"},
            ("networking.k8s.io", "networkpolicies"): {"create", "delete"},  # issue 15: a federated run's own
            ("", "secrets"): {"get"},  # issue 16: only the Jobs' Secrets, by name (masking log tails)
-           ("kueue.x-k8s.io", "workloads"): {"get", "list", "watch"}}  # issue 25: read Kueue's reasons
+           ("kueue.x-k8s.io", "workloads"): {"get", "list", "watch"},  # issue 25: read Kueue's reasons
+           ("coordination.k8s.io", "leases"): {"create", "get", "update", "delete"}}  # issue 21: start claims
 
 
 def manifest_files() -> list[Path]:
@@ -739,6 +740,8 @@ async def exercise(kube: KubeEmulator, name: str, client: Kube) -> None:
         "replace_lease": lambda: client.replace_lease(BOT_NAMESPACE, {
             **lease, "metadata": {**lease["metadata"], "resourceVersion": kube.get(
                 "leases", BOT_NAMESPACE, LEASE_NAME)["metadata"]["resourceVersion"]}}),
+        "delete_lease": lambda: client.delete_lease(NAMESPACE, "flops-start-probe", kube.put_object(  # a start claim
+            {**lease, "metadata": {"name": "flops-start-probe", "namespace": NAMESPACE}})["metadata"]["resourceVersion"]),
     }
     assert name in calls, (f"Kube.{name} is not exercised by this test: add it to exercise() so the API call "
                            "it makes is checked against deploy/base/rbac.yaml")

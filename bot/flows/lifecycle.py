@@ -85,6 +85,14 @@ async def cancel(gh: GitHubAPI, deps: Deps, job: dict[str, Any], why: str) -> bo
     return True
 
 
+async def cancel_if_head_moved(gh: GitHubAPI, deps: Deps, src: jobs.Source, job: dict[str, Any]) -> bool:
+    """Looked at after a PR run's Job exists: the PR moved on meanwhile (its synchronize, processed first by
+    another replica, found no Job of ours to cancel), so this run is stale and stops itself."""
+    data = await gh.getitem("/repos/" + src.repo + "/pulls/{number}", url_vars={"number": str(src.pr)})
+    head = str(data["head"]["sha"])
+    return head != src.sha and await cancel(gh, deps, job, f"Cancelled: the pull request moved to {head[:7]}.")
+
+
 async def cancel_all(gh: GitHubAPI, deps: Deps, found: Iterable[dict[str, Any]], why: str) -> int:
     """Cancel each Job of `found`; how many."""
     count = 0

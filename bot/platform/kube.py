@@ -112,6 +112,19 @@ class Kube:
         return await _call(self.coordination.replace_namespaced_lease, body["metadata"]["name"], namespace, body,
                            none_on=(409,), _request_timeout=5)
 
+    async def delete_lease(self, namespace: str, name: str, resource_version: str) -> bool:
+        """Delete a Lease only if it is still at `resource_version`; False when it changed since (409) or is gone."""
+        options = kubernetes.client.V1DeleteOptions(
+            preconditions=kubernetes.client.V1Preconditions(resource_version=resource_version))
+        try:
+            await asyncio.to_thread(self.coordination.delete_namespaced_lease, name, namespace, body=options,
+                                    _request_timeout=5)
+        except ApiException as exc:
+            if exc.status in (404, 409):
+                return False
+            raise
+        return True
+
     async def delete_job(self, name: str) -> bool:
         """Delete a Job and (in the background) its Pods. False when it was already gone."""
         try:

@@ -28,7 +28,7 @@ from bot.platform import logs
 from bot.platform.artifacts import Artifacts
 from bot.platform.github import GitHubApp
 from bot.platform.kube import Kube, client_configuration
-from bot.platform.leader import Leadership
+from bot.platform.leader import Leadership, identity_for
 from bot.platform.metrics import Metrics
 from bot.platform.retry import RetryPolicy
 from bot.platform.settings import Settings
@@ -237,7 +237,8 @@ def _start_leadership(app: web.Application, deps: Deps, kinds: Iterable[Kind], w
                       queue_poll: float) -> asyncio.Task[None]:
     """Every replica serves webhooks; only the Lease holder runs the tracker (reports, timeouts) and
     the loop that asks GitHub to redeliver what failed (FLOPS_REDELIVER_INTERVAL=0: off)."""
-    app[LEADERSHIP] = leadership = Leadership(deps.kube, deps.settings.lease, metrics=deps.metrics)
+    app[LEADERSHIP] = leadership = Leadership(deps.kube, deps.settings.lease, identity=deps.identity,
+                                                   metrics=deps.metrics)
     app[TRACKER] = Tracker(deps, kinds, watch_seconds=watch_seconds, queue_poll=queue_poll,
                            identity=leadership.identity)
     leadership.while_leader("tracker", app[TRACKER].run)
@@ -278,7 +279,8 @@ def create_app(settings: Settings, router: routing.Router, *, kinds: Iterable[Ki
                            api_url=settings.api_url, metrics=app[METRICS], policy=policy)
         kube = Kube(client_configuration(settings), settings.namespace)
         deps = Deps(settings=settings, github=github, kube=kube, artifacts=Artifacts(settings.s3),
-                    metrics=app[METRICS], after_build=list(after_build or ()), policy=policy or RetryPolicy())
+                    metrics=app[METRICS], after_build=list(after_build or ()), policy=policy or RetryPolicy(),
+                    identity=identity_for(settings.lease.pod_name))
         app[DEPS] = deps
         app[READINESS] = Readiness({"github": github.check_key, "kubernetes": kube.ping,
                                     "s3": deps.artifacts.ping})

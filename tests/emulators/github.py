@@ -37,6 +37,7 @@ branch); comments may be posted on any issue number; ``add_comment`` seeds a hum
 """
 from __future__ import annotations
 
+import asyncio
 import base64
 import copy
 import difflib
@@ -221,6 +222,17 @@ class Fault:
     cut: bool = False  # no answer at all: the connection is closed (a timeout, as the client sees it)
 
 
+@dataclass
+class Hold:
+    """Requests held before they are served (`GitHubEmulator.hold_next`) until `release` is set."""
+
+    method: str
+    pattern: re.Pattern[str]
+    times: int
+    arrived: int = 0
+    release: asyncio.Event = field(default_factory=asyncio.Event)
+
+
 @dataclass(frozen=True)
 class Auth:
     kind: Literal["jwt", "token", "invalid", "anonymous"]
@@ -301,6 +313,7 @@ class GitHubEmulator:
         self._tokens: dict[str, Token] = {}
         self._faults: list[Fault] = []
         self._before: list[tuple[str, re.Pattern[str], Callable[[], object]]] = []
+        self._holds: list[Hold] = []
         self._used: dict[str, int] = {}
         self._where: dict[int, tuple[str, int]] = {}  # comment id -> (repo, issue number)
         self._check_repo: dict[int, str] = {}
@@ -413,6 +426,13 @@ class GitHubEmulator:
     def before_next(self, method: str, path_regex: str, action: Callable[[], object]) -> None:
         """Run `action` (e.g. a concurrent `commit`) just before the next matching request is served."""
         self._before.append((method.upper(), re.compile(path_regex), action))
+
+    def hold_next(self, method: str, path_regex: str, times: int = 1) -> Hold:
+        """The next `times` matching requests wait, unanswered, until `hold.release` is set: a slow GitHub
+        (a barrier for two replicas' requests, or work kept in flight while its process is killed)."""
+        hold = Hold(method.upper(), re.compile(path_regex), times)
+        self._holds.append(hold)
+        return hold
 
     def expire_tokens(self) -> None:
         for token in self._tokens.values():
@@ -578,6 +598,7 @@ class GitHubEmulator:
     async def _dispatch(self, request: web.Request) -> web.StreamResponse:
         auth = self._identify(request.headers.get("Authorization", ""), request.remote or "anonymous")
         self._run_before(request.method, request.path)
+        await self._wait_if_held(request.method, request.path)
         fault = self._take_fault(request.method, request.path)
         try:
             response = self._fault_response(fault) if fault and not fault.applied else await self._handle(request, auth)
@@ -657,6 +678,15 @@ class GitHubEmulator:
             req.repo = self._find_repo(full_name)
             if installation is None or not installation.covers(full_name) or req.repo is None:
                 raise not_found()
+
+    async def _wait_if_held(self, method: str, path: str) -> None:
+        for hold in self._holds:
+            if hold.method in (method, "*") and hold.pattern.search(path):
+                hold.arrived += 1
+                if hold.arrived >= hold.times:
+                    self._holds.remove(hold)
+                await hold.release.wait()
+                return
 
     def _run_before(self, method: str, path: str) -> None:
         for hook in self._before:
