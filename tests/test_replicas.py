@@ -42,16 +42,17 @@ DURATION, RETRY = 15, 2  # the documented defaults (FLOPS_LEASE_DURATION, FLOPS_
 
 
 @asynccontextmanager
-async def two_replicas(tmp: Path, github: GitHubEmulator, kube: KubeEmulator,
-                       s3: S3Server) -> AsyncIterator[tuple[Shipped, Shipped]]:
-    """Replicas flops-bot-a and flops-bot-b: one bucket, one cluster, one App, as two pods of the Deployment."""
+async def two_replicas(tmp: Path, github: GitHubEmulator, kube: KubeEmulator, s3: S3Server,
+                       **extra: str) -> AsyncIterator[tuple[Shipped, Shipped]]:
+    """Replicas flops-bot-a and flops-bot-b: one bucket, one cluster, one App, as two pods of the Deployment
+    (`extra`: more environment for both)."""
     bucket = "t-" + tmp.name[-12:].lower().replace("_", "-").strip("-") + "x"
     async with AsyncExitStack() as stack:
         bots = []
         for pod in ("flops-bot-a", "flops-bot-b"):
             (tmp / pod).mkdir()
             served = await stack.enter_async_context(serving(tmp / pod, github, kube, s3, FLOPS_BUCKET=bucket,
-                                                             POD_NAME=pod, POD_NAMESPACE=BOT_NAMESPACE))
+                                                             POD_NAME=pod, POD_NAMESPACE=BOT_NAMESPACE, **extra))
             bots.append(Shipped(github, kube, s3, served.url, served.log, served.process))
         yield bots[0], bots[1]
 

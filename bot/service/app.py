@@ -35,6 +35,7 @@ from bot.platform.settings import Settings
 from bot.service.dispatch import Dispatcher
 from bot.service.intake import BODY_SECONDS, Refusal, Signature, UnverifiedBytes, admit, parse_event
 from bot.service.redeliver import Redeliverer
+from bot.service.replicas import Heartbeat
 from bot.service.webhook_proxy import WebhookProxy
 
 log = logs.get_logger(__name__)
@@ -49,6 +50,8 @@ TRACKER = web.AppKey("tracker", Tracker)
 LEADERSHIP = web.AppKey("leadership", Leadership)
 REDELIVERER = web.AppKey("redeliverer", Redeliverer)
 RELAY = web.AppKey("relay", asyncio.Task[None])
+HEARTBEAT = web.AppKey("heartbeat", Heartbeat)
+BEATING = web.AppKey("beating", asyncio.Task[None])
 UNVERIFIED = web.AppKey("unverified", UnverifiedBytes)
 
 
@@ -245,6 +248,8 @@ def _start_leadership(app: web.Application, deps: Deps, kinds: Iterable[Kind], w
     if deps.settings.redeliver_interval:
         app[REDELIVERER] = redeliverer = Redeliverer(deps, app[DISPATCHER])
         leadership.while_leader("redeliver", redeliverer.run)
+        app[HEARTBEAT] = heartbeat = Heartbeat(deps, app[DISPATCHER])  # every replica: what it took, for the leader
+        app[BEATING] = asyncio.create_task(heartbeat.run(), name="replica-record")
     else:
         log.info("redelivery of failed deliveries disabled (FLOPS_REDELIVER_INTERVAL=0)")
     return asyncio.create_task(leadership.run(), name="leadership")
@@ -255,12 +260,14 @@ async def _stop_background(app: web.Application, tracking: asyncio.Task[None],
     """Stop the Lease's work and the proxy; a holder that ran the redelivery loop and drained every
     delivery it took says so, so the next start asks GitHub for nothing taken here."""
     leading = app[LEADERSHIP].is_leader
-    background = [task for task in (tracking, relaying) if task is not None]
+    background = [task for task in (tracking, relaying, app.get(BEATING)) if task is not None]
     for task in background:
         task.cancel()
     await asyncio.gather(*background, return_exceptions=True)
     if leading and REDELIVERER in app:  # a follower never writes the loop's state
         await app[REDELIVERER].stopped()
+    if HEARTBEAT in app:
+        await app[HEARTBEAT].stopped()
 
 
 def create_app(settings: Settings, router: routing.Router, *, kinds: Iterable[Kind],

@@ -57,7 +57,7 @@ class Dispatcher:
         self._workers: list[asyncio.Task[None]] = []
         self._backlogs: dict[str, deque[sansio.Event]] = {}
         self._seen: OrderedDict[str, None] = OrderedDict()
-        self._unfinished: dict[str, None] = {}  # delivery ids accepted and not yet processed (redelivery state)
+        self._unfinished: dict[str, float] = {}  # accepted, not yet processed: delivery id -> when (redelivery state)
         self._retaken: set[str] = set()  # asked for again after a crash: may be half processed already
         self._accepted: dict[int, float] = {}  # id(event) -> when submit() took it (flops_delivery_latency_seconds)
         self._done = asyncio.Event()
@@ -83,7 +83,7 @@ class Dispatcher:
         self._done.clear()
         if event.delivery_id:
             self._seen[event.delivery_id] = None
-            self._unfinished[event.delivery_id] = None
+            self._unfinished[event.delivery_id] = time.time()
             while len(self._seen) > SEEN_DELIVERIES:
                 self._seen.popitem(last=False)
         return True
@@ -91,6 +91,10 @@ class Dispatcher:
     def unfinished(self) -> list[str]:
         """Delivery ids accepted (answered 202) whose processing has not ended: lost if the process dies now."""
         return list(self._unfinished)
+
+    def settled_at(self) -> float:
+        """The wall-clock time before which every delivery this process accepted was processed."""
+        return min(self._unfinished.values(), default=time.time())
 
     def finished(self, limit: int) -> list[str]:
         """The newest `limit` delivery ids this process took and processed to the end (oldest first)."""

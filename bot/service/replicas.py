@@ -1,0 +1,144 @@
+"""Every replica's record of the deliveries it took, so that the leader's redelivery pass covers any
+replica's crash, not only its own.
+
+A replica answers 202 before it processes; killed in between (SIGKILL, OOM, a lost node), it takes
+those deliveries with it and GitHub counts them delivered. So every replica writes, every
+FLOPS_LEASE_RETRY, `redeliver/replicas/<identity>.json` in the state bucket: its pod, when it wrote
+(`written_at`), the time before which everything it accepted was processed (`settled_at`), the
+deliveries it accepted and has not processed (`unfinished`) and the last ones it processed
+(`finished`). A clean stop that drained its queue deletes the record.
+
+A record is *dead* when it has not been written for FLOPS_LEASE_DURATION (wall clocks: keep the
+nodes' clocks in sync), or at once when it names this pod with another identity (this pod's
+previous container). The leader's pass (bot/service/redeliver.py) then asks GitHub again for the
+dead replica's `unfinished` deliveries and for every delivery answered 2xx since its `settled_at`
+that no replica recorded (see `Census.retake`), then deletes the record.
+"""
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from bot.flows.deps import Deps
+from bot.platform import logs
+from bot.service.dispatch import Dispatcher
+
+log = logs.get_logger(__name__)
+
+PREFIX = "redeliver/replicas/"
+REMEMBERED = 2000  # processed GUIDs a record lists
+LOOKBACK = 30.0  # seconds before a dead replica's `settled_at` that are looked at too (GitHub's clock vs ours)
+HORIZON = 5.0  # a delivery this recent, by a live replica's last record, may be that replica's, unrecorded yet
+
+
+@dataclass(frozen=True)
+class Record:
+    identity: str
+    pod: str
+    written_at: float
+    settled_at: float
+    unfinished: frozenset[str]
+    finished: frozenset[str]
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Record:
+        return cls(str(data["identity"]), str(data.get("pod") or ""), float(data["written_at"]),
+                   float(data["settled_at"]), frozenset(map(str, data.get("unfinished") or ())),
+                   frozenset(map(str, data.get("finished") or ())))
+
+
+class Heartbeat:
+    """This replica's record, written every FLOPS_LEASE_RETRY; deleted at a clean stop."""
+
+    def __init__(self, deps: Deps, dispatcher: Dispatcher) -> None:
+        self.deps = deps
+        self.dispatcher = dispatcher
+        self.key = PREFIX + deps.identity + ".json"
+
+    async def run(self) -> None:
+        while True:
+            try:
+                await self.write()
+            except Exception:  # S3 unreachable: the next write tries again (the record may look dead meanwhile)
+                log.warning("replica record not written", exc_info=True)
+            await asyncio.sleep(self.deps.settings.lease.retry)
+
+    async def write(self) -> None:
+        now, settled = time.time(), self.dispatcher.settled_at()
+        await self.deps.artifacts.put_json(self.key, {
+            "identity": self.deps.identity, "pod": self.deps.settings.lease.pod_name, "written_at": now,
+            "settled_at": min(settled, now), "unfinished": self.dispatcher.unfinished(),
+            "finished": self.dispatcher.finished(REMEMBERED)})
+
+    async def stopped(self) -> None:
+        """A clean stop: nothing accepted is left unprocessed, so nothing needs asking for again."""
+        try:
+            if self.dispatcher.unfinished():
+                await self.write()  # what is left: the leader retakes it once this record is dead
+            else:
+                await self.deps.artifacts.delete(self.key)
+        except Exception:  # S3 unreachable: the record goes dead and its deliveries are looked at again
+            log.warning("replica record not updated at stop", exc_info=True)
+
+
+@dataclass
+class Census:
+    """The other replicas' records as the leader's pass reads them."""
+
+    dead: list[Record]
+    live: list[Record]
+
+    @property
+    def back_to(self) -> float | None:
+        """How far back the listing must reach for the dead replicas (None: no dead replica)."""
+        return min(r.settled_at for r in self.dead) - LOOKBACK if self.dead else None
+
+    @property
+    def horizon(self) -> float:
+        """Deliveries before this are in every live replica's record if it took them."""
+        return min((r.written_at for r in self.live), default=math.inf) - HORIZON
+
+    def recorded(self) -> set[str]:
+        """GUIDs some replica accepted (and is processing) or processed."""
+        return {guid for r in (*self.dead, *self.live) for guid in r.finished} | \
+            {guid for r in self.live for guid in r.unfinished}
+
+    def retake(self, guid: str, delivered_at: float) -> bool | None:
+        """Should a 2xx delivery be asked for again? True: a dead replica may have lost it; None: too
+        recent to tell (a live replica may hold it unrecorded: the next pass decides); False: no."""
+        if not self.dead or guid in self.recorded():
+            return False
+        lost = any(guid in r.unfinished or delivered_at >= r.settled_at - LOOKBACK for r in self.dead)
+        if lost and delivered_at >= self.horizon:
+            return None
+        return lost
+
+
+async def census(deps: Deps) -> Census:
+    """Read every other replica's record; which are dead."""
+    now, own = time.time(), deps.identity
+    dead: list[Record] = []
+    live: list[Record] = []
+    for key in await deps.artifacts.list_keys(PREFIX):
+        data = await deps.artifacts.get_json(key)
+        try:
+            record = Record.from_json(data if isinstance(data, dict) else {})
+        except (KeyError, TypeError, ValueError):
+            log.warning("replica record unreadable; ignored", extra={"key": key})
+            continue
+        if record.identity == own:
+            continue
+        same_pod = bool(record.pod) and record.pod == deps.settings.lease.pod_name
+        (dead if same_pod or now - record.written_at > deps.settings.lease.duration else live).append(record)
+    return Census(dead, live)
+
+
+async def forget(deps: Deps, records: list[Record]) -> None:
+    """The dead replicas' deliveries were asked for again: their records go."""
+    for record in records:
+        await deps.artifacts.delete(PREFIX + record.identity + ".json")
+        log.info("dead replica's deliveries asked for again", extra={"holder": record.identity,
+                                                                     "unfinished": len(record.unfinished)})

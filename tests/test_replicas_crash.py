@@ -1,0 +1,58 @@
+"""Issue 21: a follower's crash loses nothing. Two `python -m bot serve` replicas; the follower answers 202
+to two pushes and, before it has processed them (the emulated GitHub holds its first read of the repo), is
+killed with SIGKILL. Its record in the state bucket goes dead, and the leader's redelivery pass asks GitHub
+for both pushes again: each is built once, nothing is doubled."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tests.conftest import SECRET, push_payload, wait_for
+from tests.emulators.github import GitHubEmulator
+from tests.emulators.kube import KubeEmulator
+from tests.emulators.s3 import S3Server
+from tests.test_as_shipped import IMAGES, code_repo, jobs_of
+from tests.test_replicas import leader_and_follower, two_replicas
+
+FAST = {"FLOPS_REDELIVER_INTERVAL": "2s", "FLOPS_LEASE_DURATION": "6s", "FLOPS_LEASE_RENEW": "4s",
+        "FLOPS_LEASE_RETRY": "2s"}
+
+
+def records(s3: S3Server, bucket: str) -> list[str]:
+    return [o.object_name for o in s3.client().list_objects(bucket, prefix="redeliver/replicas/", recursive=True)]
+
+
+async def test_deliveries_a_killed_follower_had_accepted_are_redelivered_by_the_leader_and_processed_once(
+        tmp_path: Path, github: GitHubEmulator, kube: KubeEmulator, s3: S3Server) -> None:
+    repo = "acme/fl-lost"
+    async with two_replicas(tmp_path, github, kube, s3, **FAST) as (a, b):
+        leader, follower = await leader_and_follower(kube, a, b)
+        code_repo(leader, repo, IMAGES)
+        bucket = "t-" + tmp_path.name[-12:].lower().replace("_", "-").strip("-") + "x"  # two_replicas' bucket
+        await wait_for(lambda: len(records(s3, bucket)) == 2, timeout=10, what="both replicas' records")
+        held = github.hold_next("GET", rf"^/repos/{repo}/")  # the follower's first read: it never gets an answer
+        github.hooks.url, github.hooks.secret = follower.url + "/webhook", SECRET
+        pushes = [push_payload(github, repo, {"fl/server.py": f"print({i})\n"}, when=f"2026-11-23T10:0{i}:00Z")
+                  for i in range(2)]
+        accepted = [await github.deliver("push", data) for data in pushes]
+        assert [d.status_code for d in accepted] == [202, 202]
+        await wait_for(lambda: held.arrived == 1, timeout=20, what="the follower processing the first push")
+        follower.process.kill()  # SIGKILL with both pushes accepted, neither processed
+        follower.process.wait(timeout=10)
+        github.hooks.url = leader.url + "/webhook"
+        held.release.set()
+        for data in pushes:
+            await wait_for(lambda d=data: github.check_runs_for(repo, d["after"], "flops/build: server"),  # type: ignore[misc]
+                           timeout=45, what="the push built after the leader asked for it again")
+        for delivery, data in zip(accepted, pushes):
+            again = [d for d in github.hooks.of(delivery.guid) if d.redelivery]
+            assert [d.status_code for d in again] == [202], delivery.guid
+            assert len(github.check_runs_for(repo, data["after"], "flops/build: server")) == 1
+        newest = [j["metadata"]["annotations"]["flops.dev/image"] for j in jobs_of(leader, "build", pushes[-1]["after"])]
+        assert newest == ["server"]  # once (the older push's build was superseded by it)
+        logged = [json.loads(line) for line in leader.log.read_text().splitlines()]
+        assert [e for e in logged if e["message"] == "dead replica's deliveries asked for again"]
+        assert len([e for e in logged if e["message"] == "redelivery requested"]) == 2
+        left = await wait_for(lambda: (found := records(s3, bucket)) and len(found) == 1 and found, timeout=10,
+                              what="the dead replica's record gone")
+        assert left[0].startswith(f"redeliver/replicas/{leader.log.parent.name}-")
