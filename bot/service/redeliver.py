@@ -10,6 +10,9 @@ most FLOPS_REDELIVER_MAX per pass and `ATTEMPTS` times in all. A GUID this proce
 took (the dispatcher's dedupe) is never redelivered. A rate limit (403/429) ends the pass; the
 cursor then stays before what was left, so the next pass takes it.
 
+After a crash (this process's predecessor's, or a dead replica's record: bot/service/replicas.py)
+deliveries answered 2xx that nobody recorded as processed are asked for again too.
+
 `run()` is the loop the app lifecycle starts; `one_pass()` is one look (tests, a leader gate).
 """
 from __future__ import annotations
@@ -117,12 +120,11 @@ class Redeliverer:
         entries = [e for e in listed if _newer(e, since, floor)]
         done = Pass(examined=len(entries))
         requested: dict[str, int] = dict(state.get("requested") or {})
-        taken = list(dict.fromkeys([*(state.get("taken") or []), *self.dispatcher.finished(REMEMBERED)]))
+        taken = list(dict.fromkeys([*(state.get("taken") or []), *others.processed(),
+                                    *self.dispatcher.finished(REMEMBERED)]))
         failed = self._failed(entries, taken_too=set(state.get("taken") or []) | others.recorded() if crashed else None)
         lost, deferred = self._lost(listed, others, set(taken))
         stopped_at = await self._redeliver(_merged(failed, lost), requested, done)
-        if others.dead and not deferred and stopped_at is None:
-            await replicas.forget(self.deps, others.dead)
         newest = max((int(e["id"]) for e in entries), default=last_id)
         cursor = newest if stopped_at is None else stopped_at - 1
         if last_id is not None and cursor is not None:
@@ -131,6 +133,7 @@ class Redeliverer:
             "last_id": cursor, "since": floor if cursor is None else now - WINDOW,
             "settled_id": self._settled(entries, cursor, None if crashed else state.get("settled_id")),
             "clean": False, "requested": dict(list(requested.items())[-REMEMBERED:]), "taken": taken[-REMEMBERED:]})
+        await replicas.forget(self.deps, others.clean + (others.dead if not deferred and stopped_at is None else []))
         if done.outcomes:
             log.info("redelivery pass", extra={"examined": done.examined, "after_crash": crashed or bool(lost),
                                                **done.outcomes})

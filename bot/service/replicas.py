@@ -6,20 +6,21 @@ those deliveries with it and GitHub counts them delivered. So every replica writ
 FLOPS_LEASE_RETRY, `redeliver/replicas/<identity>.json` in the state bucket: its pod, when it wrote
 (`written_at`), the time before which everything it accepted was processed (`settled_at`), the
 deliveries it accepted and has not processed (`unfinished`) and the last ones it processed
-(`finished`). A clean stop that drained its queue deletes the record.
+(`finished`). A clean stop that drained its queue marks its last record `clean`.
 
 A record is *dead* when it has not been written for FLOPS_LEASE_DURATION (wall clocks: keep the
 nodes' clocks in sync), or at once when it names this pod with another identity (this pod's
 previous container). The leader's pass (bot/service/redeliver.py) then asks GitHub again for the
-dead replica's `unfinished` deliveries and for every delivery answered 2xx since its `settled_at`
-that no replica recorded (see `Census.retake`), then deletes the record.
+dead replica's `unfinished` deliveries and for every delivery answered 2xx between its `settled_at`
+and its last record that no replica recorded (see `Census.retake`), then deletes the record, keeping
+its `finished` in the loop's `taken` (so does it with a clean one, at once).
 """
 from __future__ import annotations
 
 import asyncio
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from bot.flows.deps import Deps
@@ -41,13 +42,14 @@ class Record:
     written_at: float
     settled_at: float
     unfinished: frozenset[str]
-    finished: frozenset[str]
+    finished: tuple[str, ...]
+    clean: bool = False
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Record:
         return cls(str(data["identity"]), str(data.get("pod") or ""), float(data["written_at"]),
                    float(data["settled_at"]), frozenset(map(str, data.get("unfinished") or ())),
-                   frozenset(map(str, data.get("finished") or ())))
+                   tuple(map(str, data.get("finished") or ())), data.get("clean") is True)
 
 
 class Heartbeat:
@@ -66,20 +68,18 @@ class Heartbeat:
                 log.warning("replica record not written", exc_info=True)
             await asyncio.sleep(self.deps.settings.lease.retry)
 
-    async def write(self) -> None:
+    async def write(self, *, clean: bool = False) -> None:
         now, settled = time.time(), self.dispatcher.settled_at()
         await self.deps.artifacts.put_json(self.key, {
             "identity": self.deps.identity, "pod": self.deps.settings.lease.pod_name, "written_at": now,
             "settled_at": min(settled, now), "unfinished": self.dispatcher.unfinished(),
-            "finished": self.dispatcher.finished(REMEMBERED)})
+            "finished": self.dispatcher.finished(REMEMBERED), "clean": clean})
 
     async def stopped(self) -> None:
-        """A clean stop: nothing accepted is left unprocessed, so nothing needs asking for again."""
+        """A stop: `clean` when nothing accepted is left unprocessed (nothing to ask for again, and what it
+        processed stays known); otherwise the leader retakes what is left once this record is dead."""
         try:
-            if self.dispatcher.unfinished():
-                await self.write()  # what is left: the leader retakes it once this record is dead
-            else:
-                await self.deps.artifacts.delete(self.key)
+            await self.write(clean=not self.dispatcher.unfinished())
         except Exception:  # S3 unreachable: the record goes dead and its deliveries are looked at again
             log.warning("replica record not updated at stop", exc_info=True)
 
@@ -90,6 +90,7 @@ class Census:
 
     dead: list[Record]
     live: list[Record]
+    clean: list[Record] = field(default_factory=list)
 
     @property
     def back_to(self) -> float | None:
@@ -101,17 +102,22 @@ class Census:
         """Deliveries before this are in every live replica's record if it took them."""
         return min((r.written_at for r in self.live), default=math.inf) - HORIZON
 
+    def processed(self) -> list[str]:
+        """GUIDs the dead and cleanly stopped replicas processed: the loop's `taken` keeps them."""
+        return [guid for r in (*self.dead, *self.clean) for guid in r.finished]
+
     def recorded(self) -> set[str]:
         """GUIDs some replica accepted (and is processing) or processed."""
-        return {guid for r in (*self.dead, *self.live) for guid in r.finished} | \
-            {guid for r in self.live for guid in r.unfinished}
+        return {*self.processed(), *(guid for r in self.live for guid in (*r.finished, *r.unfinished))}
 
     def retake(self, guid: str, delivered_at: float) -> bool | None:
-        """Should a 2xx delivery be asked for again? True: a dead replica may have lost it; None: too
-        recent to tell (a live replica may hold it unrecorded: the next pass decides); False: no."""
+        """Should a 2xx delivery be asked for again? True: a dead replica may have lost it (accepted
+        between its settled point and its last record, give or take the clocks); None: too recent to
+        tell (a live replica may hold it unrecorded: the next pass decides); False: no."""
         if not self.dead or guid in self.recorded():
             return False
-        lost = any(guid in r.unfinished or delivered_at >= r.settled_at - LOOKBACK for r in self.dead)
+        lost = any(guid in r.unfinished or r.settled_at - LOOKBACK <= delivered_at <= r.written_at + LOOKBACK
+                   for r in self.dead)
         if lost and delivered_at >= self.horizon:
             return None
         return lost
@@ -122,6 +128,7 @@ async def census(deps: Deps) -> Census:
     now, own = time.time(), deps.identity
     dead: list[Record] = []
     live: list[Record] = []
+    clean: list[Record] = []
     for key in await deps.artifacts.list_keys(PREFIX):
         data = await deps.artifacts.get_json(key)
         try:
@@ -132,13 +139,17 @@ async def census(deps: Deps) -> Census:
         if record.identity == own:
             continue
         same_pod = bool(record.pod) and record.pod == deps.settings.lease.pod_name
-        (dead if same_pod or now - record.written_at > deps.settings.lease.duration else live).append(record)
-    return Census(dead, live)
+        if record.clean:
+            clean.append(record)
+        else:
+            (dead if same_pod or now - record.written_at > deps.settings.lease.duration else live).append(record)
+    return Census(dead, live, clean)
 
 
 async def forget(deps: Deps, records: list[Record]) -> None:
-    """The dead replicas' deliveries were asked for again: their records go."""
+    """The dead replicas' deliveries were asked for again (or a clean stop left none): their records go."""
     for record in records:
         await deps.artifacts.delete(PREFIX + record.identity + ".json")
-        log.info("dead replica's deliveries asked for again", extra={"holder": record.identity,
-                                                                     "unfinished": len(record.unfinished)})
+        if not record.clean:
+            log.info("dead replica's deliveries asked for again", extra={"holder": record.identity,
+                                                                         "unfinished": len(record.unfinished)})
