@@ -31,6 +31,7 @@ log = logs.get_logger(__name__)
 
 PREFIX = "redeliver/replicas/"
 REMEMBERED = 2000  # processed GUIDs a record lists
+RECORD_LIMIT = 1024 * 1024  # bytes of a record read (2,000 GUIDs are about 80 kB)
 LOOKBACK = 30.0  # seconds before a dead replica's `settled_at` that are looked at too (GitHub's clock vs ours)
 HORIZON = 5.0  # a delivery this recent, by a live replica's last record, may be that replica's, unrecorded yet
 
@@ -130,8 +131,8 @@ async def census(deps: Deps) -> Census:
     live: list[Record] = []
     clean: list[Record] = []
     for key in await deps.artifacts.list_keys(PREFIX):
-        data = await deps.artifacts.get_json(key)
         try:
+            data = await deps.artifacts.get_json(key, max_bytes=RECORD_LIMIT)
             record = Record.from_json(data if isinstance(data, dict) else {})
         except (KeyError, TypeError, ValueError):
             log.warning("replica record unreadable; ignored", extra={"key": key})
