@@ -15,7 +15,7 @@ from tests.emulators.kube import KubeEmulator
 START = claims.Start("acme/fl", "pr-7", "regression", "a" * 40)
 
 
-def other_replica(deps: Deps, **lease: int) -> Deps:
+def other_replica(deps: Deps, **lease: int | bool) -> Deps:
     """The same clients as another process: its own identity (and pod), the lease timings given."""
     settings = dataclasses.replace(deps.settings, lease=dataclasses.replace(deps.settings.lease, pod_name="other-pod",
                                                                             **lease))
@@ -51,11 +51,23 @@ def held_by(kube: KubeEmulator, holder: str, pod: str) -> None:
 
 
 async def test_a_claim_of_this_pods_previous_container_is_taken_over_at_once(bed: Bed, kube: KubeEmulator) -> None:
-    held_by(kube, "flops-bot-0-dead00", bed.deps.settings.lease.pod_name)
+    deps = other_replica(bed.deps, pod_unique=True)  # POD_NAME set, as the downward API sets it
+    held_by(kube, "other-pod-dead00", "other-pod")
     async with asyncio.timeout(5):  # a 600 s lease: only the pod rule lets it in
-        async with claims.claimed(bed.deps, START):
-            assert kube.get("leases", NAMESPACE, START.name)["spec"]["holderIdentity"] == bed.deps.identity
+        async with claims.claimed(deps, START):
+            assert kube.get("leases", NAMESPACE, START.name)["spec"]["holderIdentity"] == deps.identity
     assert lease_looks(kube) == 1
+
+
+async def test_with_a_host_name_for_pod_name_a_claim_of_the_same_name_is_not_taken_over(
+        bed: Bed, kube: KubeEmulator) -> None:
+    """Two live processes may share a host name (host networking): only POD_NAME identifies a pod."""
+    assert not bed.deps.settings.lease.pod_unique  # POD_NAME unset in the test bed: the host name
+    held_by(kube, "someone-else-live00", "other-pod")  # the same name as the claimant's, another identity
+    entered = asyncio.create_task(claims.claimed(other_replica(bed.deps, retry=1), START).__aenter__())
+    await wait_for(lambda: lease_looks(kube) >= 2, timeout=10, what="two looks at the claim")
+    assert not entered.done()
+    entered.cancel()
 
 
 async def test_a_claim_left_unrenewed_for_its_duration_is_taken_over(bed: Bed, kube: KubeEmulator) -> None:

@@ -11,7 +11,8 @@ The Lease is held the way `flops-bot-leader` is (bot/platform/leader.py): renewe
 FLOPS_LEASE_RENEW by an update carrying its resourceVersion, taken over (an update at the
 resourceVersion read, so two waiters cannot both win) once its record has not changed for its
 `leaseDurationSeconds` on the waiter's own clock, or at once when its holder was this pod's
-previous container (same `flops.dev/pod`, another identity: that process is dead).
+previous container (same `flops.dev/pod` as POD_NAME, another identity: that process is dead; not
+with a host name for POD_NAME, which two live processes may share).
 """
 from __future__ import annotations
 
@@ -135,8 +136,8 @@ class _Holder:
     def _dead(self, lease: dict[str, Any]) -> bool:
         """Its holder is this pod's previous container, or it has not renewed for its duration (our clock)."""
         meta, spec = lease["metadata"], lease.get("spec") or {}
-        pod = (meta.get("annotations") or {}).get(POD)
-        if pod and pod == self.deps.settings.lease.pod_name and spec.get("holderIdentity") != self.deps.identity:
+        pod, lease_settings = (meta.get("annotations") or {}).get(POD), self.deps.settings.lease
+        if lease_settings.pod_unique and pod == lease_settings.pod_name and _holder(lease) != self.deps.identity:
             return True
         record = (spec.get("holderIdentity"), spec.get("renewTime"), meta.get("resourceVersion"))
         if record != self._seen:

@@ -9,8 +9,8 @@ deliveries it accepted and has not processed (`unfinished`) and the last ones it
 (`finished`). A clean stop that drained its queue marks its last record `clean`.
 
 A record is *dead* when it has not been written for FLOPS_LEASE_DURATION (wall clocks: keep the
-nodes' clocks in sync), or at once when it names this pod with another identity (this pod's
-previous container). The leader's pass (bot/service/redeliver.py) then asks GitHub again for the
+nodes' clocks in sync), or at once when it names this pod (POD_NAME, when set) with another
+identity (this pod's previous container). The leader's pass (bot/service/redeliver.py) then asks GitHub again for the
 dead replica's `unfinished` deliveries and for every delivery answered 2xx between its `settled_at`
 and its last record that no replica recorded (see `Census.retake`), then deletes the record, keeping
 its `finished` in the loop's `taken` (so does it with a clean one, at once).
@@ -139,7 +139,7 @@ async def census(deps: Deps) -> Census:
             continue
         if record.identity == own:
             continue
-        same_pod = bool(record.pod) and record.pod == deps.settings.lease.pod_name
+        same_pod = deps.settings.lease.pod_unique and record.pod == deps.settings.lease.pod_name
         if record.clean:
             clean.append(record)
         else:
