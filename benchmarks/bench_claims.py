@@ -16,7 +16,6 @@ import statistics
 import sys
 import time
 import uuid
-
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
