@@ -228,8 +228,7 @@ async def launch_build(gh: GitHubAPI, deps: Deps, request: jobs.BuildRequest, *,
     build whose head moved meanwhile cancels itself."""
     src = request.source
     async with claims.of_source(deps, src, f"build:{request.image.name}"):
-        if [job for job in await lifecycle.running(deps, jobs.BUILD, repo=src.repo, sha=src.sha)
-                if jobs.annotations_of(job).get(jobs.IMAGE) == request.image.name and claims.same_scope(job, src)]:
+        if await lifecycle.runs_already(deps, jobs.BUILD, src, jobs.IMAGE, request.image.name):
             return False
         created = await _launch(gh, deps, request, queue=queue, note=note)
     if created is not None and src.pr is not None:

@@ -65,14 +65,6 @@ def of_source(deps: Deps, src: jobs.Source, kind: str) -> contextlib.AbstractAsy
     return claimed(deps, Start(src.repo, scope, kind, src.sha))
 
 
-def same_scope(job: dict[str, Any], src: jobs.Source) -> bool:
-    """Is `job` a run of `src`'s commit for the same PR (or, outside PRs, the same branch)?"""
-    ann = jobs.annotations_of(job)
-    if src.pr is not None:
-        return ann.get(jobs.PR) == str(src.pr) and ann.get(jobs.SHA) == src.sha
-    return jobs.PR not in ann and ann.get(jobs.REF, "") == src.ref and ann.get(jobs.SHA) == src.sha
-
-
 @contextlib.asynccontextmanager
 async def claimed(deps: Deps, start: Start) -> AsyncIterator[None]:
     """Hold the claim on `start` for the block (waiting while another replica holds it)."""

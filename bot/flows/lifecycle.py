@@ -63,6 +63,18 @@ async def running(deps: Deps, kind: str, *, repo: str, pr: int | None = None,
     return [job for job in await unreported(deps, kind, repo=repo, pr=pr, sha=sha) if not jobs.outcome(job).finished]
 
 
+async def runs_already(deps: Deps, kind: str, src: jobs.Source, annotation: str, value: str) -> bool:
+    """Does a Job of `kind` run for `src`'s commit, for the same PR (or, outside PRs, the same branch), with
+    `annotation` = `value` (the test, the image)? Whatever its attempt: a second `/test` or `/build`."""
+    for job in await running(deps, kind, repo=src.repo, sha=src.sha):
+        ann = jobs.annotations_of(job)
+        scope = ann.get(jobs.PR) == str(src.pr) if src.pr is not None else \
+            jobs.PR not in ann and ann.get(jobs.REF, "") == src.ref
+        if scope and ann.get(annotation) == value:
+            return True
+    return False
+
+
 async def cancel(gh: GitHubAPI, deps: Deps, job: dict[str, Any], why: str) -> bool:
     """Mark reported first (the tracker must not report it), complete the check, delete the Job. The mark is
     an update at the resourceVersion read, so of two replicas cancelling one Job (or cancelling one the tracker

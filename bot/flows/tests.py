@@ -53,8 +53,7 @@ async def start(gh: GitHubAPI, deps: Deps, test: TestConfig, src: jobs.Source, *
     the claim on the commit's test (`claims`: of two replicas one starts it). `base`: the branch whose
     latest run marks failures "also failing on <base>"."""
     async with claims.of_source(deps, src, f"test:{test.name}"):
-        if [job for job in await lifecycle.running(deps, jobs.TEST, repo=src.repo, sha=src.sha)
-                if jobs.annotations_of(job).get(jobs.TEST_NAME) == test.name and claims.same_scope(job, src)]:
+        if await lifecycle.runs_already(deps, jobs.TEST, src, jobs.TEST_NAME, test.name):
             return None
         return await _start(gh, deps, test, src, trigger=trigger, base=base, attempt=attempt, label=label, pr=pr,
                             cfg=cfg)
