@@ -12,6 +12,7 @@ from tests.emulators.github import GitHubEmulator
 from tests.emulators.kube import KubeEmulator
 from tests.test_as_shipped import (
     IMAGES,
+    MAINTAINER,
     REGRESSION,
     TESTS,
     Shipped,
@@ -25,9 +26,9 @@ from tests.test_as_shipped import (
 from tests.test_replicas import processed, two_replicas
 
 
-async def at_once(github: GitHubEmulator, repo: str, number: int, *sends: Any) -> None:
-    """Deliver `sends` together, each replica's read of the PR held until both have asked."""
-    barrier = github.hold_next("GET", rf"^/repos/{repo}/pulls/{number}$", times=2)
+async def at_once(github: GitHubEmulator, repo: str, number: int, *sends: Any, read: str = "") -> None:
+    """Deliver `sends` together, each replica's read of the PR (or of `read`) held until both have asked."""
+    barrier = github.hold_next("GET", read or rf"^/repos/{repo}/pulls/{number}$", times=2)
     sending = asyncio.gather(*sends)
     await wait_for(lambda: barrier.arrived == 2, timeout=20, what="both replicas reading the pull request")
     barrier.release.set()
@@ -72,6 +73,26 @@ async def test_two_regression_comments_on_two_replicas_at_once_start_one_run_and
         await deliver(b, "issue_comment", comment_payload(b, repo, number, "/regression"))
         await wait_for(lambda: len(jobs_of(a, "regression", head)) == 2, timeout=30, what="the re-run started")
         assert len(github.check_runs_for(repo, head, "flops/regression")) == 2
+
+
+async def test_an_approval_and_a_regression_comment_on_two_replicas_at_once_start_one_run(
+        tmp_path: Any, github: GitHubEmulator, kube: KubeEmulator, s3: Any) -> None:
+    repo, number = "acme/fl-claim-review", 34
+    async with two_replicas(tmp_path, github, kube, s3) as (a, b):
+        code_repo(a, repo, IMAGES + REGRESSION)
+        head = open_pr(a, repo, number)
+        review = pr_payload(a, "pull_request_review.submitted", repo, number)
+        review["review"].update(state="approved", commit_id=head)
+        review["review"]["user"]["login"] = MAINTAINER
+        before = processed(a) + processed(b)
+        await at_once(github, repo, number, deliver(a, "pull_request_review", review),
+                      deliver(b, "issue_comment", comment_payload(b, repo, number, "/regression")),
+                      read=rf"^/repos/{repo}/contents/\.github/flops\.yml")  # both read the config once
+        await all_processed(a, b, before, 2)
+        [job] = jobs_of(a, "regression", head)
+        [check] = github.check_runs_for(repo, head, "flops/regression")
+        assert job["metadata"]["annotations"]["flops.dev/check-run-id"] == str(check["id"])
+        assert claims_left(kube) == []
 
 
 async def test_a_synchronize_and_a_build_command_on_each_replica_at_once_start_each_run_once(
