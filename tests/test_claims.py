@@ -44,10 +44,18 @@ async def test_a_second_claimant_waits_until_the_first_released_the_claim(bed: B
     assert kube.get("leases", NAMESPACE, START.name) is None  # released by both
 
 
-def held_by(kube: KubeEmulator, holder: str, pod: str) -> None:
+def held_by(kube: KubeEmulator, holder: str, pod: str, renewed: str = "") -> None:
     kube.put_object({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
                      "metadata": {"name": START.name, "namespace": NAMESPACE, "annotations": {claims.POD: pod}},
-                     "spec": {"holderIdentity": holder, "leaseDurationSeconds": 600, "renewTime": micro_time()}})
+                     "spec": {"holderIdentity": holder, "leaseDurationSeconds": 600,
+                              "renewTime": renewed or micro_time()}})
+
+
+async def test_a_claim_unrenewed_for_an_hour_is_a_leftover_taken_over_at_once(bed: Bed, kube: KubeEmulator) -> None:
+    held_by(kube, "gone-pod-dead00", "gone-pod", renewed="2026-01-01T00:00:00.000000Z")
+    async with asyncio.timeout(5):  # a 600 s lease, another pod: only its age lets it in
+        async with claims.claimed(bed.deps, START):
+            assert kube.get("leases", NAMESPACE, START.name)["spec"]["holderIdentity"] == bed.deps.identity
 
 
 async def test_a_claim_of_this_pods_previous_container_is_taken_over_at_once(bed: Bed, kube: KubeEmulator) -> None:

@@ -10,9 +10,10 @@ second); the loser waits until it is gone, then finds the winner's Job running a
 The Lease is held the way `flops-bot-leader` is (bot/platform/leader.py): renewed every
 FLOPS_LEASE_RENEW by an update carrying its resourceVersion, taken over (an update at the
 resourceVersion read, so two waiters cannot both win) once its record has not changed for its
-`leaseDurationSeconds` on the waiter's own clock, or at once when its holder was this pod's
-previous container (same `flops.dev/pod` as POD_NAME, another identity: that process is dead; not
-with a host name for POD_NAME, which two live processes may share).
+`leaseDurationSeconds` on the waiter's own clock. At once when its renewTime is an hour old (a
+leftover of a holder long dead), or when its holder was this pod's previous container (same
+`flops.dev/pod` as POD_NAME, another identity: that process is dead; not with a host name for
+POD_NAME, which two live processes may share).
 """
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bot.core import jobs
+from bot.core.text import timestamp
 from bot.flows.deps import Deps
 from bot.platform import logs
 from bot.platform.leader import micro_time
@@ -34,6 +36,7 @@ log = logs.get_logger(__name__)
 PREFIX = "flops-start-"
 POD = jobs.A + "pod"  # the holder's pod: a restarted container knows its predecessor's claims are dead
 WAIT_LIMIT = 600.0  # seconds a start waits for a live holder before it fails (processing failed: redelivered)
+ANCIENT = 3600.0  # seconds unrenewed after which a claim is a leftover, whatever the clocks: taken over at once
 
 
 class ClaimTimeout(Exception):
@@ -131,6 +134,8 @@ class _Holder:
         pod, lease_settings = (meta.get("annotations") or {}).get(POD), self.deps.settings.lease
         if lease_settings.pod_unique and pod == lease_settings.pod_name and _holder(lease) != self.deps.identity:
             return True
+        if _renewed_ago(spec) > ANCIENT:  # a leftover of a holder long dead (even across clock skew): at once
+            return True
         record = (spec.get("holderIdentity"), spec.get("renewTime"), meta.get("resourceVersion"))
         if record != self._seen:
             self._seen, self._seen_at = record, time.monotonic()
@@ -153,6 +158,14 @@ class _Holder:
     def _fields(self, **more: Any) -> dict[str, Any]:
         return {"repo": self.start.repo, "scope": self.start.scope, "kind": self.start.kind, "sha": self.start.sha,
                 "claim": self.start.name, **more}
+
+
+def _renewed_ago(spec: dict[str, Any]) -> float:
+    """Seconds since the claim's renewTime by this machine's clock (0 when it cannot be read)."""
+    try:
+        return time.time() - timestamp(str(spec.get("renewTime")))
+    except ValueError:
+        return 0.0
 
 
 def _holder(lease: dict[str, Any]) -> str:
