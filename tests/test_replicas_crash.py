@@ -1,7 +1,8 @@
 """Issue 21: a follower's crash loses nothing. Two `python -m bot serve` replicas; the follower answers 202
-to two pushes and, before it has processed them (the emulated GitHub holds its first read of the repo), is
-killed with SIGKILL. Its record in the state bucket goes dead, and the leader's redelivery pass asks GitHub
-for both pushes again: each is built once, nothing is doubled."""
+to pushes and, before it has processed them (the emulated GitHub holds a request of it), is killed with
+SIGKILL. Its record in the state bucket goes dead, and the leader's redelivery pass asks GitHub for them
+again: each is built once, nothing is doubled, wherever the redelivery lands (the leader, or the killed
+follower's restarted container)."""
 from __future__ import annotations
 
 import json
@@ -12,8 +13,9 @@ from tests.conftest import SECRET, push_payload, wait_for
 from tests.emulators.github import GitHubEmulator
 from tests.emulators.kube import KubeEmulator
 from tests.emulators.s3 import S3Server
+from tests.serving import serving
 from tests.test_as_shipped import IMAGES, code_repo, jobs_of
-from tests.test_replicas import leader_and_follower, two_replicas
+from tests.test_replicas import BOT_NAMESPACE, leader_and_follower, two_replicas
 
 FAST = {"FLOPS_REDELIVER_INTERVAL": "2s", "FLOPS_LEASE_DURATION": "6s", "FLOPS_LEASE_RENEW": "4s",
         "FLOPS_LEASE_RETRY": "2s"}
@@ -62,3 +64,36 @@ async def test_deliveries_a_killed_follower_had_accepted_are_redelivered_by_the_
         left = await wait_for(lambda: (found := records(s3, bucket)) and len(found) == 1 and found, timeout=10,
                               what="the dead replica's record gone")
         assert left[0].startswith(f"redeliver/replicas/{leader.log.parent.name}-")
+
+
+async def test_a_delivery_retaken_from_a_killed_follower_that_lands_on_its_restarted_container_looks_first(
+        tmp_path: Path, github: GitHubEmulator, kube: KubeEmulator, s3: S3Server) -> None:
+    """The killed follower had created the push's build check run (its answer held), not the Job. Its pod's
+    next container comes up and the leader's redelivery lands there: announced as retaken, the push looks
+    before it creates, and the commit keeps one `flops/build: server`, the Job's."""
+    repo = "acme/fl-lost-half"
+    async with two_replicas(tmp_path, github, kube, s3, **FAST) as (a, b):
+        leader, follower = await leader_and_follower(kube, a, b)
+        code_repo(leader, repo, IMAGES)
+        held = github.hold_next("POST", rf"^/repos/{repo}/check-runs$", applied=True)  # created, never answered
+        github.hooks.url, github.hooks.secret = follower.url + "/webhook", SECRET
+        data = push_payload(github, repo, {"fl/server.py": "print('half')\n"})
+        accepted = await github.deliver("push", data)
+        await wait_for(lambda: held.arrived == 1, timeout=20, what="the follower creating the build check run")
+        follower.process.kill()
+        follower.process.wait(timeout=10)
+        pod = follower.log.parent.name
+        (tmp_path / "restarted").mkdir()
+        bucket = "t-" + tmp_path.name[-12:].lower().replace("_", "-").strip("-") + "x"
+        async with serving(tmp_path / "restarted", github, kube, s3, FLOPS_BUCKET=bucket, POD_NAME=pod,
+                           POD_NAMESPACE=BOT_NAMESPACE, **FAST) as restarted:
+            github.hooks.url = restarted.url + "/webhook"
+            held.release.set()
+            [job] = await wait_for(lambda: jobs_of(leader, "build", data["after"]), timeout=45,
+                                   what="the build Job, created by the restarted container")
+            [check] = github.check_runs_for(repo, data["after"], "flops/build: server")
+            assert job["metadata"]["annotations"]["flops.dev/check-run-id"] == str(check["id"])
+            [again] = [d for d in github.hooks.of(accepted.guid) if d.redelivery]
+            assert again.status_code == 202
+            logged = [json.loads(line) for line in restarted.log.read_text().splitlines()]
+            assert [e for e in logged if e["message"] == "github create done before a restart; using the object found"]

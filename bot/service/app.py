@@ -36,6 +36,7 @@ from bot.service.dispatch import Dispatcher
 from bot.service.intake import BODY_SECONDS, Refusal, Signature, UnverifiedBytes, admit, parse_event
 from bot.service.redeliver import Redeliverer
 from bot.service.replicas import Heartbeat
+from bot.service.retakes import Notices
 from bot.service.webhook_proxy import WebhookProxy
 
 log = logs.get_logger(__name__)
@@ -249,6 +250,7 @@ def _start_leadership(app: web.Application, deps: Deps, kinds: Iterable[Kind], w
         app[REDELIVERER] = redeliverer = Redeliverer(deps, app[DISPATCHER])
         leadership.while_leader("redeliver", redeliverer.run)
         app[HEARTBEAT] = heartbeat = Heartbeat(deps, app[DISPATCHER])  # every replica: what it took, for the leader
+        app[DISPATCHER].notices = Notices(deps.artifacts)  # and what the leader asks for again, for every replica
         app[BEATING] = asyncio.create_task(heartbeat.run(), name="replica-record")
     else:
         log.info("redelivery of failed deliveries disabled (FLOPS_REDELIVER_INTERVAL=0)")

@@ -31,7 +31,7 @@ from bot.flows.deps import Deps
 from bot.platform import logs
 from bot.platform.github import rate_limit_wait
 from bot.platform.retry import Sleep
-from bot.service import replicas
+from bot.service import replicas, retakes
 from bot.service.dispatch import Dispatcher
 
 log = logs.get_logger(__name__)
@@ -124,7 +124,10 @@ class Redeliverer:
                                     *self.dispatcher.finished(REMEMBERED)]))
         failed = self._failed(entries, taken_too=set(state.get("taken") or []) | others.recorded() if crashed else None)
         lost, deferred = self._lost(listed, others, set(taken))
-        stopped_at = await self._redeliver(_merged(failed, lost), requested, done)
+        todo = _merged(failed, lost)
+        if again := [item.guid for item in todo if item.succeeded and not self.dispatcher.seen(item.guid)]:
+            await retakes.announce(self.deps.artifacts, again)  # before asking: wherever it lands, it looks first
+        stopped_at = await self._redeliver(todo, requested, done)
         newest = max((int(e["id"]) for e in entries), default=last_id)
         cursor = newest if stopped_at is None else stopped_at - 1
         if last_id is not None and cursor is not None:

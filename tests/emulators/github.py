@@ -229,6 +229,7 @@ class Hold:
     method: str
     pattern: re.Pattern[str]
     times: int
+    applied: bool = False  # serve the request first (its effect stays), then hold the answer
     arrived: int = 0
     release: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -427,10 +428,11 @@ class GitHubEmulator:
         """Run `action` (e.g. a concurrent `commit`) just before the next matching request is served."""
         self._before.append((method.upper(), re.compile(path_regex), action))
 
-    def hold_next(self, method: str, path_regex: str, times: int = 1) -> Hold:
+    def hold_next(self, method: str, path_regex: str, times: int = 1, *, applied: bool = False) -> Hold:
         """The next `times` matching requests wait, unanswered, until `hold.release` is set: a slow GitHub
-        (a barrier for two replicas' requests, or work kept in flight while its process is killed)."""
-        hold = Hold(method.upper(), re.compile(path_regex), times)
+        (a barrier for two replicas' requests, or work kept in flight while its process is killed). With
+        `applied`, each is served first (a check run is created) and only its answer waits."""
+        hold = Hold(method.upper(), re.compile(path_regex), times, applied)
         self._holds.append(hold)
         return hold
 
@@ -598,10 +600,14 @@ class GitHubEmulator:
     async def _dispatch(self, request: web.Request) -> web.StreamResponse:
         auth = self._identify(request.headers.get("Authorization", ""), request.remote or "anonymous")
         self._run_before(request.method, request.path)
-        await self._wait_if_held(request.method, request.path)
+        hold = self._take_hold(request.method, request.path)
+        if hold is not None and not hold.applied:
+            await hold.release.wait()
         fault = self._take_fault(request.method, request.path)
         try:
             response = self._fault_response(fault) if fault and not fault.applied else await self._handle(request, auth)
+            if hold is not None and hold.applied:
+                await hold.release.wait()
             if fault and fault.applied:  # the effect happened; the caller hears of a failure
                 response = self._fault_response(fault)
                 if fault.cut:
@@ -679,14 +685,14 @@ class GitHubEmulator:
             if installation is None or not installation.covers(full_name) or req.repo is None:
                 raise not_found()
 
-    async def _wait_if_held(self, method: str, path: str) -> None:
+    def _take_hold(self, method: str, path: str) -> Hold | None:
         for hold in self._holds:
             if hold.method in (method, "*") and hold.pattern.search(path):
                 hold.arrived += 1
                 if hold.arrived >= hold.times:
                     self._holds.remove(hold)
-                await hold.release.wait()
-                return
+                return hold
+        return None
 
     def _run_before(self, method: str, path: str) -> None:
         for hook in self._before:
