@@ -25,27 +25,30 @@ def test_a_dead_replicas_unrecorded_deliveries_between_its_settled_point_and_las
     dead = record("b", written=NOW - 20, settled=NOW - 25, unfinished=("u",), finished=("done-b",))
     census = replicas.Census([dead], [record("c", written=NOW - 1, settled=NOW - 1, finished=("done-c",),
                                              unfinished=("busy-c",))])
-    assert census.retake("u", NOW - 3600) is True  # it said it held it, however old
-    assert census.retake("x", NOW - 24) is True  # answered 2xx after its settled point, recorded nowhere
-    assert census.retake("old", NOW - 25 - replicas.LOOKBACK - 1) is False  # settled before: processed
-    assert census.retake("later", NOW - 20 + replicas.LOOKBACK + 1) is False  # after it stopped writing: not its
+    assert census.retake("u", NOW - 3600, NOW - 3600) is True  # it said it held it, however old
+    assert census.retake("x", NOW - 24, NOW - 24) is True  # answered 2xx after its settled point, recorded nowhere
+    assert census.retake("old", NOW - 56, NOW - 56) is False  # settled before: processed
+    assert census.retake("later", NOW + 11, NOW + 11) is False  # after it stopped writing: not its
     for known in ("done-b", "done-c", "busy-c"):
-        assert census.retake(known, NOW - 24) is False
+        assert census.retake(known, NOW - 24, NOW - 24) is False
     assert census.back_to == NOW - 25 - replicas.LOOKBACK
 
 
 def test_a_delivery_newer_than_a_live_replicas_last_record_waits_for_the_next_pass() -> None:
     census = replicas.Census([record("b", written=NOW - 20, settled=NOW - 25)],
                              [record("c", written=NOW - 30, settled=NOW - 30)])
-    assert census.retake("x", NOW - 24) is None  # c may have taken it since it last wrote
-    assert replicas.Census([], [record("c", written=NOW, settled=NOW)]).retake("x", NOW - 24) is False  # none dead
+    assert census.retake("x", NOW - 24, NOW - 24) is None  # c may have taken it since it last wrote
+    fresh = replicas.Census([record("b", written=NOW - 20, settled=NOW - 25)], [record("c", written=NOW, settled=NOW)])
+    assert fresh.retake("x", NOW - 24, NOW - 24) is True
+    assert fresh.retake("x", NOW - 24, NOW - 1) is None  # attempted again a moment ago: c may be taking it now
+    assert replicas.Census([], [record("c", written=NOW, settled=NOW)]).retake("x", NOW - 24, NOW - 24) is False
 
 
 def test_what_dead_and_cleanly_stopped_replicas_processed_stays_known() -> None:
     census = replicas.Census([record("b", written=NOW, settled=NOW, finished=("1", "2"))], [],
                              [record("c", written=NOW, settled=NOW, finished=("3",), clean=True)])
     assert census.processed() == ["1", "2", "3"]
-    assert census.retake("3", NOW) is False
+    assert census.retake("3", NOW, NOW) is False
 
 
 async def test_a_pass_retakes_what_a_dead_replica_accepted_and_deletes_its_record(

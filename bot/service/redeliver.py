@@ -122,7 +122,7 @@ class Redeliverer:
         requested: dict[str, int] = dict(state.get("requested") or {})
         taken = list(dict.fromkeys([*(state.get("taken") or []), *others.processed(),
                                     *self.dispatcher.finished(REMEMBERED)]))
-        failed = self._failed(entries, taken_too=set(state.get("taken") or []) | others.recorded() if crashed else None)
+        failed = self._failed(entries, taken_too=set(state.get("taken") or []) | others.recorded if crashed else None)
         lost, deferred = self._lost(listed, others, set(taken))
         todo = _merged(failed, lost)
         if again := [item.guid for item in todo if item.succeeded and not self.dispatcher.seen(item.guid)]:
@@ -145,12 +145,15 @@ class Redeliverer:
     def _lost(self, listed: list[dict[str, Any]], others: replicas.Census, known: set[str]) -> tuple[list[_Guid], bool]:
         """Deliveries answered 2xx that a dead replica may have taken with it (`Census.retake`), oldest
         first; and whether some were too recent to tell (then the dead replicas' records stay)."""
+        for guid in [g for g in self._retaking if g in others.recorded]:
+            del self._retaking[guid]  # asked for again, and taken by another replica since: its record has it
         lost, deferred = [], False
         for item in _by_guid(listed).values():
-            if not item.succeeded or item.guid in known or self.dispatcher.seen(item.guid) \
-                    or not self._subscribed(item.newest):
+            if not item.succeeded or item.guid in known or item.guid in self._retaking \
+                    or self.dispatcher.seen(item.guid) or not self._subscribed(item.newest):
                 continue
-            verdict = others.retake(item.guid, min(_timestamp(a.get("delivered_at")) for a in item.attempts))
+            times = [_timestamp(a.get("delivered_at")) for a in item.attempts]
+            verdict = others.retake(item.guid, min(times), max(times))
             deferred = deferred or verdict is None
             if verdict:
                 lost.append(item)

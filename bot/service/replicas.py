@@ -18,6 +18,7 @@ its `finished` in the loop's `taken` (so does it with a clean one, at once).
 from __future__ import annotations
 
 import asyncio
+import functools
 import math
 import time
 from dataclasses import dataclass, field
@@ -107,19 +108,21 @@ class Census:
         """GUIDs the dead and cleanly stopped replicas processed: the loop's `taken` keeps them."""
         return [guid for r in (*self.dead, *self.clean) for guid in r.finished]
 
-    def recorded(self) -> set[str]:
+    @functools.cached_property
+    def recorded(self) -> frozenset[str]:
         """GUIDs some replica accepted (and is processing) or processed."""
-        return {*self.processed(), *(guid for r in self.live for guid in (*r.finished, *r.unfinished))}
+        return frozenset((*self.processed(), *(guid for r in self.live for guid in (*r.finished, *r.unfinished))))
 
-    def retake(self, guid: str, delivered_at: float) -> bool | None:
-        """Should a 2xx delivery be asked for again? True: a dead replica may have lost it (accepted
-        between its settled point and its last record, give or take the clocks); None: too recent to
-        tell (a live replica may hold it unrecorded: the next pass decides); False: no."""
-        if not self.dead or guid in self.recorded():
+    def retake(self, guid: str, first_at: float, last_at: float) -> bool | None:
+        """Should a 2xx delivery (first attempted at `first_at`, last at `last_at`) be asked for again?
+        True: a dead replica may have lost it (accepted between its settled point and its last record,
+        give or take the clocks); None: too recent to tell (a live replica may hold it unrecorded: the
+        next pass decides); False: no."""
+        if not self.dead or guid in self.recorded:
             return False
-        lost = any(guid in r.unfinished or r.settled_at - LOOKBACK <= delivered_at <= r.written_at + LOOKBACK
+        lost = any(guid in r.unfinished or r.settled_at - LOOKBACK <= first_at <= r.written_at + LOOKBACK
                    for r in self.dead)
-        if lost and delivered_at >= self.horizon:
+        if lost and last_at >= self.horizon:
             return None
         return lost
 
