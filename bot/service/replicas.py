@@ -2,8 +2,9 @@
 replica's crash, not only its own.
 
 A replica answers 202 before it processes; killed in between (SIGKILL, OOM, a lost node), it takes
-those deliveries with it and GitHub counts them delivered. So every replica writes, every
-FLOPS_LEASE_RETRY, `redeliver/replicas/<identity>.json` in the state bucket: its pod, when it wrote
+those deliveries with it and GitHub counts them delivered. So every replica writes
+`redeliver/replicas/<identity>.json` in the state bucket (within FLOPS_LEASE_RETRY of a change in what
+it took, else every FLOPS_LEASE_RENEW, which is shorter than FLOPS_LEASE_DURATION): its pod, when it wrote
 (`written_at`), the time before which everything it accepted was processed (`settled_at`), the
 deliveries it accepted and has not processed (`unfinished`) and the last ones it processed
 (`finished`). A clean stop that drained its queue marks its last record `clean`.
@@ -34,6 +35,7 @@ PREFIX = "redeliver/replicas/"
 REMEMBERED = 2000  # processed GUIDs a record lists
 RECORD_LIMIT = 1024 * 1024  # bytes of a record read (2,000 GUIDs are about 80 kB)
 LOOKBACK = 30.0  # seconds before a dead replica's `settled_at` that are looked at too (GitHub's clock vs ours)
+SETTLED_LIMIT = 3600.0  # a dead replica's deliveries are looked for at most this long before its last record
 HORIZON = 5.0  # a delivery this recent, by a live replica's last record, may be that replica's, unrecorded yet
 
 
@@ -55,27 +57,38 @@ class Record:
 
 
 class Heartbeat:
-    """This replica's record, written every FLOPS_LEASE_RETRY; deleted at a clean stop."""
+    """This replica's record, kept fresh while it runs; marked `clean` at a clean stop."""
 
     def __init__(self, deps: Deps, dispatcher: Dispatcher) -> None:
         self.deps = deps
         self.dispatcher = dispatcher
         self.key = PREFIX + deps.identity + ".json"
+        self._written: tuple[Any, ...] = ()
+        self._written_at = 0.0
 
     async def run(self) -> None:
+        """Write when what it took changed (looked at every FLOPS_LEASE_RETRY), else every FLOPS_LEASE_RENEW."""
+        lease = self.deps.settings.lease
         while True:
-            try:
-                await self.write()
-            except Exception:  # S3 unreachable: the next write tries again (the record may look dead meanwhile)
-                log.warning("replica record not written", exc_info=True)
-            await asyncio.sleep(self.deps.settings.lease.retry)
+            now = time.monotonic()
+            if self._snapshot() != self._written or now - self._written_at >= lease.renew:
+                try:
+                    await self.write()
+                except Exception:  # S3 unreachable: the next write tries again (the record may look dead meanwhile)
+                    log.warning("replica record not written", exc_info=True)
+            await asyncio.sleep(lease.retry)
+
+    def _snapshot(self) -> tuple[Any, ...]:
+        finished = self.dispatcher.finished(1)
+        return tuple(self.dispatcher.unfinished()), tuple(finished)
 
     async def write(self, *, clean: bool = False) -> None:
-        now, settled = time.time(), self.dispatcher.settled_at()
+        now, settled, snapshot = time.time(), self.dispatcher.settled_at(), self._snapshot()
         await self.deps.artifacts.put_json(self.key, {
             "identity": self.deps.identity, "pod": self.deps.settings.lease.pod_name, "written_at": now,
             "settled_at": min(settled, now), "unfinished": self.dispatcher.unfinished(),
             "finished": self.dispatcher.finished(REMEMBERED), "clean": clean})
+        self._written, self._written_at = snapshot, time.monotonic()
 
     async def stopped(self) -> None:
         """A stop: `clean` when nothing accepted is left unprocessed (nothing to ask for again, and what it
@@ -96,8 +109,11 @@ class Census:
 
     @property
     def back_to(self) -> float | None:
-        """How far back the listing must reach for the dead replicas (None: no dead replica)."""
-        return min(r.settled_at for r in self.dead) - LOOKBACK if self.dead else None
+        """How far back the listing must reach for the dead replicas (None: no dead replica): to the
+        oldest settled point, at most SETTLED_LIMIT before its record."""
+        if not self.dead:
+            return None
+        return min(max(r.settled_at, r.written_at - SETTLED_LIMIT) for r in self.dead) - LOOKBACK
 
     @property
     def horizon(self) -> float:
@@ -120,8 +136,8 @@ class Census:
         next pass decides); False: no."""
         if not self.dead or guid in self.recorded:
             return False
-        lost = any(guid in r.unfinished or r.settled_at - LOOKBACK <= first_at <= r.written_at + LOOKBACK
-                   for r in self.dead)
+        lost = any(guid in r.unfinished or max(r.settled_at, r.written_at - SETTLED_LIMIT) - LOOKBACK <= first_at
+                   <= r.written_at + LOOKBACK for r in self.dead)
         if lost and last_at >= self.horizon:
             return None
         return lost
