@@ -32,6 +32,9 @@ def test_a_dead_replicas_unrecorded_deliveries_between_its_settled_point_and_las
     for known in ("done-b", "done-c", "busy-c"):
         assert census.retake(known, NOW - 24, NOW - 24) is False
     assert census.back_to == NOW - 25 - replicas.LOOKBACK
+    stuck = replicas.Census([record("b", written=NOW, settled=NOW - 86_400)], [])  # a delivery stuck for a day
+    assert stuck.back_to == NOW - replicas.SETTLED_LIMIT - replicas.LOOKBACK  # an hour back at most
+    assert stuck.retake("y", NOW - 7200, NOW - 7200) is False
 
 
 def test_a_delivery_newer_than_a_live_replicas_last_record_waits_for_the_next_pass() -> None:
