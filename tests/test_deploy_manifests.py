@@ -68,7 +68,8 @@ ALLOWED = {("batch", "jobs"): {"create", "get", "list", "watch", "delete", "patc
            ("networking.k8s.io", "networkpolicies"): {"create", "delete"},  # issue 15: a federated run's own
            ("", "secrets"): {"get"},  # issue 16: only the Jobs' Secrets, by name (masking log tails)
            ("kueue.x-k8s.io", "workloads"): {"get", "list", "watch"},  # issue 25: read Kueue's reasons
-           ("ray.io", "rayjobs"): {"create", "get", "list", "watch", "delete", "patch"}}  # issue 18: RayJobs
+           ("ray.io", "rayjobs"): {"create", "get", "list", "watch", "delete", "patch"},  # issue 18: RayJobs
+           ("coordination.k8s.io", "leases"): {"create", "get", "update", "delete"}}  # issue 21: start claims
 
 
 def manifest_files() -> list[Path]:
@@ -742,6 +743,8 @@ async def exercise(kube: KubeEmulator, name: str, client: Kube) -> None:
         "replace_lease": lambda: client.replace_lease(BOT_NAMESPACE, {
             **lease, "metadata": {**lease["metadata"], "resourceVersion": kube.get(
                 "leases", BOT_NAMESPACE, LEASE_NAME)["metadata"]["resourceVersion"]}}),
+        "delete_lease": lambda: client.delete_lease(NAMESPACE, "flops-start-probe", kube.put_object(  # a start claim
+            {**lease, "metadata": {"name": "flops-start-probe", "namespace": NAMESPACE}})["metadata"]["resourceVersion"]),
     }
     assert name in calls, (f"Kube.{name} is not exercised by this test: add it to exercise() so the API call "
                            "it makes is checked against deploy/base/rbac.yaml")

@@ -328,19 +328,13 @@ async def test_deliveries_refused_queue_full_under_a_burst_are_redelivered_and_b
     code_repo(github)
     bed = await make_bed(FLOPS_REDELIVER_INTERVAL="0", FLOPS_WORKERS="1", FLOPS_QUEUE_SIZE="2")
     github.hooks.url, github.hooks.secret = bed.url("/webhook"), SECRET
-    reached, release = asyncio.Event(), asyncio.Event()
-
-    async def held() -> None:  # the one worker is busy with the first push until the test says
-        reached.set()
-        await release.wait()
-
-    github.before_next("GET", r"/contents/\.github/flops\.yml$", held)
+    held = github.hold_next("GET", r"/contents/\.github/flops\.yml$")  # the one worker stays busy on the first push
     pushes = [a_push(github, 20 + n) for n in range(4)]
     first = await github.deliver("push", pushes[0])
-    await asyncio.wait_for(reached.wait(), 10)
+    await wait_for(lambda: held.arrived, what="the first push being worked on")
     rest = [await github.deliver("push", data) for data in pushes[1:]]
     assert [d.status_code for d in [first, *rest]] == [202, 202, 503, 503]  # one worked on, one queued (2 accepted in all), two refused
-    release.set()
+    held.release.set()
     await bed.settle()
     done = await Redeliverer(bed.deps, bed.server.app[DISPATCHER]).one_pass()
     assert done.outcomes == {"requested": 2}

@@ -209,20 +209,14 @@ async def test_shutdown_stops_reading_the_channel_before_it_drains(make_bed: Bed
     """smee.io answered GitHub 2xx for whatever it relays: a delivery read during the drain would be
     refused (`shutting down`) and lost, so a stopping bot leaves the channel first, then drains."""
     bed = await proxy_bed(make_bed, smee)
-    reached, release = asyncio.Event(), asyncio.Event()
-
-    async def held() -> None:  # the push being processed when the stop comes
-        reached.set()
-        await release.wait()
-
-    bed.github.before_next("GET", r"/contents/\.github/flops\.yml$", held)
+    held = bed.github.hold_next("GET", r"/contents/\.github/flops\.yml$")  # the push in flight at the stop
     data = push(bed, {"server/app.py": "print('in flight at the stop')\n"})
     await relay(smee, "push", data)
-    await asyncio.wait_for(reached.wait(), 10)
+    await wait_for(lambda: held.arrived, what="the push being processed")
     stopping = asyncio.create_task(bed.server.close())
     await wait_for(lambda: smee.readers == 0, what="the channel left while the drain waits")
     assert not stopping.done()  # still draining the delivery in flight
-    release.set()
+    held.release.set()
     await asyncio.wait_for(stopping, 20)
     assert set(by_image(bed)) == {"server"}  # the delivery in flight was processed to the end
     assert proxied(bed, "unavailable") == 0  # nothing was read only to be refused

@@ -18,8 +18,8 @@ from bot.core.config import ConfigError, ImageConfig, RepoConfig
 from bot.core.config.paths import tag_matches
 from bot.core.records import BuildRecord
 from bot.core.text import code_block, plain
+from bot.flows import claims, lifecycle, reuse
 from bot.flows import kueue as queueing
-from bot.flows import lifecycle, reuse
 from bot.flows.deps import Deps
 from bot.flows.diagnosis import diagnose, log_tail, termination_message
 from bot.platform import checks, logs
@@ -222,16 +222,30 @@ async def reused_from(deps: Deps, repo: str, sha: str, image: str) -> str:
 async def launch_build(gh: GitHubAPI, deps: Deps, request: jobs.BuildRequest, *, queue: str | None,
                        note: str = "") -> bool:
     """Check run first (its id goes on the Job), then the Job (suspended in Kueue's LocalQueue `queue`,
-    if any). A Job that exists already means this request was handled (redelivery, restart): nothing
-    is posted twice. The source was uploaded by the caller (`ensure_source`); the Job gets only its
-    presigned URL."""
+    if any), under the claim on the commit's build of that image (`claims`: of two replicas one starts
+    it). A Job that exists already means this request was handled (redelivery, restart), and one of
+    this commit and image running means it runs (`/build` twice): nothing is posted twice. A PR's
+    build whose head moved meanwhile cancels itself."""
+    src = request.source
+    async with claims.of_source(deps, src, f"build:{request.image.name}"):
+        if await lifecycle.runs_already(deps, jobs.BUILD, src, jobs.IMAGE, request.image.name):
+            return False
+        created = await _launch(gh, deps, request, queue=queue, note=note)
+    if created is not None and src.pr is not None:
+        await lifecycle.cancel_if_head_moved(gh, deps, src, created)
+    return created is not None
+
+
+async def _launch(gh: GitHubAPI, deps: Deps, request: jobs.BuildRequest, *, queue: str | None,
+                  note: str) -> dict[str, Any] | None:
+    """The source was uploaded by the caller (`ensure_source`); the Job gets only its presigned URL."""
     src = request.source
     if not request.source_url:
         request = dataclasses.replace(request, source_url=await presigned_source(deps.artifacts, src.repo, src.sha))
     body = jobs.build_job(request, jobs.cluster_from(deps.settings), check=checks.build_name(request.image.name))
     name = jobs.name_of(body)
     if await deps.kube.get_job(name) is not None:
-        return False
+        return None
     title = f"Building {request.destination}" + ("" if request.push else " (not pushed)")
     summary = (f"Kaniko Job `{name}` in namespace `{deps.settings.namespace}` is building "
                f"`{request.image.dockerfile}` (context `{request.image.context}`)." + (f"\n\n{note}" if note else ""))
@@ -242,7 +256,7 @@ async def launch_build(gh: GitHubAPI, deps: Deps, request: jobs.BuildRequest, *,
     created = await deps.kube.create_job(body)
     log.info("build started", extra={"repo": src.repo, "sha": src.sha, "job": name, "image": request.image.name,
                                      "job_created": created is not None})
-    return created is not None
+    return created
 
 
 async def supersede(gh: GitHubAPI, deps: Deps, push: Push, tag: str) -> None:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import secrets
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -32,3 +33,4 @@ class Deps:
     policy: RetryPolicy = field(default_factory=RetryPolicy)  # waits before another try (GitHub, deploy conflicts)
     started: float = field(default_factory=time.time)  # this process's start: what is older, a dead one left
     locks: dict[str, asyncio.Lock] = field(default_factory=dict)  # per key: work of one object in turn, here
+    identity: str = field(default_factory=lambda: f"flops-bot-{secrets.token_hex(3)}")  # this process, among replicas

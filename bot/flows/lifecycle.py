@@ -70,6 +70,18 @@ async def running(deps: Deps, kind: str, *, repo: str, pr: int | None = None,
     return [job for job in await unreported(deps, kind, repo=repo, pr=pr, sha=sha) if not jobs.outcome(job).finished]
 
 
+async def runs_already(deps: Deps, kind: str, src: jobs.Source, annotation: str, value: str) -> bool:
+    """Does a Job of `kind` run for `src`'s commit, for the same PR (or, outside PRs, the same branch), with
+    `annotation` = `value` (the test, the image)? Whatever its attempt: a second `/test` or `/build`."""
+    for job in await running(deps, kind, repo=src.repo, sha=src.sha):
+        ann = jobs.annotations_of(job)
+        scope = ann.get(jobs.PR) == str(src.pr) if src.pr is not None else \
+            jobs.PR not in ann and ann.get(jobs.REF, "") == src.ref
+        if scope and ann.get(annotation) == value:
+            return True
+    return False
+
+
 async def cancel(gh: GitHubAPI, deps: Deps, job: dict[str, Any], why: str) -> bool:
     """Mark reported first (the tracker must not report it), complete the check, delete the Job. The mark is
     an update at the resourceVersion read, so of two replicas cancelling one Job (or cancelling one the tracker
@@ -91,6 +103,14 @@ async def cancel(gh: GitHubAPI, deps: Deps, job: dict[str, Any], why: str) -> bo
         await checks.complete(gh, ann[jobs.REPO], ann[jobs.CHECK_RUN], "cancelled", title="Cancelled", summary=why)
     await deps.kube.delete_job(name, api)
     return True
+
+
+async def cancel_if_head_moved(gh: GitHubAPI, deps: Deps, src: jobs.Source, job: dict[str, Any]) -> bool:
+    """Looked at after a PR run's Job exists: the PR moved on meanwhile (its synchronize, processed first by
+    another replica, found no Job of ours to cancel), so this run is stale and stops itself."""
+    data = await gh.getitem("/repos/" + src.repo + "/pulls/{number}", url_vars={"number": str(src.pr)})
+    head = str(data["head"]["sha"])
+    return head != src.sha and await cancel(gh, deps, job, f"Cancelled: the pull request moved to {head[:7]}.")
 
 
 async def cancel_all(gh: GitHubAPI, deps: Deps, found: Iterable[dict[str, Any]], why: str) -> int:

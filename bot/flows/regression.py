@@ -17,8 +17,8 @@ from gidgethub.abc import GitHubAPI
 from bot.core import jobs, verdict
 from bot.core.config import Metric, RegressionConfig, RepoConfig, parse_tolerance
 from bot.core.text import code_block, duration, escape, link, plain, safe_url
+from bot.flows import claims, lifecycle, rayjobs, trends
 from bot.flows import kueue as queueing
-from bot.flows import lifecycle, rayjobs, trends
 from bot.flows.deps import Deps
 from bot.flows.diagnosis import diagnose, log_tail
 from bot.flows.mlflow_runs import with_mlflow
@@ -67,12 +67,21 @@ async def start(gh: GitHubAPI, deps: Deps, cfg: RegressionConfig, src: jobs.Sour
                 attempt: str = "", baseline: bool = False, default_branch: str = "",
                 trusted: RepoConfig | None = None, labels: Mapping[str, str] | None = None) -> str | None:
     """Launch the run; None when a run of this commit is already going (redelivery, second approval,
-    `/regression` while one runs). Runs of the PR's older heads are cancelled first. The default
+    `/regression` while one runs). A PR run starts under the claim on its head (`claims`: of two
+    replicas one starts it); runs of the PR's older heads are cancelled first. The default
     branch (from the event's payload) is kept on the Job: the report needs no extra call for it.
     `trusted`: the default branch's config when the caller holds it (its Kueue `queue`, no API call).
     `labels`: added to the Job's (a bisection's `flops.dev/bisect`)."""
-    if src.pr is not None and await _supersede_pr_runs(gh, deps, src):
-        return None
+    async with claims.of_source(deps, src, jobs.REGRESSION):
+        if src.pr is not None and await _supersede_pr_runs(gh, deps, src):
+            return None
+        return await _launch(gh, deps, cfg, src, trigger=trigger, attempt=attempt, baseline=baseline,
+                             default_branch=default_branch, trusted=trusted, labels=labels)
+
+
+async def _launch(gh: GitHubAPI, deps: Deps, cfg: RegressionConfig, src: jobs.Source, *, trigger: str,
+                  attempt: str, baseline: bool, default_branch: str, trusted: RepoConfig | None,
+                  labels: Mapping[str, str] | None) -> str | None:
     url, dropped = await source_url(deps, src.installation_id, src.repo, src.sha)
     body = rayjobs.prepare(jobs.regression_job(src, jobs.cluster_from(deps.settings), workload(cfg), source_url=url,
                                                check=checks.REGRESSION, timeout=cfg.timeout, trigger=trigger,
@@ -96,17 +105,8 @@ async def start(gh: GitHubAPI, deps: Deps, cfg: RegressionConfig, src: jobs.Sour
         return None
     log.info("regression started", extra={"repo": src.repo, "sha": src.sha, "job": name, "trigger": trigger})
     if created is not None and src.pr is not None:
-        await _cancel_if_head_moved(gh, deps, src, created)
+        await lifecycle.cancel_if_head_moved(gh, deps, src, created)
     return name
-
-
-async def _cancel_if_head_moved(gh: GitHubAPI, deps: Deps, src: jobs.Source, job: dict[str, Any]) -> None:
-    """Looked at after the Job exists: the PR moved on meanwhile (its synchronize processed first, by another
-    replica, found no Job of ours to cancel), so this run is stale and stops itself."""
-    data = await gh.getitem("/repos/" + src.repo + "/pulls/{number}", url_vars={"number": str(src.pr)})
-    head = str(data["head"]["sha"])
-    if head != src.sha:
-        await lifecycle.cancel(gh, deps, job, f"Cancelled: the pull request moved to {head[:7]}.")
 
 
 async def _empty_output(deps: Deps, prefix: str) -> None:

@@ -24,7 +24,7 @@ from bot.core import jobs
 from bot.core.config import RepoConfig, TestConfig
 from bot.core.records import BuildRecord
 from bot.core.text import duration, escape, shown
-from bot.flows import builds, images_for_tests, lifecycle, merge_queue, pulls, regression, reruns
+from bot.flows import builds, claims, images_for_tests, lifecycle, merge_queue, pulls, regression, reruns
 from bot.flows import kueue as queueing
 from bot.flows.deps import Deps
 from bot.platform import checks, logs
@@ -49,9 +49,19 @@ def workload(test: TestConfig) -> jobs.Workload:
 async def start(gh: GitHubAPI, deps: Deps, test: TestConfig, src: jobs.Source, *, trigger: str, base: str = "",
                 attempt: str = "", label: str = "", pr: pulls.PullRef | None = None,
                 cfg: RepoConfig | None = None) -> str | None:
-    """Launch `test` on `src.sha`; None when its Job exists already (a redelivery) or it waits for
-    its image (`images_for_tests`). `base`: the branch whose latest run marks failures "also
-    failing on <base>"."""
+    """Launch `test` on `src.sha`; None when its Job exists already (a redelivery), the test runs for
+    this commit already (`/test` twice), or it waits for its image (`images_for_tests`). Started under
+    the claim on the commit's test (`claims`: of two replicas one starts it). `base`: the branch whose
+    latest run marks failures "also failing on <base>"."""
+    async with claims.of_source(deps, src, f"test:{test.name}"):
+        if await lifecycle.runs_already(deps, jobs.TEST, src, jobs.TEST_NAME, test.name):
+            return None
+        return await _start(gh, deps, test, src, trigger=trigger, base=base, attempt=attempt, label=label, pr=pr,
+                            cfg=cfg)
+
+
+async def _start(gh: GitHubAPI, deps: Deps, test: TestConfig, src: jobs.Source, *, trigger: str, base: str,
+                 attempt: str, label: str, pr: pulls.PullRef | None, cfg: RepoConfig | None) -> str | None:
     name = jobs.name_of_test(src, test.name, attempt, label)
     if await deps.kube.get_job(name) is not None:
         return None
@@ -78,7 +88,7 @@ async def start(gh: GitHubAPI, deps: Deps, test: TestConfig, src: jobs.Source, *
     queue = await queueing.queue_for(gh, deps, src.repo, jobs.TEST)  # the default branch's: a PR cannot pick one
     ann[jobs.CHECK_RUN] = str(await _check_for(gh, body, src, test, trigger, checks.dropped_note(ann), queue))
     try:
-        await deps.kube.create_job(body)
+        created = await deps.kube.create_job(body)
     except ApiException as exc:
         await checks.complete(gh, src.repo, ann[jobs.CHECK_RUN], "failure", title="Test Job not created",
                               summary=f"Kubernetes refused Job `{name}` (HTTP {exc.status}: {escape(exc.reason)}). "
@@ -87,6 +97,8 @@ async def start(gh: GitHubAPI, deps: Deps, test: TestConfig, src: jobs.Source, *
         raise
     log.info("test started", extra={"repo": src.repo, "sha": src.sha, "job": name, "test": test.name,
                                     "trigger": trigger})
+    if created is not None and src.pr is not None:
+        await lifecycle.cancel_if_head_moved(gh, deps, src, created)
     return name
 
 

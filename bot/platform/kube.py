@@ -147,6 +147,12 @@ class Kube:
         return await _call(self.coordination.replace_namespaced_lease, body["metadata"]["name"], namespace, body,
                            none_on=(409,), _request_timeout=5)
 
+    async def delete_lease(self, namespace: str, name: str, resource_version: str) -> bool:
+        """Delete a Lease only if it is still at `resource_version`; False when it changed since (409) or is gone."""
+        options = {"preconditions": {"resourceVersion": resource_version}}
+        return await _call(self.coordination.delete_namespaced_lease, name, namespace, body=options,
+                           _request_timeout=5, none_on=(404, 409)) is not None
+
     async def delete_job(self, name: str, kind: str = jobs.JOB) -> bool:
         """Delete a Job and (in the background) its Pods, or a RayJob and with it its Ray cluster and
         submitter Job. False when it was already gone."""

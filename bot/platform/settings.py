@@ -85,6 +85,7 @@ class LeaseSettings:
 
     namespace: str = "flops-system"  # the bot's own namespace (POD_NAMESPACE), not the Jobs'
     pod_name: str = ""  # POD_NAME (downward API); the holder identity is this plus a random suffix
+    pod_unique: bool = False  # POD_NAME was set: no other live process has this name (not so for a host name)
     duration: int = 15  # seconds a holder that stopped renewing keeps the lease
     renew: int = 10  # seconds between a holder's renewals
     retry: int = 2  # seconds between a follower's looks at the lease
@@ -166,6 +167,7 @@ def _s3_settings(env: Mapping[str, str], need: Callable[[str], str], problems: l
 def _lease_settings(env: Mapping[str, str], problems: list[str]) -> LeaseSettings:
     lease = LeaseSettings(namespace=env.get("POD_NAMESPACE", "").strip() or "flops-system",
                           pod_name=env.get("POD_NAME", "").strip() or socket.gethostname(),
+                          pod_unique=bool(env.get("POD_NAME", "").strip()),
                           duration=_interval_setting(env, "FLOPS_LEASE_DURATION", 15, problems) or 15,
                           renew=_interval_setting(env, "FLOPS_LEASE_RENEW", 10, problems) or 10,
                           retry=_interval_setting(env, "FLOPS_LEASE_RETRY", 2, problems) or 2)

@@ -28,7 +28,7 @@ from bot.platform import logs
 from bot.platform.artifacts import Artifacts
 from bot.platform.github import GitHubApp
 from bot.platform.kube import Kube, client_configuration
-from bot.platform.leader import Leadership
+from bot.platform.leader import Leadership, identity_for
 from bot.platform.metrics import Metrics
 from bot.platform.retry import RetryPolicy
 from bot.platform.settings import Settings
@@ -44,6 +44,8 @@ from bot.service.intake import (
     parse_event,
 )
 from bot.service.redeliver import Redeliverer
+from bot.service.replicas import Heartbeat
+from bot.service.retakes import Notices
 from bot.service.webhook_proxy import WebhookProxy
 
 log = logs.get_logger(__name__)
@@ -58,6 +60,8 @@ TRACKER = web.AppKey("tracker", Tracker)
 LEADERSHIP = web.AppKey("leadership", Leadership)
 REDELIVERER = web.AppKey("redeliverer", Redeliverer)
 RELAY = web.AppKey("relay", asyncio.Task[None])
+HEARTBEAT = web.AppKey("heartbeat", Heartbeat)
+BEATING = web.AppKey("beating", asyncio.Task[None])
 UNVERIFIED = web.AppKey("unverified", UnverifiedBytes)
 
 
@@ -253,13 +257,17 @@ def _start_leadership(app: web.Application, deps: Deps, kinds: Iterable[Kind], w
                       queue_poll: float) -> asyncio.Task[None]:
     """Every replica serves webhooks; only the Lease holder runs the tracker (reports, timeouts) and
     the loop that asks GitHub to redeliver what failed (FLOPS_REDELIVER_INTERVAL=0: off)."""
-    app[LEADERSHIP] = leadership = Leadership(deps.kube, deps.settings.lease, metrics=deps.metrics)
+    app[LEADERSHIP] = leadership = Leadership(deps.kube, deps.settings.lease, identity=deps.identity,
+                                                   metrics=deps.metrics)
     app[TRACKER] = Tracker(deps, kinds, watch_seconds=watch_seconds, queue_poll=queue_poll,
                            identity=leadership.identity)
     leadership.while_leader("tracker", app[TRACKER].run)
     if deps.settings.redeliver_interval:
         app[REDELIVERER] = redeliverer = Redeliverer(deps, app[DISPATCHER])
         leadership.while_leader("redeliver", redeliverer.run)
+        app[HEARTBEAT] = heartbeat = Heartbeat(deps, app[DISPATCHER])  # every replica: what it took, for the leader
+        app[DISPATCHER].notices = Notices(deps.artifacts)  # and what the leader asks for again, for every replica
+        app[BEATING] = asyncio.create_task(heartbeat.run(), name="replica-record")
     else:
         log.info("redelivery of failed deliveries disabled (FLOPS_REDELIVER_INTERVAL=0)")
     return asyncio.create_task(leadership.run(), name="leadership")
@@ -270,12 +278,14 @@ async def _stop_background(app: web.Application, tracking: asyncio.Task[None],
     """Stop the Lease's work and the proxy; a holder that ran the redelivery loop and drained every
     delivery it took says so, so the next start asks GitHub for nothing taken here."""
     leading = app[LEADERSHIP].is_leader
-    background = [task for task in (tracking, relaying) if task is not None]
+    background = [task for task in (tracking, relaying, app.get(BEATING)) if task is not None]
     for task in background:
         task.cancel()
     await asyncio.gather(*background, return_exceptions=True)
     if leading and REDELIVERER in app:  # a follower never writes the loop's state
         await app[REDELIVERER].stopped()
+    if HEARTBEAT in app:
+        await app[HEARTBEAT].stopped()
 
 
 def _unverified(settings: Settings, metrics: Metrics, seconds: float, grace: float) -> UnverifiedBytes:
@@ -302,7 +312,8 @@ def create_app(settings: Settings, router: routing.Router, *, kinds: Iterable[Ki
                            api_url=settings.api_url, metrics=app[METRICS], policy=policy)
         kube = Kube(client_configuration(settings), settings.namespace)
         deps = Deps(settings=settings, github=github, kube=kube, artifacts=Artifacts(settings.s3),
-                    metrics=app[METRICS], after_build=list(after_build or ()), policy=policy or RetryPolicy())
+                    metrics=app[METRICS], after_build=list(after_build or ()), policy=policy or RetryPolicy(),
+                    identity=identity_for(settings.lease.pod_name))
         app[DEPS] = deps
         app[READINESS] = Readiness({"github": github.check_key, "kubernetes": kube.ping,
                                     "s3": deps.artifacts.ping})

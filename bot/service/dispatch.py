@@ -13,6 +13,7 @@ from bot.flows.deps import Deps
 from bot.platform import logs
 from bot.platform.github import LOOK_FIRST
 from bot.platform.logs import delivery_id
+from bot.service.retakes import Notices
 
 log = logs.get_logger(__name__)
 
@@ -57,8 +58,9 @@ class Dispatcher:
         self._workers: list[asyncio.Task[None]] = []
         self._backlogs: dict[str, deque[sansio.Event]] = {}
         self._seen: OrderedDict[str, None] = OrderedDict()
-        self._unfinished: dict[str, None] = {}  # delivery ids accepted and not yet processed (redelivery state)
+        self._unfinished: dict[str, float] = {}  # accepted, not yet processed: delivery id -> when (redelivery state)
         self._retaken: set[str] = set()  # asked for again after a crash: may be half processed already
+        self.notices: Notices | None = None  # the retaken deliveries the leader announced (redelivery on)
         self._accepted: dict[int, float] = {}  # id(event) -> when submit() took it (flops_delivery_latency_seconds)
         self._done = asyncio.Event()
         self._done.set()
@@ -83,7 +85,7 @@ class Dispatcher:
         self._done.clear()
         if event.delivery_id:
             self._seen[event.delivery_id] = None
-            self._unfinished[event.delivery_id] = None
+            self._unfinished[event.delivery_id] = time.time()
             while len(self._seen) > SEEN_DELIVERIES:
                 self._seen.popitem(last=False)
         return True
@@ -91,6 +93,10 @@ class Dispatcher:
     def unfinished(self) -> list[str]:
         """Delivery ids accepted (answered 202) whose processing has not ended: lost if the process dies now."""
         return list(self._unfinished)
+
+    def settled_at(self) -> float:
+        """The wall-clock time before which every delivery this process accepted was processed."""
+        return min(self._unfinished.values(), default=time.time())
 
     def finished(self, limit: int) -> list[str]:
         """The newest `limit` delivery ids this process took and processed to the end (oldest first)."""
@@ -150,9 +156,19 @@ class Dispatcher:
         if self._pending == 0:
             self._done.set()
 
+    async def _retaken_here(self, event: sansio.Event) -> bool:
+        """Asked for again after a crash (by this process's redelivery loop, or announced by the leader's
+        to every replica): it may be half done, so its creates look first."""
+        guid = event.delivery_id
+        if not guid:
+            return False
+        if guid in self._retaken:
+            return True
+        return self.notices is not None and await self.notices.retaken(guid, self._unfinished.get(guid, time.time()))
+
     async def process(self, event: sansio.Event) -> None:
+        look = LOOK_FIRST.set(await self._retaken_here(event))
         token = delivery_id.set(event.delivery_id)
-        look = LOOK_FIRST.set(bool(event.delivery_id) and event.delivery_id in self._retaken)
         started = time.monotonic()
         accepted = self._accepted.pop(id(event), started)
         try:

@@ -10,6 +10,9 @@ most FLOPS_REDELIVER_MAX per pass and `ATTEMPTS` times in all. A GUID this proce
 took (the dispatcher's dedupe) is never redelivered. A rate limit (403/429) ends the pass; the
 cursor then stays before what was left, so the next pass takes it.
 
+After a crash (this process's predecessor's, or a dead replica's record: bot/service/replicas.py)
+deliveries answered 2xx that nobody recorded as processed are asked for again too.
+
 `run()` is the loop the app lifecycle starts; `one_pass()` is one look (tests, a leader gate).
 """
 from __future__ import annotations
@@ -28,6 +31,7 @@ from bot.flows.deps import Deps
 from bot.platform import logs
 from bot.platform.github import rate_limit_wait
 from bot.platform.retry import Sleep
+from bot.service import replicas, retakes
 from bot.service.dispatch import Dispatcher
 
 log = logs.get_logger(__name__)
@@ -102,19 +106,28 @@ class Redeliverer:
         crashed = self._first and "settled_id" in state and not state.get("clean")
         self._first = False
         floor = max(float(state.get("since") or now - FIRST_LOOKBACK), now - WINDOW)
+        others = await replicas.census(self.deps)
+        since = state["settled_id"] if crashed else last_id
+        back_to = None if others.back_to is None else max(others.back_to, now - WINDOW)
         try:
-            entries = await self._list(state["settled_id"] if crashed else last_id, floor)
+            listed = await self._list(since, floor, back_to)
         except gidgethub.HTTPException as exc:
             wait = rate_limit_wait(int(exc.status_code), exc.headers, now)
             if wait is None:
                 raise
             log.warning("redelivery listing rate limited", extra={"wait": wait})
             return Pass(retry_after=wait)
+        entries = [e for e in listed if _newer(e, since, floor)]
         done = Pass(examined=len(entries))
         requested: dict[str, int] = dict(state.get("requested") or {})
-        taken = list(dict.fromkeys([*(state.get("taken") or []), *self.dispatcher.finished(REMEMBERED)]))
-        failed = self._failed(entries, taken_too=set(state.get("taken") or []) if crashed else None)
-        stopped_at = await self._redeliver(failed, requested, done)
+        taken = list(dict.fromkeys([*(state.get("taken") or []), *others.processed(),
+                                    *self.dispatcher.finished(REMEMBERED)]))
+        failed = self._failed(entries, taken_too=set(state.get("taken") or []) | others.recorded if crashed else None)
+        lost, deferred = self._lost(listed, others, set(taken))
+        todo = _merged(failed, lost)
+        if again := [item.guid for item in todo if item.succeeded and not self.dispatcher.seen(item.guid)]:
+            await retakes.announce(self.deps.artifacts, again)  # before asking: wherever it lands, it looks first
+        stopped_at = await self._redeliver(todo, requested, done)
         newest = max((int(e["id"]) for e in entries), default=last_id)
         cursor = newest if stopped_at is None else stopped_at - 1
         if last_id is not None and cursor is not None:
@@ -123,9 +136,28 @@ class Redeliverer:
             "last_id": cursor, "since": floor if cursor is None else now - WINDOW,
             "settled_id": self._settled(entries, cursor, None if crashed else state.get("settled_id")),
             "clean": False, "requested": dict(list(requested.items())[-REMEMBERED:]), "taken": taken[-REMEMBERED:]})
+        await replicas.forget(self.deps, others.clean + (others.dead if not deferred and stopped_at is None else []))
         if done.outcomes:
-            log.info("redelivery pass", extra={"examined": done.examined, "after_crash": crashed, **done.outcomes})
+            log.info("redelivery pass", extra={"examined": done.examined, "after_crash": crashed or bool(lost),
+                                               **done.outcomes})
         return done
+
+    def _lost(self, listed: list[dict[str, Any]], others: replicas.Census, known: set[str]) -> tuple[list[_Guid], bool]:
+        """Deliveries answered 2xx that a dead replica may have taken with it (`Census.retake`), oldest
+        first; and whether some were too recent to tell (then the dead replicas' records stay)."""
+        for guid in [g for g in self._retaking if g in others.recorded]:
+            del self._retaking[guid]  # asked for again, and taken by another replica since: its record has it
+        lost, deferred = [], False
+        for item in _by_guid(listed).values():
+            if not item.succeeded or item.guid in known or item.guid in self._retaking \
+                    or self.dispatcher.seen(item.guid) or not self._subscribed(item.newest):
+                continue
+            times = [_timestamp(a.get("delivered_at")) for a in item.attempts]
+            verdict = others.retake(item.guid, min(times), max(times))
+            deferred = deferred or verdict is None
+            if verdict:
+                lost.append(item)
+        return lost, deferred
 
     def _settled(self, entries: list[dict[str, Any]], cursor: int | None, previous: Any) -> int | None:
         """The delivery id up to which everything this process accepted was processed: a process
@@ -156,13 +188,11 @@ class Redeliverer:
         except Exception:  # S3 unreachable: the next start redelivers what was taken since the last pass
             log.warning("redelivery state not saved at stop", exc_info=True)
 
-    async def _list(self, last_id: int | None, floor: float) -> list[dict[str, Any]]:
-        """The deliveries newer than `last_id` and than `floor`, newest first."""
+    async def _list(self, last_id: int | None, floor: float, back_to: float | None = None) -> list[dict[str, Any]]:
+        """The deliveries newer than `last_id` and than `floor` (and, if given, all since `back_to`), newest first."""
         found: list[dict[str, Any]] = []
         async for entry in self.deps.github.as_app().getiter("/app/hook/deliveries?per_page=100"):
-            if last_id is not None and int(entry["id"]) <= int(last_id):
-                break
-            if _timestamp(entry.get("delivered_at")) < floor:
+            if not _newer(entry, last_id, floor) and (back_to is None or _timestamp(entry.get("delivered_at")) < back_to):
                 break
             found.append(entry)
         return found
@@ -171,11 +201,7 @@ class Redeliverer:
         """GUIDs of subscribed events none of whose attempts succeeded, oldest first. After a crash
         (`taken_too`: what earlier processes processed to the end) also those answered 2xx but maybe
         never processed."""
-        by_guid: dict[str, _Guid] = {}
-        for entry in entries:
-            guid = str(entry.get("guid") or entry["id"])
-            by_guid.setdefault(guid, _Guid(guid, [])).attempts.append(entry)
-        failed = [g for g in by_guid.values() if (not g.succeeded or (taken_too is not None and g.guid not in taken_too))
+        failed = [g for g in _by_guid(entries).values() if (not g.succeeded or (taken_too is not None and g.guid not in taken_too))
                   and self._subscribed(g.newest)]
         return sorted(failed, key=lambda g: g.oldest)
 
@@ -232,6 +258,24 @@ class Redeliverer:
         for _ in left:
             self._count(done, "deferred")
         return min(item.oldest for item in left)
+
+
+def _newer(entry: dict[str, Any], last_id: Any, floor: float) -> bool:
+    """Newer than the cursor (`last_id`, when there is one) and than `floor`."""
+    return (last_id is None or int(entry["id"]) > int(last_id)) and _timestamp(entry.get("delivered_at")) >= floor
+
+
+def _by_guid(entries: Iterable[dict[str, Any]]) -> dict[str, _Guid]:
+    by_guid: dict[str, _Guid] = {}
+    for entry in entries:
+        guid = str(entry.get("guid") or entry["id"])
+        by_guid.setdefault(guid, _Guid(guid, [])).attempts.append(entry)
+    return by_guid
+
+
+def _merged(failed: list[_Guid], lost: list[_Guid]) -> list[_Guid]:
+    """Both lists as one, each GUID once, oldest first."""
+    return sorted({item.guid: item for item in [*lost, *failed]}.values(), key=lambda g: g.oldest)
 
 
 def _fields(entry: dict[str, Any], **more: Any) -> dict[str, Any]:

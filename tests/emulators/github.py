@@ -37,13 +37,13 @@ branch); comments may be posted on any issue number; ``add_comment`` seeds a hum
 """
 from __future__ import annotations
 
+import asyncio
 import base64
 import copy
 import difflib
 import functools
 import gzip
 import hashlib
-import inspect
 import io
 import itertools
 import json
@@ -222,6 +222,18 @@ class Fault:
     cut: bool = False  # no answer at all: the connection is closed (a timeout, as the client sees it)
 
 
+@dataclass
+class Hold:
+    """Requests held before they are served (`GitHubEmulator.hold_next`) until `release` is set."""
+
+    method: str
+    pattern: re.Pattern[str]
+    times: int
+    applied: bool = False  # serve the request first (its effect stays), then hold the answer
+    arrived: int = 0
+    release: asyncio.Event = field(default_factory=asyncio.Event)
+
+
 @dataclass(frozen=True)
 class Auth:
     kind: Literal["jwt", "token", "invalid", "anonymous"]
@@ -302,6 +314,7 @@ class GitHubEmulator:
         self._tokens: dict[str, Token] = {}
         self._faults: list[Fault] = []
         self._before: list[tuple[str, re.Pattern[str], Callable[[], object]]] = []
+        self._holds: list[Hold] = []
         self._used: dict[str, int] = {}
         self._where: dict[int, tuple[str, int]] = {}  # comment id -> (repo, issue number)
         self._check_repo: dict[int, str] = {}
@@ -419,9 +432,16 @@ class GitHubEmulator:
         return list(self._tokens)
 
     def before_next(self, method: str, path_regex: str, action: Callable[[], object]) -> None:
-        """Run `action` (e.g. a concurrent `commit`) just before the next matching request is served;
-        an action that returns an awaitable (say `event.wait`) holds that request until it is done."""
+        """Run `action` (e.g. a concurrent `commit`) just before the next matching request is served."""
         self._before.append((method.upper(), re.compile(path_regex), action))
+
+    def hold_next(self, method: str, path_regex: str, times: int = 1, *, applied: bool = False) -> Hold:
+        """The next `times` matching requests wait, unanswered, until `hold.release` is set: a slow GitHub
+        (a barrier for two replicas' requests, or work kept in flight while its process is killed). With
+        `applied`, each is served first (a check run is created) and only its answer waits."""
+        hold = Hold(method.upper(), re.compile(path_regex), times, applied)
+        self._holds.append(hold)
+        return hold
 
     def expire_tokens(self) -> None:
         for token in self._tokens.values():
@@ -588,10 +608,15 @@ class GitHubEmulator:
 
     async def _dispatch(self, request: web.Request) -> web.StreamResponse:
         auth = self._identify(request.headers.get("Authorization", ""), request.remote or "anonymous")
-        await self._run_before(request.method, request.path)
+        self._run_before(request.method, request.path)
+        hold = self._take_hold(request.method, request.path)
+        if hold is not None and not hold.applied:
+            await hold.release.wait()
         fault = self._take_fault(request.method, request.path)
         try:
             response = self._fault_response(fault) if fault and not fault.applied else await self._handle(request, auth)
+            if hold is not None and hold.applied:
+                await hold.release.wait()
             if fault and fault.applied:  # the effect happened; the caller hears of a failure
                 response = self._fault_response(fault)
                 if fault.cut:
@@ -669,13 +694,20 @@ class GitHubEmulator:
             if installation is None or not installation.covers(full_name) or req.repo is None:
                 raise not_found()
 
-    async def _run_before(self, method: str, path: str) -> None:
+    def _take_hold(self, method: str, path: str) -> Hold | None:
+        for hold in self._holds:
+            if hold.method in (method, "*") and hold.pattern.search(path):
+                hold.arrived += 1
+                if hold.arrived >= hold.times:
+                    self._holds.remove(hold)
+                return hold
+        return None
+
+    def _run_before(self, method: str, path: str) -> None:
         for hook in self._before:
             if hook[0] in (method, "*") and hook[1].search(path):
                 self._before.remove(hook)
-                done = hook[2]()
-                if inspect.isawaitable(done):
-                    await done
+                hook[2]()
                 return
 
     def _take_fault(self, method: str, path: str) -> Fault | None:
