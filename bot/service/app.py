@@ -295,6 +295,16 @@ def _unverified(settings: Settings, metrics: Metrics, seconds: float, grace: flo
     return budget
 
 
+def _deps(settings: Settings, session: aiohttp.ClientSession, metrics: Metrics, after_build: list[AfterBuild] | None,
+          policy: RetryPolicy | None) -> Deps:
+    """The clients every flow uses, made when the service starts."""
+    github = GitHubApp(session, app_id=settings.app_id, private_key=settings.private_key, api_url=settings.api_url,
+                       metrics=metrics, policy=policy)
+    return Deps(settings=settings, github=github, kube=Kube(client_configuration(settings), settings.namespace),
+                artifacts=Artifacts(settings.s3), metrics=metrics, after_build=list(after_build or ()),
+                policy=policy or RetryPolicy(), identity=identity_for(settings.lease.pod_name))
+
+
 def create_app(settings: Settings, router: routing.Router, *, kinds: Iterable[Kind],
                after_build: list[AfterBuild] | None = None, policy: RetryPolicy | None = None,
                drain_seconds: float = DRAIN_SECONDS, watch_seconds: int = WATCH_SECONDS,
@@ -308,14 +318,9 @@ def create_app(settings: Settings, router: routing.Router, *, kinds: Iterable[Ki
 
     async def lifecycle(app: web.Application) -> Any:
         session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60))
-        github = GitHubApp(session, app_id=settings.app_id, private_key=settings.private_key,
-                           api_url=settings.api_url, metrics=app[METRICS], policy=policy)
-        kube = Kube(client_configuration(settings), settings.namespace)
-        deps = Deps(settings=settings, github=github, kube=kube, artifacts=Artifacts(settings.s3),
-                    metrics=app[METRICS], after_build=list(after_build or ()), policy=policy or RetryPolicy(),
-                    identity=identity_for(settings.lease.pod_name))
-        app[DEPS] = deps
-        app[READINESS] = Readiness({"github": github.check_key, "kubernetes": kube.ping,
+        app[DEPS] = deps = _deps(settings, session, app[METRICS], after_build, policy)
+        kube = deps.kube
+        app[READINESS] = Readiness({"github": deps.github.check_key, "kubernetes": kube.ping,
                                     "s3": deps.artifacts.ping})
         app[DISPATCHER] = Dispatcher(router, deps, workers=settings.workers, queue_size=settings.queue_size)
         app[DISPATCHER].start()
