@@ -32,6 +32,7 @@ from bot.platform.leader import Leadership
 from bot.platform.metrics import Metrics
 from bot.platform.retry import RetryPolicy
 from bot.platform.settings import Settings
+from bot.service import runs
 from bot.service.dispatch import Dispatcher
 from bot.service.intake import BODY_SECONDS, Refusal, Signature, UnverifiedBytes, admit, parse_event
 from bot.service.redeliver import Redeliverer
@@ -310,5 +311,6 @@ def create_app(settings: Settings, router: routing.Router, *, kinds: Iterable[Ki
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
+    runs.add_routes(app, DEPS)  # /runs, /login, /auth/callback, /static
     return app
 
