@@ -79,7 +79,8 @@ def facts(run: runs.Run, github: str) -> str:
             ("Commit", href(f"{repo_url}/commit/{run.sha}", run.sha[:12]) if run.sha else "—"),
             ("Branch", h(run.ref) if run.ref else "—"),
             ("Pull request", href(f"{repo_url}/pull/{run.pr}", f"#{run.pr}") if run.pr.isdigit() else "—"),
-            ("Why", h(run.trigger) if run.trigger else "—"),
+            ("Why", h(run.trigger or (f"pull request #{run.pr}" if run.pr else f"push to {run.ref}" if run.ref
+                                      else "—"))),
             ("Check", h(run.check_name) if run.check_name else "—"),
             ("Conclusion", badge(run.conclusion) if run.conclusion else "not finished yet"),
             ("All runs", f'<a href="/runs?{h(urlencode({"repo": run.repo}))}">{h(run.repo)}</a>')]
