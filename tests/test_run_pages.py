@@ -175,3 +175,13 @@ async def test_public_repo_needs_sign_in_when_runs_are_not_public(make_bed: BedF
     async with bed.session.get(bed.url(f"/runs/{job['metadata']['labels']['flops.dev/run']}")) as page:
         assert page.status == 403
         assert "sign-in is not configured" in await page.text()
+
+
+async def test_every_check_links_its_run_page_when_the_public_url_is_set(make_bed: BedFactory,
+                                                                        github: GitHubEmulator) -> None:
+    github.add_installation(INSTALLATION, "Codertocat", [REPO])
+    bed = await make_bed(FLOPS_PUBLIC_URL="https://flops.example.com")
+    job = await started_build(bed)
+    ann = job["metadata"]["annotations"]
+    [check] = bed.github.check_runs_for(REPO, ann["flops.dev/sha"], "flops/build: server")
+    assert check["details_url"] == f"https://flops.example.com/runs/{job['metadata']['labels']['flops.dev/run']}"

@@ -180,7 +180,8 @@ async def _launch(gh: GitHubAPI, deps: Deps, request: RunRequest, run: jobs.Fede
     look = LOOK_FIRST.set(LOOK_FIRST.get() or resumed)  # resumed: the dead process may have made the check run
     try:
         check_id = await checks.create(gh, src.repo, src.sha, checks.FEDERATED, external_id=run.run_id,
-                                       status=status, title=title, summary=summary)
+                                       status=status, title=title, summary=summary,
+                                       details_url=checks.run_page(deps.settings.public_url, run.run_id))
     finally:
         LOOK_FIRST.reset(look)
     await deps.kube.annotate_job(run.run_id, {jobs.CHECK_RUN: str(check_id)})

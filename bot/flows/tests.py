@@ -75,7 +75,8 @@ async def start(gh: GitHubAPI, deps: Deps, test: TestConfig, src: jobs.Source, *
         ann[jobs.DEFAULT_BRANCH] = base
     for key in await deps.artifacts.runs.list_keys(prefix):  # a deleted Job of the same name left its results
         await deps.artifacts.runs.delete(key)
-    ann[jobs.CHECK_RUN] = str(await _check_for(gh, src, name, test, trigger, checks.dropped_note(ann)))
+    ann[jobs.CHECK_RUN] = str(await _check_for(gh, src, name, test, trigger, checks.dropped_note(ann),
+                                               checks.run_page(deps.settings.public_url, name)))
     try:
         await deps.kube.create_job(body)
     except ApiException as exc:
@@ -89,7 +90,8 @@ async def start(gh: GitHubAPI, deps: Deps, test: TestConfig, src: jobs.Source, *
     return name
 
 
-async def _check_for(gh: GitHubAPI, src: jobs.Source, name: str, test: TestConfig, trigger: str, note: str) -> int:
+async def _check_for(gh: GitHubAPI, src: jobs.Source, name: str, test: TestConfig, trigger: str, note: str,
+                     details_url: str | None) -> int:
     """The head's `queued` check (a fork waiting for a grant) now in progress, or a new one."""
     check = jobs.check_name(test.name)
     summary = (f"Test Job `{name}` (started by {escape(trigger)}) runs `{shown(' '.join(test.command), 300)}` in "
@@ -97,9 +99,10 @@ async def _check_for(gh: GitHubAPI, src: jobs.Source, name: str, test: TestConfi
     existing = await checks.latest(gh, src.repo, src.sha, check)
     if existing and existing["status"] == "queued":
         await checks.update(gh, src.repo, existing["id"], status="in_progress", external_id=name,
-                            title="Tests running", summary=summary)
+                            title="Tests running", summary=summary, details_url=details_url)
         return int(existing["id"])
-    return await checks.create(gh, src.repo, src.sha, check, external_id=name, title="Tests running", summary=summary)
+    return await checks.create(gh, src.repo, src.sha, check, external_id=name, title="Tests running", summary=summary,
+                               details_url=details_url)
 
 
 async def skip(gh: GitHubAPI, repo: str, sha: str, test: TestConfig, what: str) -> None:
