@@ -4,6 +4,7 @@ private repository refused to a user without access. The screenshot of the page 
 (docs/run-page.png), checked not blank."""
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import uuid
@@ -11,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import kubernetes.client
 from PIL import Image
 from playwright.async_api import Browser, Page, expect
 
@@ -61,7 +63,7 @@ async def signed_in_page(browser: Browser, github: GitHubEmulator, login: str, u
 
 def distinct_colours(png: bytes) -> int:
     with Image.open(io.BytesIO(png)) as image:
-        return len(set(image.convert("RGB").getdata()))
+        return len(image.convert("RGB").getcolors(maxcolors=1 << 24) or [])
 
 
 async def test_a_running_build_in_chromium_live_log_and_refusal(tmp_path: Path, github: GitHubEmulator,
@@ -97,3 +99,21 @@ async def test_a_running_build_in_chromium_live_log_and_refusal(tmp_path: Path, 
             assert status == 403
             await expect(refused.locator(".refused")).to_contain_text("stranger cannot read Codertocat/Hello-World")
             await expect(refused.locator("pre.log")).to_have_count(0)
+
+            await kept_after_the_pod_is_gone(page, served, kube, job, line)
+
+
+async def kept_after_the_pod_is_gone(page: Page, served: Served, kube: KubeEmulator, job: dict[str, Any],
+                                     line: str) -> None:
+    """The build finishes, is reported, its Job is deleted (as its TTL does): the page shows the kept log."""
+    name = job["metadata"]["name"]
+    kube.succeed_job(NAMESPACE, name, message="sha256:" + "ab" * 32, logs=f"{line}\nINFO Pushed image\n")
+    await wait_for(lambda: "flops.dev/reported" in kube.get("jobs", NAMESPACE, name)["metadata"]["annotations"],
+                   timeout=30, what="the build reported")
+    batch = kubernetes.client.BatchV1Api(kubernetes.client.ApiClient(kube.client_configuration()))
+    await asyncio.to_thread(batch.delete_namespaced_job, name, NAMESPACE, propagation_policy="Background")
+    await page.reload()
+    await expect(page.locator("main")).to_contain_text("this is what the bot kept")
+    await expect(page.locator("pre[data-live$='/containers/kaniko/live']")).to_contain_text("INFO Pushed image")
+    await page.goto(f"{served.url}/runs?repo={REPO}&kind=build&conclusion=success")
+    await expect(page.locator("table")).to_contain_text(name)
