@@ -32,6 +32,8 @@ METRICS_BYTES = 1024 * 1024
 SHOWN = 100  # runs listed on one page
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+DOWNLOADS_AT_ONCE = 4
+DOWNLOADS = web.AppKey("log_downloads", asyncio.Semaphore)
 LIVE = web.AppKey("live_logs", set[podlogs.Follow])  # the logs followed right now (closed on shutdown)
 
 
@@ -179,6 +181,11 @@ def _event(line: str) -> bytes:
 
 async def download_log(request: web.Request) -> web.StreamResponse:
     deps, run, pod, container, spec = await _log_target(request)
+    async with request.app[DOWNLOADS]:  # each holds up to DOWNLOAD_BYTES in memory: a few at a time
+        return await _download(deps, run, pod, container, spec)
+
+
+async def _download(deps: Deps, run: runs.Run, pod: str, container: str, spec: dict[str, Any] | None) -> web.Response:
     text = await deps.kube.whole_log(pod, container, DOWNLOAD_BYTES) if spec is not None else None
     if text is not None:
         text = "\n".join(map(logbook.LineMasker(await masker(deps, spec or {})), text.split("\n")))
@@ -197,13 +204,12 @@ async def list_runs(request: web.Request) -> web.StreamResponse:
     if not runs.REPO.fullmatch(repo):
         return _html("Runs", "<h1>Runs</h1>" + pages.list_page("", [], {}), request,
                      status=200 if not repo else 400)
-    try:
-        installation = await deps.github.installation_of(repo)
-    except Exception:
-        raise web.HTTPNotFound(text="flops-bot is not installed on this repository.") from None
-    await _allow(request, repo, installation, page=True)
+    every = await _runs_of(deps, repo)
+    if not every:  # nothing to show, and no call to GitHub for a name anyone can type
+        raise web.HTTPNotFound(text="flops-bot has no run of this repository.")
+    await _allow(request, every[0].repo, every[0].installation, page=True)
     filters = {k: request.query.get(k, "")[:100] for k in runs.FILTERS}
-    found = [r for r in await _runs_of(deps, repo) if runs.matches(r, filters)]
+    found = [r for r in every if runs.matches(r, filters)]
     return _html(f"Runs of {repo}", pages.list_page(repo, found[:SHOWN], filters), request)
 
 
@@ -242,6 +248,7 @@ def add_routes(app: web.Application, deps_key: web.AppKey[Deps]) -> None:
             follow.close()
 
     app[LIVE] = set()
+    app[DOWNLOADS] = asyncio.Semaphore(DOWNLOADS_AT_ONCE)
     app.cleanup_ctx.append(sessions)
     app.on_shutdown.append(stop_following)
     app.router.add_get("/runs", guarded(list_runs))
