@@ -121,6 +121,8 @@ async def test_private_run_refused_to_a_user_who_cannot_read_it(make_bed: BedFac
         assert stream.status == 403
     async with bed.session.get(bed.url(f"/runs?repo={REPO}"), cookies=cookies) as listing:
         assert listing.status == 403
+    async with bed.session.get(bed.url("/runs?repo=Codertocat/no-runs-here"), cookies=cookies) as unknown:
+        assert unknown.status == 403  # as for a private repository with runs: existence is not told
 
 
 async def test_callback_refuses_a_state_it_did_not_issue(make_bed: BedFactory, github: GitHubEmulator) -> None:
@@ -185,3 +187,18 @@ async def test_every_check_links_its_run_page_when_the_public_url_is_set(make_be
     ann = job["metadata"]["annotations"]
     [check] = bed.github.check_runs_for(REPO, ann["flops.dev/sha"], "flops/build: server")
     assert check["details_url"] == f"https://flops.example.com/runs/{job['metadata']['labels']['flops.dev/run']}"
+
+
+async def test_a_pending_pod_shows_why_and_its_log_says_it_has_not_started(make_bed: BedFactory,
+                                                                           github: GitHubEmulator) -> None:
+    github.add_installation(INSTALLATION, "octo-org", [PUBLIC])
+    bed = await make_bed()
+    job = await started_build(bed, PUBLIC)
+    bed.kube.set_pod_waiting(NAMESPACE, job["metadata"]["name"], "ImagePullBackOff",
+                             'Back-off pulling image "<script>alert(1)</script>"')
+    async with bed.session.get(bed.url(f"/runs/{job['metadata']['labels']['flops.dev/run']}")) as page:
+        text = await page.text()
+    assert "kaniko: ImagePullBackOff" in text and "<script>alert" not in text
+    kaniko = [p for p in live_paths(text) if p.endswith("/containers/kaniko/live")][0]
+    seen = await events(bed, kaniko, {}, until="not started")
+    assert seen == ["(the container has not started yet: reload the page once it runs)"]

@@ -30,6 +30,7 @@ class Follow:
         self._lines: asyncio.Queue[str | None] = asyncio.Queue(QUEUE_LINES)
         self._response: Any = None
         self._closed = threading.Event()
+        self.waiting = False  # the API server refused: the container has not started (or the Pod is gone)
 
     def start(self) -> asyncio.Queue[str | None]:
         """Start reading; the queue gets each line, then None when the log ended (or the stream broke)."""
@@ -64,7 +65,8 @@ class Follow:
             if pending and not self._closed.is_set():
                 self._put(loop, pending)
         except ApiException as exc:
-            if exc.status not in (400, 404):  # waiting to start, or gone: nothing to follow
+            self.waiting = exc.status in (400, 404)
+            if not self.waiting:  # waiting to start, or gone: nothing to follow
                 log.warning("following a log failed", extra={"pod": self._pod, "status": exc.status})
         except Exception as exc:  # the browser left (closed), or the API server cut the stream
             if not self._closed.is_set():

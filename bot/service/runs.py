@@ -158,6 +158,8 @@ async def _stream(deps: Deps, followed: set[podlogs.Follow], response: web.Strea
                 await response.write(b": still here\n\n")
                 continue
             if line is None:
+                if follow.waiting:
+                    await response.write(_event("(the container has not started yet: reload the page once it runs)"))
                 return
             await response.write(_event(mask(line)))
     finally:
@@ -205,7 +207,8 @@ async def list_runs(request: web.Request) -> web.StreamResponse:
         return _html("Runs", "<h1>Runs</h1>" + pages.list_page("", [], {}), request,
                      status=200 if not repo else 400)
     every = await _runs_of(deps, repo)
-    if not every:  # nothing to show, and no call to GitHub for a name anyone can type
+    if not every:  # answered as for a private repository with runs: whether it has any is not told to anyone
+        await _allow(request, repo, 0, page=True)  # with the reader's own token only: no App call for typed names
         raise web.HTTPNotFound(text="flops-bot has no run of this repository.")
     await _allow(request, every[0].repo, every[0].installation, page=True)
     filters = {k: request.query.get(k, "")[:100] for k in runs.FILTERS}
