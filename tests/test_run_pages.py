@@ -11,6 +11,7 @@ import aiohttp
 
 from tests.conftest import INSTALLATION, NAMESPACE, SECRET, Bed, BedFactory, push_payload, wait_for
 from tests.emulators.github import GitHubEmulator
+from tests.test_federated import FINAL, ROUNDS, run_objects, start_run, write_output
 
 REPO = "Codertocat/Hello-World"
 PUBLIC = "octo-org/public-models"
@@ -202,3 +203,23 @@ async def test_a_pending_pod_shows_why_and_its_log_says_it_has_not_started(make_
     kaniko = [p for p in live_paths(text) if p.endswith("/containers/kaniko/live")][0]
     seen = await events(bed, kaniko, {}, until="not started")
     assert seen == ["(the container has not started yet: reload the page once it runs)"]
+
+
+async def test_a_federated_run_page_shows_server_clients_and_per_round_metrics(make_bed: BedFactory,
+                                                                             github: GitHubEmulator) -> None:
+    github.add_installation(INSTALLATION, "Codertocat", [REPO])
+    github.oauth.add_client(CLIENT_ID, CLIENT_SECRET)
+    bed = await make_bed(**SIGNIN)
+    server = await start_run(bed)
+    run_id = server["metadata"]["name"]
+    clients, _ = run_objects(bed, run_id)
+    write_output(bed, server)
+    github.set_permission(REPO, "reader", "read")
+    cookies = await sign_in(bed, "reader", f"/runs/{run_id}")
+    async with bed.session.get(bed.url(f"/runs/{run_id}"), cookies=cookies) as page:
+        assert page.status == 200
+        text = await page.text()
+    assert "federated-server run" in text and len(clients) == 3
+    assert all(c["metadata"]["name"] in text for c in clients)
+    assert "<h3>Per round</h3>" in text and text.count("<tr><td>") >= len(ROUNDS)
+    assert all(key in text for key in FINAL)
