@@ -223,3 +223,4 @@ async def test_a_federated_run_page_shows_server_clients_and_per_round_metrics(m
     assert all(c["metadata"]["name"] in text for c in clients)
     assert "<h3>Per round</h3>" in text and text.count("<tr><td>") >= len(ROUNDS)
     assert all(key in text for key in FINAL)
+    assert text.count('<svg class="chart"') == len(ROUNDS[0]["metrics"])  # one chart per metric over the rounds

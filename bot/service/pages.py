@@ -121,10 +121,41 @@ def metrics_section(metrics: Any) -> str:
         head = "<tr><th>round</th>" + "".join(f"<th>{h(n)}</th>" for n in names) + "</tr>"
         body = "".join("<tr><td>" + h(r.get("round", "")) + "</td>" + "".join(f"<td>{h(r.get(n, ''))}</td>"
                                                                           for n in names) + "</tr>" for r in rounds)
-        parts.append(f"<h3>Per round</h3><table>{head}{body}</table>")
+        parts.append(f"<h3>Per round</h3>{''.join(chart(n, rounds) for n in names[:CHARTS])}<table>{head}{body}</table>")
     if links:
         parts.append("<h3>Links</h3><ul>" + "".join(f"<li>{href(v, k)}</li>" for k, v in links.items()) + "</ul>")
     return "\n".join(parts)
+
+
+CHARTS = 6  # metrics charted per run at most
+CHART_W, CHART_H, PAD = 320, 140, 28
+
+
+def chart(name: str, rounds: list[dict[str, str]]) -> str:
+    """A small inline SVG line chart of one metric over the rounds (no script, nothing fetched)."""
+    points = []
+    for row in rounds:
+        try:
+            points.append((float(row.get("round", "")), float(row.get(name, ""))))
+        except ValueError:
+            continue
+    if len(points) < 2:
+        return ""
+    xs, ys = [x for x, _ in points], [y for _, y in points]
+    x0, x1, y0, y1 = min(xs), max(xs), min(ys), max(ys)
+
+    def at(x: float, y: float) -> str:
+        px = PAD + (x - x0) / ((x1 - x0) or 1) * (CHART_W - 2 * PAD)
+        py = CHART_H - PAD - (y - y0) / ((y1 - y0) or 1) * (CHART_H - 2 * PAD)
+        return f"{px:.1f},{py:.1f}"
+    line = " ".join(at(x, y) for x, y in points)
+    return (f'<svg class="chart" viewBox="0 0 {CHART_W} {CHART_H}" width="{CHART_W}" height="{CHART_H}" role="img" '
+            f'aria-label="{h(name)} per round"><text x="{PAD}" y="16" font-size="12">{h(name)}</text>'
+            f'<text x="{PAD}" y="{CHART_H - 8}" font-size="10">round {x0:g}</text>'
+            f'<text x="{CHART_W - PAD}" y="{CHART_H - 8}" font-size="10" text-anchor="end">{x1:g}</text>'
+            f'<text x="{CHART_W - 4}" y="{PAD}" font-size="10" text-anchor="end">{y1:.4g}</text>'
+            f'<text x="{CHART_W - 4}" y="{CHART_H - PAD}" font-size="10" text-anchor="end">{y0:.4g}</text>'
+            f'<polyline fill="none" stroke="#0969da" stroke-width="2" points="{line}"/></svg>')
 
 
 def log_path(run_id: str, pod: str, container: str, what: str) -> str:
