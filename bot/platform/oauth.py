@@ -68,7 +68,12 @@ class Access:
     async def public(self, repo: str, installation: int) -> bool:
         """The repository is public (asked with the installation's token)."""
         async def ask() -> bool:
-            data = await self._app.for_installation(installation).getitem("/repos/" + repo)
+            try:
+                data = await self._app.for_installation(installation).getitem("/repos/" + repo)
+            except gidgethub.BadRequest as exc:  # the App no longer reaches it (uninstalled, renamed): not public
+                if exc.status_code in (401, 403, 404):
+                    return False
+                raise
             return data.get("private") is False and data.get("visibility", "public") == "public"
         return await self._cached(("", repo), ask)
 
