@@ -67,9 +67,11 @@ def _run_id(request: web.Request) -> str:
 async def _load(deps: Deps, run_id: str) -> tuple[runs.Run, bool, dict[str, dict[str, Any]]]:
     """The run (from its Jobs while they exist, else its record), whether it is in the cluster, its Pods' specs."""
     run, specs = await logbook.run_from_cluster(deps, run_id)
-    if run is not None:
+    if run is not None and any(job.pods for job in run.jobs):
         return run, True, specs
     kept = await logbook.kept_run(deps, run_id)
+    if kept is None and run is not None:  # not started yet (or its Pods are gone and nothing was kept)
+        return run, True, specs
     if kept is None:
         raise web.HTTPNotFound(text="No such run: it never existed, or its Jobs and its record are gone.")
     return kept, False, {}
@@ -86,7 +88,8 @@ async def _allow(request: web.Request, repo: str, installation: int, *, page: bo
     why = verdict.why if verdict.why != "sign-in" else (
         "Sign in with GitHub to see this run." if sessions.settings.signin.enabled else
         "This repository's runs are not public, and sign-in is not configured (GITHUB_CLIENT_ID).")
-    body = pages.layout("Not allowed", pages.refused(why), pages.who(None, request.path_qs))
+    user = sessions.user(request)
+    body = pages.layout("Not allowed", pages.refused(why), pages.who(user.login if user else None, request.path_qs))
     raise web.HTTPForbidden(text=body, content_type="text/html")
 
 
