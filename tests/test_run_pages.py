@@ -104,6 +104,7 @@ async def test_signed_in_reader_follows_a_running_build_live_masked(make_bed: Be
     bed.kube.append_log(NAMESPACE, pod["metadata"]["name"], "kaniko", f"step 1 <b>bold</b> {SECRET}\n")
     seen = await events(bed, kaniko[0], cookies, until="step 1")
     assert seen[-1] == "step 1 <b>bold</b> ***"  # masked as check-run tails are; escaped by the browser's text node
+    await wait_for(lambda: bed.kube.log_followers == 0, timeout=5, what="the API stream closed once the reader left")
 
 
 async def test_private_run_refused_to_a_user_who_cannot_read_it(make_bed: BedFactory, github: GitHubEmulator) -> None:

@@ -138,7 +138,7 @@ async def live_log(request: web.Request) -> web.StreamResponse:
     await response.prepare(request)
     try:
         if spec is not None:
-            await _stream(deps, request.app[LIVE], response, pod, container, spec)
+            await _stream(deps, request, response, pod, container, spec)
         else:
             await _replay(deps, response, run.run_id, pod, container)
         await response.write(b"event: end\ndata: the log ended\n\n")
@@ -147,19 +147,28 @@ async def live_log(request: web.Request) -> web.StreamResponse:
     return response
 
 
-async def _stream(deps: Deps, followed: set[podlogs.Follow], response: web.StreamResponse, pod: str, container: str,
+async def _stream(deps: Deps, request: web.Request, response: web.StreamResponse, pod: str, container: str,
                   spec: dict[str, Any]) -> None:
-    mask = logbook.LineMasker(await masker(deps, spec))
+    """Follow the container's log until it ends, the browser leaves (checked every second, so its API stream
+    and thread go at once) or the bot stops."""
+    mask, followed = logbook.LineMasker(await masker(deps, spec)), request.app[LIVE]
     follow = podlogs.Follow(deps.kube, pod, container)
     lines = follow.start()
     followed.add(follow)
+    quiet = 0.0
     try:
         while True:
             try:
-                line = await asyncio.wait_for(lines.get(), KEEPALIVE)
+                line = await asyncio.wait_for(lines.get(), 1.0)
             except TimeoutError:
-                await response.write(b": still here\n\n")
+                if request.transport is None or request.transport.is_closing():
+                    return
+                quiet += 1.0
+                if quiet >= KEEPALIVE:
+                    quiet = 0.0
+                    await response.write(b": still here\n\n")
                 continue
+            quiet = 0.0
             if line is None:
                 if follow.waiting:
                     await response.write(_event("(the container has not started yet: reload the page once it runs)"))

@@ -1493,7 +1493,11 @@ class KubeEmulator:
                     sent = len(text)
                 if over or self._stopping:
                     break
-                await queue.get()
+                try:
+                    await asyncio.wait_for(queue.get(), 0.5)
+                except TimeoutError:  # a client that went away is noticed, as the API server notices a closed socket
+                    if request.transport is None or request.transport.is_closing():
+                        break
             await response.write_eof()
         except (ConnectionResetError, ConnectionError, asyncio.CancelledError):
             pass
