@@ -256,7 +256,8 @@ async def report(job: dict[str, Any], result: jobs.Outcome, deps: Deps) -> str:
             "No server log could be read: when the bot is not running at the timeout, Kubernetes stops the run "
             f"{jobs.STOP_GRACE // 60} min later and deletes its Pods, logs included." if timed_out else None)
     summary = await summarize(deps, ann, metrics, roster, reason)
-    await checks.finish(gh, ann, conclusion, title=title[:200], summary=summary, text=text)
+    await checks.finish(gh, ann, conclusion, title=title[:200], summary=summary, text=text,  # created late: a
+                        details_url=checks.run_page(deps.settings.public_url, run_id))  # check made here links too
     if ann.get(jobs.PR):
         await comments.upsert(gh, ann[jobs.REPO], int(ann[jobs.PR]), MARKER,
                               f"{MARKER}\n### {checks.FEDERATED} · `{ann[jobs.SHA][:7]}` · **{conclusion}**: "
