@@ -371,7 +371,8 @@ def test_the_setup_page_env_file_names_are_the_github_secret_keys(templates: lis
     """`kubectl create secret generic flops-bot-github --from-env-file=.env` must fit the Deployment."""
     from bot.service.setup import env_file_text
 
-    text = env_file_text({"id": 1, "pem": "k", "webhook_secret": "s", "html_url": ""}, "https://api.github.com")
+    text = env_file_text({"id": 1, "pem": "k", "webhook_secret": "s", "html_url": "", "client_id": "Iv1.x",
+                          "client_secret": "c"}, "https://api.github.com")
     names = {line.split("=", 1)[0] for line in text.splitlines() if line and not line.startswith("#")}
     assert names == set(one(templates, "Secret", "flops-bot-github")["stringData"])
 
@@ -436,8 +437,11 @@ def test_probes_and_service_hit_real_routes(deployment: dict[str, Any], containe
         for path in rule["http"]["paths"]:
             backend = path["backend"]["service"]
             assert backend["name"] == "flops-bot" and backend["port"]["name"] in service_ports
-            assert ("POST", path["path"]) in served
-    assert [p["path"] for r in ingress["spec"]["rules"] for p in r["http"]["paths"]] == ["/webhook"]
+            exact = path["pathType"] == "Exact"
+            assert any(canonical == path["path"] or not exact and canonical.startswith(path["path"] + "/")
+                       for _, canonical in served), path
+    assert [p["path"] for r in ingress["spec"]["rules"] for p in r["http"]["paths"]] == \
+        ["/webhook", "/runs", "/login", "/auth/callback", "/static"]  # the webhook and the run pages, nothing else
 
 
 def test_the_grace_period_outlasts_the_drain(deployment: dict[str, Any]) -> None:
@@ -731,6 +735,8 @@ async def exercise(kube: KubeEmulator, name: str, client: Kube) -> None:
         "pods": lambda: client.pods("ray.io/node-type=head,ray.io/cluster=rbac-probe"),
         "pod_log": lambda: client.pod_log(kube.list("pods", NAMESPACE, labels={"job-name": "rbac-probe"})[0]
                                           ["metadata"]["name"], "main"),
+        "whole_log": lambda: client.whole_log(kube.list("pods", NAMESPACE, labels={"job-name": "rbac-probe"})[0]
+                                              ["metadata"]["name"], "main", 1024),
         "delete_service": lambda: client.delete_service("rbac-probe"),
         "delete_network_policy": lambda: client.delete_network_policy("rbac-probe"),
         "delete_job": lambda: client.delete_job("rbac-probe"),
@@ -753,7 +759,7 @@ async def exercise(kube: KubeEmulator, name: str, client: Kube) -> None:
 
 def kube_methods() -> list[str]:
     order = ["ping", "create_job", "create_service", "create_network_policy", "list_jobs", "list_jobs_page",
-             "get_job", "claim_job", "annotate_job", "create_lease", "get_lease", "replace_lease", "job_pods", "pod_log", "delete_service", "delete_network_policy", "delete_job"]
+             "get_job", "claim_job", "annotate_job", "create_lease", "get_lease", "replace_lease", "job_pods", "pod_log", "whole_log", "delete_service", "delete_network_policy", "delete_job"]
     public = [n for n, f in inspect.getmembers(Kube, inspect.iscoroutinefunction) if not n.startswith("_")]
     return sorted(public, key=lambda n: order.index(n) if n in order else len(order))
 

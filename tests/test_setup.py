@@ -32,7 +32,8 @@ from tests.emulators.github import GitHubEmulator
 
 ROOT = Path(__file__).resolve().parent.parent
 PUBLIC_URL = "https://flops-bot.example.com"
-CONTRACT = {"GITHUB_APP_ID", "GITHUB_PRIVATE_KEY", "GITHUB_WEBHOOK_SECRET", "GITHUB_API_URL"}
+CONTRACT = {"GITHUB_APP_ID", "GITHUB_PRIVATE_KEY", "GITHUB_WEBHOOK_SECRET", "GITHUB_API_URL", "GITHUB_CLIENT_ID",
+            "GITHUB_CLIENT_SECRET"}
 
 
 class Form(HTMLParser):
@@ -192,10 +193,12 @@ async def test_registration_writes_the_contract_variables_to_a_0600_file(setup: 
     assert values["GITHUB_APP_ID"] == str(app["id"])
     assert values["GITHUB_WEBHOOK_SECRET"] == app["webhook_secret"]
     assert values["GITHUB_API_URL"] == github.url
+    assert (values["GITHUB_CLIENT_ID"], values["GITHUB_CLIENT_SECRET"]) == (app["client_id"], app["client_secret"])
+    assert app["manifest"]["callback_urls"] == [f"{PUBLIC_URL}/auth/callback"]  # sign-in on the run pages
     shell = sourced(setup.env_file)
     assert set(shell) == CONTRACT
     assert shell["GITHUB_PRIVATE_KEY"].replace("\\n", "\n") == app["pem"].strip()
-    assert app["pem"] not in page and app["webhook_secret"] not in page
+    assert app["pem"] not in page and app["webhook_secret"] not in page and app["client_secret"] not in page
     assert len(github.calls_to("POST", r"^/app-manifests/[^/]+/conversions$")) == 1
 
 

@@ -251,7 +251,8 @@ async def _launch(gh: GitHubAPI, deps: Deps, request: jobs.BuildRequest, *, queu
                f"`{request.image.dockerfile}` (context `{request.image.context}`)." + (f"\n\n{note}" if note else ""))
     status, title, summary = queueing.queued_check(body, queue, title, summary)
     check_id = await checks.create(gh, src.repo, src.sha, checks.build_name(request.image.name), external_id=name,
-                                   status=status, title=title, summary=summary)
+                                   status=status, title=title, summary=summary,
+                                   details_url=checks.run_page(deps.settings.public_url, name))
     body["metadata"]["annotations"][jobs.CHECK_RUN] = str(check_id)
     created = await deps.kube.create_job(body)
     log.info("build started", extra={"repo": src.repo, "sha": src.sha, "job": name, "image": request.image.name,

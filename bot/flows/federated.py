@@ -180,7 +180,8 @@ async def _launch(gh: GitHubAPI, deps: Deps, request: RunRequest, run: jobs.Fede
     look = LOOK_FIRST.set(LOOK_FIRST.get() or resumed)  # resumed: the dead process may have made the check run
     try:
         check_id = await checks.create(gh, src.repo, src.sha, checks.FEDERATED, external_id=run.run_id,
-                                       status=status, title=title, summary=summary)
+                                       status=status, title=title, summary=summary,
+                                       details_url=checks.run_page(deps.settings.public_url, run.run_id))
     finally:
         LOOK_FIRST.reset(look)
     await deps.kube.annotate_job(run.run_id, {jobs.CHECK_RUN: str(check_id)})
@@ -255,7 +256,8 @@ async def report(job: dict[str, Any], result: jobs.Outcome, deps: Deps) -> str:
             "No server log could be read: when the bot is not running at the timeout, Kubernetes stops the run "
             f"{jobs.STOP_GRACE // 60} min later and deletes its Pods, logs included." if timed_out else None)
     summary = await summarize(deps, ann, metrics, roster, reason)
-    await checks.finish(gh, ann, conclusion, title=title[:200], summary=summary, text=text)
+    await checks.finish(gh, ann, conclusion, title=title[:200], summary=summary, text=text,  # created late: a
+                        details_url=checks.run_page(deps.settings.public_url, run_id))  # check made here links too
     if ann.get(jobs.PR):
         await comments.upsert(gh, ann[jobs.REPO], int(ann[jobs.PR]), MARKER,
                               f"{MARKER}\n### {checks.FEDERATED} · `{ann[jobs.SHA][:7]}` · **{conclusion}**: "

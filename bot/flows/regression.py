@@ -97,7 +97,8 @@ async def _launch(gh: GitHubAPI, deps: Deps, cfg: RegressionConfig, src: jobs.So
     what = "baseline for the default branch" if baseline else f"PR #{src.pr}" if src.pr is not None else "merge queue"
     await _empty_output(deps, body["metadata"]["annotations"][jobs.OUTPUT])
     queue = None if cfg.ray else await queueing.queue_for(gh, deps, src.repo, jobs.REGRESSION, trusted)
-    check_id = await _check_for(gh, src, body, what, cfg, trigger, queue)
+    check_id = await _check_for(gh, src, body, what, cfg, trigger, queue,
+                                checks.run_page(deps.settings.public_url, jobs.name_of(body)))
     body["metadata"]["annotations"][jobs.CHECK_RUN] = str(check_id)
     try:  # a refusal completes the check (it must not stay "in progress" for a Job that never existed)
         created = await rayjobs.create(gh, deps, body, src.repo, check_id)
@@ -126,7 +127,7 @@ async def _supersede_pr_runs(gh: GitHubAPI, deps: Deps, src: jobs.Source) -> boo
 
 
 async def _check_for(gh: GitHubAPI, src: jobs.Source, body: dict[str, Any], what: str, cfg: RegressionConfig,
-                     trigger: str, queue: str | None) -> int:
+                     trigger: str, queue: str | None, details_url: str | None = None) -> int:
     """Reuse the head's `queued` check (left by a synchronize) or create one, now in progress (or
     `queued` in Kueue's LocalQueue `queue`, the Job `body` created suspended)."""
     name, note = jobs.name_of(body), checks.dropped_note(body["metadata"]["annotations"])
@@ -136,10 +137,10 @@ async def _check_for(gh: GitHubAPI, src: jobs.Source, body: dict[str, Any], what
     existing = await checks.latest(gh, src.repo, src.sha, checks.REGRESSION)
     if existing and existing["status"] == "queued":
         await checks.update(gh, src.repo, existing["id"], status=status, external_id=name, title=title,
-                            summary=summary)
+                            summary=summary, details_url=details_url)
         return int(existing["id"])
     return await checks.create(gh, src.repo, src.sha, checks.REGRESSION, external_id=name, status=status,
-                               title=title, summary=summary)
+                               title=title, summary=summary, details_url=details_url)
 
 
 async def cancel_for_commit(gh: GitHubAPI, deps: Deps, repo: str, sha: str, why: str) -> int:
@@ -225,7 +226,7 @@ async def _report_baseline(gh: GitHubAPI, deps: Deps, ann: dict[str, str], metri
     rows = "\n".join(f"| {escape(k)} | {_value(v)} |" for k, v in sorted(metrics.items()))
     await checks.finish(gh, ann, "success", title="Baseline recorded",
                         summary=f"Metrics of `{sha[:7]}`, now the baseline for pull requests based on it:\n\n"
-                                f"| metric | value |\n|---|---|\n{rows}{_links(links)}", details_url=_mlflow(links))
+                                f"| metric | value |\n|---|---|\n{rows}{_links(links)}")
     return "success"
 
 
@@ -266,7 +267,7 @@ async def _report_pr(gh: GitHubAPI, deps: Deps, ann: dict[str, str], metrics: di
     if not gate:
         summary += "\n\nNo metric is gated: add `regression.metrics` to `.github/flops.yml`."
     summary += _links(links)
-    await checks.finish(gh, ann, conclusion, title=title, summary=summary, details_url=_mlflow(links))
+    await checks.finish(gh, ann, conclusion, title=title, summary=summary)  # MLflow: in the links; details: run page
     deps.metrics.regression_verdict({"success": "pass", "failure": "fail"}.get(conclusion, "no_baseline"))
     if conclusion == "success":  # only a pass is ever reused
         await _remember_tree(gh, deps, repo, sha, head_tree(comparison, sha), conclusion, title, summary)
@@ -386,11 +387,6 @@ def short_sha(value: object) -> str:
 
 def _links(links: dict[str, str]) -> str:
     return ("\n\n" + "\n".join(f"- {link(k, v)}" for k, v in links.items())) if links else ""
-
-
-def _mlflow(links: dict[str, str]) -> str | None:
-    """details_url: the MLflow link when the workload gave one."""
-    return next((value for key, value in links.items() if "mlflow" in key.lower()), None)
 
 
 KIND = lifecycle.Kind(jobs.REGRESSION, report)

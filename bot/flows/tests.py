@@ -86,7 +86,8 @@ async def _start(gh: GitHubAPI, deps: Deps, test: TestConfig, src: jobs.Source, 
         ann[jobs.DEFAULT_BRANCH] = base
     await deps.artifacts.runs.delete_prefix(prefix)  # a deleted Job of the same name left its results
     queue = await queueing.queue_for(gh, deps, src.repo, jobs.TEST)  # the default branch's: a PR cannot pick one
-    ann[jobs.CHECK_RUN] = str(await _check_for(gh, body, src, test, trigger, checks.dropped_note(ann), queue))
+    ann[jobs.CHECK_RUN] = str(await _check_for(gh, body, src, test, trigger, checks.dropped_note(ann), queue,
+                                               checks.run_page(deps.settings.public_url, name)))
     try:
         created = await deps.kube.create_job(body)
     except ApiException as exc:
@@ -103,7 +104,7 @@ async def _start(gh: GitHubAPI, deps: Deps, test: TestConfig, src: jobs.Source, 
 
 
 async def _check_for(gh: GitHubAPI, body: dict[str, Any], src: jobs.Source, test: TestConfig, trigger: str,
-                     note: str, queue: str | None) -> int:
+                     note: str, queue: str | None, details_url: str | None) -> int:
     """The head's `queued` check (a fork waiting for a grant) now in progress, or a new one; under a
     Kueue `queue` the Job is made suspended and its check says it waits there."""
     check, name = jobs.check_name(test.name), jobs.name_of(body)
@@ -113,10 +114,10 @@ async def _check_for(gh: GitHubAPI, body: dict[str, Any], src: jobs.Source, test
     existing = await checks.latest(gh, src.repo, src.sha, check)
     if existing and existing["status"] == "queued":
         await checks.update(gh, src.repo, existing["id"], status=status, external_id=name, title=title,
-                            summary=summary)
+                            summary=summary, details_url=details_url)
         return int(existing["id"])
     return await checks.create(gh, src.repo, src.sha, check, external_id=name, title=title, summary=summary,
-                               status=status)
+                               status=status, details_url=details_url)
 
 
 async def skip(gh: GitHubAPI, repo: str, sha: str, test: TestConfig, what: str) -> None:

@@ -30,6 +30,7 @@ from kubernetes.client import ApiException
 
 from bot.core import jobs
 from bot.core.jobs import kueue
+from bot.flows import logbook
 from bot.flows.deps import Deps
 from bot.flows.lifecycle import CLAIM_ATTEMPTS, Kind
 from bot.flows.queued import QUEUE_POLL, QueueFollower, epoch
@@ -279,6 +280,7 @@ class Tracker:
             if current is None:
                 return
             conclusion = await self.reporters[kind](current, result, self.deps)
+            await self._keep(current, conclusion)
             await self.deps.kube.annotate_job(name, {jobs.REPORTED: conclusion, jobs.REPORTING: None},
                                               labels=jobs.REPORTED_LABEL, kind=api)
             if stop:
@@ -292,6 +294,15 @@ class Tracker:
             log.exception("reporting a job failed; it will be retried on the next re-list", extra={"job": name})
         finally:
             self._inflight.discard(name)
+
+    async def _keep(self, job: dict[str, Any], conclusion: str) -> None:
+        """The run's record and logs into the bucket (its page outlives its Pods); never holds the report."""
+        run_id = ((job.get("metadata") or {}).get("labels") or {}).get(jobs.RUN) or jobs.name_of(job)
+        try:
+            await logbook.keep(self.deps, run_id, conclusion)
+        except Exception as exc:
+            log.warning("keeping the run's logs failed; its page shows less once its Pods are gone",
+                        extra={"run": run_id, "error": repr(exc)})
 
     async def _claim(self, job: dict[str, Any] | None) -> dict[str, Any] | None:
         """Claim the report of `job` by an update carrying the resourceVersion it was read at: of two

@@ -8,6 +8,7 @@ import json
 from collections.abc import Mapping
 from datetime import datetime, timezone
 from typing import Any
+from urllib.parse import quote, urlencode
 
 import gidgethub
 from gidgethub.abc import GitHubAPI
@@ -32,6 +33,16 @@ def build_name(image: str) -> str:
 
 def deploy_name(target: str) -> str:
     return f"flops/deploy: {target}"
+
+
+def run_page(public_url: str | None, run_id: str) -> str | None:
+    """A check's `details_url`: the run's page (`GET /runs/<run id>`) when FLOPS_PUBLIC_URL is set."""
+    return f"{public_url}/runs/{quote(run_id)}" if public_url else None
+
+
+def runs_page(public_url: str | None, repo: str) -> str | None:
+    """The `details_url` of a check waiting for its run: the repository's runs (`GET /runs?repo=`)."""
+    return f"{public_url}/runs?{urlencode({'repo': repo})}" if public_url else None
 
 
 def now() -> str:
@@ -136,7 +147,7 @@ async def _created(gh: GitHubAPI, repo: str, body: Mapping[str, Any]) -> dict[st
 
 
 async def update(gh: GitHubAPI, repo: str, check_id: int | str, *, title: str, summary: str,
-                 status: str | None = None, external_id: str | None = None) -> None:
+                 status: str | None = None, external_id: str | None = None, details_url: str | None = None) -> None:
     """Change an open check run's output (and status: a `queued` check that now runs)."""
     body: dict[str, Any] = {"output": _output(title, summary, None)}
     if status:
@@ -145,6 +156,8 @@ async def update(gh: GitHubAPI, repo: str, check_id: int | str, *, title: str, s
             body["started_at"] = now()
     if external_id:
         body["external_id"] = external_id
+    if details_url:
+        body["details_url"] = details_url
     await gh.patch("/repos/" + repo + "/check-runs/{id}", url_vars={"id": str(check_id)}, data=body)
 
 

@@ -215,6 +215,17 @@ class GitHubApp:
             self._app_jwt = (now, get_jwt(app_id=str(self._app_id), private_key=self._private_key))
         return self._app_jwt[1]
 
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        return self._session
+
+    def for_user(self, token: str) -> Client:
+        """A client acting as a signed-in user (a user access token from the OAuth flow: bot.platform.oauth)."""
+        async def fixed(refresh: bool) -> str:
+            return token
+
+        return Client(self._session, base_url=self._api_url, policy=self._policy, metrics=self._metrics, token=fixed)
+
     def as_app(self) -> Client:
         return Client(self._session, base_url=self._api_url, policy=self._policy, metrics=self._metrics, jwt=self.jwt)
 

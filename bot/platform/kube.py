@@ -191,6 +191,18 @@ class Kube:
             raise
         return str(text)
 
+    async def whole_log(self, pod: str, container: str, limit_bytes: int, tail_lines: int | None = None) -> str | None:
+        """The container's log (its last `tail_lines` lines when given), at most `limit_bytes` of it; None when
+        the Pod or its log is not there (gone, not started)."""
+        response = await _raw(self.core.read_namespaced_pod_log, pod, self.namespace, container=container,
+                              limit_bytes=limit_bytes, tail_lines=tail_lines)
+        return None if response is None else bytes(response.data).decode("utf-8", "replace")
+
+    def follow_log(self, pod: str, container: str) -> Any:
+        """`pods/log?follow=true`: the open HTTP response, read on the caller's thread (bot.platform.podlogs)."""
+        return self.core.read_namespaced_pod_log(pod, self.namespace, container=container, follow=True,
+                                                 _preload_content=False)
+
     async def workload_of(self, job_uid: str) -> dict[str, Any] | None:
         """Kueue's Workload of the Job with `job_uid` (label `kueue.x-k8s.io/job-uid`); None when there is
         none yet, or when Kueue's CRD is not installed or the bot may not read it (404, 403): the bot's
@@ -228,6 +240,16 @@ async def _call(method: Any, *args: Any, none_on: tuple[int, ...], **kwargs: Any
             return None
         raise
     return _json(response)  # type: ignore[no-any-return]
+
+
+async def _raw(method: Any, *args: Any, **kwargs: Any) -> Any:
+    """One API call's raw response; None on 400 (a container waiting to start) or 404 (gone)."""
+    try:
+        return await asyncio.to_thread(method, *args, _preload_content=False, **kwargs)
+    except ApiException as exc:
+        if exc.status in (400, 404):
+            return None
+        raise
 
 
 async def _delete_if_there(method: Any, name: str, namespace: str) -> None:

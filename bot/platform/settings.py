@@ -77,6 +77,20 @@ class Settings:
     redeliver_interval: int = DEFAULT_REDELIVER_INTERVAL  # seconds; 0: failed deliveries are not redelivered
     redeliver_max: int = DEFAULT_REDELIVER_MAX
     lease: LeaseSettings = field(default_factory=lambda: LeaseSettings())
+    signin: SignIn = field(default_factory=lambda: SignIn())
+
+
+@dataclass(frozen=True)
+class SignIn:
+    """Run pages (`/runs`): "Sign in with GitHub" through the App's OAuth user flow, and who may read them."""
+
+    client_id: str = ""  # GITHUB_CLIENT_ID (the App's, from the manifest conversion); "" : sign-in is off
+    client_secret: str = field(default="", repr=False)  # GITHUB_CLIENT_SECRET; also keys the session cookies
+    runs_public: bool = True  # FLOPS_RUNS_PUBLIC: a public repository's run pages need no sign-in
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.client_id and self.client_secret)
 
 
 @dataclass(frozen=True)
@@ -141,6 +155,7 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         redeliver_interval=_interval_setting(env, "FLOPS_REDELIVER_INTERVAL", DEFAULT_REDELIVER_INTERVAL, problems),
         redeliver_max=_int_setting(env, "FLOPS_REDELIVER_MAX", DEFAULT_REDELIVER_MAX, problems) or DEFAULT_REDELIVER_MAX,
         lease=_lease_settings(env, problems),
+        signin=_signin_settings(env, problems),
     )
     if problems:
         raise SettingsError(problems)
@@ -175,6 +190,16 @@ def _lease_settings(env: Mapping[str, str], problems: list[str]) -> LeaseSetting
         problems.append("the lease needs FLOPS_LEASE_RETRY <= FLOPS_LEASE_RENEW < FLOPS_LEASE_DURATION, got "
                         f"{lease.retry}, {lease.renew}, {lease.duration}")
     return lease
+
+
+def _signin_settings(env: Mapping[str, str], problems: list[str]) -> SignIn:
+    signin = SignIn(client_id=env.get("GITHUB_CLIENT_ID", "").strip(),
+                    client_secret=env.get("GITHUB_CLIENT_SECRET", "").strip(),
+                    runs_public=_bool_setting(env, "FLOPS_RUNS_PUBLIC", True, problems))
+    if bool(signin.client_id) != bool(signin.client_secret):
+        problems.append("GITHUB_CLIENT_ID and GITHUB_CLIENT_SECRET go together (the App's OAuth client, written by "
+                        "the setup page): set both for sign-in on the run pages, or neither")
+    return signin
 
 
 def _proxy_url(env: Mapping[str, str], problems: list[str]) -> str | None:

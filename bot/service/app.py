@@ -32,6 +32,7 @@ from bot.platform.leader import Leadership, identity_for
 from bot.platform.metrics import Metrics
 from bot.platform.retry import RetryPolicy
 from bot.platform.settings import Settings
+from bot.service import runs
 from bot.service.dispatch import Dispatcher
 from bot.service.intake import (
     BODY_GRACE,
@@ -350,5 +351,6 @@ def create_app(settings: Settings, router: routing.Router, *, kinds: Iterable[Ki
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
+    runs.add_routes(app, DEPS)  # /runs, /login, /auth/callback, /static
     return app
 

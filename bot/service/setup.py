@@ -42,7 +42,8 @@ log = logs.get_logger(__name__)
 MANIFEST = Path(__file__).resolve().parent.parent / "app.yml"
 ATTEMPT_SECONDS = 3600.0  # GitHub's codes are valid for an hour; so is a started registration
 ATTEMPTS = 100  # registrations remembered at once (each page view starts one)
-ENV_NAMES = ("GITHUB_APP_ID", "GITHUB_PRIVATE_KEY", "GITHUB_WEBHOOK_SECRET", "GITHUB_API_URL")
+ENV_NAMES = ("GITHUB_APP_ID", "GITHUB_PRIVATE_KEY", "GITHUB_WEBHOOK_SECRET", "GITHUB_CLIENT_ID", "GITHUB_CLIENT_SECRET",
+             "GITHUB_API_URL")
 GITHUB_LOGIN = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})")
 COOKIE = "flops_setup"  # the operator's browser: each registration's state belongs to one
 TOKEN = re.compile(r"[A-Za-z0-9_-]{32,64}")
@@ -84,6 +85,7 @@ def manifest(hook_base: str, redirect_base: str) -> dict[str, Any]:
     data: dict[str, Any] = yaml.safe_load(MANIFEST.read_text())
     data["hook_attributes"] = {**data.get("hook_attributes", {}), "url": f"{hook_base}/webhook"}
     data["redirect_url"] = f"{redirect_base}/setup/callback"
+    data["callback_urls"] = [f"{hook_base}/auth/callback"]  # "Sign in with GitHub" on the run pages
     return data
 
 
@@ -97,6 +99,9 @@ def env_file_text(app: Mapping[str, Any], api_url: str) -> str:
              f'GITHUB_PRIVATE_KEY="{key}"']
     if app.get("webhook_secret"):
         lines.append(f"GITHUB_WEBHOOK_SECRET={shlex.quote(str(app['webhook_secret']))}")
+    if app.get("client_id") and app.get("client_secret"):  # the App's OAuth client: sign-in on the run pages
+        lines.append(f"GITHUB_CLIENT_ID={shlex.quote(str(app['client_id']))}")
+        lines.append(f"GITHUB_CLIENT_SECRET={shlex.quote(str(app['client_secret']))}")
     lines.append(f"GITHUB_API_URL={shlex.quote(api_url)}")
     return "\n".join(lines) + "\n"
 
@@ -309,7 +314,7 @@ def _success(app: Mapping[str, Any], config: SetupConfig) -> str:
         "<li><b>GitHub returned no webhook secret.</b> Set one in the App's settings and add it to the file as "
         "<code>GITHUB_WEBHOOK_SECRET=...</code>.</li>")
     return f"""<h1>Registered {html.escape(str(app.get('name') or app.get('slug') or 'the App'))}</h1>
-<p>App id {int(app['id'])}. Its private key and webhook secret are in <code>{env_file}</code> (mode 0600):
+<p>App id {int(app['id'])}. Its private key, webhook secret and OAuth client (sign-in on the run pages) are in <code>{env_file}</code> (mode 0600):
 {', '.join(f'<code>{n}</code>' for n in ENV_NAMES)}.</p>
 <ol>{secret_note}
 <li><a href="{install}">Install the App</a> on your code repositories <b>and</b> your config repositories.</li>

@@ -65,6 +65,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from tests.emulators.deliveries import Delivery, DeliveryLog
+from tests.emulators.oauth import OAuth
 
 DOCS = "https://docs.github.com/rest"
 RATE_LIMIT = 5000
@@ -85,7 +86,7 @@ Tree = dict[str, bytes]
 
 class Symlink(bytes):
     """A tree entry that is a symbolic link (git mode 120000) to its bytes; in the tarball as one."""
-AuthKind = Literal["jwt", "token", "none"]
+AuthKind = Literal["jwt", "token", "user", "none"]
 
 
 # --------------------------------------------------------------------------------------------- helpers
@@ -236,9 +237,10 @@ class Hold:
 
 @dataclass(frozen=True)
 class Auth:
-    kind: Literal["jwt", "token", "invalid", "anonymous"]
+    kind: Literal["jwt", "token", "user", "invalid", "anonymous"]
     key: str
     installation_id: int | None = None
+    login: str | None = None  # a user access token's user (`kind == "user"`)
 
 
 @dataclass
@@ -322,6 +324,7 @@ class GitHubEmulator:
         self._commit_seq = itertools.count(1)
         self._reset = int(time.time()) + 3600
         self._runner: web.AppRunner | None = None
+        self.oauth = OAuth()  # github.com's OAuth web flow for the App's users (tests/emulators/oauth.py)
         self.hooks = DeliveryLog()  # webhook deliveries: set `hooks.url` and `hooks.secret`, then `deliver`
         self._routes = self._build_routes()
 
@@ -336,6 +339,7 @@ class GitHubEmulator:
         # github.com's side of the App-manifest flow (a browser form post, not the REST API)
         app.router.add_post("/settings/apps/new", self._new_app_from_manifest)
         app.router.add_post("/organizations/{org}/settings/apps/new", self._new_app_from_manifest)
+        self.oauth.add_routes(app)
         app.router.add_route("*", "/{tail:.*}", self._dispatch)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
@@ -570,6 +574,7 @@ class GitHubEmulator:
             ("GET", r"^/app/hook/deliveries/(?P<id>\d+)$", self._get_delivery, "jwt"),
             ("POST", r"^/app/hook/deliveries/(?P<id>\d+)/attempts$", self._redeliver, "jwt"),
             ("POST", r"^/app-manifests/(?P<code>[^/]+)/conversions$", self._convert_manifest, "none"),
+            ("GET", r"^/user$", self._get_user, "user"),
             ("GET", REPO + r"/installation$", self._repo_installation, "jwt"),
             ("GET", r"^/(?:orgs|users)/(?P<account>[^/]+)/installation$", self._account_installation, "jwt"),
             ("GET", REPO + r"$", self._get_repo, "token"),
@@ -664,6 +669,8 @@ class GitHubEmulator:
         credential = credential.strip()
         if not credential or scheme.lower() not in ("token", "bearer"):
             return Auth("anonymous", "anon:" + remote)
+        if (login := self.oauth.login_of(credential)) is not None:
+            return Auth("user", credential, login=login)
         token = self._tokens.get(credential)
         if token is not None:
             alive = token.expires_at > time.time()
@@ -683,6 +690,11 @@ class GitHubEmulator:
     def _authorize(self, route: Route, req: Req) -> None:
         if route.auth == "jwt" and req.auth.kind != "jwt":
             raise ApiError(401, JWT_ERROR)
+        if route.auth == "user" and req.auth.kind != "user":
+            raise ApiError(401, "Requires authentication")
+        if req.auth.kind == "user" and route.handler == self._get_repo:
+            self._authorize_user(req)
+            return
         if route.auth != "token":
             return
         if req.auth.kind != "token":
@@ -702,6 +714,19 @@ class GitHubEmulator:
                     self._holds.remove(hold)
                 return hold
         return None
+
+    def _authorize_user(self, req: Req) -> None:
+        """A user access token reads a repository the App is installed on and the user can read."""
+        full_name = f"{req.args['owner']}/{req.args['name']}"
+        req.repo = self._find_repo(full_name)
+        login = (req.auth.login or "").casefold()
+        installed = any(inst.covers(full_name) for inst in self.installations.values())
+        if req.repo is None or not installed or \
+                (req.repo.private and req.repo.permissions.get(login, "none") == "none"):
+            raise not_found()
+
+    def _get_user(self, req: Req) -> Reply:
+        return Reply(200, self._user(req.auth.login or ""))
 
     def _run_before(self, method: str, path: str) -> None:
         for hook in self._before:
@@ -912,6 +937,7 @@ class GitHubEmulator:
                   "client_secret": secrets.token_hex(20), "webhook_secret": secrets.token_hex(20), "pem": pem,
                   "created_at": now_iso(), "updated_at": now_iso()}
         self.registered_apps.append({**answer, "manifest": manifest})
+        self.oauth.add_client(answer["client_id"], answer["client_secret"], manifest.get("callback_urls", [None])[0])
         return Reply(201, answer)
 
     async def deliver(self, event: str, data: dict[str, Any], *, guid: str | None = None) -> Delivery:

@@ -589,6 +589,8 @@ class KubeEmulator:
         self.missing: set[str] = set()  # plurals of custom resources whose CRD is "not installed" (404)
         self._namespaces: dict[str, dict[str, Any]] = {}
         self._pod_of_job: dict[str, tuple[str, str]] = {}  # Job uid -> the Pod the controller made for it
+        self._log_followers: set[asyncio.Queue[None]] = set()  # `pods/log?follow=true` streams open now
+        self._stopping = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._runner: web.AppRunner | None = None
@@ -607,6 +609,7 @@ class KubeEmulator:
     def start_sync(self, timeout: float = 10) -> str:
         if self._thread is not None:
             return self.url
+        self._stopping = False
         self._ready.clear()
         self._thread = threading.Thread(target=self._serve, name="kube-emulator", daemon=True)
         self._thread.start()
@@ -672,6 +675,10 @@ class KubeEmulator:
             watches = list(self._watches)
         for watch in watches:
             watch.queue.put_nowait(_CLOSE)
+        with self._lock:
+            followers, self._stopping = list(self._log_followers), True
+        for queue in followers:  # follow streams end as the server goes away
+            queue.put_nowait(None)
         if self._runner is not None:
             await self._runner.cleanup()
         asyncio.get_running_loop().call_soon(asyncio.get_running_loop().stop)
@@ -737,6 +744,26 @@ class KubeEmulator:
     def set_logs(self, namespace: str, pod: str, container: str, text: str) -> None:
         with self._lock:
             self._logs[(namespace, pod, container)] = text
+            self._wake_log_followers()
+
+    def append_log(self, namespace: str, pod: str, container: str, text: str) -> None:
+        """The container prints `text`: added to its log and sent at once to every `follow=true` stream."""
+        with self._lock:
+            self._logs[(namespace, pod, container)] = self._logs.get((namespace, pod, container), "") + text
+            self._wake_log_followers()
+
+    @property
+    def log_followers(self) -> int:
+        """How many `pods/log?follow=true` streams are open right now."""
+        with self._lock:
+            return len(self._log_followers)
+
+    def _wake_log_followers(self) -> None:
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        for queue in self._log_followers:
+            loop.call_soon_threadsafe(queue.put_nowait, None)
 
     @property
     def open_watches(self) -> int:
@@ -975,6 +1002,8 @@ class KubeEmulator:
             loop.call_soon_threadsafe(watch.queue.put_nowait, item)
 
     def _record(self, plural: str, kind: str, obj: dict[str, Any], prev: dict[str, Any] | None) -> None:
+        if plural == "pods":
+            self._wake_log_followers()  # a container that terminated (or a Pod deleted) ends its follow streams
         rv = int(obj["metadata"]["resourceVersion"])
         snapshot = copy.deepcopy(obj)
         self._history.append((rv, plural, kind, snapshot, prev))
@@ -1311,6 +1340,8 @@ class KubeEmulator:
                            "MethodNotAllowed")
         assert namespace is not None
         if sub == "log" and resource.kind == "Pod" and method == "GET":
+            if request.query.get("follow") == "true":
+                return await self._follow_log(request, namespace, name)
             return self._log(request, namespace, name)
         if sub not in (None, "status") or (sub == "status" and not resource.status_subresource):
             raise ApiError(404, "the server could not find the requested resource", "NotFound")
@@ -1462,34 +1493,78 @@ class KubeEmulator:
 
     def _log(self, request: web.Request, namespace: str, name: str) -> web.Response:
         with self._lock:
-            pod = self._lookup(RESOURCES["pods"], namespace, name)
-            containers = [c.get("name") for c in (pod.get("spec") or {}).get("containers") or []]
-            container = request.query.get("container")
-            if not container:
-                if len(containers) != 1:
-                    raise ApiError(400, f"a container name must be specified for pod {name}, choose one of: "
-                                        f"[{' '.join(str(c) for c in containers)}]", "BadRequest")
-                container = containers[0]
-            if container not in containers:
-                raise ApiError(400, f"container {container} is not valid for pod {name}", "BadRequest")
-            for status in (pod.get("status") or {}).get("containerStatuses") or []:
-                waiting = (status.get("state") or {}).get("waiting")
-                if status.get("name") == container and waiting:
-                    raise ApiError(400, f'container "{container}" in pod "{name}" is waiting to start: '
-                                        f"{waiting.get('reason', 'ContainerCreating')}", "BadRequest")
+            container = self._log_container(request, namespace, name)
             text = self._logs.get((namespace, name, container), "")
-        tail = request.query.get("tailLines")
-        if tail is not None:
-            try:
-                count = int(tail)
-            except ValueError as exc:
-                raise ApiError(400, "invalid tailLines", "BadRequest") from exc
-            lines = text.splitlines(keepends=True)
-            text = "".join(lines[-count:]) if count > 0 else ""
-        limit = request.query.get("limitBytes")
-        if limit is not None:
-            text = text.encode()[: int(limit)].decode(errors="ignore")
-        return web.Response(text=text, content_type="text/plain")
+        return web.Response(text=_log_window(request, text), content_type="text/plain")
+
+    async def _follow_log(self, request: web.Request, namespace: str, name: str) -> web.StreamResponse:
+        """`follow=true`, as the kubelet streams it: what is there (after `tailLines`), then each new line as
+        the container prints it, until the container terminates or the Pod is deleted; a terminated
+        container's whole log at once."""
+        queue: asyncio.Queue[None] = asyncio.Queue()
+        with self._lock:
+            container = self._log_container(request, namespace, name)
+            text = self._logs.get((namespace, name, container), "")
+            self._log_followers.add(queue)
+        sent = len(text)
+        response = web.StreamResponse(status=200, headers={"Content-Type": "text/plain"})
+        response.enable_chunked_encoding()
+        try:
+            await response.prepare(request)
+            if first := _log_window(request, text):
+                await response.write(first.encode())
+            while True:
+                over = self._log_over(namespace, name, container)  # read first: what it printed before is sent
+                with self._lock:
+                    text = self._logs.get((namespace, name, container), "")
+                if len(text) > sent:
+                    await response.write(text[sent:].encode())
+                    sent = len(text)
+                if over or self._stopping:
+                    break
+                try:
+                    await asyncio.wait_for(queue.get(), 0.5)
+                except TimeoutError:  # a client that went away is noticed, as the API server notices a closed socket
+                    if request.transport is None or request.transport.is_closing():
+                        break
+            await response.write_eof()
+        except (ConnectionResetError, ConnectionError, asyncio.CancelledError):
+            pass
+        finally:
+            with self._lock:
+                self._log_followers.discard(queue)
+        return response
+
+    def _log_over(self, namespace: str, pod: str, container: str) -> bool:
+        """The Pod is gone or `container` terminated: a follow stream ends."""
+        with self._lock:
+            current = self._objects["pods"].get((namespace, pod))
+            if current is None:
+                return True
+            for status in (current.get("status") or {}).get("containerStatuses") or []:
+                if status.get("name") == container:
+                    return "terminated" in (status.get("state") or {})
+            return False
+
+    def _log_container(self, request: web.Request, namespace: str, name: str) -> str:
+        """The container a `pods/log` request reads, refused as the API server refuses it (hold the lock)."""
+        pod = self._lookup(RESOURCES["pods"], namespace, name)
+        containers = [c.get("name") for c in (pod.get("spec") or {}).get("containers") or []]
+        init = [c.get("name") for c in (pod.get("spec") or {}).get("initContainers") or []]
+        container = request.query.get("container")
+        if not container:
+            if len(containers) != 1:
+                raise ApiError(400, f"a container name must be specified for pod {name}, choose one of: "
+                                    f"[{' '.join(str(c) for c in containers)}]", "BadRequest")
+            container = containers[0]
+        if container not in containers + init:
+            raise ApiError(400, f"container {container} is not valid for pod {name}", "BadRequest")
+        for status in (pod.get("status") or {}).get("containerStatuses") or []:
+            waiting = (status.get("state") or {}).get("waiting")
+            if status.get("name") == container and waiting:
+                raise ApiError(400, f'container "{container}" in pod "{name}" is waiting to start: '
+                                    f"{waiting.get('reason', 'ContainerCreating')}", "BadRequest")
+        return str(container)
 
     async def _patch(self, request: web.Request, resource: Resource, namespace: str, name: str,
                      sub: str | None) -> web.Response:
@@ -1522,6 +1597,22 @@ def _micro_time(value: str, where: str) -> str:
     except ValueError:
         raise ApiError(400, f"{where}: parsing time {json.dumps(value)} as RFC 3339 failed", "BadRequest") from None
     return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _log_window(request: web.Request, text: str) -> str:
+    """`tailLines` (the last n lines), then `limitBytes` (the first n bytes of those), as the kubelet applies them."""
+    tail = request.query.get("tailLines")
+    if tail is not None:
+        try:
+            count = int(tail)
+        except ValueError as exc:
+            raise ApiError(400, "invalid tailLines", "BadRequest") from exc
+        lines = text.splitlines(keepends=True)
+        text = "".join(lines[-count:]) if count > 0 else ""
+    limit = request.query.get("limitBytes")
+    if limit is not None:
+        text = text.encode()[: int(limit)].decode(errors="ignore")
+    return text
 
 
 def _expired(start: int, compacted: int) -> dict[str, Any]:

@@ -252,12 +252,13 @@ def cluster_from(settings: Any) -> Cluster:
                    s3_endpoint_url=scheme + settings.s3.endpoint, s3_secret=settings.s3_secret,
                    registry_secret=settings.registry_secret, kaniko_image=settings.kaniko_image,
                    service_account=settings.job_service_account,
-                   github_url=_web_url(settings.api_url), fetch_image=settings.fetch_image,
+                   github_url=web_url(settings.api_url), fetch_image=settings.fetch_image,
                    pr_registry_secret=settings.pr_registry_secret,
                    runs_bucket=settings.s3.runs_bucket or settings.s3.bucket)
 
 
-def _web_url(api_url: str) -> str:
+def web_url(api_url: str) -> str:
+    """https://api.github.com -> https://github.com; GHES https://host/api/v3 -> https://host."""
     if api_url.rstrip("/") == "https://api.github.com":
         return "https://github.com"
     return re.sub(r"/api/v3/?$", "", api_url.rstrip("/"))
