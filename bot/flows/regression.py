@@ -87,7 +87,7 @@ async def start(gh: GitHubAPI, deps: Deps, cfg: RegressionConfig, src: jobs.Sour
     body["metadata"]["annotations"].update(checks.dropped_annotation(dropped))
     what = "baseline for the default branch" if baseline else f"PR #{src.pr}" if src.pr is not None else "merge queue"
     await _empty_output(deps, body["metadata"]["annotations"][jobs.OUTPUT])
-    queue = None if cfg.ray else await queueing.queue_for(gh, deps, src.repo, jobs.REGRESSION, trusted)
+    queue = await queueing.queue_for(gh, deps, src.repo, jobs.REGRESSION, trusted)  # a Job or a RayJob alike
     check_id = await _check_for(gh, src, body, what, cfg, trigger, queue)
     body["metadata"]["annotations"][jobs.CHECK_RUN] = str(check_id)
     try:  # a refusal completes the check (it must not stay "in progress" for a Job that never existed)
