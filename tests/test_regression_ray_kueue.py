@@ -344,3 +344,33 @@ async def test_serve_queues_a_rayjob_in_kueue_and_reports_it_once_admitted(
             "flops.dev/reported"), timeout=30, what="marked reported")
         assert len(github.check_runs_for(REPO, head, "flops/regression")) == 1
 
+
+
+async def test_a_queued_rayjob_whose_cluster_is_gone_does_not_claim_it_ran_elsewhere(
+        make_bed: BedFactory, github: GitHubEmulator) -> None:
+    """No Pod left to read (the cluster never got to submit, and KubeRay deleted it after the end while the
+    bot was down): that is no MultiKueue run, and the check does not say it is."""
+    github.add_installation(INSTALLATION, MAINTAINER, [REPO])
+    first = await make_bed()
+    head, name = await queued_rayjob(first)
+    await admitted(first, head, name)
+    await first.settle()
+    await first.server.close()
+    kuberay = KubeRay(first.kube)
+    kuberay.deadline(name)  # still Initializing: no submitter
+    kuberay.shut_down(name)
+    assert first.kube.list("pods", NAMESPACE) == []
+    bed = await make_bed()
+    run = await wait_for(lambda: completed(bed, head), what="the deadline report")
+    assert (run["conclusion"], run["output"]["title"]) == ("timed_out", "Regression Job timed out")
+    assert "MultiKueue" not in json.dumps(run["output"]) and "worker cluster" not in json.dumps(run["output"])
+
+
+def test_a_rayjobs_start_is_its_current_runs() -> None:
+    from bot.core.jobs.kueue import started_at
+    stale = "2026-01-01T00:05:00Z"
+    for state in ("", "New", "Suspending", "Suspended"):  # KubeRay keeps an earlier run's startTime meanwhile
+        assert started_at({"kind": "RayJob", "status": {"jobDeploymentStatus": state, "startTime": stale}}) is None
+    assert started_at({"kind": "RayJob", "status": {"jobDeploymentStatus": "Initializing", "startTime": stale}}) == stale
+    assert started_at({"kind": "Job", "status": {"startTime": stale}}) == stale  # the Job controller clears its own
+    assert started_at({"kind": "Job", "status": {}}) is None

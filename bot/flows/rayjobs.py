@@ -1,7 +1,8 @@
 """Regression runs on a Ray cluster of their own (`regression.ray`): the RayJob in place of the Job.
 
 `prepare` turns the run's Job body into what is created (a RayJob when `ray:` is configured; the MLflow
-env either way); the rest of the regression flow, the tracker and the lifecycle treat both alike.
+env either way); the rest of the regression flow, the tracker, the lifecycle and Kueue's queue
+(`bot.flows.kueue`: the same label and `spec.suspend`) treat both alike.
 A RayJob where KubeRay is not installed is refused by the API server with a 404: `refusal` says
 what to install. Its pods are inside deploy/'s network fence; `create` opens it between the run's own
 pods (and to KubeRay's operator on the head's dashboard port), as a federated run does for its clients. Where the log of a failed run is: the submitter Job's Pod (K8sJobMode), else the

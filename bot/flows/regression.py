@@ -128,7 +128,7 @@ async def _supersede_pr_runs(gh: GitHubAPI, deps: Deps, src: jobs.Source) -> boo
 async def _check_for(gh: GitHubAPI, src: jobs.Source, body: dict[str, Any], what: str, cfg: RegressionConfig,
                      trigger: str, queue: str | None) -> int:
     """Reuse the head's `queued` check (left by a synchronize) or create one, now in progress (or
-    `queued` in Kueue's LocalQueue `queue`, the Job `body` created suspended)."""
+    `queued` in Kueue's LocalQueue `queue`, the Job or RayJob `body` created suspended)."""
     name, note = jobs.name_of(body), checks.dropped_note(body["metadata"]["annotations"])
     summary = (f"Regression Job `{name}` ({what}, started by {trigger}) runs `{' '.join(cfg.command)}` in "
                f"`{cfg.image}`; timeout {duration(cfg.timeout)}.{note}")

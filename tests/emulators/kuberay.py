@@ -75,9 +75,18 @@ class KubeRay:
             rayjob["status"] = {**status, "jobStatus": "", "jobDeploymentStatus": "Suspended"}
             return self.kube._save("rayjobs", rayjob)
 
-    def _delete_cluster(self, rayjob: dict[str, Any]) -> None:
+    def shut_down(self, name: str) -> None:
+        """`ttlSecondsAfterFinished` after the end (`shutdownAfterJobFinishes`): the Ray cluster is deleted,
+        its head Pod with it; the submitter Job stays until the RayJob goes."""
+        with self.kube._lock:
+            rayjob = self.rayjob(name)
+            if (rayjob.get("status") or {}).get("jobDeploymentStatus") not in ("Complete", "Failed"):
+                raise ValueError(f"rayjob {name} has not finished: KubeRay keeps its cluster")
+            self._delete_cluster(rayjob, submitter=False)
+
+    def _delete_cluster(self, rayjob: dict[str, Any], *, submitter: bool = True) -> None:
         name, cluster = rayjob["metadata"]["name"], (rayjob.get("status") or {}).get("rayClusterName")
-        if self.kube.get("jobs", self.namespace, name) is not None:
+        if submitter and self.kube.get("jobs", self.namespace, name) is not None:
             self.kube._delete(RESOURCES["jobs"], self.namespace, name, "Background")
         for pod in self.kube.list("pods", self.namespace, labels={"ray.io/cluster": cluster}) if cluster else []:
             self.kube._delete(RESOURCES["pods"], self.namespace, pod["metadata"]["name"], "Background")
