@@ -243,7 +243,7 @@ async def test_a_new_head_and_a_closed_pr_delete_the_queued_rayjobs(bed: Bed) ->
     await approve(bed)
     second = rayjob_for(bed, new)
     assert second["spec"]["suspend"] is True and second["metadata"]["labels"][QUEUE_LABEL] == "gpu"
-    Kueue(bed.kube).admit(second["metadata"]["name"])
+    await admitted(bed, new, second["metadata"]["name"])  # its cluster up: the close deletes it too
     bed.github.pulls[(REPO, PR)]["state"] = "closed"
     data = payload("pull_request.closed")
     pull_json(bed, data)
@@ -374,3 +374,16 @@ def test_a_rayjobs_start_is_its_current_runs() -> None:
     assert started_at({"kind": "RayJob", "status": {"jobDeploymentStatus": "Initializing", "startTime": stale}}) == stale
     assert started_at({"kind": "Job", "status": {"startTime": stale}}) == stale  # the Job controller clears its own
     assert started_at({"kind": "Job", "status": {}}) is None
+
+
+async def test_more_worker_groups_than_kueue_admits_fail_the_check_and_create_nothing(bed: Bed) -> None:
+    groups = "".join(f"      - {{name: g{i}, replicas: 1, resources: {{cpu: \"1\", memory: 1Gi}}}}\n" for i in range(8))
+    workers = RAY_CONFIG[RAY_CONFIG.index("    workers:\n") + len("    workers:\n"):]
+    setup_repo(bed.github, **{workers: groups})
+    head = open_pr(bed, {"regression.py": "print(15)\n"})
+    await comment(bed, "/regression")
+    run = await wait_for(lambda: completed(bed, head), what="the refusal")
+    assert (run["conclusion"], run["output"]["title"]) == ("failure", "Too many Ray worker groups for Kueue")
+    assert "lists 8 worker groups" in run["output"]["summary"] and "at most 7" in run["output"]["summary"]
+    assert bed.kube.list("rayjobs", NAMESPACE) == [] and bed.kube.list("jobs", NAMESPACE) == []
+    assert not [r for r in bed.kube.requests if r[0] == "POST" and "/rayjobs" in r[1]]

@@ -94,6 +94,8 @@ async def follow(deps: Deps, job: dict[str, Any]) -> bool:
     suspended = kueue.suspended(job)
     if not suspended and state == ADMITTED:
         return True
+    if not await unreported(deps, job):
+        return False
     seen = kueue.admission(await deps.kube.workload_of(str(job["metadata"].get("uid", ""))))
     gh = deps.github.for_installation(int(ann[jobs.INSTALLATION]))
     if not suspended:
@@ -121,6 +123,13 @@ async def follow(deps: Deps, job: dict[str, Any]) -> bool:
     if new_state == PREEMPTED and state != PREEMPTED:
         log.info("queued job preempted; requeued", extra={"job": name, "queue": queue})
     return False
+
+
+async def unreported(deps: Deps, job: dict[str, Any]) -> bool:
+    """The Job is still there and not reported: a `/cancel`, a new head or a closed PR may have completed its
+    check since this change of it was seen, and a queued/in-progress update must not follow that."""
+    current = await deps.kube.get_job(jobs.name_of(job), jobs.api_kind(job))
+    return current is not None and jobs.REPORTED not in jobs.annotations_of(current)
 
 
 def waiting_text(job: dict[str, Any], queue: str, seen: Admission, *, preempted: bool) -> tuple[str, str]:

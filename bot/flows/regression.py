@@ -92,7 +92,7 @@ async def start(gh: GitHubAPI, deps: Deps, cfg: RegressionConfig, src: jobs.Sour
     body["metadata"]["annotations"][jobs.CHECK_RUN] = str(check_id)
     try:  # a refusal completes the check (it must not stay "in progress" for a Job that never existed)
         created = await rayjobs.create(gh, deps, body, src.repo, check_id)
-    except rayjobs.KubeRayMissing:  # the check says what to install: nothing to retry
+    except rayjobs.NotCreated:  # the check says what to install or change: nothing to retry
         return None
     log.info("regression started", extra={"repo": src.repo, "sha": src.sha, "job": name, "trigger": trigger})
     if created is not None and src.pr is not None:

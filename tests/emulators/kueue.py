@@ -168,7 +168,7 @@ def ray_pod_sets(rayjob: dict[str, Any]) -> list[dict[str, Any]]:
     """Kueue's pod sets of a RayJob: the head, each worker group (its replicas), the submitter (K8sJobMode)."""
     cluster = rayjob["spec"]["rayClusterSpec"]
     sets = [{"name": "head", "count": 1, "template": cluster["headGroupSpec"]["template"]}]
-    sets += [{"name": g["groupName"].lower(), "count": g.get("replicas", 1), "template": g["template"]}
+    sets += [{"name": g["groupName"], "count": g.get("replicas", 1), "template": g["template"]}
              for g in cluster.get("workerGroupSpecs") or []]
     if rayjob["spec"].get("submissionMode", "K8sJobMode") == "K8sJobMode":
         sets.append({"name": "submitter", "count": 1, "template": rayjob["spec"].get("submitterPodTemplate") or {}})
