@@ -95,7 +95,8 @@ async def test_a_queued_rayjob_is_schema_valid_suspended_labelled_and_its_check_
         KubeRay(bed.kube).run(name)  # no cluster and no submitter while Kueue holds it
     check = check_of(bed, head)
     assert check["status"] == "queued" and check["output"]["title"] == "Queued in Kueue LocalQueue `gpu`"
-    assert f"RayJob `{name}` waits in Kueue LocalQueue `gpu` (waiting for Kueue admission)" in check["output"]["summary"]
+    waits = f"RayJob `{name}` waits in Kueue LocalQueue `gpu` (waiting for Kueue admission)"
+    assert waits in check["output"]["summary"]
     assert "runs `python -m regression" in check["output"]["summary"]  # what it will run, kept
 
     Kueue(bed.kube).pending(name, REASON)  # Kueue's reason, read from the RayJob's Workload
@@ -336,7 +337,8 @@ async def test_serve_queues_a_rayjob_in_kueue_and_reports_it_once_admitted(
         env = {e["name"]: e.get("value") for e in rayjob["spec"]["rayClusterSpec"]["headGroupSpec"]["template"][
             "spec"]["containers"][0]["env"]}
         data = json.dumps({"metrics": {"accuracy": 0.92}}).encode()
-        s3.client().put_object(env["FLOPS_S3_BUCKET"], env["FLOPS_OUTPUT"] + "metrics.json", io.BytesIO(data), len(data))
+        s3.client().put_object(env["FLOPS_S3_BUCKET"], env["FLOPS_OUTPUT"] + "metrics.json", io.BytesIO(data),
+                               len(data))
         kuberay.succeed(name, logs="8 seeds done\n")
         run = await wait_for(lambda: completed(bot, head), timeout=30, what="the report")
         assert (run["conclusion"], run["output"]["title"]) == ("neutral", "No baseline yet")
@@ -371,7 +373,8 @@ def test_a_rayjobs_start_is_its_current_runs() -> None:
     stale = "2026-01-01T00:05:00Z"
     for state in ("", "New", "Suspending", "Suspended"):  # KubeRay keeps an earlier run's startTime meanwhile
         assert started_at({"kind": "RayJob", "status": {"jobDeploymentStatus": state, "startTime": stale}}) is None
-    assert started_at({"kind": "RayJob", "status": {"jobDeploymentStatus": "Initializing", "startTime": stale}}) == stale
+    running = {"kind": "RayJob", "status": {"jobDeploymentStatus": "Initializing", "startTime": stale}}
+    assert started_at(running) == stale
     assert started_at({"kind": "Job", "status": {"startTime": stale}}) == stale  # the Job controller clears its own
     assert started_at({"kind": "Job", "status": {}}) is None
 

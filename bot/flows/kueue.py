@@ -71,8 +71,8 @@ def queued_title(queue: str) -> str:
 
 
 def queued_summary(job: dict[str, Any], queue: str) -> str:
-    return (f"{jobs.api_kind(job)} `{shown(jobs.name_of(job), 63)}` waits in Kueue LocalQueue `{queue}` ({WAITING}); it starts, and this "
-            f"check moves to in progress, when Kueue admits it. Its timeout counts from admission.")
+    return (f"{jobs.api_kind(job)} `{shown(jobs.name_of(job), 63)}` waits in Kueue LocalQueue `{queue}` ({WAITING}); "
+            f"it starts, and this check moves to in progress, when Kueue admits it. Its timeout counts from admission.")
 
 
 def running_check(ann: dict[str, str]) -> tuple[str, str]:
@@ -154,5 +154,5 @@ async def elsewhere(deps: Deps, job: dict[str, Any], pods: list[dict[str, Any]])
         return None  # its Ray cluster is gone (its TTL) or never came up: nothing says it ran elsewhere
     where = f"in worker cluster `{shown(seen.cluster)}`" if seen.cluster else "outside this cluster"
     return (f"{jobs.api_kind(job)} `{shown(jobs.name_of(job), 63)}` ran {where} (Kueue MultiKueue), so its Pods "
-            f"and their log are there, not here: read them with `kubectl --context <that cluster> logs job/{jobs.name_of(job)}`. "
-            "Its results still come through S3.")
+            f"and their log are there, not here: read them with `kubectl --context <that cluster> logs "
+            f"job/{jobs.name_of(job)}`. Its results still come through S3.")

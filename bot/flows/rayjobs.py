@@ -5,9 +5,10 @@ env either way); the rest of the regression flow, the tracker, the lifecycle and
 (`bot.flows.kueue`: the same label and `spec.suspend`) treat both alike.
 A RayJob where KubeRay is not installed is refused by the API server with a 404: `refusal` says
 what to install. A queued RayJob Kueue's webhook would refuse (more worker groups than it admits) is
-not sent at all: `unqueueable` says what to change. Its pods are inside deploy/'s network fence; `create` opens it between the run's own
-pods (and to KubeRay's operator on the head's dashboard port), as a federated run does for its clients. Where the log of a failed run is: the submitter Job's Pod (K8sJobMode), else the
-head Pod while the cluster is still there.
+not sent at all: `unqueueable` says what to change. Its pods are inside deploy/'s network fence;
+`create` opens it between the run's own pods (and to KubeRay's operator on the head's dashboard port),
+as a federated run does for its clients. Where the log of a failed run is: the submitter Job's Pod
+(K8sJobMode), else the head Pod while the cluster is still there.
 """
 from __future__ import annotations
 

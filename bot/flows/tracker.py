@@ -13,8 +13,9 @@ A Job queued in Kueue (`kueue.x-k8s.io/queue-name`) is followed while it is not 
 moves between `queued` and `in_progress` as Kueue admits, preempts and readmits it (`bot.flows.queued`,
 looked at again every `queue_poll` seconds while it waits, so Kueue's reason shows). Its timeout
 counts from its admission (Kubernetes resets the start time on resumption, KubeRay a RayJob's when it
-starts its new Ray cluster); a suspended Job is never timed out. A Job annotated `flops.dev/admission-timeout` that is not fully admitted by then (its
-kind's `waiting` says what waits) is cancelled as a whole.
+starts its new Ray cluster); a suspended Job is never timed out. A Job annotated
+`flops.dev/admission-timeout` that is not fully admitted by then (its kind's `waiting` says what waits)
+is cancelled as a whole.
 """
 from __future__ import annotations
 
