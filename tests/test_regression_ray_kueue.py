@@ -387,6 +387,6 @@ async def test_more_worker_groups_than_kueue_admits_fail_the_check_and_create_no
     await comment(bed, "/regression")
     run = await wait_for(lambda: completed(bed, head), what="the refusal")
     assert (run["conclusion"], run["output"]["title"]) == ("failure", "Too many Ray worker groups for Kueue")
-    assert "lists 8 worker groups" in run["output"]["summary"] and "at most 7" in run["output"]["summary"]
+    assert "lists 8 worker groups" in run["output"]["summary"] and "refuses more than 7" in run["output"]["summary"]
     assert bed.kube.list("rayjobs", NAMESPACE) == [] and bed.kube.list("jobs", NAMESPACE) == []
     assert not [r for r in bed.kube.requests if r[0] == "POST" and "/rayjobs" in r[1]]

@@ -33,7 +33,7 @@ def prepare(body: dict[str, Any], cfg: RegressionConfig) -> dict[str, Any]:
     return ray.rayjob_from_job(body, cfg.ray, tuple(cfg.command))
 
 
-# Kueue's RayJob webhook refuses a queued RayJob with more worker groups: a Workload holds 8 pod sets, one the head's.
+# Kueue's RayJob webhook refuses a queued RayJob with more worker groups (kueue pkg/controller/jobs/rayjob).
 KUEUE_WORKER_GROUPS = 7
 
 
@@ -75,10 +75,9 @@ def unqueueable(body: dict[str, Any]) -> tuple[str, str] | None:
     if groups <= KUEUE_WORKER_GROUPS:
         return None
     return ("Too many Ray worker groups for Kueue", f"`regression.ray.workers` lists {groups} worker groups, and "
-            f"Kueue admits a RayJob of at most {KUEUE_WORKER_GROUPS} (its Workload holds 8 pod sets, one of them the "
-            f"head's), so RayJob `{jobs.name_of(body)}` was not created in LocalQueue `{queue}`. Merge worker groups "
-            "in `.github/flops.yml` (a group's `replicas` are not limited), or name no `queue` for `regression`, "
-            "then comment `/regression`.")
+            f"Kueue's RayJob webhook refuses more than {KUEUE_WORKER_GROUPS}, so RayJob `{jobs.name_of(body)}` was not "
+            f"created in LocalQueue `{queue}`. Merge worker groups in `.github/flops.yml` (a group's `replicas` are "
+            "not limited), or name no `queue` for `regression`, then comment `/regression`.")
 
 
 def crd_missing(body: dict[str, Any], exc: ApiException) -> bool:
