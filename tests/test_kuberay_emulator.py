@@ -99,3 +99,37 @@ async def test_bodies_are_checked_against_the_crd_and_a_missing_crd_answers_404(
         assert missing.value.status == 404
     finally:
         api.close()
+
+
+async def test_a_suspended_rayjob_gets_no_cluster_and_kueue_moves_it_as_kuberay_answers(kube: KubeEmulator) -> None:
+    """Kueue's RayJob integration on the emulator: created suspended, the operator makes nothing (Suspended);
+    admitted, a cluster with a new startTime; evicted, cluster and submitter deleted, status reset, the old
+    startTime kept (as rayjob_controller.go does); a Workload labelled with the RayJob's uid throughout."""
+    from tests.emulators.kueue import JOB_UID_LABEL, QUEUE_LABEL, Kueue
+    body = rayjob("r2")
+    body["metadata"]["labels"][QUEUE_LABEL] = "gpu"
+    body["spec"].update(suspend=True, shutdownAfterJobFinishes=True)
+    kube.put_object(body)
+    kuberay, kueue = KubeRay(kube), Kueue(kube)
+    assert kuberay.observe("r2")["status"]["jobDeploymentStatus"] == "Suspended"
+    for start in (kuberay.run, kuberay.initialize, kuberay.deadline):
+        with pytest.raises(ValueError, match="suspended"):
+            start("r2")
+    assert kube.list("pods", NS) == [] and kube.list("jobs", NS) == []
+    workload = kueue.pending("r2")
+    assert workload["metadata"]["labels"][JOB_UID_LABEL] == kuberay.rayjob("r2")["metadata"]["uid"]
+    assert [p["name"] for p in workload["spec"]["podSets"]] == ["head", "submitter"]
+    kueue.admit("r2")
+    admitted = kuberay.rayjob("r2")
+    assert admitted["spec"]["suspend"] is False and admitted["status"]["jobDeploymentStatus"] == "Initializing"
+    assert kuberay.head_pod("r2") is not None
+    running = kuberay.run("r2")
+    assert kube.list("jobs", NS)[0]["metadata"]["name"] == "r2"
+    kueue.evict("r2")
+    evicted = kuberay.rayjob("r2")
+    assert evicted["spec"]["suspend"] is True and evicted["status"]["jobDeploymentStatus"] == "Suspended"
+    assert "rayClusterName" not in evicted["status"] and evicted["status"]["jobStatus"] == ""
+    assert evicted["status"]["startTime"] == running["status"]["startTime"]  # stale until the next admission
+    assert kube.list("pods", NS) == [] and kube.list("jobs", NS) == []
+    conditions = {c["type"]: c["status"] for c in kueue.workload("r2")["status"]["conditions"]}
+    assert (conditions["Evicted"], conditions["Admitted"]) == ("True", "False")

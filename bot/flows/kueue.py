@@ -1,5 +1,8 @@
 """Kueue: which LocalQueue a Job goes to, and what its check run says while Kueue holds it.
 
+Jobs and KubeRay RayJobs (a regression run with `regression.ray`) alike: both are queued by the same
+label and `spec.suspend`, and Kueue's Workload of either carries `kueue.x-k8s.io/job-uid` = its uid.
+
 `queue_for` reads the queue from the default branch's flops.yml (trusted, like `deploy`: a pull
 request or a branch commit cannot pick a better queue), else FLOPS_DEFAULT_QUEUE. A queued Job is
 created suspended (`jobs.kueue.enqueue`) with its check `queued`; the tracker calls `follow` on
@@ -60,16 +63,16 @@ def queued_check(body: dict[str, Any], queue: str | None, title: str, summary: s
         return "in_progress", title, summary
     kueue.enqueue(body, queue)
     body["metadata"]["annotations"][RUNNING_CHECK] = json.dumps({"title": title, "summary": summary})
-    return "queued", queued_title(queue), queued_summary(jobs.name_of(body), queue) + f"\n\n{summary}"
+    return "queued", queued_title(queue), queued_summary(body, queue) + f"\n\n{summary}"
 
 
 def queued_title(queue: str) -> str:
     return f"Queued in Kueue LocalQueue `{queue}`"
 
 
-def queued_summary(job_name: str, queue: str) -> str:
-    return (f"Job `{shown(job_name, 63)}` waits in Kueue LocalQueue `{queue}` ({WAITING}); it starts, and this "
-            f"check moves to in progress, when Kueue admits it. Its timeout counts from admission.")
+def queued_summary(job: dict[str, Any], queue: str) -> str:
+    return (f"{jobs.api_kind(job)} `{shown(jobs.name_of(job), 63)}` waits in Kueue LocalQueue `{queue}` ({WAITING}); "
+            f"it starts, and this check moves to in progress, when Kueue admits it. Its timeout counts from admission.")
 
 
 def running_check(ann: dict[str, str]) -> tuple[str, str]:
@@ -91,6 +94,8 @@ async def follow(deps: Deps, job: dict[str, Any]) -> bool:
     suspended = kueue.suspended(job)
     if not suspended and state == ADMITTED:
         return True
+    if not await unreported(deps, job):
+        return False
     seen = kueue.admission(await deps.kube.workload_of(str(job["metadata"].get("uid", ""))))
     gh = deps.github.for_installation(int(ann[jobs.INSTALLATION]))
     if not suspended:
@@ -101,33 +106,42 @@ async def follow(deps: Deps, job: dict[str, Any]) -> bool:
                             summary=f"Admitted by Kueue from LocalQueue `{queue}`{again}{where}; its timeout "
                                     f"counts from now.\n\n{summary}".rstrip())
         await deps.kube.annotate_job(name, {QUEUE_STATE: ADMITTED, QUEUE_NOTE: None,
-                                            **({kueue.CLUSTER: seen.cluster} if seen.cluster else {})})
+                                            **({kueue.CLUSTER: seen.cluster} if seen.cluster else {})},
+                                     kind=jobs.api_kind(job))
         log.info("queued job admitted", extra={"job": name, "queue": queue, "cluster": seen.cluster})
         return True
     new_state = PREEMPTED if state in (ADMITTED, PREEMPTED) else QUEUED
     if new_state == state == QUEUED and not (seen.reason or seen.evicted or ann.get(QUEUE_NOTE)):
         return False  # nothing to add to what the check said when the Job was created
-    title, summary = waiting_text(name, queue, seen, preempted=new_state == PREEMPTED)
+    title, summary = waiting_text(job, queue, seen, preempted=new_state == PREEMPTED)
     summary = f"{summary}\n\n{running_check(ann)[1]}".rstrip()
     note = kueue.note_digest(title + summary)
     if state == new_state and ann.get(QUEUE_NOTE) == note:
         return False
     await checks.update(gh, ann[jobs.REPO], ann[jobs.CHECK_RUN], status="queued", title=title, summary=summary)
-    await deps.kube.annotate_job(name, {QUEUE_STATE: new_state, QUEUE_NOTE: note})
+    await deps.kube.annotate_job(name, {QUEUE_STATE: new_state, QUEUE_NOTE: note}, kind=jobs.api_kind(job))
     if new_state == PREEMPTED and state != PREEMPTED:
         log.info("queued job preempted; requeued", extra={"job": name, "queue": queue})
     return False
 
 
-def waiting_text(name: str, queue: str, seen: Admission, *, preempted: bool) -> tuple[str, str]:
-    """(title, summary) of a Job that waits: for its first admission, or again after a preemption."""
-    reason = seen.reason or seen.evicted
+async def unreported(deps: Deps, job: dict[str, Any]) -> bool:
+    """The Job is still there and not reported: a `/cancel`, a new head or a closed PR may have completed its
+    check since this change of it was seen, and a queued/in-progress update must not follow that."""
+    current = await deps.kube.get_job(jobs.name_of(job), jobs.api_kind(job))
+    return current is not None and jobs.REPORTED not in jobs.annotations_of(current)
+
+
+def waiting_text(job: dict[str, Any], queue: str, seen: Admission, *, preempted: bool) -> tuple[str, str]:
+    """(title, summary) of a Job that waits: for its first admission, or again after a preemption (a
+    RayJob's Ray cluster is deleted then, KubeRay makes a new one on its next admission)."""
+    reason, what, name = seen.reason or seen.evicted, jobs.api_kind(job), shown(jobs.name_of(job), 63)
     why = f"\n\n**Kueue:** {escape(reason, 500)}" if reason else ""
     if preempted:
         return (f"Preempted, requeued in Kueue LocalQueue `{queue}`",
-                f"Kueue preempted Job `{shown(name, 63)}` and requeued it: it was suspended and its Pods stopped, "
+                f"Kueue preempted {what} `{name}` and requeued it: it was suspended and its Pods stopped, "
                 f"which is not a failure. It runs again, and this check moves on, when Kueue admits it again.{why}")
-    return queued_title(queue), queued_summary(name, queue) + why
+    return queued_title(queue), queued_summary(job, queue) + why
 
 
 async def elsewhere(deps: Deps, job: dict[str, Any], pods: list[dict[str, Any]]) -> str | None:
@@ -136,7 +150,9 @@ async def elsewhere(deps: Deps, job: dict[str, Any], pods: list[dict[str, Any]])
     if pods or kueue.queue_of(job) is None:
         return None
     seen = kueue.admission(await deps.kube.workload_of(str(job["metadata"].get("uid", ""))))
+    if seen.cluster is None and jobs.api_kind(job) == jobs.RAYJOB:
+        return None  # its Ray cluster is gone (its TTL) or never came up: nothing says it ran elsewhere
     where = f"in worker cluster `{shown(seen.cluster)}`" if seen.cluster else "outside this cluster"
-    return (f"Job `{shown(jobs.name_of(job), 63)}` ran {where} (Kueue MultiKueue), so its Pods and their log are "
-            f"there, not here: read them with `kubectl --context <that cluster> logs job/{jobs.name_of(job)}`. "
-            "Its results still come through S3.")
+    return (f"{jobs.api_kind(job)} `{shown(jobs.name_of(job), 63)}` ran {where} (Kueue MultiKueue), so its Pods "
+            f"and their log are there, not here: read them with `kubectl --context <that cluster> logs "
+            f"job/{jobs.name_of(job)}`. Its results still come through S3.")

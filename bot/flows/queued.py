@@ -1,6 +1,7 @@
 """The Kueue side of the job tracker: a queued Job's check follows Kueue (queued, admitted,
 preempted), a Job still waiting is looked at again every `poll_seconds` (Kueue's reason may change),
-and a run not fully admitted by its admission timeout is cancelled as a whole."""
+and a run not fully admitted by its admission timeout is cancelled as a whole. Jobs and RayJobs alike:
+each is read again from its own API (a RayJob's submitter is a batch Job of the same name)."""
 from __future__ import annotations
 
 import asyncio
@@ -62,13 +63,13 @@ class QueueFollower:
         if again is not None:
             self.tracker.consider(again)
         elif (failed or kueue.suspended(job)) and name not in self.polls and not self.tracker._stop.is_set():
-            self.polls[name] = asyncio.create_task(self._poll(name), name=f"poll-{name}")
+            self.polls[name] = asyncio.create_task(self._poll(name, jobs.api_kind(job)), name=f"poll-{name}")
 
-    async def _poll(self, name: str) -> None:
+    async def _poll(self, name: str, api: str) -> None:
         try:
             await asyncio.sleep(self.poll_seconds)
             self.polls.pop(name, None)
-            job = await self.tracker.deps.kube.get_job(name)
+            job = await self.tracker.deps.kube.get_job(name, api)
             if job is not None:
                 self.tracker.consider(job)
         except Exception:
@@ -81,21 +82,21 @@ class QueueFollower:
         if not seconds.isdigit() or name in self.admission:
             return
         delay = max(0.0, epoch(job["metadata"].get("creationTimestamp")) + int(seconds) - time.time())
-        self.admission[name] = asyncio.create_task(self._cancel_unadmitted(name, int(seconds), delay),
-                                                    name=f"admission-{name}")
+        self.admission[name] = asyncio.create_task(self._cancel_unadmitted(name, jobs.api_kind(job), int(seconds),
+                                                                           delay), name=f"admission-{name}")
 
-    async def _cancel_unadmitted(self, name: str, seconds: int, delay: float) -> None:
+    async def _cancel_unadmitted(self, name: str, api: str, seconds: int, delay: float) -> None:
         """Not fully admitted by Kueue at its admission timeout: cancelled as a whole, saying what waited,
         so that a half-admitted run does not hold its quota forever."""
         try:
             await asyncio.sleep(delay)
-            job = await self.tracker.deps.kube.get_job(name)
+            job = await self.tracker.deps.kube.get_job(name, api)
             if job is None or jobs.REPORTED in jobs.annotations_of(job) or jobs.outcome(job).finished \
                     or name in self.tracker._inflight:
                 return
             kind, ann = self.tracker.kinds[jobs.kind_of(job)], jobs.annotations_of(job)
             waited = await kind.waiting(job, self.tracker.deps) if kind.waiting is not None else \
-                (f"Job `{name}` waited" if kueue.suspended(job) else "")
+                (f"{api} `{name}` waited" if kueue.suspended(job) else "")
             if not waited:
                 return
             why = (f"Not fully admitted by Kueue within its admission timeout of {duration(seconds)}: {waited} in "

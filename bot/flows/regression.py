@@ -96,13 +96,13 @@ async def _launch(gh: GitHubAPI, deps: Deps, cfg: RegressionConfig, src: jobs.So
     body["metadata"]["annotations"].update(checks.dropped_annotation(dropped))
     what = "baseline for the default branch" if baseline else f"PR #{src.pr}" if src.pr is not None else "merge queue"
     await _empty_output(deps, body["metadata"]["annotations"][jobs.OUTPUT])
-    queue = None if cfg.ray else await queueing.queue_for(gh, deps, src.repo, jobs.REGRESSION, trusted)
+    queue = await queueing.queue_for(gh, deps, src.repo, jobs.REGRESSION, trusted)  # a Job or a RayJob alike
     check_id = await _check_for(gh, src, body, what, cfg, trigger, queue,
                                 checks.run_page(deps.settings.public_url, jobs.name_of(body)))
     body["metadata"]["annotations"][jobs.CHECK_RUN] = str(check_id)
     try:  # a refusal completes the check (it must not stay "in progress" for a Job that never existed)
         created = await rayjobs.create(gh, deps, body, src.repo, check_id)
-    except rayjobs.KubeRayMissing:  # the check says what to install: nothing to retry
+    except rayjobs.NotCreated:  # the check says what to install or change: nothing to retry
         return None
     log.info("regression started", extra={"repo": src.repo, "sha": src.sha, "job": name, "trigger": trigger})
     if created is not None and src.pr is not None:
@@ -129,7 +129,7 @@ async def _supersede_pr_runs(gh: GitHubAPI, deps: Deps, src: jobs.Source) -> boo
 async def _check_for(gh: GitHubAPI, src: jobs.Source, body: dict[str, Any], what: str, cfg: RegressionConfig,
                      trigger: str, queue: str | None, details_url: str | None = None) -> int:
     """Reuse the head's `queued` check (left by a synchronize) or create one, now in progress (or
-    `queued` in Kueue's LocalQueue `queue`, the Job `body` created suspended)."""
+    `queued` in Kueue's LocalQueue `queue`, the Job or RayJob `body` created suspended)."""
     name, note = jobs.name_of(body), checks.dropped_note(body["metadata"]["annotations"])
     summary = (f"Regression Job `{name}` ({what}, started by {trigger}) runs `{' '.join(cfg.command)}` in "
                f"`{cfg.image}`; timeout {duration(cfg.timeout)}.{note}")

@@ -12,9 +12,10 @@ A Job annotated `flops.dev/timeout` (seconds) is stopped once it has run that lo
 A Job queued in Kueue (`kueue.x-k8s.io/queue-name`) is followed while it is not finished: its check
 moves between `queued` and `in_progress` as Kueue admits, preempts and readmits it (`bot.flows.queued`,
 looked at again every `queue_poll` seconds while it waits, so Kueue's reason shows). Its timeout
-counts from its admission (Kubernetes resets the start time on resumption); a suspended Job is never
-timed out. A Job annotated `flops.dev/admission-timeout` that is not fully admitted by then (its
-kind's `waiting` says what waits) is cancelled as a whole.
+counts from its admission (Kubernetes resets the start time on resumption, KubeRay a RayJob's when it
+starts its new Ray cluster); a suspended Job is never timed out. A Job annotated
+`flops.dev/admission-timeout` that is not fully admitted by then (its kind's `waiting` says what waits)
+is cancelled as a whole.
 """
 from __future__ import annotations
 
@@ -246,9 +247,9 @@ class Tracker:
         name, seconds, api = jobs.name_of(job), jobs.annotations_of(job).get(jobs.TIMEOUT, ""), jobs.api_kind(job)
         if not seconds.isdigit() or name in self._timers:
             return
-        started = (job.get("status") or {}).get("startTime")
+        started = kueue.started_at(job)
         if started is None and kueue.queue_of(job) is not None:
-            return  # just admitted: armed when the Job controller sets the start time (counted from admission)
+            return  # just admitted: armed when the Job controller (KubeRay) sets the start time, counted from admission
         delay = max(0.0, epoch(started or job["metadata"].get("creationTimestamp")) + int(seconds) - time.time())
         self._timers[name] = asyncio.create_task(self._stop_when_due(name, api, int(seconds), delay),
                                                  name=f"timeout-{name}")

@@ -11,11 +11,20 @@ past `activeDeadlineSeconds`, `AppFailed` when the Ray job failed), `startTime`,
 `rayClusterName`, `dashboardURL`, `jobId`. Shapes as ray-project/kuberay `ray-operator/apis/ray/v1/
 rayjob_types.go` and `controllers/ray/rayjob_controller.go` write them.
 
+Suspended (`spec.suspend: true`, Kueue's RayJob integration): the operator creates no cluster and no
+submitter (`run`, `initialize`, `succeed`, `fail`, `deadline` refuse, as `KubeEmulator.start_job` does
+for a suspended Job); `jobDeploymentStatus: Suspended`. `set_suspended` is the operator's answer to
+Kueue changing the flag: suspending deletes the cluster and the submitter Job and resets the Ray job's
+status (Suspending -> Suspended; `startTime` is kept, stale); resuming goes New -> Initializing with
+a new `startTime` and a new cluster.
+
     kuberay = KubeRay(kube)
     kuberay.run("flops-regression-...")                     # cluster up, submitter Job running, RUNNING
     kuberay.succeed("flops-regression-...", logs="done\\n")  # Complete / SUCCEEDED (submitter Job Complete)
     kuberay.fail("flops-regression-...", logs="Traceback ...")   # Failed / FAILED, reason AppFailed
     kuberay.deadline("flops-regression-...")                # Failed, reason DeadlineExceeded
+    kuberay.observe("flops-regression-...")                 # created suspended: Suspended, no cluster
+    kuberay.set_suspended("flops-regression-...", False)    # Kueue admitted it: Initializing, a cluster
 """
 from __future__ import annotations
 
@@ -39,9 +48,57 @@ class KubeRay:
             raise KeyError(f"no rayjob {self.namespace}/{name}")
         return found
 
+    def observe(self, name: str) -> dict[str, Any]:
+        """The operator's first look at a RayJob created suspended: `Suspended`, no cluster, no submitter."""
+        with self.kube._lock:
+            if not self.rayjob(name)["spec"].get("suspend"):
+                raise ValueError(f"rayjob {name} is not suspended: KubeRay would start its cluster")
+            return self._status(name, jobDeploymentStatus="Suspended", jobStatus="")
+
+    def set_suspended(self, name: str, suspended: bool) -> dict[str, Any]:
+        """`spec.suspend` changed (by Kueue) and the operator's answer (rayjob_controller.go): suspending
+        deletes the Ray cluster and the submitter Job (their Pods go with them) and resets the cluster's and
+        the Ray job's status (Suspended); resuming makes a new cluster, Initializing, with a new startTime."""
+        with self.kube._lock:
+            rayjob = copy.deepcopy(self.rayjob(name))
+            if bool(rayjob["spec"].get("suspend")) == suspended:
+                return rayjob
+            rayjob["spec"]["suspend"] = suspended
+            rayjob["metadata"]["generation"] = int(rayjob["metadata"].get("generation", 1)) + 1
+            self.kube._save("rayjobs", rayjob)
+            if not suspended:
+                return self.initialize(name)
+            self._delete_cluster(rayjob)
+            status = {k: v for k, v in (rayjob.get("status") or {}).items()
+                      if k not in ("rayClusterName", "dashboardURL", "jobId", "message", "reason", "rayClusterStatus")}
+            rayjob = self.rayjob(name)
+            rayjob["status"] = {**status, "jobStatus": "", "jobDeploymentStatus": "Suspended"}
+            return self.kube._save("rayjobs", rayjob)
+
+    def shut_down(self, name: str) -> None:
+        """`ttlSecondsAfterFinished` after the end (`shutdownAfterJobFinishes`): the Ray cluster is deleted,
+        its head Pod with it; the submitter Job stays until the RayJob goes."""
+        with self.kube._lock:
+            rayjob = self.rayjob(name)
+            if (rayjob.get("status") or {}).get("jobDeploymentStatus") not in ("Complete", "Failed"):
+                raise ValueError(f"rayjob {name} has not finished: KubeRay keeps its cluster")
+            self._delete_cluster(rayjob, submitter=False)
+
+    def _delete_cluster(self, rayjob: dict[str, Any], *, submitter: bool = True) -> None:
+        name, cluster = rayjob["metadata"]["name"], (rayjob.get("status") or {}).get("rayClusterName")
+        if submitter and self.kube.get("jobs", self.namespace, name) is not None:
+            self.kube._delete(RESOURCES["jobs"], self.namespace, name, "Background")
+        for pod in self.kube.list("pods", self.namespace, labels={"ray.io/cluster": cluster}) if cluster else []:
+            self.kube._delete(RESOURCES["pods"], self.namespace, pod["metadata"]["name"], "Background")
+
+    def _refuse_suspended(self, name: str) -> None:
+        if self.rayjob(name)["spec"].get("suspend"):
+            raise ValueError(f"rayjob {name} is suspended: KubeRay creates no cluster and no submitter for it")
+
     def run(self, name: str) -> dict[str, Any]:
         """The cluster is up (head Pod Running), the submitter Job runs, the Ray job RUNNING."""
         with self.kube._lock:
+            self._refuse_suspended(name)
             rayjob = self.rayjob(name)
             cluster = (rayjob.get("status") or {}).get("rayClusterName")
             if cluster is None:
@@ -56,6 +113,7 @@ class KubeRay:
     def initialize(self, name: str) -> dict[str, Any]:
         """The cluster is starting (head Pod Running, not ready): Initializing, no submitter Job yet."""
         with self.kube._lock:
+            self._refuse_suspended(name)
             rayjob = self.rayjob(name)
             cluster = f"{name}-" + "".join(random.choices(POD_SUFFIX_ALPHABET, k=5))
             self._head_pod(rayjob, cluster)
@@ -77,6 +135,7 @@ class KubeRay:
     def deadline(self, name: str) -> dict[str, Any]:
         """Past `activeDeadlineSeconds`: Failed with reason DeadlineExceeded (the Ray job still RUNNING, or the
         cluster still Initializing: then there is no submitter)."""
+        self._refuse_suspended(name)
         if not (self.rayjob(name).get("status") or {}).get("jobDeploymentStatus"):
             self.run(name)
         spec = self.rayjob(name)["spec"]
@@ -91,6 +150,7 @@ class KubeRay:
         return found[0] if found else None
 
     def _ensure_running(self, name: str) -> None:
+        self._refuse_suspended(name)
         if (self.rayjob(name).get("status") or {}).get("jobDeploymentStatus") != "Running":
             self.run(name)
 

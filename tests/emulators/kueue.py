@@ -8,6 +8,11 @@ it (`spec.suspend: true` again; the Job controller deletes the Pods). Under Mult
 says where the Job runs (`status.clusterName`, the admission check's message) and the Job's status
 is mirrored back with no Pod in this cluster. Shapes as https://kueue.sigs.k8s.io/docs/ documents them.
 
+A KubeRay RayJob of that name (Kueue's RayJob integration) is managed the same way: its Workload
+(`rayjob-<name>-<uid>`, owned by the RayJob, labelled with the RayJob's uid) has a pod set per Ray
+node group (`head`, each worker group with its replicas) and `submitter` (K8sJobMode); admitting and
+evicting change the RayJob's `spec.suspend`, and KubeRay's operator answers (tests/emulators/kuberay.py).
+
     kueue = Kueue(kube)
     kueue.pending("flops-regression-...", "couldn't assign flavors to pod set main: insufficient quota")
     kueue.admit("flops-regression-...")            # Admitted; the Job resumes (a new status.startTime)
@@ -20,6 +25,7 @@ import copy
 from typing import Any
 
 from tests.emulators.kube import RESOURCES, KubeEmulator, now
+from tests.emulators.kuberay import KubeRay
 
 GROUP_VERSION = "kueue.x-k8s.io/v1beta1"
 QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
@@ -32,10 +38,20 @@ class Kueue:
         self.namespace = namespace or kube.namespace
         self.cluster_queue = cluster_queue
 
+    def managed(self, job_name: str) -> tuple[str, dict[str, Any]] | None:
+        """(plural, object) Kueue manages under `job_name`: the RayJob of that name (its submitter is a Job of
+        the same name, which Kueue does not manage), else the Job."""
+        for plural in ("rayjobs", "jobs"):
+            found = self.kube.get(plural, self.namespace, job_name)
+            if found is not None:
+                return plural, found
+        return None
+
     def workload(self, job_name: str) -> dict[str, Any] | None:
-        job = self.kube.get("jobs", self.namespace, job_name)
-        if job is None:
+        managed = self.managed(job_name)
+        if managed is None:
             return None
+        job = managed[1]
         uid = job["metadata"]["uid"]
         found = [w for w in self.kube.list("workloads", self.namespace)
                  if (w["metadata"].get("labels") or {}).get(JOB_UID_LABEL) == uid]
@@ -53,7 +69,7 @@ class Kueue:
                    "Admitted": ("True", "Admitted", "The workload is admitted"),
                    "Evicted": None, "Requeued": ("True", "Admitted", "")}
         workload = self._conditions(job_name, changes, admitted=True, cluster=cluster)
-        self.kube.set_suspended(self.namespace, job_name, False)
+        self._suspend(job_name, False)
         return workload
 
     def evict(self, job_name: str, *, reason: str = "Preempted",
@@ -65,8 +81,15 @@ class Kueue:
                    "Admitted": ("False", "NoReservation", "The workload has no reservation"),
                    "Requeued": ("True", reason, message)}
         workload = self._conditions(job_name, changes, admitted=False)
-        self.kube.set_suspended(self.namespace, job_name, True)
+        self._suspend(job_name, True)
         return workload
+
+    def _suspend(self, job_name: str, suspended: bool) -> None:
+        """Kueue writes `spec.suspend`; the Job controller (or KubeRay's operator, for a RayJob) answers."""
+        if (self.managed(job_name) or ("jobs", {}))[0] == "rayjobs":
+            KubeRay(self.kube, self.namespace).set_suspended(job_name, suspended)
+        else:
+            self.kube.set_suspended(self.namespace, job_name, suspended)
 
     def finish_elsewhere(self, job_name: str, *, succeeded: bool = True, cluster: str = "worker-1") -> None:
         """MultiKueue: the Job ran in worker cluster `cluster`; its status is mirrored here, no Pod exists."""
@@ -107,7 +130,8 @@ class Kueue:
             status_block: dict[str, Any] = {**(workload.get("status") or {}), "conditions": list(conditions.values())}
             if admitted is True:
                 status_block["admission"] = {"clusterQueue": self.cluster_queue, "podSetAssignments": [
-                    {"name": "main", "count": 1, "flavors": {"nvidia.com/gpu": "default-flavor"}}]}
+                    {"name": p["name"], "count": p["count"], "flavors": {"nvidia.com/gpu": "default-flavor"}}
+                    for p in workload["spec"]["podSets"]]}
             elif admitted is False:
                 status_block.pop("admission", None)
             if cluster is not None:
@@ -120,18 +144,32 @@ class Kueue:
             return self.kube._save("workloads", workload)
 
     def _new(self, job_name: str) -> dict[str, Any]:
-        job = self.kube.get("jobs", self.namespace, job_name)
-        if job is None:
+        managed = self.managed(job_name)
+        if managed is None:
             raise KeyError(f"no job {self.namespace}/{job_name}")
+        plural, job = managed
         labels = job["metadata"].get("labels") or {}
         if QUEUE_LABEL not in labels:
             raise ValueError(f"job {job_name} has no {QUEUE_LABEL} label: Kueue does not manage it")
-        uid = job["metadata"]["uid"]
+        uid, ray = job["metadata"]["uid"], plural == "rayjobs"
+        owner = {"apiVersion": "ray.io/v1", "kind": "RayJob"} if ray else {"apiVersion": "batch/v1", "kind": "Job"}
         return {"apiVersion": GROUP_VERSION, "kind": "Workload",
-                "metadata": {"name": f"job-{job_name}"[:57] + "-" + uid[:5], "namespace": self.namespace,
-                             "labels": {JOB_UID_LABEL: uid},
-                             "ownerReferences": [{"apiVersion": "batch/v1", "kind": "Job", "name": job_name,
-                                                  "uid": uid, "controller": True, "blockOwnerDeletion": True}]},
+                "metadata": {"name": f"{'rayjob' if ray else 'job'}-{job_name}"[:57] + "-" + uid[:5],
+                             "namespace": self.namespace, "labels": {JOB_UID_LABEL: uid},
+                             "ownerReferences": [{**owner, "name": job_name, "uid": uid, "controller": True,
+                                                  "blockOwnerDeletion": True}]},
                 "spec": {"queueName": labels[QUEUE_LABEL], "active": True, "priority": 0,
-                         "podSets": [{"name": "main", "count": 1, "template": job["spec"]["template"]}]},
+                         "podSets": ray_pod_sets(job) if ray else [{"name": "main", "count": 1,
+                                                                     "template": job["spec"]["template"]}]},
                 "status": {}}
+
+
+def ray_pod_sets(rayjob: dict[str, Any]) -> list[dict[str, Any]]:
+    """Kueue's pod sets of a RayJob: the head, each worker group (its replicas), the submitter (K8sJobMode)."""
+    cluster = rayjob["spec"]["rayClusterSpec"]
+    sets = [{"name": "head", "count": 1, "template": cluster["headGroupSpec"]["template"]}]
+    sets += [{"name": g["groupName"], "count": g.get("replicas", 1), "template": g["template"]}
+             for g in cluster.get("workerGroupSpecs") or []]
+    if rayjob["spec"].get("submissionMode", "K8sJobMode") == "K8sJobMode":
+        sets.append({"name": "submitter", "count": 1, "template": rayjob["spec"].get("submitterPodTemplate") or {}})
+    return sets

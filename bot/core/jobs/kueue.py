@@ -2,8 +2,10 @@
 
 A Job bound for a Kueue LocalQueue is created suspended (`spec.suspend: true`) with the label
 `kueue.x-k8s.io/queue-name`; Kueue admits it by setting `spec.suspend: false` and may preempt it
-later by suspending it again. The bot records on the Job what its check run last said
-(`flops.dev/queue-state`: queued / admitted / preempted), so a restart never posts a state twice.
+later by suspending it again. A KubeRay RayJob (Kueue's RayJob integration) is queued the same way:
+`spec.suspend` is at the same path, and KubeRay creates no cluster while it is set. The bot records
+on the Job what its check run last said (`flops.dev/queue-state`: queued / admitted / preempted), so a
+restart never posts a state twice.
 """
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from bot.core.jobs.contract import A
+from bot.core.jobs.contract import RAYJOB, A
 
 QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 JOB_UID_LABEL = "kueue.x-k8s.io/job-uid"  # on the Workload Kueue makes for a Job
@@ -24,12 +26,14 @@ QUEUE_NOTE = A + "queue-note"  # a digest of the queued check's text: a new Kueu
 CLUSTER = A + "cluster"  # MultiKueue: the worker cluster the Job was dispatched to (from its Workload)
 ADMISSION_TIMEOUT = A + "admission-timeout"  # seconds after creation by which the whole run must be admitted
 QUEUED, ADMITTED, PREEMPTED = "queued", "admitted", "preempted"
+# A RayJob's jobDeploymentStatus while it does not run: what startTime says is of an earlier run (or nothing).
+NOT_STARTED = (None, "", "New", "Suspending", "Suspended")
 _CLUSTER_IN_MESSAGE = re.compile(r'reservation on "([^"]+)"')
 
 
 def enqueue(body: dict[str, Any], queue: str | None) -> dict[str, Any]:
-    """`body` (a Job) bound for LocalQueue `queue`: created suspended, labelled for Kueue; unchanged
-    without a queue (today's behaviour: no Kueue involved)."""
+    """`body` (a Job or a RayJob) bound for LocalQueue `queue`: created suspended, labelled for Kueue;
+    unchanged without a queue (today's behaviour: no Kueue involved)."""
     if not queue:
         return body
     body["metadata"].setdefault("labels", {})[QUEUE_LABEL] = queue
@@ -44,6 +48,16 @@ def queue_of(job: dict[str, Any]) -> str | None:
 
 def suspended(job: dict[str, Any]) -> bool:
     return bool((job.get("spec") or {}).get("suspend"))
+
+
+def started_at(job: dict[str, Any]) -> str | None:
+    """When the Job's current run started (`status.startTime`), None before it started. The Job controller
+    clears a suspended Job's start time and sets a new one on resumption; KubeRay sets a RayJob's when it
+    leaves `New` for `Initializing` (after an admission too) and keeps the old one while it is suspended."""
+    status = job.get("status") or {}
+    if job.get("kind") == RAYJOB and status.get("jobDeploymentStatus") in NOT_STARTED:
+        return None
+    return str(status["startTime"]) if status.get("startTime") else None
 
 
 def placement_note(annotations: Mapping[str, str]) -> str:
