@@ -346,6 +346,33 @@ async def test_without_metrics_json_the_mlflow_metrics_are_the_gates_input(bed: 
     assert run["details_url"].startswith(f"{mlflow.url}/#/experiments/")
 
 
+async def test_a_second_run_of_the_same_name_sways_nothing(bed: Bed, mlflow: MlflowEmulator) -> None:
+    """Another workload (any that reaches the tracking server) logs a run under this run's name, which
+    is deterministic: the newest of the two was the gate's input. Two of a name are none."""
+    setup_repo(bed, mlflow)
+    head = open_pr(bed, {"regression.py": "print(17)\n"})
+    await comment(bed, "/regression")
+    name = rayjob_for(bed, head)["metadata"]["name"]
+    mlflow.log_run(REPO, name, {"accuracy": 0.5})  # the real run: worse
+    mlflow.log_run(REPO, name, {"accuracy": 0.99})  # the fake, logged after it
+    KubeRay(bed.kube).succeed(name)
+    run = await wait_for(lambda: completed(bed, head), what="report")
+    assert (run["conclusion"], run["output"]["title"]) == ("failure", "No metrics")
+    assert "0.99" not in run["output"]["summary"] and not run["details_url"].startswith(mlflow.url)
+
+
+async def test_a_run_logged_before_its_job_existed_is_not_it(bed: Bed, mlflow: MlflowEmulator) -> None:
+    setup_repo(bed, mlflow)
+    head = open_pr(bed, {"regression.py": "print(18)\n"})
+    await comment(bed, "/regression")
+    name = rayjob_for(bed, head)["metadata"]["name"]
+    fake = mlflow.log_run(REPO, name, {"accuracy": 0.99})
+    mlflow.runs[fake]["info"]["start_time"] -= 3_600_000  # logged an hour before the run started
+    KubeRay(bed.kube).succeed(name)
+    run = await wait_for(lambda: completed(bed, head), what="report")
+    assert (run["conclusion"], run["output"]["title"]) == ("failure", "No metrics")
+
+
 async def test_mlflow_down_leaves_the_report_as_without_it(bed: Bed, mlflow: MlflowEmulator) -> None:
     setup_repo(bed, mlflow)
     head = open_pr(bed, {"regression.py": "print(8)\n"})

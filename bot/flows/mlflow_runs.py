@@ -17,6 +17,7 @@ from typing import Any
 
 from bot.core import jobs
 from bot.core.config import MlflowConfig
+from bot.core.text import timestamp
 from bot.platform import logs, mlflow
 
 log = logs.get_logger(__name__)
@@ -41,15 +42,19 @@ def add_mlflow(body: dict[str, Any], cfg: MlflowConfig | None) -> None:
     ann.update({URI: cfg.tracking_uri, EXPERIMENT: experiment})
 
 
-async def with_mlflow(ann: dict[str, str], written: Any) -> Any:
+async def with_mlflow(job: dict[str, Any], written: Any) -> Any:
     """`written` (metrics.json, None when absent) with what the run's MLflow run adds: the link when it
-    has none, the metrics when there is no metrics.json. Unchanged without `regression.mlflow`."""
+    has none, the metrics when there is no metrics.json. Unchanged without `regression.mlflow`, and
+    when the run's name is not one run's started after the Job (`mlflow.find_run`)."""
+    ann = jobs.annotations_of(job)
     if URI not in ann or (written is not None and not isinstance(written, dict)):
         return written
     links = written.get("links") if isinstance(written, dict) else None
     if isinstance(links, dict) and any("mlflow" in str(key).lower() for key in links):
         return written
-    run = await mlflow.find_run(ann[URI], ann.get(EXPERIMENT, ""), ann[jobs.RUN_ID])
+    created = job["metadata"].get("creationTimestamp")
+    run = await mlflow.find_run(ann[URI], ann.get(EXPERIMENT, ""), ann[jobs.RUN_ID],
+                                since=timestamp(str(created)) if created else 0.0)
     if run is None:
         return written
     log.info("MLflow run found", extra={"run": ann[jobs.RUN_ID], "mlflow_run": run.run_id})

@@ -173,7 +173,7 @@ async def report(job: dict[str, Any], result: jobs.Outcome, deps: Deps) -> str:
         written, why = None, f"is not valid JSON ({exc})"
     else:
         why = "is missing" if written is None else "has no `metrics` object"
-        written = await with_mlflow(ann, written)  # the MLflow link; its metrics without a metrics.json
+        written = await with_mlflow(job, written)  # the MLflow link; its metrics without a metrics.json
     if not isinstance(written, dict) or not isinstance(written.get("metrics"), dict):
         await checks.finish(gh, ann, "failure", title="No metrics",
                             summary=f"The Job succeeded but `{key}` {why}. The workload must write "
