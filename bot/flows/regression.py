@@ -7,6 +7,7 @@
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Mapping
 from typing import Any
@@ -21,7 +22,7 @@ from bot.flows import kueue as queueing
 from bot.flows import lifecycle, rayjobs, trends
 from bot.flows.deps import Deps
 from bot.flows.diagnosis import diagnose, log_tail
-from bot.flows.mlflow_runs import with_mlflow
+from bot.flows.mlflow_runs import trusted_mlflow, with_mlflow
 from bot.flows.pulls import PullRef
 from bot.flows.trends import ANCESTORS, baseline_key
 from bot.platform import checks, comments, logs
@@ -69,11 +70,12 @@ async def start(gh: GitHubAPI, deps: Deps, cfg: RegressionConfig, src: jobs.Sour
     """Launch the run; None when a run of this commit is already going (redelivery, second approval,
     `/regression` while one runs). Runs of the PR's older heads are cancelled first. The default
     branch (from the event's payload) is kept on the Job: the report needs no extra call for it.
-    `trusted`: the default branch's config when the caller holds it (its Kueue `queue`, no API call).
+    `trusted`: the default branch's config when the caller holds it (its Kueue `queue`, `regression.mlflow`).
     `labels`: added to the Job's (a bisection's `flops.dev/bisect`)."""
     if src.pr is not None and await _supersede_pr_runs(gh, deps, src):
         return None
     url, dropped = await source_url(deps, src.installation_id, src.repo, src.sha)
+    cfg = dataclasses.replace(cfg, mlflow=await trusted_mlflow(gh, src.repo, cfg, trusted))  # where the bot asks
     body = rayjobs.prepare(jobs.regression_job(src, jobs.cluster_from(deps.settings), workload(cfg), source_url=url,
                                                check=checks.REGRESSION, timeout=cfg.timeout, trigger=trigger,
                                                attempt=attempt, baseline=baseline), cfg)  # a RayJob with `ray:`
