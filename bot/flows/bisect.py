@@ -281,9 +281,10 @@ async def measured(deps: Deps, state: State) -> dict[str, dict[str, Any]]:
 
 
 async def failed_runs(deps: Deps, state: State) -> set[str]:
-    """Candidates whose bisection run was reported failed, timed out or cancelled, or whose Job is gone
-    (deleted by hand before it was reported): skipped."""
-    found = await deps.kube.list_jobs(f"{jobs.SELECTOR},{jobs.KIND}={jobs.REGRESSION},{jobs.BISECT_LABEL}={state.id}")
+    """Candidates whose bisection run (a Job, or a RayJob with `regression.ray`) was reported failed,
+    timed out or cancelled, or whose Job is gone (deleted by hand before it was reported): skipped."""
+    selector = f"{jobs.SELECTOR},{jobs.KIND}={jobs.REGRESSION},{jobs.BISECT_LABEL}={state.id}"
+    found = await deps.kube.list_jobs(selector) + await deps.kube.list_jobs(selector, kind=jobs.RAYJOB)
     by_sha = {jobs.annotations_of(job).get(jobs.SHA, ""): jobs.annotations_of(job) for job in found}
     tried = {sha for shas in state.rounds for sha in shas}
     return {sha for sha in tried if sha not in by_sha or by_sha[sha].get(jobs.REPORTED) in FAILED}
@@ -332,6 +333,14 @@ async def report(job: dict[str, Any], result: jobs.Outcome, deps: Deps) -> str:
     return conclusion
 
 
+async def run_gone(job: dict[str, Any], deps: Deps) -> None:
+    """A bisection's run deleted before it was reported (`kubectl delete job`): skipped, the search moves on."""
+    ann, bisection = jobs.annotations_of(job), (job["metadata"].get("labels") or {}).get(jobs.BISECT_LABEL)
+    if bisection:
+        gh = deps.github.for_installation(int(ann[jobs.INSTALLATION]))
+        await advance(gh, deps, ann[jobs.REPO], bisection, failed=ann[jobs.SHA])
+
+
 async def auto(gh: GitHubAPI, deps: Deps, ann: dict[str, str]) -> None:
     """A new baseline worse than the one before it on a gated metric: bisect between the two."""
     repo, sha, branch = ann[jobs.REPO], ann[jobs.SHA], ann.get(jobs.DEFAULT_BRANCH, "")
@@ -356,4 +365,4 @@ async def auto(gh: GitHubAPI, deps: Deps, ann: dict[str, str]) -> None:
         log.warning("automatic bisection not started", extra={"repo": repo, "sha": sha, "why": str(refused)})
 
 
-KIND = dataclasses.replace(regression.KIND, report=report)
+KIND = dataclasses.replace(regression.KIND, report=report, gone=run_gone)

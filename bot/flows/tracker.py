@@ -350,6 +350,8 @@ class Tracker:
                                       "is no result. Run it again: the Re-run button, `/retest`, or a new push.")
         self.deps.metrics.job_finished(kind, "deleted")
         log.info("job deleted before it was reported", extra={"job": name, "kind": kind, "repo": ann.get(jobs.REPO)})
+        if (gone := self.kinds[kind].gone if kind in self.kinds else None) is not None:
+            await gone(job, self.deps)
 
     async def idle(self) -> None:
         """Wait until no report is in flight (tests and benchmarks)."""
