@@ -368,3 +368,23 @@ async def test_a_ray_bisection_waits_for_its_running_rayjobs(bed: Bed) -> None:
     summary = bisect_check(bed.github, shas[-1])["output"]["summary"]
     assert summary.count("⏳ running") == 2 and "no result" not in summary
     assert len(bed.kube.list("rayjobs", NAMESPACE, labels={"flops.dev/kind": "regression"})) == 3
+
+
+async def test_a_round_whose_runs_all_failed_stops_the_search(bed: Bed) -> None:
+    """A regression run that always fails (a broken image) skipped every probe and probed on: up to
+    `max_commits` GPU runs for nothing. A round without a single result stops the bisection."""
+    good = setup(bed.github)
+    shas = merges(bed.github, 12)
+    await baseline(bed, good, GOOD)
+    await baseline(bed, shas[-1], BAD)
+    await comment_on_issue(bed, f"/bisect {good} {shas[-1]}")
+    round_one = unfinished(bed.kube)
+    assert len(round_one) == 3
+    for job in round_one:
+        bed.kube.fail_job(NAMESPACE, job["metadata"]["name"])
+    done = await wait_for(lambda: (c := bisect_check(bed.github, shas[-1])) and c["status"] == "completed" and c,
+                          what="the bisection stopped")
+    assert (done["conclusion"], done["output"]["title"]) == ("neutral", "Bisection stopped")
+    assert "every run of round 1 failed or was deleted" in done["output"]["summary"]
+    await bed.settle()
+    assert len(runs(bed.kube)) == 3 and "every run of round 1 failed" in replies(bed)[-1]

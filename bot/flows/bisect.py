@@ -218,6 +218,10 @@ async def _advance(gh: GitHubAPI, deps: Deps, repo: str, bisection: str, failed:
     if waiting:
         await bisect_report.progress(gh, state, results, metric_of(state), waiting)
         return
+    if state.rounds and not set(state.rounds[-1]) - skipped:  # a run that always fails would try every commit
+        await _stop(gh, deps, state, f"every run of round {len(state.rounds)} failed or was deleted: fix the "
+                                     f"regression run (see their `flops/regression` checks), then `/bisect` again.")
+        return
     references = [s for s in (state.good, state.bad) if s not in results]
     if references:
         await _references(gh, deps, state, references, skipped)
@@ -239,11 +243,15 @@ async def _advance(gh: GitHubAPI, deps: Deps, repo: str, bisection: str, failed:
 async def _references(gh: GitHubAPI, deps: Deps, state: State, missing: list[str], skipped: set[str]) -> None:
     """The good or bad commit has no baseline yet: measured first (once; a failed run ends the search)."""
     if set(missing) & skipped:
-        await bisect_report.stopped(gh, deps, state, f"the run of {sorted(set(missing) & skipped)[0][:7]} failed, "
-                                                     f"so it has no `{state.metric['name']}` to compare with.")
-        await save(deps, dataclasses.replace(state, status="done"))
+        await _stop(gh, deps, state, f"the run of {sorted(set(missing) & skipped)[0][:7]} failed, so it has no "
+                                     f"`{state.metric['name']}` to compare with.")
         return
     await start_round(gh, deps, state, missing, {})
+
+
+async def _stop(gh: GitHubAPI, deps: Deps, state: State, why: str) -> None:
+    await bisect_report.stopped(gh, deps, state, why)
+    await save(deps, dataclasses.replace(state, status="done"))
 
 
 async def start_round(gh: GitHubAPI, deps: Deps, state: State, shas: list[str], results: dict[str, Any]) -> None:
@@ -251,9 +259,8 @@ async def start_round(gh: GitHubAPI, deps: Deps, state: State, shas: list[str], 
     then record it: a crash in between leaves a step that is taken again."""
     trusted = await builds.trusted_config(gh, state.repo, state.default_branch)
     if trusted is None or trusted.regression is None:
-        await bisect_report.stopped(gh, deps, state, "the default branch's `.github/flops.yml` no longer has a "
-                                                     "valid `regression:` section.")
-        await save(deps, dataclasses.replace(state, status="done"))
+        await _stop(gh, deps, state, "the default branch's `.github/flops.yml` no longer has a valid `regression:` "
+                                     "section.")
         return
     for sha in shas:
         source = jobs.Source(state.repo, sha, state.installation, ref=state.default_branch)
