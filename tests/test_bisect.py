@@ -388,3 +388,24 @@ async def test_a_round_whose_runs_all_failed_stops_the_search(bed: Bed) -> None:
     assert "every run of round 1 failed or was deleted" in done["output"]["summary"]
     await bed.settle()
     assert len(runs(bed.kube)) == 3 and "every run of round 1 failed" in replies(bed)[-1]
+
+
+async def test_the_limit_counts_running_bisections_however_many_have_ended(bed: Bed) -> None:
+    """The running ones were found by reading every record of the repository, at most the 1,000 a
+    listing returns: past 1,000 ended bisections the limit counted none, and `/cancel bisect` found none."""
+    good = setup(bed.github, CONFIG.replace("auto: true", "auto: false"))
+    shas = merges(bed.github, 8)
+    await baseline(bed, good, GOOD)
+    for sha in shas[4:]:
+        await baseline(bed, sha, BAD)
+    ended = json.dumps({"id": "x", "repo": REPO, "installation": INSTALLATION, "default_branch": MAIN, "good": good,
+                        "bad": shas[-1], "metric": {"name": "accuracy"}, "candidates": [], "parallel": 3,
+                        "check_run": 1, "trigger": "auto", "status": "done"}).encode()
+    client = bed.s3.client()
+    for n in range(1000):  # listed before the real ones ("-" sorts before hex digits)
+        client.put_object(bed.deps.artifacts.bucket, f"bisect/{REPO}/-ended-{n:04}.json", io.BytesIO(ended), len(ended))
+    for bad in shas[4:]:
+        await comment_on_issue(bed, f"/bisect {good[:7]} {bad[:7]}")
+    assert "3 bisections of this repository are running already" in replies(bed)[-1]
+    await comment_on_issue(bed, "/cancel bisect")
+    assert "cancelled the bisections" in replies(bed)[-1] and "(9 runs stopped)" in replies(bed)[-1]

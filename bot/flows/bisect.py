@@ -58,8 +58,17 @@ async def load(deps: Deps, repo: str, bisection: str) -> State | None:
     return State.from_json(data) if data is not None else None
 
 
+def running_key(repo: str, bisection: str) -> str:
+    """A running bisection's marker: `running` lists these few, not every bisection ever made."""
+    return f"bisect/{repo}/running/{bisection}"
+
+
 async def save(deps: Deps, state: State) -> None:
     await deps.artifacts.put_json(state_key(state.repo, state.id), state.to_json())
+    if state.status == "running":
+        await deps.artifacts.put_json(running_key(state.repo, state.id), {"id": state.id})
+    else:
+        await deps.artifacts.delete(running_key(state.repo, state.id))
 
 
 def metric_of(state: State) -> Metric:
@@ -72,6 +81,20 @@ async def start(gh: GitHubAPI, deps: Deps, request: Request) -> str:
     good, bad, metric = await _range(gh, deps, request, cfg)
     await _on_default_branch(gh, request.repo, bad, request.default_branch)
     candidates = await first_parents(gh, request.repo, good, bad, cfg.bisect.max_commits)
+    async with deps.locks.setdefault(f"bisect-start:{request.repo}", asyncio.Lock()):  # two at once: one slot
+        begun = await _begin(gh, deps, request, cfg, (good, bad, metric), candidates)
+    if isinstance(begun, str):
+        return begun
+    await advance(gh, deps, begun.repo, begun.id)
+    return (f"bisecting {len(candidates)} first-parent commit{'s' if len(candidates) != 1 else ''} in "
+            f"{good[:7]}..{bad[:7]} on `{metric.name}`, {cfg.bisect.parallel} runs per round; "
+            f"`{checks.BISECT}` on {bad[:7]} follows it.")
+
+
+async def _begin(gh: GitHubAPI, deps: Deps, request: Request, cfg: RegressionConfig,
+                 search_range: tuple[str, str, Metric], candidates: list[str]) -> State | str:
+    """The new bisection's state, saved; or the answer when the range is bisected already."""
+    good, bad, metric = search_range
     bisection = f"{good[:7]}-{bad[:7]}"
     existing = await load(deps, request.repo, bisection)
     if existing is not None and (existing.status == "running" or request.trigger == "auto"):
@@ -93,10 +116,7 @@ async def start(gh: GitHubAPI, deps: Deps, request: Request) -> str:
                   request.reply_to, tuple(history))
     await save(deps, state)
     log.info("bisection started", extra={"repo": request.repo, "bisection": bisection, "candidates": len(candidates)})
-    await advance(gh, deps, state.repo, state.id)
-    return (f"bisecting {len(candidates)} first-parent commit{'s' if len(candidates) != 1 else ''} in "
-            f"{good[:7]}..{bad[:7]} on `{metric.name}`, {cfg.bisect.parallel} runs per round; "
-            f"`{checks.BISECT}` on {bad[:7]} follows it.")
+    return state
 
 
 async def _regression_config(gh: GitHubAPI, request: Request) -> RegressionConfig:
@@ -147,9 +167,11 @@ async def _on_default_branch(gh: GitHubAPI, repo: str, bad: str, default_branch:
 
 
 async def running(deps: Deps, repo: str) -> list[State]:
+    """The repository's running bisections, found by their markers (a marker left by a crash between
+    the record and the marker is of a record that says it is over: not counted)."""
     found = []
-    for key in await deps.artifacts.list_keys(f"bisect/{repo}/"):
-        state = await load(deps, repo, key.rsplit("/", 1)[-1].removesuffix(".json"))
+    for key in await deps.artifacts.list_keys(running_key(repo, "")):
+        state = await load(deps, repo, key.rsplit("/", 1)[-1])
         if state is not None and state.status == "running":
             found.append(state)
     return found
