@@ -190,3 +190,5 @@ def test_a_huge_value_is_left_out_of_the_chart() -> None:
     text = charts.chart(row, [("a1", 0.9), ("b2", 1e300), ("c3", 0.92)])
     assert text and len(text) < 1000 and '"b2"' not in text
     assert charts.chart(verdict.Row("accuracy", "higher", 0.9, 1e300, 0.0, "0.01", "ok"), [("a1", 0.9)]) == ""
+    wide = verdict.Row("accuracy", "higher", 0.9, 0.91, 0.9e300, "1e302%", "ok")
+    assert "allowed" not in charts.chart(wide, [("a1", 0.9)]) and len(charts.chart(wide, [("a1", 0.9)])) < 1000

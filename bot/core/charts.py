@@ -21,9 +21,10 @@ _HEX = re.compile(r"[^0-9a-f]")
 
 
 def has_band(row: Row) -> bool:
-    """The band is drawn when it moves with the data: a relative (`5%`), `auto` or seed-noise tolerance."""
-    return row.baseline is not None and row.allowed > 0 and (row.sigma is not None or row.noise > 0
-                                                             or row.tolerance.endswith("%"))
+    """The band is drawn when it moves with the data: a relative (`5%`), `auto` or seed-noise tolerance
+    (and its edges are numbers a chart holds: not `tolerance: 1e300%`)."""
+    return row.baseline is not None and row.allowed > 0 and usable(row.baseline + row.allowed) \
+        and usable(row.baseline - row.allowed) and (row.sigma is not None or row.noise > 0 or row.tolerance.endswith("%"))
 
 
 def chart(row: Row, history: Sequence[tuple[str, float]]) -> str:
