@@ -147,15 +147,19 @@ async def test_an_automatic_bisection_finds_the_culprit_in_two_rounds_across_a_r
     assert len(github.check_runs_for(REPO, shas[-1], "flops/bisect")) == 1  # the restart started no second one
 
 
-async def comment_on_issue(bed: Bed, body: str) -> None:
+def issue_comment(github: GitHubEmulator, body: str) -> dict[str, Any]:
     data = payload("issue_comment.created")
     data["issue"].update(number=ISSUE)
     data["issue"].pop("pull_request", None)
-    data["comment"].update(body=body, id=bed.github.add_comment(REPO, ISSUE, body, user=MAINTAINER)["id"])
+    data["comment"].update(body=body, id=github.add_comment(REPO, ISSUE, body, user=MAINTAINER)["id"])
     data["comment"]["user"]["login"] = MAINTAINER
     data["installation"]["id"] = INSTALLATION
     data["repository"]["default_branch"] = MAIN
-    await bed.deliver("issue_comment", data)
+    return data
+
+
+async def comment_on_issue(bed: Bed, body: str) -> None:
+    await bed.deliver("issue_comment", issue_comment(bed.github, body))
     await bed.settle()
 
 
@@ -409,3 +413,25 @@ async def test_the_limit_counts_running_bisections_however_many_have_ended(bed: 
     assert "3 bisections of this repository are running already" in replies(bed)[-1]
     await comment_on_issue(bed, "/cancel bisect")
     assert "cancelled the bisections" in replies(bed)[-1] and "(9 runs stopped)" in replies(bed)[-1]
+
+
+async def test_serve_moves_a_bisection_on_when_a_run_is_deleted(tmp_path: Path, github: GitHubEmulator,
+                                                                 kube: KubeEmulator, s3: S3Server) -> None:
+    good = setup(github, CONFIG.replace("auto: true", "auto: false"))
+    shas = merges(github, 3)
+    bucket = "t-" + uuid.uuid4().hex[:12]
+    async with serving(tmp_path, github, kube, s3, FLOPS_BUCKET=bucket) as served:  # ready: the bucket exists
+        for sha, accuracy in ((good, GOOD), (shas[-1], BAD)):  # recorded by earlier pushes
+            data = json.dumps({"sha": sha, "metrics": {"accuracy": accuracy}}).encode()
+            s3.client().put_object(bucket, f"baselines/{REPO}/{sha}.json", io.BytesIO(data), len(data))
+        await post(served.url, "issue_comment", issue_comment(github, f"/bisect {good} {shas[-1]}"))
+        one, two = await wait_for(lambda: len(unfinished(kube)) == 2 and sorted(
+            unfinished(kube), key=lambda j: shas.index(j["metadata"]["annotations"]["flops.dev/sha"])),
+            timeout=30, what="round 1")
+        with kubernetes.client.ApiClient(kube.client_configuration()) as api:  # `kubectl delete job`
+            kubernetes.client.BatchV1Api(api).delete_namespaced_job(two["metadata"]["name"], NAMESPACE)
+        finish(kube, s3, one, GOOD)
+        done = await wait_for(lambda: (c := bisect_check(github, shas[-1])) and c["status"] == "completed" and c,
+                              timeout=30, what="the bisection's report")
+    assert (done["conclusion"], done["output"]["title"]) == ("neutral", "First bad commit not pinned down")
+    assert f"{shas[1][:7]} could not be measured" in done["output"]["summary"]
