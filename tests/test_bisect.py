@@ -12,7 +12,7 @@ from typing import Any
 
 import kubernetes
 
-from tests.conftest import INSTALLATION, NAMESPACE, Bed, payload, wait_for
+from tests.conftest import INSTALLATION, NAMESPACE, Bed, BedFactory, payload, wait_for
 from tests.emulators.github import GitHubEmulator
 from tests.emulators.kube import KubeEmulator
 from tests.emulators.kuberay import KubeRay
@@ -435,3 +435,28 @@ async def test_serve_moves_a_bisection_on_when_a_run_is_deleted(tmp_path: Path, 
                               timeout=30, what="the bisection's report")
     assert (done["conclusion"], done["output"]["title"]) == ("neutral", "First bad commit not pinned down")
     assert f"{shas[1][:7]} could not be measured" in done["output"]["summary"]
+
+
+async def test_a_run_deleted_while_no_bot_ran_moves_the_search_on_at_the_next_start(
+        make_bed: BedFactory, github: GitHubEmulator) -> None:
+    """No watch saw the Job go: the listing at start (as every re-list) has each running bisection
+    take its next step, which finds the run gone and skips it."""
+    github.add_installation(INSTALLATION, "Codertocat", [REPO])
+    first = await make_bed()
+    good = setup(github)
+    shas = merges(github, 3)
+    await baseline(first, good, GOOD)
+    await baseline(first, shas[-1], BAD)
+    await comment_on_issue(first, f"/bisect {good} {shas[-1]}")
+    one, two = sorted(unfinished(first.kube), key=lambda j: shas.index(j["metadata"]["annotations"]["flops.dev/sha"]))
+    finish(first.kube, first.s3, one, GOOD)
+    await wait_for(lambda: baseline_done(github, shas[0]), what="the first run reported")
+    await first.settle()
+    await first.server.close()  # the bot goes away; meanwhile `kubectl delete job`
+    with kubernetes.client.ApiClient(first.kube.client_configuration()) as api:
+        kubernetes.client.BatchV1Api(api).delete_namespaced_job(two["metadata"]["name"], NAMESPACE)
+    second = await make_bed()
+    done = await wait_for(lambda: (c := bisect_check(github, shas[-1])) and c["status"] == "completed" and c,
+                          what="the bisection's report after the restart")
+    assert (done["conclusion"], done["output"]["title"]) == ("neutral", "First bad commit not pinned down")
+    await second.settle()

@@ -16,25 +16,21 @@ import dataclasses
 import json
 from typing import Any
 
-import gidgethub
 from gidgethub.abc import GitHubAPI
 
 from bot.core import bisect as search
 from bot.core import jobs, verdict
 from bot.core.config import Metric, RegressionConfig
 from bot.flows import bisect_report, builds, lifecycle, regression, trends
+from bot.flows.bisect_range import Refused as Refused
+from bot.flows.bisect_range import first_parents, full_sha, on_default_branch
 from bot.flows.deps import Deps
 from bot.platform import checks, logs
 
 log = logs.get_logger(__name__)
 State = search.Bisection
 FAILED = ("failure", "timed_out", "cancelled")
-PAGES = 11  # compare pages of 100 commits read for a range (max_commits is at most 1000)
 MAX_RUNNING = 3  # bisections of one repository at a time: each holds up to `parallel` GPU runs
-
-
-class Refused(Exception):
-    """A bisection that cannot start; the message says why and what to do."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,9 +54,12 @@ async def load(deps: Deps, repo: str, bisection: str) -> State | None:
     return State.from_json(data) if data is not None else None
 
 
+RUNNING = "bisect-running/"
+
+
 def running_key(repo: str, bisection: str) -> str:
-    """A running bisection's marker: `running` lists these few, not every bisection ever made."""
-    return f"bisect/{repo}/running/{bisection}"
+    """A running bisection's marker: `running` and `resume` list these few, not every bisection ever made."""
+    return f"{RUNNING}{repo}/{bisection}"
 
 
 async def save(deps: Deps, state: State) -> None:
@@ -79,7 +78,7 @@ async def start(gh: GitHubAPI, deps: Deps, request: Request) -> str:
     """Begin a bisection (the first round starts now); the sentence that answers the request."""
     cfg = await _regression_config(gh, request)
     good, bad, metric = await _range(gh, deps, request, cfg)
-    await _on_default_branch(gh, request.repo, bad, request.default_branch)
+    await on_default_branch(gh, request.repo, bad, request.default_branch)
     candidates = await first_parents(gh, request.repo, good, bad, cfg.bisect.max_commits)
     async with deps.locks.setdefault(f"bisect-start:{request.repo}", asyncio.Lock()):  # two at once: one slot
         begun = await _begin(gh, deps, request, cfg, (good, bad, metric), candidates)
@@ -140,7 +139,7 @@ def _metric(cfg: RegressionConfig, name: str | None) -> Metric:
 async def _range(gh: GitHubAPI, deps: Deps, request: Request, cfg: RegressionConfig) -> tuple[str, str, Metric]:
     """(good, bad, metric): the shas given (made full), or the latest baselines' drop."""
     if request.bad:
-        good, bad = await _full_sha(gh, request.repo, request.good), await _full_sha(gh, request.repo, request.bad)
+        good, bad = await full_sha(gh, request.repo, request.good), await full_sha(gh, request.repo, request.bad)
         return good, bad, _metric(cfg, request.metric)
     metrics = [_metric(cfg, request.metric)] if request.metric else list(cfg.metrics)
     head = await gh.getitem("/repos/" + request.repo + "/commits/{ref}", url_vars={"ref": request.default_branch})
@@ -157,15 +156,6 @@ async def _range(gh: GitHubAPI, deps: Deps, request: Request, cfg: RegressionCon
                   f"{', '.join(f'`{m.name}`' for m in metrics)}: nothing to bisect.")
 
 
-async def _on_default_branch(gh: GitHubAPI, repo: str, bad: str, default_branch: str) -> None:
-    """Only the default branch's own history is run: never a fork's or an unmerged branch's commit
-    (GitHub serves those by sha from this repository too), whatever `/bisect` names."""
-    data = await gh.getitem("/repos/" + repo + "/compare/{spec}{?per_page}",
-                            url_vars={"spec": f"{bad}...{default_branch}", "per_page": "1"})
-    if data.get("status") not in ("identical", "ahead"):
-        raise Refused(f"{bad[:7]} is not on `{default_branch}`: a bisection runs only commits of the default branch.")
-
-
 async def running(deps: Deps, repo: str) -> list[State]:
     """The repository's running bisections, found by their markers (a marker left by a crash between
     the record and the marker is of a record that says it is over: not counted)."""
@@ -177,49 +167,20 @@ async def running(deps: Deps, repo: str) -> list[State]:
     return found
 
 
-async def _full_sha(gh: GitHubAPI, repo: str, sha: str) -> str:
-    try:
-        commit = await gh.getitem("/repos/" + repo + "/commits/{ref}", url_vars={"ref": sha})
-    except gidgethub.BadRequest as exc:  # 404/422: no such commit
-        raise Refused(f"{sha[:12]} is not a commit of {repo}.") from exc
-    return str(commit["sha"])
+async def resume(deps: Deps) -> None:
+    """After each listing of the Jobs (a start, a new Lease holder): every running bisection takes its
+    next step, so a run deleted while no bot was watching is skipped and the search moves on."""
+    for key in await deps.artifacts.list_keys(RUNNING):
+        owner, name, bisection = key.removeprefix(RUNNING).split("/", 2)
+        state = await load(deps, f"{owner}/{name}", bisection)
+        if state is not None and state.status == "running":
+            await advance(deps.github.for_installation(state.installation), deps, state.repo, state.id)
 
 
 def _worse(metric: Metric, good: dict[str, Any], candidate: dict[str, Any], history: list[float]) -> bool:
     """The gate's own verdict, noise-aware with seeds: worse than the good commit beyond the tolerance."""
     row = verdict.compare(good, candidate, [metric], {metric.name: history}).rows[0]
     return row.verdict in ("regression", "missing")
-
-
-async def first_parents(gh: GitHubAPI, repo: str, good: str, bad: str, limit: int) -> list[str]:
-    """The default branch's own commits in (good, bad], oldest first: `bad` back along first parents
-    to `good`, through the comparison's commits (paged: GitHub lists 100 a page)."""
-    commits: dict[str, dict[str, Any]] = {}
-    for page in range(1, PAGES + 1):
-        data = await gh.getitem("/repos/" + repo + "/compare/{spec}{?per_page,page}",
-                                url_vars={"spec": f"{good}...{bad}", "per_page": "100", "page": str(page)})
-        if data.get("status") not in ("ahead",):
-            raise Refused(f"{bad[:7]} does not descend from {good[:7]} (GitHub: `{data.get('status')}`): "
-                          f"give the older, good commit first.")
-        commits.update({str(c["sha"]): c for c in data.get("commits") or ()})
-        if int(data.get("total_commits") or 0) > PAGES * 100:
-            raise Refused(f"{good[:7]}..{bad[:7]} holds {data['total_commits']} commits, more than a bisection reads "
-                          f"({PAGES * 100}): bisect a shorter range.")
-        if len(commits) >= int(data.get("total_commits") or 0) or not data.get("commits"):
-            break
-    line: list[str] = []
-    current = commits.get(bad)
-    while current is not None and len(line) <= limit:
-        line.append(str(current["sha"]))
-        parent = str((current.get("parents") or [{}])[0].get("sha", ""))
-        if parent == good:
-            return list(reversed(line))
-        current = commits.get(parent)
-    if len(line) > limit:
-        raise Refused(f"{good[:7]}..{bad[:7]} holds more than `regression.bisect.max_commits` ({limit}) first-parent "
-                      f"commits: bisect a shorter range, or raise `max_commits`.")
-    raise Refused(f"{good[:7]} is not on the first-parent line of {bad[:7]} (it was merged in from a branch): "
-                  f"give a commit of the default branch itself.")
 
 
 async def advance(gh: GitHubAPI, deps: Deps, repo: str, bisection: str, failed: str = "") -> None:
@@ -394,4 +355,4 @@ async def auto(gh: GitHubAPI, deps: Deps, ann: dict[str, str]) -> None:
         log.warning("automatic bisection not started", extra={"repo": repo, "sha": sha, "why": str(refused)})
 
 
-KIND = dataclasses.replace(regression.KIND, report=report, gone=run_gone)
+KIND = dataclasses.replace(regression.KIND, report=report, gone=run_gone, resynced=resume)
