@@ -72,8 +72,8 @@ def _run_of(base: str, experiment_id: str, answer: dict[str, Any] | None, name: 
     if not isinstance(runs, list) or not runs or not isinstance(runs[0], dict):
         return None
     info, data = runs[0].get("info") or {}, runs[0].get("data") or {}
-    started = info.get("start_time")
-    if len(runs) > 1 or not isinstance(started, int) or started < since * 1000 - SKEW:
+    started = int(info["start_time"]) if str(info.get("start_time")).isdigit() else -1  # int64: a number, or text
+    if len(runs) > 1 or started < since * 1000 - SKEW:
         log.warning("MLflow run not used: another run has its name, or it started before its Job",
                     extra={"run": name, "runs": len(runs), "start_time": started})
         return None
