@@ -157,3 +157,8 @@ def test_a_huge_value_is_no_metric_and_never_overflows(value: object) -> None:
     result = compare({"accuracy": 0.9}, {"accuracy": value}, [ACC])
     assert result.rows[0].verdict == "missing" and result.conclusion == "failure"
     assert compare({"accuracy": value}, {"accuracy": 0.9}, [ACC]).rows[0].verdict == "new"
+
+
+def test_a_baseline_near_zero_gives_a_short_percentage() -> None:
+    text = table(compare({"accuracy": 1e-300}, {"accuracy": 0.9}, [ACC]))
+    assert "+9e+301%" in text and max(len(line) for line in text.splitlines()) < 200

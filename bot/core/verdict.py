@@ -170,4 +170,6 @@ def _num(value: float | None, sign: bool = False) -> str:
 
 
 def _pct(value: float | None) -> str:
-    return "—" if value is None else f"{value:+.2f}%"
+    if value is None:
+        return "—"
+    return f"{value:+.2f}%" if abs(value) < 1e6 else f"{value:+.3g}%"  # a baseline near 0: no 300-digit percent
