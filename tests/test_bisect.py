@@ -460,3 +460,18 @@ async def test_a_run_deleted_while_no_bot_ran_moves_the_search_on_at_the_next_st
                           what="the bisection's report after the restart")
     assert (done["conclusion"], done["output"]["title"]) == ("neutral", "First bad commit not pinned down")
     await second.settle()
+
+
+async def test_a_marker_left_for_an_ended_bisection_is_cleared_at_start(make_bed: BedFactory,
+                                                                         github: GitHubEmulator, s3: S3Server) -> None:
+    github.add_installation(INSTALLATION, "Codertocat", [REPO])
+    first = await make_bed()
+    ended = {"id": "a-b", "repo": REPO, "installation": INSTALLATION, "default_branch": MAIN, "good": "a", "bad": "b",
+             "metric": {"name": "accuracy"}, "candidates": [], "parallel": 3, "check_run": 1, "trigger": "auto",
+             "status": "done"}
+    await first.deps.artifacts.put_json(f"bisect/{REPO}/a-b.json", ended)
+    await first.deps.artifacts.put_json(f"bisect-running/{REPO}/a-b", {"id": "a-b"})  # a crash before its delete
+    await first.server.close()
+    second = await make_bed()
+    await wait_for(lambda: not list(s3.client().list_objects(second.deps.artifacts.bucket, prefix="bisect-running/",
+                                                             recursive=True)), what="the stale marker cleared")

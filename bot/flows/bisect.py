@@ -173,8 +173,10 @@ async def resume(deps: Deps) -> None:
     for key in await deps.artifacts.list_keys(RUNNING):
         owner, name, bisection = key.removeprefix(RUNNING).split("/", 2)
         state = await load(deps, f"{owner}/{name}", bisection)
-        if state is not None and state.status == "running":
-            await advance(deps.github.for_installation(state.installation), deps, state.repo, state.id)
+        if state is None or state.status != "running":  # left by a crash between the record and the marker
+            await deps.artifacts.delete(key)
+            continue
+        await advance(deps.github.for_installation(state.installation), deps, state.repo, state.id)
 
 
 def _worse(metric: Metric, good: dict[str, Any], candidate: dict[str, Any], history: list[float]) -> bool:
