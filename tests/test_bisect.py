@@ -12,9 +12,10 @@ from typing import Any
 
 import kubernetes
 
-from tests.conftest import INSTALLATION, NAMESPACE, Bed, payload, wait_for
+from tests.conftest import INSTALLATION, NAMESPACE, Bed, BedFactory, payload, wait_for
 from tests.emulators.github import GitHubEmulator
 from tests.emulators.kube import KubeEmulator
+from tests.emulators.kuberay import KubeRay
 from tests.emulators.s3 import S3Server, free_port
 from tests.serving import serving
 from tests.test_create_once import post
@@ -146,15 +147,19 @@ async def test_an_automatic_bisection_finds_the_culprit_in_two_rounds_across_a_r
     assert len(github.check_runs_for(REPO, shas[-1], "flops/bisect")) == 1  # the restart started no second one
 
 
-async def comment_on_issue(bed: Bed, body: str) -> None:
+def issue_comment(github: GitHubEmulator, body: str) -> dict[str, Any]:
     data = payload("issue_comment.created")
     data["issue"].update(number=ISSUE)
     data["issue"].pop("pull_request", None)
-    data["comment"].update(body=body, id=bed.github.add_comment(REPO, ISSUE, body, user=MAINTAINER)["id"])
+    data["comment"].update(body=body, id=github.add_comment(REPO, ISSUE, body, user=MAINTAINER)["id"])
     data["comment"]["user"]["login"] = MAINTAINER
     data["installation"]["id"] = INSTALLATION
     data["repository"]["default_branch"] = MAIN
-    await bed.deliver("issue_comment", data)
+    return data
+
+
+async def comment_on_issue(bed: Bed, body: str) -> None:
+    await bed.deliver("issue_comment", issue_comment(bed.github, body))
     await bed.settle()
 
 
@@ -264,7 +269,7 @@ async def test_a_failed_run_is_skipped_and_the_search_goes_on(bed: Bed) -> None:
     assert f"| 1 | `{shas[1][:7]}` | — | ⚠️ no result (run failed) |" in done["output"]["summary"]
 
 
-async def test_a_run_deleted_by_hand_is_skipped_when_bisect_is_asked_again(bed: Bed) -> None:
+async def test_bisect_asked_again_after_a_deleted_run_retries_that_commit(bed: Bed) -> None:
     good = setup(bed.github)
     shas = merges(bed.github, 3)
     await baseline(bed, good, GOOD)
@@ -272,18 +277,18 @@ async def test_a_run_deleted_by_hand_is_skipped_when_bisect_is_asked_again(bed: 
     await comment_on_issue(bed, f"/bisect {good} {shas[-1]}")
     one, two = sorted(unfinished(bed.kube), key=lambda j: shas.index(j["metadata"]["annotations"]["flops.dev/sha"]))
     finish(bed.kube, bed.s3, one, GOOD)
-    await wait_for(lambda: f"`{shas[0][:7]}` | 0.912 | ✅ not worse" in bisect_check(bed.github, shas[-1])["output"]["summary"],
-                   what="the step after the first run")
     with kubernetes.client.ApiClient(bed.kube.client_configuration()) as api:  # `kubectl delete job`: no report
         kubernetes.client.BatchV1Api(api).delete_namespaced_job(two["metadata"]["name"], NAMESPACE)
-    await wait_for(lambda: not runs(bed.kube, two["metadata"]["annotations"]["flops.dev/sha"]), what="the Job gone")
-    await bed.settle()
+    await wait_for(lambda: (c := bisect_check(bed.github, shas[-1])) and c["status"] == "completed",
+                   what="the search ended without the deleted run")
     await comment_on_issue(bed, f"/bisect {good} {shas[-1]}")
-    assert "is already running" in replies(bed)[-1]
+    assert "bisecting 3 first-parent commits" in replies(bed)[-1]
+    [again] = await wait_for(lambda: unfinished(bed.kube), what="the deleted commit's run again")
+    assert again["metadata"]["annotations"]["flops.dev/sha"] == shas[1]
+    finish(bed.kube, bed.s3, again, BAD)
     done = await wait_for(lambda: (c := bisect_check(bed.github, shas[-1])) and c["status"] == "completed" and c,
-                          what="the bisection's report")
-    assert (done["conclusion"], done["output"]["title"]) == ("neutral", "First bad commit not pinned down")
-    assert f"one of {shas[1][:7]}, {shas[2][:7]}: {shas[1][:7]} could not be measured" in done["output"]["summary"]
+                          what="the second report")
+    assert (done["conclusion"], done["output"]["title"]) == ("success", f"First bad commit {shas[1][:7]}")
 
 
 async def test_bisect_without_shas_takes_the_latest_baseline_and_the_newest_better_one(bed: Bed) -> None:
@@ -296,3 +301,177 @@ async def test_bisect_without_shas_takes_the_latest_baseline_and_the_newest_bett
     [job] = unfinished(bed.kube)
     assert job["metadata"]["annotations"]["flops.dev/sha"] == shas[2]
     assert job["metadata"]["labels"]["flops.dev/bisect"] == f"{shas[1][:7]}-{shas[3][:7]}"
+
+
+async def test_a_run_deleted_by_hand_moves_the_search_on_by_itself(bed: Bed) -> None:
+    """`kubectl delete job` of a running bisection run: its check is closed and, with no `/bisect` asked
+    again, the search takes its next step (the deleted commit skipped like `git bisect skip`)."""
+    good = setup(bed.github)
+    shas = merges(bed.github, 3)
+    await baseline(bed, good, GOOD)
+    await baseline(bed, shas[-1], BAD)
+    await comment_on_issue(bed, f"/bisect {good} {shas[-1]}")
+    one, two = sorted(unfinished(bed.kube), key=lambda j: shas.index(j["metadata"]["annotations"]["flops.dev/sha"]))
+    finish(bed.kube, bed.s3, one, GOOD)
+    await wait_for(lambda: f"`{shas[0][:7]}` | 0.912 | ✅ not worse" in bisect_check(bed.github, shas[-1])["output"]["summary"],
+                   what="the step after the first run")
+    with kubernetes.client.ApiClient(bed.kube.client_configuration()) as api:
+        kubernetes.client.BatchV1Api(api).delete_namespaced_job(two["metadata"]["name"], NAMESPACE)
+    done = await wait_for(lambda: (c := bisect_check(bed.github, shas[-1])) and c["status"] == "completed" and c,
+                          what="the bisection's report without a second /bisect")
+    assert (done["conclusion"], done["output"]["title"]) == ("neutral", "First bad commit not pinned down")
+    assert f"one of {shas[1][:7]}, {shas[2][:7]}: {shas[1][:7]} could not be measured" in done["output"]["summary"]
+    [deleted] = bed.github.check_runs_for(REPO, shas[1], "flops/regression")
+    assert (deleted["conclusion"], deleted["output"]["title"]) == ("cancelled", "Job deleted")
+
+
+async def test_at_most_three_bisections_of_a_repository_run_at_once(bed: Bed) -> None:
+    good = setup(bed.github, CONFIG.replace("auto: true", "auto: false"))
+    shas = merges(bed.github, 8)
+    await baseline(bed, good, GOOD)
+    for sha in shas[4:]:
+        await baseline(bed, sha, BAD)
+    for bad in shas[4:]:  # four ranges: three start, the fourth is refused
+        await comment_on_issue(bed, f"/bisect {good[:7]} {bad[:7]}")
+    *started, refused = replies(bed)
+    assert all("bisecting" in r for r in started) and len(started) == 3
+    assert "nothing started: 3 bisections of this repository are running already" in refused
+    assert "`/cancel bisect`" in refused and bisect_check(bed.github, shas[7]) is None
+    assert {j["metadata"]["labels"]["flops.dev/bisect"] for j in runs(bed.kube)} == \
+        {f"{good[:7]}-{bad[:7]}" for bad in shas[4:7]}
+    await comment_on_issue(bed, "/cancel bisect")
+    await comment_on_issue(bed, f"/bisect {good[:7]} {shas[7][:7]}")  # with none running, it starts
+    assert "bisecting 8 first-parent commits" in replies(bed)[-1]
+
+
+RAY_CONFIG = CONFIG.replace("  bisect:", """  ray:
+    version: "2.40.0"
+    head: {resources: {cpu: "1", memory: 1Gi}}
+  bisect:""")
+
+
+async def test_a_ray_bisection_waits_for_its_running_rayjobs(bed: Bed) -> None:
+    """With `regression.ray` the runs are RayJobs: the first one reported took the others, not found
+    among batch Jobs, for deleted runs and started the next round over them."""
+    good = setup(bed.github, RAY_CONFIG.replace("auto: true", "auto: false"))
+    shas = merges(bed.github, 8)
+    await baseline(bed, good, GOOD)
+    await baseline(bed, shas[-1], BAD)
+    await comment_on_issue(bed, f"/bisect {good} {shas[-1]}")
+    rayjobs = bed.kube.list("rayjobs", NAMESPACE, labels={"flops.dev/bisect": f"{good[:7]}-{shas[-1][:7]}"})
+    assert len(rayjobs) == 3 and runs(bed.kube) == []
+    first = rayjobs[0]
+    [head] = [c for c in first["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]["containers"]]
+    env = {e["name"]: e.get("value") for e in head["env"]}
+    data = json.dumps({"metrics": {"accuracy": GOOD}}).encode()
+    bed.s3.client().put_object(env["FLOPS_S3_BUCKET"], env["FLOPS_OUTPUT"] + "metrics.json", io.BytesIO(data), len(data))
+    KubeRay(bed.kube).succeed(first["metadata"]["name"])
+    sha = first["metadata"]["annotations"]["flops.dev/sha"]
+    await wait_for(lambda: baseline_done(bed.github, sha), what="the first RayJob reported")
+    await bed.settle()
+    summary = bisect_check(bed.github, shas[-1])["output"]["summary"]
+    assert summary.count("⏳ running") == 2 and "no result" not in summary
+    assert len(bed.kube.list("rayjobs", NAMESPACE, labels={"flops.dev/kind": "regression"})) == 3
+
+
+async def test_a_round_whose_runs_all_failed_stops_the_search(bed: Bed) -> None:
+    """A regression run that always fails (a broken image) skipped every probe and probed on: up to
+    `max_commits` GPU runs for nothing. A round without a single result stops the bisection."""
+    good = setup(bed.github)
+    shas = merges(bed.github, 12)
+    await baseline(bed, good, GOOD)
+    await baseline(bed, shas[-1], BAD)
+    await comment_on_issue(bed, f"/bisect {good} {shas[-1]}")
+    round_one = unfinished(bed.kube)
+    assert len(round_one) == 3
+    for job in round_one:
+        bed.kube.fail_job(NAMESPACE, job["metadata"]["name"])
+    done = await wait_for(lambda: (c := bisect_check(bed.github, shas[-1])) and c["status"] == "completed" and c,
+                          what="the bisection stopped")
+    assert (done["conclusion"], done["output"]["title"]) == ("neutral", "Bisection stopped")
+    assert "every run of round 1 failed or was deleted" in done["output"]["summary"]
+    await bed.settle()
+    assert len(runs(bed.kube)) == 3 and "every run of round 1 failed" in replies(bed)[-1]
+
+
+async def test_the_limit_counts_running_bisections_however_many_have_ended(bed: Bed) -> None:
+    """The running ones were found by reading every record of the repository, at most the 1,000 a
+    listing returns: past 1,000 ended bisections the limit counted none, and `/cancel bisect` found none."""
+    good = setup(bed.github, CONFIG.replace("auto: true", "auto: false"))
+    shas = merges(bed.github, 8)
+    await baseline(bed, good, GOOD)
+    for sha in shas[4:]:
+        await baseline(bed, sha, BAD)
+    ended = json.dumps({"id": "x", "repo": REPO, "installation": INSTALLATION, "default_branch": MAIN, "good": good,
+                        "bad": shas[-1], "metric": {"name": "accuracy"}, "candidates": [], "parallel": 3,
+                        "check_run": 1, "trigger": "auto", "status": "done"}).encode()
+    client = bed.s3.client()
+    for n in range(1000):  # listed before the real ones ("-" sorts before hex digits)
+        client.put_object(bed.deps.artifacts.bucket, f"bisect/{REPO}/-ended-{n:04}.json", io.BytesIO(ended), len(ended))
+    for bad in shas[4:]:
+        await comment_on_issue(bed, f"/bisect {good[:7]} {bad[:7]}")
+    assert "3 bisections of this repository are running already" in replies(bed)[-1]
+    await comment_on_issue(bed, "/cancel bisect")
+    assert "cancelled the bisections" in replies(bed)[-1] and "(9 runs stopped)" in replies(bed)[-1]
+
+
+async def test_serve_moves_a_bisection_on_when_a_run_is_deleted(tmp_path: Path, github: GitHubEmulator,
+                                                                 kube: KubeEmulator, s3: S3Server) -> None:
+    good = setup(github, CONFIG.replace("auto: true", "auto: false"))
+    shas = merges(github, 3)
+    bucket = "t-" + uuid.uuid4().hex[:12]
+    async with serving(tmp_path, github, kube, s3, FLOPS_BUCKET=bucket) as served:  # ready: the bucket exists
+        for sha, accuracy in ((good, GOOD), (shas[-1], BAD)):  # recorded by earlier pushes
+            data = json.dumps({"sha": sha, "metrics": {"accuracy": accuracy}}).encode()
+            s3.client().put_object(bucket, f"baselines/{REPO}/{sha}.json", io.BytesIO(data), len(data))
+        await post(served.url, "issue_comment", issue_comment(github, f"/bisect {good} {shas[-1]}"))
+        one, two = await wait_for(lambda: len(unfinished(kube)) == 2 and sorted(
+            unfinished(kube), key=lambda j: shas.index(j["metadata"]["annotations"]["flops.dev/sha"])),
+            timeout=30, what="round 1")
+        with kubernetes.client.ApiClient(kube.client_configuration()) as api:  # `kubectl delete job`
+            kubernetes.client.BatchV1Api(api).delete_namespaced_job(two["metadata"]["name"], NAMESPACE)
+        finish(kube, s3, one, GOOD)
+        done = await wait_for(lambda: (c := bisect_check(github, shas[-1])) and c["status"] == "completed" and c,
+                              timeout=30, what="the bisection's report")
+    assert (done["conclusion"], done["output"]["title"]) == ("neutral", "First bad commit not pinned down")
+    assert f"{shas[1][:7]} could not be measured" in done["output"]["summary"]
+
+
+async def test_a_run_deleted_while_no_bot_ran_moves_the_search_on_at_the_next_start(
+        make_bed: BedFactory, github: GitHubEmulator) -> None:
+    """No watch saw the Job go: the listing at start (as every re-list) has each running bisection
+    take its next step, which finds the run gone and skips it."""
+    github.add_installation(INSTALLATION, "Codertocat", [REPO])
+    first = await make_bed()
+    good = setup(github)
+    shas = merges(github, 3)
+    await baseline(first, good, GOOD)
+    await baseline(first, shas[-1], BAD)
+    await comment_on_issue(first, f"/bisect {good} {shas[-1]}")
+    one, two = sorted(unfinished(first.kube), key=lambda j: shas.index(j["metadata"]["annotations"]["flops.dev/sha"]))
+    finish(first.kube, first.s3, one, GOOD)
+    await wait_for(lambda: baseline_done(github, shas[0]), what="the first run reported")
+    await first.settle()
+    await first.server.close()  # the bot goes away; meanwhile `kubectl delete job`
+    with kubernetes.client.ApiClient(first.kube.client_configuration()) as api:
+        kubernetes.client.BatchV1Api(api).delete_namespaced_job(two["metadata"]["name"], NAMESPACE)
+    second = await make_bed()
+    done = await wait_for(lambda: (c := bisect_check(github, shas[-1])) and c["status"] == "completed" and c,
+                          what="the bisection's report after the restart")
+    assert (done["conclusion"], done["output"]["title"]) == ("neutral", "First bad commit not pinned down")
+    await second.settle()
+
+
+async def test_a_marker_left_for_an_ended_bisection_is_cleared_at_start(make_bed: BedFactory,
+                                                                         github: GitHubEmulator, s3: S3Server) -> None:
+    github.add_installation(INSTALLATION, "Codertocat", [REPO])
+    first = await make_bed()
+    ended = {"id": "a-b", "repo": REPO, "installation": INSTALLATION, "default_branch": MAIN, "good": "a", "bad": "b",
+             "metric": {"name": "accuracy"}, "candidates": [], "parallel": 3, "check_run": 1, "trigger": "auto",
+             "status": "done"}
+    await first.deps.artifacts.put_json(f"bisect/{REPO}/a-b.json", ended)
+    await first.deps.artifacts.put_json(f"bisect-running/{REPO}/a-b", {"id": "a-b"})  # a crash before its delete
+    await first.server.close()
+    second = await make_bed()
+    await wait_for(lambda: not list(s3.client().list_objects(second.deps.artifacts.bucket, prefix="bisect-running/",
+                                                             recursive=True)), what="the stale marker cleared")

@@ -346,6 +346,57 @@ async def test_without_metrics_json_the_mlflow_metrics_are_the_gates_input(bed: 
     assert f"{mlflow.url}/#/experiments/" in run["output"]["summary"]
 
 
+async def test_a_second_run_of_the_same_name_sways_nothing(bed: Bed, mlflow: MlflowEmulator) -> None:
+    """Another workload (any that reaches the tracking server) logs a run under this run's name, which
+    is deterministic: the newest of the two was the gate's input. Two of a name are none."""
+    setup_repo(bed, mlflow)
+    head = open_pr(bed, {"regression.py": "print(17)\n"})
+    await comment(bed, "/regression")
+    name = rayjob_for(bed, head)["metadata"]["name"]
+    mlflow.log_run(REPO, name, {"accuracy": 0.5})  # the real run: worse
+    mlflow.log_run(REPO, name, {"accuracy": 0.99})  # the fake, logged after it
+    KubeRay(bed.kube).succeed(name)
+    run = await wait_for(lambda: completed(bed, head), what="report")
+    assert (run["conclusion"], run["output"]["title"]) == ("failure", "No metrics")
+    assert "0.99" not in run["output"]["summary"] and not run["details_url"].startswith(mlflow.url)
+
+
+async def test_a_run_logged_before_its_job_existed_is_not_it(bed: Bed, mlflow: MlflowEmulator) -> None:
+    setup_repo(bed, mlflow)
+    head = open_pr(bed, {"regression.py": "print(18)\n"})
+    await comment(bed, "/regression")
+    name = rayjob_for(bed, head)["metadata"]["name"]
+    fake = mlflow.log_run(REPO, name, {"accuracy": 0.99})
+    mlflow.runs[fake]["info"]["start_time"] -= 3_600_000  # logged an hour before the run started
+    KubeRay(bed.kube).succeed(name)
+    run = await wait_for(lambda: completed(bed, head), what="report")
+    assert (run["conclusion"], run["output"]["title"]) == ("failure", "No metrics")
+
+
+async def test_a_pr_into_another_branch_cannot_choose_where_the_bot_asks(bed: Bed, mlflow: MlflowEmulator) -> None:
+    """Anyone with write access can open a PR into a branch whose flops.yml they wrote: its
+    `regression.mlflow.tracking_uri` decided where the bot sent requests from inside the cluster."""
+    setup_repo(bed, mlflow)
+    elsewhere = MlflowEmulator()
+    await elsewhere.start()
+    try:
+        base = bed.github.commit(REPO, "dev", {".github/flops.yml": CONFIG.format(
+            command=json.dumps(COMMAND), mlflow=elsewhere.url + "/internal")}, parents=[bed.github.branch_sha(REPO, MAIN)])
+        head = bed.github.commit(REPO, "feature", {"regression.py": "print(19)\n"}, parents=[base])
+        bed.github.add_pull(REPO, PR, head, base_branch="dev", head_ref="feature", user="octocat")
+        await comment(bed, "/regression")
+        rayjob = rayjob_for(bed, head)
+        env = env_of(ray_pods(rayjob)[0]["containers"][0])
+        assert env["MLFLOW_TRACKING_URI"] == mlflow.url  # the default branch's server
+        mlflow.log_run(REPO, rayjob["metadata"]["name"], {"accuracy": 0.93})
+        KubeRay(bed.kube).succeed(rayjob["metadata"]["name"])
+        run = await wait_for(lambda: completed(bed, head), what="report")
+        assert run["details_url"].startswith(f"{mlflow.url}/#/experiments/")
+        assert elsewhere.requests == []
+    finally:
+        await elsewhere.stop()
+
+
 async def test_mlflow_down_leaves_the_report_as_without_it(bed: Bed, mlflow: MlflowEmulator) -> None:
     setup_repo(bed, mlflow)
     head = open_pr(bed, {"regression.py": "print(8)\n"})

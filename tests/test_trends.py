@@ -181,3 +181,14 @@ def test_a_chart_holds_only_safe_names_and_plain_numbers() -> None:
     assert 'x-axis ["?", "0123456"]' not in text and 'x-axis ["d", "0123456"]' in text
     assert 'line "this PR" [0.0000001, 0.0000001]' in text and "e-" not in text
     assert charts.chart(verdict.Row("m", "higher", None, None, 0.0, "0.01", "missing"), [("a", 1.0)]) == ""
+
+
+def test_a_huge_value_is_left_out_of_the_chart() -> None:
+    """A baseline of 1e300 (a workload's overflow) drew a y-axis and a line of 300-digit numbers: ten
+    such charts are more than a GitHub comment holds. It is left out, as a NaN is."""
+    row = verdict.Row("accuracy", "higher", 0.9, 0.91, 0.0, "0.01", "ok")
+    text = charts.chart(row, [("a1", 0.9), ("b2", 1e300), ("c3", 0.92)])
+    assert text and len(text) < 1000 and '"b2"' not in text
+    assert charts.chart(verdict.Row("accuracy", "higher", 0.9, 1e300, 0.0, "0.01", "ok"), [("a1", 0.9)]) == ""
+    wide = verdict.Row("accuracy", "higher", 0.9, 0.91, 0.9e300, "1e302%", "ok")
+    assert "allowed" not in charts.chart(wide, [("a1", 0.9)]) and len(charts.chart(wide, [("a1", 0.9)])) < 1000

@@ -148,3 +148,17 @@ def test_table_shows_missing_values_and_seed_noise() -> None:
                          {"accuracy": [0.91, 0.92, 0.93]}, [ACC, LOSS]))
     assert "| 0.01 (+0.0129 seed noise) |" in text
     assert "| loss | lower | 0.2 | — | — | — | 5% | ❌ missing |" in text
+
+
+@pytest.mark.parametrize("value", [1e300, -1e300, [1e308, 1e308], [0.9, 2e15]])
+def test_a_huge_value_is_no_metric_and_never_overflows(value: object) -> None:
+    """A workload's metrics.json is what it likes: [1e308, 1e308] overflowed the mean (the report
+    raised), and 1e300 went through as a number hundreds of digits long in the charts."""
+    result = compare({"accuracy": 0.9}, {"accuracy": value}, [ACC])
+    assert result.rows[0].verdict == "missing" and result.conclusion == "failure"
+    assert compare({"accuracy": value}, {"accuracy": 0.9}, [ACC]).rows[0].verdict == "new"
+
+
+def test_a_baseline_near_zero_gives_a_short_percentage() -> None:
+    text = table(compare({"accuracy": 1e-300}, {"accuracy": 0.9}, [ACC]))
+    assert "+9e+301%" in text and max(len(line) for line in text.splitlines()) < 200

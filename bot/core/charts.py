@@ -4,15 +4,14 @@ A chart per gated metric: the default branch's newest baselines (oldest left), t
 flat line of its own, and, when the tolerance is relative or noise-derived (`auto`, seed spread),
 the allowed band around the merge-base baseline as two more lines. Every word in the chart is ours
 or a validated name (metric names are `[A-Za-z0-9_.-]`, x labels hex shas), every number a finite
-float: nothing a workload wrote reaches the Mermaid text as text.
+float within ±1e15 (`verdict.MAX_MAGNITUDE`): nothing a workload wrote reaches the Mermaid text as text.
 """
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Sequence
 
-from bot.core.verdict import Row
+from bot.core.verdict import Row, usable
 
 POINTS = 30  # baselines shown
 # baseline, this PR, the band's two edges (GitHub's Mermaid may show no legend: the caption names the colours)
@@ -22,16 +21,17 @@ _HEX = re.compile(r"[^0-9a-f]")
 
 
 def has_band(row: Row) -> bool:
-    """The band is drawn when it moves with the data: a relative (`5%`), `auto` or seed-noise tolerance."""
-    return row.baseline is not None and row.allowed > 0 and (row.sigma is not None or row.noise > 0
-                                                             or row.tolerance.endswith("%"))
+    """The band is drawn when it moves with the data: a relative (`5%`), `auto` or seed-noise tolerance
+    (and its edges are numbers a chart holds: not `tolerance: 1e300%`)."""
+    return row.baseline is not None and row.allowed > 0 and usable(row.baseline + row.allowed) \
+        and usable(row.baseline - row.allowed) and (row.sigma is not None or row.noise > 0 or row.tolerance.endswith("%"))
 
 
 def chart(row: Row, history: Sequence[tuple[str, float]]) -> str:
     """The ```mermaid block for one metric; "" when there is nothing to draw (no PR value, no baseline).
     `history`: (sha, mean) of the default branch's baselines, oldest first."""
-    points = [(sha, value) for sha, value in history if math.isfinite(value)][-POINTS:]
-    if row.value is None or not math.isfinite(row.value) or not points:
+    points = [(sha, value) for sha, value in history if usable(value)][-POINTS:]
+    if row.value is None or not usable(row.value) or not points:
         return ""
     name = _SAFE.sub("_", row.metric)[:60]
     series = [("baseline", [v for _, v in points]), ("this PR", [row.value] * len(points))]

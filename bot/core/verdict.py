@@ -18,6 +18,9 @@ from bot.core.config import AUTO_MIN, Metric
 from bot.core.text import escape
 
 Value = float | Sequence[float]
+# Beyond this a value is no metric but a workload's overflow: treated as NaN (the gate fails), so no
+# mean or sigma overflows and no chart or table number runs to hundreds of digits.
+MAX_MAGNITUDE = 1e15
 
 
 @dataclass(frozen=True)
@@ -74,14 +77,19 @@ class Verdict:
 
 
 def summarize(value: object) -> tuple[float, float, int] | None:
-    """(mean, stdev, n) of a metric value; None when it is not a finite number or list of them."""
+    """(mean, stdev, n) of a metric value; None when it is not a finite number or list of them, or one
+    of them is beyond ±MAX_MAGNITUDE."""
     values = list(value) if isinstance(value, (list, tuple)) else [value]
     if not values or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
         return None
     floats = [float(v) for v in values]  # type: ignore[arg-type]
-    if not all(math.isfinite(v) for v in floats):
+    if not all(usable(v) for v in floats):
         return None
     return statistics.fmean(floats), (statistics.stdev(floats) if len(floats) > 1 else 0.0), len(floats)
+
+
+def usable(value: float) -> bool:
+    return math.isfinite(value) and abs(value) <= MAX_MAGNITUDE
 
 
 NOT_ENOUGH_HISTORY = "not enough history for an automatic tolerance"
@@ -162,4 +170,6 @@ def _num(value: float | None, sign: bool = False) -> str:
 
 
 def _pct(value: float | None) -> str:
-    return "—" if value is None else f"{value:+.2f}%"
+    if value is None:
+        return "—"
+    return f"{value:+.2f}%" if abs(value) < 1e6 else f"{value:+.3g}%"  # a baseline near 0: no 300-digit percent

@@ -16,25 +16,21 @@ import dataclasses
 import json
 from typing import Any
 
-import gidgethub
 from gidgethub.abc import GitHubAPI
 
 from bot.core import bisect as search
 from bot.core import jobs, verdict
 from bot.core.config import Metric, RegressionConfig
 from bot.flows import bisect_report, builds, lifecycle, regression, trends
+from bot.flows.bisect_range import Refused as Refused
+from bot.flows.bisect_range import first_parents, full_sha, on_default_branch
 from bot.flows.deps import Deps
 from bot.platform import checks, logs
 
 log = logs.get_logger(__name__)
 State = search.Bisection
 FAILED = ("failure", "timed_out", "cancelled")
-PAGES = 11  # compare pages of 100 commits read for a range (max_commits is at most 1000)
 MAX_RUNNING = 3  # bisections of one repository at a time: each holds up to `parallel` GPU runs
-
-
-class Refused(Exception):
-    """A bisection that cannot start; the message says why and what to do."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,8 +54,20 @@ async def load(deps: Deps, repo: str, bisection: str) -> State | None:
     return State.from_json(data) if data is not None else None
 
 
+RUNNING = "bisect-running/"
+
+
+def running_key(repo: str, bisection: str) -> str:
+    """A running bisection's marker: `running` and `resume` list these few, not every bisection ever made."""
+    return f"{RUNNING}{repo}/{bisection}"
+
+
 async def save(deps: Deps, state: State) -> None:
     await deps.artifacts.put_json(state_key(state.repo, state.id), state.to_json())
+    if state.status == "running":
+        await deps.artifacts.put_json(running_key(state.repo, state.id), {"id": state.id})
+    else:
+        await deps.artifacts.delete(running_key(state.repo, state.id))
 
 
 def metric_of(state: State) -> Metric:
@@ -70,8 +78,22 @@ async def start(gh: GitHubAPI, deps: Deps, request: Request) -> str:
     """Begin a bisection (the first round starts now); the sentence that answers the request."""
     cfg = await _regression_config(gh, request)
     good, bad, metric = await _range(gh, deps, request, cfg)
-    await _on_default_branch(gh, request.repo, bad, request.default_branch)
+    await on_default_branch(gh, request.repo, bad, request.default_branch)
     candidates = await first_parents(gh, request.repo, good, bad, cfg.bisect.max_commits)
+    async with deps.locks.setdefault(f"bisect-start:{request.repo}", asyncio.Lock()):  # two at once: one slot
+        begun = await _begin(gh, deps, request, cfg, (good, bad, metric), candidates)
+    if isinstance(begun, str):
+        return begun
+    await advance(gh, deps, begun.repo, begun.id)
+    return (f"bisecting {len(candidates)} first-parent commit{'s' if len(candidates) != 1 else ''} in "
+            f"{good[:7]}..{bad[:7]} on `{metric.name}`, {cfg.bisect.parallel} runs per round; "
+            f"`{checks.BISECT}` on {bad[:7]} follows it.")
+
+
+async def _begin(gh: GitHubAPI, deps: Deps, request: Request, cfg: RegressionConfig,
+                 search_range: tuple[str, str, Metric], candidates: list[str]) -> State | str:
+    """The new bisection's state, saved; or the answer when the range is bisected already."""
+    good, bad, metric = search_range
     bisection = f"{good[:7]}-{bad[:7]}"
     existing = await load(deps, request.repo, bisection)
     if existing is not None and (existing.status == "running" or request.trigger == "auto"):
@@ -93,10 +115,7 @@ async def start(gh: GitHubAPI, deps: Deps, request: Request) -> str:
                   request.reply_to, tuple(history))
     await save(deps, state)
     log.info("bisection started", extra={"repo": request.repo, "bisection": bisection, "candidates": len(candidates)})
-    await advance(gh, deps, state.repo, state.id)
-    return (f"bisecting {len(candidates)} first-parent commit{'s' if len(candidates) != 1 else ''} in "
-            f"{good[:7]}..{bad[:7]} on `{metric.name}`, {cfg.bisect.parallel} runs per round; "
-            f"`{checks.BISECT}` on {bad[:7]} follows it.")
+    return state
 
 
 async def _regression_config(gh: GitHubAPI, request: Request) -> RegressionConfig:
@@ -120,7 +139,7 @@ def _metric(cfg: RegressionConfig, name: str | None) -> Metric:
 async def _range(gh: GitHubAPI, deps: Deps, request: Request, cfg: RegressionConfig) -> tuple[str, str, Metric]:
     """(good, bad, metric): the shas given (made full), or the latest baselines' drop."""
     if request.bad:
-        good, bad = await _full_sha(gh, request.repo, request.good), await _full_sha(gh, request.repo, request.bad)
+        good, bad = await full_sha(gh, request.repo, request.good), await full_sha(gh, request.repo, request.bad)
         return good, bad, _metric(cfg, request.metric)
     metrics = [_metric(cfg, request.metric)] if request.metric else list(cfg.metrics)
     head = await gh.getitem("/repos/" + request.repo + "/commits/{ref}", url_vars={"ref": request.default_branch})
@@ -137,67 +156,33 @@ async def _range(gh: GitHubAPI, deps: Deps, request: Request, cfg: RegressionCon
                   f"{', '.join(f'`{m.name}`' for m in metrics)}: nothing to bisect.")
 
 
-async def _on_default_branch(gh: GitHubAPI, repo: str, bad: str, default_branch: str) -> None:
-    """Only the default branch's own history is run: never a fork's or an unmerged branch's commit
-    (GitHub serves those by sha from this repository too), whatever `/bisect` names."""
-    data = await gh.getitem("/repos/" + repo + "/compare/{spec}{?per_page}",
-                            url_vars={"spec": f"{bad}...{default_branch}", "per_page": "1"})
-    if data.get("status") not in ("identical", "ahead"):
-        raise Refused(f"{bad[:7]} is not on `{default_branch}`: a bisection runs only commits of the default branch.")
-
-
 async def running(deps: Deps, repo: str) -> list[State]:
+    """The repository's running bisections, found by their markers (a marker left by a crash between
+    the record and the marker is of a record that says it is over: not counted)."""
     found = []
-    for key in await deps.artifacts.list_keys(f"bisect/{repo}/"):
-        state = await load(deps, repo, key.rsplit("/", 1)[-1].removesuffix(".json"))
+    for key in await deps.artifacts.list_keys(running_key(repo, "")):
+        state = await load(deps, repo, key.rsplit("/", 1)[-1])
         if state is not None and state.status == "running":
             found.append(state)
     return found
 
 
-async def _full_sha(gh: GitHubAPI, repo: str, sha: str) -> str:
-    try:
-        commit = await gh.getitem("/repos/" + repo + "/commits/{ref}", url_vars={"ref": sha})
-    except gidgethub.BadRequest as exc:  # 404/422: no such commit
-        raise Refused(f"{sha[:12]} is not a commit of {repo}.") from exc
-    return str(commit["sha"])
+async def resume(deps: Deps) -> None:
+    """After each listing of the Jobs (a start, a new Lease holder): every running bisection takes its
+    next step, so a run deleted while no bot was watching is skipped and the search moves on."""
+    for key in await deps.artifacts.list_keys(RUNNING):
+        owner, name, bisection = key.removeprefix(RUNNING).split("/", 2)
+        state = await load(deps, f"{owner}/{name}", bisection)
+        if state is None or state.status != "running":  # left by a crash between the record and the marker
+            await deps.artifacts.delete(key)
+            continue
+        await advance(deps.github.for_installation(state.installation), deps, state.repo, state.id)
 
 
 def _worse(metric: Metric, good: dict[str, Any], candidate: dict[str, Any], history: list[float]) -> bool:
     """The gate's own verdict, noise-aware with seeds: worse than the good commit beyond the tolerance."""
     row = verdict.compare(good, candidate, [metric], {metric.name: history}).rows[0]
     return row.verdict in ("regression", "missing")
-
-
-async def first_parents(gh: GitHubAPI, repo: str, good: str, bad: str, limit: int) -> list[str]:
-    """The default branch's own commits in (good, bad], oldest first: `bad` back along first parents
-    to `good`, through the comparison's commits (paged: GitHub lists 100 a page)."""
-    commits: dict[str, dict[str, Any]] = {}
-    for page in range(1, PAGES + 1):
-        data = await gh.getitem("/repos/" + repo + "/compare/{spec}{?per_page,page}",
-                                url_vars={"spec": f"{good}...{bad}", "per_page": "100", "page": str(page)})
-        if data.get("status") not in ("ahead",):
-            raise Refused(f"{bad[:7]} does not descend from {good[:7]} (GitHub: `{data.get('status')}`): "
-                          f"give the older, good commit first.")
-        commits.update({str(c["sha"]): c for c in data.get("commits") or ()})
-        if int(data.get("total_commits") or 0) > PAGES * 100:
-            raise Refused(f"{good[:7]}..{bad[:7]} holds {data['total_commits']} commits, more than a bisection reads "
-                          f"({PAGES * 100}): bisect a shorter range.")
-        if len(commits) >= int(data.get("total_commits") or 0) or not data.get("commits"):
-            break
-    line: list[str] = []
-    current = commits.get(bad)
-    while current is not None and len(line) <= limit:
-        line.append(str(current["sha"]))
-        parent = str((current.get("parents") or [{}])[0].get("sha", ""))
-        if parent == good:
-            return list(reversed(line))
-        current = commits.get(parent)
-    if len(line) > limit:
-        raise Refused(f"{good[:7]}..{bad[:7]} holds more than `regression.bisect.max_commits` ({limit}) first-parent "
-                      f"commits: bisect a shorter range, or raise `max_commits`.")
-    raise Refused(f"{good[:7]} is not on the first-parent line of {bad[:7]} (it was merged in from a branch): "
-                  f"give a commit of the default branch itself.")
 
 
 async def advance(gh: GitHubAPI, deps: Deps, repo: str, bisection: str, failed: str = "") -> None:
@@ -217,6 +202,10 @@ async def _advance(gh: GitHubAPI, deps: Deps, repo: str, bisection: str, failed:
     waiting = [s for s in (state.rounds[-1] if state.rounds else ()) if s not in results and s not in skipped]
     if waiting:
         await bisect_report.progress(gh, state, results, metric_of(state), waiting)
+        return
+    if state.rounds and not set(state.rounds[-1]) - skipped:  # a run that always fails would try every commit
+        await _stop(gh, deps, state, f"every run of round {len(state.rounds)} failed or was deleted: fix the "
+                                     f"regression run (see their `flops/regression` checks), then `/bisect` again.")
         return
     references = [s for s in (state.good, state.bad) if s not in results]
     if references:
@@ -239,11 +228,15 @@ async def _advance(gh: GitHubAPI, deps: Deps, repo: str, bisection: str, failed:
 async def _references(gh: GitHubAPI, deps: Deps, state: State, missing: list[str], skipped: set[str]) -> None:
     """The good or bad commit has no baseline yet: measured first (once; a failed run ends the search)."""
     if set(missing) & skipped:
-        await bisect_report.stopped(gh, deps, state, f"the run of {sorted(set(missing) & skipped)[0][:7]} failed, "
-                                                     f"so it has no `{state.metric['name']}` to compare with.")
-        await save(deps, dataclasses.replace(state, status="done"))
+        await _stop(gh, deps, state, f"the run of {sorted(set(missing) & skipped)[0][:7]} failed, so it has no "
+                                     f"`{state.metric['name']}` to compare with.")
         return
     await start_round(gh, deps, state, missing, {})
+
+
+async def _stop(gh: GitHubAPI, deps: Deps, state: State, why: str) -> None:
+    await bisect_report.stopped(gh, deps, state, why)
+    await save(deps, dataclasses.replace(state, status="done"))
 
 
 async def start_round(gh: GitHubAPI, deps: Deps, state: State, shas: list[str], results: dict[str, Any]) -> None:
@@ -251,9 +244,8 @@ async def start_round(gh: GitHubAPI, deps: Deps, state: State, shas: list[str], 
     then record it: a crash in between leaves a step that is taken again."""
     trusted = await builds.trusted_config(gh, state.repo, state.default_branch)
     if trusted is None or trusted.regression is None:
-        await bisect_report.stopped(gh, deps, state, "the default branch's `.github/flops.yml` no longer has a "
-                                                     "valid `regression:` section.")
-        await save(deps, dataclasses.replace(state, status="done"))
+        await _stop(gh, deps, state, "the default branch's `.github/flops.yml` no longer has a valid `regression:` "
+                                     "section.")
         return
     for sha in shas:
         source = jobs.Source(state.repo, sha, state.installation, ref=state.default_branch)
@@ -281,9 +273,10 @@ async def measured(deps: Deps, state: State) -> dict[str, dict[str, Any]]:
 
 
 async def failed_runs(deps: Deps, state: State) -> set[str]:
-    """Candidates whose bisection run was reported failed, timed out or cancelled, or whose Job is gone
-    (deleted by hand before it was reported): skipped."""
-    found = await deps.kube.list_jobs(f"{jobs.SELECTOR},{jobs.KIND}={jobs.REGRESSION},{jobs.BISECT_LABEL}={state.id}")
+    """Candidates whose bisection run (a Job, or a RayJob with `regression.ray`) was reported failed,
+    timed out or cancelled, or whose Job is gone (deleted by hand before it was reported): skipped."""
+    selector = f"{jobs.SELECTOR},{jobs.KIND}={jobs.REGRESSION},{jobs.BISECT_LABEL}={state.id}"
+    found = await deps.kube.list_jobs(selector) + await deps.kube.list_jobs(selector, kind=jobs.RAYJOB)
     by_sha = {jobs.annotations_of(job).get(jobs.SHA, ""): jobs.annotations_of(job) for job in found}
     tried = {sha for shas in state.rounds for sha in shas}
     return {sha for sha in tried if sha not in by_sha or by_sha[sha].get(jobs.REPORTED) in FAILED}
@@ -332,6 +325,14 @@ async def report(job: dict[str, Any], result: jobs.Outcome, deps: Deps) -> str:
     return conclusion
 
 
+async def run_gone(job: dict[str, Any], deps: Deps) -> None:
+    """A bisection's run deleted before it was reported (`kubectl delete job`): skipped, the search moves on."""
+    ann, bisection = jobs.annotations_of(job), (job["metadata"].get("labels") or {}).get(jobs.BISECT_LABEL)
+    if bisection:
+        gh = deps.github.for_installation(int(ann[jobs.INSTALLATION]))
+        await advance(gh, deps, ann[jobs.REPO], bisection, failed=ann[jobs.SHA])
+
+
 async def auto(gh: GitHubAPI, deps: Deps, ann: dict[str, str]) -> None:
     """A new baseline worse than the one before it on a gated metric: bisect between the two."""
     repo, sha, branch = ann[jobs.REPO], ann[jobs.SHA], ann.get(jobs.DEFAULT_BRANCH, "")
@@ -356,4 +357,4 @@ async def auto(gh: GitHubAPI, deps: Deps, ann: dict[str, str]) -> None:
         log.warning("automatic bisection not started", extra={"repo": repo, "sha": sha, "why": str(refused)})
 
 
-KIND = dataclasses.replace(regression.KIND, report=report)
+KIND = dataclasses.replace(regression.KIND, report=report, gone=run_gone, resynced=resume)

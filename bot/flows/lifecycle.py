@@ -36,17 +36,26 @@ Reporter = Callable[[dict[str, Any], jobs.Outcome, Deps], Awaitable[str]]
 Admitted = Callable[[dict[str, Any], Deps], Awaitable[None]]
 # Under Kueue, at the Job's `flops.dev/admission-timeout`: which part still waits ("" when all run).
 Waiting = Callable[[dict[str, Any], Deps], Awaitable[str]]
+# After a Job was deleted before it was reported (its check closed as `cancelled`): what moves on without
+# its result (a bisection takes its next step).
+Gone = Callable[[dict[str, Any], Deps], Awaitable[None]]
+# After each full listing of the Jobs (a start, a new Lease holder, the end of a watch window): what a kind
+# checks that no watch event may have told it (a bisection whose run was deleted while no bot ran).
+Resynced = Callable[[Deps], Awaitable[None]]
 
 
 @dataclass(frozen=True)
 class Kind:
     """A kind of work: the `flops.dev/kind` label of its Jobs and what reports a finished one;
-    optionally what follows its admission by Kueue and what of it still waits for one."""
+    optionally what follows its admission by Kueue and what of it still waits for one, and what
+    follows the deletion of one of its Jobs before it was reported, or each full listing."""
 
     name: str
     report: Reporter
     admitted: Admitted | None = None
     waiting: Waiting | None = None
+    gone: Gone | None = None
+    resynced: Resynced | None = None
 
 
 async def unreported(deps: Deps, kind: str, *, repo: str, pr: int | None = None,

@@ -6,6 +6,10 @@ object of the tags the workload puts on its MLflow run (`flops.run`, `flops.sha`
 tracking server and experiment are kept on the Job (`flops.dev/mlflow-uri`, `flops.dev/mlflow-experiment`)
 for the report, which reads no config.
 
+Where the bot sends its requests is the default branch's `regression.mlflow` (`trusted_mlflow`), never a
+PR base's other than the default branch: anyone with write access can open a PR into a branch whose
+flops.yml they wrote, and the bot's requests go out from where the bot sits in the cluster.
+
 When the run reports, `metrics.json` wins: the gate reads its `metrics`, and MLflow is only asked for
 the link when `links` has no MLflow one. Without a `metrics.json`, the MLflow run's latest metrics
 are the gate's input, and its page the link.
@@ -15,14 +19,31 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from gidgethub.abc import GitHubAPI
+
 from bot.core import jobs
-from bot.core.config import MlflowConfig
-from bot.platform import logs, mlflow
+from bot.core.config import ConfigError, MlflowConfig, RegressionConfig, RepoConfig
+from bot.core.text import timestamp
+from bot.platform import checks, logs, mlflow
 
 log = logs.get_logger(__name__)
 
 URI, EXPERIMENT = jobs.A + "mlflow-uri", jobs.A + "mlflow-experiment"
 LINK = "MLflow run"
+
+
+async def trusted_mlflow(gh: GitHubAPI, repo: str, cfg: RegressionConfig,
+                         trusted: RepoConfig | None) -> MlflowConfig | None:
+    """The `regression.mlflow` of a run configured by `cfg`: the default branch's (`trusted`, read at its
+    head when the caller holds none), and only when `cfg` asks for MLflow at all."""
+    if cfg.mlflow is None:
+        return None
+    if trusted is None:
+        try:
+            trusted = await checks.fetch_config(gh, repo, None)
+        except ConfigError:
+            return None  # its own pushes report the problems; this run goes without MLflow
+    return trusted.regression.mlflow if trusted is not None and trusted.regression is not None else None
 
 
 def add_mlflow(body: dict[str, Any], cfg: MlflowConfig | None) -> None:
@@ -41,15 +62,19 @@ def add_mlflow(body: dict[str, Any], cfg: MlflowConfig | None) -> None:
     ann.update({URI: cfg.tracking_uri, EXPERIMENT: experiment})
 
 
-async def with_mlflow(ann: dict[str, str], written: Any) -> Any:
+async def with_mlflow(job: dict[str, Any], written: Any) -> Any:
     """`written` (metrics.json, None when absent) with what the run's MLflow run adds: the link when it
-    has none, the metrics when there is no metrics.json. Unchanged without `regression.mlflow`."""
+    has none, the metrics when there is no metrics.json. Unchanged without `regression.mlflow`, and
+    when the run's name is not one run's started after the Job (`mlflow.find_run`)."""
+    ann = jobs.annotations_of(job)
     if URI not in ann or (written is not None and not isinstance(written, dict)):
         return written
     links = written.get("links") if isinstance(written, dict) else None
     if isinstance(links, dict) and any("mlflow" in str(key).lower() for key in links):
         return written
-    run = await mlflow.find_run(ann[URI], ann.get(EXPERIMENT, ""), ann[jobs.RUN_ID])
+    created = job["metadata"].get("creationTimestamp")
+    run = await mlflow.find_run(ann[URI], ann.get(EXPERIMENT, ""), ann[jobs.RUN_ID],
+                                since=timestamp(str(created)) if created else 0.0)
     if run is None:
         return written
     log.info("MLflow run found", extra={"run": ann[jobs.RUN_ID], "mlflow_run": run.run_id})

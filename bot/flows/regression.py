@@ -7,6 +7,7 @@
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Mapping
 from typing import Any
@@ -21,7 +22,7 @@ from bot.flows import claims, lifecycle, rayjobs, trends
 from bot.flows import kueue as queueing
 from bot.flows.deps import Deps
 from bot.flows.diagnosis import diagnose, log_tail
-from bot.flows.mlflow_runs import with_mlflow
+from bot.flows.mlflow_runs import trusted_mlflow, with_mlflow
 from bot.flows.pulls import PullRef
 from bot.flows.trends import ANCESTORS, baseline_key
 from bot.platform import checks, comments, logs
@@ -70,7 +71,7 @@ async def start(gh: GitHubAPI, deps: Deps, cfg: RegressionConfig, src: jobs.Sour
     `/regression` while one runs). A PR run starts under the claim on its head (`claims`: of two
     replicas one starts it); runs of the PR's older heads are cancelled first. The default
     branch (from the event's payload) is kept on the Job: the report needs no extra call for it.
-    `trusted`: the default branch's config when the caller holds it (its Kueue `queue`, no API call).
+    `trusted`: the default branch's config when the caller holds it (its Kueue `queue`, `regression.mlflow`).
     `labels`: added to the Job's (a bisection's `flops.dev/bisect`)."""
     async with claims.of_source(deps, src, jobs.REGRESSION):
         if src.pr is not None and await _supersede_pr_runs(gh, deps, src):
@@ -83,6 +84,7 @@ async def _launch(gh: GitHubAPI, deps: Deps, cfg: RegressionConfig, src: jobs.So
                   attempt: str, baseline: bool, default_branch: str, trusted: RepoConfig | None,
                   labels: Mapping[str, str] | None) -> str | None:
     url, dropped = await source_url(deps, src.installation_id, src.repo, src.sha)
+    cfg = dataclasses.replace(cfg, mlflow=await trusted_mlflow(gh, src.repo, cfg, trusted))  # where the bot asks
     body = rayjobs.prepare(jobs.regression_job(src, jobs.cluster_from(deps.settings), workload(cfg), source_url=url,
                                                check=checks.REGRESSION, timeout=cfg.timeout, trigger=trigger,
                                                attempt=attempt, baseline=baseline), cfg)  # a RayJob with `ray:`
@@ -174,7 +176,7 @@ async def report(job: dict[str, Any], result: jobs.Outcome, deps: Deps) -> str:
         written, why = None, f"is not valid JSON ({exc})"
     else:
         why = "is missing" if written is None else "has no `metrics` object"
-        written = await with_mlflow(ann, written)  # the MLflow link; its metrics without a metrics.json
+        written = await with_mlflow(job, written)  # the MLflow link; its metrics without a metrics.json
     if not isinstance(written, dict) or not isinstance(written.get("metrics"), dict):
         await checks.finish(gh, ann, "failure", title="No metrics",
                             summary=f"The Job succeeded but `{key}` {why}. The workload must write "

@@ -23,7 +23,7 @@ import asyncio
 import threading
 import time
 from collections import Counter
-from collections.abc import Coroutine, Iterable
+from collections.abc import Awaitable, Coroutine, Iterable
 from typing import Any
 
 import kubernetes.watch
@@ -118,7 +118,16 @@ class Tracker:
         finally:
             self._listed.set()
         self.synced.set()
+        for name, then in ((k.name, k.resynced) for k in self.kinds.values() if k.resynced is not None):
+            self._spawn(f"resynced-{name}", self._resynced(name, then(self.deps)))
         return versions
+
+    async def _resynced(self, kind: str, work: Awaitable[None]) -> None:
+        try:
+            await work
+        except Exception:
+            log.exception("a kind's look after the listing failed; the next listing tries again", extra={"kind": kind})
+        self._inflight.discard(f"resynced-{kind}")
 
     async def _list_all(self, kind: str, seen: set[str]) -> str:
         version, page = "", None
@@ -362,6 +371,8 @@ class Tracker:
                                       "is no result. Run it again: the Re-run button, `/retest`, or a new push.")
         self.deps.metrics.job_finished(kind, "deleted")
         log.info("job deleted before it was reported", extra={"job": name, "kind": kind, "repo": ann.get(jobs.REPO)})
+        if (gone := self.kinds[kind].gone if kind in self.kinds else None) is not None:
+            await gone(job, self.deps)
 
     async def idle(self) -> None:
         """Wait until no report is in flight (tests and benchmarks)."""

@@ -4,6 +4,11 @@ Two documented calls (https://mlflow.org/docs/latest/api_reference/rest-api.html
 `GET /api/2.0/mlflow/experiments/get-by-name` (the experiment's id) and `POST /api/2.0/mlflow/runs/search`
 filtered on the run-name tag (`tags.`mlflow.runName``). Answers are bounded in size and time; any
 failure (down, 404, not JSON) is "not found": a report never waits on MLflow or fails because of it.
+
+Anyone who can reach an MLflow server without authentication can log a run under a name that can be
+guessed (run ids are deterministic). So a run counts only when it is the only one of its name and
+started after its Job was created (`since`, less SKEW for the clocks): a second run of that name, or
+one logged before the Job existed, makes the answer "not found" instead of "the newest one".
 """
 from __future__ import annotations
 
@@ -26,6 +31,7 @@ MAX_METRICS = 200
 _ID = re.compile(r"[A-Za-z0-9_-]{1,64}")  # experiment and run ids as MLflow makes them (digits, hex uuids)
 _RUN_NAME = re.compile(r"[A-Za-z0-9._-]{1,250}")  # the bot's run ids: nothing to quote in a filter
 _METRIC = re.compile(r"[A-Za-z0-9_.\-/ ]{1,100}")
+SKEW = 60_000  # ms a workload's clock (which stamps the run's start) may be behind the API server's
 
 
 @dataclass(frozen=True)
@@ -38,9 +44,10 @@ class Run:
     metrics: dict[str, float] = field(default_factory=dict)
 
 
-async def find_run(tracking_uri: str, experiment: str, run_name: str) -> Run | None:
+async def find_run(tracking_uri: str, experiment: str, run_name: str, since: float = 0.0) -> Run | None:
     """The run named `run_name` in `experiment` on the tracking server at `tracking_uri`; None when
-    there is none, or MLflow cannot be asked."""
+    there is none, MLflow cannot be asked, or the name is not the one run's started after `since`
+    (seconds since the epoch: when the bot's Job was created)."""
     if not _RUN_NAME.fullmatch(run_name):
         return None
     base = tracking_uri.rstrip("/")
@@ -52,19 +59,24 @@ async def find_run(tracking_uri: str, experiment: str, run_name: str) -> Run | N
             if not _ID.fullmatch(experiment_id):
                 return None
             search = {"experiment_ids": [experiment_id], "filter": f"tags.`mlflow.runName` = '{run_name}'",
-                      "max_results": 1, "order_by": ["attributes.start_time DESC"]}
+                      "max_results": 2, "order_by": ["attributes.start_time DESC"]}
             answer = await _post(session, f"{base}/api/2.0/mlflow/runs/search", search)
     except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
         log.warning("MLflow lookup failed", extra={"tracking_uri": base, "run": run_name, "error": repr(exc)})
         return None
-    return _run_of(base, experiment_id, answer)
+    return _run_of(base, experiment_id, answer, run_name, since)
 
 
-def _run_of(base: str, experiment_id: str, answer: dict[str, Any] | None) -> Run | None:
+def _run_of(base: str, experiment_id: str, answer: dict[str, Any] | None, name: str, since: float) -> Run | None:
     runs = (answer or {}).get("runs")
     if not isinstance(runs, list) or not runs or not isinstance(runs[0], dict):
         return None
     info, data = runs[0].get("info") or {}, runs[0].get("data") or {}
+    started = int(info["start_time"]) if str(info.get("start_time")).isdigit() else -1  # int64: a number, or text
+    if len(runs) > 1 or started < since * 1000 - SKEW:
+        log.warning("MLflow run not used: another run has its name, or it started before its Job",
+                    extra={"run": name, "runs": len(runs), "start_time": started})
+        return None
     run_id = str(info.get("run_id") or info.get("run_uuid") or "")
     if not _ID.fullmatch(run_id):
         return None
