@@ -74,6 +74,7 @@ class Bisection:
     history: tuple[float, ...] = ()  # the metric's baselines before `good` (for `tolerance: auto`)
     rounds: tuple[tuple[str, ...], ...] = ()
     status: str = "running"  # running | done | cancelled
+    failed: tuple[str, ...] = ()  # candidates whose run was reported failed (kept: its Job is marked only later)
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -90,7 +91,8 @@ class Bisection:
                       "candidates": tuple(str(c) for c in data["candidates"]), "parallel": int(data["parallel"]),
                       "reply_to": (int(reply[0]), int(reply[1])) if reply else None,
                       "history": tuple(float(v) for v in data.get("history") or ()),
-                      "rounds": tuple(tuple(str(s) for s in r) for r in data.get("rounds") or ())})
+                      "rounds": tuple(tuple(str(s) for s in r) for r in data.get("rounds") or ()),
+                      "failed": tuple(str(s) for s in data.get("failed") or ())})
 
     @property
     def runs(self) -> int:

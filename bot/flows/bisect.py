@@ -197,8 +197,11 @@ async def _advance(gh: GitHubAPI, deps: Deps, repo: str, bisection: str, failed:
     state = await load(deps, repo, bisection)
     if state is None or state.status != "running":
         return
+    if failed and failed not in state.failed:  # kept before the step: runs reported at once see each other's end
+        state = dataclasses.replace(state, failed=(*state.failed, failed))
+        await save(deps, state)
     results = await measured(deps, state)
-    skipped = (await failed_runs(deps, state) | ({failed} if failed else set())) - results.keys()
+    skipped = (await failed_runs(deps, state) | set(state.failed)) - results.keys()
     waiting = [s for s in (state.rounds[-1] if state.rounds else ()) if s not in results and s not in skipped]
     if waiting:
         await bisect_report.progress(gh, state, results, metric_of(state), waiting)

@@ -43,7 +43,6 @@ log = logs.get_logger(__name__)
 WATCH_SECONDS = 300
 LIST_PAGE = 500  # Jobs per page when listing
 STATES = ("queued", "running")
-FINAL_CONDITIONS = ("Complete", "SuccessCriteriaMet", "Failed", "FailureTarget")
 APIS = (jobs.JOB, jobs.RAYJOB)  # each listed and watched
 REPORTS_AT_ONCE = 16  # a burst of finished Jobs waits its turn here instead of holding thousands of reports open
 
@@ -196,7 +195,7 @@ class Tracker:
             return
         result = jobs.outcome(job)
         reported = jobs.REPORTED in jobs.annotations_of(job)
-        self._track(name, None if result.finished or reported else (kind, _state(job)))
+        self._track(name, None if result.finished or reported else (kind, jobs.run_state(job)))
         if kind not in self.reporters or name in self._inflight or reported:
             return
         if not result.finished:
@@ -239,7 +238,7 @@ class Tracker:
                 self.deps.metrics.set_active_jobs(*key, self._counts[key])
 
     def _start_report(self, job: dict[str, Any], result: jobs.Outcome, *, stop: bool = False) -> None:
-        self._spawn(jobs.name_of(job), self._report(_identity(job), result, stop=stop))
+        self._spawn(jobs.name_of(job), self._report(jobs.report_identity(job), result, stop=stop))
 
     def _spawn(self, name: str, work: Coroutine[Any, Any, None]) -> None:
         self._inflight.add(name)
@@ -296,7 +295,7 @@ class Tracker:
             if stop:
                 await self.deps.kube.delete_job(name, api)
             self.deps.metrics.job_finished(kind, conclusion)
-            if (seconds := _duration(current)) is not None:
+            if (seconds := jobs.run_seconds(current)) is not None:
                 self.deps.metrics.run_finished(kind, seconds)
             log.info("job reported", extra={"job": name, "kind": kind, "conclusion": conclusion,
                                             "repo": jobs.annotations_of(current).get(jobs.REPO)})
@@ -381,32 +380,3 @@ class Tracker:
 
     def stop(self) -> None:
         self._stop.set()
-
-
-def _state(job: dict[str, Any]) -> str:
-    """`running` while a pod of it is ready (a RayJob: while KubeRay runs its Ray job); `queued` before:
-    suspended (Kueue), Pending for a node or an image, a Ray cluster starting."""
-    spec, status = job.get("spec") or {}, job.get("status") or {}
-    if jobs.api_kind(job) == jobs.RAYJOB:
-        return "running" if status.get("jobDeploymentStatus") == "Running" else "queued"
-    return "running" if not spec.get("suspend") and (status.get("ready") or 0) > 0 else "queued"
-
-
-def _duration(job: dict[str, Any]) -> float | None:
-    """Seconds from the Job's start to its completion (or its last condition, or now); None if it never started."""
-    status = job.get("status") or {}
-    ends = [c.get("lastTransitionTime") for c in status.get("conditions") or []
-            if c.get("status") == "True" and c.get("type") in FINAL_CONDITIONS]
-    start, end = status.get("startTime"), status.get("completionTime") or status.get("endTime") or \
-        max(filter(None, ends), default=None)
-    if not start:
-        return None
-    return max(0.0, epoch(end) - epoch(start))
-
-
-def _identity(job: dict[str, Any]) -> dict[str, Any]:
-    """What a report waiting for its turn keeps of a Job: name, labels, annotations. It reads the Job
-    again when it starts, so thousands of waiting reports do not hold thousands of whole Jobs."""
-    meta = job.get("metadata") or {}
-    return {"kind": jobs.api_kind(job), "metadata": {k: meta[k] for k in ("name", "namespace", "labels", "annotations")
-                                                     if k in meta}}

@@ -30,6 +30,7 @@ from bot.core.jobs.contract import (
     FEDERATED_CLIENT,
     FEDERATED_SERVER,
     FETCH_SOURCE,
+    FINAL_CONDITIONS,
     IMAGE,
     INSTALLATION,
     JOB,
@@ -78,7 +79,10 @@ from bot.core.jobs.contract import (
     pr_tag,
     ray_outcome,
     recommended_labels,
+    report_identity,
     reporting_holder,
+    run_seconds,
+    run_state,
     secrets_received,
     source_key,
     tag_parts,
@@ -118,4 +122,4 @@ from bot.core.jobs.tests import (
     results_prefix,
 )
 
-__all__ = ["A", "BASELINE", "BISECT_LABEL", "BUILD", "BuildRequest", "CHECK_NAME", "CHECK_RUN", "CLIENTS", "CLIENT_ID", "Cluster", "DEFAULT_BRANCH", "DEFAULT_CONTAINER", "DELIVERY", "DEPLOY_TARGETS", "DESTINATION", "FEDERATED_CLIENT", "FEDERATED_SERVER", "FETCH_SOURCE", "FederatedRun", "IMAGE", "INSTALLATION", "JOB", "KANIKO_CONTEXT", "KIND", "MANAGED_BY", "MANAGED_BY_LABEL", "METRICS", "OUTPUT", "Outcome", "PR", "PR_LABEL", "PUSHED", "RAYJOB", "REF", "REGRESSION", "REPO", "REPORTED", "REPORTED_LABEL", "REPORTING", "RESULTS", "RESULTS_PREFIX", "ROUNDS", "RUN", "RUN_ID", "SELECTOR", "SHA", "STOP_GRACE", "Source", "TAG", "TEST", "TEST_NAME", "TIMEOUT", "TRIGGER", "TTL_AFTER_FINISHED", "UPLOAD_FILES", "UPLOAD_LIMIT", "WORKSPACE", "Workload", "annotations_of", "api_kind", "bot_version", "build_job", "check_name", "cluster_from", "federated_client_job", "federated_client_name", "federated_network_policy", "federated_server_job", "federated_service", "image_tag", "images_to_build", "job_body", "job_name", "job_of_test", "kaniko_args", "kind_of", "name_of", "name_of_test", "outcome", "output_prefix", "owner_reference", "pr_tag", "ray_outcome", "recommended_labels", "regression_job", "reporting_holder", "resources", "results_prefix", "secrets_received", "source_key", "tag_parts", "tag_time", "unreported", "workload_env", "workload_pod"]
+__all__ = ["A", "BASELINE", "BISECT_LABEL", "BUILD", "BuildRequest", "CHECK_NAME", "CHECK_RUN", "CLIENTS", "CLIENT_ID", "Cluster", "DEFAULT_BRANCH", "DEFAULT_CONTAINER", "DELIVERY", "DEPLOY_TARGETS", "DESTINATION", "FEDERATED_CLIENT", "FEDERATED_SERVER", "FETCH_SOURCE", "FINAL_CONDITIONS", "FederatedRun", "IMAGE", "INSTALLATION", "JOB", "KANIKO_CONTEXT", "KIND", "MANAGED_BY", "MANAGED_BY_LABEL", "METRICS", "OUTPUT", "Outcome", "PR", "PR_LABEL", "PUSHED", "RAYJOB", "REF", "REGRESSION", "REPO", "REPORTED", "REPORTED_LABEL", "REPORTING", "RESULTS", "RESULTS_PREFIX", "ROUNDS", "RUN", "RUN_ID", "SELECTOR", "SHA", "STOP_GRACE", "Source", "TAG", "TEST", "TEST_NAME", "TIMEOUT", "TRIGGER", "TTL_AFTER_FINISHED", "UPLOAD_FILES", "UPLOAD_LIMIT", "WORKSPACE", "Workload", "annotations_of", "api_kind", "bot_version", "build_job", "check_name", "cluster_from", "federated_client_job", "federated_client_name", "federated_network_policy", "federated_server_job", "federated_service", "image_tag", "images_to_build", "job_body", "job_name", "job_of_test", "kaniko_args", "kind_of", "name_of", "name_of_test", "outcome", "output_prefix", "owner_reference", "pr_tag", "ray_outcome", "recommended_labels", "regression_job", "report_identity", "reporting_holder", "resources", "results_prefix", "run_seconds", "run_state", "secrets_received", "source_key", "tag_parts", "tag_time", "unreported", "workload_env", "workload_pod"]

@@ -5,11 +5,13 @@ import functools
 import hashlib
 import importlib.metadata
 import re
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
 from bot.core.config import ImageConfig, RepoConfig
+from bot.core.text import timestamp
 
 MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
 MANAGED_BY = "flops-bot"
@@ -297,3 +299,35 @@ def secrets_received(pod_spec: dict[str, Any]) -> dict[str, frozenset[str] | Non
     for pull in pod_spec.get("imagePullSecrets") or []:
         add(pull.get("name"), None)
     return {name: None if keys is None else frozenset(keys) for name, keys in found.items()}
+
+
+FINAL_CONDITIONS = ("Complete", "SuccessCriteriaMet", "Failed", "FailureTarget")
+
+
+def run_state(job: dict[str, Any]) -> str:
+    """`running` while a pod of it is ready (a RayJob: while KubeRay runs its Ray job); `queued` before:
+    suspended (Kueue), Pending for a node or an image, a Ray cluster starting."""
+    spec, status = job.get("spec") or {}, job.get("status") or {}
+    if api_kind(job) == RAYJOB:
+        return "running" if status.get("jobDeploymentStatus") == "Running" else "queued"
+    return "running" if not spec.get("suspend") and (status.get("ready") or 0) > 0 else "queued"
+
+
+def run_seconds(job: dict[str, Any]) -> float | None:
+    """Seconds from the Job's start to its completion (or its last condition, or now); None if it never started."""
+    status = job.get("status") or {}
+    ends = [c.get("lastTransitionTime") for c in status.get("conditions") or []
+            if c.get("status") == "True" and c.get("type") in FINAL_CONDITIONS]
+    start, end = status.get("startTime"), status.get("completionTime") or status.get("endTime") or \
+        max(filter(None, ends), default=None)
+    if not start:
+        return None
+    return max(0.0, (timestamp(str(end)) if end else time.time()) - timestamp(str(start)))
+
+
+def report_identity(job: dict[str, Any]) -> dict[str, Any]:
+    """What a report waiting for its turn keeps of a Job: name, labels, annotations. It reads the Job
+    again when it starts, so thousands of waiting reports do not hold thousands of whole Jobs."""
+    meta = job.get("metadata") or {}
+    return {"kind": api_kind(job), "metadata": {k: meta[k] for k in ("name", "namespace", "labels", "annotations")
+                                                if k in meta}}
