@@ -74,3 +74,29 @@ async def test_a_pass_retakes_what_a_dead_replica_accepted_and_deletes_its_recor
     assert len(redelivered(github, taken.guid)) == 1
     assert await bed.deps.artifacts.get_json(key) is None
     assert (await loop.one_pass()).outcomes == {}  # asked for once
+
+
+async def test_a_dead_replicas_delivery_whose_redelivery_request_failed_is_asked_for_at_the_next_pass(
+        make_bed: BedFactory, github: GitHubEmulator) -> None:
+    """GitHub refused the request (422): nothing is on its way, so the next pass asks again; it must not count
+    as retaken (which skipped it for good, and the dead replica's record went with nothing asked)."""
+    code_repo(github)
+    port = free_port()
+    github.hooks.url, github.hooks.secret = f"http://127.0.0.1:{port}/webhook", SECRET
+    dying = await answering(202, port)
+    taken = await github.deliver("push", a_push(github, 71))
+    await dying.cleanup()
+    bed = await make_bed(FLOPS_REDELIVER_INTERVAL="0")
+    key = replicas.PREFIX + "flops-bot-b-0d0e0f.json"
+    await bed.deps.artifacts.put_json(key, {"identity": "flops-bot-b-0d0e0f", "pod": "flops-bot-b",
+                                            "written_at": time.time() - 20, "settled_at": time.time() - 25,
+                                            "unfinished": [], "finished": []})
+    github.hooks.url = bed.url("/webhook")
+    github.fail_next("POST", r"/attempts$", 422, body={"message": "Validation Failed"})
+    loop = Redeliverer(bed.deps, bed.server.app[DISPATCHER])
+    assert (await loop.one_pass()).outcomes == {"failed": 1}
+    assert await bed.deps.artifacts.get_json(key) is not None  # kept: its delivery is not asked for yet
+    assert (await loop.one_pass()).outcomes == {"requested": 1}
+    await wait_for(lambda: built(github, taken.payload["after"]), timeout=30, what="the push built")
+    assert len(redelivered(github, taken.guid)) == 1
+    assert await bed.deps.artifacts.get_json(key) is None

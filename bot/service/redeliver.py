@@ -228,9 +228,8 @@ class Redeliverer:
             if asked >= self.max_per_pass:
                 return min(held + [self._defer(failed[index:], done)])
             entry = item.newest
-            if item.succeeded:  # taken (202) by a process that died: it may have done part of it
-                self.dispatcher.retake(item.guid)
-                self._retaking[item.guid] = item.oldest
+            if item.succeeded:  # taken (202) by a process that died: it may have done part of it (marked before
+                self.dispatcher.retake(item.guid)  # asking: the redelivery may land before GitHub answers)
             requested[item.guid] = requested.pop(item.guid, 0) + 1
             try:
                 await gh.post("/app/hook/deliveries/{id}/attempts", url_vars={"id": str(entry["id"])}, data={})
@@ -246,6 +245,8 @@ class Redeliverer:
                 held.append(item.oldest)
                 continue
             asked += 1
+            if item.succeeded:  # on its way: not asked for again meanwhile (a refused request is, next pass)
+                self._retaking[item.guid] = item.oldest
             log.info("redelivery requested", extra=_fields(entry, attempt=requested[item.guid]))
             self._count(done, "requested")
         return min(held, default=None)
