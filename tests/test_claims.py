@@ -122,3 +122,14 @@ async def test_a_renewal_answered_500_is_tried_again_so_the_claim_stays_alive(be
         await wait_for(lambda: lease_writes(kube, "PUT") >= 2, timeout=10, what="a renewal after the failed one")
         assert kube.get("leases", NAMESPACE, START.name)["spec"]["holderIdentity"] == "other-pod-abc123"
     assert kube.get("leases", NAMESPACE, START.name) is None
+
+
+async def test_a_takeover_that_landed_but_whose_answer_was_lost_is_recognised_as_its_own(
+        bed: Bed, kube: KubeEmulator) -> None:
+    held_by(kube, "gone-pod-dead00", "gone-pod", renewed="2026-01-01T00:00:00.000000Z")  # a leftover: taken at once
+    kube.fail_next("PUT", START.name, 504, applied=True)
+    deps = other_replica(bed.deps, retry=1, duration=600, renew=300)
+    async with asyncio.timeout(10):  # its own 600 s lease: only recognising it lets the start in
+        async with claims.claimed(deps, START):
+            assert kube.get("leases", NAMESPACE, START.name)["spec"]["holderIdentity"] == deps.identity
+    assert kube.get("leases", NAMESPACE, START.name) is None

@@ -125,7 +125,9 @@ class _Holder:
             self.lease = current  # created by an earlier try whose answer was lost
             return True
         if self._dead(current):
-            self.lease = await kube.replace_lease(self.namespace, self._body(current))
+            body = self._body(current)
+            self._tried.add(body["spec"]["acquireTime"])  # a takeover whose answer is lost is recognised too
+            self.lease = await kube.replace_lease(self.namespace, body)
             if self.lease is not None:
                 log.info("start claim taken over", extra=self._fields(holder=_holder(current)))
             return self.lease is not None
