@@ -12,7 +12,7 @@ from bot.service.redeliver import Redeliverer
 from tests.conftest import SECRET, BedFactory, wait_for
 from tests.emulators.github import GitHubEmulator
 from tests.emulators.s3 import free_port
-from tests.test_redeliver import a_push, answering, built, code_repo, redelivered
+from tests.test_redeliver import a_push, answering, built, code_repo, crashed_with, redelivered
 
 NOW = 1_800_000_000.0
 QUICK = {"FLOPS_LEASE_DURATION": "3s", "FLOPS_LEASE_RENEW": "2s", "FLOPS_LEASE_RETRY": "1s"}  # a dead record: 3 s
@@ -137,3 +137,25 @@ async def test_a_live_replica_whose_clock_is_behind_is_not_judged_dead(make_bed:
     finally:
         writing.cancel()
         await asyncio.gather(writing, return_exceptions=True)
+
+
+async def test_after_a_crash_a_delivery_a_live_replica_just_took_is_not_asked_for_again(
+        make_bed: BedFactory, github: GitHubEmulator) -> None:
+    """The leader's first pass after its predecessor died retakes what nobody recorded; a delivery answered 202 a
+    moment before a live replica's last record may be that replica's (it records within FLOPS_LEASE_RETRY):
+    asked for again, it would run twice at once. Had the dead process taken it, its own record covers it."""
+    code_repo(github)
+    port = free_port()
+    github.hooks.url, github.hooks.secret = f"http://127.0.0.1:{port}/webhook", SECRET
+    busy = await answering(202, port)  # the live replica c, which has not written its record since
+    taken = await github.deliver("push", a_push(github, 73))
+    await busy.cleanup()
+    bed = await make_bed(FLOPS_REDELIVER_INTERVAL="0", **QUICK)
+    await crashed_with(bed.deps, taken)
+    now = time.time()
+    await bed.deps.artifacts.put_json(replicas.PREFIX + "flops-bot-c-0a0b0c.json", {
+        "identity": "flops-bot-c-0a0b0c", "pod": "flops-bot-c", "written_at": now, "settled_at": now,
+        "unfinished": [], "finished": []})
+    loop = Redeliverer(bed.deps, bed.server.app[DISPATCHER])
+    assert (await loop.one_pass()).outcomes == {}
+    assert redelivered(github, taken.guid) == []
