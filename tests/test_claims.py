@@ -133,3 +133,13 @@ async def test_a_takeover_that_landed_but_whose_answer_was_lost_is_recognised_as
         async with claims.claimed(deps, START):
             assert kube.get("leases", NAMESPACE, START.name)["spec"]["holderIdentity"] == deps.identity
     assert kube.get("leases", NAMESPACE, START.name) is None
+
+
+async def test_a_renewal_that_landed_but_whose_answer_was_lost_keeps_the_claim(bed: Bed, kube: KubeEmulator) -> None:
+    """The next renewal, at the version read before, gets a 409: the claim is still this start's (its holder
+    and acquireTime), so it goes on renewing, and is deleted at the end instead of left behind."""
+    kube.fail_next("PUT", START.name, 504, applied=True)
+    async with claims.claimed(other_replica(bed.deps, retry=1, renew=1), START):
+        await wait_for(lambda: lease_writes(kube, "PUT") >= 3, timeout=15, what="renewals after the lost answer")
+        assert kube.get("leases", NAMESPACE, START.name)["spec"]["holderIdentity"] == "other-pod-abc123"
+    assert kube.get("leases", NAMESPACE, START.name) is None

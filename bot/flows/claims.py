@@ -149,9 +149,20 @@ class _Holder:
                 log.warning("start claim not renewed; trying again", extra=self._fields(error=repr(exc)[:300]))
                 wait = lease.retry
                 continue
+            if renewed is None:  # changed since: by a renewal of ours whose answer was lost, or by a takeover
+                renewed = await self._still_ours()
             if renewed is None:
                 log.warning("start claim lost while starting", extra=self._fields())
             self.lease, wait = renewed, lease.renew
+
+    async def _still_ours(self) -> dict[str, Any] | None:
+        """The claim as it is now if this start still holds it (same holder, same acquireTime), else None."""
+        current = await self.deps.kube.get_lease(self.namespace, self.start.name)
+        acquired = ((self.lease or {}).get("spec") or {}).get("acquireTime")
+        if current is None or _holder(current) != self.deps.identity or \
+                (current.get("spec") or {}).get("acquireTime") != acquired:
+            return None
+        return current
 
     async def release(self) -> None:
         """Delete the claim at the version this start wrote last; if that changed (a renewal whose answer
