@@ -14,6 +14,11 @@ resourceVersion read, so two waiters cannot both win) once its record has not ch
 leftover of a holder long dead), or when its holder was this pod's previous container (same
 `flops.dev/pod` as POD_NAME, another identity: that process is dead; not with a host name for
 POD_NAME, which two live processes may share).
+
+An API-server error (a 5xx, a timeout) while taking or renewing the claim is tried again every
+FLOPS_LEASE_RETRY (`ERRORS` in a row at most while taking): a blip must neither fail the start nor
+leave the claim unrenewed for another replica to take over. A create, takeover or renewal that landed
+though its answer was lost is recognised as this start's by its holder and `acquireTime`.
 """
 from __future__ import annotations
 
