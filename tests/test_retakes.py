@@ -11,6 +11,7 @@ import pytest
 from bot.platform.artifacts import Artifacts
 from bot.platform.settings import S3Settings
 from bot.service import retakes
+from tests.conftest import wait_for
 
 
 class SilentS3:
@@ -48,7 +49,7 @@ async def silent() -> AsyncIterator[tuple[SilentS3, Artifacts]]:
 async def test_a_silent_state_bucket_costs_one_bounded_wait_then_deliveries_look_first(
         silent: tuple[SilentS3, Artifacts]) -> None:
     server, artifacts = silent
-    notices = retakes.Notices(artifacts)
+    notices = retakes.Notices(artifacts, backoff=1.0)
     started = time.monotonic()
     async with asyncio.timeout(retakes.READ_TIMEOUT + 5):  # four workers at once: one wait, not four in a row
         answers = await asyncio.gather(*(notices.retaken(f"guid-{n}", time.time()) for n in range(4)))
@@ -56,6 +57,11 @@ async def test_a_silent_state_bucket_costs_one_bounded_wait_then_deliveries_look
     assert time.monotonic() - started >= retakes.READ_TIMEOUT - 0.5
     connections = len(server.connections)
     assert connections >= 1
-    async with asyncio.timeout(1):  # within the back-off: no read at all
+    async with asyncio.timeout(0.5):  # within the back-off: no read at all
         assert await notices.retaken("guid-5", time.time()) is True
+    assert len(server.connections) == connections
+    backed_off = time.monotonic() + 1.0
+    await wait_for(lambda: time.monotonic() > backed_off, timeout=5, what="the back-off over")
+    async with asyncio.timeout(0.5):  # the first read still holds its thread: no second one is started
+        assert await notices.retaken("guid-6", time.time()) is True
     assert len(server.connections) == connections

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Iterable
+from typing import Any
 
 from bot.platform import logs
 from bot.platform.artifacts import Artifacts
@@ -43,11 +44,13 @@ class Notices:
     deliveries processed meanwhile looking first: a slow or unreachable S3 costs each worker at most one
     bounded wait, instead of queueing every delivery behind S3's own timeouts (minutes)."""
 
-    def __init__(self, artifacts: Artifacts) -> None:
+    def __init__(self, artifacts: Artifacts, *, backoff: float = BACKOFF) -> None:
         self.artifacts = artifacts
+        self.backoff = backoff
         self._known: set[str] = set()
         self._read_at = 0.0
         self._failed_until = 0.0  # monotonic: no read before this after a failed one
+        self._reading: asyncio.Task[Any] | None = None  # the last read, which may outlive its wait (a thread)
         self._lock = asyncio.Lock()
 
     async def retaken(self, guid: str, accepted_at: float) -> bool:
@@ -65,14 +68,21 @@ class Notices:
         started = time.time()
         if time.monotonic() < self._failed_until:  # failed while this one waited for the lock
             return False
+        if self._reading is not None and not self._reading.done():  # a read given up on still holds its thread:
+            return self._failed()  # no second one (S3 stuck for minutes must not take every worker thread)
+        self._reading = reading = asyncio.ensure_future(self.artifacts.get_json(KEY, max_bytes=READ_LIMIT))
+        reading.add_done_callback(lambda task: task.cancelled() or task.exception())  # retrieved, if given up on
         try:
             async with asyncio.timeout(READ_TIMEOUT):
-                found = await self.artifacts.get_json(KEY, max_bytes=READ_LIMIT)
+                found = await asyncio.shield(reading)
         except Exception as exc:  # S3 slow, unreachable or the object unreadable: the caller looks first
-            self._failed_until = time.monotonic() + BACKOFF
-            log.warning("retaken deliveries not read; looking before creating", extra={"error": repr(exc)[:300],
-                                                                                      "retry_in": BACKOFF})
-            return False
+            return self._failed(exc)
         self._known = set(map(str, found)) if isinstance(found, dict) else set()
         self._read_at = started
         return True
+
+    def _failed(self, exc: BaseException | None = None) -> bool:
+        self._failed_until = time.monotonic() + self.backoff
+        log.warning("retaken deliveries not read; looking before creating",
+                    extra={"error": repr(exc)[:300] if exc else "the last read is still waiting", "retry_in": self.backoff})
+        return False
