@@ -46,7 +46,8 @@ ANCIENT = 3600.0  # seconds unrenewed after which a claim is a leftover, whateve
 
 
 class ClaimTimeout(Exception):
-    """A live replica held the claim for longer than WAIT_LIMIT (temporary: the delivery is retried)."""
+    """A live replica held the claim for longer than WAIT_LIMIT: the processing fails (logged; GitHub's
+    *Redeliver* runs it again)."""
 
 
 @dataclass(frozen=True)
