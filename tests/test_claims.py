@@ -87,3 +87,59 @@ async def test_a_claim_left_unrenewed_for_its_duration_is_taken_over(bed: Bed, k
         async with claims.claimed(other_replica(bed.deps, retry=1), START):
             assert kube.get("leases", NAMESPACE, START.name)["spec"]["holderIdentity"] == "other-pod-abc123"
     assert lease_looks(kube) >= 2  # it watched the record stay unchanged for the duration first
+
+
+def lease_writes(kube: KubeEmulator, method: str) -> int:
+    return sum(1 for m, target in kube.requests if m == method and START.name in target)
+
+
+async def test_a_claim_create_answered_500_is_tried_again_and_the_start_goes_on(bed: Bed, kube: KubeEmulator) -> None:
+    """An API-server blip at the create must not lose the start (processing failed: nothing redelivers it)."""
+    kube.fail_next("POST", r"/leases$", 500)
+    async with asyncio.timeout(10):
+        async with claims.claimed(other_replica(bed.deps, retry=1), START):
+            assert kube.get("leases", NAMESPACE, START.name)["spec"]["holderIdentity"] == "other-pod-abc123"
+    assert kube.get("leases", NAMESPACE, START.name) is None
+
+
+async def test_a_create_that_landed_but_whose_answer_was_lost_is_recognised_as_its_own(
+        bed: Bed, kube: KubeEmulator) -> None:
+    """A 504 after the Lease was written: the next try finds it held by this start (its acquireTime), and goes
+    on at once instead of waiting FLOPS_LEASE_DURATION for its own claim to look dead."""
+    kube.fail_next("POST", r"/leases$", 504, applied=True)
+    deps = other_replica(bed.deps, retry=1, duration=600, renew=300)
+    async with asyncio.timeout(10):  # a 600 s lease: only recognising it lets the start in
+        async with claims.claimed(deps, START):
+            assert kube.get("leases", NAMESPACE, START.name)["spec"]["holderIdentity"] == deps.identity
+    assert kube.get("leases", NAMESPACE, START.name) is None  # and it is released
+
+
+async def test_a_renewal_answered_500_is_tried_again_so_the_claim_stays_alive(bed: Bed, kube: KubeEmulator) -> None:
+    """A failed renewal must not end the renewing: the claim would go unrenewed while its start runs, and another
+    replica take it over and start the same run."""
+    kube.fail_next("PUT", START.name, 500)
+    async with claims.claimed(other_replica(bed.deps, retry=1, renew=1), START):
+        await wait_for(lambda: lease_writes(kube, "PUT") >= 2, timeout=10, what="a renewal after the failed one")
+        assert kube.get("leases", NAMESPACE, START.name)["spec"]["holderIdentity"] == "other-pod-abc123"
+    assert kube.get("leases", NAMESPACE, START.name) is None
+
+
+async def test_a_takeover_that_landed_but_whose_answer_was_lost_is_recognised_as_its_own(
+        bed: Bed, kube: KubeEmulator) -> None:
+    held_by(kube, "gone-pod-dead00", "gone-pod", renewed="2026-01-01T00:00:00.000000Z")  # a leftover: taken at once
+    kube.fail_next("PUT", START.name, 504, applied=True)
+    deps = other_replica(bed.deps, retry=1, duration=600, renew=300)
+    async with asyncio.timeout(10):  # its own 600 s lease: only recognising it lets the start in
+        async with claims.claimed(deps, START):
+            assert kube.get("leases", NAMESPACE, START.name)["spec"]["holderIdentity"] == deps.identity
+    assert kube.get("leases", NAMESPACE, START.name) is None
+
+
+async def test_a_renewal_that_landed_but_whose_answer_was_lost_keeps_the_claim(bed: Bed, kube: KubeEmulator) -> None:
+    """The next renewal, at the version read before, gets a 409: the claim is still this start's (its holder
+    and acquireTime), so it goes on renewing, and is deleted at the end instead of left behind."""
+    kube.fail_next("PUT", START.name, 504, applied=True)
+    async with claims.claimed(other_replica(bed.deps, retry=1, renew=1), START):
+        await wait_for(lambda: lease_writes(kube, "PUT") >= 3, timeout=15, what="renewals after the lost answer")
+        assert kube.get("leases", NAMESPACE, START.name)["spec"]["holderIdentity"] == "other-pod-abc123"
+    assert kube.get("leases", NAMESPACE, START.name) is None

@@ -23,6 +23,7 @@ from minio.error import S3Error
 
 from bot.core import jobs
 from bot.flows import builds, deploy, federated, pulls, regression
+from bot.service import redeliver, replicas, retakes
 from tests import markdown
 from tests import test_federated as fl
 from tests.conftest import NAMESPACE, Bed, wait_for
@@ -145,12 +146,14 @@ async def test_the_jobs_key_is_denied_every_object_of_the_bots_state(bed: Bed) -
     pr = pulls.PullRef(REPO, PR, head, "feature", MAIN, base, False, "octocat", 1)
     # what the other flows keep, at the keys they use: build records, deploy markers, a pending /train
     for key in (builds.record_key(REPO, base, "server"), builds.latest_key(REPO, MAIN, "server"),
-                deploy.marker_key(REPO, base, "dev"), federated.pending_key(REPO, head), pulls.trust_key(pr)):
+                deploy.marker_key(REPO, base, "dev"), federated.pending_key(REPO, head), pulls.trust_key(pr),
+                redeliver.STATE_KEY, retakes.KEY, replicas.PREFIX + "flops-bot-b-0a0b0c.json"):  # what is redelivered
         if not await state.exists(key):
             await state.put_json(key, {"by": "the bot"})
     keys = sorted(await state.list_keys(""))
     prefixes = {key.split("/", 1)[0] for key in keys}
-    assert {"sources", "baselines", "results", "history", "builds", "deploys", "pending", "trust"} <= prefixes, keys
+    assert {"sources", "baselines", "results", "history", "builds", "deploys", "pending", "trust",
+            "redeliver"} <= prefixes, keys
     job = as_job(bed)
     before = {key: await state.get_bytes(key) for key in keys}
     for key in keys:  # read (another repository's source included), overwrite, delete: all refused

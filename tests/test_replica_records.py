@@ -3,6 +3,7 @@ pass retaking what a dead replica took with it: the rules as data, then one pass
 GitHub with a dead replica's record in the state bucket."""
 from __future__ import annotations
 
+import asyncio
 import time
 
 from bot.service import replicas
@@ -11,9 +12,10 @@ from bot.service.redeliver import Redeliverer
 from tests.conftest import SECRET, BedFactory, wait_for
 from tests.emulators.github import GitHubEmulator
 from tests.emulators.s3 import free_port
-from tests.test_redeliver import a_push, answering, built, code_repo, redelivered
+from tests.test_redeliver import a_push, answering, built, code_repo, crashed_with, redelivered
 
 NOW = 1_800_000_000.0
+QUICK = {"FLOPS_LEASE_DURATION": "3s", "FLOPS_LEASE_RENEW": "2s", "FLOPS_LEASE_RETRY": "1s"}  # a dead record: 3 s
 
 
 def record(identity: str, *, written: float, settled: float, unfinished: tuple[str, ...] = (),
@@ -62,7 +64,7 @@ async def test_a_pass_retakes_what_a_dead_replica_accepted_and_deletes_its_recor
     dying = await answering(202, port)  # another replica took it, then died
     taken = await github.deliver("push", a_push(github, 70))
     await dying.cleanup()
-    bed = await make_bed(FLOPS_REDELIVER_INTERVAL="0")
+    bed = await make_bed(FLOPS_REDELIVER_INTERVAL="0", **QUICK)
     key = replicas.PREFIX + "flops-bot-b-0a0b0c.json"
     await bed.deps.artifacts.put_json(key, {"identity": "flops-bot-b-0a0b0c", "pod": "flops-bot-b",
                                             "written_at": time.time() - 20, "settled_at": time.time() - 25,
@@ -74,3 +76,86 @@ async def test_a_pass_retakes_what_a_dead_replica_accepted_and_deletes_its_recor
     assert len(redelivered(github, taken.guid)) == 1
     assert await bed.deps.artifacts.get_json(key) is None
     assert (await loop.one_pass()).outcomes == {}  # asked for once
+
+
+async def test_a_dead_replicas_delivery_whose_redelivery_request_failed_is_asked_for_at_the_next_pass(
+        make_bed: BedFactory, github: GitHubEmulator) -> None:
+    """GitHub refused the request (422): nothing is on its way, so the next pass asks again; it must not count
+    as retaken (which skipped it for good, and the dead replica's record went with nothing asked)."""
+    code_repo(github)
+    port = free_port()
+    github.hooks.url, github.hooks.secret = f"http://127.0.0.1:{port}/webhook", SECRET
+    dying = await answering(202, port)
+    taken = await github.deliver("push", a_push(github, 71))
+    await dying.cleanup()
+    bed = await make_bed(FLOPS_REDELIVER_INTERVAL="0", **QUICK)
+    key = replicas.PREFIX + "flops-bot-b-0d0e0f.json"
+    await bed.deps.artifacts.put_json(key, {"identity": "flops-bot-b-0d0e0f", "pod": "flops-bot-b",
+                                            "written_at": time.time() - 20, "settled_at": time.time() - 25,
+                                            "unfinished": [], "finished": []})
+    github.hooks.url = bed.url("/webhook")
+    github.fail_next("POST", r"/attempts$", 422, body={"message": "Validation Failed"})
+    loop = Redeliverer(bed.deps, bed.server.app[DISPATCHER])
+    assert (await loop.one_pass()).outcomes == {"failed": 1}
+    assert await bed.deps.artifacts.get_json(key) is not None  # kept: its delivery is not asked for yet
+    assert (await loop.one_pass()).outcomes == {"requested": 1}
+    await wait_for(lambda: built(github, taken.payload["after"]), timeout=30, what="the push built")
+    assert len(redelivered(github, taken.guid)) == 1
+    assert await bed.deps.artifacts.get_json(key) is None
+
+
+async def test_a_live_replica_whose_clock_is_behind_is_not_judged_dead(make_bed: BedFactory,
+                                                                      github: GitHubEmulator) -> None:
+    """Its record says it was written a minute ago (its clock is a minute behind), but it keeps changing: the
+    leader must not ask GitHub again for the delivery it is processing, nor delete its record."""
+    code_repo(github)
+    port = free_port()
+    github.hooks.url, github.hooks.secret = f"http://127.0.0.1:{port}/webhook", SECRET
+    busy = await answering(202, port)  # the skewed replica took it and is processing it
+    taken = await github.deliver("push", a_push(github, 72))
+    await busy.cleanup()
+    bed = await make_bed(FLOPS_REDELIVER_INTERVAL="0", **QUICK)
+    key = replicas.PREFIX + "flops-bot-c-0a0b0c.json"
+    writes: list[float] = []
+
+    async def skewed_replica() -> None:
+        while True:
+            now = time.time() - 60
+            await bed.deps.artifacts.put_json(key, {"identity": "flops-bot-c-0a0b0c", "pod": "flops-bot-c",
+                                                    "written_at": now, "settled_at": now - 5,
+                                                    "unfinished": [taken.guid], "finished": []})
+            writes.append(now)
+            await asyncio.sleep(0.5)
+
+    writing = asyncio.create_task(skewed_replica())
+    try:
+        await wait_for(lambda: writes, timeout=10, what="the skewed replica's first record")
+        loop = Redeliverer(bed.deps, bed.server.app[DISPATCHER])
+        assert (await loop.one_pass()).outcomes == {}
+        assert redelivered(github, taken.guid) == []
+        assert await bed.deps.artifacts.get_json(key) is not None
+    finally:
+        writing.cancel()
+        await asyncio.gather(writing, return_exceptions=True)
+
+
+async def test_after_a_crash_a_delivery_a_live_replica_just_took_is_not_asked_for_again(
+        make_bed: BedFactory, github: GitHubEmulator) -> None:
+    """The leader's first pass after its predecessor died retakes what nobody recorded; a delivery answered 202 a
+    moment before a live replica's last record may be that replica's (it records within FLOPS_LEASE_RETRY):
+    asked for again, it would run twice at once. Had the dead process taken it, its own record covers it."""
+    code_repo(github)
+    port = free_port()
+    github.hooks.url, github.hooks.secret = f"http://127.0.0.1:{port}/webhook", SECRET
+    busy = await answering(202, port)  # the live replica c, which has not written its record since
+    taken = await github.deliver("push", a_push(github, 73))
+    await busy.cleanup()
+    bed = await make_bed(FLOPS_REDELIVER_INTERVAL="0", **QUICK)
+    await crashed_with(bed.deps, taken)
+    now = time.time()
+    await bed.deps.artifacts.put_json(replicas.PREFIX + "flops-bot-c-0a0b0c.json", {
+        "identity": "flops-bot-c-0a0b0c", "pod": "flops-bot-c", "written_at": now, "settled_at": now,
+        "unfinished": [], "finished": []})
+    loop = Redeliverer(bed.deps, bed.server.app[DISPATCHER])
+    assert (await loop.one_pass()).outcomes == {}
+    assert redelivered(github, taken.guid) == []

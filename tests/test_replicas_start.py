@@ -117,3 +117,41 @@ async def test_a_synchronize_and_a_build_command_on_each_replica_at_once_start_e
         assert len(builds) == 1, [j["metadata"]["name"] for j in builds]
         assert len(github.check_runs_for(repo, head, "flops/build: server")) == 1
         assert claims_left(kube) == []
+
+
+def claim_looks(kube: KubeEmulator) -> int:
+    return sum(1 for method, target in kube.requests if method == "GET" and "/leases/flops-start-" in target)
+
+
+async def test_a_failed_renewal_of_a_start_claim_does_not_let_the_other_replica_start_the_run_too(
+        tmp_path: Any, github: GitHubEmulator, kube: KubeEmulator, s3: Any) -> None:
+    """Replica a holds the claim while its start is slow (GitHub holds its check run); one renewal meets an
+    API-server 500. It must go on renewing: b, given the same `/regression`, waits well past the claim's
+    duration without taking it over, then finds a's run and starts nothing."""
+    repo, number = "acme/fl-claim-blip", 35
+    async with two_replicas(tmp_path, github, kube, s3, FLOPS_LEASE_DURATION="3s", FLOPS_LEASE_RENEW="2s",
+                            FLOPS_LEASE_RETRY="1s") as (a, b):
+        code_repo(a, repo, IMAGES + REGRESSION)
+        head = open_pr(a, repo, number)
+        before = processed(a) + processed(b)
+        slow = github.hold_next("POST", rf"^/repos/{repo}/check-runs$")
+        await deliver(a, "issue_comment", comment_payload(a, repo, number, "/regression"))
+        await wait_for(lambda: slow.arrived == 1, timeout=30, what="a starting, inside its claim")
+        [claim] = [lease for lease in kube.list("leases", NAMESPACE) if lease["metadata"]["name"].startswith("flops-start-")]
+        holder = claim["spec"]["holderIdentity"]
+        kube.fail_next("PUT", r"/leases/flops-start-", 500)  # a's next renewal
+        await deliver(b, "issue_comment", comment_payload(b, repo, number, "/regression"))
+        looked = claim_looks(kube)
+
+        def holder_now() -> str:
+            return str(((kube.get("leases", NAMESPACE, claim["metadata"]["name"]) or {}).get("spec") or {})
+                       .get("holderIdentity"))
+
+        await wait_for(lambda: claim_looks(kube) >= looked + 8 or holder_now() != holder, timeout=30,
+                       what="b waiting 8 looks (> 3 s)")
+        assert holder_now() == holder  # not taken over
+        slow.release.set()
+        await all_processed(a, b, before, 2)
+        assert len(jobs_of(a, "regression", head)) == 1
+        assert len(github.check_runs_for(repo, head, "flops/regression")) == 1
+        assert claims_left(kube) == []

@@ -14,6 +14,11 @@ resourceVersion read, so two waiters cannot both win) once its record has not ch
 leftover of a holder long dead), or when its holder was this pod's previous container (same
 `flops.dev/pod` as POD_NAME, another identity: that process is dead; not with a host name for
 POD_NAME, which two live processes may share).
+
+An API-server error (a 5xx, a timeout) while taking or renewing the claim is tried again every
+FLOPS_LEASE_RETRY (`ERRORS` in a row at most while taking): a blip must neither fail the start nor
+leave the claim unrenewed for another replica to take over. A create, takeover or renewal that landed
+though its answer was lost is recognised as this start's by its holder and `acquireTime`.
 """
 from __future__ import annotations
 
@@ -35,12 +40,14 @@ log = logs.get_logger(__name__)
 
 PREFIX = "flops-start-"
 POD = jobs.A + "pod"  # the holder's pod: a restarted container knows its predecessor's claims are dead
-WAIT_LIMIT = 600.0  # seconds a start waits for a live holder before it fails (processing failed: redelivered)
+WAIT_LIMIT = 600.0  # seconds a start waits for a live holder before it fails (processing failed)
+ERRORS = 5  # API errors in a row before a start gives up (processing failed)
 ANCIENT = 3600.0  # seconds unrenewed after which a claim is a leftover, whatever the clocks: taken over at once
 
 
 class ClaimTimeout(Exception):
-    """A live replica held the claim for longer than WAIT_LIMIT (temporary: the delivery is retried)."""
+    """A live replica held the claim for longer than WAIT_LIMIT: the processing fails (logged; GitHub's
+    *Redeliver* runs it again)."""
 
 
 @dataclass(frozen=True)
@@ -89,44 +96,94 @@ class _Holder:
         self.lease: dict[str, Any] | None = None
         self._seen: tuple[Any, ...] = ()
         self._seen_at = 0.0
+        self._tried: set[str] = set()  # the acquireTimes of this start's creates
 
     async def take(self) -> None:
-        kube, deadline = self.deps.kube, time.monotonic() + WAIT_LIMIT
+        """Create the claim, or wait for it (taking it over from a dead holder). An API error (a 5xx, a
+        timeout) is tried again, up to `ERRORS` in a row: a create whose answer was lost is recognised
+        as this one's by its `acquireTime`, so it is neither waited for nor created twice."""
+        deadline, errors = time.monotonic() + WAIT_LIMIT, 0
         while True:
-            self.lease = await kube.create_lease(self.namespace, self._body(None))
-            if self.lease is not None:
-                return
-            current = await kube.get_lease(self.namespace, self.start.name)
-            if current is not None and self._dead(current):
-                self.lease = await kube.replace_lease(self.namespace, self._body(current))
-                if self.lease is not None:
-                    log.info("start claim taken over", extra=self._fields(holder=_holder(current)))
+            try:
+                if await self._try_once(deadline):
                     return
-                continue
-            if current is None:
-                continue  # released since: create it now
-            if time.monotonic() > deadline:
-                raise ClaimTimeout(f"{self.start.kind} of {self.start.sha[:7]} in {self.start.repo} is being started "
-                                   f"by {_holder(current)} for more than {WAIT_LIMIT:g} s")
+                errors = 0
+            except ClaimTimeout:
+                raise
+            except Exception as exc:
+                errors += 1
+                if errors >= ERRORS or time.monotonic() > deadline:
+                    raise
+                log.warning("start claim: API error; trying again", extra=self._fields(error=repr(exc)[:300]))
             await asyncio.sleep(self.deps.settings.lease.retry)
 
+    async def _try_once(self, deadline: float) -> bool:
+        """One create, or one look at the holder's claim: True once this start holds it."""
+        kube, body = self.deps.kube, self._body(None)
+        self._tried.add(body["spec"]["acquireTime"])  # before the call: its answer may be lost, not its effect
+        self.lease = await kube.create_lease(self.namespace, body)
+        if self.lease is not None:
+            return True
+        current = await kube.get_lease(self.namespace, self.start.name)
+        if current is None:
+            return False  # released since: created at the next try
+        if _holder(current) == self.deps.identity and (current.get("spec") or {}).get("acquireTime") in self._tried:
+            self.lease = current  # created by an earlier try whose answer was lost
+            return True
+        if self._dead(current):
+            body = self._body(current)
+            self._tried.add(body["spec"]["acquireTime"])  # a takeover whose answer is lost is recognised too
+            self.lease = await kube.replace_lease(self.namespace, body)
+            if self.lease is not None:
+                log.info("start claim taken over", extra=self._fields(holder=_holder(current)))
+            return self.lease is not None
+        if time.monotonic() > deadline:
+            raise ClaimTimeout(f"{self.start.kind} of {self.start.sha[:7]} in {self.start.repo} is being started "
+                               f"by {_holder(current)} for more than {WAIT_LIMIT:g} s")
+        return False
+
     async def keep(self) -> None:
-        """Renew while the start runs (a slow source upload must not look like a dead holder)."""
+        """Renew while the start runs (a slow source upload must not look like a dead holder); an API
+        error is tried again every FLOPS_LEASE_RETRY (the claim lasts its duration meanwhile)."""
+        lease = self.deps.settings.lease
+        wait = lease.renew
         while self.lease is not None:
-            await asyncio.sleep(self.deps.settings.lease.renew)
-            renewed = await self.deps.kube.replace_lease(self.namespace, self._body(self.lease))
+            await asyncio.sleep(wait)
+            try:
+                renewed = await self.deps.kube.replace_lease(self.namespace, self._body(self.lease))
+            except Exception as exc:
+                log.warning("start claim not renewed; trying again", extra=self._fields(error=repr(exc)[:300]))
+                wait = lease.retry
+                continue
+            if renewed is None:  # changed since: by a renewal of ours whose answer was lost, or by a takeover
+                renewed = await self._still_ours()
             if renewed is None:
                 log.warning("start claim lost while starting", extra=self._fields())
-            self.lease = renewed
+            self.lease, wait = renewed, lease.renew
+
+    async def _still_ours(self) -> dict[str, Any] | None:
+        """The claim as it is now if this start still holds it (same holder, same acquireTime), else None."""
+        current = await self.deps.kube.get_lease(self.namespace, self.start.name)
+        acquired = ((self.lease or {}).get("spec") or {}).get("acquireTime")
+        if current is None or _holder(current) != self.deps.identity or \
+                (current.get("spec") or {}).get("acquireTime") != acquired:
+            return None
+        return current
 
     async def release(self) -> None:
+        """Delete the claim at the version this start wrote last; if that changed (a renewal whose answer
+        was lost), at the version read, as long as this start still holds it."""
         if self.lease is None:
             return
+        kube = self.deps.kube
         try:
-            await self.deps.kube.delete_lease(self.namespace, self.start.name,
-                                              str(self.lease["metadata"]["resourceVersion"]))
+            if await kube.delete_lease(self.namespace, self.start.name, str(self.lease["metadata"]["resourceVersion"])):
+                return
+            current = await kube.get_lease(self.namespace, self.start.name)
+            if current is not None and _holder(current) == self.deps.identity:
+                await kube.delete_lease(self.namespace, self.start.name, str(current["metadata"]["resourceVersion"]))
         except Exception as exc:  # the API unreachable: the claim expires by itself
-            log.warning("start claim not released; it expires", extra=self._fields(error=repr(exc)))
+            log.warning("start claim not released; it expires", extra=self._fields(error=repr(exc)[:300]))
 
     def _dead(self, lease: dict[str, Any]) -> bool:
         """Its holder is this pod's previous container, or it has not renewed for its duration (our clock)."""

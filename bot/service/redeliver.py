@@ -18,6 +18,7 @@ deliveries answered 2xx that nobody recorded as processed are asked for again to
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -122,7 +123,8 @@ class Redeliverer:
         requested: dict[str, int] = dict(state.get("requested") or {})
         taken = list(dict.fromkeys([*(state.get("taken") or []), *others.processed(),
                                     *self.dispatcher.finished(REMEMBERED)]))
-        failed = self._failed(entries, taken_too=set(state.get("taken") or []) | others.recorded if crashed else None)
+        failed = self._failed(entries, taken_too=set(state.get("taken") or []) | others.recorded if crashed else None,
+                              horizon=others.horizon)
         lost, deferred = self._lost(listed, others, set(taken))
         todo = _merged(failed, lost)
         if again := [item.guid for item in todo if item.succeeded and not self.dispatcher.seen(item.guid)]:
@@ -197,12 +199,16 @@ class Redeliverer:
             found.append(entry)
         return found
 
-    def _failed(self, entries: Iterable[dict[str, Any]], *, taken_too: set[str] | None = None) -> list[_Guid]:
+    def _failed(self, entries: Iterable[dict[str, Any]], *, taken_too: set[str] | None = None,
+                horizon: float = math.inf) -> list[_Guid]:
         """GUIDs of subscribed events none of whose attempts succeeded, oldest first. After a crash
         (`taken_too`: what earlier processes processed to the end) also those answered 2xx but maybe
-        never processed."""
-        failed = [g for g in _by_guid(entries).values() if (not g.succeeded or (taken_too is not None and g.guid not in taken_too))
-                  and self._subscribed(g.newest)]
+        never processed, unless attempted after `horizon` (a live replica may have taken it and not
+        recorded it yet: if the dead process took it, its own replica record has it retaken)."""
+        def retaken(g: _Guid) -> bool:
+            return taken_too is not None and g.guid not in taken_too and _last_at(g) < horizon
+
+        failed = [g for g in _by_guid(entries).values() if (not g.succeeded or retaken(g)) and self._subscribed(g.newest)]
         return sorted(failed, key=lambda g: g.oldest)
 
     def _subscribed(self, entry: dict[str, Any]) -> bool:
@@ -228,9 +234,8 @@ class Redeliverer:
             if asked >= self.max_per_pass:
                 return min(held + [self._defer(failed[index:], done)])
             entry = item.newest
-            if item.succeeded:  # taken (202) by a process that died: it may have done part of it
-                self.dispatcher.retake(item.guid)
-                self._retaking[item.guid] = item.oldest
+            if item.succeeded:  # taken (202) by a process that died: it may have done part of it (marked before
+                self.dispatcher.retake(item.guid)  # asking: the redelivery may land before GitHub answers)
             requested[item.guid] = requested.pop(item.guid, 0) + 1
             try:
                 await gh.post("/app/hook/deliveries/{id}/attempts", url_vars={"id": str(entry["id"])}, data={})
@@ -246,6 +251,8 @@ class Redeliverer:
                 held.append(item.oldest)
                 continue
             asked += 1
+            if item.succeeded:  # on its way: not asked for again meanwhile (a refused request is, next pass)
+                self._retaking[item.guid] = item.oldest
             log.info("redelivery requested", extra=_fields(entry, attempt=requested[item.guid]))
             self._count(done, "requested")
         return min(held, default=None)
@@ -263,6 +270,11 @@ class Redeliverer:
 def _newer(entry: dict[str, Any], last_id: Any, floor: float) -> bool:
     """Newer than the cursor (`last_id`, when there is one) and than `floor`."""
     return (last_id is None or int(entry["id"]) > int(last_id)) and _timestamp(entry.get("delivered_at")) >= floor
+
+
+def _last_at(item: _Guid) -> float:
+    """When the delivery was last attempted (GitHub's clock)."""
+    return max(_timestamp(a.get("delivered_at")) for a in item.attempts)
 
 
 def _by_guid(entries: Iterable[dict[str, Any]]) -> dict[str, _Guid]:

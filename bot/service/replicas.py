@@ -9,9 +9,11 @@ it took, else every FLOPS_LEASE_RENEW, which is shorter than FLOPS_LEASE_DURATIO
 deliveries it accepted and has not processed (`unfinished`) and the last ones it processed
 (`finished`). A clean stop that drained its queue marks its last record `clean`.
 
-A record is *dead* when it has not been written for FLOPS_LEASE_DURATION (wall clocks: keep the
-nodes' clocks in sync), or at once when it names this pod (POD_NAME, when set) with another
-identity (this pod's previous container). The leader's pass (bot/service/redeliver.py) then asks GitHub again for the
+A record is *dead* when it has not been written for FLOPS_LEASE_DURATION by the wall clocks and then
+does not change while the leader watches it for another FLOPS_LEASE_DURATION on its own clock (so a
+live replica whose clock is behind, or whose write was slow, is never judged dead; skew only delays a
+dead one's recovery), or at once when it names this pod (POD_NAME, when set) with another identity
+(this pod's previous container). The leader's pass (bot/service/redeliver.py) then asks GitHub again for the
 dead replica's `unfinished` deliveries and for every delivery answered 2xx between its `settled_at`
 and its last record that no replica recorded (see `Census.retake`), then deletes the record, keeping
 its `finished` in the loop's `taken` (so does it with a clean one, at once).
@@ -144,26 +146,47 @@ class Census:
 
 
 async def census(deps: Deps) -> Census:
-    """Read every other replica's record; which are dead."""
-    now, own = time.time(), deps.identity
-    dead: list[Record] = []
-    live: list[Record] = []
-    clean: list[Record] = []
-    for key in await deps.artifacts.list_keys(PREFIX):
+    """Read every other replica's record; which are dead. One that looks dead by the wall clocks is read
+    again FLOPS_LEASE_DURATION later and is dead only if it did not change meanwhile: a live replica whose
+    clock is behind (or whose last write was slow) is not misjudged dead, whatever the skew."""
+    lease = deps.settings.lease
+    found = await _records(deps, await deps.artifacts.list_keys(PREFIX))
+    same_pod = {key for key, r in found.items() if lease.pod_unique and r.pod == lease.pod_name}
+    now = time.time()
+    suspects = {key: r for key, r in found.items()
+                if not r.clean and key not in same_pod and now - r.written_at > lease.duration}
+    if suspects:
+        await asyncio.sleep(lease.duration)
+        again = await _records(deps, list(suspects))
+        for key, old in list(suspects.items()):
+            if again.get(key) != old:  # written since (alive), or deleted meanwhile (nothing to retake)
+                del suspects[key]
+                if key in again:
+                    found[key] = again[key]
+                else:
+                    del found[key]
+    census = Census([], [], [])
+    for key, record in found.items():
+        bucket = census.clean if record.clean else census.dead if key in same_pod or key in suspects else census.live
+        bucket.append(record)
+    return census
+
+
+async def _records(deps: Deps, keys: list[str]) -> dict[str, Record]:
+    """The records under `keys` but this replica's own (an unreadable one is logged and left out)."""
+    found: dict[str, Record] = {}
+    for key in keys:
         try:
             data = await deps.artifacts.get_json(key, max_bytes=RECORD_LIMIT)
+            if data is None:
+                continue
             record = Record.from_json(data if isinstance(data, dict) else {})
         except (KeyError, TypeError, ValueError):
             log.warning("replica record unreadable; ignored", extra={"key": key})
             continue
-        if record.identity == own:
-            continue
-        same_pod = deps.settings.lease.pod_unique and record.pod == deps.settings.lease.pod_name
-        if record.clean:
-            clean.append(record)
-        else:
-            (dead if same_pod or now - record.written_at > deps.settings.lease.duration else live).append(record)
-    return Census(dead, live, clean)
+        if record.identity != deps.identity:
+            found[key] = record
+    return found
 
 
 async def forget(deps: Deps, records: list[Record]) -> None:

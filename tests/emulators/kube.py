@@ -566,6 +566,7 @@ class _Fault:
     status: int
     times: int
     retry_after: int | None = None
+    applied: bool = False
 
 
 class KubeEmulator:
@@ -780,12 +781,13 @@ class KubeEmulator:
     # ------------------------------------------------------------------ fault injection
 
     def fail_next(self, method: str, path_regex: str, status: int, times: int = 1, *,
-                  retry_after: int | None = None) -> None:
+                  retry_after: int | None = None, applied: bool = False) -> None:
         """The next `times` requests whose method matches (or "*") and whose path?query (URL-decoded)
         matches `path_regex` (re.search) answer `status` with a Status body. No Retry-After header unless
-        `retry_after` is given (urllib3 inside the client silently retries 429/503 that carry one)."""
+        `retry_after` is given (urllib3 inside the client silently retries 429/503 that carry one). With
+        `applied`, each is carried out first and only its answer is the failure (a 504 whose write landed)."""
         with self._lock:
-            self._faults.append(_Fault(method.upper(), re.compile(path_regex), status, times, retry_after))
+            self._faults.append(_Fault(method.upper(), re.compile(path_regex), status, times, retry_after, applied))
 
     def expire_watches(self) -> None:
         """Compact history at the current resourceVersion: open watches get a 410 ERROR event and are
@@ -1254,8 +1256,11 @@ class KubeEmulator:
             public = request.path in ("/healthz", "/livez", "/readyz", "/version")
             if not public and request.headers.get("Authorization") != f"Bearer {self.token}":
                 raise ApiError(401, "Unauthorized", "Unauthorized")
-            self._maybe_fail(request)
-            return await self._route(request)
+            fault = self._maybe_fail(request)
+            response = await self._route(request)
+            if fault is not None:
+                raise fault
+            return response
         except ApiError as exc:
             headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after is not None else None
             return web.json_response(exc.status(), status=exc.code, headers=headers)
@@ -1263,7 +1268,9 @@ class KubeEmulator:
             self.errors.append(traceback.format_exc())
             return web.json_response(status_object(500, f"emulator error: {exc!r}", "InternalError"), status=500)
 
-    def _maybe_fail(self, request: web.Request) -> None:
+    def _maybe_fail(self, request: web.Request) -> ApiError | None:
+        """Raise the failure injected for this request; return it instead when it is to be raised once the
+        request was carried out (`applied`)."""
         query = unquote(request.query_string)
         target = request.path + (f"?{query}" if query else "")
         with self._lock:
@@ -1274,7 +1281,10 @@ class KubeEmulator:
                         self._faults.remove(fault)
                     error = ApiError(fault.status, f"injected failure ({fault.status})")
                     error.retry_after = fault.retry_after
+                    if fault.applied:
+                        return error
                     raise error
+        return None
 
     async def _route(self, request: web.Request) -> web.StreamResponse:
         path, method = request.path.rstrip("/") or "/", request.method
