@@ -194,5 +194,5 @@ def list_page(repo: str, found: list[runs.Run], filters: dict[str, str]) -> str:
     return f"<h1>Runs of {h(repo)}</h1>{form}<table>{head}{rows}</table>{empty}"
 
 
-def refused(message: str) -> str:
-    return f'<h1>Not allowed</h1><div class="refused"><p>{h(message)}</p></div>'
+def refused(message: str, title: str = "Not allowed") -> str:
+    return f'<h1>{h(title)}</h1><div class="refused"><p>{h(message)}</p></div>'
