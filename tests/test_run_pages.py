@@ -267,3 +267,28 @@ async def test_one_visitor_cannot_take_every_live_stream(make_bed: BedFactory, g
     await wait_for(lambda: not bed.server.app[runs_service.LIVE_BY], timeout=10, what="the visitor's streams released")
     async with bed.session.get(path) as again:
         assert again.status == 200
+
+
+async def test_sign_out_from_the_page_header_only_from_the_bots_own_page(make_bed: BedFactory,
+                                                                        github: GitHubEmulator) -> None:
+    github.add_installation(INSTALLATION, "Codertocat", [REPO])
+    github.oauth.add_client(CLIENT_ID, CLIENT_SECRET)
+    bed = await make_bed(**SIGNIN)
+    run_id = (await started_build(bed))["metadata"]["labels"]["flops.dev/run"]
+    github.set_permission(REPO, "reader", "read")
+    cookies = await sign_in(bed, "reader", f"/runs/{run_id}")
+    status, _, page = await answer(bed, f"/runs/{run_id}", cookies)
+    assert status == 200 and '<form class="logout" method="post" action="/logout">' in page
+    own = bed.url("/").rstrip("/")
+    for forged in ({"Origin": "https://evil.example"}, {}, {"Referer": "https://evil.example/runs"}):
+        async with bed.session.post(bed.url("/logout"), cookies=cookies, headers=forged,
+                                    allow_redirects=False) as refused:
+            assert refused.status == 403 and "flops_session" not in refused.cookies
+    async with bed.session.post(bed.url("/logout"), cookies=cookies, headers={"Origin": own},
+                                allow_redirects=False) as done:
+        assert done.status == 303 and done.headers["Location"] == "/runs"
+        cleared = next(h for h in done.headers.getall("Set-Cookie") if h.startswith("flops_session="))
+    assert cleared.startswith('flops_session="";') and "Max-Age=0" in cleared and "SameSite=Lax" in cleared
+    async with bed.session.post(bed.url("/logout"), headers={"Referer": own + f"/runs/{run_id}"},
+                                allow_redirects=False) as by_referer:
+        assert by_referer.status == 303

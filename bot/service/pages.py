@@ -60,7 +60,8 @@ def layout(title: str, body: str, who: str, home: str = "") -> str:
 
 def who(login: str | None, here: str) -> str:
     if login:
-        return f"Signed in as {h(login)}"
+        return (f'Signed in as {h(login)} <form class="logout" method="post" action="/logout">'
+                '<button type="submit">Sign out</button></form>')
     return f'<a href="/login?{h(urlencode({"next": here}))}">Sign in with GitHub</a>'
 
 

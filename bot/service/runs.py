@@ -316,4 +316,5 @@ def add_routes(app: web.Application, deps_key: web.AppKey[Deps]) -> None:
     app.router.add_get("/runs/{run_id}/pods/{pod}/containers/{container}/log", guarded(download_log))
     app.router.add_get("/login", guarded(signin.login))
     app.router.add_get("/auth/callback", guarded(signin.callback))
+    app.router.add_post("/logout", guarded(signin.logout))
     app.router.add_get("/static/{name}", static)
