@@ -105,3 +105,11 @@ async def pods_of(deps: Deps, job: dict[str, Any]) -> list[dict[str, Any]]:
         return pods
     selector = ray.head_selector(await deps.kube.get_job(jobs.name_of(job), jobs.RAYJOB) or job)
     return await deps.kube.pods(selector) if selector else []
+
+
+async def run_pods(deps: Deps, rayjob: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every Pod of a RayJob's run: its submitter Job's (named after the RayJob), then its cluster's."""
+    pods = await deps.kube.job_pods(jobs.name_of(rayjob))
+    selector = ray.cluster_selector(rayjob)
+    named = {p["metadata"]["name"] for p in pods}
+    return pods + [p for p in (await deps.kube.pods(selector) if selector else []) if p["metadata"]["name"] not in named]

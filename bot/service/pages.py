@@ -98,7 +98,9 @@ def objects(run: runs.Run, live: bool) -> str:
     note = "" if live else '<p class="muted">The Jobs are gone from the cluster; this is what the bot kept.</p>'
     rows = []
     for job in run.jobs:
-        rows.append(f"<tr><td>Job <code>{h(job.name)}</code></td><td>{h(job.kind)}</td><td>{badge(job.state)}</td>"
+        detail = f'<div class="muted">{h(job.detail)}</div>' if job.detail else ""
+        rows.append(f"<tr><td>{h(job.api)} <code>{h(job.name)}</code>{detail}</td><td>{h(job.kind)}</td>"
+                    f"<td>{badge(job.state)}</td>"
                     f"<td>{when(job.started)}</td><td>{when(job.finished)}</td><td></td><td></td></tr>")
         for pod in job.pods:
             rows.append(f"<tr><td>&nbsp;&nbsp;Pod <code>{h(pod.name)}</code></td><td>{h(pod.phase)}</td>"

@@ -274,7 +274,7 @@ async def list_runs(request: web.Request) -> web.StreamResponse:
 async def _runs_of(deps: Deps, repo: str) -> list[runs.Run]:
     """`repo`'s runs, newest first: those whose Jobs are in the cluster, then those the bot kept."""
     grouped: dict[str, list[dict[str, Any]]] = {}
-    for job in await deps.kube.list_jobs(jobs.SELECTOR):
+    for job in await deps.kube.list_jobs(jobs.SELECTOR) + await deps.kube.list_jobs(jobs.SELECTOR, kind=jobs.RAYJOB):
         if jobs.annotations_of(job).get(jobs.REPO) == repo:
             run_id = ((job["metadata"].get("labels") or {}).get(jobs.RUN)) or jobs.name_of(job)
             grouped.setdefault(run_id, []).append(job)
