@@ -32,6 +32,8 @@ async def test_a_rayjob_run_page_shows_its_cluster_and_keeps_its_logs(make_bed: 
     assert status == 200, page
     assert f"RayJob <code>{name}</code>" in page and "Running / RUNNING" in page
     assert head_name in page and submitter["metadata"]["name"] in page
+    workers = bed.kube.list("pods", NAMESPACE, labels={"ray.io/node-type": "worker"})
+    assert workers and all(w["metadata"]["name"] in page for w in workers)
     paths = live_paths(page)
     ray_head = [p for p in paths if f"/pods/{head_name}/" in p]
     assert ray_head and any(f"/containers/{SUBMITTER}/live" in p for p in paths), paths
