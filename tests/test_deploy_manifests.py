@@ -441,7 +441,7 @@ def test_probes_and_service_hit_real_routes(deployment: dict[str, Any], containe
             assert any(canonical == path["path"] or not exact and canonical.startswith(path["path"] + "/")
                        for _, canonical in served), path
     assert [p["path"] for r in ingress["spec"]["rules"] for p in r["http"]["paths"]] == \
-        ["/webhook", "/runs", "/login", "/auth/callback", "/static"]  # the webhook and the run pages, nothing else
+        ["/webhook", "/runs", "/login", "/auth/callback", "/logout", "/static"]  # the webhook and the run pages, nothing else
 
 
 def test_the_grace_period_outlasts_the_drain(deployment: dict[str, Any]) -> None:

@@ -3,12 +3,14 @@ emulator's `follow=true` stream), masking, the kept log once the Pod is gone, `/
 the GitHub emulator's OAuth endpoints, and who may read what."""
 from __future__ import annotations
 
+import contextlib
 import re
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import aiohttp
 
+from bot.service import runs as runs_service
 from tests.conftest import INSTALLATION, NAMESPACE, SECRET, Bed, BedFactory, push_payload, wait_for
 from tests.emulators.github import GitHubEmulator
 from tests.test_federated import FINAL, ROUNDS, run_objects, start_run, write_output
@@ -115,12 +117,12 @@ async def test_private_run_refused_to_a_user_who_cannot_read_it(make_bed: BedFac
     run_id = job["metadata"]["labels"]["flops.dev/run"]
     cookies = await sign_in(bed, "stranger", f"/runs/{run_id}")
     async with bed.session.get(bed.url(f"/runs/{run_id}"), cookies=cookies) as page:
-        assert page.status == 403
-        assert "stranger cannot read Codertocat/Hello-World" in await page.text()
+        assert page.status == 404
+        assert "No such run, or stranger cannot read its repository" in await page.text()
     pod = pod_of(bed, job)
     path = f"/runs/{run_id}/pods/{pod['metadata']['name']}/containers/kaniko/live"
     async with bed.session.get(bed.url(path), cookies=cookies) as stream:
-        assert stream.status == 403
+        assert stream.status == 404
     async with bed.session.get(bed.url(f"/runs?repo={REPO}"), cookies=cookies) as listing:
         assert listing.status == 403
     async with bed.session.get(bed.url("/runs?repo=Codertocat/no-runs-here"), cookies=cookies) as unknown:
@@ -177,7 +179,7 @@ async def test_public_repo_needs_sign_in_when_runs_are_not_public(make_bed: BedF
     bed = await make_bed(FLOPS_RUNS_PUBLIC="false")
     job = await started_build(bed, PUBLIC)
     async with bed.session.get(bed.url(f"/runs/{job['metadata']['labels']['flops.dev/run']}")) as page:
-        assert page.status == 403
+        assert page.status == 404
         assert "sign-in is not configured" in await page.text()
 
 
@@ -225,3 +227,68 @@ async def test_a_federated_run_page_shows_server_clients_and_per_round_metrics(m
     assert "<h3>Per round</h3>" in text and text.count("<tr><td>") >= len(ROUNDS)
     assert all(key in text for key in FINAL)
     assert text.count('<svg class="chart"') == len(ROUNDS[0]["metrics"])  # one chart per metric over the rounds
+
+
+async def answer(bed: Bed, path: str, cookies: dict[str, str]) -> tuple[int, str, str]:
+    async with bed.session.get(bed.url(path), cookies=cookies, allow_redirects=False) as response:
+        return response.status, response.headers.get("Location", ""), await response.text()
+
+
+async def test_an_unknown_run_and_a_private_run_answer_alike(make_bed: BedFactory, github: GitHubEmulator) -> None:
+    github.add_installation(INSTALLATION, "Codertocat", [REPO])
+    github.oauth.add_client(CLIENT_ID, CLIENT_SECRET)
+    bed = await make_bed(**SIGNIN)
+    run_id = (await started_build(bed))["metadata"]["labels"]["flops.dev/run"]
+    unknown = "0" * len(run_id) if run_id != "0" * len(run_id) else "1" * len(run_id)
+    stranger = await sign_in(bed, "stranger", f"/runs/{run_id}")
+    for cookies in ({}, stranger):
+        private, missing = await answer(bed, f"/runs/{run_id}", cookies), await answer(bed, f"/runs/{unknown}", cookies)
+        assert private[0] == missing[0] and private[0] in (302, 404)
+        assert private[1].replace(run_id, "ID") == missing[1].replace(unknown, "ID")
+        assert private[2].replace(run_id, "ID") == missing[2].replace(unknown, "ID")
+    assert (await answer(bed, f"/runs/{run_id}", stranger))[0] == 404
+    assert (await answer(bed, "/runs/not..a*valid-id", stranger))[2] == (await answer(bed, f"/runs/{unknown}",
+                                                                                           stranger))[2]
+
+
+async def test_one_visitor_cannot_take_every_live_stream(make_bed: BedFactory, github: GitHubEmulator) -> None:
+    github.add_installation(INSTALLATION, "octo-org", [PUBLIC])
+    bed = await make_bed()
+    job = await started_build(bed, PUBLIC)
+    run_id, pod = job["metadata"]["labels"]["flops.dev/run"], pod_of(bed, job)["metadata"]["name"]
+    path = bed.url(f"/runs/{run_id}/pods/{pod}/containers/kaniko/live")
+    async with contextlib.AsyncExitStack() as held:
+        for _ in range(runs_service.LIVE_PER_VISITOR):
+            stream = await held.enter_async_context(bed.session.get(path))
+            assert stream.status == 200
+        async with bed.session.get(path) as refused:
+            assert refused.status == 429 and "close one" in await refused.text()
+        assert len(bed.server.app[runs_service.LIVE]) == runs_service.LIVE_PER_VISITOR
+    await wait_for(lambda: not bed.server.app[runs_service.LIVE_BY], timeout=10, what="the visitor's streams released")
+    async with bed.session.get(path) as again:
+        assert again.status == 200
+
+
+async def test_sign_out_from_the_page_header_only_from_the_bots_own_page(make_bed: BedFactory,
+                                                                        github: GitHubEmulator) -> None:
+    github.add_installation(INSTALLATION, "Codertocat", [REPO])
+    github.oauth.add_client(CLIENT_ID, CLIENT_SECRET)
+    bed = await make_bed(**SIGNIN)
+    run_id = (await started_build(bed))["metadata"]["labels"]["flops.dev/run"]
+    github.set_permission(REPO, "reader", "read")
+    cookies = await sign_in(bed, "reader", f"/runs/{run_id}")
+    status, _, page = await answer(bed, f"/runs/{run_id}", cookies)
+    assert status == 200 and '<form class="logout" method="post" action="/logout">' in page
+    own = bed.url("/").rstrip("/")
+    for forged in ({"Origin": "https://evil.example"}, {}, {"Referer": "https://evil.example/runs"}):
+        async with bed.session.post(bed.url("/logout"), cookies=cookies, headers=forged,
+                                    allow_redirects=False) as refused:
+            assert refused.status == 403 and "flops_session" not in refused.cookies
+    async with bed.session.post(bed.url("/logout"), cookies=cookies, headers={"Origin": own},
+                                allow_redirects=False) as done:
+        assert done.status == 303 and done.headers["Location"] == "/runs"
+        cleared = next(h for h in done.headers.getall("Set-Cookie") if h.startswith("flops_session="))
+    assert cleared.startswith('flops_session="";') and "Max-Age=0" in cleared and "SameSite=Lax" in cleared
+    async with bed.session.post(bed.url("/logout"), headers={"Referer": own + f"/runs/{run_id}"},
+                                allow_redirects=False) as by_referer:
+        assert by_referer.status == 303

@@ -98,8 +98,8 @@ async def test_a_running_build_in_chromium_live_log_and_refusal(tmp_path: Path, 
                 SCREENSHOT.write_bytes(png)
 
             refused, status = await signed_in_page(browser, github, "stranger", url)
-            assert status == 403
-            await expect(refused.locator(".refused")).to_contain_text("stranger cannot read Codertocat/Hello-World")
+            assert status == 404  # as for a run that does not exist: run ids cannot be probed
+            await expect(refused.locator(".refused")).to_contain_text("No such run, or stranger cannot read")
             await expect(refused.locator("pre.log")).to_have_count(0)
 
             await kept_after_the_pod_is_gone(page, served, kube, job, line)

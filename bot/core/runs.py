@@ -47,6 +47,8 @@ class Job:
     started: str
     finished: str
     pods: tuple[Pod, ...]
+    api: str = "Job"  # or "RayJob"
+    detail: str = ""  # a RayJob's jobDeploymentStatus / jobStatus, reason and message
 
 
 @dataclass(frozen=True)
@@ -113,6 +115,8 @@ def run_of(run_id: str, found_jobs: list[dict[str, Any]], pods: dict[str, list[d
 
 
 def job_of(job: dict[str, Any], pods: list[dict[str, Any]]) -> Job:
+    if jobs.api_kind(job) == jobs.RAYJOB:
+        return rayjob_of(job, pods)
     status, result = job.get("status") or {}, jobs.outcome(job)
     state = ("succeeded" if result.succeeded else "failed") if result.finished else \
         "running" if (status.get("ready") or 0) > 0 or (status.get("active") or 0) > 0 else "queued"
@@ -120,6 +124,23 @@ def job_of(job: dict[str, Any], pods: list[dict[str, Any]]) -> Job:
     finished = (status.get("completionTime") or max(ends, default="")) if result.finished else ""
     return Job(name=jobs.name_of(job), kind=jobs.kind_of(job), state=state, started=str(status.get("startTime") or ""),
                finished=str(finished), pods=tuple(pod_of(p) for p in sorted(pods, key=_created)))
+
+
+def rayjob_of(rayjob: dict[str, Any], pods: list[dict[str, Any]]) -> Job:
+    """A RayJob as KubeRay reports it, with its submitter's and its cluster's Pods."""
+    status, result = rayjob.get("status") or {}, jobs.outcome(rayjob)
+    deployment = str(status.get("jobDeploymentStatus") or "")
+    state = ("succeeded" if result.succeeded else "failed") if result.finished else \
+        "running" if deployment == "Running" else "queued"
+    told = [str(status.get(k) or "") for k in ("jobDeploymentStatus", "jobStatus", "reason", "message")]
+    detail = " / ".join(part for part in told[:2] if part) + "".join(f": {part}" for part in told[2:] if part)
+    return Job(name=jobs.name_of(rayjob), kind=jobs.kind_of(rayjob), state=state,
+               started=str(status.get("startTime") or ""), finished=str(status.get("endTime") or "")
+               if result.finished else "", pods=tuple(pod_of(p) for p in sorted(pods, key=_created)),
+               api=jobs.RAYJOB, detail=detail[:DETAIL_MAX])
+
+
+DETAIL_MAX = 500
 
 
 def pod_of(pod: dict[str, Any]) -> Pod:

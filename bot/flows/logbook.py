@@ -14,6 +14,7 @@ import re
 from typing import Any
 
 from bot.core import jobs, runs
+from bot.flows import rayjobs
 from bot.flows.deps import Deps
 from bot.flows.diagnosis import masker
 from bot.platform import logs
@@ -59,8 +60,10 @@ class LineMasker:
 
 async def run_from_cluster(deps: Deps, run_id: str) -> tuple[runs.Run | None, dict[str, dict[str, Any]]]:
     """The run as its Jobs and Pods say now, and its Pods' specs by name (what masks their logs)."""
-    found = await deps.kube.list_jobs(f"{jobs.SELECTOR},{jobs.RUN}={run_id}")
-    pods = {jobs.name_of(job): await deps.kube.job_pods(jobs.name_of(job)) for job in found}
+    selector = f"{jobs.SELECTOR},{jobs.RUN}={run_id}"
+    found = await deps.kube.list_jobs(selector) + await deps.kube.list_jobs(selector, kind=jobs.RAYJOB)
+    pods = {jobs.name_of(job): await (rayjobs.run_pods(deps, job) if jobs.api_kind(job) == jobs.RAYJOB
+                                      else deps.kube.job_pods(jobs.name_of(job))) for job in found}
     specs = {str(p["metadata"]["name"]): p.get("spec") or {} for listed in pods.values() for p in listed}
     return runs.run_of(run_id, found, pods), specs
 

@@ -105,3 +105,18 @@ async def pods_of(deps: Deps, job: dict[str, Any]) -> list[dict[str, Any]]:
         return pods
     selector = ray.head_selector(await deps.kube.get_job(jobs.name_of(job), jobs.RAYJOB) or job)
     return await deps.kube.pods(selector) if selector else []
+
+
+RUN_PODS = 64  # a RayJob run's Pods shown on its page and kept (the head first): a huge cluster stays bounded
+
+
+async def run_pods(deps: Deps, rayjob: dict[str, Any]) -> list[dict[str, Any]]:
+    """The Pods of a RayJob's run (its run page, the logs kept): its submitter Job's (named after the RayJob),
+    then its cluster's head and workers, RUN_PODS at most."""
+    pods = await deps.kube.job_pods(jobs.name_of(rayjob))
+    selector = ray.cluster_selector(rayjob)
+    named = {p["metadata"]["name"] for p in pods}
+    cluster = [p for p in (await deps.kube.pods(selector) if selector else []) if p["metadata"]["name"] not in named]
+    cluster.sort(key=lambda p: ((p["metadata"].get("labels") or {}).get("ray.io/node-type") != "head",
+                                p["metadata"]["name"]))
+    return (pods + cluster)[:RUN_PODS]

@@ -60,7 +60,8 @@ def layout(title: str, body: str, who: str, home: str = "") -> str:
 
 def who(login: str | None, here: str) -> str:
     if login:
-        return f"Signed in as {h(login)}"
+        return (f'Signed in as {h(login)} <form class="logout" method="post" action="/logout">'
+                '<button type="submit">Sign out</button></form>')
     return f'<a href="/login?{h(urlencode({"next": here}))}">Sign in with GitHub</a>'
 
 
@@ -97,7 +98,9 @@ def objects(run: runs.Run, live: bool) -> str:
     note = "" if live else '<p class="muted">The Jobs are gone from the cluster; this is what the bot kept.</p>'
     rows = []
     for job in run.jobs:
-        rows.append(f"<tr><td>Job <code>{h(job.name)}</code></td><td>{h(job.kind)}</td><td>{badge(job.state)}</td>"
+        detail = f'<div class="muted">{h(job.detail)}</div>' if job.detail else ""
+        rows.append(f"<tr><td>{h(job.api)} <code>{h(job.name)}</code>{detail}</td><td>{h(job.kind)}</td>"
+                    f"<td>{badge(job.state)}</td>"
                     f"<td>{when(job.started)}</td><td>{when(job.finished)}</td><td></td><td></td></tr>")
         for pod in job.pods:
             rows.append(f"<tr><td>&nbsp;&nbsp;Pod <code>{h(pod.name)}</code></td><td>{h(pod.phase)}</td>"
@@ -194,5 +197,5 @@ def list_page(repo: str, found: list[runs.Run], filters: dict[str, str]) -> str:
     return f"<h1>Runs of {h(repo)}</h1>{form}<table>{head}{rows}</table>{empty}"
 
 
-def refused(message: str) -> str:
-    return f'<h1>Not allowed</h1><div class="refused"><p>{h(message)}</p></div>'
+def refused(message: str, title: str = "Not allowed") -> str:
+    return f'<h1>{h(title)}</h1><div class="refused"><p>{h(message)}</p></div>'

@@ -8,6 +8,7 @@ may read the run's repository; logs are masked as check-run log tails are.
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -26,6 +27,7 @@ from bot.service.signin import SESSIONS, Sessions
 log = logs.get_logger(__name__)
 
 LIVE_MAX = 200  # log streams open at once; more answer 503
+LIVE_PER_VISITOR = 8  # log streams one signed-in user (or one anonymous client address) follows at once; more 429
 KEEPALIVE = 15.0  # seconds between SSE comments while a log is quiet (a browser that left is noticed)
 DOWNLOAD_BYTES = 16 * 1024 * 1024
 METRICS_BYTES = 1024 * 1024
@@ -35,6 +37,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 DOWNLOADS_AT_ONCE = 4
 DOWNLOADS = web.AppKey("log_downloads", asyncio.Semaphore)
 LIVE = web.AppKey("live_logs", set[podlogs.Follow])  # the logs followed right now (closed on shutdown)
+LIVE_BY = web.AppKey("live_logs_by_visitor", Counter[str])  # streams open per visitor (login or client address)
 
 
 def guarded(handler: Handler) -> Handler:
@@ -57,14 +60,38 @@ def _html(title: str, body: str, request: web.Request, status: int = 200) -> web
     return web.Response(text=text, status=status, content_type="text/html", charset="utf-8")
 
 
-def _run_id(request: web.Request) -> str:
+def _hidden(request: web.Request, *, page: bool) -> web.HTTPException:
+    """The one answer for a run that does not exist and for a run this visitor may not read: it depends on the
+    visitor only (signed in or not), never on the run, so run ids cannot be probed."""
+    sessions: Sessions = request.app[SESSIONS]
+    user = sessions.user(request)
+    if user is None and page and sessions.settings.signin.enabled:
+        return web.HTTPFound("/login?" + urlencode({"next": request.path_qs}))
+    if user is not None:
+        why = f"No such run, or {user.login} cannot read its repository on GitHub."
+    elif sessions.settings.signin.enabled:
+        why = "No such run, or its repository is not public: sign in with GitHub to see it."
+    else:
+        why = "No such run, or its repository's runs are not public (sign-in is not configured: GITHUB_CLIENT_ID)."
+    body = pages.layout("No such run", pages.refused(why, "No such run"),
+                        pages.who(user.login if user else None, request.path_qs))
+    return web.HTTPNotFound(text=body, content_type="text/html")
+
+
+async def _readable(request: web.Request, *, page: bool) -> tuple[Deps, runs.Run, bool, dict[str, dict[str, Any]]]:
+    """The run of the path if this browser may read it; else the same answer as for a run that does not exist."""
+    deps: Deps = request.app[signin.DEPS]
     run_id = request.match_info["run_id"]
-    if not runs.RUN_ID.fullmatch(run_id):
-        raise web.HTTPNotFound(text="No such run.")
-    return run_id
+    found = await _load(deps, run_id) if runs.RUN_ID.fullmatch(run_id) else None
+    if found is None:
+        raise _hidden(request, page=page)
+    run, live, specs = found
+    if not (await request.app[SESSIONS].verdict(request, run.repo, run.installation)).allowed:
+        raise _hidden(request, page=page)
+    return deps, run, live, specs
 
 
-async def _load(deps: Deps, run_id: str) -> tuple[runs.Run, bool, dict[str, dict[str, Any]]]:
+async def _load(deps: Deps, run_id: str) -> tuple[runs.Run, bool, dict[str, dict[str, Any]]] | None:
     """The run (from its Jobs while they exist, else its record), whether it is in the cluster, its Pods' specs."""
     run, specs = await logbook.run_from_cluster(deps, run_id)
     if run is not None and any(job.pods for job in run.jobs):
@@ -72,8 +99,8 @@ async def _load(deps: Deps, run_id: str) -> tuple[runs.Run, bool, dict[str, dict
     kept = await logbook.kept_run(deps, run_id)
     if kept is None and run is not None:  # not started yet (or its Pods are gone and nothing was kept)
         return run, True, specs
-    if kept is None:
-        raise web.HTTPNotFound(text="No such run: it never existed, or its Jobs and its record are gone.")
+    if kept is None:  # it never existed, or its Jobs and its record are gone
+        return None
     return kept, False, {}
 
 
@@ -94,9 +121,7 @@ async def _allow(request: web.Request, repo: str, installation: int, *, page: bo
 
 
 async def run_page(request: web.Request) -> web.StreamResponse:
-    deps: Deps = request.app[signin.DEPS]
-    run, live, _ = await _load(deps, _run_id(request))
-    await _allow(request, run.repo, run.installation, page=True)
+    deps, run, live, _ = await _readable(request, page=True)
     metrics = await _metrics(deps, run)
     body = pages.run_page(run, web_url(deps.settings.api_url), metrics, live)
     return _html(f"{run.kind} run {run.run_id}", body, request)
@@ -120,9 +145,7 @@ def _container(run: runs.Run, pod: str, container: str) -> runs.Pod:
 
 
 async def _log_target(request: web.Request) -> tuple[Deps, runs.Run, str, str, dict[str, Any] | None]:
-    deps: Deps = request.app[signin.DEPS]
-    run, live, specs = await _load(deps, _run_id(request))
-    await _allow(request, run.repo, run.installation, page=False)
+    deps, run, live, specs = await _readable(request, page=False)
     pod, container = request.match_info["pod"], request.match_info["container"]
     _container(run, pod, container)  # a name of another run's Pod is refused here
     return deps, run, pod, container, specs.get(pod) if live else None
@@ -133,6 +156,26 @@ async def live_log(request: web.Request) -> web.StreamResponse:
     deps, run, pod, container, spec = await _log_target(request)
     if len(request.app[LIVE]) >= LIVE_MAX:
         raise web.HTTPServiceUnavailable(text="Too many logs are being followed right now; reload in a minute.")
+    visitor, open_by = _visitor(request), request.app[LIVE_BY]
+    if open_by[visitor] >= LIVE_PER_VISITOR:
+        raise web.HTTPTooManyRequests(text=f"You follow {LIVE_PER_VISITOR} logs already: close one and reload.")
+    open_by[visitor] += 1
+    try:
+        return await _follow(deps, request, run, pod, container, spec)
+    finally:
+        open_by[visitor] -= 1
+        if open_by[visitor] <= 0:
+            del open_by[visitor]
+
+
+def _visitor(request: web.Request) -> str:
+    """Whose streams these are: the signed-in login, else the client address (anonymous, public repository)."""
+    user = request.app[SESSIONS].user(request)
+    return f"user:{user.login}" if user else f"address:{request.remote or ''}"
+
+
+async def _follow(deps: Deps, request: web.Request, run: runs.Run, pod: str, container: str,
+                  spec: dict[str, Any] | None) -> web.StreamResponse:
     response = web.StreamResponse(headers={**pages.HEADERS, "Content-Type": "text/event-stream",
                                            "X-Accel-Buffering": "no"})
     await response.prepare(request)
@@ -231,7 +274,7 @@ async def list_runs(request: web.Request) -> web.StreamResponse:
 async def _runs_of(deps: Deps, repo: str) -> list[runs.Run]:
     """`repo`'s runs, newest first: those whose Jobs are in the cluster, then those the bot kept."""
     grouped: dict[str, list[dict[str, Any]]] = {}
-    for job in await deps.kube.list_jobs(jobs.SELECTOR):
+    for job in await deps.kube.list_jobs(jobs.SELECTOR) + await deps.kube.list_jobs(jobs.SELECTOR, kind=jobs.RAYJOB):
         if jobs.annotations_of(job).get(jobs.REPO) == repo:
             run_id = ((job["metadata"].get("labels") or {}).get(jobs.RUN)) or jobs.name_of(job)
             grouped.setdefault(run_id, []).append(job)
@@ -263,6 +306,7 @@ def add_routes(app: web.Application, deps_key: web.AppKey[Deps]) -> None:
             follow.close()
 
     app[LIVE] = set()
+    app[LIVE_BY] = Counter()
     app[DOWNLOADS] = asyncio.Semaphore(DOWNLOADS_AT_ONCE)
     app.cleanup_ctx.append(sessions)
     app.on_shutdown.append(stop_following)
@@ -272,4 +316,5 @@ def add_routes(app: web.Application, deps_key: web.AppKey[Deps]) -> None:
     app.router.add_get("/runs/{run_id}/pods/{pod}/containers/{container}/log", guarded(download_log))
     app.router.add_get("/login", guarded(signin.login))
     app.router.add_get("/auth/callback", guarded(signin.callback))
+    app.router.add_post("/logout", guarded(signin.logout))
     app.router.add_get("/static/{name}", static)

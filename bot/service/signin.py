@@ -7,6 +7,10 @@ Both cookies are encrypted and signed (Fernet, keyed from GITHUB_CLIENT_SECRET: 
 reads them, nobody can forge or read one), HttpOnly, Secure, SameSite=Lax, and expire (the state
 in 10 minutes, the session in 8 hours, as the user token does).
 
+`POST /logout` (the header's *Sign out* button) clears the session cookie. Only a form of the bot's own pages
+does it: the cookie is SameSite=Lax (another site's POST does not carry it) and the request's Origin (or,
+without one, its Referer) must be the bot's own.
+
 Who reads a run page: anyone for a public repository unless FLOPS_RUNS_PUBLIC=false; otherwise a
 signed-in user GitHub says can read the repository (bot.platform.oauth.Access, a minute's cache).
 """
@@ -17,6 +21,7 @@ import hashlib
 import json
 import secrets
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from aiohttp import web
 from cryptography.fernet import Fernet, InvalidToken
@@ -140,4 +145,28 @@ async def callback(request: web.Request) -> web.StreamResponse:
     response = web.HTTPFound(safe_next(pending.get("next")))
     set_cookie(response, SESSION_COOKIE, sessions.seal({"login": user.login, "token": user.token}), SESSION_SECONDS)
     response.del_cookie(STATE_COOKIE, path="/")
+    raise response
+
+
+def origin_of(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}".lower() if parts.scheme and parts.netloc else ""
+
+
+def same_origin(request: web.Request, sessions: Sessions) -> bool:
+    """Did the bot's own page send this request? Its Origin (or Referer) is FLOPS_PUBLIC_URL's origin (else the
+    Host it was asked at); a request that says neither is refused."""
+    own = origin_of(sessions.settings.public_url or f"{request.scheme}://{request.host}")
+    sent = request.headers.get("Origin") or origin_of(request.headers.get("Referer", ""))
+    return bool(own) and sent.lower() == own
+
+
+async def logout(request: web.Request) -> web.StreamResponse:
+    """Clear the session (raised: a redirect to /runs); refused (403) unless the bot's own page asked."""
+    sessions = request.app[SESSIONS]
+    if not same_origin(request, sessions):
+        log.warning("sign-out refused: not from the bot's own page")
+        raise web.HTTPForbidden(text="Sign out from the bot's own page.")
+    response = web.HTTPSeeOther("/runs")
+    set_cookie(response, SESSION_COOKIE, "", 0)
     raise response

@@ -167,16 +167,27 @@ class KubeRay:
                  "uid": rayjob["metadata"]["uid"], "controller": True, "blockOwnerDeletion": True}]
 
     def _head_pod(self, rayjob: dict[str, Any], cluster: str) -> None:
-        template = copy.deepcopy(rayjob["spec"]["rayClusterSpec"]["headGroupSpec"]["template"])
+        """The cluster's Pods, as KubeRay makes them: the head, then each worker group's `replicas` workers
+        (`<cluster>-<group>-worker-<suffix>`, `ray.io/node-type=worker`, `ray.io/group=<group>`)."""
+        spec = rayjob["spec"]["rayClusterSpec"]
+        self._node_pod(rayjob, cluster, spec["headGroupSpec"]["template"], "head", "headgroup", f"{cluster}-head-")
+        for group in spec.get("workerGroupSpecs") or []:
+            for _ in range(int(group.get("replicas") or 0)):
+                self._node_pod(rayjob, cluster, group["template"], "worker", group["groupName"],
+                               f"{cluster}-{group['groupName']}-worker-")
+
+    def _node_pod(self, rayjob: dict[str, Any], cluster: str, template: dict[str, Any], node_type: str, group: str,
+                  prefix: str) -> None:
+        template = copy.deepcopy(template)
         template.setdefault("metadata", {})
-        labels = {**template["metadata"].get("labels", {}), "ray.io/cluster": cluster, "ray.io/node-type": "head",
-                  "ray.io/group": "headgroup", "ray.io/is-ray-node": "yes"}
+        labels = {**template["metadata"].get("labels", {}), "ray.io/cluster": cluster, "ray.io/node-type": node_type,
+                  "ray.io/group": group, "ray.io/is-ray-node": "yes"}
         spec = template["spec"]
         spec.setdefault("nodeName", "emulator-node")
         statuses = [{"name": c["name"], "image": c["image"], "ready": True, "restartCount": 0, "started": True,
                      "state": {"running": {"startedAt": now()}}} for c in spec["containers"]]
         pod = {"apiVersion": "v1", "kind": "Pod",
-               "metadata": {"name": f"{cluster}-head-" + "".join(random.choices(POD_SUFFIX_ALPHABET, k=5)),
+               "metadata": {"name": prefix + "".join(random.choices(POD_SUFFIX_ALPHABET, k=5)),
                             "namespace": self.namespace, "labels": labels,
                             "annotations": template["metadata"].get("annotations", {}),
                             "ownerReferences": self._owner(rayjob)},  # (really the RayCluster's, owned by the RayJob)

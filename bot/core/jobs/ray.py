@@ -29,6 +29,7 @@ MAX_NAME = 47  # KubeRay refuses longer RayJob names (the cluster's and its Serv
 FINISHED = ("Complete", "Failed")
 DASHBOARD = 8265  # the head's dashboard / job API port (KubeRay's default)
 HEAD_PODS = "ray.io/node-type=head,ray.io/cluster={cluster}"
+CLUSTER_PODS = "ray.io/cluster={cluster}"  # head and workers
 SUBMITTER_RESOURCES = {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "512Mi"}}
 
 
@@ -119,6 +120,12 @@ def network_policy(rayjob: dict[str, Any]) -> dict[str, Any]:
 
 def is_rayjob(obj: dict[str, Any]) -> bool:
     return obj.get("kind") == KIND
+
+
+def cluster_selector(rayjob: dict[str, Any]) -> str | None:
+    """The label selector of the RayJob's cluster Pods (head and workers); None before KubeRay named it."""
+    cluster = str((rayjob.get("status") or {}).get("rayClusterName") or "")
+    return CLUSTER_PODS.format(cluster=cluster) if cluster else None
 
 
 def head_selector(rayjob: dict[str, Any]) -> str | None:
