@@ -34,7 +34,7 @@ from bot.core import jobs
 from bot.core.text import timestamp
 from bot.flows.deps import Deps
 from bot.platform import logs
-from bot.platform.leader import micro_time
+from bot.platform.leader import Observed, micro_time
 
 log = logs.get_logger(__name__)
 
@@ -94,8 +94,7 @@ class _Holder:
         self.deps, self.start = deps, start
         self.namespace = deps.settings.namespace  # next to the Jobs it guards
         self.lease: dict[str, Any] | None = None
-        self._seen: tuple[Any, ...] = ()
-        self._seen_at = 0.0
+        self._observed = Observed()
         self._tried: set[str] = set()  # the acquireTimes of this start's creates
 
     async def take(self) -> None:
@@ -193,10 +192,7 @@ class _Holder:
             return True
         if _renewed_ago(spec) > ANCIENT:  # a leftover of a holder long dead (even across clock skew): at once
             return True
-        record = (spec.get("holderIdentity"), spec.get("renewTime"), meta.get("resourceVersion"))
-        if record != self._seen:
-            self._seen, self._seen_at = record, time.monotonic()
-        return time.monotonic() - self._seen_at > float(spec.get("leaseDurationSeconds") or 0)
+        return self._observed.silent_for(lease) > float(spec.get("leaseDurationSeconds") or 0)
 
     def _body(self, lease: dict[str, Any] | None) -> dict[str, Any]:
         start, now = self.start, micro_time()

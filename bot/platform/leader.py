@@ -36,6 +36,22 @@ LEASE_NAME = "flops-bot-leader"
 Work = Callable[[], Coroutine[Any, Any, None]]
 
 
+class Observed:
+    """A Lease's record (holder, renewTime, resourceVersion) as this process last saw it change, timed by its
+    own monotonic clock: how long a holder has been silent, whatever the clocks of other nodes say (client-go)."""
+
+    def __init__(self) -> None:
+        self._seen: tuple[Any, ...] = ()
+        self._seen_at = 0.0
+
+    def silent_for(self, lease: dict[str, Any]) -> float:
+        spec = lease.get("spec") or {}
+        record = (spec.get("holderIdentity"), spec.get("renewTime"), lease["metadata"].get("resourceVersion"))
+        if record != self._seen:
+            self._seen, self._seen_at = record, time.monotonic()
+        return time.monotonic() - self._seen_at
+
+
 def identity_for(pod_name: str) -> str:
     """The pod's name plus a random suffix: a restarted container is a new holder."""
     return f"{pod_name}-{secrets.token_hex(3)}"
@@ -59,8 +75,7 @@ class Leadership:
         self.elected = asyncio.Event()  # set while this replica holds the Lease
         self._work: dict[str, Work] = {}
         self._running: dict[str, asyncio.Task[None]] = {}
-        self._seen: tuple[Any, ...] = ()  # the Lease record as last read, and when (monotonic) it last changed
-        self._seen_at = 0.0
+        self._observed = Observed()
         self._renewed = 0.0
 
     @property
@@ -128,20 +143,11 @@ class Leadership:
             return await self.kube.create_lease(namespace, self._body(None)) is not None
         spec = lease.get("spec") or {}
         holder = spec.get("holderIdentity") or ""
-        self._observe(lease)
-        if holder and holder != self.identity and not self._expired(spec):
+        silent = self._observed.silent_for(lease)
+        if holder and holder != self.identity and silent <= float(spec.get("leaseDurationSeconds")
+                                                                     or self.settings.duration):
             return False
         return await self.kube.replace_lease(namespace, self._body(lease)) is not None
-
-    def _observe(self, lease: dict[str, Any]) -> None:
-        spec = lease.get("spec") or {}
-        record = (spec.get("holderIdentity"), spec.get("renewTime"), lease["metadata"].get("resourceVersion"))
-        if record != self._seen:
-            self._seen, self._seen_at = record, time.monotonic()
-
-    def _expired(self, spec: dict[str, Any]) -> bool:
-        duration = spec.get("leaseDurationSeconds") or self.settings.duration
-        return time.monotonic() - self._seen_at > float(duration)
 
     def _body(self, lease: dict[str, Any] | None) -> dict[str, Any]:
         """The Lease held by this replica, renewed now; a new holder counts one more transition."""
