@@ -526,25 +526,38 @@ async def test_a_workload_faking_an_approval_in_metrics_json_shows_it_as_text(sh
     assert markdown.links(summary) == {"](http://evil)": "https://ok.example/x"}
 
 
-async def test_a_merge_group_holding_an_unapproved_fork_pr_runs_nothing(shipped: Shipped) -> None:
-    """Issue 15: the queue's group of PR #9 contains fork PR #8, queued ahead of it and never approved."""
-    repo = "acme/fl-queue"
+def fork_queued_ahead(shipped: Shipped, repo: str) -> tuple[str, str, str, str]:
+    """PR #9's merge group built on fork PR #8, queued ahead of it and never approved: (base, the fork's
+    head, the fork's queue ref name, the group's head)."""
     base = code_repo(shipped, repo, IMAGES + REGRESSION)
     fork_head = shipped.github.commit(repo, "fork-feature", {"fl/server.py": "print('mine')\n"}, parents=[base])
     shipped.github.add_pull(repo, 8, fork_head, base_branch="master", head_ref="fork-feature",
-                            head_repo="mallory/fl-queue", user="mallory")
+                            head_repo=f"mallory/{repo.split('/')[1]}", user="mallory")
     own_head = open_pr(shipped, repo, 9)
     queue = "gh-readonly-queue/master"
     ahead = shipped.github.commit(repo, f"{queue}/pr-8-{fork_head}", {"q": "8\n"}, parents=[base, fork_head])
     group = shipped.github.commit(repo, f"{queue}/pr-9-{own_head}", {"q": "9\n"}, parents=[ahead, own_head])
+    return base, ahead, f"{queue}/pr-8-{fork_head}", group
+
+
+async def check_merge_group(shipped: Shipped, repo: str, base: str, group: str) -> dict[str, Any]:
+    """GitHub's `merge_group checks_requested` for `group`, and the `flops/regression` check it ends with."""
     data = payload("merge_group.checks_requested")
+    head_ref = next(name for name, sha in shipped.github.repos[repo].branches.items() if sha == group)
     data["merge_group"].update(head_sha=group, base_sha=base, base_ref="refs/heads/master",
-                               head_ref=f"refs/heads/{queue}/pr-9-{own_head}")
+                               head_ref=f"refs/heads/{head_ref}")
     data["merge_group"]["head_commit"]["id"] = group
     data["repository"].update(full_name=repo, default_branch="master")
     data["installation"]["id"] = INSTALLATION
     await deliver(shipped, "merge_group", data)
-    check = await completed(shipped, repo, group, "flops/regression")
+    return await completed(shipped, repo, group, "flops/regression")
+
+
+async def test_a_merge_group_holding_an_unapproved_fork_pr_runs_nothing(shipped: Shipped) -> None:
+    """Issue 15: the queue's group of PR #9 contains fork PR #8, queued ahead of it and never approved."""
+    repo = "acme/fl-queue"
+    base, _, _, group = fork_queued_ahead(shipped, repo)
+    check = await check_merge_group(shipped, repo, base, group)
     assert (check["conclusion"], check["output"]["title"]) == ("failure", "Not run: #8 lacks approval")
     assert jobs_of(shipped, "regression", group) == []
 
@@ -552,23 +565,9 @@ async def test_a_merge_group_holding_an_unapproved_fork_pr_runs_nothing(shipped:
 async def test_a_stale_merge_group_built_on_a_dequeued_fork_pr_runs_nothing(shipped: Shipped) -> None:
     """Fork PR #8 left the queue (its ref is gone); the group GitHub built for #9 on top of it is checked."""
     repo = "acme/fl-stale-queue"
-    base = code_repo(shipped, repo, IMAGES + REGRESSION)
-    fork_head = shipped.github.commit(repo, "fork-feature", {"fl/server.py": "print('mine')\n"}, parents=[base])
-    shipped.github.add_pull(repo, 8, fork_head, base_branch="master", head_ref="fork-feature",
-                            head_repo="mallory/fl-stale-queue", user="mallory")
-    own_head = open_pr(shipped, repo, 9)
-    queue = "gh-readonly-queue/master"
-    ahead = shipped.github.commit(repo, f"{queue}/pr-8-{fork_head}", {"q": "8\n"}, parents=[base, fork_head])
-    group = shipped.github.commit(repo, f"{queue}/pr-9-{own_head}", {"q": "9\n"}, parents=[ahead, own_head])
-    del shipped.github.repos[repo].branches[f"{queue}/pr-8-{fork_head}"]  # #8 dequeued
-    data = payload("merge_group.checks_requested")
-    data["merge_group"].update(head_sha=group, base_sha=base, base_ref="refs/heads/master",
-                               head_ref=f"refs/heads/{queue}/pr-9-{own_head}")
-    data["merge_group"]["head_commit"]["id"] = group
-    data["repository"].update(full_name=repo, default_branch="master")
-    data["installation"]["id"] = INSTALLATION
-    await deliver(shipped, "merge_group", data)
-    check = await completed(shipped, repo, group, "flops/regression")
+    base, ahead, fork_ref, group = fork_queued_ahead(shipped, repo)
+    del shipped.github.repos[repo].branches[fork_ref]  # #8 dequeued
+    check = await check_merge_group(shipped, repo, base, group)
     assert (check["conclusion"], check["output"]["title"]) == ("failure", "Not run: commits of no queued pull request")
     assert f"`{ahead[:7]}`" in check["output"]["summary"] and jobs_of(shipped, "regression", group) == []
 
