@@ -269,13 +269,20 @@ async def test_a_failed_run_is_skipped_and_the_search_goes_on(bed: Bed) -> None:
     assert f"| 1 | `{shas[1][:7]}` | — | ⚠️ no result (run failed) |" in done["output"]["summary"]
 
 
-async def test_bisect_asked_again_after_a_deleted_run_retries_that_commit(bed: Bed) -> None:
+async def first_round_of_three(bed: Bed) -> tuple[str, list[str], dict[str, Any], dict[str, Any]]:
+    """`/bisect` over 3 merges whose ends have baselines: the good commit, the merges, and round 1's two
+    runs, oldest first."""
     good = setup(bed.github)
     shas = merges(bed.github, 3)
     await baseline(bed, good, GOOD)
     await baseline(bed, shas[-1], BAD)
     await comment_on_issue(bed, f"/bisect {good} {shas[-1]}")
     one, two = sorted(unfinished(bed.kube), key=lambda j: shas.index(j["metadata"]["annotations"]["flops.dev/sha"]))
+    return good, shas, one, two
+
+
+async def test_bisect_asked_again_after_a_deleted_run_retries_that_commit(bed: Bed) -> None:
+    good, shas, one, two = await first_round_of_three(bed)
     finish(bed.kube, bed.s3, one, GOOD)
     with kubernetes.client.ApiClient(bed.kube.client_configuration()) as api:  # `kubectl delete job`: no report
         kubernetes.client.BatchV1Api(api).delete_namespaced_job(two["metadata"]["name"], NAMESPACE)
@@ -306,12 +313,7 @@ async def test_bisect_without_shas_takes_the_latest_baseline_and_the_newest_bett
 async def test_a_run_deleted_by_hand_moves_the_search_on_by_itself(bed: Bed) -> None:
     """`kubectl delete job` of a running bisection run: its check is closed and, with no `/bisect` asked
     again, the search takes its next step (the deleted commit skipped like `git bisect skip`)."""
-    good = setup(bed.github)
-    shas = merges(bed.github, 3)
-    await baseline(bed, good, GOOD)
-    await baseline(bed, shas[-1], BAD)
-    await comment_on_issue(bed, f"/bisect {good} {shas[-1]}")
-    one, two = sorted(unfinished(bed.kube), key=lambda j: shas.index(j["metadata"]["annotations"]["flops.dev/sha"]))
+    _, shas, one, two = await first_round_of_three(bed)
     finish(bed.kube, bed.s3, one, GOOD)
     await wait_for(lambda: f"`{shas[0][:7]}` | 0.912 | ✅ not worse" in bisect_check(bed.github, shas[-1])["output"]["summary"],
                    what="the step after the first run")
