@@ -16,14 +16,12 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any
 
 import ray
 
 SINGLE = Path(__file__).resolve().parent.parent / "regression"  # the one-process example, reused as is
 sys.path.insert(0, str(SINGLE))
 
-import s3  # noqa: E402 (examples/regression/s3.py)
 import train as single  # noqa: E402 (examples/regression/train.py)
 
 SEEDS = tuple(range(int(os.environ.get("SEEDS", "8"))))
@@ -58,22 +56,6 @@ def log_to_mlflow(metrics: dict[str, list[float | None]]) -> dict[str, str]:
                           f"{run.info.run_id}"}
 
 
-def publish(document: dict[str, Any]) -> int:
-    """metrics.json to `<FLOPS_OUTPUT>` in the runs bucket, or ./metrics.json without FLOPS_OUTPUT."""
-    body = json.dumps(document, allow_nan=False).encode()
-    output = os.environ.get("FLOPS_OUTPUT")
-    if not output:
-        Path("metrics.json").write_bytes(body)
-        print("FLOPS_OUTPUT is not set: wrote ./metrics.json", file=sys.stderr)
-        return 0
-    key = output + "metrics.json"
-    s3.put_object(os.environ["FLOPS_S3_ENDPOINT"], os.environ["FLOPS_S3_BUCKET"], key, body,
-                  access_key=os.environ["AWS_ACCESS_KEY_ID"], secret_key=os.environ["AWS_SECRET_ACCESS_KEY"],
-                  region=os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1")
-    print(f"wrote s3://{os.environ['FLOPS_S3_BUCKET']}/{key}", file=sys.stderr)
-    return 0
-
-
 def main() -> int:
     # In a RayJob this joins the run's cluster (KubeRay sets RAY_ADDRESS); elsewhere it starts a local Ray.
     ray.init(runtime_env={"env_vars": {"PYTHONPATH": str(SINGLE)}})
@@ -81,7 +63,7 @@ def main() -> int:
     ray.shutdown()
     metrics = {"accuracy": [single.finite(a) for a, _ in results], "loss": [single.finite(l) for _, l in results]}
     print(json.dumps(metrics))
-    return publish({"metrics": metrics, "links": log_to_mlflow(metrics)})
+    return single.publish({"metrics": metrics, "links": log_to_mlflow(metrics)})
 
 
 if __name__ == "__main__":

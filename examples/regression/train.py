@@ -45,9 +45,13 @@ def main() -> int:
     with np.errstate(over="ignore", invalid="ignore"):
         results = [train_and_evaluate(seed) for seed in SEEDS]
     metrics = {"accuracy": [finite(a) for a, _ in results], "loss": [finite(l) for _, l in results]}
-    document = {"metrics": metrics, "links": {}}  # with MLflow: {"MLflow run": "<run URL>"}, see README.md
-    body = json.dumps(document, allow_nan=False).encode()
     print(json.dumps(metrics))
+    return publish({"metrics": metrics, "links": {}})  # with MLflow: {"MLflow run": "<run URL>"}, see README.md
+
+
+def publish(document: dict[str, object]) -> int:
+    """metrics.json to `<FLOPS_OUTPUT>` in the runs bucket, or ./metrics.json without FLOPS_OUTPUT."""
+    body = json.dumps(document, allow_nan=False).encode()
     output = os.environ.get("FLOPS_OUTPUT")
     if not output:
         Path("metrics.json").write_bytes(body)
